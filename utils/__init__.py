@@ -1,0 +1,1 @@
+"""Hands-On Mechanistic Interpretability: the course's shared package."""

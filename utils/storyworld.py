@@ -1,0 +1,606 @@
+"""Storyworld: a seeded generator of short English documents with known latent variables.
+
+Three document families (DESIGN.md §4):
+
+* ``narrative``  - one or two characters in a place; each feels one of 12 emotions on a
+  circle (angle 0°, 30°, ... 330°; valence = cos θ, arousal = sin θ). Most sentences show
+  the feeling only through behaviour whose word choice depends on the angle; feelings
+  drift to neighbouring emotions and are named again when they do.
+* ``transfer``   - indirect-object identification: "When Ann and Bob went to the park,
+  Bob gave the kite to Ann."
+* ``repetition`` - a list, a line of names or a rhyme that recurs verbatim later, after a
+  random number of filler sentences.
+
+Every document is produced by a sequence of random choices, each of which writes its own
+text at once, and no two options of a choice can start the same way. So each text has
+exactly one derivation, and :func:`score` recovers it from the surface form alone: it runs
+the *same* generator code, reading each choice back from the text instead of drawing it.
+``logprob`` is therefore the exact log-probability of the text under the generator,
+including the decision to stop (the ``<|endoftext|>`` token).
+
+Annotations are character offsets into ``text``; :mod:`utils.tokenizer` maps them to tokens.
+
+Command line::
+
+    python -m utils.storyworld sample --seed 0 --n 5 [--family narrative]
+    python -m utils.storyworld score < docs.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+__all__ = [
+    "EMOTIONS", "NAMES", "FAMILIES", "Doc", "ParseError",
+    "sample", "sample_docs", "score", "emotion_angle",
+]
+
+# ---------------------------------------------------------------------------------------
+# Vocabulary
+
+NAMES = (
+    "Ann", "Bob", "Cara", "Dan", "Eve", "Finn", "Gail", "Hugo", "Ivy", "Jack", "Kate", "Leo",
+    "Mia", "Nora", "Omar", "Paul", "Rosa", "Sam", "Tess", "Uma", "Vera", "Will", "Yara", "Zoe",
+)
+
+# Emotion k sits at angle 30·k degrees: valence = cos, arousal = sin.
+EMOTIONS = (
+    "pleased", "happy", "excited", "alert", "tense", "angry",
+    "miserable", "sad", "bored", "sleepy", "relaxed", "calm",
+)
+
+PLACES = ("park", "kitchen", "garden", "forest", "library", "market", "school", "beach",
+          "station", "yard")
+AT_PLACES = ("market", "beach", "station")  # "at the beach"; the others take "in the"
+OBJECTS = ("kite", "ball", "book", "cup", "lamp", "hat", "drum", "apple", "bell", "box",
+           "key", "map", "coat", "shell", "clock", "flower")
+
+# Behaviour that depends on the whole angle: (word, preferred angle in degrees).
+BEHAVIOURS = (
+    ("smiled", 0), ("laughed", 30), ("cheered", 60), ("listened", 90), ("fidgeted", 120),
+    ("shouted", 150), ("groaned", 180), ("cried", 210), ("sighed", 240), ("yawned", 270),
+    ("rested", 300), ("hummed", 330),
+)
+INTERJECTIONS = (
+    ("Nice", 0), ("Yay", 30), ("Wow", 60), ("Look", 90), ("Oh no", 120), ("Stop", 150),
+    ("Ugh", 180), ("Oh dear", 210), ("Meh", 240), ("Goodnight", 270), ("Ahh", 300),
+    ("Fine", 330),
+)
+# Manner depends on arousal only: (word, weight on sin θ).
+MANNERS = (("loudly", 1.0), ("quickly", 0.5), ("once", 0.0), ("slowly", -0.5), ("quietly", -1.0))
+# What a character does with an object depends on valence only: (words, weight on cos θ).
+OBJECT_VERBS = (("hugged", 1.0), ("held", 0.5), ("looked at", 0.0), ("dropped", -0.5),
+                ("kicked", -1.0))
+SHARPNESS = 2.0  # κ in P(word | θ) ∝ exp(κ · cos(θ − φ_word))
+
+# Transfer templates: (opening word, verb phrase before the place).
+TRANSFER_OPENINGS = (("When", "went to the"), ("After", "arrived at the"),
+                     ("While", "were at the"), ("As", "walked to the"))
+TRANSFER_FILLERS = (",", " on a sunny day,", " in the morning,", " after lunch,")
+TRANSFER_VERBS = ("gave", "handed", "passed", "threw", "sent")
+
+# Repetition pools.
+LIST_ITEMS = OBJECTS + (
+    "bread", "milk", "cheese", "plum", "pear", "rice", "soup", "cake", "egg", "corn",
+    "cat", "dog", "fox", "owl", "hen", "cow", "pig", "frog", "bee", "duck", "goat", "mouse",
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "red", "blue", "green", "yellow", "pink", "brown", "black", "white",
+)
+RHYME_ADJECTIVES = ("big", "small", "red", "blue", "green", "old", "new", "soft", "tall", "round")
+RHYME_NOUNS = OBJECTS + ("cat", "dog", "fox", "owl", "hen", "cow", "pig", "frog")
+RHYME_VERBS = ("sat", "ran", "hid", "slept", "danced", "jumped")
+FILLERS = (" The wind blew.", " A bird sang.", " It began to rain.", " The sun came out.",
+           " Time passed.", " Nobody spoke.", " A bell rang.", " The clock ticked.")
+
+FAMILIES = {"narrative": 0.5, "transfer": 0.25, "repetition": 0.25}
+
+# Lengths and stopping.
+MAX_BODY = 10           # narrative sentences after the introductions
+P_STOP_NARRATIVE = 0.15
+MAX_TRANSFERS = 3
+P_STOP_TRANSFER = 0.6
+MAX_REPEATS = 2
+MAX_FILLERS = 6
+
+
+def emotion_angle(emotion: str) -> int:
+    """Angle of an emotion on the circle, in degrees (0, 30, ..., 330)."""
+    return 30 * EMOTIONS.index(emotion)
+
+
+# ---------------------------------------------------------------------------------------
+# One derivation: sampled from an RNG, or read back from a text
+
+
+class ParseError(ValueError):
+    """The text is not a Storyworld document (or would have more than one derivation)."""
+
+
+END = None  # the option that ends the document (it writes the <|endoftext|> token)
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum()
+
+
+class _Writer:
+    """Make the choices of one derivation and write its text.
+
+    In sampling mode (``rng`` given) each choice is drawn; in scoring mode (``text`` given)
+    each choice is the unique option whose text comes next. Either way the log-probability
+    of every choice is added to ``logprob``. The text is built with a leading space (every
+    chunk starts with a space or punctuation) that the final document drops.
+    """
+
+    def __init__(self, rng: random.Random | None = None, text: str | None = None):
+        assert (rng is None) != (text is None)
+        self.rng = rng
+        self.target = None if text is None else " " + text
+        self.chunks: list[str] = []
+        self.pos = 0          # length of the text written so far (with the leading space)
+        self.logprob = 0.0
+        self.ended = False
+
+    # -- positions, in offsets of the final text (leading space dropped)
+    def here(self) -> int:
+        return self.pos - 1
+
+    def _write(self, chunk: str) -> None:
+        self.chunks.append(chunk)
+        self.pos += len(chunk)
+
+    def _fits(self, chunk: str | None) -> bool:
+        """Does ``chunk`` come next in the target text, ending at a word boundary?"""
+        t = self.target
+        if chunk is END:
+            return self.pos == len(t)
+        if not t.startswith(chunk, self.pos):
+            return False
+        after = self.pos + len(chunk)
+        return not (_is_word_char(chunk[-1]) and after < len(t) and _is_word_char(t[after]))
+
+    def emit(self, chunk: str) -> None:
+        """Write text that the derivation so far determines (probability 1)."""
+        if self.target is not None and not self._fits(chunk):
+            raise ParseError(f"expected {chunk!r} at character {self.here()}, found "
+                             f"{self.target[self.pos:self.pos + len(chunk) + 8]!r}")
+        self._write(chunk)
+
+    def pick(self, chunks: Sequence[str | None], probs: Sequence[float]) -> int:
+        """Choose one option; its chunk is written at once. Returns the option's index."""
+        total = math.fsum(probs)
+        if self.rng is not None:
+            u = self.rng.random() * total
+            acc, i = 0.0, len(probs) - 1
+            for j, p in enumerate(probs):
+                acc += p
+                if u < acc and p > 0:
+                    i = j
+                    break
+            while probs[i] <= 0:  # rounding at the very top of the range
+                i -= 1
+        else:
+            hits = [j for j, (c, p) in enumerate(zip(chunks, probs)) if p > 0 and self._fits(c)]
+            if not hits:
+                options = ", ".join(repr(c) for c, p in zip(chunks, probs) if p > 0)
+                raise ParseError(f"at character {self.here()} expected one of {options}, "
+                                 f"found {self.target[self.pos:self.pos + 20]!r}")
+            if len(hits) > 1:
+                raise ParseError(f"ambiguous at character {self.here()}: "
+                                 f"{[chunks[j] for j in hits]} all fit")
+            i = hits[0]
+        self.logprob += math.log(probs[i] / total)
+        if chunks[i] is END:
+            self.ended = True
+        else:
+            self._write(chunks[i])
+        return i
+
+    def uniform(self, chunks: Sequence[str]) -> int:
+        return self.pick(chunks, [1.0] * len(chunks))
+
+    def text(self) -> str:
+        return "".join(self.chunks)[1:]
+
+
+def _circular_weights(angle: int, preferred: Sequence[int]) -> list[float]:
+    return [math.exp(SHARPNESS * math.cos(math.radians(angle - phi))) for phi in preferred]
+
+
+def _axis_weights(value: float, loadings: Sequence[float]) -> list[float]:
+    return [math.exp(SHARPNESS * s * value) for s in loadings]
+
+
+# ---------------------------------------------------------------------------------------
+# The families. Each writes one document and returns its annotations.
+
+
+def _mention(ann: dict, name: str, start: int) -> None:
+    ann["characters"].setdefault(name, []).append([start, start + len(name)])
+
+
+def _narrative(w: _Writer) -> dict:
+    ann: dict[str, Any] = {"characters": {}, "sentences": []}
+    feeling: dict[str, int] = {}  # name -> emotion index
+
+    def sentence(start: int, kind: str, subject: str | None, names_emotion: bool) -> None:
+        s = {"span": [start, w.here()], "kind": kind, "subject": subject,
+             "names_emotion": names_emotion,
+             "feelings": {n: EMOTIONS[k] for n, k in feeling.items()}}
+        if subject is not None and subject in feeling:
+            k = feeling[subject]
+            s.update(emotion=EMOTIONS[k], angle=30 * k,
+                     valence=round(math.cos(math.radians(30 * k)), 6),
+                     arousal=round(math.sin(math.radians(30 * k)), 6))
+        ann["sentences"].append(s)
+
+    # Opening: "Ann was in the park." or "Ann and Bob were in the park."
+    start = w.here() + 1
+    first = NAMES[w.uniform([" " + n for n in NAMES])]
+    _mention(ann, first, start)
+    cast = [first]
+    if w.pick([" was", " and"], [0.4, 0.6]) == 1:
+        others = [n for n in NAMES if n != first]
+        at = w.here() + 1
+        second = others[w.uniform([" " + n for n in others])]
+        _mention(ann, second, at)
+        cast.append(second)
+        w.emit(" were")
+    place = PLACES[w.uniform([(" at the " if p in AT_PLACES else " in the ") + p for p in PLACES])]
+    w.emit(".")
+    ann["place"] = place
+    sentence(start, "opening", None, False)
+
+    # Each character's first feeling is named: "Ann felt happy."
+    for name in cast:
+        start = w.here() + 1
+        w.emit(" " + name)
+        _mention(ann, name, start)
+        w.emit(" felt")
+        feeling[name] = w.uniform([" " + e for e in EMOTIONS])
+        w.emit(".")
+        sentence(start, "feeling", name, True)
+
+    # Body: sentences about a character until the document stops.
+    for i in range(MAX_BODY + 1):
+        p_stop = 1.0 if i == MAX_BODY else P_STOP_NARRATIVE
+        options = [END] + [" " + n for n in cast]
+        probs = [p_stop] + [(1 - p_stop) / len(cast)] * len(cast)
+        start = w.here() + 1
+        j = w.pick(options, probs)
+        if j == 0:
+            break
+        name = cast[j - 1]
+        _mention(ann, name, start)
+        angle = 30 * feeling[name]
+        # The predicate: its first word says which kind of sentence this is.
+        b = _circular_weights(angle, [phi for _, phi in BEHAVIOURS])
+        o = _axis_weights(math.cos(math.radians(angle)), [s for _, s in OBJECT_VERBS])
+        chunks = ([" felt", " said,"] + [" " + v for v, _ in BEHAVIOURS]
+                  + [" " + v + " the" for v, _ in OBJECT_VERBS])
+        probs = ([0.15, 0.15] + [0.45 * x / sum(b) for x in b] + [0.25 * x / sum(o) for x in o])
+        k = w.pick(chunks, probs)
+        if k == 0:  # drift: stay, or move one step round the circle
+            e = feeling[name]
+            drift = [0.0] * 12
+            drift[e] += 0.5
+            drift[(e + 1) % 12] += 0.25
+            drift[(e - 1) % 12] += 0.25
+            feeling[name] = w.pick([" " + x for x in EMOTIONS], drift)
+            w.emit(".")
+            sentence(start, "feeling", name, True)
+        elif k == 1:  # speech
+            iw = _circular_weights(angle, [phi for _, phi in INTERJECTIONS])
+            w.pick([f' "{x}!"' for x, _ in INTERJECTIONS], iw)
+            sentence(start, "speech", name, False)
+        elif k < 2 + len(BEHAVIOURS):  # behaviour, then a manner that depends on arousal
+            mw = _axis_weights(math.sin(math.radians(angle)), [s for _, s in MANNERS])
+            w.pick([" " + m for m, _ in MANNERS], mw)
+            w.emit(".")
+            sentence(start, "behaviour", name, False)
+        else:  # something done to an object
+            w.uniform([" " + x for x in OBJECTS])
+            w.emit(".")
+            sentence(start, "object", name, False)
+    return ann
+
+
+def _transfer(w: _Writer) -> dict:
+    ann: dict[str, Any] = {"characters": {}, "transfers": []}
+    for i in range(MAX_TRANSFERS + 1):
+        openings = [" " + o for o, _ in TRANSFER_OPENINGS]
+        if i == 0:
+            j = w.uniform(openings)
+        else:
+            p_stop = 1.0 if i == MAX_TRANSFERS else P_STOP_TRANSFER
+            j = w.pick([END] + openings, [p_stop] + [(1 - p_stop) / len(openings)] * len(openings))
+            if j == 0:
+                break
+            j -= 1
+        start = w.here() - len(TRANSFER_OPENINGS[j][0])
+        at_a = w.here() + 1
+        a = NAMES[w.uniform([" " + n for n in NAMES])]
+        w.emit(" and")
+        others = [n for n in NAMES if n != a]
+        at_b = w.here() + 1
+        b = others[w.uniform([" " + n for n in others])]
+        w.emit(" " + TRANSFER_OPENINGS[j][1])
+        place = PLACES[w.uniform([" " + p for p in PLACES])]
+        w.uniform(TRANSFER_FILLERS)
+        at_s = w.here() + 1
+        s = (a, b)[w.uniform([" " + a, " " + b])]
+        io = b if s == a else a
+        verb = TRANSFER_VERBS[w.uniform([" " + v for v in TRANSFER_VERBS])]
+        w.emit(" the")
+        obj = OBJECTS[w.uniform([" " + x for x in OBJECTS])]
+        w.emit(" to")
+        prompt_end = w.here()
+        w.emit(" " + io)
+        w.emit(".")
+        for name, at in ((a, at_a), (b, at_b), (s, at_s), (io, prompt_end + 1)):
+            _mention(ann, name, at)
+        ann["transfers"].append({
+            "span": [start, w.here()], "prompt_end": prompt_end,
+            "answer": io, "distractor": s, "answer_span": [prompt_end + 1, prompt_end + 1 + len(io)],
+            "template": j, "place": place, "object": obj, "verb": verb,
+        })
+    first = ann["transfers"][0]
+    ann["prompt_end"] = first["prompt_end"]
+    ann["answer"] = first["answer"]
+    ann["distractor"] = first["distractor"]
+    return ann
+
+
+def _items(w: _Writer, pool: Sequence[str], lo: int, hi: int, ann: dict | None) -> list[str]:
+    """Write between ``lo`` and ``hi`` comma-separated items (length uniform), then ".".
+
+    The length is never chosen silently: after each item from the ``lo``-th on, "." (stop)
+    competes with ", <next item>", with a stop probability that makes the length uniform.
+    Items are drawn from ``pool`` with replacement, except that names (``ann`` given) are
+    not repeated within one line.
+    """
+    items: list[str] = []
+    while True:
+        left = [x for x in pool if ann is None or x not in items]
+        sep = " " if not items else ", "
+        p_stop = 0.0 if len(items) < lo else 1.0 / (hi - len(items) + 1)
+        chunks = ["."] * (len(items) >= lo) + [sep + x for x in left]
+        probs = [p_stop] * (len(items) >= lo) + [(1 - p_stop) / len(left)] * len(left)
+        at = w.here() + len(sep)
+        j = w.pick(chunks, probs) - (len(items) >= lo)
+        if j < 0:
+            return items
+        items.append(left[j])
+        if ann is not None:
+            _mention(ann, left[j], at)
+
+
+def _repetition(w: _Writer) -> dict:
+    ann: dict[str, Any] = {"characters": {}, "repeats": []}
+    w.emit(" Today")
+    # The next words say which kind of sequence this is: a name (a list of things),
+    # " the children lined up:" (a line of names) or " we learned a rhyme:".
+    options = [" " + n for n in NAMES] + [" the children lined up:", " we learned a rhyme:"]
+    probs = [0.4 / len(NAMES)] * len(NAMES) + [0.3, 0.3]
+    at = w.here() + 1
+    j = w.pick(options, probs)
+    kind = "list" if j < len(NAMES) else ("line", "rhyme")[j - len(NAMES)]
+    owner = NAMES[j] if kind == "list" else None
+    if owner:
+        _mention(ann, owner, at)
+        w.emit(" made a list:")
+
+    first_start = w.here() + 1
+    if kind == "list":
+        items = _items(w, LIST_ITEMS, 3, 10, None)
+    elif kind == "line":
+        items = _items(w, NAMES, 3, 8, ann)
+    else:
+        w.emit(" the")
+        items = ["the"]
+        for pool in (RHYME_ADJECTIVES, RHYME_NOUNS, RHYME_VERBS):
+            items.append(pool[w.uniform([" " + x for x in pool])])
+        w.emit(" on the")
+        items += ["on", "the"]
+        for pool in (RHYME_ADJECTIVES, RHYME_NOUNS):
+            items.append(pool[w.uniform([" " + x for x in pool])])
+    first_end = w.here() - (kind != "rhyme")  # the final "." is not part of the span
+    if kind == "rhyme":
+        w.emit(".")
+    sep = " " if kind == "rhyme" else ", "
+    body = " " + sep.join(items)
+    again = {"list": f" {owner} read the list again:", "line": " The children lined up again:",
+             "rhyme": " We said the rhyme again:"}[kind]
+
+    repeats = fillers = 0
+    while True:
+        can_fill = fillers < MAX_FILLERS
+        if repeats == 0:  # the sequence always recurs at least once
+            p_end, p_fill, p_rep = 0.0, 0.5 * can_fill, 1.0 - 0.5 * can_fill
+        else:
+            p_end, p_fill, p_rep = 0.5, 0.3 * can_fill, 0.2 * (repeats < MAX_REPEATS)
+        options = [END, again] + list(FILLERS)
+        probs = [p_end, p_rep] + [p_fill / len(FILLERS)] * len(FILLERS)
+        at = w.here() + 1
+        j = w.pick(options, probs)
+        if j == 0:
+            break
+        if j > 1:
+            fillers += 1
+            continue
+        if owner:
+            _mention(ann, owner, at)
+        start = w.here() + 1
+        w.emit(body)
+        if kind == "line":
+            offset = start
+            for name in items:
+                _mention(ann, name, offset)
+                offset += len(name) + len(sep)
+        ann["repeats"].append({
+            "kind": kind, "items": len(items),
+            "first": [first_start, first_end], "repeat": [start, w.here()],
+            "distance": start - first_start, "fillers_between": fillers,
+        })
+        w.emit(".")
+        repeats += 1
+        fillers = 0
+    ann["kind"] = kind
+    return ann
+
+
+_GENERATORS: dict[str, Callable[[_Writer], dict]] = {
+    "narrative": _narrative, "transfer": _transfer, "repetition": _repetition,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+
+
+@dataclass
+class Doc:
+    """One Storyworld document.
+
+    ``logprob`` is the exact natural-log probability of ``text`` (and of stopping after it)
+    under the whole Storyworld mixture; ``logprob_in_family`` leaves out the choice of family.
+    """
+
+    text: str
+    family: str
+    annotations: dict
+    logprob: float
+    logprob_in_family: float
+    seed: int | None = None
+    index: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def _run(family: str, w: _Writer) -> dict:
+    ann = _GENERATORS[family](w)
+    if not w.ended:
+        raise AssertionError(f"{family} generator returned without choosing to stop")
+    if w.target is not None and w.pos != len(w.target):
+        raise ParseError(f"text goes on after the document ends at character {w.here()}")
+    ann["characters"] = [{"name": n, "spans": spans} for n, spans in ann["characters"].items()]
+    return ann
+
+
+def sample(seed: int, index: int, family: str | None = None) -> Doc:
+    """Document number ``index`` of the stream with this ``seed``.
+
+    Each document has its own random stream, so document i is the same whatever else is
+    sampled. With ``family`` given, the family is fixed instead of drawn (``logprob`` is
+    still the probability under the full mixture).
+    """
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    rng = random.Random(f"storyworld/{seed}/{index}")  # str seeds hash with sha512: portable
+    names = list(FAMILIES)
+    u = rng.random()
+    if family is None:
+        acc = 0.0
+        family = names[-1]
+        for name in names:
+            acc += FAMILIES[name]
+            if u < acc:
+                family = name
+                break
+    w = _Writer(rng=rng)
+    ann = _run(family, w)
+    lp_family = math.log(FAMILIES[family])
+    return Doc(w.text(), family, ann, lp_family + w.logprob, w.logprob, seed, index)
+
+
+def sample_docs(seed: int, n: int, family: str | None = None, start: int = 0) -> list[Doc]:
+    """Documents ``start`` .. ``start + n - 1`` of the stream with this seed."""
+    return [sample(seed, i, family) for i in range(start, start + n)]
+
+
+def score(text: str) -> Doc:
+    """Parse a document back into its unique derivation.
+
+    Returns the same ``Doc`` that sampling produced (without seed and index). Raises
+    ``ParseError`` if the text is not a Storyworld document.
+    """
+    parses = []
+    errors = []
+    for family in FAMILIES:
+        w = _Writer(text=text)
+        try:
+            ann = _run(family, w)
+        except ParseError as e:
+            errors.append(f"{family}: {e}")
+            continue
+        parses.append(Doc(text, family, ann, math.log(FAMILIES[family]) + w.logprob, w.logprob))
+    if len(parses) != 1:
+        why = "; ".join(errors) if not parses else f"{len(parses)} families parse it"
+        raise ParseError(f"not exactly one derivation: {why}")
+    return parses[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m utils.storyworld",
+        description="Sample Storyworld documents as JSON lines, or re-score texts.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("sample", help="write N documents of seed S as JSON lines")
+    sp.add_argument("--seed", type=int, required=True, help="stream seed (any integer)")
+    sp.add_argument("--n", type=_positive, required=True, help="number of documents")
+    sp.add_argument("--family", choices=sorted(FAMILIES), help="only this family")
+    sp.add_argument("--start", type=_nonnegative, default=0, help="index of the first document")
+    sc = sub.add_parser("score", help="read JSON lines (or plain lines) of text from stdin, "
+                                      "write each with its family, annotations and logprob")
+    sc.add_argument("--plain", action="store_true", help="input is one text per line")
+    return ap
+
+
+def _positive(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def _nonnegative(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {s}")
+    return v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = sys.stdout
+    if args.command == "sample":
+        for i in range(args.start, args.start + args.n):
+            out.write(sample(args.seed, i, args.family).to_json() + "\n")
+        return 0
+    status = 0
+    for lineno, line in enumerate(sys.stdin, 1):
+        line = line.rstrip("\n")
+        if not line:
+            continue
+        text = line if args.plain else json.loads(line)["text"]
+        try:
+            out.write(score(text).to_json() + "\n")
+        except ParseError as e:
+            print(f"line {lineno}: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
