@@ -1,0 +1,28 @@
+# Task runner. Every target sets up what it needs first (idempotent).
+PY := .venv/bin/python
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup course test zoo benchmark tokenizer clean
+
+setup:
+	@bash scripts/setup.sh
+
+## The course's main job on the embedded default: check and summarise the zoo.
+course: setup
+	$(PY) -m utils.course
+
+## The test suite (what CI runs).
+test: setup
+	$(PY) -m pytest -n 2 --dist loadfile
+
+## Rebuild the tokenizer and every zoo model from scratch (resumable; about an hour on 2 cores).
+zoo: setup
+	$(PY) -m utils.tokenizer
+	$(PY) -m utils.train all
+
+benchmark: setup
+	$(PY) scripts/benchmark.py
+
+clean:
+	rm -rf .venv build runs .pytest_cache

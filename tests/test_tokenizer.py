@@ -1,0 +1,48 @@
+"""The shipped tokenizer: size, special tokens, names, round trips, reproducibility."""
+
+from utils import storyworld as sw
+from utils.tokenizer import (EOT, TOKENIZER_DIR, encode_doc, load_tokenizer, token_spans,
+                             tokenizer_hash, tokens_in_span, train)
+
+TOK = load_tokenizer()
+
+
+def test_vocabulary_is_at_most_4096_tokens():
+    assert len(TOK) <= 4096
+
+
+def test_endoftext_is_bos_and_eos():
+    assert TOK.bos_token == TOK.eos_token == EOT
+    ids = encode_doc("Ann was in the park.", TOK)
+    assert ids[0] == ids[-1] == TOK.convert_tokens_to_ids(EOT)
+
+
+def test_every_first_name_is_exactly_one_token_with_and_without_a_space():
+    for name in sw.NAMES:
+        for form in (name, " " + name):
+            assert len(TOK(form, add_special_tokens=False)["input_ids"]) == 1, form
+
+
+def test_names_are_single_tokens_inside_real_documents():
+    for d in sw.sample_docs(11_111, 100):
+        spans = token_spans(d.text, TOK)
+        for c in d.annotations["characters"]:
+            for s, e in c["spans"]:
+                assert len(tokens_in_span(spans, s, e)) == 1
+
+
+def test_decoding_round_trips_storyworld_text():
+    for d in sw.sample_docs(12_345, 200):
+        assert TOK.decode(TOK(d.text, add_special_tokens=False)["input_ids"]) == d.text
+
+
+def test_token_spans_cover_the_text():
+    d = sw.sample(1, 0)
+    spans = token_spans(d.text, TOK)
+    assert spans[0][0] == 0 and spans[-1][1] == len(d.text)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_retraining_reproduces_the_shipped_tokenizer(tmp_path):
+    train(tmp_path)
+    assert tokenizer_hash(tmp_path) == tokenizer_hash(TOKENIZER_DIR)

@@ -1,0 +1,425 @@
+"""Measure the zoo: the numbers on every model card, recomputed on held-out Storyworld data.
+
+    python -m utils.evaluate                      # check every card against a fresh measurement
+    python -m utils.evaluate storyworld-4l --seed 9123 --docs 1000
+    python -m utils.evaluate storyworld-4l --write-card   # (re)write card.json and README.md
+
+Definitions (the cards and tests use exactly these):
+
+* **loss**: mean NLL of predicting each document's text tokens and its EOS after a BOS.
+* **entropy floor**: ``-Σ logprob / Σ tokens`` over the same documents and tokens, with
+  each document's exact log-probability under the generator. **gap** = loss − floor.
+* **IOI**: on ``transfer`` documents, the logit of the answer (indirect object) minus the
+  logit of the distractor (subject) at the end of the prompt; accuracy = share > 0.
+* **head scores** on repeated random tokens: ``BOS r r`` with ``r`` a run of distinct
+  tokens drawn from the tokens Storyworld uses, its length (the period) drawn per sequence.
+  Previous-token score = mean attention from each position to the one before it;
+  induction score = mean attention from each position of the second copy to the token
+  after the same token's first occurrence. **repeat loss drop** = mean loss on the first
+  copy minus mean loss on the second (the second copy's first token excluded).
+* **emotion probe**: a 12-way linear probe (multinomial logistic regression) on the
+  residual stream after each layer, trained on tokens of narrative sentences that do not
+  name the emotion, labelled with the sentence subject's current emotion; accuracy on the
+  same kind of tokens in separate documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from utils import storyworld
+from utils.models import MODELS, load_model, read_card, sha256_file
+from utils.tokenizer import EOT, encode_doc, load_tokenizer, token_spans, tokenizer_hash
+
+EVAL_SEED = 9000          # held-out documents for loss, IOI
+PROBE_TRAIN_SEED = 9001   # documents the emotion probe is fitted on
+RANDOM_TOKENS_SEED = 9002
+
+# What each model must show (DESIGN.md §5, issue 2). metric -> (comparison, threshold)
+TARGETS = {
+    "storyworld-attn2l": {"prev_token_score_layer0": (">=", 0.8),
+                          "induction_score_layer1": (">=", 0.8),
+                          "repeat_loss_drop": (">=", 3.0)},
+    "storyworld-4l": {"gap": ("<=", 0.10), "ioi_accuracy": (">=", 0.95),
+                      "ioi_logit_diff": (">=", 3.0), "induction_score": (">=", 0.7),
+                      "emotion_probe_accuracy": (">=", 0.90)},
+    "storyworld-llama": {"gap": ("<=", 0.15), "ioi_accuracy": (">=", 0.90)},
+}
+# How far a fresh measurement on other held-out documents may sit from the card.
+TOLERANCE = {"loss": 0.03, "floor": 0.03, "gap": 0.02, "ioi_accuracy": 0.03,
+             "ioi_logit_diff": 0.5, "prev_token_score_layer0": 0.05,
+             "induction_score_layer1": 0.05, "induction_score": 0.05,
+             "repeat_loss_drop": 0.4, "emotion_probe_accuracy": 0.04}
+
+
+def _forward(model, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(tokens)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------
+# Loss and floor
+
+
+def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
+    """Mean NLL per token over ``docs`` and the generator's entropy floor on the same tokens."""
+    tok = load_tokenizer()
+    seqs = [encode_doc(d.text, tok) for d in docs]
+    eot = seqs[0][0]
+    nll, count = 0.0, 0
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
+    for b in range(0, len(order), batch):
+        group = [seqs[i] for i in order[b:b + batch]]
+        width = max(map(len, group))
+        x = torch.full((len(group), width), eot)
+        mask = torch.zeros(len(group), width - 1, dtype=torch.bool)
+        for r, s in enumerate(group):
+            x[r, :len(s)] = torch.tensor(s)
+            mask[r, :len(s) - 1] = True
+        x = x.to(_device(model))
+        logits = _forward(model, x[:, :-1]).float()
+        lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0].cpu()
+        nll -= lp[mask].sum().item()
+        count += int(mask.sum())
+    floor = -math.fsum(d.logprob for d in docs) / count
+    return {"loss": nll / count, "floor": floor, "gap": nll / count - floor, "tokens": count}
+
+
+# ---------------------------------------------------------------------------------------
+# Indirect-object identification
+
+
+def ioi(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
+    """Logit difference answer − distractor at the end of each transfer prompt."""
+    tok = load_tokenizer()
+    docs = [d for d in docs if d.family == "transfer"]
+    eot = tok.convert_tokens_to_ids(EOT)
+    diffs = []
+    for b in range(0, len(docs), batch):
+        group = docs[b:b + batch]
+        prompts = [[eot] + tok(d.text[:d.annotations["prompt_end"]], add_special_tokens=False)["input_ids"]
+                   for d in group]
+        width = max(map(len, prompts))
+        x = torch.full((len(group), width), eot)
+        for r, p in enumerate(prompts):
+            x[r, :len(p)] = torch.tensor(p)
+        logits = _forward(model, x.to(_device(model))).float().cpu()
+        last = logits[torch.arange(len(group)), torch.tensor([len(p) - 1 for p in prompts])]
+        ans = torch.tensor([_word_id(tok, d.annotations["answer"]) for d in group])
+        dis = torch.tensor([_word_id(tok, d.annotations["distractor"]) for d in group])
+        diffs.append(last.gather(1, ans[:, None])[:, 0] - last.gather(1, dis[:, None])[:, 0])
+    d = torch.cat(diffs)
+    return {"ioi_accuracy": (d > 0).float().mean().item(), "ioi_logit_diff": d.mean().item(),
+            "ioi_prompts": len(d)}
+
+
+def _word_id(tok, word: str) -> int:
+    ids = tok(" " + word, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 1, f"{word!r} is not one token"
+    return ids[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Heads on repeated random tokens
+
+
+def storyworld_token_pool(n_docs: int = 2000) -> list[int]:
+    """Token ids that Storyworld text uses (EOT excluded): the pool random sequences draw from."""
+    tok = load_tokenizer()
+    ids = set()
+    for d in storyworld.sample_docs(EVAL_SEED, n_docs):
+        ids.update(tok(d.text, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
+def repeated_random_tokens(n: int, seed: int = RANDOM_TOKENS_SEED, min_period: int = 10,
+                           max_period: int = 60) -> list[tuple[list[int], int]]:
+    """``n`` sequences ``[BOS] + r + r`` with ``r`` distinct random tokens; returns (ids, period)."""
+    rng = random.Random(seed)
+    pool = storyworld_token_pool()
+    eot = load_tokenizer().convert_tokens_to_ids(EOT)
+    out = []
+    for _ in range(n):
+        period = rng.randint(min_period, max_period)
+        r = rng.sample(pool, period)
+        out.append(([eot] + r + r, period))
+    return out
+
+
+def head_scores(model, seqs: list[tuple[list[int], int]]) -> dict:
+    """Previous-token and induction scores per head ``[n_layers, n_heads]`` and the loss drop."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    prev = torch.zeros(L, H)
+    ind = torch.zeros(L, H)
+    first, second = [], []
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+    for ids, period in seqs:
+        x = torch.tensor([ids], device=_device(model))
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(x, names_filter=lambda n: n in names)
+        logits = logits if isinstance(logits, torch.Tensor) else logits.logits
+        lp = torch.log_softmax(logits[0].float(), -1)
+        nll = -lp[:-1].gather(-1, x[0, 1:, None])[:, 0].cpu()
+        # nll[i] is the loss of predicting token i+1. First copy: tokens 1..P; second: P+2..2P.
+        first.append(nll[0:period].mean())
+        second.append(nll[period + 1:2 * period].mean())
+        pos = torch.arange(2, 2 * period + 1)          # queries (skip BOS and the first token)
+        q2 = torch.arange(period + 1, 2 * period + 1)  # queries in the second copy
+        for l in range(L):
+            pat = cache[names[l]][0].float().cpu()    # [head, query, key]
+            prev[l] += pat[:, pos, pos - 1].mean(-1)
+            ind[l] += pat[:, q2, q2 - period + 1].mean(-1)
+    n = len(seqs)
+    return {"prev_token_scores": (prev / n).tolist(), "induction_scores": (ind / n).tolist(),
+            "loss_first_copy": torch.stack(first).mean().item(),
+            "loss_second_copy": torch.stack(second).mean().item(),
+            "repeat_loss_drop": (torch.stack(first) - torch.stack(second)).mean().item()}
+
+
+# ---------------------------------------------------------------------------------------
+# Emotion probe
+
+
+def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual stream after every layer at tokens of narrative sentences that do not name
+    the emotion: returns activations ``[n_layers, n_tokens, d_model]`` and labels ``[n_tokens]``."""
+    tok = load_tokenizer()
+    L = model.cfg.n_layers
+    names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
+    acts, labels = [[] for _ in range(L)], []
+    for d in docs:
+        if d.family != "narrative":
+            continue
+        spans = token_spans(d.text, tok)
+        rows, ys = [], []
+        for s in d.annotations["sentences"]:
+            if s["names_emotion"] or "emotion" not in s:
+                continue
+            for i, (a, b) in enumerate(spans):
+                if a < s["span"][1] and b > s["span"][0]:
+                    rows.append(i + 1)  # +1 for BOS
+                    ys.append(storyworld.EMOTIONS.index(s["emotion"]))
+        if not rows:
+            continue
+        x = torch.tensor([encode_doc(d.text, tok)[:-1]], device=_device(model))
+        with torch.no_grad():
+            _, cache = model.run_with_cache(x, names_filter=lambda n: n in names)
+        for l in range(L):
+            acts[l].append(cache[names[l]][0, rows].float().cpu())
+        labels += ys
+    return torch.stack([torch.cat(a) for a in acts]), torch.tensor(labels)
+
+
+def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3,
+              steps: int = 200) -> torch.nn.Linear:
+    """Multinomial logistic regression on standardised features, fitted with L-BFGS."""
+    torch.manual_seed(0)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    probe = torch.nn.Linear(x.shape[1], n_classes)
+    opt = torch.optim.LBFGS(probe.parameters(), lr=1, max_iter=steps, line_search_fn="strong_wolfe")
+    z = (x - mu) / sd
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(probe(z), y) + l2 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():  # fold the standardisation into the weights
+        probe.weight /= sd
+        probe.bias -= probe.weight @ mu
+    return probe
+
+
+def emotion_probe(model, train_docs, test_docs) -> dict:
+    xtr, ytr = emotion_dataset(model, train_docs)
+    xte, yte = emotion_dataset(model, test_docs)
+    accs = []
+    for l in range(xtr.shape[0]):
+        probe = fit_probe(xtr[l], ytr, len(storyworld.EMOTIONS))
+        with torch.no_grad():
+            accs.append((probe(xte[l]).argmax(-1) == yte).float().mean().item())
+    best = max(range(len(accs)), key=accs.__getitem__)
+    return {"emotion_probe_accuracy": accs[best], "emotion_probe_layer": best,
+            "emotion_probe_accuracy_by_layer": accs, "emotion_probe_train_tokens": len(ytr),
+            "emotion_probe_test_tokens": len(yte)}
+
+
+# ---------------------------------------------------------------------------------------
+# Per-model measurement, cards
+
+
+def measure(name: str, model=None, seed: int = EVAL_SEED, n_docs: int = 2000,
+            n_random: int = 100, progress: bool = True) -> dict:
+    """Every number the card of ``name`` reports, measured on held-out data from ``seed``."""
+    model = model if model is not None else load_model(name)
+    steps = ["loss", "heads", "ioi", "probe"]
+    bar = tqdm(steps, desc=f"measuring {name}", disable=not progress, leave=False)
+    out: dict = {"seed": seed, "docs": n_docs}
+    docs = storyworld.sample_docs(seed, n_docs)
+    for step in bar:
+        bar.set_postfix_str(step)
+        if step == "loss":
+            out.update(heldout_loss(model, docs))
+        elif step == "heads":
+            h = head_scores(model, repeated_random_tokens(n_random, seed=seed + 2 if seed != EVAL_SEED else RANDOM_TOKENS_SEED))
+            out.update(h)
+            prev, ind = torch.tensor(h["prev_token_scores"]), torch.tensor(h["induction_scores"])
+            l0 = int(prev[0].argmax())
+            out["prev_token_head"] = [0, l0]
+            out["prev_token_score_layer0"] = prev[0, l0].item()
+            if prev.shape[0] > 1:
+                i1 = int(ind[1].argmax())
+                out["induction_head_layer1"] = [1, i1]
+                out["induction_score_layer1"] = ind[1, i1].item()
+            flat = int(ind.argmax())
+            out["induction_head"] = [flat // ind.shape[1], flat % ind.shape[1]]
+            out["induction_score"] = ind.max().item()
+        elif step == "ioi":
+            out.update(ioi(model, docs))
+        elif step == "probe" and name != "storyworld-attn2l":
+            probe_train = storyworld.sample_docs(PROBE_TRAIN_SEED if seed == EVAL_SEED else seed + 1,
+                                                 max(400, n_docs // 2), "narrative")
+            test = [d for d in docs if d.family == "narrative"][:max(200, n_docs // 4)]
+            out.update(emotion_probe(model, probe_train, test))
+    return out
+
+
+def check_targets(name: str, metrics: dict) -> dict:
+    """{metric: {"target": "<= 0.1", "value": v, "met": bool}} for the model's targets."""
+    res = {}
+    for metric, (op, thr) in TARGETS.get(name, {}).items():
+        v = metrics.get(metric)
+        met = v is not None and (v >= thr if op == ">=" else v <= thr)
+        res[metric] = {"target": f"{op} {thr}", "value": v, "met": bool(met)}
+    return res
+
+
+def architecture(model) -> dict:
+    c = model.cfg
+    keys = ["n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab",
+            "normalization_type", "positional_embedding_type", "act_fn", "attn_only",
+            "gated_mlp", "n_key_value_heads", "original_architecture"]
+    return {k: getattr(c, k, None) for k in keys}
+
+
+def write_card(name: str, model_dir: Path | None = None) -> dict:
+    """Measure ``name`` and write ``card.json`` and ``README.md`` into its directory."""
+    folder = Path(model_dir or MODELS / name)
+    training = json.loads((folder / "training.json").read_text())
+    card = {"name": name, "format": training["format"], "arch": training["arch"],
+            "weights_sha256": sha256_file(folder / "model.safetensors"),
+            "tokenizer_sha256": tokenizer_hash()}
+    (folder / "card.json").write_text(json.dumps(card, indent=1))  # so load_model verifies
+    model = load_model(name)
+    t = time.time()
+    metrics = measure(name, model)
+    card.update(
+        architecture=architecture(model), n_params=training["n_params"],
+        n_params_without_embeddings=training["n_params"] - _embedding_params(model),
+        training=training["training"], used_by=training["used_by"],
+        eval=metrics, eval_seconds=round(time.time() - t, 1),
+        targets=check_targets(name, metrics),
+    )
+    (folder / "card.json").write_text(json.dumps(card, indent=1))
+    (folder / "README.md").write_text(card_markdown(card))
+    return card
+
+
+def _embedding_params(model) -> int:
+    c = model.cfg
+    pos = c.n_ctx * c.d_model if c.positional_embedding_type == "standard" else 0
+    return 2 * c.d_vocab * c.d_model + pos
+
+
+def card_markdown(card: dict) -> str:
+    a, tr, ev = card["architecture"], card["training"], card["eval"]
+    lines = [
+        f"# {card['name']}", "",
+        "Generated by `python -m utils.evaluate " + card["name"] + " --write-card` from `card.json`; "
+        "do not edit by hand.", "",
+        "| | |", "|---|---|",
+        f"| architecture | {card['arch']} ({card['format']} checkpoint), {a['n_layers']} layers, "
+        f"d_model {a['d_model']}, {a['n_heads']} heads × {a['d_head']}"
+        + (f", d_mlp {a['d_mlp']}" if not a.get("attn_only") else ", attention only") + " |",
+        f"| parameters | {card['n_params']:,} ({card['n_params_without_embeddings']:,} without embeddings) |",
+        f"| training | {tr['tokens']:,} tokens, {tr['steps']} steps of {tr['batch']}×{tr['n_ctx']}, "
+        f"lr {tr['lr']}, seed {tr['seed']}, Storyworld seed {tr['data_seed']} |",
+        f"| training time | {tr['seconds'] / 60:.1f} min on {tr['device']} |",
+        f"| held-out loss | {ev['loss']:.4f} nats/token (Storyworld seed {ev['seed']}, {ev['docs']} docs, {ev['tokens']:,} tokens) |",
+        f"| entropy floor | {ev['floor']:.4f} nats/token; gap {ev['gap']:.4f} |",
+        f"| IOI | accuracy {ev['ioi_accuracy']:.1%}, mean logit difference {ev['ioi_logit_diff']:.2f} ({ev['ioi_prompts']} prompts) |",
+        f"| previous-token head | L{ev['prev_token_head'][0]}H{ev['prev_token_head'][1]}, score {ev['prev_token_score_layer0']:.3f} |",
+        f"| induction head | L{ev['induction_head'][0]}H{ev['induction_head'][1]}, score {ev['induction_score']:.3f} |",
+        f"| repeated random tokens | loss {ev['loss_first_copy']:.2f} → {ev['loss_second_copy']:.2f} (drop {ev['repeat_loss_drop']:.2f}) |",
+    ]
+    if "emotion_probe_accuracy" in ev:
+        lines.append(f"| emotion probe (12-way, unnamed) | {ev['emotion_probe_accuracy']:.1%} after layer "
+                     f"{ev['emotion_probe_layer']} |")
+    lines += [f"| weights sha256 | `{card['weights_sha256']}` |",
+              f"| tokenizer sha256 | `{card['tokenizer_sha256']}` |", "", "## Targets", "",
+              "| metric | target | measured | met |", "|---|---|---|---|"]
+    for m, t in card["targets"].items():
+        lines.append(f"| {m} | {t['target']} | {t['value']:.4g} | {'yes' if t['met'] else '**no**'} |")
+    lines += ["", f"Used by lessons: {', '.join(card['used_by'])}.", ""]
+    return "\n".join(lines)
+
+
+def compare(name: str, fresh: dict, card: dict) -> list[tuple[str, float, float, float, bool]]:
+    """(metric, card value, fresh value, tolerance, within) for every toleranced metric."""
+    rows = []
+    for m, tol in TOLERANCE.items():
+        if m in card["eval"] and m in fresh:
+            c, f = card["eval"][m], fresh[m]
+            rows.append((m, c, f, tol, abs(c - f) <= tol))
+    return rows
+
+
+def main(argv=None) -> int:
+    from utils.models import zoo
+
+    ap = argparse.ArgumentParser(prog="python -m utils.evaluate",
+                                 description="Recompute model-card numbers on held-out Storyworld data.")
+    ap.add_argument("names", nargs="*", help="zoo models (default: every built one)")
+    ap.add_argument("--seed", type=int, default=EVAL_SEED + 100,
+                    help="held-out Storyworld seed for the fresh measurement (default %(default)s)")
+    ap.add_argument("--docs", type=int, default=1000, help="documents to measure on")
+    ap.add_argument("--write-card", action="store_true",
+                    help="measure on the card's own held-out set and rewrite card.json/README.md")
+    args = ap.parse_args(argv)
+    names = args.names or zoo()
+    status = 0
+    for name in names:
+        if args.write_card:
+            card = write_card(name)
+            print(json.dumps(card["targets"], indent=1))
+            continue
+        card = read_card(name)
+        fresh = measure(name, seed=args.seed, n_docs=args.docs)
+        print(f"\n{name}: card (seed {card['eval']['seed']}) vs fresh (seed {args.seed}, {args.docs} docs)")
+        print(f"  {'metric':28s} {'card':>9s} {'fresh':>9s} {'tol':>6s}")
+        for m, c, f, tol, ok in compare(name, fresh, card):
+            print(f"  {m:28s} {c:9.4f} {f:9.4f} {tol:6.2f} {'ok' if ok else 'DIFFERS'}")
+            status |= not ok
+        for m, t in check_targets(name, fresh).items():
+            print(f"  target {m} {t['target']}: {t['value']:.4f} {'met' if t['met'] else 'NOT MET'}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The course tokenizer: byte-level BPE trained on Storyworld, shipped in ``data/tokenizer``.
+
+``<|endoftext|>`` (id 0) is both BOS and EOS. A document is fed to a model as
+``[BOS] + tokens(text)``, and the model is scored on predicting ``tokens(text) + [EOS]``.
+
+Rebuild with ``python -m utils.tokenizer`` (deterministic: same corpus seed, same file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+from utils import storyworld
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+TOKENIZER_DIR = DATA / "tokenizer"
+EOT = "<|endoftext|>"
+TOKENIZER_SEED = 1          # Storyworld seed the tokenizer is trained on
+TOKENIZER_DOCS = 20_000
+VOCAB_LIMIT = 4096
+
+
+def train(out_dir: Path = TOKENIZER_DIR) -> Path:
+    """Train the byte-level BPE on Storyworld and save it with HF tokenizer files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_LIMIT, min_frequency=2, special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    texts = (d.text for d in storyworld.sample_docs(TOKENIZER_SEED, TOKENIZER_DOCS))
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT,
+                                   unk_token=EOT, pad_token=EOT)
+    fast.model_max_length = 1024
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return out_dir
+
+
+@lru_cache(maxsize=None)
+def load_tokenizer(path: str | Path = TOKENIZER_DIR):
+    """The course tokenizer as a ``transformers`` fast tokenizer (loaded from disk only)."""
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(path)
+    if not (path / "tokenizer.json").exists():
+        raise FileNotFoundError(
+            f"no tokenizer at {path}. Rebuild it with: python -m utils.tokenizer")
+    return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+
+
+def tokenizer_hash(path: str | Path = TOKENIZER_DIR) -> str:
+    """sha256 of ``tokenizer.json``: model cards record it to pin the vocabulary."""
+    return hashlib.sha256((Path(path) / "tokenizer.json").read_bytes()).hexdigest()
+
+
+def encode_doc(text: str, tokenizer=None) -> list[int]:
+    """``[BOS] + tokens(text) + [EOS]``: the unit every loss and floor is computed over."""
+    tokenizer = tokenizer or load_tokenizer()
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    return [eot] + tokenizer(text, add_special_tokens=False)["input_ids"] + [eot]
+
+
+def token_spans(text: str, tokenizer=None) -> list[tuple[int, int]]:
+    """Character span ``[start, end)`` of each token of ``text`` (no BOS).
+
+    Byte-level BPE puts the space before a word into the word's token; spans here cover
+    the token's characters including that space.
+    """
+    tokenizer = tokenizer or load_tokenizer()
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [tuple(o) for o in enc["offset_mapping"]]
+
+
+def tokens_in_span(spans: Sequence[tuple[int, int]], start: int, end: int) -> list[int]:
+    """Indices of tokens (into ``spans``) whose text overlaps characters ``[start, end)``."""
+    return [i for i, (s, e) in enumerate(spans) if s < end and e > start]
+
+
+if __name__ == "__main__":
+    out = train()
+    tok = load_tokenizer(out)
+    print(f"wrote {out} ({len(tok)} tokens, sha256 {tokenizer_hash(out)[:12]})", file=sys.stderr)

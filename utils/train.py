@@ -1,0 +1,337 @@
+"""Train a zoo model from scratch on Storyworld: ``python -m utils.train storyworld-4l``.
+
+Seeded and resumable: every ``checkpoint_every`` steps the model, the optimiser state and
+the position in the data stream go to ``runs/<name>/`` (safetensors + JSON, no pickle),
+and running the same command again continues from there. The loss curve is logged to
+``runs/<name>/train_log.csv``. At the end the model directory ``data/models/<name>/`` is
+written (weights in float16) and ``utils.evaluate`` measures the model card.
+
+Uses CUDA when present, else CPU. ``--tokens`` overrides the budget for a quick trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from utils import storyworld
+from utils.tokenizer import DATA, EOT, load_tokenizer, tokenizer_hash
+
+RUNS = Path(__file__).resolve().parent.parent / "runs"
+MODELS = DATA / "models"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything that defines a zoo model's training run."""
+
+    name: str
+    arch: str                 # "attn-only" (boot_native), "gpt2" or "llama" (HF checkpoints)
+    config: dict
+    seed: int                 # initialisation and batch order
+    data_seed: int            # Storyworld stream the model is trained on
+    tokens: int               # training budget
+    lr: float = 2e-3
+    batch: int = 32
+    n_ctx: int = 256
+    warmup: float = 0.03      # fraction of steps
+    weight_decay: float = 0.1
+    checkpoint_every: int = 50
+    used_by: tuple = field(default_factory=tuple)
+
+
+SPECS = {s.name: s for s in [
+    Spec("storyworld-attn2l", "attn-only",
+         dict(n_layers=2, d_model=128, n_heads=4, d_head=32, normalization_type="LN"),
+         seed=101, data_seed=11, tokens=4_000_000, lr=2e-3,
+         used_by=("01 induction heads", "composition")),
+    Spec("storyworld-4l", "gpt2",
+         dict(n_layer=4, n_embd=256, n_head=8, n_inner=1024),
+         seed=102, data_seed=12, tokens=12_000_000, lr=2e-3,
+         used_by=("00", "02", "03", "04", "05", "07")),
+    Spec("storyworld-llama", "llama",
+         dict(num_hidden_layers=4, hidden_size=192, num_attention_heads=6,
+              num_key_value_heads=6, intermediate_size=512, rope_theta=10000.0),
+         seed=103, data_seed=13, tokens=8_000_000, lr=2e-3,
+         used_by=("06 shared geometry",)),
+]}
+
+# Seeds that no training run may use: held-out evaluation and tests draw from these.
+HELD_OUT_SEEDS = range(9000, 10000)
+
+
+def device_default() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+class PackedStream:
+    """Rows of ``n_ctx + 1`` tokens, each starting at a document: ``EOT doc EOT doc ...``.
+
+    A document that does not fit at the end of a row is dropped from that row. ``cursor``
+    (the index of the next Storyworld document) is all the state needed to resume.
+    """
+
+    def __init__(self, seed: int, n_ctx: int, tokenizer, cursor: int = 0):
+        self.seed, self.n_ctx, self.tok, self.cursor = seed, n_ctx, tokenizer, cursor
+        self.eot = tokenizer.convert_tokens_to_ids(EOT)
+        self._buffer: list[list[int]] = []
+
+    def _next_doc(self) -> list[int]:
+        if not self._buffer:
+            docs = storyworld.sample_docs(self.seed, 256, start=self.cursor)
+            ids = self.tok([d.text for d in docs], add_special_tokens=False)["input_ids"]
+            self._buffer = [i + [self.eot] for i in ids][::-1]
+        self.cursor += 1
+        return self._buffer.pop()
+
+    def batch(self, size: int) -> torch.Tensor:
+        rows = []
+        for _ in range(size):
+            row = [self.eot]
+            while len(row) < self.n_ctx + 1:
+                row += self._next_doc()
+            rows.append(row[: self.n_ctx + 1])
+        return torch.tensor(rows)
+
+    def state(self) -> int:
+        # Documents already tokenised but not yet used are regenerated on resume.
+        return self.cursor - len(self._buffer)
+
+
+# ---------------------------------------------------------------------------------------
+# Models
+
+
+def build_model(spec: Spec, vocab: int):
+    """A freshly initialised model (seeded) for ``spec``."""
+    torch.manual_seed(spec.seed)
+    if spec.arch == "attn-only":
+        from transformer_lens.config import TransformerBridgeConfig
+        from transformer_lens.model_bridge import TransformerBridge
+
+        cfg = TransformerBridgeConfig(**native_config(spec, vocab))
+        return TransformerBridge.boot_native(cfg, tokenizer=load_tokenizer())
+    if spec.arch == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        cfg = GPT2Config(vocab_size=vocab, n_positions=spec.n_ctx, bos_token_id=0,
+                         eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                         tie_word_embeddings=False, **spec.config)
+        return GPT2LMHeadModel(cfg)
+    if spec.arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(vocab_size=vocab, max_position_embeddings=spec.n_ctx,
+                          bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                          tie_word_embeddings=False, **spec.config)
+        return LlamaForCausalLM(cfg)
+    raise ValueError(f"unknown architecture {spec.arch!r}")
+
+
+def native_config(spec: Spec, vocab: int) -> dict:
+    """JSON-able TransformerBridgeConfig arguments of an attention-only model."""
+    return dict(spec.config, n_ctx=spec.n_ctx, d_vocab=vocab, attn_only=True,
+                act_fn="gelu", seed=spec.seed, default_prepend_bos=True,
+                model_name=spec.name)
+
+
+def logits_of(model, tokens: torch.Tensor) -> torch.Tensor:
+    out = model(tokens)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def lm_loss(model, rows: torch.Tensor) -> torch.Tensor:
+    logits = logits_of(model, rows[:, :-1])
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), rows[:, 1:].reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints (safetensors + JSON)
+
+
+def _save_state(run: Path, model, opt, meta: dict) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = v.detach().reshape(-1).contiguous().clone() if k == "step" \
+                else v.detach().contiguous().clone()
+    tmp = run / "state.safetensors.tmp"
+    save_file(tensors, tmp)
+    os.replace(tmp, run / "state.safetensors")
+    (run / "state.json").write_text(json.dumps(meta, indent=1))
+
+
+def _load_state(run: Path, model, opt) -> dict:
+    meta = json.loads((run / "state.json").read_text())
+    tensors = load_file(run / "state.safetensors")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    sd = opt.state_dict()
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, k = key.split(".", 2)
+            sd["state"].setdefault(int(i), {})[k] = v.reshape(()) if k == "step" else v
+    opt.load_state_dict(sd)
+    return meta
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+
+
+def lr_at(step: int, total: int, spec: Spec) -> float:
+    warm = max(1, int(spec.warmup * total))
+    if step < warm:
+        return spec.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
+          device: str | None = None, out_dir: Path | None = None, evaluate: bool = True,
+          run_dir: Path | None = None, max_steps: int | None = None) -> Path | None:
+    """Train a zoo model (resuming when a checkpoint exists) and write its model directory.
+
+    ``name`` is a zoo name or a ``Spec``. ``max_steps`` stops early after that many steps
+    in this call, leaving a checkpoint to resume from (returns None then).
+    """
+    spec = name if isinstance(name, Spec) else SPECS[name]
+    name = spec.name
+    device = device or device_default()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    tok = load_tokenizer()
+    vocab = len(tok)
+    budget = tokens or spec.tokens
+    steps = math.ceil(budget / (spec.batch * spec.n_ctx))
+    run = Path(run_dir or RUNS / name)
+    if fresh and run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+
+    model = build_model(spec, vocab).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n and "wte" not in n and "wpe" not in n]
+    rest = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}],
+                            lr=spec.lr, betas=(0.9, 0.95))
+    step, cursor, elapsed = 0, 0, 0.0
+    if (run / "state.json").exists():
+        meta = _load_state(run, model, opt)
+        if meta["steps"] != steps:
+            raise SystemExit(f"{run} holds a run of {meta['steps']} steps, not {steps}; "
+                             f"pass --fresh to start over")
+        step, cursor, elapsed = meta["step"], meta["cursor"], meta["elapsed"]
+        print(f"resuming {name} at step {step}/{steps}", file=sys.stderr)
+    data = PackedStream(spec.data_seed, spec.n_ctx, tok, cursor)
+
+    log_path = run / "train_log.csv"
+    new_log = not log_path.exists() or step == 0
+    log = open(log_path, "w" if new_log else "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "tokens", "loss", "lr", "seconds"])
+    model.train()
+    bar = tqdm(total=steps, initial=step, desc=f"training {name}", unit="step")
+    t0 = time.time() - elapsed
+    smooth = None
+    stop_at = steps if max_steps is None else min(steps, step + max_steps)
+    while step < stop_at:
+        rows = data.batch(spec.batch).to(device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, spec)
+        loss = lm_loss(model, rows)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{smooth:.3f}")
+        if step % 10 == 0 or step == steps:
+            writer.writerow([step, step * spec.batch * spec.n_ctx, round(loss.item(), 5),
+                             f"{opt.param_groups[0]['lr']:.3g}", round(time.time() - t0, 1)])
+            log.flush()
+        if step % spec.checkpoint_every == 0 or step == stop_at:
+            _save_state(run, model, opt, {"step": step, "steps": steps, "cursor": data.state(),
+                                          "elapsed": time.time() - t0, "name": name})
+    bar.close()
+    log.close()
+    if step < steps:
+        return None
+    seconds = json.loads((run / "state.json").read_text())["elapsed"]
+    out = write_model_dir(spec, model, out_dir or MODELS / name, training={
+        "tokens": steps * spec.batch * spec.n_ctx, "steps": steps, "batch": spec.batch,
+        "n_ctx": spec.n_ctx, "lr": spec.lr, "seconds": round(seconds, 1),
+        "device": _device_name(device), "seed": spec.seed, "data_seed": spec.data_seed,
+        "torch": torch.__version__,
+    })
+    shutil.copy(log_path, out / "train_log.csv")
+    if evaluate:
+        from utils import evaluate as ev
+        ev.write_card(name, model_dir=out)
+    return out
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def write_model_dir(spec: Spec, model, out: Path, training: dict) -> Path:
+    """Save weights (float16 safetensors) and config; the card is written by evaluate."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu").eval()
+    if spec.arch == "attn-only":
+        sd = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+        save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
+        cfg = native_config(spec, model.cfg.d_vocab)
+        (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    else:
+        model.to(torch.float16).save_pretrained(out, safe_serialization=True)
+        model.to(torch.float32)
+    meta = {"name": spec.name, "arch": spec.arch, "format": "native" if spec.arch == "attn-only" else "hf",
+            "training": training, "tokenizer_sha256": tokenizer_hash(),
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "used_by": list(spec.used_by)}
+    (out / "training.json").write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("name", choices=sorted(SPECS) + ["all"], help="zoo model to train")
+    ap.add_argument("--tokens", type=int, help="override the training budget (quick trials)")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    ap.add_argument("--device", help="cuda, mps or cpu (default: cuda when present)")
+    ap.add_argument("--out", type=Path, help="model directory (default data/models/<name>)")
+    ap.add_argument("--no-eval", action="store_true", help="skip writing the model card")
+    args = ap.parse_args(argv)
+    names = sorted(SPECS) if args.name == "all" else [args.name]
+    for name in names:
+        out = train(name, args.tokens, args.fresh, args.device,
+                    args.out if len(names) == 1 else None, not args.no_eval)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
