@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Idempotent setup: a virtual environment in .venv with the tested package set.
-# Safe to run again: it does nothing when pyproject.toml and utils/versions.py are unchanged.
-# torch: an importable torch inside the supported range is kept; otherwise the tested
-# build is installed (the CPU build where pip's configuration provides it; set
-# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu elsewhere to avoid a CUDA download).
+# Running it again does nothing while pyproject.toml and constraints.txt are unchanged.
+#
+# torch is never replaced: if the system Python already has a torch inside the supported
+# range (a CUDA build on a GPU machine, say), the environment sees it through
+# --system-site-packages and keeps it. Otherwise the tested version is installed: the
+# CPU build where pip's configuration provides it (as on the course's CI machines); set
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu elsewhere to avoid a CUDA download.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 if [ ! -x "$VENV/bin/python" ]; then
-    echo "setup: creating $VENV with $($PYTHON --version)"
-    "$PYTHON" -m venv "$VENV"
+    if "$PYTHON" utils/versions.py torch-ok 2>/dev/null; then
+        echo "setup: creating $VENV, reusing the system's torch"
+        "$PYTHON" -m venv --system-site-packages "$VENV"
+    else
+        echo "setup: creating $VENV with $("$PYTHON" --version)"
+        "$PYTHON" -m venv "$VENV"
+    fi
 fi
 PY="$VENV/bin/python"
 stamp="$VENV/.setup-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
@@ -20,16 +28,8 @@ if [ -f "$stamp" ]; then
 fi
 
 "$PY" -m pip install --quiet --upgrade pip
-if ! "$PY" - <<'PY' 2>/dev/null
-import sys, torch
-from importlib.metadata import version
-from packaging.specifiers import SpecifierSet
-sys.path.insert(0, ".")
-from utils.versions import TORCH_RANGE
-sys.exit(0 if version("torch").split("+")[0] in SpecifierSet(TORCH_RANGE) else 1)
-PY
-then
-    want=$("$PY" -c "import sys; sys.path.insert(0, '.'); from utils.versions import TESTED; print(TESTED['torch'])")
+if ! "$PY" utils/versions.py torch-ok 2>/dev/null; then
+    want=$("$PY" utils/versions.py tested-torch)
     echo "setup: installing torch==$want"
     "$PY" -m pip install --quiet "torch==$want" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi

@@ -73,3 +73,22 @@ def test_constraints_never_pin_torch_or_numpy():
 
 def test_installed_packages_are_the_tested_set():
     assert versions.mismatches() == {}
+
+
+@pytest.mark.parametrize("version,ok", [("2.13.0", True), ("2.13.0+cpu", True),
+                                        ("2.5.1+cu121", True), ("2.3.1", False), (None, False),
+                                        ("not-a-version", False)])
+def test_a_preinstalled_torch_in_range_is_kept(version, ok):
+    assert versions.torch_satisfies(version) is ok
+
+
+def test_setup_script_reuses_torch_and_installs_with_the_constraints():
+    script = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "torch-ok" in script and "--system-site-packages" in script
+    assert '-c constraints.txt -e ".[dev]"' in script
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme.split("```", 2)[1]
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"

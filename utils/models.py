@@ -114,7 +114,7 @@ def _load_zoo(name: str, device: str, verify: bool):
             raise ZooError(
                 f"{weights} does not match its model card (sha256 {digest[:12]}… != "
                 f"{card['weights_sha256'][:12]}…): the file is corrupt or from another run. "
-                f"Restore it with `git checkout -- {weights.relative_to(DATA.parent)}` "
+                f"Restore it with `git checkout -- {_shown(weights)}` "
                 f"or rebuild it with: {rebuild_command(name)}")
         if card.get("tokenizer_sha256") != tokenizer_hash():
             raise ZooError(f"{name} was trained with another tokenizer than data/tokenizer. "
@@ -140,6 +140,14 @@ def _load_zoo(name: str, device: str, verify: bool):
                        f"Rebuild it with: {rebuild_command(name)}") from e
     model.eval()
     return model
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the repository when it lies inside it."""
+    try:
+        return str(path.relative_to(DATA.parent))
+    except ValueError:
+        return str(path)
 
 
 def _load_hub(name: str, device: str):

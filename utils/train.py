@@ -111,8 +111,8 @@ class PackedStream:
         return torch.tensor(rows)
 
     def state(self) -> int:
-        # Documents already tokenised but not yet used are regenerated on resume.
-        return self.cursor - len(self._buffer)
+        """Index of the next unused document (buffered ones are regenerated on resume)."""
+        return self.cursor
 
 
 # ---------------------------------------------------------------------------------------

@@ -38,6 +38,19 @@ def installed(package: str) -> str | None:
         return None
 
 
+def torch_satisfies(version: str | None) -> bool:
+    """Is this torch version (local tags like ``+cu121`` allowed) inside ``TORCH_RANGE``?"""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    if version is None:
+        return False
+    try:
+        return Version(version.split("+")[0]) in SpecifierSet(TORCH_RANGE)
+    except InvalidVersion:
+        return False
+
+
 def mismatches() -> dict[str, tuple[str | None, str]]:
     """{package: (installed, tested)} for every tested package whose version differs."""
     out = {}
@@ -53,8 +66,12 @@ def constraints(include_platform_owned: bool = False) -> str:
                      if include_platform_owned or p not in PLATFORM_OWNED) + "\n"
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["constraints"]:
+if __name__ == "__main__":  # also run as a plain script by scripts/setup.sh, before torch exists
+    if sys.argv[1:] == ["torch-ok"]:
+        sys.exit(0 if torch_satisfies(installed("torch")) else 1)
+    if sys.argv[1:] == ["tested-torch"]:
+        print(TESTED["torch"])
+    elif sys.argv[1:] == ["constraints"]:
         sys.stdout.write(constraints())
     elif sys.argv[1:] == ["check"]:
         bad = mismatches()
@@ -62,5 +79,5 @@ if __name__ == "__main__":
             print(f"{p}: installed {have}, tested {want}")
         sys.exit(1 if bad else 0)
     else:
-        print("usage: python -m utils.versions constraints|check", file=sys.stderr)
+        print("usage: python -m utils.versions constraints|check|torch-ok|tested-torch", file=sys.stderr)
         sys.exit(2)
