@@ -27,14 +27,14 @@ if [ -f "$stamp" ]; then
     exit 0
 fi
 
-"$PY" -m pip install --quiet --upgrade pip
+"$PY" -m pip install -qq --upgrade pip
 if ! "$PY" utils/versions.py torch-ok 2>/dev/null; then
     want=$("$PY" utils/versions.py tested-torch)
     echo "setup: installing torch==$want"
-    "$PY" -m pip install --quiet "torch==$want" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+    "$PY" -m pip install -qq "torch==$want" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 echo "setup: installing the course and the tested package set"
-"$PY" -m pip install --quiet -c constraints.txt -e ".[dev]"
+"$PY" -m pip install -qq -c constraints.txt -e ".[dev]"
 rm -f "$VENV"/.setup-*
 touch "$stamp"
 echo "setup: done ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
