@@ -231,4 +231,4 @@ def test_behaviour_words_depend_on_valence_and_arousal():
     assert by_arousal[("quietly", False)] > 3 * by_arousal[("quietly", True)]
 
 
-GOLDEN_DIGEST = "ea20a5ef9704863a9ac92dabde63bcf715e7734233be7313422a9c6473406f64"
+GOLDEN_DIGEST = "cbb2302a2dd42ac4705119a9dd017ef91084fbcd7991bc8798067c1fa6ed86df"

@@ -1,8 +1,26 @@
 """Hands-On Mechanistic Interpretability: the course's shared package.
 
-    from utils import load_model, storyworld
+    from utils import load_model
+    model = load_model("storyworld-4l")
+
+Submodules: ``storyworld`` (the corpus), ``tokenizer``, ``models``, ``train``, ``evaluate``,
+``checks`` (exercise checks), ``plotting``, ``notebooks`` (exercise-notebook build).
+Importing ``utils`` itself is cheap; each submodule imports what it needs.
 """
 
-from utils.models import ZooError, default_device, load_model, zoo
 
-__all__ = ["load_model", "zoo", "default_device", "ZooError"]
+def load_model(name: str, device: str | None = None, **kwargs):
+    """A TransformerBridge for a zoo model (offline) or a hub model; see ``utils.models``."""
+    from utils.models import load_model as _load_model
+
+    return _load_model(name, device, **kwargs)
+
+
+def zoo() -> list[str]:
+    """Names of the zoo models present in ``data/models``."""
+    from utils.models import zoo as _zoo
+
+    return _zoo()
+
+
+__all__ = ["load_model", "zoo"]

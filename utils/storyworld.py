@@ -98,7 +98,7 @@ RHYME_VERBS = ("sat", "ran", "hid", "slept", "danced", "jumped")
 FILLERS = (" The wind blew.", " A bird sang.", " It began to rain.", " The sun came out.",
            " Time passed.", " Nobody spoke.", " A bell rang.", " The clock ticked.")
 
-FAMILIES = {"narrative": 0.5, "transfer": 0.25, "repetition": 0.25}
+FAMILIES = {"narrative": 0.4, "transfer": 0.25, "repetition": 0.35}
 
 # Lengths and stopping.
 MAX_BODY = 10           # narrative sentences after the introductions
@@ -358,22 +358,24 @@ def _transfer(w: _Writer) -> dict:
 
 
 def _items(w: _Writer, pool: Sequence[str], lo: int, hi: int, ann: dict | None) -> list[str]:
-    """Write between ``lo`` and ``hi`` comma-separated items (length uniform), then ".".
+    """Write between ``lo`` and ``hi`` space-separated items (length uniform), then ".".
 
-    The length is never chosen silently: after each item from the ``lo``-th on, "." (stop)
-    competes with ", <next item>", with a stop probability that makes the length uniform.
-    Items are drawn from ``pool`` with replacement, except that names (``ann`` given) are
-    not repeated within one line.
+    No separator token between items: a repeated sequence can then be copied by plain
+    induction (find the current token earlier, predict what followed it), whereas a comma
+    after every item would make each comma ambiguous. The length is never chosen silently:
+    after each item from the ``lo``-th on, "." (stop) competes with the next item, with a
+    stop probability that makes the length uniform. Items are drawn with replacement,
+    except that names (``ann`` given) are not repeated within one line.
     """
     items: list[str] = []
     while True:
         left = [x for x in pool if ann is None or x not in items]
-        sep = " " if not items else ", "
-        p_stop = 0.0 if len(items) < lo else 1.0 / (hi - len(items) + 1)
-        chunks = ["."] * (len(items) >= lo) + [sep + x for x in left]
-        probs = [p_stop] * (len(items) >= lo) + [(1 - p_stop) / len(left)] * len(left)
-        at = w.here() + len(sep)
-        j = w.pick(chunks, probs) - (len(items) >= lo)
+        can_stop = len(items) >= lo
+        p_stop = 1.0 / (hi - len(items) + 1) if can_stop else 0.0
+        chunks = ["."] * can_stop + [" " + x for x in left]
+        probs = [p_stop] * can_stop + [(1 - p_stop) / len(left)] * len(left)
+        at = w.here() + 1
+        j = w.pick(chunks, probs) - can_stop
         if j < 0:
             return items
         items.append(left[j])
@@ -406,14 +408,14 @@ def _repetition(w: _Writer) -> dict:
         items = ["the"]
         for pool in (RHYME_ADJECTIVES, RHYME_NOUNS, RHYME_VERBS):
             items.append(pool[w.uniform([" " + x for x in pool])])
-        w.emit(" on the")
-        items += ["on", "the"]
+        w.emit(" on a")
+        items += ["on", "a"]
         for pool in (RHYME_ADJECTIVES, RHYME_NOUNS):
             items.append(pool[w.uniform([" " + x for x in pool])])
     first_end = w.here() - (kind != "rhyme")  # the final "." is not part of the span
     if kind == "rhyme":
         w.emit(".")
-    sep = " " if kind == "rhyme" else ", "
+    sep = " "
     body = " " + sep.join(items)
     again = {"list": f" {owner} read the list again:", "line": " The children lined up again:",
              "rhyme": " We said the rhyme again:"}[kind]

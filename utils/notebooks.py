@@ -1,0 +1,163 @@
+"""Exercise notebooks are generated from the solutions: ``python -m utils.notebooks build``.
+
+``solutions/NN_topic.ipynb`` is the single source. In a code cell, an exercise looks like::
+
+    def previous_token_scores(pattern):
+        # EXERCISE: return each head's mean attention from a position to the one before it
+        ### BEGIN SOLUTION
+        ...
+        ### END SOLUTION
+
+The build writes ``notebooks/NN_topic.ipynb`` where the lines between the markers become
+``raise NotImplementedError("<the task>")`` (indented like the markers), every output and
+execution count is cleared, and a collapsible "Solution" cell holding the solution code is
+added after the exercise's check cell (the first later code cell that calls ``check_``).
+Cells tagged ``solution-only`` are dropped from the exercise notebook.
+
+``python -m utils.notebooks check`` exits 1 when ``notebooks/`` is out of date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions"
+NOTEBOOKS = ROOT / "notebooks"
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+TASK = re.compile(r"#\s*EXERCISE:\s*(.+)")
+
+
+class NotebookError(ValueError):
+    pass
+
+
+def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
+    """Replace every marked solution region; returns (exercise source, solution snippets)."""
+    lines = source.split("\n")
+    out: list[str] = []
+    solutions: list[str] = []
+    task = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = TASK.search(line)
+        if m:
+            task = m.group(1).strip()
+        if line.strip() == BEGIN:
+            indent = line[: len(line) - len(line.lstrip())]
+            try:
+                j = next(k for k in range(i + 1, len(lines)) if lines[k].strip() == END)
+            except StopIteration:
+                raise NotebookError(f"{where}: {BEGIN} without {END}") from None
+            if task is None:
+                raise NotebookError(f"{where}: a solution region needs a '# EXERCISE: <task>' line before it")
+            solutions.append(textwrap.dedent("\n".join(lines[i + 1:j])))
+            out.append(f"{indent}raise NotImplementedError({task!r})")
+            task = None
+            i = j + 1
+            continue
+        if line.strip() == END:
+            raise NotebookError(f"{where}: {END} without {BEGIN}")
+        out.append(line)
+        i += 1
+    return "\n".join(out), solutions
+
+
+def solution_cell(snippets: list[str]) -> nbformat.NotebookNode:
+    code = "\n\n".join(s.strip("\n") for s in snippets)
+    return nbformat.v4.new_markdown_cell(
+        "<details><summary>Solution</summary>\n\n```python\n" + code + "\n```\n\n</details>")
+
+
+def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """The exercise version of a solutions notebook."""
+    out = copy.deepcopy(nb)
+    cells = []
+    pending: list[str] = []
+    for k, cell in enumerate(nb.cells):
+        if "solution-only" in cell.get("metadata", {}).get("tags", []):
+            continue
+        cell = copy.deepcopy(cell)
+        if cell.cell_type == "code":
+            cell.source, snippets = stub_source(cell.source, f"{name} cell {k}")
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+            pending += snippets
+            cells.append(cell)
+            if pending and "check_" in cell.source and not snippets:
+                cells.append(solution_cell(pending))
+                pending = []
+        else:
+            cells.append(cell)
+    if pending:
+        raise NotebookError(f"{name}: an exercise has no check cell after it (a code cell calling check_...)")
+    for i, cell in enumerate(cells):  # stable ids: the exercise notebook diffs cleanly
+        cell["id"] = f"cell-{i}"
+    out.cells = cells
+    return out
+
+
+def render(nb: nbformat.NotebookNode) -> str:
+    return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def expected() -> dict[Path, str]:
+    """{exercise notebook path: its exact contents} for every solutions notebook."""
+    out = {}
+    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        out[NOTEBOOKS / path.name] = render(build_notebook(nb, path.name))
+    return out
+
+
+def build() -> list[Path]:
+    NOTEBOOKS.mkdir(exist_ok=True)
+    written = []
+    for path, text in expected().items():
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            written.append(path)
+    return written
+
+
+def stale() -> list[str]:
+    """Problems that make ``notebooks/`` differ from what the build would write."""
+    want = expected()
+    problems = [f"{p.relative_to(ROOT)} is out of date" for p, t in want.items()
+                if not p.exists() or p.read_text() != t]
+    extra = set(NOTEBOOKS.glob("*.ipynb")) - set(want)
+    problems += [f"{p.relative_to(ROOT)} has no source in solutions/" for p in sorted(extra)]
+    return problems
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.notebooks",
+                                 description="Generate exercise notebooks from solutions/.")
+    ap.add_argument("command", choices=["build", "check"])
+    args = ap.parse_args(argv)
+    if args.command == "build":
+        for p in build():
+            print(f"wrote {p.relative_to(ROOT)}")
+        return 0
+    problems = stale()
+    for p in problems:
+        print(p)
+    if problems:
+        print("run: python -m utils.notebooks build")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

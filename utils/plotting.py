@@ -1,0 +1,260 @@
+"""Pictures that work offline and still show where JavaScript does not run.
+
+* ``attention_heads(pattern, tokens)``: circuitsvis attention patterns. The circuitsvis
+  JavaScript is sent once per kernel session (gzipped, with the first picture) instead of
+  once per picture, never fetched from a CDN, and no internet probe is made. Each picture
+  carries a small static PNG that the interactive view replaces when JavaScript runs.
+* ``heatmap(...)``, ``line(...)``: plotly figures with labelled axes. They display as
+  interactive plotly where the front end supports it and as a PNG everywhere else
+  (GitHub, nbconvert, a terminal's HTML export).
+* ``with_fallback(widget, picture)``: an ipywidgets explorer that shows ``picture`` (its
+  initial state) where widgets cannot render.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import html
+import io
+import json
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+_SESSION = uuid.uuid4().hex[:8]
+_state = {"bundle_sent": False, "count": 0}
+
+
+def _new_id(kind: str) -> str:
+    _state["count"] += 1
+    return f"{kind}-{_SESSION}-{_state['count']}"
+
+
+def reset_session() -> None:
+    """Send the circuitsvis bundle again with the next picture (a fresh page or notebook)."""
+    _state["bundle_sent"] = False
+
+
+# ---------------------------------------------------------------------------------------
+# Static images (matplotlib, no display needed)
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def static_heads(pattern: np.ndarray, tokens: Sequence[str], names: Sequence[str]) -> str:
+    """PNG (base64) of a grid of attention patterns [head, query, key]."""
+    plt = _mpl()
+    n = pattern.shape[0]
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    side = 2.4 if len(tokens) <= 24 else 3.2
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows), squeeze=False)
+    for h in range(rows * cols):
+        ax = axes[h // cols][h % cols]
+        ax.axis("off")
+        if h < n:
+            ax.imshow(pattern[h], cmap="Blues", vmin=0, vmax=1)
+            ax.set_title(names[h], fontsize=9)
+    fig.suptitle("attention patterns (query ↓, key →); static preview", fontsize=9)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# circuitsvis, offline
+
+
+@lru_cache(maxsize=1)
+def _bundle_b64() -> str:
+    import circuitsvis
+
+    src = (Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js").read_bytes()
+    return base64.b64encode(gzip.compress(src, 9, mtime=0)).decode()
+
+
+def _bundle_script() -> str:
+    # Decompress in the browser and evaluate in global scope (defines window.CircuitsVis).
+    return ("<script>(function(){if(window.CircuitsVis||window.__courseCV)return;"
+            f"var b=atob('{_bundle_b64()}');var u=new Uint8Array(b.length);"
+            "for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);"
+            "window.__courseCV=new Response(new Blob([u]).stream().pipeThrough("
+            "new DecompressionStream('gzip'))).text().then(function(s){(0,eval)(s);});"
+            "})();</script>")
+
+
+class CircuitsVisPicture:
+    """An interactive circuitsvis component with an embedded static preview."""
+
+    def __init__(self, component: str, props: dict, fallback_png: str, height: int = 420):
+        self.component, self.props, self.fallback_png, self.height = component, props, fallback_png, height
+
+    def _repr_html_(self) -> str:
+        from circuitsvis.utils.convert_props import convert_props
+
+        div = _new_id("course-cv")
+        prelude = ""
+        if not _state["bundle_sent"]:
+            prelude = _bundle_script()
+            _state["bundle_sent"] = True
+        img = f'<img alt="attention patterns (static preview)" src="data:image/png;base64,{self.fallback_png}"/>'
+        script = ("<script>(function(){var el=document.getElementById('" + div + "');"
+                  "function go(){el.innerHTML='';CircuitsVis.render('" + div + "',CircuitsVis."
+                  + self.component + "," + convert_props(self.props) + ");}"
+                  "if(window.CircuitsVis)go();else if(window.__courseCV)window.__courseCV.then(go);"
+                  "})();</script>")
+        return f'{prelude}<div id="{div}" class="course-cv" style="margin:10px 0;min-height:40px">{img}</div>{script}'
+
+    def _repr_png_(self) -> bytes:
+        return base64.b64decode(self.fallback_png)
+
+
+def attention_heads(pattern, tokens: Sequence[str], head_names: Sequence[str] | None = None,
+                    max_tokens: int = 80) -> CircuitsVisPicture:
+    """Attention patterns ``[head, query, key]`` (or ``[query, key]``) over ``tokens``.
+
+    Display the result (make it the last line of a cell). Long sequences are cut to the
+    first ``max_tokens`` tokens so that pictures stay small.
+    """
+    p = _to_numpy(pattern)
+    if p.ndim == 2:
+        p = p[None]
+    if p.ndim != 3 or p.shape[1] != p.shape[2]:
+        raise ValueError(f"pattern should be [head, query, key] with query == key, got {p.shape}")
+    if p.shape[1] != len(tokens):
+        raise ValueError(f"pattern covers {p.shape[1]} positions but {len(tokens)} tokens were given")
+    n = min(max_tokens, len(tokens))
+    p, tokens = p[:, :n, :n], list(tokens)[:n]
+    names = list(head_names) if head_names else [f"head {h}" for h in range(p.shape[0])]
+    props = {"attention": np.round(p, 3).tolist(), "tokens": tokens, "attentionHeadNames": names}
+    return CircuitsVisPicture("AttentionHeads", props, static_heads(p, tokens, names))
+
+
+# ---------------------------------------------------------------------------------------
+# plotly with a static fallback
+
+
+class Figure:
+    """A plotly figure that also carries a PNG for front ends without JavaScript."""
+
+    def __init__(self, fig, fallback_png: str):
+        self.fig, self.fallback_png = fig, fallback_png
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"application/vnd.plotly.v1+json": json.loads(self.fig.to_json()),
+                "image/png": self.fallback_png,
+                "text/plain": f"<Figure: {self.fig.layout.title.text or 'untitled'}>"}
+
+    def show(self):
+        from IPython.display import display
+
+        display(self)
+
+
+def heatmap(z, x: Sequence | None = None, y: Sequence | None = None, *, title: str,
+            xlabel: str, ylabel: str, zlabel: str = "", zmid: float | None = None,
+            colorscale: str | None = None, text_auto: bool | str = False) -> Figure:
+    """A labelled heatmap of a 2-D array (rows = y, columns = x)."""
+    import plotly.graph_objects as go
+
+    z = _to_numpy(z)
+    if z.ndim != 2:
+        raise ValueError(f"heatmap needs a 2-D array, got shape {z.shape}")
+    x = list(x) if x is not None else list(range(z.shape[1]))
+    y = list(y) if y is not None else list(range(z.shape[0]))
+    diverging = zmid is not None
+    scale = colorscale or ("RdBu" if diverging else "Blues")
+    fig = go.Figure(go.Heatmap(z=z, x=[str(v) for v in x], y=[str(v) for v in y], zmid=zmid,
+                               colorscale=scale, reversescale=diverging and colorscale is None,
+                               colorbar={"title": {"text": zlabel}},
+                               texttemplate="%{z:.2f}" if text_auto else None))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=620, height=460,
+                      yaxis_autorange="reversed", template="plotly_white")
+    plt = _mpl()
+    mfig, ax = plt.subplots(figsize=(6.2, 4.6))
+    lim = np.abs(z).max() if diverging else None
+    im = ax.imshow(z, cmap="RdBu_r" if diverging else "Blues", aspect="auto",
+                   vmin=(zmid - lim) if diverging else None, vmax=(zmid + lim) if diverging else None)
+    ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=90 if len(x) > 12 else 0, fontsize=7)
+    ax.set_yticks(range(len(y)), [str(v) for v in y], fontsize=7)
+    if text_auto and z.size <= 400:
+        for (i, j), v in np.ndenumerate(z):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
+    mfig.colorbar(im, ax=ax, label=zlabel)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return Figure(fig, _png(mfig))
+
+
+def line(ys: Mapping[str, Sequence[float]] | Sequence[float], x: Sequence | None = None, *,
+         title: str, xlabel: str, ylabel: str, markers: bool = False) -> Figure:
+    """One or several labelled lines: ``ys`` is a sequence or ``{label: sequence}``."""
+    import plotly.graph_objects as go
+
+    series = dict(ys) if isinstance(ys, Mapping) else {ylabel: ys}
+    fig = go.Figure()
+    plt = _mpl()
+    mfig, ax = plt.subplots(figsize=(6.2, 3.8))
+    for label, values in series.items():
+        v = _to_numpy(values)
+        xs = list(x) if x is not None else list(range(len(v)))
+        fig.add_trace(go.Scatter(x=xs, y=v, name=label, mode="lines+markers" if markers else "lines"))
+        ax.plot(xs, v, marker="o" if markers else None, label=label, markersize=3)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=620, height=380,
+                      template="plotly_white", showlegend=len(series) > 1)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    return Figure(fig, _png(mfig))
+
+
+# ---------------------------------------------------------------------------------------
+# Widgets with a static fallback
+
+
+class WidgetWithFallback:
+    """Display an ipywidgets explorer; where widgets cannot render, show a static picture."""
+
+    def __init__(self, widget, fallback_png: str, caption: str):
+        self.widget, self.fallback_png, self.caption = widget, fallback_png, caption
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
+        bundle = dict(bundle)
+        bundle["image/png"] = self.fallback_png
+        bundle["text/plain"] = f"[interactive explorer: {self.caption}; a live kernel shows the widget]"
+        return bundle
+
+
+def with_fallback(widget, picture, caption: str = "explorer") -> WidgetWithFallback:
+    """Wrap ``widget`` so its static stand-in is ``picture`` (a Figure or attention picture)."""
+    png = picture.fallback_png if hasattr(picture, "fallback_png") else picture
+    return WidgetWithFallback(widget, png, caption)
+
+
+def escape(text: str) -> str:
+    return html.escape(text)
