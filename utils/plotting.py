@@ -27,12 +27,17 @@ import numpy as np
 import torch
 
 _SESSION = uuid.uuid4().hex[:8]
-_state = {"bundle_sent": False, "count": 0}
+_state = {"bundle_sent": False, "count": 0, "colab": False}
 
 
 def _new_id(kind: str) -> str:
     _state["count"] += 1
     return f"{kind}-{_SESSION}-{_state['count']}"
+
+
+def configure(colab: bool = False) -> None:
+    """On Colab, plotly figures also carry HTML (Colab does not render plotly's own mimetype)."""
+    _state["colab"] = colab
 
 
 def reset_session() -> None:
@@ -166,9 +171,12 @@ class Figure:
         self.fig, self.fallback_png = fig, fallback_png
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        return {"application/vnd.plotly.v1+json": json.loads(self.fig.to_json()),
-                "image/png": self.fallback_png,
-                "text/plain": f"<Figure: {self.fig.layout.title.text or 'untitled'}>"}
+        bundle = {"application/vnd.plotly.v1+json": json.loads(self.fig.to_json()),
+                  "image/png": self.fallback_png,
+                  "text/plain": f"<Figure: {self.fig.layout.title.text or 'untitled'}>"}
+        if _state["colab"]:  # Colab is online and renders HTML, not plotly's mimetype
+            bundle["text/html"] = self.fig.to_html(include_plotlyjs="cdn", full_html=False)
+        return bundle
 
     def show(self):
         from IPython.display import display

@@ -1,0 +1,69 @@
+"""The shared machinery behind every exercise check."""
+
+import pytest
+import torch
+
+from utils.checks import CheckFailed, call, expect_close, expect_number, expect_tensor
+
+
+def stub(x):
+    raise NotImplementedError("do the thing")
+
+
+def test_an_untouched_stub_gets_a_sentence_not_a_traceback():
+    with pytest.raises(CheckFailed, match="still the stub"):
+        call(stub, torch.zeros(2))
+
+
+def test_errors_inside_the_learners_code_are_summarised():
+    def bad(x):
+        return x @ torch.zeros(5, 5)
+    with pytest.raises(CheckFailed, match="`bad` raised RuntimeError"):
+        call(bad, torch.zeros(2, 3))
+
+
+def test_in_place_changes_to_inputs_are_caught():
+    def mutate(x):
+        x *= 2
+        return x
+    with pytest.raises(CheckFailed, match="changed its input tensor"):
+        call(mutate, torch.ones(3))
+
+
+def test_wrong_shape_names_the_dimension():
+    with pytest.raises(CheckFailed, match=r"dimension 1 \(query\) is 4 but should be 5"):
+        expect_tensor(torch.zeros(2, 4, 5), (2, 5, 5), ["head", "query", "key"], "f")
+
+
+def test_wrong_rank_dtype_nan_and_type_are_named():
+    with pytest.raises(CheckFailed, match="3 dimensions"):
+        expect_tensor(torch.zeros(2, 4, 5), (2, 4), ["a", "b"], "f")
+    with pytest.raises(CheckFailed, match="dtype torch.int64"):
+        expect_tensor(torch.zeros(3, dtype=torch.long), (3,), ["a"], "f")
+    with pytest.raises(CheckFailed, match="NaN"):
+        expect_tensor(torch.tensor([1.0, float("nan")]), (2,), ["a"], "f")
+    with pytest.raises(CheckFailed, match="torch.Tensor"):
+        expect_tensor([1.0], (1,), ["a"], "f")
+
+
+def test_known_wrong_answers_get_their_own_message():
+    ref = torch.tensor([1.0, 2.0])
+    wrong = torch.tensor([2.0, 1.0])
+    with pytest.raises(CheckFailed, match="reversed"):
+        expect_close(wrong, ref, "f", hints=[(wrong, "reversed")])
+    with pytest.raises(CheckFailed, match="expected 1"):
+        expect_close(torch.tensor([5.0, 2.0]), ref, "f")
+    expect_close(ref + 1e-6, ref, "f")
+
+
+def test_numbers_are_compared_with_a_tolerance():
+    assert expect_number(torch.tensor(1.0), 1.05, "f", "loss", 0.1) == 1.0
+    with pytest.raises(CheckFailed, match="loss = 2"):
+        expect_number(2.0, 1.0, "f", "loss", 0.1)
+    with pytest.raises(CheckFailed, match="should return a number"):
+        expect_number("1", 1.0, "f", "loss", 0.1)
+
+
+def test_check_failures_render_as_one_line_in_ipython():
+    lines = CheckFailed("your pattern rows don't sum to 1")._render_traceback_()
+    assert len(lines) == 1 and "sum to 1" in lines[0]

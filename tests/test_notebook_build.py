@@ -1,0 +1,73 @@
+"""Exercise notebooks are generated from solutions and kept in sync."""
+
+import nbformat
+import pytest
+
+from utils import notebooks as nbs
+
+SOLUTION = '''def double(x):
+    """Twice x."""
+    # EXERCISE: return twice the input
+    ### BEGIN SOLUTION
+    y = x * 2
+    return y
+    ### END SOLUTION'''
+
+
+def make_nb(*sources, tags=None):
+    nb = nbformat.v4.new_notebook()
+    for i, s in enumerate(sources):
+        cell = nbformat.v4.new_code_cell(s) if not s.startswith("#md ") else nbformat.v4.new_markdown_cell(s[4:])
+        if cell.cell_type == "code":
+            cell.execution_count = i + 1
+            cell.outputs = [nbformat.v4.new_output("stream", text="hello\n")]
+        if tags and i in tags:
+            cell.metadata["tags"] = tags[i]
+        nb.cells.append(cell)
+    return nb
+
+
+def test_solution_region_becomes_a_stub_with_the_task_and_indentation():
+    source, snippets = nbs.stub_source(SOLUTION)
+    assert "    raise NotImplementedError('return twice the input')" in source
+    assert "y = x * 2" not in source and "BEGIN SOLUTION" not in source
+    assert snippets == ["y = x * 2\nreturn y"]
+    ns = {}
+    exec(source, ns)
+    with pytest.raises(NotImplementedError, match="twice"):
+        ns["double"](3)
+
+
+def test_exercise_notebook_has_no_outputs_and_a_solution_cell_after_the_check():
+    nb = make_nb("#md # Title", SOLUTION, "check_double(double)", "print(1)")
+    out = nbs.build_notebook(nb)
+    code = [c for c in out.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    kinds = [c.cell_type for c in out.cells]
+    assert kinds == ["markdown", "code", "code", "markdown", "code"]
+    assert "<summary>Solution</summary>" in out.cells[3].source and "y = x * 2" in out.cells[3].source
+    assert nb.cells[1].outputs, "the solutions notebook itself is not modified"
+
+
+def test_solution_only_cells_are_dropped():
+    nb = make_nb("x = 1", "assert x == 1", tags={1: ["solution-only"]})
+    assert [c.source for c in nbs.build_notebook(nb).cells] == ["x = 1"]
+
+
+@pytest.mark.parametrize("source,problem", [
+    ("### BEGIN SOLUTION\nx = 1", "without"),
+    ("x = 1\n### END SOLUTION", "without"),
+    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "EXERCISE"),
+])
+def test_malformed_markers_are_reported(source, problem):
+    with pytest.raises(nbs.NotebookError, match=problem):
+        nbs.build_notebook(make_nb(source, "check_x(x)"))
+
+
+def test_an_exercise_without_a_check_is_reported():
+    with pytest.raises(nbs.NotebookError, match="no check cell"):
+        nbs.build_notebook(make_nb(SOLUTION, "print(2)"))
+
+
+def test_committed_exercise_notebooks_are_up_to_date():
+    assert nbs.stale() == [], "run: python -m utils.notebooks build"

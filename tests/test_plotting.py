@@ -1,0 +1,63 @@
+"""Pictures render offline, carry static fallbacks and stay small."""
+
+import base64
+import re
+
+import pytest
+import torch
+
+from utils import plotting
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    plotting.reset_session()
+
+
+def pattern(n=6, heads=2):
+    return torch.softmax(torch.randn(heads, n, n).masked_fill(torch.ones(n, n).triu(1).bool(), -1e9), -1)
+
+
+def test_first_picture_carries_the_bundle_once_and_later_ones_do_not():
+    toks = [f"t{i}" for i in range(6)]
+    first = plotting.attention_heads(pattern(), toks)._repr_html_()
+    second = plotting.attention_heads(pattern(), toks)._repr_html_()
+    assert "DecompressionStream" in first and "DecompressionStream" not in second
+    assert len(second) < 60_000 < len(first) < 700_000
+
+
+def test_attention_picture_never_points_at_a_cdn_or_probes_the_internet(monkeypatch):
+    import circuitsvis.utils.render as r
+    monkeypatch.setattr(r, "internet_on", lambda: pytest.fail("internet probe"))
+    html = plotting.attention_heads(pattern(), [f"t{i}" for i in range(6)])._repr_html_()
+    assert "unpkg.com" not in html and "http" not in html.replace("http-equiv", "")
+
+
+def test_attention_picture_has_a_static_png_inside_its_html():
+    pic = plotting.attention_heads(pattern(), [f"t{i}" for i in range(6)])
+    html = pic._repr_html_()
+    m = re.search(r'src="data:image/png;base64,([^"]+)"', html)
+    assert m and base64.b64decode(m.group(1)).startswith(b"\x89PNG")
+    assert pic._repr_png_().startswith(b"\x89PNG")
+
+
+def test_attention_picture_rejects_mismatched_tokens():
+    with pytest.raises(ValueError, match="6 positions but 5 tokens"):
+        plotting.attention_heads(pattern(), ["a"] * 5)
+
+
+def test_plotly_figures_carry_a_png_fallback_and_labelled_axes():
+    fig = plotting.heatmap(torch.randn(3, 4), title="scores", xlabel="head", ylabel="layer")
+    bundle = fig._repr_mimebundle_()
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+    layout = bundle["application/vnd.plotly.v1+json"]["layout"]
+    assert layout["xaxis"]["title"]["text"] == "head" and layout["yaxis"]["title"]["text"] == "layer"
+    lines = plotting.line({"a": [1, 2], "b": [2, 1]}, title="t", xlabel="x", ylabel="y")
+    assert len(lines._repr_mimebundle_()["application/vnd.plotly.v1+json"]["data"]) == 2
+
+
+def test_widget_fallback_adds_a_static_image():
+    import ipywidgets as w
+    fig = plotting.line([1, 2, 3], title="t", xlabel="x", ylabel="y")
+    bundle = plotting.with_fallback(w.IntSlider(), fig, "slider")._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle
