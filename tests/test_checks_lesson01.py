@@ -1,0 +1,154 @@
+"""Every lesson-01 check accepts a correct solution and rejects the stub and a plausible mistake.
+
+The correct solutions here are written independently of the references in utils.checks
+(einsum vs. indexing, loops vs. vector code), so a check that merely compared a function
+with itself could not pass them all.
+"""
+
+import re
+
+import pytest
+import torch
+
+from utils import checks as c
+from utils.checks import CheckFailed
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError("exercise")
+
+
+# --- correct solutions, written another way than the references -----------------------
+
+def attention_pattern(q, k):
+    d = q.shape[-1]
+    scores = (q.permute(1, 0, 2) @ k.permute(1, 2, 0)) / d ** 0.5
+    n = q.shape[0]
+    allowed = torch.tril(torch.ones(n, n, dtype=torch.bool))
+    return torch.where(allowed, scores, torch.tensor(float("-inf"))).softmax(dim=-1)
+
+
+def previous_token_scores(pattern):
+    n = pattern.shape[-1]
+    return torch.stack([pattern[:, i, i - 1] for i in range(1, n)], -1).mean(-1)
+
+
+def duplicate_token_scores(pattern, period):
+    return torch.stack([pattern[:, i, i - period] for i in range(period + 1, 2 * period + 1)], -1).mean(-1)
+
+
+def induction_scores(pattern, period):
+    return torch.stack([pattern[:, i, i - period + 1] for i in range(period + 1, 2 * period + 1)], -1).mean(-1)
+
+
+def repeated_tokens(pool, period, batch, seed):
+    g = torch.Generator().manual_seed(seed)
+    pool = torch.tensor(pool)
+    rows = []
+    for _ in range(batch):
+        r = pool[torch.randperm(len(pool), generator=g)[:period]]
+        rows.append(torch.cat([torch.tensor([0]), r, r]))
+    return torch.stack(rows)
+
+
+def per_token_loss(logits, tokens):
+    return torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+
+
+def ablate_head(z, hook, head):
+    z = z.clone()
+    z[:, :, head, :] = 0.0
+    return z
+
+
+def composition_score(left, right):
+    return torch.linalg.matrix_norm(left @ right) / (torch.linalg.matrix_norm(left) * torch.linalg.matrix_norm(right))
+
+
+def copying_score(full_ov):
+    return sum(int(row.argmax() == i) for i, row in enumerate(full_ov)) / full_ov.shape[0]
+
+
+POOL = list(range(5, 60))
+CASES = {
+    "attention_pattern": (c.check_attention_pattern, attention_pattern, {
+        "softmax over the query dimension": lambda q, k: torch.einsum("qhd,khd->hqk", q, k).div(4).masked_fill(
+            torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf")).softmax(-2).nan_to_num(0.0),
+        "sqrt(d_head)": lambda q, k: torch.einsum("qhd,khd->hqk", q, k).masked_fill(
+            torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf")).softmax(-1),
+        "causal mask": lambda q, k: torch.einsum("qhd,khd->hqk", q, k).div(4).softmax(-1),
+    }),
+    "previous_token_scores": (c.check_previous_token_scores, previous_token_scores, {
+        "offset=-1": lambda p: p.diagonal(dim1=-2, dim2=-1).mean(-1),
+        "mean over positions": lambda p: p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1),
+    }),
+    "duplicate_token_scores": (c.check_duplicate_token_scores, duplicate_token_scores, {
+        "induction score": induction_scores,
+        "hard-coded": lambda p, period: duplicate_token_scores(p, 6),
+    }),
+    "induction_scores": (c.check_induction_scores, induction_scores, {
+        "duplicate-token score": duplicate_token_scores,
+        "hard-coded": lambda p, period: induction_scores(p, 6),
+    }),
+    "per_token_loss": (c.check_per_token_loss, per_token_loss, {
+        "off by one": lambda l, t: torch.nn.functional.cross_entropy(l[:, 1:].transpose(1, 2), t[:, 1:], reduction="none"),
+        "log_softmax": lambda l, t: -l[:, :-1].gather(-1, t[:, 1:, None])[..., 0],
+    }),
+    "ablate_head": (c.check_ablate_head, ablate_head, {
+        "zeroed position 2": lambda z, hook, head: z.clone().index_fill_(1, torch.tensor([head]), 0.0),
+        "returned None": lambda z, hook, head: None,
+        "changed its input": lambda z, hook, head: z.index_fill_(2, torch.tensor([head]), 0.0),
+    }),
+    "composition_score": (c.check_composition_score, composition_score, {
+        "product of the two norms": lambda a, b: (a @ b).norm(),
+        "order given": lambda a, b: (b @ a).norm() / (a.norm() * b.norm()),
+    }),
+    "copying_score": (c.check_copying_score, copying_score, {
+        "each row": lambda m: (m.argmax(0) == torch.arange(m.shape[0])).float().mean(),
+    }),
+}
+
+
+def run(check, fn):
+    if check is c.check_repeated_tokens:
+        return check(fn, POOL, 0)
+    return check(fn)
+
+
+@pytest.mark.parametrize("exercise", sorted(CASES))
+def test_check_accepts_a_correct_solution(exercise, capsys):
+    check, solution, _ = CASES[exercise]
+    run(check, solution)
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exercise", sorted(CASES) + ["repeated_tokens"])
+def test_check_rejects_the_stub(exercise):
+    check = CASES[exercise][0] if exercise in CASES else c.check_repeated_tokens
+    with pytest.raises(CheckFailed, match="still the stub"):
+        run(check, stub)
+
+
+@pytest.mark.parametrize("exercise,message", [(e, m) for e in sorted(CASES) for m in CASES[e][2]])
+def test_check_rejects_a_plausible_mistake_and_says_why(exercise, message):
+    check, _, wrong = CASES[exercise]
+    with pytest.raises(CheckFailed, match=re.escape(message)):
+        run(check, wrong[message])
+
+
+def test_repeated_tokens_check_accepts_a_solution_and_names_mistakes(capsys):
+    c.check_repeated_tokens(repeated_tokens, POOL, 0)
+    assert "✓" in capsys.readouterr().out
+    no_bos = lambda pool, p, b, s: repeated_tokens(pool, p, b, s)[:, 1:].repeat(1, 1)[:, :15]
+    with pytest.raises(CheckFailed):
+        c.check_repeated_tokens(no_bos, POOL, 0)
+    unrepeated = lambda pool, p, b, s: torch.cat([torch.zeros(b, 1, dtype=torch.long),
+                                                  torch.tensor(pool)[torch.randint(len(pool), (b, 2 * p), generator=torch.Generator().manual_seed(s))]], 1)
+    with pytest.raises(CheckFailed, match="second copy repeats the first"):
+        c.check_repeated_tokens(unrepeated, POOL, 0)
+    floats = lambda pool, p, b, s: repeated_tokens(pool, p, b, s).float()
+    with pytest.raises(CheckFailed, match="integers"):
+        c.check_repeated_tokens(floats, POOL, 0)
+    unseeded = lambda pool, p, b, s: repeated_tokens(pool, p, b, int(torch.randint(10**6, ())))
+    with pytest.raises(CheckFailed, match="same seed"):
+        c.check_repeated_tokens(unseeded, POOL, 0)
