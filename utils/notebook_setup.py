@@ -97,3 +97,17 @@ def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = 
         print(f"Course ready: torch {torch.__version__} on {device}, transformer-lens {tl}"
               f"{', Colab' if colab else ''}.")
     return device
+
+
+# Where Colab fetches the course from. Set this when the course is published; the setup
+# cell below is the one place that uses it, and a test keeps every notebook's copy equal.
+COURSE_GIT_URL = "https://github.com/handson-mechinterp/handson-mechinterp"
+
+SETUP_CELL = f"""# Setup (run this first). On Colab it fetches and installs the course; everywhere it
+# checks package versions against the tested set and picks a device.
+import sys
+if "google.colab" in sys.modules:
+    !test -d handson-mechinterp || git clone -q --depth 1 {COURSE_GIT_URL}
+    %cd handson-mechinterp
+from utils.notebook_setup import setup
+DEVICE = setup()"""
