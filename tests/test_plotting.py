@@ -49,7 +49,9 @@ def test_attention_picture_rejects_mismatched_tokens():
 def test_plotly_figures_carry_a_png_fallback_and_labelled_axes():
     fig = plotting.heatmap(torch.randn(3, 4), title="scores", xlabel="head", ylabel="layer")
     bundle = fig._repr_mimebundle_()
-    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+    assert "image/png" not in bundle, "jupyterlab-plotly would show the PNG instead of the plot"
+    png = re.search(r'src="data:image/png;base64,([^"]+)"', bundle["text/html"]).group(1)
+    assert base64.b64decode(png).startswith(b"\x89PNG")
     layout = bundle["application/vnd.plotly.v1+json"]["layout"]
     assert layout["xaxis"]["title"]["text"] == "head" and layout["yaxis"]["title"]["text"] == "layer"
     lines = plotting.line({"a": [1, 2], "b": [2, 1]}, title="t", xlabel="x", ylabel="y")
@@ -60,4 +62,4 @@ def test_widget_fallback_adds_a_static_image():
     import ipywidgets as w
     fig = plotting.line([1, 2, 3], title="t", xlabel="x", ylabel="y")
     bundle = plotting.with_fallback(w.IntSlider(), fig, "slider")._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "data:image/png" in bundle["text/html"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import base64
 import gzip
-import html
 import io
+from html import escape as html_escape
 import json
 import uuid
 from functools import lru_cache
@@ -109,7 +109,8 @@ def _bundle_script() -> str:
             f"var b=atob('{_bundle_b64()}');var u=new Uint8Array(b.length);"
             "for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);"
             "window.__courseCV=new Response(new Blob([u]).stream().pipeThrough("
-            "new DecompressionStream('gzip'))).text().then(function(s){(0,eval)(s);});"
+            "new DecompressionStream('gzip'))).text().then(function(s){"
+            "var e=document.createElement('script');e.text=s;document.head.appendChild(e);});"
             "})();</script>")
 
 
@@ -171,12 +172,18 @@ class Figure:
         self.fig, self.fallback_png = fig, fallback_png
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle = {"application/vnd.plotly.v1+json": json.loads(self.fig.to_json()),
-                  "image/png": self.fallback_png,
-                  "text/plain": f"<Figure: {self.fig.layout.title.text or 'untitled'}>"}
-        if _state["colab"]:  # Colab is online and renders HTML, not plotly's mimetype
-            bundle["text/html"] = self.fig.to_html(include_plotlyjs="cdn", full_html=False)
-        return bundle
+        # The static picture goes in text/html, not image/png: jupyterlab-plotly shows a
+        # bundle's PNG instead of drawing the plot whenever one is present. Front ends with
+        # a plotly renderer (JupyterLab, VS Code) draw it; the others (GitHub, nbconvert)
+        # show the <img>.
+        html = (self.fig.to_html(include_plotlyjs="cdn", full_html=False) if _state["colab"]
+                else f'<img alt="{html_escape(self.title)}" src="data:image/png;base64,{self.fallback_png}"/>')
+        return {"application/vnd.plotly.v1+json": json.loads(self.fig.to_json()),
+                "text/html": html, "text/plain": f"<Figure: {self.title}>"}
+
+    @property
+    def title(self) -> str:
+        return self.fig.layout.title.text or "untitled figure"
 
     def show(self):
         from IPython.display import display
@@ -253,7 +260,8 @@ class WidgetWithFallback:
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
         bundle = dict(bundle)
-        bundle["image/png"] = self.fallback_png
+        bundle["text/html"] = (f'<img alt="{html_escape(self.caption)} (static preview)" '
+                               f'src="data:image/png;base64,{self.fallback_png}"/>')
         bundle["text/plain"] = f"[interactive explorer: {self.caption}; a live kernel shows the widget]"
         return bundle
 
@@ -262,7 +270,3 @@ def with_fallback(widget, picture, caption: str = "explorer") -> WidgetWithFallb
     """Wrap ``widget`` so its static stand-in is ``picture`` (a Figure or attention picture)."""
     png = picture.fallback_png if hasattr(picture, "fallback_png") else picture
     return WidgetWithFallback(widget, png, caption)
-
-
-def escape(text: str) -> str:
-    return html.escape(text)

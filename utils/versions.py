@@ -26,6 +26,8 @@ TESTED = {
     "nbval": "0.11.0",
     "pytest": "9.2.0",
     "jupyterlab": "4.6.6",
+    "matplotlib": "3.11.2",
+    "playwright": "1.65.2",
 }
 # Installed but never constrained where a platform ships its own build (Colab).
 PLATFORM_OWNED = ("torch", "numpy")
