@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup course test zoo benchmark tokenizer clean
+.PHONY: setup course test zoo benchmark record notebooks clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,16 @@ zoo: setup
 
 benchmark: setup
 	$(PY) scripts/benchmark.py
+
+## Regenerate the exercise notebooks from solutions/.
+notebooks: setup
+	$(PY) -m utils.notebooks build
+
+## Re-measure and record: notebook times and memory, zoo speed, the README's tables.
+record: setup
+	$(PY) -m utils.course --readme
+	$(PY) scripts/benchmark.py
+	$(PY) -m utils.evaluate --readme
 
 clean:
 	rm -rf .venv build runs .pytest_cache

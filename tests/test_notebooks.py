@@ -105,3 +105,12 @@ def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, 
         assert "✓" in capsys.readouterr().out
         with pytest.raises(CheckFailed, match="still the stub"):
             run_exercise(stub, check, models(path))
+
+
+def test_readme_notebook_table_is_the_recorded_measurement():
+    from utils import course
+    rows = json.loads((nbs.ROOT / "benchmarks" / "notebooks.json").read_text())
+    readme = (nbs.ROOT / "README.md").read_text()
+    table = readme.split(course.TABLE_START)[1].split(course.TABLE_END)[0].strip()
+    assert table == course.notebook_table(rows), "run: make record"
+    assert {r["notebook"] for r in rows} == {p.name for p in SOLUTIONS}
