@@ -39,13 +39,16 @@ def test_solution_region_becomes_a_stub_with_the_task_and_indentation():
 
 
 def test_exercise_notebook_has_no_outputs_and_a_solution_cell_after_the_check():
-    nb = make_nb("#md # Title", SOLUTION, "check_double(double)", "print(1)")
+    nb = make_nb("#md # Title", SOLUTION, "check_double(double)", "#md <details><summary>Hint</summary>x</details>", "print(1)")
     out = nbs.build_notebook(nb)
     code = [c for c in out.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     kinds = [c.cell_type for c in out.cells]
-    assert kinds == ["markdown", "code", "code", "markdown", "code"]
-    assert "<summary>Solution</summary>" in out.cells[3].source and "y = x * 2" in out.cells[3].source
+    assert kinds == ["markdown", "code", "code", "markdown", "markdown", "code"]
+    assert "Hint" in out.cells[3].source, "the hint comes before the solution"
+    solution = out.cells[4].source
+    assert "<summary>Solution</summary>" in solution and "def double(x):" in solution and "y = x * 2" in solution
+    assert "BEGIN SOLUTION" not in solution and "EXERCISE:" not in solution
     assert nb.cells[1].outputs, "the solutions notebook itself is not modified"
 
 

@@ -74,6 +74,12 @@ def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
     return "\n".join(out), solutions
 
 
+def solution_code(source: str) -> str:
+    """The solution cell as a learner should read it: markers and the task line removed."""
+    keep = [l for l in source.split("\n") if l.strip() not in (BEGIN, END) and not TASK.search(l)]
+    return "\n".join(keep).strip("\n")
+
+
 def solution_cell(snippets: list[str]) -> nbformat.NotebookNode:
     code = "\n\n".join(s.strip("\n") for s in snippets)
     return nbformat.v4.new_markdown_cell(
@@ -84,23 +90,29 @@ def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbforma
     """The exercise version of a solutions notebook."""
     out = copy.deepcopy(nb)
     cells = []
-    pending: list[str] = []
+    pending: list[str] = []   # solutions waiting for their check cell
+    ready: list[str] = []     # checked solutions, shown after the hint that follows the check
     for k, cell in enumerate(nb.cells):
         if "solution-only" in cell.get("metadata", {}).get("tags", []):
             continue
         cell = copy.deepcopy(cell)
+        is_hint = cell.cell_type == "markdown" and "<summary>Hint</summary>" in cell.source
+        if ready and not is_hint:
+            cells.append(solution_cell(ready))
+            ready = []
         if cell.cell_type == "code":
+            original = cell.source
             cell.source, snippets = stub_source(cell.source, f"{name} cell {k}")
             cell.outputs = []
             cell.execution_count = None
             cell.metadata.pop("execution", None)
-            pending += snippets
-            cells.append(cell)
-            if pending and "check_" in cell.source and not snippets:
-                cells.append(solution_cell(pending))
-                pending = []
-        else:
-            cells.append(cell)
+            if snippets:
+                pending.append(solution_code(original))
+            elif pending and "check_" in cell.source:
+                ready, pending = pending, []
+        cells.append(cell)
+    if ready:
+        cells.append(solution_cell(ready))
     if pending:
         raise NotebookError(f"{name}: an exercise has no check cell after it (a code cell calling check_...)")
     for i, cell in enumerate(cells):  # stable ids: the exercise notebook diffs cleanly
