@@ -24,8 +24,9 @@ zoo: setup
 benchmark: setup
 	$(PY) scripts/benchmark.py
 
-## Regenerate the exercise notebooks from solutions/.
+## Execute the solutions in place, then regenerate the exercise notebooks from them.
 notebooks: setup
+	$(PY) -m utils.notebooks execute
 	$(PY) -m utils.notebooks build
 
 ## Re-measure and record: notebook times and memory, zoo speed, the README's tables.

@@ -425,9 +425,6 @@ def main(argv=None) -> int:
     return status
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # ---------------------------------------------------------------------------------------
 # The README's zoo table (generated from the cards: one source of truth)
@@ -458,3 +455,7 @@ def readme_with_table(text: str) -> str:
     head, rest = text.split(TABLE_START)
     _, tail = rest.split(TABLE_END)
     return f"{head}{TABLE_START}\n{zoo_table()}\n{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

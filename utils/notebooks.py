@@ -14,7 +14,8 @@ execution count is cleared, and a collapsible "Solution" cell holding the soluti
 added after the exercise's check cell (the first later code cell that calls ``check_``).
 Cells tagged ``solution-only`` are dropped from the exercise notebook.
 
-``python -m utils.notebooks check`` exits 1 when ``notebooks/`` is out of date.
+``python -m utils.notebooks check`` exits 1 when ``notebooks/`` is out of date, and
+``python -m utils.notebooks execute`` runs the solutions in place (they are committed executed).
 """
 
 from __future__ import annotations
@@ -154,11 +155,27 @@ def stale() -> list[str]:
     return problems
 
 
+def execute(path: Path, timeout: int = 600) -> None:
+    """Run a solutions notebook in place, so that it is committed executed (nbval compares it)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                   store_widget_state=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+    path.write_text(render(nb))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.notebooks",
                                  description="Generate exercise notebooks from solutions/.")
-    ap.add_argument("command", choices=["build", "check"])
+    ap.add_argument("command", choices=["build", "check", "execute"])
+    ap.add_argument("paths", nargs="*", type=Path, help="with execute: notebooks (default: all solutions)")
     args = ap.parse_args(argv)
+    if args.command == "execute":
+        for path in args.paths or sorted(SOLUTIONS.glob("*.ipynb")):
+            print(f"executing {path.name}", flush=True)
+            execute(path)
+        return 0
     if args.command == "build":
         for p in build():
             print(f"wrote {p.relative_to(ROOT)}")
