@@ -43,6 +43,7 @@ from utils.tokenizer import EOT, encode_doc, load_tokenizer, token_spans, tokeni
 EVAL_SEED = 9000          # held-out documents for loss, IOI
 PROBE_TRAIN_SEED = 9001   # documents the emotion probe is fitted on
 RANDOM_TOKENS_SEED = 9002
+PROBE_TRAIN_DOCS = 1000   # narrative documents the emotion probe is fitted on
 
 # What each model must show (DESIGN.md §5, issue 2). metric -> (comparison, threshold)
 TARGETS = {
@@ -293,8 +294,9 @@ def measure(name: str, model=None, seed: int = EVAL_SEED, n_docs: int = 2000,
         elif step == "ioi":
             out.update(ioi(model, docs))
         elif step == "probe" and name != "storyworld-attn2l":
+            # The probe's own training set has a fixed size, whatever the evaluation sample.
             probe_train = storyworld.sample_docs(PROBE_TRAIN_SEED if seed == EVAL_SEED else seed + 1,
-                                                 max(400, n_docs // 2), "narrative")
+                                                 PROBE_TRAIN_DOCS, "narrative")
             test = [d for d in docs if d.family == "narrative"][:max(200, n_docs // 4)]
             out.update(emotion_probe(model, probe_train, test))
     return out
