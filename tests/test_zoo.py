@@ -1,6 +1,5 @@
 """The model zoo: loads offline, matches its cards, fails clearly on bad input."""
 
-import json
 import shutil
 import time
 
@@ -9,7 +8,7 @@ import torch
 
 from utils import evaluate as ev
 from utils import models
-from utils.models import ZOO, ZooError, load_model, read_card, sha256_file, zoo
+from utils.models import ZooError, load_model, read_card, sha256_file, zoo
 from utils.tokenizer import encode_doc, load_tokenizer, tokenizer_hash
 
 BUILT = zoo()
