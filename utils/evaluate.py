@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from utils import storyworld
-from utils.models import MODELS, load_model, read_card, sha256_file
+from utils.models import MODELS, load_model, logits_of, read_card, sha256_file
 from utils.tokenizer import EOT, encode_doc, load_tokenizer, token_spans, tokenizer_hash
 
 EVAL_SEED = 9000          # held-out documents for loss, IOI
@@ -64,8 +64,18 @@ TOLERANCE = {"loss": 0.03, "floor": 0.03, "gap": 0.02, "ioi_accuracy": 0.03,
 
 def _forward(model, tokens: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        out = model(tokens)
-    return out if isinstance(out, torch.Tensor) else out.logits
+        return logits_of(model, tokens)
+
+
+def _right_padded(seqs: list[list[int]], fill: int) -> torch.Tensor:
+    """Sequences of different lengths as one ``[batch, longest]`` tensor, padded at the end.
+
+    Causal attention means the padding never affects the real positions before it.
+    """
+    x = torch.full((len(seqs), max(map(len, seqs))), fill)
+    for r, s in enumerate(seqs):
+        x[r, :len(s)] = torch.tensor(s)
+    return x
 
 
 def _device(model) -> torch.device:
@@ -85,11 +95,9 @@ def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
     for b in range(0, len(order), batch):
         group = [seqs[i] for i in order[b:b + batch]]
-        width = max(map(len, group))
-        x = torch.full((len(group), width), eot)
-        mask = torch.zeros(len(group), width - 1, dtype=torch.bool)
+        x = _right_padded(group, eot)
+        mask = torch.zeros(len(group), x.shape[1] - 1, dtype=torch.bool)
         for r, s in enumerate(group):
-            x[r, :len(s)] = torch.tensor(s)
             mask[r, :len(s) - 1] = True
         x = x.to(_device(model))
         logits = _forward(model, x[:, :-1]).float()
@@ -114,11 +122,7 @@ def ioi(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
         group = docs[b:b + batch]
         prompts = [[eot] + tok(d.text[:d.annotations["prompt_end"]], add_special_tokens=False)["input_ids"]
                    for d in group]
-        width = max(map(len, prompts))
-        x = torch.full((len(group), width), eot)
-        for r, p in enumerate(prompts):
-            x[r, :len(p)] = torch.tensor(p)
-        logits = _forward(model, x.to(_device(model))).float().cpu()
+        logits = _forward(model, _right_padded(prompts, eot).to(_device(model))).float().cpu()
         last = logits[torch.arange(len(group)), torch.tensor([len(p) - 1 for p in prompts])]
         ans = torch.tensor([_word_id(tok, d.annotations["answer"]) for d in group])
         dis = torch.tensor([_word_id(tok, d.annotations["distractor"]) for d in group])
@@ -172,7 +176,6 @@ def head_scores(model, seqs: list[tuple[list[int], int]]) -> dict:
         x = torch.tensor([ids], device=_device(model))
         with torch.no_grad():
             logits, cache = model.run_with_cache(x, names_filter=lambda n: n in names)
-        logits = logits if isinstance(logits, torch.Tensor) else logits.logits
         lp = torch.log_softmax(logits[0].float(), -1)
         nll = -lp[:-1].gather(-1, x[0, 1:, None])[:, 0].cpu()
         # nll[i] is the loss of predicting token i+1. First copy: tokens 1..P; second: P+2..2P.

@@ -45,6 +45,12 @@ def default_device() -> str:
     return "cpu"
 
 
+def logits_of(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits ``[batch, position, d_vocab]`` from a bridge (a tensor) or an HF model (``.logits``)."""
+    out = model(tokens)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
 def zoo() -> list[str]:
     """Names of the zoo models present in ``data/models``."""
     return [n for n in ZOO if (MODELS / n / "card.json").exists()]

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from utils import storyworld
+from utils.models import logits_of
 from utils.tokenizer import DATA, EOT, load_tokenizer, tokenizer_hash
 
 RUNS = Path(__file__).resolve().parent.parent / "runs"
@@ -150,11 +151,6 @@ def native_config(spec: Spec, vocab: int) -> dict:
     return dict(spec.config, n_ctx=spec.n_ctx, d_vocab=vocab, attn_only=True,
                 act_fn="gelu", seed=spec.seed, default_prepend_bos=True,
                 model_name=spec.name)
-
-
-def logits_of(model, tokens: torch.Tensor) -> torch.Tensor:
-    out = model(tokens)
-    return out if isinstance(out, torch.Tensor) else out.logits
 
 
 def lm_loss(model, rows: torch.Tensor) -> torch.Tensor:
