@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from utils import storyworld
-from utils.evaluate import EVAL_SEED, check_targets, heldout_loss
+from utils.evaluate import EVAL_SEED, check_targets, heldout_loss, splice
 from utils.models import ZOO, load_model, read_card, zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,10 +121,7 @@ def main(argv=None) -> int:
     (ROOT / "benchmarks" / "notebooks.json").write_text(json.dumps(rows, indent=1) + "\n")
     if args.readme:
         readme = ROOT / "README.md"
-        text = readme.read_text()
-        head, rest = text.split(TABLE_START)
-        _, tail = rest.split(TABLE_END)
-        readme.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
+        readme.write_text(splice(readme.read_text(), TABLE_START, TABLE_END, table))
     return status | any(r["error"] for r in rows)
 
 

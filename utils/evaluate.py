@@ -456,10 +456,15 @@ def zoo_table() -> str:
     return "\n".join(lines)
 
 
+def splice(text: str, start: str, end: str, body: str) -> str:
+    """``text`` with whatever lies between the ``start`` and ``end`` markers replaced by ``body``."""
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def readme_with_table(text: str) -> str:
-    head, rest = text.split(TABLE_START)
-    _, tail = rest.split(TABLE_END)
-    return f"{head}{TABLE_START}\n{zoo_table()}\n{TABLE_END}{tail}"
+    return splice(text, TABLE_START, TABLE_END, zoo_table())
 
 
 if __name__ == "__main__":
