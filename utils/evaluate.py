@@ -198,13 +198,21 @@ def head_scores(model, seqs: list[tuple[list[int], int]]) -> dict:
 # Emotion probe
 
 
-def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Residual stream after every layer at tokens of narrative sentences that do not name
-    the emotion: returns activations ``[n_layers, n_tokens, d_model]`` and labels ``[n_tokens]``."""
+PROBE_ROLES = ("subject", "predicate", "punctuation")
+
+
+def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual stream after every layer at every token of the narrative sentences that do
+    not name the emotion, labelled with the subject's current emotion.
+
+    Returns activations ``[n_layers, n_tokens, d_model]``, labels ``[n_tokens]`` and each
+    token's role ``[n_tokens]`` (an index into ``PROBE_ROLES``: the subject's name, a word
+    of the predicate, or punctuation).
+    """
     tok = load_tokenizer()
     L = model.cfg.n_layers
     names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
-    acts, labels = [[] for _ in range(L)], []
+    acts, labels, roles = [[] for _ in range(L)], [], []
     for d in docs:
         if d.family != "narrative":
             continue
@@ -213,10 +221,13 @@ def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, to
         for s in d.annotations["sentences"]:
             if s["names_emotion"] or "emotion" not in s:
                 continue
+            subject_end = s["span"][0] + len(s["subject"])
             for i, (a, b) in enumerate(spans):
                 if a < s["span"][1] and b > s["span"][0]:
                     rows.append(i + 1)  # +1 for BOS
                     ys.append(storyworld.EMOTIONS.index(s["emotion"]))
+                    word = any(ch.isalnum() for ch in d.text[a:b])
+                    roles.append(0 if b <= subject_end else (1 if word else 2))
         if not rows:
             continue
         x = torch.tensor([encode_doc(d.text, tok)[:-1]], device=_device(model))
@@ -225,7 +236,7 @@ def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, to
         for l in range(L):
             acts[l].append(cache[names[l]][0, rows].float().cpu())
         labels += ys
-    return torch.stack([torch.cat(a) for a in acts]), torch.tensor(labels)
+    return torch.stack([torch.cat(a) for a in acts]), torch.tensor(labels), torch.tensor(roles)
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3,
@@ -251,17 +262,22 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3
 
 
 def emotion_probe(model, train_docs, test_docs) -> dict:
-    xtr, ytr = emotion_dataset(model, train_docs)
-    xte, yte = emotion_dataset(model, test_docs)
-    accs = []
+    """Fit one probe per layer on ``train_docs``; report accuracy on ``test_docs`` (all
+    tokens of unnamed sentences) and, at the best layer, by token role."""
+    xtr, ytr, _ = emotion_dataset(model, train_docs)
+    xte, yte, role = emotion_dataset(model, test_docs)
+    accs, hits = [], []
     for l in range(xtr.shape[0]):
         probe = fit_probe(xtr[l], ytr, len(storyworld.EMOTIONS))
         with torch.no_grad():
-            accs.append((probe(xte[l]).argmax(-1) == yte).float().mean().item())
+            hit = probe(xte[l]).argmax(-1) == yte
+        hits.append(hit)
+        accs.append(hit.float().mean().item())
     best = max(range(len(accs)), key=accs.__getitem__)
+    by_role = {r: hits[best][role == i].float().mean().item() for i, r in enumerate(PROBE_ROLES)}
     return {"emotion_probe_accuracy": accs[best], "emotion_probe_layer": best,
-            "emotion_probe_accuracy_by_layer": accs, "emotion_probe_train_tokens": len(ytr),
-            "emotion_probe_test_tokens": len(yte)}
+            "emotion_probe_accuracy_by_layer": accs, "emotion_probe_accuracy_by_role": by_role,
+            "emotion_probe_train_tokens": len(ytr), "emotion_probe_test_tokens": len(yte)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -374,8 +390,12 @@ def card_markdown(card: dict) -> str:
         f"| repeated random tokens | loss {ev['loss_first_copy']:.2f} → {ev['loss_second_copy']:.2f} (drop {ev['repeat_loss_drop']:.2f}) |",
     ]
     if "emotion_probe_accuracy" in ev:
+        roles = ev.get("emotion_probe_accuracy_by_role", {})
         lines.append(f"| emotion probe (12-way, unnamed) | {ev['emotion_probe_accuracy']:.1%} after layer "
-                     f"{ev['emotion_probe_layer']} |")
+                     f"{ev['emotion_probe_layer']}, over all {ev['emotion_probe_test_tokens']:,} tokens of "
+                     "sentences that do not name the emotion"
+                     + ("; by token: " + ", ".join(f"{r} {a:.1%}" for r, a in roles.items()) if roles else "")
+                     + " |")
     lines += [f"| weights sha256 | `{card['weights_sha256']}` |",
               f"| tokenizer sha256 | `{card['tokenizer_sha256']}` |", "", "## Targets", "",
               "| metric | target | measured | met |", "|---|---|---|---|"]

@@ -9,7 +9,9 @@ Three document families (DESIGN.md §4):
 * ``transfer``   - indirect-object identification: "When Ann and Bob went to the park,
   Bob gave the kite to Ann."
 * ``repetition`` - a list, a line of names or a rhyme that recurs verbatim later, after a
-  random number of filler sentences.
+  random number of filler sentences and a marker ("... again:"); or a song, a run of
+  distinct random words sung twice in a row with nothing between the copies, which only
+  a reader that looks up where the current word occurred before can continue.
 
 Every document is produced by a sequence of random choices, each of which writes its own
 text at once, and no two options of a choice can start the same way. So each text has
@@ -72,12 +74,19 @@ INTERJECTIONS = (
     ("Ugh", 180), ("Oh dear", 210), ("Meh", 240), ("Goodnight", 270), ("Ahh", 300),
     ("Fine", 330),
 )
-# Manner depends on arousal only: (word, weight on sin θ).
-MANNERS = (("loudly", 1.0), ("quickly", 0.5), ("once", 0.0), ("slowly", -0.5), ("quietly", -1.0))
+# Manner, like behaviour, depends on the whole angle: (word, preferred angle in degrees).
+MANNERS = (
+    ("warmly", 0), ("brightly", 30), ("eagerly", 60), ("carefully", 90), ("nervously", 120),
+    ("fiercely", 150), ("bitterly", 180), ("tearfully", 210), ("dully", 240), ("drowsily", 270),
+    ("lazily", 300), ("gently", 330),
+)
 # What a character does with an object depends on valence only: (words, weight on cos θ).
 OBJECT_VERBS = (("hugged", 1.0), ("held", 0.5), ("looked at", 0.0), ("dropped", -0.5),
                 ("kicked", -1.0))
-SHARPNESS = 2.0  # κ in P(word | θ) ∝ exp(κ · cos(θ − φ_word))
+# κ in P(word | θ) ∝ exp(κ · cos(θ − φ_word)). Sharp enough that neighbouring emotions
+# (30° apart) lead to clearly different words, so a reader must track the exact emotion.
+SHARPNESS = 6.0
+AXIS_SHARPNESS = 2.0  # object verbs: P(verb | valence) ∝ exp(κ · loading · cos θ)
 
 # Transfer templates: (opening word, verb phrase before the place).
 TRANSFER_OPENINGS = (("When", "went to the"), ("After", "arrived at the"),
@@ -98,6 +107,8 @@ RHYME_VERBS = ("sat", "ran", "hid", "slept", "danced", "jumped")
 FILLERS = (" The wind blew.", " A bird sang.", " It began to rain.", " The sun came out.",
            " Time passed.", " Nobody spoke.", " A bell rang.", " The clock ticked.")
 
+SONG_WORDS = tuple(sorted(set(NAMES + PLACES + OBJECTS + EMOTIONS + LIST_ITEMS + RHYME_ADJECTIVES
+                              + RHYME_VERBS + tuple(b for b, _ in BEHAVIOURS) + tuple(m for m, _ in MANNERS))))
 FAMILIES = {"narrative": 0.4, "transfer": 0.25, "repetition": 0.35}
 
 # Lengths and stopping.
@@ -214,7 +225,7 @@ def _circular_weights(angle: int, preferred: Sequence[int]) -> list[float]:
 
 
 def _axis_weights(value: float, loadings: Sequence[float]) -> list[float]:
-    return [math.exp(SHARPNESS * s * value) for s in loadings]
+    return [math.exp(AXIS_SHARPNESS * s * value) for s in loadings]
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,8 +310,8 @@ def _narrative(w: _Writer) -> dict:
             iw = _circular_weights(angle, [phi for _, phi in INTERJECTIONS])
             w.pick([f' "{x}!"' for x, _ in INTERJECTIONS], iw)
             sentence(start, "speech", name, False)
-        elif k < 2 + len(BEHAVIOURS):  # behaviour, then a manner that depends on arousal
-            mw = _axis_weights(math.sin(math.radians(angle)), [s for _, s in MANNERS])
+        elif k < 2 + len(BEHAVIOURS):  # behaviour, then a manner that depends on the angle
+            mw = _circular_weights(angle, [phi for _, phi in MANNERS])
             w.pick([" " + m for m, _ in MANNERS], mw)
             w.emit(".")
             sentence(start, "behaviour", name, False)
@@ -383,16 +394,53 @@ def _items(w: _Writer, pool: Sequence[str], lo: int, hi: int, ann: dict | None) 
             _mention(ann, left[j], at)
 
 
+def _song(w: _Writer, ann: dict) -> dict:
+    """Distinct random words, then the same words again with no marker between the copies.
+
+    Still one derivation: the words are distinct, so the repeat starts at the first
+    recurrence of the first word, which competes with the next new word.
+    """
+    items: list[str] = []
+    start = w.here() + 1
+    while True:
+        left = [x for x in SONG_WORDS if x not in items]
+        can_stop = len(items) >= 4
+        p_stop = 1.0 / (24 - len(items) + 1) if can_stop else 0.0
+        chunks = ([" " + items[0]] if can_stop else []) + [" " + x for x in left]
+        probs = ([p_stop] if can_stop else []) + [(1 - p_stop) / len(left)] * len(left)
+        j = w.pick(chunks, probs) - can_stop
+        if j < 0:
+            break
+        items.append(left[j])
+    first_end = w.here() - len(items[0]) - 1
+    rep_start = w.here() - len(items[0])
+    w.emit("".join(" " + x for x in items[1:]))
+    ann["repeats"].append({"kind": "song", "items": len(items), "first": [start, first_end],
+                           "repeat": [rep_start, w.here()], "distance": rep_start - start, "fillers_between": 0})
+    for copy_start in (start, rep_start):  # names in a song are mentions too
+        offset = copy_start
+        for x in items:
+            if x in NAMES:
+                _mention(ann, x, offset)
+            offset += len(x) + 1
+    w.emit(".")
+    w.pick([END], [1.0])  # a song ends the document
+    ann["kind"] = "song"
+    return ann
+
+
 def _repetition(w: _Writer) -> dict:
     ann: dict[str, Any] = {"characters": {}, "repeats": []}
     w.emit(" Today")
     # The next words say which kind of sequence this is: a name (a list of things),
-    # " the children lined up:" (a line of names) or " we learned a rhyme:".
-    options = [" " + n for n in NAMES] + [" the children lined up:", " we learned a rhyme:"]
-    probs = [0.4 / len(NAMES)] * len(NAMES) + [0.3, 0.3]
+    # " the children lined up:" (a line of names), " we learned a rhyme:" or " we sang:".
+    options = [" " + n for n in NAMES] + [" the children lined up:", " we learned a rhyme:", " we sang:"]
+    probs = [0.2 / len(NAMES)] * len(NAMES) + [0.15, 0.15, 0.5]
     at = w.here() + 1
     j = w.pick(options, probs)
-    kind = "list" if j < len(NAMES) else ("line", "rhyme")[j - len(NAMES)]
+    kind = "list" if j < len(NAMES) else ("line", "rhyme", "song")[j - len(NAMES)]
+    if kind == "song":
+        return _song(w, ann)
     owner = NAMES[j] if kind == "list" else None
     if owner:
         _mention(ann, owner, at)

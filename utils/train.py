@@ -57,7 +57,7 @@ class Spec:
 SPECS = {s.name: s for s in [
     Spec("storyworld-attn2l", "attn-only",
          dict(n_layers=2, d_model=128, n_heads=4, d_head=32, normalization_type="LN"),
-         seed=101, data_seed=11, tokens=16_000_000, lr=2e-3,
+         seed=101, data_seed=11, tokens=36_000_000, lr=2e-3,
          used_by=("01 induction heads", "composition")),
     Spec("storyworld-4l", "gpt2",
          dict(n_layer=4, n_embd=256, n_head=8, n_inner=1024),
@@ -66,7 +66,7 @@ SPECS = {s.name: s for s in [
     Spec("storyworld-llama", "llama",
          dict(num_hidden_layers=4, hidden_size=192, num_attention_heads=6,
               num_key_value_heads=6, intermediate_size=512, rope_theta=10000.0),
-         seed=103, data_seed=13, tokens=8_000_000, lr=2e-3,
+         seed=103, data_seed=13, tokens=12_000_000, lr=2e-3,
          used_by=("06 shared geometry",)),
 ]}
 
@@ -211,7 +211,9 @@ def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
     spec = name if isinstance(name, Spec) else SPECS[name]
     name = spec.name
     device = device or device_default()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # All cores unless OMP_NUM_THREADS says otherwise (two small runs side by side on a
+    # 2-core machine train faster with one thread each than one after the other).
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     tok = load_tokenizer()
     vocab = len(tok)
     budget = tokens or spec.tokens
