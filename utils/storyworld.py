@@ -1,6 +1,6 @@
 """Storyworld: a seeded generator of short English documents with known latent variables.
 
-Three document families (DESIGN.md §4):
+Four document families (DESIGN.md §4):
 
 * ``narrative``  - one or two characters in a place; each feels one of 12 emotions on a
   circle (angle 0°, 30°, ... 330°; valence = cos θ, arousal = sin θ). Most sentences show
@@ -9,9 +9,10 @@ Three document families (DESIGN.md §4):
 * ``transfer``   - indirect-object identification: "When Ann and Bob went to the park,
   Bob gave the kite to Ann."
 * ``repetition`` - a list, a line of names or a rhyme that recurs verbatim later, after a
-  random number of filler sentences and a marker ("... again:"); or a song, a run of
-  distinct random words sung twice in a row with nothing between the copies, which only
-  a reader that looks up where the current word occurred before can continue.
+  random number of filler sentences and a marker ("... again:").
+* ``song``       - distinct random words, then the same words again, with nothing to
+  announce or separate the copies: only a reader that looks up where the current word
+  occurred before (an induction head) can continue the second copy.
 
 Every document is produced by a sequence of random choices, each of which writes its own
 text at once, and no two options of a choice can start the same way. So each text has
@@ -109,7 +110,7 @@ FILLERS = (" The wind blew.", " A bird sang.", " It began to rain.", " The sun c
 
 SONG_WORDS = tuple(sorted(set(NAMES + PLACES + OBJECTS + EMOTIONS + LIST_ITEMS + RHYME_ADJECTIVES
                               + RHYME_VERBS + tuple(b for b, _ in BEHAVIOURS) + tuple(m for m, _ in MANNERS))))
-FAMILIES = {"narrative": 0.4, "transfer": 0.25, "repetition": 0.35}
+FAMILIES = {"narrative": 0.45, "transfer": 0.25, "repetition": 0.15, "song": 0.15}
 
 # Lengths and stopping.
 MAX_BODY = 10           # narrative sentences after the introductions
@@ -118,6 +119,7 @@ MAX_TRANSFERS = 3
 P_STOP_TRANSFER = 0.6
 MAX_REPEATS = 2
 MAX_FILLERS = 6
+SONG_MIN, SONG_MAX = 4, 48  # words in a song (uniform)
 
 
 def emotion_angle(emotion: str) -> int:
@@ -394,18 +396,23 @@ def _items(w: _Writer, pool: Sequence[str], lo: int, hi: int, ann: dict | None) 
             _mention(ann, left[j], at)
 
 
-def _song(w: _Writer, ann: dict) -> dict:
-    """Distinct random words, then the same words again with no marker between the copies.
+def _song(w: _Writer) -> dict:
+    """A song: distinct random words, sung twice in a row with nothing before, between or
+    after the copies but the final ".": ``w1 … wn w1 … wn.``
 
-    Still one derivation: the words are distinct, so the repeat starts at the first
-    recurrence of the first word, which competes with the next new word.
+    Nothing announces it, so the only way to continue the second copy is to find the
+    current word earlier in the context and copy what followed it: plain induction, the
+    same task as a repeated random-token sequence. Still one derivation: the words are
+    distinct, so the repeat starts at the first recurrence of ``w1``, which competes with
+    the next new word (and no other family starts with two song words).
     """
+    ann: dict[str, Any] = {"characters": {}, "repeats": []}
     items: list[str] = []
     start = w.here() + 1
     while True:
         left = [x for x in SONG_WORDS if x not in items]
-        can_stop = len(items) >= 4
-        p_stop = 1.0 / (24 - len(items) + 1) if can_stop else 0.0
+        can_stop = len(items) >= SONG_MIN
+        p_stop = 1.0 / (SONG_MAX - len(items) + 1) if can_stop else 0.0
         chunks = ([" " + items[0]] if can_stop else []) + [" " + x for x in left]
         probs = ([p_stop] if can_stop else []) + [(1 - p_stop) / len(left)] * len(left)
         j = w.pick(chunks, probs) - can_stop
@@ -433,14 +440,12 @@ def _repetition(w: _Writer) -> dict:
     ann: dict[str, Any] = {"characters": {}, "repeats": []}
     w.emit(" Today")
     # The next words say which kind of sequence this is: a name (a list of things),
-    # " the children lined up:" (a line of names), " we learned a rhyme:" or " we sang:".
-    options = [" " + n for n in NAMES] + [" the children lined up:", " we learned a rhyme:", " we sang:"]
-    probs = [0.2 / len(NAMES)] * len(NAMES) + [0.15, 0.15, 0.5]
+    # " the children lined up:" (a line of names) or " we learned a rhyme:".
+    options = [" " + n for n in NAMES] + [" the children lined up:", " we learned a rhyme:"]
+    probs = [0.4 / len(NAMES)] * len(NAMES) + [0.3, 0.3]
     at = w.here() + 1
     j = w.pick(options, probs)
-    kind = "list" if j < len(NAMES) else ("line", "rhyme", "song")[j - len(NAMES)]
-    if kind == "song":
-        return _song(w, ann)
+    kind = "list" if j < len(NAMES) else ("line", "rhyme")[j - len(NAMES)]
     owner = NAMES[j] if kind == "list" else None
     if owner:
         _mention(ann, owner, at)
@@ -506,7 +511,7 @@ def _repetition(w: _Writer) -> dict:
 
 
 _GENERATORS: dict[str, Callable[[_Writer], dict]] = {
-    "narrative": _narrative, "transfer": _transfer, "repetition": _repetition,
+    "narrative": _narrative, "transfer": _transfer, "repetition": _repetition, "song": _song,
 }
 
 

@@ -56,8 +56,9 @@ class Spec:
 
 SPECS = {s.name: s for s in [
     Spec("storyworld-attn2l", "attn-only",
-         dict(n_layers=2, d_model=128, n_heads=4, d_head=32, normalization_type="LN"),
-         seed=101, data_seed=11, tokens=36_000_000, lr=2e-3,
+         dict(n_layers=2, d_model=128, n_heads=4, d_head=32, normalization_type="LN",
+              positional_embedding_type="rotary", rotary_dim=16),
+         seed=101, data_seed=11, tokens=30_000_000, lr=2e-3,
          used_by=("01 induction heads", "composition")),
     Spec("storyworld-4l", "gpt2",
          dict(n_layer=4, n_embd=256, n_head=8, n_inner=1024),
