@@ -12,15 +12,20 @@ Definitions (the cards and tests use exactly these):
 * **IOI**: on ``transfer`` documents, the logit of the answer (indirect object) minus the
   logit of the distractor (subject) at the end of the prompt; accuracy = share > 0.
 * **head scores** on repeated random tokens: ``BOS r r`` with ``r`` a run of distinct
-  tokens drawn from the tokens Storyworld uses, its length (the period) drawn per sequence.
+  tokens drawn from Storyworld's content words (``content_word_pool``: 139 names, places,
+  objects, emotions, ... but not function words such as " the"), its length (the period,
+  10 to 60) drawn per sequence. The card also reports the best induction score when ``r``
+  draws from every word token, function words included (``all_word_pool``).
   Previous-token score = mean attention from each position to the one before it;
   induction score = mean attention from each position of the second copy to the token
   after the same token's first occurrence. **repeat loss drop** = mean loss on the first
   copy minus mean loss on the second (the second copy's first token excluded).
 * **emotion probe**: a 12-way linear probe (multinomial logistic regression) on the
-  residual stream after each layer, trained on tokens of narrative sentences that do not
-  name the emotion, labelled with the sentence subject's current emotion; accuracy on the
-  same kind of tokens in separate documents.
+  residual stream after each layer, labelled with the sentence subject's current emotion,
+  trained on the word tokens (the subject's name and the predicate's words) of narrative
+  sentences that do not name the emotion; accuracy on the same kind of tokens in separate
+  documents, at the best layer. The card also gives the accuracy by token role and that of
+  a probe fitted and tested on all tokens of those sentences, punctuation included.
 """
 
 from __future__ import annotations
@@ -142,20 +147,34 @@ def _word_id(tok, word: str) -> int:
 # Heads on repeated random tokens
 
 
-def storyworld_token_pool(n_docs: int = 2000) -> list[int]:
-    """Token ids that Storyworld text uses (EOT excluded): the pool random sequences draw from."""
+def content_word_pool() -> list[int]:
+    """Storyworld's content words as tokens: names, places, objects, emotions, list and
+    rhyme words, behaviours and manners (``storyworld.SONG_WORDS``, each one token with its
+    leading space). Random sequences for the head scores draw from this pool, as lesson 01
+    does."""
+    tok = load_tokenizer()
+    return sorted(_word_id(tok, w) for w in storyworld.SONG_WORDS)
+
+
+def all_word_pool(n_docs: int = 2000) -> list[int]:
+    """Every word token Storyworld text uses (a space, then letters), function words such
+    as " the", " felt" and " said" included. Those only ever appear in fixed grammatical
+    slots, so a model trained on Storyworld need not copy them in context; the cards report
+    the induction score on this wider pool too."""
     tok = load_tokenizer()
     ids = set()
     for d in storyworld.sample_docs(EVAL_SEED, n_docs):
         ids.update(tok(d.text, add_special_tokens=False)["input_ids"])
-    return sorted(ids)
+    vocab = tok.convert_ids_to_tokens(sorted(ids))
+    return [i for i, s in zip(sorted(ids), vocab) if s.startswith("Ġ") and s[1:].isalpha()]
 
 
 def repeated_random_tokens(n: int, seed: int = RANDOM_TOKENS_SEED, min_period: int = 10,
-                           max_period: int = 60) -> list[tuple[list[int], int]]:
-    """``n`` sequences ``[BOS] + r + r`` with ``r`` distinct random tokens; returns (ids, period)."""
+                           max_period: int = 60, pool: list[int] | None = None) -> list[tuple[list[int], int]]:
+    """``n`` sequences ``[BOS] + r + r`` with ``r`` distinct random tokens from ``pool``
+    (default: ``content_word_pool()``); returns (ids, period) pairs."""
     rng = random.Random(seed)
-    pool = storyworld_token_pool()
+    pool = pool if pool is not None else content_word_pool()
     eot = load_tokenizer().convert_tokens_to_ids(EOT)
     out = []
     for _ in range(n):
@@ -262,22 +281,29 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3
 
 
 def emotion_probe(model, train_docs, test_docs) -> dict:
-    """Fit one probe per layer on ``train_docs``; report accuracy on ``test_docs`` (all
-    tokens of unnamed sentences) and, at the best layer, by token role."""
-    xtr, ytr, _ = emotion_dataset(model, train_docs)
-    xte, yte, role = emotion_dataset(model, test_docs)
-    accs, hits = [], []
+    """Fit a probe per layer on the word tokens (the subject's name and the predicate's
+    words) of ``train_docs``; report its accuracy on the word tokens of ``test_docs``, by
+    layer and by role. A second probe per layer, fitted and tested on all tokens
+    punctuation included, gives ``emotion_probe_accuracy_all_tokens``."""
+    xtr, ytr, rtr = emotion_dataset(model, train_docs)
+    xte, yte, rte = emotion_dataset(model, test_docs)
+    word_tr, word_te = rtr != PROBE_ROLES.index("punctuation"), rte != PROBE_ROLES.index("punctuation")
+    accs, accs_all, hits = [], [], []
     for l in range(xtr.shape[0]):
-        probe = fit_probe(xtr[l], ytr, len(storyworld.EMOTIONS))
+        probe = fit_probe(xtr[l][word_tr], ytr[word_tr], len(storyworld.EMOTIONS))
         with torch.no_grad():
             hit = probe(xte[l]).argmax(-1) == yte
         hits.append(hit)
-        accs.append(hit.float().mean().item())
+        accs.append(hit[word_te].float().mean().item())
+        probe_all = fit_probe(xtr[l], ytr, len(storyworld.EMOTIONS))
+        with torch.no_grad():
+            accs_all.append((probe_all(xte[l]).argmax(-1) == yte).float().mean().item())
     best = max(range(len(accs)), key=accs.__getitem__)
-    by_role = {r: hits[best][role == i].float().mean().item() for i, r in enumerate(PROBE_ROLES)}
+    by_role = {r: hits[best][rte == i].float().mean().item() for i, r in enumerate(PROBE_ROLES)}
     return {"emotion_probe_accuracy": accs[best], "emotion_probe_layer": best,
             "emotion_probe_accuracy_by_layer": accs, "emotion_probe_accuracy_by_role": by_role,
-            "emotion_probe_train_tokens": len(ytr), "emotion_probe_test_tokens": len(yte)}
+            "emotion_probe_accuracy_all_tokens": max(accs_all),
+            "emotion_probe_train_tokens": int(word_tr.sum()), "emotion_probe_test_tokens": int(word_te.sum())}
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,8 +323,12 @@ def measure(name: str, model=None, seed: int = EVAL_SEED, n_docs: int = 2000,
         if step == "loss":
             out.update(heldout_loss(model, docs))
         elif step == "heads":
-            h = head_scores(model, repeated_random_tokens(n_random, seed=seed + 2 if seed != EVAL_SEED else RANDOM_TOKENS_SEED))
+            rseed = seed + 2 if seed != EVAL_SEED else RANDOM_TOKENS_SEED
+            h = head_scores(model, repeated_random_tokens(n_random, seed=rseed))
             out.update(h)
+            wide = head_scores(model, repeated_random_tokens(n_random // 2, seed=rseed, pool=all_word_pool()))
+            out["induction_score_all_words"] = max(max(row) for row in wide["induction_scores"])
+            out["repeat_loss_drop_all_words"] = wide["repeat_loss_drop"]
             prev, ind = torch.tensor(h["prev_token_scores"]), torch.tensor(h["induction_scores"])
             l0 = int(prev[0].argmax())
             out["prev_token_head"] = [0, l0]
@@ -387,15 +417,17 @@ def card_markdown(card: dict) -> str:
         f"| IOI | accuracy {ev['ioi_accuracy']:.1%}, mean logit difference {ev['ioi_logit_diff']:.2f} ({ev['ioi_prompts']} prompts) |",
         f"| previous-token head | L{ev['prev_token_head'][0]}H{ev['prev_token_head'][1]}, score {ev['prev_token_score_layer0']:.3f} |",
         f"| induction head | L{ev['induction_head'][0]}H{ev['induction_head'][1]}, score {ev['induction_score']:.3f} |",
-        f"| repeated random tokens | loss {ev['loss_first_copy']:.2f} → {ev['loss_second_copy']:.2f} (drop {ev['repeat_loss_drop']:.2f}) |",
+        f"| repeated random tokens (content words) | loss {ev['loss_first_copy']:.2f} → {ev['loss_second_copy']:.2f} (drop {ev['repeat_loss_drop']:.2f}) |",
+        f"| same, drawn from all words incl. function words | best induction score {ev['induction_score_all_words']:.3f}, loss drop {ev['repeat_loss_drop_all_words']:.2f} |",
     ]
     if "emotion_probe_accuracy" in ev:
         roles = ev.get("emotion_probe_accuracy_by_role", {})
         lines.append(f"| emotion probe (12-way, unnamed) | {ev['emotion_probe_accuracy']:.1%} after layer "
-                     f"{ev['emotion_probe_layer']}, over all {ev['emotion_probe_test_tokens']:,} tokens of "
-                     "sentences that do not name the emotion"
-                     + ("; by token: " + ", ".join(f"{r} {a:.1%}" for r, a in roles.items()) if roles else "")
-                     + " |")
+                     f"{ev['emotion_probe_layer']} on the {ev['emotion_probe_test_tokens']:,} word tokens "
+                     "(subject and predicate) of sentences that do not name the emotion"
+                     + (" (subject " + ", predicate ".join(f"{roles[r]:.1%}" for r in ("subject", "predicate"))
+                        + f"); on all their tokens, punctuation included: {ev['emotion_probe_accuracy_all_tokens']:.1%}"
+                        if roles else "") + " |")
     lines += [f"| weights sha256 | `{card['weights_sha256']}` |",
               f"| tokenizer sha256 | `{card['tokenizer_sha256']}` |", "", "## Targets", "",
               "| metric | target | measured | met |", "|---|---|---|---|"]
