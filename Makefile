@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 setup:
 	@bash scripts/setup.sh
 
-## The course's main job on the embedded default: check and summarise the zoo.
+## The course's main job on the embedded default: check the zoo, then run every lesson (time and memory table).
 course: setup
 	$(PY) -m utils.course
 

@@ -51,6 +51,25 @@ def logits_of(model, tokens: torch.Tensor) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
+def rotate_queries_and_keys(model, layer: int, q: torch.Tensor, k: torch.Tensor):
+    """Queries and keys ``[position, head, d_head]`` as the attention scores see them.
+
+    A rotary model turns each query and key by an angle proportional to its position before
+    taking dot products; ``hook_q`` and ``hook_k`` hold them *before* that turn. This applies
+    the model's own rotation (native zoo models). Models with other position embeddings get
+    ``q`` and ``k`` back unchanged.
+    """
+    if getattr(model.cfg, "positional_embedding_type", "standard") != "rotary":
+        return q, k
+    rotary = getattr(getattr(model.blocks[layer].attn, "original_component", None), "rotary", None)
+    if rotary is None or not hasattr(rotary, "apply_rope"):
+        raise NotImplementedError(
+            f"{model.cfg.model_name}: rotating queries and keys by hand is only supported for the "
+            "attention-only zoo models; read the scores from hook_attn_scores instead")
+    q_rot, k_rot = rotary.apply_rope(q.transpose(0, 1)[None], k.transpose(0, 1)[None])
+    return q_rot[0].transpose(0, 1), k_rot[0].transpose(0, 1)
+
+
 def zoo() -> list[str]:
     """Names of the zoo models present in ``data/models``."""
     return [n for n in ZOO if (MODELS / n / "card.json").exists()]
