@@ -16,7 +16,7 @@ course: setup
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile
 
-## Rebuild the tokenizer and every zoo model from scratch (resumable; about an hour on 2 cores).
+## Rebuild the tokenizer and every zoo model from scratch (resumable; about two and a half hours on 2 cores, one model after another).
 zoo: setup
 	$(PY) -m utils.tokenizer
 	$(PY) -m utils.train all

@@ -129,7 +129,6 @@ def test_pictures_render_in_jupyterlab_fixture(lab):
     assert errors == [], errors
 
 
-@pytest.mark.skipif(not LESSON_01.exists(), reason="lesson 01 is still in drafts/ (its claims need a zoo with genuine induction heads)")
 def test_lesson_01_renders_in_jupyterlab(lab):
     nb = nbformat.read(LESSON_01, as_version=4)
     name = trusted_copy(lab, nb, LESSON_01.name)

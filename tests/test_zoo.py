@@ -14,19 +14,25 @@ from utils.tokenizer import encode_doc, load_tokenizer, tokenizer_hash
 BUILT = zoo()
 # A fresh held-out sample, smaller than the card's: how far each number may move. Accuracies
 # get three binomial standard errors of the small sample on top of a floor (a 100%-accurate
-# model must stay at 100%); the rest have fixed tolerances set from the spread of repeated
-# measurements.
+# model must stay at 100%), the gap three standard errors over documents on top of a floor;
+# the rest have fixed tolerances set from the spread of repeated measurements.
 SMALL = dict(seed=9300, n_docs=400, n_random=30)
 SMALL_TOLERANCE = {"gap": 0.03, "ioi_logit_diff": 0.6,
                    "prev_token_score_layer0": 0.06, "induction_score_layer1": 0.06,
                    "induction_score": 0.06, "repeat_loss_drop": 0.5}
-ACCURACIES = {"ioi_accuracy": "ioi_prompts", "emotion_probe_accuracy": "emotion_probe_test_tokens"}
+# The sample size behind each accuracy: tokens of one sentence share a label and mostly
+# agree, so the probe's effective sample is its test sentences, not its tokens.
+ACCURACIES = {"ioi_accuracy": "ioi_prompts", "emotion_probe_accuracy": "emotion_probe_test_sentences"}
 
 
 def tolerance(metric, card_value, fresh):
     if metric in ACCURACIES:
         n = fresh[ACCURACIES[metric]]
         return 0.02 + 3 * (card_value * (1 - card_value) / n) ** 0.5
+    if metric == "gap":
+        # A model that has not learned to copy songs pays for every song token, so its gap
+        # varies with the share of songs in the sample: add three standard errors.
+        return SMALL_TOLERANCE["gap"] + 3 * fresh["gap_se"]
     return SMALL_TOLERANCE[metric]
 
 

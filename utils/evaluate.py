@@ -97,6 +97,7 @@ def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
     seqs = [encode_doc(d.text, tok) for d in docs]
     eot = seqs[0][0]
     nll, count = 0.0, 0
+    doc_nll = [0.0] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
     for b in range(0, len(order), batch):
         group = [seqs[i] for i in order[b:b + batch]]
@@ -109,8 +110,14 @@ def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
         lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0].cpu()
         nll -= lp[mask].sum().item()
         count += int(mask.sum())
+        for r, i in enumerate(order[b:b + batch]):
+            doc_nll[i] = -lp[r][mask[r]].sum().item()
     floor = -math.fsum(d.logprob for d in docs) / count
-    return {"loss": nll / count, "floor": floor, "gap": nll / count - floor, "tokens": count}
+    gap = nll / count - floor
+    # Standard error of the gap (a ratio of sums over documents), by the delta method.
+    excess = [doc_nll[i] + d.logprob - gap * (len(seqs[i]) - 1) for i, d in enumerate(docs)]
+    gap_se = math.sqrt(math.fsum(e * e for e in excess)) / count
+    return {"loss": nll / count, "floor": floor, "gap": gap, "gap_se": gap_se, "tokens": count}
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,18 +227,18 @@ def head_scores(model, seqs: list[tuple[list[int], int]]) -> dict:
 PROBE_ROLES = ("subject", "predicate", "punctuation")
 
 
-def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Residual stream after every layer at every token of the narrative sentences that do
     not name the emotion, labelled with the subject's current emotion.
 
     Returns activations ``[n_layers, n_tokens, d_model]``, labels ``[n_tokens]`` and each
     token's role ``[n_tokens]`` (an index into ``PROBE_ROLES``: the subject's name, a word
-    of the predicate, or punctuation).
+    of the predicate, or punctuation), and the number of sentences they come from.
     """
     tok = load_tokenizer()
     L = model.cfg.n_layers
     names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
-    acts, labels, roles = [[] for _ in range(L)], [], []
+    acts, labels, roles, n_sentences = [[] for _ in range(L)], [], [], 0
     for d in docs:
         if d.family != "narrative":
             continue
@@ -241,6 +248,7 @@ def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, to
             if s["names_emotion"] or "emotion" not in s:
                 continue
             subject_end = s["span"][0] + len(s["subject"])
+            n_sentences += 1
             for i, (a, b) in enumerate(spans):
                 if a < s["span"][1] and b > s["span"][0]:
                     rows.append(i + 1)  # +1 for BOS
@@ -255,7 +263,7 @@ def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, to
         for l in range(L):
             acts[l].append(cache[names[l]][0, rows].float().cpu())
         labels += ys
-    return torch.stack([torch.cat(a) for a in acts]), torch.tensor(labels), torch.tensor(roles)
+    return torch.stack([torch.cat(a) for a in acts]), torch.tensor(labels), torch.tensor(roles), n_sentences
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3,
@@ -285,8 +293,8 @@ def emotion_probe(model, train_docs, test_docs) -> dict:
     words) of ``train_docs``; report its accuracy on the word tokens of ``test_docs``, by
     layer and by role. A second probe per layer, fitted and tested on all tokens
     punctuation included, gives ``emotion_probe_accuracy_all_tokens``."""
-    xtr, ytr, rtr = emotion_dataset(model, train_docs)
-    xte, yte, rte = emotion_dataset(model, test_docs)
+    xtr, ytr, rtr, _ = emotion_dataset(model, train_docs)
+    xte, yte, rte, n_test_sentences = emotion_dataset(model, test_docs)
     word_tr, word_te = rtr != PROBE_ROLES.index("punctuation"), rte != PROBE_ROLES.index("punctuation")
     accs, accs_all, hits = [], [], []
     for l in range(xtr.shape[0]):
@@ -303,7 +311,8 @@ def emotion_probe(model, train_docs, test_docs) -> dict:
     return {"emotion_probe_accuracy": accs[best], "emotion_probe_layer": best,
             "emotion_probe_accuracy_by_layer": accs, "emotion_probe_accuracy_by_role": by_role,
             "emotion_probe_accuracy_all_tokens": max(accs_all),
-            "emotion_probe_train_tokens": int(word_tr.sum()), "emotion_probe_test_tokens": int(word_te.sum())}
+            "emotion_probe_train_tokens": int(word_tr.sum()), "emotion_probe_test_tokens": int(word_te.sum()),
+            "emotion_probe_test_sentences": n_test_sentences}
 
 
 # ---------------------------------------------------------------------------------------
