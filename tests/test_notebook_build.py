@@ -52,6 +52,13 @@ def test_exercise_notebook_has_no_outputs_and_a_solution_cell_after_the_check():
     assert nb.cells[1].outputs, "the solutions notebook itself is not modified"
 
 
+def test_saved_widget_state_stays_in_the_solutions_notebook():
+    nb = make_nb(SOLUTION, "check_double(double)")
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"x": 1}}}
+    assert "widgets" not in nbs.build_notebook(nb).metadata
+    assert "widgets" in nb.metadata
+
+
 def test_solution_only_cells_are_dropped():
     nb = make_nb("x = 1", "assert x == 1", tags={1: ["solution-only"]})
     assert [c.source for c in nbs.build_notebook(nb).cells] == ["x = 1"]

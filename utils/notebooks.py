@@ -119,6 +119,7 @@ def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbforma
     for i, cell in enumerate(cells):  # stable ids: the exercise notebook diffs cleanly
         cell["id"] = f"cell-{i}"
     out.cells = cells
+    out.metadata.pop("widgets", None)  # saved widget views belong to the executed outputs
     return out
 
 
