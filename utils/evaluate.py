@@ -96,7 +96,7 @@ def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
     tok = load_tokenizer()
     seqs = [encode_doc(d.text, tok) for d in docs]
     eot = seqs[0][0]
-    nll, count = 0.0, 0
+    count = 0
     doc_nll = [0.0] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
     for b in range(0, len(order), batch):
@@ -108,10 +108,10 @@ def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
         x = x.to(_device(model))
         logits = _forward(model, x[:, :-1]).float()
         lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0].cpu()
-        nll -= lp[mask].sum().item()
         count += int(mask.sum())
         for r, i in enumerate(order[b:b + batch]):
             doc_nll[i] = -lp[r][mask[r]].sum().item()
+    nll = math.fsum(doc_nll)
     floor = -math.fsum(d.logprob for d in docs) / count
     gap = nll / count - floor
     # Standard error of the gap (a ratio of sums over documents), by the delta method.
