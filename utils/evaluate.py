@@ -36,7 +36,9 @@ import math
 import random
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -163,21 +165,22 @@ def content_word_pool() -> list[int]:
     return sorted(_word_id(tok, w) for w in storyworld.SONG_WORDS)
 
 
-def all_word_pool(n_docs: int = 2000) -> list[int]:
+@lru_cache(maxsize=None)
+def all_word_pool(n_docs: int = 2000) -> tuple[int, ...]:
     """Every word token Storyworld text uses (a space, then letters), function words such
     as " the", " felt" and " said" included. Those only ever appear in fixed grammatical
     slots, so a model trained on Storyworld need not copy them in context; the cards report
-    the induction score on this wider pool too."""
+    the induction score on this wider pool too. Cached: every ``measure`` call uses it."""
     tok = load_tokenizer()
     ids = set()
     for d in storyworld.sample_docs(EVAL_SEED, n_docs):
         ids.update(tok(d.text, add_special_tokens=False)["input_ids"])
     vocab = tok.convert_ids_to_tokens(sorted(ids))
-    return [i for i, s in zip(sorted(ids), vocab) if s.startswith("Ġ") and s[1:].isalpha()]
+    return tuple(i for i, s in zip(sorted(ids), vocab) if s.startswith("Ġ") and s[1:].isalpha())
 
 
 def repeated_random_tokens(n: int, seed: int = RANDOM_TOKENS_SEED, min_period: int = 10,
-                           max_period: int = 60, pool: list[int] | None = None) -> list[tuple[list[int], int]]:
+                           max_period: int = 60, pool: Sequence[int] | None = None) -> list[tuple[list[int], int]]:
     """``n`` sequences ``[BOS] + r + r`` with ``r`` distinct random tokens from ``pool``
     (default: ``content_word_pool()``); returns (ids, period) pairs."""
     rng = random.Random(seed)
