@@ -62,12 +62,12 @@ SPECS = {s.name: s for s in [
          used_by=("01 induction heads", "composition")),
     Spec("storyworld-4l", "gpt2",
          dict(n_layer=4, n_embd=256, n_head=8, n_inner=1024),
-         seed=102, data_seed=12, tokens=12_000_000, lr=2e-3,
+         seed=102, data_seed=12, tokens=24_000_000, lr=2e-3,
          used_by=("00", "02", "03", "04", "05", "07")),
     Spec("storyworld-llama", "llama",
          dict(num_hidden_layers=4, hidden_size=192, num_attention_heads=6,
               num_key_value_heads=6, intermediate_size=512, rope_theta=10000.0),
-         seed=103, data_seed=13, tokens=12_000_000, lr=2e-3,
+         seed=103, data_seed=13, tokens=24_000_000, lr=2e-3,
          used_by=("06 shared geometry",)),
 ]}
 
