@@ -230,18 +230,19 @@ def head_scores(model, seqs: list[tuple[list[int], int]]) -> dict:
 PROBE_ROLES = ("subject", "predicate", "punctuation")
 
 
-def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Residual stream after every layer at every token of the narrative sentences that do
     not name the emotion, labelled with the subject's current emotion.
 
-    Returns activations ``[n_layers, n_tokens, d_model]``, labels ``[n_tokens]`` and each
+    Returns activations ``[n_layers, n_tokens, d_model]``, labels ``[n_tokens]``, each
     token's role ``[n_tokens]`` (an index into ``PROBE_ROLES``: the subject's name, a word
-    of the predicate, or punctuation), and the number of sentences they come from.
+    of the predicate, or punctuation), the size of its story's cast ``[n_tokens]`` (1 or 2
+    characters), and the number of sentences they come from.
     """
     tok = load_tokenizer()
     L = model.cfg.n_layers
     names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
-    acts, labels, roles, n_sentences = [[] for _ in range(L)], [], [], 0
+    acts, labels, roles, casts, n_sentences = [[] for _ in range(L)], [], [], [], 0
     for d in docs:
         if d.family != "narrative":
             continue
@@ -258,6 +259,7 @@ def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, to
                     ys.append(storyworld.EMOTIONS.index(s["emotion"]))
                     word = any(ch.isalnum() for ch in d.text[a:b])
                     roles.append(0 if b <= subject_end else (1 if word else 2))
+                    casts.append(len(d.annotations["characters"]))
         if not rows:
             continue
         x = torch.tensor([encode_doc(d.text, tok)[:-1]], device=_device(model))
@@ -266,7 +268,8 @@ def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, to
         for l in range(L):
             acts[l].append(cache[names[l]][0, rows].float().cpu())
         labels += ys
-    return torch.stack([torch.cat(a) for a in acts]), torch.tensor(labels), torch.tensor(roles), n_sentences
+    return (torch.stack([torch.cat(a) for a in acts]), torch.tensor(labels), torch.tensor(roles),
+            torch.tensor(casts), n_sentences)
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3,
@@ -296,8 +299,8 @@ def emotion_probe(model, train_docs, test_docs) -> dict:
     words) of ``train_docs``; report its accuracy on the word tokens of ``test_docs``, by
     layer and by role. A second probe per layer, fitted and tested on all tokens
     punctuation included, gives ``emotion_probe_accuracy_all_tokens``."""
-    xtr, ytr, rtr, _ = emotion_dataset(model, train_docs)
-    xte, yte, rte, n_test_sentences = emotion_dataset(model, test_docs)
+    xtr, ytr, rtr, _, _ = emotion_dataset(model, train_docs)
+    xte, yte, rte, cte, n_test_sentences = emotion_dataset(model, test_docs)
     word_tr, word_te = rtr != PROBE_ROLES.index("punctuation"), rte != PROBE_ROLES.index("punctuation")
     accs, accs_all, hits = [], [], []
     for l in range(xtr.shape[0]):
@@ -311,8 +314,12 @@ def emotion_probe(model, train_docs, test_docs) -> dict:
             accs_all.append((probe_all(xte[l]).argmax(-1) == yte).float().mean().item())
     best = max(range(len(accs)), key=accs.__getitem__)
     by_role = {r: hits[best][rte == i].float().mean().item() for i, r in enumerate(PROBE_ROLES)}
+    # Two-character stories need binding: which character feels what.
+    by_cast = {f"{r} ({n} character{'s' if n > 1 else ''})": hits[best][(rte == i) & (cte == n)].float().mean().item()
+               for n in (1, 2) for i, r in enumerate(PROBE_ROLES[:2])}
     return {"emotion_probe_accuracy": accs[best], "emotion_probe_layer": best,
             "emotion_probe_accuracy_by_layer": accs, "emotion_probe_accuracy_by_role": by_role,
+            "emotion_probe_accuracy_by_cast": by_cast,
             "emotion_probe_accuracy_all_tokens": max(accs_all),
             "emotion_probe_train_tokens": int(word_tr.sum()), "emotion_probe_test_tokens": int(word_te.sum()),
             "emotion_probe_test_sentences": n_test_sentences}
@@ -440,6 +447,9 @@ def card_markdown(card: dict) -> str:
                      + (" (subject " + ", predicate ".join(f"{roles[r]:.1%}" for r in ("subject", "predicate"))
                         + f"); on all their tokens, punctuation included: {ev['emotion_probe_accuracy_all_tokens']:.1%}"
                         if roles else "") + " |")
+        if "emotion_probe_accuracy_by_cast" in ev:
+            lines.append("| emotion probe by story | " + ", ".join(
+                f"{k} {v:.1%}" for k, v in ev["emotion_probe_accuracy_by_cast"].items()) + " |")
     lines += [f"| weights sha256 | `{card['weights_sha256']}` |",
               f"| tokenizer sha256 | `{card['tokenizer_sha256']}` |", "", "## Targets", "",
               "| metric | target | measured | met |", "|---|---|---|---|"]
