@@ -19,7 +19,8 @@ BUILT = zoo()
 SMALL = dict(seed=9300, n_docs=400, n_random=30)
 SMALL_TOLERANCE = {"gap": 0.03, "ioi_logit_diff": 0.6,
                    "prev_token_score_layer0": 0.06, "induction_score_layer1": 0.06,
-                   "induction_score": 0.06, "repeat_loss_drop": 0.5}
+                   "induction_score": 0.06, "repeat_loss_drop": 0.5,
+                   "song_loss_first_copy": 0.15, "song_loss_second_copy": 0.15}
 # The sample size behind each accuracy: tokens of one sentence share a label and mostly
 # agree, so the probe's effective sample is its test sentences, not its tokens.
 ACCURACIES = {"ioi_accuracy": "ioi_prompts", "emotion_probe_accuracy": "emotion_probe_test_sentences"}
