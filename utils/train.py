@@ -292,7 +292,8 @@ def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
 def _device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} CPU, {n} thread{'s' if n > 1 else ''}"
 
 
 def write_model_dir(spec: Spec, model, out: Path, training: dict) -> Path:
