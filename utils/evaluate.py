@@ -474,7 +474,7 @@ def card_markdown(card: dict) -> str:
         f"| entropy floor | {ev['floor']:.4f} nats/token; gap {ev['gap']:.4f} |",
         f"| IOI | accuracy {ev['ioi_accuracy']:.1%}, mean logit difference {ev['ioi_logit_diff']:.2f} ({ev['ioi_prompts']} prompts) |",
         f"| previous-token head | L{ev['prev_token_head'][0]}H{ev['prev_token_head'][1]}, score "
-        f"{ev.get('prev_token_score', ev['prev_token_score_layer0']):.3f} (best in layer 0: {ev['prev_token_score_layer0']:.3f}) |",
+        f"{ev['prev_token_score']:.3f} (best in layer 0: {ev['prev_token_score_layer0']:.3f}) |",
         f"| induction head | L{ev['induction_head'][0]}H{ev['induction_head'][1]}, score {ev['induction_score']:.3f} |",
         f"| repeated random tokens (content words) | loss {ev['loss_first_copy']:.2f} → {ev['loss_second_copy']:.2f} (drop {ev['repeat_loss_drop']:.2f}) |",
         f"| same, drawn from all words incl. function words | best induction score {ev['induction_score_all_words']:.3f}, loss drop {ev['repeat_loss_drop_all_words']:.2f} |",
