@@ -480,12 +480,11 @@ def card_markdown(card: dict) -> str:
         f"| same, drawn from all words incl. function words | best induction score {ev['induction_score_all_words']:.3f}, loss drop {ev['repeat_loss_drop_all_words']:.2f} |",
         f"| same, first word unspaced as at the start of a song | induction score {ev['induction_score_song_like']:.3f}, "
         f"loss {ev['loss_first_copy_song_like']:.2f} → {ev['loss_second_copy_song_like']:.2f} "
-        f"(drop {ev['repeat_loss_drop_song_like']:.2f}) |" if "loss_first_copy_song_like" in ev else None,
+        f"(drop {ev['repeat_loss_drop_song_like']:.2f}) |",
         f"| Storyworld songs (held out) | loss on the first copy {ev['song_loss_first_copy']:.2f} → second copy "
         f"{ev['song_loss_second_copy']:.2f}; a uniform guess over the {len(storyworld.SONG_WORDS)} song words costs "
-        f"{math.log(len(storyworld.SONG_WORDS)):.2f} |" if "song_loss_first_copy" in ev else None,
+        f"{math.log(len(storyworld.SONG_WORDS)):.2f} |",
     ]
-    lines = [line for line in lines if line is not None]
     if "emotion_probe_accuracy" in ev:
         roles = ev.get("emotion_probe_accuracy_by_role", {})
         lines.append(f"| emotion probe (12-way, unnamed) | {ev['emotion_probe_accuracy']:.1%} after layer "
@@ -494,9 +493,8 @@ def card_markdown(card: dict) -> str:
                      + (" (subject " + ", predicate ".join(f"{roles[r]:.1%}" for r in ("subject", "predicate"))
                         + f"); on all their tokens, punctuation included: {ev['emotion_probe_accuracy_all_tokens']:.1%}"
                         if roles else "") + " |")
-        if "emotion_probe_accuracy_by_cast" in ev:
-            lines.append("| emotion probe by story | " + ", ".join(
-                f"{k} {v:.1%}" for k, v in ev["emotion_probe_accuracy_by_cast"].items()) + " |")
+        lines.append("| emotion probe by story | " + ", ".join(
+            f"{k} {v:.1%}" for k, v in ev["emotion_probe_accuracy_by_cast"].items()) + " |")
     lines += [f"| weights sha256 | `{card['weights_sha256']}` |",
               f"| tokenizer sha256 | `{card['tokenizer_sha256']}` |", "", "## Targets", "",
               "| metric | target | measured | met |", "|---|---|---|---|"]
