@@ -234,7 +234,7 @@ def test_behaviour_words_depend_on_valence_and_arousal():
     for d in docs:
         for s in d.annotations["sentences"]:
             if s["kind"] == "behaviour":
-                words = d.text[s["span"][0]:s["span"][1]].rstrip(".").split()
+                words = d.text[s["span"][0]:s["span"][1]].rstrip(".!").split()
                 by_valence[(words[1], s["valence"] > 0.1)] += 1
                 by_arousal[(words[2], s["arousal"] > 0.1)] += 1
     assert by_valence[("smiled", True)] > 3 * by_valence[("smiled", False)]
@@ -258,4 +258,50 @@ def test_behaviour_words_tell_neighbouring_emotions_apart():
             assert own > 1.5 * counts[(sw.EMOTIONS[n], word)], (word, sw.EMOTIONS[n])
 
 
-GOLDEN_DIGEST = "ca382883b2b10f45b25242ef5faf91cc0ed16ab302036b51d114110623509b2e"
+def _endings_and_objects(seed: int, n: int):
+    """(emotion, ending) for every sentence that shows a feeling, (emotion, object) for
+    every object sentence."""
+    endings, objects = Counter(), Counter()
+    for d in sw.sample_docs(seed, n, "narrative"):
+        for s in d.annotations["sentences"]:
+            if s["kind"] in ("behaviour", "object", "speech"):
+                text = d.text[s["span"][0]:s["span"][1]].rstrip('"')
+                end = text[len(text.rstrip(".!")):]
+                endings[(s["emotion"], end)] += 1
+            if s["kind"] == "object":
+                objects[(s["emotion"], next(o for o in sw.OBJECTS if f" {o} " in text))] += 1
+    return endings, objects
+
+
+def test_sentence_endings_depend_on_the_exact_emotion():
+    # The last word of a sentence is followed by its punctuation; that choice depends on the
+    # feeling, so a reader has a reason to keep the feeling in mind up to the end.
+    endings, _ = _endings_and_objects(79, 3000)
+    share = {e: {p: endings[(e, p)] / sum(endings[(e, q)] for q, _ in sw.ENDINGS)
+                 for p, _ in sw.ENDINGS} for e in sw.EMOTIONS}
+    for p, angle in sw.ENDINGS:  # each ending is most common at its preferred angle
+        assert max(sw.EMOTIONS, key=lambda e: share[e][p]) == sw.EMOTIONS[angle // 30]
+    for k, e in enumerate(sw.EMOTIONS):  # neighbours end their sentences differently
+        n = sw.EMOTIONS[(k + 1) % 12]
+        assert sum(abs(share[e][p] - share[n][p]) for p, _ in sw.ENDINGS) > 0.1, (e, n)
+
+
+def test_the_object_picked_up_leans_on_the_feeling():
+    _, objects = _endings_and_objects(80, 3000)
+    for i, o in enumerate(sw.OBJECTS):
+        nearest = sw.EMOTIONS[round(22.5 * i / 30) % 12]
+        opposite = sw.EMOTIONS[(round(22.5 * i / 30) + 6) % 12]
+        assert objects[(nearest, o)] > 3 * objects[(opposite, o)], o
+
+
+def test_an_ellipsis_or_a_double_bang_is_one_choice():
+    doc = next(d for d in sw.sample_docs(81, 200, "narrative") if "..." in d.text)
+    assert sw.score(doc.text).logprob == pytest.approx(doc.logprob, abs=1e-9)
+    for broken in ("..", ". .", ".!"):
+        with pytest.raises(sw.ParseError):
+            sw.score(doc.text.replace("...", broken, 1))
+    loud = next(d for d in sw.sample_docs(81, 200, "narrative") if "!!" in d.text)
+    assert sw.score(loud.text).logprob == pytest.approx(loud.logprob, abs=1e-9)
+
+
+GOLDEN_DIGEST = "740747d108bf480eec86f387e39f355daaf84bbf34f3fb2274f11683532a819d"

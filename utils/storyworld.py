@@ -4,8 +4,9 @@ Four document families (DESIGN.md §4):
 
 * ``narrative``  - one or two characters in a place; each feels one of 12 emotions on a
   circle (angle 0°, 30°, ... 330°; valence = cos θ, arousal = sin θ). Most sentences show
-  the feeling only through behaviour whose word choice depends on the angle; feelings
-  drift to neighbouring emotions and are named again when they do.
+  the feeling only through behaviour whose word choice depends on the angle (the verb, its
+  manner, the object picked up, what is said and even the final punctuation: ".", "!",
+  "!!" or "..."); feelings drift to neighbouring emotions and are named again when they do.
 * ``transfer``   - indirect-object identification: "When Ann and Bob went to the park,
   Bob gave the kite to Ann."
 * ``repetition`` - a list, a line of names or a rhyme that recurs verbatim later, after a
@@ -81,6 +82,12 @@ MANNERS = (
     ("fiercely", 150), ("bitterly", 180), ("tearfully", 210), ("dully", 240), ("drowsily", 270),
     ("lazily", 300), ("gently", 330),
 )
+# How a sentence that shows a feeling ends depends on the whole angle too, so that even its
+# last word is followed by something the feeling predicts: (punctuation, preferred angle).
+ENDINGS = ((".", 330), ("!", 60), ("!!", 150), ("...", 240))
+ENDING_SHARPNESS = 3.0
+# Which object a character picks up leans on the feeling as well: object i prefers 22.5°·i.
+OBJECT_SHARPNESS = 2.0
 # What a character does with an object depends on valence only: (words, weight on cos θ).
 OBJECT_VERBS = (("hugged", 1.0), ("held", 0.5), ("looked at", 0.0), ("dropped", -0.5),
                 ("kicked", -1.0))
@@ -142,6 +149,11 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum()
 
 
+def _joins(a: str, b: str) -> bool:
+    """Would characters ``a`` and ``b`` side by side belong to one unit (a word, "..." or "!!")?"""
+    return (_is_word_char(a) and _is_word_char(b)) or (a == b and a in ".!")
+
+
 class _Writer:
     """Make the choices of one derivation and write its text.
 
@@ -176,7 +188,7 @@ class _Writer:
         if not t.startswith(chunk, self.pos):
             return False
         after = self.pos + len(chunk)
-        return not (_is_word_char(chunk[-1]) and after < len(t) and _is_word_char(t[after]))
+        return not (after < len(t) and _joins(chunk[-1], t[after]))
 
     def emit(self, chunk: str) -> None:
         """Write text that the derivation so far determines (probability 1)."""
@@ -222,8 +234,9 @@ class _Writer:
         return "".join(self.chunks)[1:]
 
 
-def _circular_weights(angle: int, preferred: Sequence[int]) -> list[float]:
-    return [math.exp(SHARPNESS * math.cos(math.radians(angle - phi))) for phi in preferred]
+def _circular_weights(angle: int, preferred: Sequence[float],
+                      sharpness: float = SHARPNESS) -> list[float]:
+    return [math.exp(sharpness * math.cos(math.radians(angle - phi))) for phi in preferred]
 
 
 def _axis_weights(value: float, loadings: Sequence[float]) -> list[float]:
@@ -252,6 +265,13 @@ def _narrative(w: _Writer) -> dict:
                      valence=round(math.cos(math.radians(30 * k)), 6),
                      arousal=round(math.sin(math.radians(30 * k)), 6))
         ann["sentences"].append(s)
+
+    def manner(angle: int) -> None:
+        w.pick([" " + m for m, _ in MANNERS], _circular_weights(angle, [phi for _, phi in MANNERS]))
+
+    def ending(angle: int) -> None:
+        w.pick([e for e, _ in ENDINGS], _circular_weights(angle, [phi for _, phi in ENDINGS],
+                                                         ENDING_SHARPNESS))
 
     # Opening: "Ann was in the park." or "Ann and Bob were in the park."
     start = w.here() + 1
@@ -308,18 +328,21 @@ def _narrative(w: _Writer) -> dict:
             feeling[name] = w.pick([" " + x for x in EMOTIONS], drift)
             w.emit(".")
             sentence(start, "feeling", name, True)
-        elif k == 1:  # speech
+        elif k == 1:  # speech: an interjection, ended as the feeling dictates
             iw = _circular_weights(angle, [phi for _, phi in INTERJECTIONS])
-            w.pick([f' "{x}!"' for x, _ in INTERJECTIONS], iw)
+            w.pick([f' "{x}' for x, _ in INTERJECTIONS], iw)
+            ending(angle)
+            w.emit('"')
             sentence(start, "speech", name, False)
         elif k < 2 + len(BEHAVIOURS):  # behaviour, then a manner that depends on the angle
-            mw = _circular_weights(angle, [phi for _, phi in MANNERS])
-            w.pick([" " + m for m, _ in MANNERS], mw)
-            w.emit(".")
+            manner(angle)
+            ending(angle)
             sentence(start, "behaviour", name, False)
-        else:  # something done to an object
-            w.uniform([" " + x for x in OBJECTS])
-            w.emit(".")
+        else:  # something done to an object (which leans on the feeling), and how
+            ow = _circular_weights(angle, [22.5 * i for i in range(len(OBJECTS))], OBJECT_SHARPNESS)
+            w.pick([" " + x for x in OBJECTS], ow)
+            manner(angle)
+            ending(angle)
             sentence(start, "object", name, False)
     return ann
 
