@@ -63,6 +63,25 @@ def test_every_architecture_trains_and_saves_float16_safetensors(tmp_path, arch)
     assert (out / "config.json").exists()
 
 
+def test_bf16_autocast_changes_the_arithmetic_and_is_recorded(tmp_path):
+    spec = tiny("gpt2")
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tr.train(spec, run_dir=tmp_path / precision, out_dir=tmp_path / f"m-{precision}",
+                       evaluate=False, device="cpu", precision=precision)
+        assert json.loads((out / "training.json").read_text())["training"]["precision"] == precision
+        runs[precision] = weights(tmp_path / precision)
+    assert any(not torch.equal(runs["fp32"][k], runs["bf16"][k]) for k in runs["fp32"])
+
+
+def test_precision_auto_resolves_and_nonsense_is_refused():
+    assert tr.pick_precision("cpu") in ("bf16", "fp32")
+    assert tr.pick_precision("mps") == "fp32"
+    assert tr.pick_precision("cpu", "fp32") == "fp32"
+    with pytest.raises(ValueError, match="auto, bf16 or fp32"):
+        tr.pick_precision("cpu", "fp16")
+
+
 def test_packed_rows_start_at_a_document_and_resume_from_the_cursor():
     tok = load_tokenizer()
     s = tr.PackedStream(seed=5, n_ctx=64, tokenizer=tok)

@@ -257,6 +257,9 @@ def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
             raise SystemExit(f"{run} holds a run of {meta['steps']} steps, not {steps}; "
                              f"pass --fresh to start over")
         step, cursor, elapsed = meta["step"], meta["cursor"], meta["elapsed"]
+        if meta.get("precision", precision) != precision:
+            print(f"note: {run} was started in {meta['precision']}; it continues in {precision}",
+                  file=sys.stderr)
         print(f"resuming {name} at step {step}/{steps}", file=sys.stderr)
     data = PackedStream(spec.data_seed, spec.n_ctx, tok, cursor)
 
