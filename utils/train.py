@@ -8,7 +8,7 @@ written (weights in float16) and ``utils.evaluate`` measures the model card.
 
 Uses CUDA when present, else CPU. Matrix products run in bfloat16 (autocast; the weights and
 the optimiser stay in float32) wherever the hardware does bfloat16 natively: CUDA, and CPUs
-with AVX-512 BF16 or AMX, where it trains the 4l 1.7 times faster than float32. Elsewhere,
+with AVX-512 BF16 or AMX (scripts/benchmark.py measures the speed-up). Elsewhere,
 and with ``--precision fp32``, everything is float32. ``--tokens`` overrides the budget for
 a quick trial.
 """
