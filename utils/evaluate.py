@@ -469,7 +469,8 @@ def card_markdown(card: dict) -> str:
         f"| parameters | {card['n_params']:,} ({card['n_params_without_embeddings']:,} without embeddings) |",
         f"| training | {tr['tokens']:,} tokens, {tr['steps']} steps of {tr['batch']}×{tr['n_ctx']}, "
         f"lr {tr['lr']}, seed {tr['seed']}, Storyworld seed {tr['data_seed']} |",
-        f"| training time | {tr['seconds'] / 60:.1f} min on {tr['device']} |",
+        f"| training time | {tr['seconds'] / 60:.1f} min on {tr['device']}, "
+        f"{'bf16 autocast' if tr['precision'] == 'bf16' else 'float32'} |",
         f"| held-out loss | {ev['loss']:.4f} nats/token (Storyworld seed {ev['seed']}, {ev['docs']} docs, {ev['tokens']:,} tokens) |",
         f"| entropy floor | {ev['floor']:.4f} nats/token; gap {ev['gap']:.4f} |",
         f"| IOI | accuracy {ev['ioi_accuracy']:.1%}, mean logit difference {ev['ioi_logit_diff']:.2f} ({ev['ioi_prompts']} prompts) |",
