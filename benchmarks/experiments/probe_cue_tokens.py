@@ -12,7 +12,7 @@ definition undercounts cues slightly).
 With --checkpoint it reads runs/<name>/state.safetensors (a run in progress) instead of the
 model in data/models.
 """
-import json, re, sys, tempfile
+import json, sys, tempfile
 import torch
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 torch.set_num_threads(int(args[1]) if len(args) > 1 else 1)
