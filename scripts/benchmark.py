@@ -57,8 +57,7 @@ def training_tokens_per_s(spec: tr.Spec, vocab: int, precision: str = "fp32", st
     rows = torch.randint(1, vocab, (spec.batch, spec.n_ctx + 1))
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = tr.lm_loss(model, rows)
+        loss = tr.lm_loss(model, rows, precision)
         opt.zero_grad()
         loss.backward()
         opt.step()

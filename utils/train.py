@@ -158,8 +158,11 @@ def native_config(spec: Spec, vocab: int) -> dict:
                 model_name=spec.name)
 
 
-def lm_loss(model, rows: torch.Tensor) -> torch.Tensor:
-    logits = logits_of(model, rows[:, :-1])
+def lm_loss(model, rows: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Mean next-token cross-entropy over ``rows`` [batch, n_ctx + 1]; with ``precision``
+    "bf16" the forward pass runs under bfloat16 autocast (the loss is taken in float32)."""
+    with torch.autocast(rows.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = logits_of(model, rows[:, :-1])
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(), rows[:, 1:].reshape(-1))
 
@@ -278,8 +281,7 @@ def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
         rows = data.batch(spec.batch).to(device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, spec)
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = lm_loss(model, rows)
+        loss = lm_loss(model, rows, precision)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
