@@ -1,8 +1,8 @@
 """Measure the zoo's speed on this machine and record it: ``python scripts/benchmark.py``.
 
 Writes ``benchmarks/results.json`` (every number, with the machine) and
-``benchmarks/RESULTS.md`` (the table the README links). Budgets are checked here, by
-measurement, never by timed tests (DESIGN.md §9).
+``benchmarks/RESULTS.md`` (the table the README links). Speed budgets are checked here, by
+measurement, never by timed tests.
 
 * load: seconds for ``load_model(name)`` (checksum included), median of 3, after one warm-up
   load so that imports are not counted.
@@ -24,14 +24,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script from anywhere
 
 from utils import train as tr  # noqa: E402
 from utils.models import load_model, zoo  # noqa: E402
+from utils.paths import BENCHMARKS as OUT  # noqa: E402
+from utils.registry import SPECS, Spec  # noqa: E402
 from utils.tokenizer import load_tokenizer  # noqa: E402
-
-OUT = ROOT / "benchmarks"
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -50,7 +49,7 @@ def forward_tokens_per_s(model, vocab: int) -> float:
         return x.numel() / timed(lambda: model(x))
 
 
-def training_tokens_per_s(spec: tr.Spec, vocab: int, precision: str = "fp32", steps: int = 3) -> float:
+def training_tokens_per_s(spec: Spec, vocab: int, precision: str = "fp32", steps: int = 3) -> float:
     model = tr.build_model(spec, vocab)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -76,7 +75,7 @@ def main() -> int:
         load_s = timed(lambda: load_model(name, device="cpu"))
         model = load_model(name, device="cpu")
         fwd = forward_tokens_per_s(model, vocab)
-        spec = tr.SPECS.get(name)
+        spec = SPECS.get(name)
         trn = training_tokens_per_s(spec, vocab) if spec else None
         trn16 = training_tokens_per_s(spec, vocab, "bf16") if spec and bf16 else None
         rows.append({"model": name, "load_s": round(load_s, 3), "forward_tokens_per_s": round(fwd),

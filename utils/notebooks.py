@@ -16,6 +16,8 @@ Cells tagged ``solution-only`` are dropped from the exercise notebook.
 
 ``python -m utils.notebooks check`` exits 1 when ``notebooks/`` is out of date, and
 ``python -m utils.notebooks execute`` runs the solutions in place (they are committed executed).
+:func:`execute` is the course's one notebook executor: ``make course`` and the records use it
+too, for the wall time and the kernel's own peak memory.
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ import json
 import re
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
-SOLUTIONS = ROOT / "solutions"
-NOTEBOOKS = ROOT / "notebooks"
+from utils.paths import NOTEBOOKS, ROOT, SOLUTIONS
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -156,14 +157,66 @@ def stale() -> list[str]:
     return problems
 
 
-def execute(path: Path, timeout: int = 600) -> None:
-    """Run a solutions notebook in place, so that it is committed executed (nbval compares it)."""
-    from nbclient import NotebookClient
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in IPython's error lines
 
+# Run in the kernel after the notebook: the kernel's own peak resident memory. Linux's VmHWM
+# belongs to this process alone; ru_maxrss would carry over the launching process's peak
+# across exec. Elsewhere (macOS) ru_maxrss is the best there is (bytes there, KiB on Linux).
+PEAK_MEMORY_CODE = """\
+def _course_peak_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+import sys
+print("COURSE_PEAK_MB", _course_peak_mb())"""
+
+
+def execute(path: Path, *, save: bool = False, timeout: int = 600) -> dict:
+    """Run a notebook in a fresh kernel, in its own folder; the course's one executor.
+
+    Returns ``{"notebook", "seconds", "peak_mb", "error"}`` (``error`` is the last line of the
+    first failing cell's error, or None). With ``save=True`` the executed notebook is written
+    back in place, with its widget state, as the solutions are committed.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                   store_widget_state=True, resources={"metadata": {"path": str(path.parent)}}).execute()
-    path.write_text(render(nb))
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                            store_widget_state=save, resources={"metadata": {"path": str(path.parent)}})
+    error, peak = None, None
+    t = time.time()
+    client.reset_execution_trackers()
+    with client.setup_kernel():
+        info = client.wait_for_reply(client.kc.kernel_info())
+        if info is not None and "language_info" in info["content"]:
+            nb.metadata["language_info"] = info["content"]["language_info"]
+        try:
+            for index, cell in enumerate(nb.cells):
+                client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+        except CellExecutionError as e:
+            error = ANSI.sub("", str(e)).strip().splitlines()[-1][:300]
+        seconds = time.time() - t
+        nb.cells.append(nbformat.v4.new_code_cell(PEAK_MEMORY_CODE))
+        client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
+        probe = nb.cells.pop()
+        for out in probe.get("outputs", []):
+            if out.get("name") == "stdout" and "COURSE_PEAK_MB" in out.get("text", ""):
+                peak = float(out["text"].split()[1])
+        if save:
+            client.set_widgets_metadata()
+    if save and error is None:
+        path.write_text(render(nb))
+    return {"notebook": path.name, "seconds": round(seconds, 1), "peak_mb": round(peak) if peak else None,
+            "error": error}
 
 
 def main(argv=None) -> int:
@@ -173,10 +226,14 @@ def main(argv=None) -> int:
     ap.add_argument("paths", nargs="*", type=Path, help="with execute: notebooks (default: all solutions)")
     args = ap.parse_args(argv)
     if args.command == "execute":
+        status = 0
         for path in args.paths or sorted(SOLUTIONS.glob("*.ipynb")):
             print(f"executing {path.name}", flush=True)
-            execute(path)
-        return 0
+            result = execute(path, save=True)
+            if result["error"]:
+                print(f"  FAILED (left unchanged): {result['error']}")
+                status = 1
+        return status
     if args.command == "build":
         for p in build():
             print(f"wrote {p.relative_to(ROOT)}")

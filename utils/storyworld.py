@@ -1,6 +1,6 @@
 """Storyworld: a seeded generator of short English documents with known latent variables.
 
-Four document families (DESIGN.md §4):
+Four document families:
 
 * ``narrative``  - one or two characters in a place; each feels one of 12 emotions on a
   circle (angle 0°, 30°, ... 330°; valence = cos θ, arousal = sin θ). Most sentences show

@@ -16,10 +16,10 @@ from typing import Sequence
 
 from utils import storyworld
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-TOKENIZER_DIR = DATA / "tokenizer"
+from utils import seeds
+from utils.paths import TOKENIZER_DIR
+
 EOT = "<|endoftext|>"
-TOKENIZER_SEED = 1          # Storyworld seed the tokenizer is trained on
 TOKENIZER_DOCS = 20_000
 VOCAB_LIMIT = 4096
 
@@ -35,7 +35,7 @@ def train(out_dir: Path = TOKENIZER_DIR) -> Path:
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_LIMIT, min_frequency=2, special_tokens=[EOT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    texts = (d.text for d in storyworld.sample_docs(TOKENIZER_SEED, TOKENIZER_DOCS))
+    texts = (d.text for d in storyworld.sample_docs(seeds.TOKENIZER, TOKENIZER_DOCS))
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT,
                                    unk_token=EOT, pad_token=EOT)
@@ -67,6 +67,15 @@ def encode_doc(text: str, tokenizer=None) -> list[int]:
     tokenizer = tokenizer or load_tokenizer()
     eot = tokenizer.convert_tokens_to_ids(EOT)
     return [eot] + tokenizer(text, add_special_tokens=False)["input_ids"] + [eot]
+
+
+def word_id(word: str, tokenizer=None) -> int:
+    """The single token of ``" " + word`` (every Storyworld name and content word is one)."""
+    tokenizer = tokenizer or load_tokenizer()
+    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"{' ' + word!r} is {len(ids)} tokens, not one")
+    return ids[0]
 
 
 def token_spans(text: str, tokenizer=None) -> list[tuple[int, int]]:

@@ -6,7 +6,7 @@ and running the same command again continues from there. The loss curve is logge
 ``runs/<name>/train_log.csv``. At the end the model directory ``data/models/<name>/`` is
 written (weights in float16) and ``utils.evaluate`` measures the model card.
 
-Uses CUDA when present, else CPU. Matrix products run in bfloat16 (autocast; the weights and
+Runs on the course's default device (CUDA, then Apple's MPS, then the CPU). Matrix products run in bfloat16 (autocast; the weights and
 the optimiser stay in float32) wherever the hardware does bfloat16 natively: CUDA, and CPUs
 with AVX-512 BF16 or AMX (scripts/benchmark.py measures the speed-up). Elsewhere,
 and with ``--precision fp32``, everything is float32. ``--tokens`` overrides the budget for
@@ -24,7 +24,6 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,55 +31,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from utils import storyworld
-from utils.models import logits_of
-from utils.tokenizer import DATA, EOT, load_tokenizer, tokenizer_hash
-
-RUNS = Path(__file__).resolve().parent.parent / "runs"
-MODELS = DATA / "models"
-
-
-@dataclass(frozen=True)
-class Spec:
-    """Everything that defines a zoo model's training run."""
-
-    name: str
-    arch: str                 # "attn-only" (boot_native), "gpt2" or "llama" (HF checkpoints)
-    config: dict
-    seed: int                 # initialisation and batch order
-    data_seed: int            # Storyworld stream the model is trained on
-    tokens: int               # training budget
-    lr: float = 2e-3
-    batch: int = 32
-    n_ctx: int = 256
-    warmup: float = 0.03      # fraction of steps
-    weight_decay: float = 0.1
-    checkpoint_every: int = 50
-    used_by: tuple = field(default_factory=tuple)
-
-
-SPECS = {s.name: s for s in [
-    Spec("storyworld-attn2l", "attn-only",
-         dict(n_layers=2, d_model=128, n_heads=4, d_head=32, normalization_type="LN",
-              positional_embedding_type="rotary", rotary_dim=16),
-         seed=101, data_seed=11, tokens=30_000_000, lr=2e-3,
-         used_by=("01 induction heads", "composition")),
-    Spec("storyworld-4l", "gpt2",
-         dict(n_layer=4, n_embd=256, n_head=8, n_inner=1024),
-         seed=102, data_seed=12, tokens=24_000_000, lr=2e-3,
-         used_by=("00", "02", "03", "04", "05", "07")),
-    Spec("storyworld-llama", "llama",
-         dict(num_hidden_layers=4, hidden_size=192, num_attention_heads=6,
-              num_key_value_heads=6, intermediate_size=512, rope_theta=10000.0),
-         seed=103, data_seed=13, tokens=24_000_000, lr=2e-3,
-         used_by=("06 shared geometry",)),
-]}
-
-# Seeds that no training run may use: held-out evaluation and tests draw from these.
-HELD_OUT_SEEDS = range(9000, 10000)
-
-
-def device_default() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from utils.models import default_device, logits_of
+from utils.paths import MODELS, RUNS
+from utils.registry import SPECS, Spec
+from utils.tokenizer import EOT, load_tokenizer, tokenizer_hash
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,7 +187,7 @@ def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
     """
     spec = name if isinstance(name, Spec) else SPECS[name]
     name = spec.name
-    device = device or device_default()
+    device = device or default_device()
     # All cores unless OMP_NUM_THREADS says otherwise (two small runs side by side on a
     # 2-core machine train faster with one thread each than one after the other).
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
@@ -335,10 +289,9 @@ def write_model_dir(spec: Spec, model, out: Path, training: dict) -> Path:
     else:
         model.to(torch.float16).save_pretrained(out, safe_serialization=True)
         model.to(torch.float32)
-    meta = {"name": spec.name, "arch": spec.arch, "format": "native" if spec.arch == "attn-only" else "hf",
+    meta = {"name": spec.name, "arch": spec.arch, "format": spec.format,
             "training": training, "tokenizer_sha256": tokenizer_hash(),
-            "n_params": sum(p.numel() for p in model.parameters()),
-            "used_by": list(spec.used_by)}
+            "n_params": sum(p.numel() for p in model.parameters())}
     (out / "training.json").write_text(json.dumps(meta, indent=1))
     return out
 
@@ -348,7 +301,7 @@ def main(argv=None) -> int:
     ap.add_argument("name", choices=sorted(SPECS) + ["all"], help="zoo model to train")
     ap.add_argument("--tokens", type=int, help="override the training budget (quick trials)")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    ap.add_argument("--device", help="cuda, mps or cpu (default: cuda when present)")
+    ap.add_argument("--device", help="cuda, mps or cpu (default: the first of these present)")
     ap.add_argument("--out", type=Path, help="model directory (default data/models/<name>)")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="bf16 autocast or plain fp32 (default: bf16 where the device has it)")

@@ -1,6 +1,6 @@
 """Every lesson-01 check accepts a correct solution and rejects the stub and a plausible mistake.
 
-The correct solutions here are written independently of the references in utils.checks
+The correct solutions here are written independently of the references in utils.metrics
 (einsum vs. indexing, loops vs. vector code), so a check that merely compared a function
 with itself could not pass them all.
 """
@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from utils import checks as c
+from utils.checks import lesson01_induction_heads as c
 from utils.checks import CheckFailed
 
 

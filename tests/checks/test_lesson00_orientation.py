@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from utils import checks as c
+from utils.checks import lesson00_orientation as c
 from utils.checks import CheckFailed
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils.checks import CheckFailed, call, expect_close, expect_number, expect_tensor
+from utils.checks.framework import CheckFailed, call, expect_close, expect_number, expect_tensor
 
 
 def stub(x):

@@ -1,0 +1,71 @@
+"""CI does what the README tells a new user to do, in the README's order, and fails on a dirty tree."""
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from utils.paths import README, ROOT
+
+FAKE_MAKE = """#!/usr/bin/env bash
+echo "$*" >> "$CI_LOG"
+if [ "$*" = "course" ] && [ -n "${DIRTY:-}" ]; then echo changed >> tracked.txt; fi
+if [ "$*" = "test" ] && [ -n "${TESTS_FAIL:-}" ]; then exit 3; fi
+exit 0
+"""
+
+
+def readme_commands() -> list[str]:
+    block = README.read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#")[0].strip() for line in block.strip().splitlines()]
+
+
+@pytest.fixture
+def clone(tmp_path):
+    """A git repository holding .ci/run, with fake `make` and `chromium` first on PATH."""
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    shutil.copy(ROOT / ".ci" / "run", repo / ".ci" / "run")
+    (repo / "tracked.txt").write_text("as committed\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("make", FAKE_MAKE), ("chromium", "#!/bin/sh\nexit 0\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod((bin_dir / name).stat().st_mode | stat.S_IEXEC)
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "fixture"], cwd=repo, check=True)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CI_LOG=str(tmp_path / "make.log"))
+    return repo, env, tmp_path / "make.log"
+
+
+def run_ci(repo: Path, env: dict, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", ".ci/run"], cwd=repo, env={**env, **extra}, capture_output=True, text=True)
+
+
+def test_the_readme_starts_with_the_two_commands_a_new_user_runs():
+    assert readme_commands() == ["make course", "make test"]
+
+
+def test_ci_runs_the_readmes_commands_in_the_readmes_order(clone):
+    repo, env, log = clone
+    result = run_ci(repo, env)
+    assert result.returncode == 0, result.stderr
+    assert [f"make {line}" for line in log.read_text().split()] == readme_commands()
+
+
+def test_ci_fails_before_the_tests_when_running_the_course_changed_a_tracked_file(clone):
+    repo, env, log = clone
+    result = run_ci(repo, env, DIRTY="1")
+    assert result.returncode != 0
+    assert "tracked.txt" in result.stdout and "must leave the tree as it was" in result.stderr
+    assert log.read_text().split() == ["course"]
+
+
+def test_ci_fails_when_the_tests_fail(clone):
+    repo, env, _ = clone
+    assert run_ci(repo, env, TESTS_FAIL="1").returncode == 3

@@ -1,0 +1,38 @@
+"""make course: checks the zoo and runs every lesson, and leaves the tree exactly as it was."""
+
+import subprocess
+
+import nbformat
+
+from utils import course
+from utils.paths import ROOT
+
+
+def notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def tree_state() -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+
+
+def test_running_the_course_prints_the_table_and_writes_nothing(tmp_path, capsys):
+    before = tree_state()
+    ok = notebook(tmp_path / "00_ok.ipynb", "x = 1")
+    assert course.main(["--skip-zoo", str(ok)]) == 0
+    assert "| 00_ok.ipynb |" in capsys.readouterr().out
+    assert tree_state() == before
+
+
+def test_a_failing_notebook_fails_the_course_and_names_the_error(tmp_path, capsys):
+    bad = notebook(tmp_path / "01_bad.ipynb", "x = 1", "raise ValueError('the claim no longer holds')")
+    assert course.main(["--skip-zoo", str(bad)]) == 1
+    assert "FAILED: ValueError: the claim no longer holds" in capsys.readouterr().out
+
+
+def test_every_built_zoo_model_loads_and_agrees_with_its_card(capsys):
+    assert course.check_zoo() == 0, capsys.readouterr().out

@@ -1,0 +1,123 @@
+"""Lesson notebooks: anatomy, committed state, and every check against the real solution and stub."""
+
+import re
+
+import nbformat
+import pytest
+
+from utils import notebooks as nbs
+from utils.checks import CheckFailed
+from utils.notebook_setup import SETUP_CELL
+from utils.registry import entry
+
+SOLUTIONS = sorted(nbs.SOLUTIONS.glob("*.ipynb"))
+ids = [p.name for p in SOLUTIONS]
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_there_are_lessons():
+    assert {"00_orientation.ipynb", "01_induction_heads.ipynb"} <= {p.name for p in SOLUTIONS}
+
+
+def default_model(path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return re.search(r'^MODEL = "([\w.-]+)"', code_cells(nb)[1].source, re.M).group(1)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
+def test_each_lessons_default_model_lists_the_lesson_in_the_registry(path):
+    lesson = path.name[:2]
+    assert lesson in entry(default_model(path)).lessons
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
+def test_each_lesson_imports_only_its_own_checks(path):
+    nb = nbformat.read(path, as_version=4)
+    modules = set(re.findall(r"from utils\.checks\.(\w+) import", "\n".join(c.source for c in code_cells(nb))))
+    assert all(m.startswith(f"lesson{path.name[:2]}_") for m in modules), modules
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
+def test_first_code_cell_is_the_shared_setup_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    assert code_cells(nb)[0].source == SETUP_CELL, "copy utils.notebook_setup.SETUP_CELL exactly"
+    second = code_cells(nb)[1].source
+    assert re.search(r'^MODEL = "[\w.-]+"\s+# or "gpt2-small"', second, re.M), "then MODEL = ... with the one-line alternative"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
+def test_notebook_has_the_required_parts(path):
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for part in ("You will learn", "Prerequisites", "Time:", "Models:", "## Summary", "Going further",
+                 "Discussion questions"):
+        assert part in text, part
+    exercises = re.findall(r"### Exercise \d+ — .+\n\n> Difficulty [🔴⚪]{3} · Importance [🔴⚪]{3} · About \d+ minutes", text)
+    assert len(exercises) == len(re.findall(r"### Exercise \d+", text)) > 0
+    assert text.count("<summary>Hint</summary>") == len(exercises)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
+def test_committed_solutions_are_executed_and_small(path):
+    nb = nbformat.read(path, as_version=4)
+    unrun = [i for i, c in enumerate(code_cells(nb)) if c.source.strip() and c.execution_count is None]
+    assert unrun == [], f"cells {unrun} have no execution count: nbval would not compare them"
+    assert path.stat().st_size < 2_000_000
+    errors = [o for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+
+
+@pytest.mark.parametrize("path", sorted(nbs.NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_exercise_notebooks_carry_no_outputs_or_solutions(path):
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.outputs and c.execution_count is None for c in code_cells(nb))
+    assert not any(nbs.BEGIN in c.source for c in code_cells(nb))
+
+
+def exercises(path):
+    """(solution source, stub source, check source) for every exercise of a notebook."""
+    nb = nbformat.read(path, as_version=4)
+    cells = code_cells(nb)
+    out = []
+    for i, cell in enumerate(cells):
+        if nbs.BEGIN in cell.source:
+            check = next(c.source for c in cells[i + 1:] if "check_" in c.source)
+            out.append((cell.source, nbs.stub_source(cell.source)[0], check))
+    return out
+
+
+CASES = [(p, k) for p in SOLUTIONS for k in range(len(exercises(p)))]
+
+
+@pytest.fixture(scope="module")
+def models():
+    from utils import load_model
+    cache = {}
+
+    def get(path):
+        name = default_model(path)
+        if name not in cache:
+            cache[name] = load_model(name, device="cpu")
+        return cache[name]
+    return get
+
+
+def run_exercise(source, check, model):
+    import torch
+    ns = {"torch": torch, "model": model, "DEVICE": "cpu"}
+    exec(source, ns)
+    exec(check, ns)
+
+
+@pytest.mark.parametrize("path,k", CASES, ids=[f"{p.stem}-ex{k + 1}" for p, k in CASES])
+def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, models, capsys):
+    import torch
+    solution, stub, check = exercises(path)[k]
+    with torch.no_grad():
+        run_exercise(solution, check, models(path))
+        assert "✓" in capsys.readouterr().out
+        with pytest.raises(CheckFailed, match="still the stub"):
+            run_exercise(stub, check, models(path))

@@ -1,0 +1,134 @@
+"""The model zoo: loads offline, matches its cards' checksums, fails clearly on bad input."""
+
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from utils import models, paths
+from utils.models import ZooError, load_model, read_card, sha256_file, zoo
+from utils.tokenizer import encode_doc, load_tokenizer, tokenizer_hash
+
+BUILT = zoo()
+
+
+def test_the_first_three_zoo_models_are_built():
+    assert {"storyworld-attn2l", "storyworld-4l", "storyworld-llama"} <= set(BUILT)
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_zoo_model_loads_offline_and_runs(name):
+    model = load_model(name, device="cpu")
+    ids = torch.tensor([encode_doc("Ann was in the park. Ann felt happy.")])
+    logits = model(ids)
+    assert logits.shape == (1, ids.shape[1], len(load_tokenizer()))
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_weights_match_the_checksum_on_the_card(name):
+    card = read_card(name)
+    assert sha256_file(paths.MODELS / name / "model.safetensors") == card["weights_sha256"]
+    assert card["tokenizer_sha256"] == tokenizer_hash()
+
+
+def test_unknown_model_name_lists_the_zoo_without_asking_the_hub(monkeypatch):
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a zoo-like name must not be looked up on the hub")
+
+    monkeypatch.setattr(models, "_load_hub", no_hub)
+    with pytest.raises(ValueError) as e:
+        load_model("storyworld-5l")
+    msg = str(e.value)
+    assert all(n in msg for n in BUILT)
+    assert "Did you mean" in msg
+
+
+def test_hub_name_offline_fails_with_the_flag_named_and_the_zoo_listed():
+    with pytest.raises(ValueError) as e:
+        load_model("gpt2-small")
+    assert "HF_HUB_OFFLINE" in str(e.value) and all(n in str(e.value) for n in BUILT)
+
+
+def test_planned_but_unbuilt_model_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "MODELS", tmp_path)
+    with pytest.raises(ZooError, match="python -m utils.train countdown-llama"):
+        load_model("countdown-llama")
+
+
+@pytest.fixture
+def copied_zoo(tmp_path, monkeypatch):
+    name = BUILT[0]
+    shutil.copytree(paths.MODELS / name, tmp_path / name)
+    monkeypatch.setattr(paths, "MODELS", tmp_path)
+    return name, tmp_path / name
+
+
+def test_corrupt_weights_fail_with_the_rebuild_command(copied_zoo):
+    name, folder = copied_zoo
+    raw = bytearray((folder / "model.safetensors").read_bytes())
+    raw[-10] ^= 0xFF
+    (folder / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ZooError) as e:
+        load_model(name, device="cpu")
+    assert f"python -m utils.train {name}" in str(e.value) and "sha256" in str(e.value)
+
+
+def test_truncated_weights_fail_clearly_even_without_the_checksum(copied_zoo):
+    name, folder = copied_zoo
+    (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ZooError, match=f"python -m utils.train {name}"):
+        load_model(name, device="cpu", verify=False)
+
+
+def test_missing_weights_say_how_to_rebuild(copied_zoo):
+    name, folder = copied_zoo
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ZooError, match=f"python -m utils.train {name}"):
+        load_model(name, device="cpu")
+
+
+class Payload:
+    """Unpickling this writes a file: proof that something was unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def copied_hf_model(tmp_path, monkeypatch):
+    shutil.copytree(paths.MODELS / "storyworld-4l", tmp_path / "storyworld-4l")
+    monkeypatch.setattr(paths, "MODELS", tmp_path)
+    return tmp_path / "storyworld-4l"
+
+
+def test_a_pickled_checkpoint_beside_the_weights_is_never_unpickled(copied_hf_model, tmp_path):
+    marker = tmp_path / "unpickled"
+    (copied_hf_model / "pytorch_model.bin").write_bytes(pickle.dumps(Payload(marker)))
+    load_model("storyworld-4l", device="cpu")
+    assert not marker.exists()
+    (copied_hf_model / "model.safetensors").unlink()
+    with pytest.raises(ZooError, match="python -m utils.train storyworld-4l"):
+        load_model("storyworld-4l", device="cpu")
+    assert not marker.exists()
+
+
+def test_data_folder_stays_under_50_mb():
+    total = sum(p.stat().st_size for p in paths.DATA.rglob("*") if p.is_file())
+    assert total < 50e6, f"data/ is {total / 1e6:.1f} MB"
+
+
+def test_device_default_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.default_device() == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert models.default_device() == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert models.default_device() == "cpu"
+
+

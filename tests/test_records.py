@@ -1,0 +1,36 @@
+"""Recorded measurements: only make record writes them; the README shows exactly what was recorded."""
+
+import json
+
+from utils import records
+from utils.paths import README, SOLUTIONS
+
+RESTORE = "git checkout -- README.md benchmarks/notebooks.json (or re-measure: make record)"
+
+
+def test_the_recorded_table_lists_exactly_the_solutions_notebooks_all_ok():
+    rows = records.recorded_notebooks()
+    assert [r["notebook"] for r in rows] == sorted(p.name for p in SOLUTIONS.glob("*.ipynb")), RESTORE
+    assert all(r["error"] is None for r in rows), rows
+    assert all(r["seconds"] > 0 and r["peak_mb"] > 0 for r in rows), rows
+
+
+def test_readme_notebook_table_is_the_rendering_of_the_recorded_json():
+    table = records.between(README.read_text(), *records.NOTEBOOK_TABLE)
+    assert table == records.notebook_table(records.recorded_notebooks()), RESTORE
+
+
+def test_recording_writes_the_json_and_renders_the_readme_table_from_it(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{records.NOTEBOOK_TABLE[0]}\nold\n{records.NOTEBOOK_TABLE[1]}\noutro\n")
+    monkeypatch.setattr(records, "README", readme)
+    monkeypatch.setattr(records, "BENCHMARKS", tmp_path)
+    monkeypatch.setattr(records, "NOTEBOOKS_JSON", tmp_path / "notebooks.json")
+    rows = [{"notebook": "00_x.ipynb", "seconds": 1.5, "peak_mb": 300, "error": None},
+            {"notebook": "01_y.ipynb", "seconds": 2.0, "peak_mb": None, "error": "NameError: x"}]
+    records.record_notebooks(rows)
+    assert json.loads((tmp_path / "notebooks.json").read_text()) == rows
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert "| 00_x.ipynb | 1.5 | 300 | ok |" in text
+    assert "| 01_y.ipynb | 2.0 | ? | FAILED: NameError: x |" in text

@@ -1,0 +1,10 @@
+"""Exercise checks, one module per lesson: ``from utils.checks.lesson01_induction_heads import check_induction_scores``.
+
+``framework`` holds what every check shares (``CheckFailed``, ``call``, ``expect_*``). Each
+lesson's module defines only its own ``check_*`` functions, so names cannot collide across
+lessons (a test keeps it so).
+"""
+
+from utils.checks.framework import CheckFailed
+
+__all__ = ["CheckFailed"]

@@ -1,0 +1,122 @@
+"""The machinery every exercise check shares.
+
+A check runs the learner's function on fresh inputs, compares it with a reference and
+prints one success line. Problems raise ``CheckFailed``, which Jupyter shows as a single
+red message instead of a traceback. ``call`` turns a stub, an exception or an in-place edit
+into a sentence; ``expect_tensor`` names the dimension that is off; ``expect_close`` and
+``expect_number`` compare with the reference and recognise known wrong answers.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
+
+import torch
+
+class CheckFailed(AssertionError):
+    """An exercise check failed. Jupyter shows only the message."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython hook: no traceback, just the sentence
+        return [f"\x1b[1;31m✗ {self.args[0]}\x1b[0m"]
+
+
+def passed(name: str, detail: str = "") -> None:
+    print(f"✓ {name} passed" + (f": {detail}" if detail else "."))
+
+
+def call(fn: Callable, *args, name: str | None = None, **kwargs) -> Any:
+    """Call the learner's function, turning its failures into clear sentences."""
+    name = name or getattr(fn, "__name__", "your function")
+    if not callable(fn):
+        raise CheckFailed(f"pass the function itself, e.g. check(...)(my_fn), not {type(fn).__name__}")
+    snapshot = [a.clone() for a in args if isinstance(a, torch.Tensor)]
+    try:
+        out = fn(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(f"`{name}` is still the stub: replace the `raise NotImplementedError(...)` "
+                          f"line with your code, run the cell, then run this check again.") from None
+    except CheckFailed:
+        raise
+    except Exception as e:  # the learner's bug: say what and where, briefly
+        raise CheckFailed(f"`{name}` raised {type(e).__name__}: {_first_line(e)}") from None
+    after = [a for a in args if isinstance(a, torch.Tensor)]
+    for k, (before, now) in enumerate(zip(snapshot, after)):
+        if before.shape != now.shape or not torch.equal(before, now):
+            raise CheckFailed(f"`{name}` changed its input tensor (argument {k + 1}) in place. "
+                              f"Work on a copy, or use out-of-place operations (x = x * 2, not x *= 2).")
+    return out
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else "(no message)"
+
+
+def expect_tensor(out: Any, shape: Sequence[int], dims: Sequence[str], name: str,
+                  floating: bool = True) -> torch.Tensor:
+    """Check type, shape (naming the dimension that is off), dtype and finiteness."""
+    if not isinstance(out, torch.Tensor):
+        raise CheckFailed(f"`{name}` should return a torch.Tensor, but returned {type(out).__name__}.")
+    shape = tuple(shape)
+    if out.ndim != len(shape):
+        raise CheckFailed(f"`{name}` returned a tensor with {out.ndim} dimensions {tuple(out.shape)}; "
+                          f"expected {len(shape)}: [{', '.join(dims)}] = {shape}.")
+    for k, (got, want, dim) in enumerate(zip(out.shape, shape, dims)):
+        if got != want:
+            raise CheckFailed(f"`{name}` returned shape {tuple(out.shape)}: dimension {k} ({dim}) is "
+                              f"{got} but should be {want}. Expected [{', '.join(dims)}] = {shape}.")
+    if floating and not out.is_floating_point():
+        raise CheckFailed(f"`{name}` returned dtype {out.dtype}; expected a floating-point tensor "
+                          f"(did an integer division or a comparison slip in?).")
+    if floating and not torch.isfinite(out).all():
+        bad = (~torch.isfinite(out)).sum().item()
+        raise CheckFailed(f"`{name}` returned {bad} NaN or infinite value(s). Look for a division "
+                          f"by zero, a log of zero, or a softmax over -inf everywhere.")
+    return out
+
+
+def expect_close(out: torch.Tensor, ref: torch.Tensor, name: str, what: str = "values",
+                 atol: float = 1e-4, rtol: float = 1e-3, hints: Sequence[tuple[torch.Tensor, str]] = ()) -> None:
+    """Compare with the reference; if a known wrong answer matches instead, say which."""
+    out, ref = out.detach().float().cpu(), ref.detach().float().cpu()
+    if torch.allclose(out, ref, atol=atol, rtol=rtol):
+        return
+    for wrong, message in hints:
+        if wrong.shape == out.shape and torch.allclose(out, wrong.detach().float().cpu(), atol=atol, rtol=rtol):
+            raise CheckFailed(f"`{name}`: {message}")
+    err = (out - ref).abs()
+    idx = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape)) if err.ndim else ()
+    raise CheckFailed(f"`{name}` gives the wrong {what}: at index {list(idx)} you have "
+                      f"{out[idx].item():.4g}, expected {ref[idx].item():.4g} "
+                      f"({(err > atol + rtol * ref.abs()).float().mean().item():.0%} of entries differ).")
+
+
+def expect_number(out: Any, ref: float, name: str, what: str, tol: float) -> float:
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        out = out.item()
+    if not isinstance(out, (int, float)) or isinstance(out, bool):
+        raise CheckFailed(f"`{name}` should return a number, but returned {type(out).__name__}.")
+    if not math.isfinite(out):
+        raise CheckFailed(f"`{name}` returned {out}; expected a finite number.")
+    if abs(out - ref) > tol:
+        raise CheckFailed(f"`{name}` gives {what} = {out:.4g}; expected {ref:.4g} (within {tol:g}).")
+    return float(out)
+
+
+def as_number(x) -> float:
+    """A Python float from a number or a one-element tensor; NaN for anything else."""
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return x.item()
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return float(x)
+    return float("nan")
+
+
+def random_pattern(n_heads: int = 3, n: int = 9, seed: int = 0) -> torch.Tensor:
+    """A causal attention pattern ``[head, query, key]`` whose rows sum to 1."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n_heads, n, n, generator=g) * 2
+    scores = scores.masked_fill(torch.ones(n, n).triu(1).bool(), float("-inf"))
+    return scores.softmax(-1)

@@ -1,0 +1,12 @@
+"""The course's measurements as plain functions, one module per topic.
+
+* ``loss``: next-token loss per token and per document, the entropy floor, song copies.
+* ``heads``: attention-head scores (previous-token, duplicate-token, induction), repeated
+  random tokens to measure them on, composition and copying scores of weight matrices.
+* ``ioi``: the answer-minus-distractor logit difference on transfer prompts.
+* ``probes``: activation datasets from Storyworld's annotations, linear probes.
+
+No model names appear here: a lesson's reference solution and a zoo model's card call the
+same function, so a number in a lesson and on a card share one definition. What is measured
+for which model is ``utils.registry``'s business; writing the cards is ``utils.evaluate``'s.
+"""

@@ -1,0 +1,141 @@
+"""Attention heads: scores read off attention patterns, the sequences they are measured on,
+and scores of the weight matrices behind them.
+
+Patterns are ``[..., query, key]`` (any leading dimensions: head, or batch and head) and
+rows sum to 1. On ``BOS r r`` sequences (``r`` a run of ``period`` distinct tokens) the
+first copy sits at positions ``1 .. period`` and the second at ``period + 1 .. 2 * period``.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+
+from utils import seeds, storyworld
+from utils.metrics.common import device_of
+from utils.metrics.loss import per_token_loss
+from utils.tokenizer import EOT, load_tokenizer, word_id
+
+# ---------------------------------------------------------------------------------------
+# Scores read off a pattern
+
+
+def previous_token_scores(pattern: torch.Tensor) -> torch.Tensor:
+    """``[..., query, key]`` -> ``[...]``: mean attention from each position (from 1 on) to the one before."""
+    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)
+
+
+def duplicate_token_scores(pattern: torch.Tensor, period: int) -> torch.Tensor:
+    """On ``BOS r r``: mean attention from each second-copy token to the same token in the first copy."""
+    q = torch.arange(period + 1, 2 * period + 1)
+    return pattern[..., q, q - period].mean(-1)
+
+
+def induction_scores(pattern: torch.Tensor, period: int) -> torch.Tensor:
+    """On ``BOS r r``: mean attention from each second-copy token to the token after its first copy."""
+    q = torch.arange(period + 1, 2 * period + 1)
+    return pattern[..., q, q - period + 1].mean(-1)
+
+
+# ---------------------------------------------------------------------------------------
+# Sequences to measure them on
+
+
+def content_word_pool() -> list[int]:
+    """Storyworld's content words as tokens: names, places, objects, emotions, list and rhyme
+    words, behaviours and manners (``storyworld.SONG_WORDS``, each one token with its leading
+    space)."""
+    tok = load_tokenizer()
+    return sorted(word_id(w, tok) for w in storyworld.SONG_WORDS)
+
+
+@lru_cache(maxsize=None)
+def all_word_pool(n_docs: int = 2000) -> tuple[int, ...]:
+    """Every word token Storyworld text uses (a space, then letters), function words such as
+    " the", " felt" and " said" included, found in ``n_docs`` held-out documents (cached)."""
+    tok = load_tokenizer()
+    ids = set()
+    for d in storyworld.sample_docs(seeds.EVAL, n_docs):
+        ids.update(tok(d.text, add_special_tokens=False)["input_ids"])
+    ordered = sorted(ids)
+    return tuple(i for i, s in zip(ordered, tok.convert_ids_to_tokens(ordered)) if s.startswith("Ġ") and s[1:].isalpha())
+
+
+def repeated_random_tokens(
+    n: int,
+    seed: int = seeds.RANDOM_TOKENS,
+    min_period: int = 10,
+    max_period: int = 60,
+    pool: Sequence[int] | None = None,
+    song_like: bool = False,
+) -> list[tuple[list[int], int]]:
+    """``n`` sequences ``[BOS] + r + r`` with ``r`` distinct random tokens from ``pool``
+    (default: ``content_word_pool()``) and the period drawn per sequence; (ids, period) pairs.
+
+    The pool's words carry a leading space, and no Storyworld document starts with one.
+    ``song_like=True`` writes the very first word without its space, as a Storyworld song
+    begins (the repeat keeps the space, as in a song), with the same words and periods.
+    """
+    rng = random.Random(seed)
+    pool = list(pool) if pool is not None else content_word_pool()
+    tok = load_tokenizer()
+    eot = tok.convert_tokens_to_ids(EOT)
+    out = []
+    for _ in range(n):
+        period = rng.randint(min_period, max_period)
+        r = rng.sample(pool, period)
+        start = [tok.convert_tokens_to_ids(tok.convert_ids_to_tokens(r[0]).lstrip("Ġ"))] if song_like else r[:1]
+        out.append(([eot] + start + r[1:] + r, period))
+    return out
+
+
+def head_scores(model, seqs: list[tuple[list[int], int]]) -> dict:
+    """Previous-token and induction scores per head ``[n_layers, n_heads]`` averaged over
+    ``seqs`` (from :func:`repeated_random_tokens`), and the loss on each copy.
+
+    ``loss_first_copy`` is the mean loss of predicting tokens ``1 .. period``;
+    ``loss_second_copy`` that of ``period + 2 .. 2 * period`` (the second copy's first token
+    cannot be copied yet); ``repeat_loss_drop`` is their difference.
+    """
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    prev = torch.zeros(n_layers, n_heads)
+    ind = torch.zeros(n_layers, n_heads)
+    first, second = [], []
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
+    for ids, period in seqs:
+        x = torch.tensor([ids], device=device_of(model))
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(x, names_filter=lambda n: n in names)
+        nll = per_token_loss(logits, x)[0].cpu()  # nll[i] is the loss of predicting token i + 1
+        first.append(nll[0:period].mean())
+        second.append(nll[period + 1 : 2 * period].mean())
+        for layer in range(n_layers):
+            pattern = cache[names[layer]][0].float().cpu()  # [head, query, key]
+            prev[layer] += previous_token_scores(pattern)
+            ind[layer] += induction_scores(pattern, period)
+    n = len(seqs)
+    return {
+        "prev_token_scores": (prev / n).tolist(),
+        "induction_scores": (ind / n).tolist(),
+        "loss_first_copy": torch.stack(first).mean().item(),
+        "loss_second_copy": torch.stack(second).mean().item(),
+        "repeat_loss_drop": (torch.stack(first) - torch.stack(second)).mean().item(),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Weight-matrix scores
+
+
+def composition_score(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``‖left @ right‖_F / (‖left‖_F ‖right‖_F)``: how much of ``left``'s output ``right`` reads."""
+    return (left @ right).norm() / (left.norm() * right.norm())
+
+
+def copying_score(full_ov: torch.Tensor) -> float:
+    """Share of rows ``[token, token]`` whose largest entry is on the diagonal: the OV circuit
+    predicts the token the head attended to."""
+    return (full_ov.argmax(-1) == torch.arange(full_ov.shape[0], device=full_ov.device)).float().mean().item()

@@ -1,0 +1,87 @@
+"""Next-token loss: per token, per held-out document against the entropy floor, on song copies.
+
+Conventions (the cards, the lessons and the tests use exactly these): a document is fed as
+``[BOS] + tokens(text)`` and scored on predicting ``tokens(text) + [EOS]``; the logits at
+position ``t`` predict the token at ``t + 1``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from utils import storyworld
+from utils.metrics.common import device_of, forward_logits, right_padded
+from utils.tokenizer import encode_doc, load_tokenizer, token_spans
+
+
+def per_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Loss of predicting each next token: logits ``[batch, pos, vocab]``, tokens ``[batch, pos]``
+    -> ``[batch, pos - 1]``, where entry ``t`` is ``-log p(tokens[t + 1] | tokens[:t + 1])``."""
+    logprobs = logits[:, :-1].float().log_softmax(-1)
+    return -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
+
+
+def mean_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The mean of :func:`per_token_loss` over every prediction: a scalar."""
+    return per_token_loss(logits, tokens).mean()
+
+
+def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
+    """Mean NLL per token over ``docs`` and the generator's entropy floor on the same tokens.
+
+    Returns ``loss``, ``floor`` (``-Σ logprob / Σ tokens``, each document's exact
+    log-probability under the generator), ``gap`` = loss - floor, its standard error over
+    documents ``gap_se`` and the token count.
+    """
+    tok = load_tokenizer()
+    seqs = [encode_doc(d.text, tok) for d in docs]
+    eot = seqs[0][0]
+    count = 0
+    doc_nll = [0.0] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
+    for b in range(0, len(order), batch):
+        group = [seqs[i] for i in order[b : b + batch]]
+        x = right_padded(group, eot)
+        x = x.to(device_of(model))
+        nll = per_token_loss(forward_logits(model, x), x).cpu()
+        for r, i in enumerate(order[b : b + batch]):
+            n = len(group[r]) - 1
+            doc_nll[i] = nll[r, :n].sum().item()
+            count += n
+    total = math.fsum(doc_nll)
+    floor = -math.fsum(d.logprob for d in docs) / count
+    gap = total / count - floor
+    # Standard error of the gap (a ratio of sums over documents), by the delta method.
+    excess = [doc_nll[i] + d.logprob - gap * (len(seqs[i]) - 1) for i, d in enumerate(docs)]
+    gap_se = math.sqrt(math.fsum(e * e for e in excess)) / count
+    return {"loss": total / count, "floor": floor, "gap": gap, "gap_se": gap_se, "tokens": count}
+
+
+def song_copy_loss(model, docs: list[storyworld.Doc]) -> dict:
+    """Mean NLL on the words of each held-out song's first copy and of its second copy.
+
+    The in-distribution twin of the repeated-random-token test. The first word of each copy
+    is left out: the first is predicted from BOS alone and the repeat's first word is the
+    song's stopping decision, not something to copy.
+    """
+    tok = load_tokenizer()
+    first, second = [], []
+    for d in docs:
+        if d.family != "song":
+            continue
+        rep = d.annotations["repeats"][0]
+        spans = token_spans(d.text, tok)
+        ids = torch.tensor([encode_doc(d.text, tok)], device=device_of(model))
+        nll = per_token_loss(forward_logits(model, ids), ids)[0].cpu()  # nll[i] predicts text token i
+        words = [i for i, (a, b) in enumerate(spans) if any(ch.isalnum() for ch in d.text[a:b])]
+        in_first = [i for i in words if rep["first"][0] <= spans[i][0] < rep["first"][1]]
+        in_second = [i for i in words if spans[i][0] >= rep["repeat"][0] - 1]
+        first += nll[in_first[1:]].tolist()
+        second += nll[in_second[1:]].tolist()
+    return {
+        "song_loss_first_copy": sum(first) / len(first),
+        "song_loss_second_copy": sum(second) / len(second),
+        "song_tokens": len(first) + len(second),
+    }

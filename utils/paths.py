@@ -1,0 +1,29 @@
+"""Where everything lives. Every module asks here instead of working out the folder itself.
+
+All paths are absolute and derived from this file's location, so the course works from any
+working directory (a notebook's folder, the repository root, a Colab ``/content``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+MODELS = DATA / "models"
+TOKENIZER_DIR = DATA / "tokenizer"
+SOLUTIONS = ROOT / "solutions"
+NOTEBOOKS = ROOT / "notebooks"
+BENCHMARKS = ROOT / "benchmarks"
+README = ROOT / "README.md"
+CONSTRAINTS = ROOT / "constraints.txt"
+RUNS = ROOT / "runs"   # training checkpoints (not tracked)
+DIST = ROOT / "dist"   # course bundles written by ``make bundle`` (not tracked)
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it, for messages."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,156 @@
+"""The model zoo's identity, in one place: what each model is, how it is trained, what it must show.
+
+Every other module asks here: ``utils.models`` which names are zoo names, ``utils.train``
+how to train one, ``utils.evaluate`` what to measure and which targets and tolerances the
+card records, the lessons' tests which model each lesson uses.
+
+    >>> from utils.registry import ZOO
+    >>> ZOO["storyworld-4l"].targets["gap"]
+    ('<=', 0.1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything that defines a zoo model's training run."""
+
+    name: str
+    arch: str  # "attn-only" (boot_native), "gpt2" or "llama" (HF checkpoints)
+    config: dict
+    seed: int  # initialisation and batch order
+    data_seed: int  # Storyworld stream the model is trained on
+    tokens: int  # training budget
+    lr: float = 2e-3
+    batch: int = 32
+    n_ctx: int = 256
+    warmup: float = 0.03  # fraction of steps
+    weight_decay: float = 0.1
+    checkpoint_every: int = 50
+
+    @property
+    def format(self) -> str:
+        """How the checkpoint is stored: ``native`` (TransformerBridge state) or ``hf``."""
+        return "native" if self.arch == "attn-only" else "hf"
+
+
+# How far a fresh measurement on other held-out documents (``python -m utils.evaluate``,
+# 1000 documents) may sit from the card's 2000-document measurement.
+TOLERANCE = {
+    "loss": 0.03,
+    "floor": 0.03,
+    "gap": 0.02,
+    "ioi_accuracy": 0.03,
+    "ioi_logit_diff": 0.5,
+    "prev_token_score_layer0": 0.05,
+    "induction_score_layer1": 0.05,
+    "induction_score": 0.05,
+    "repeat_loss_drop": 0.4,
+    "emotion_probe_accuracy": 0.04,
+}
+
+# What a card can measure; each model lists the groups that apply to it.
+MEASUREMENTS = ("loss", "heads", "ioi", "probe")
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A zoo model: its training run, the targets its card must meet, the lessons that use it."""
+
+    name: str
+    spec: Spec | None  # None: planned, no training recipe yet
+    targets: dict[str, tuple[str, float]]  # metric -> (comparison, threshold)
+    lessons: tuple[str, ...]  # lesson numbers ("01") whose notebooks use it
+    measurements: tuple[str, ...] = MEASUREMENTS
+    tolerance: dict[str, float] = field(default_factory=lambda: dict(TOLERANCE))
+
+    @property
+    def planned(self) -> bool:
+        return self.spec is None
+
+
+ZOO: dict[str, ZooModel] = {
+    m.name: m
+    for m in [
+        ZooModel(
+            "storyworld-attn2l",
+            Spec(
+                "storyworld-attn2l",
+                "attn-only",
+                dict(
+                    n_layers=2,
+                    d_model=128,
+                    n_heads=4,
+                    d_head=32,
+                    normalization_type="LN",
+                    positional_embedding_type="rotary",
+                    rotary_dim=16,
+                ),
+                seed=101,
+                data_seed=11,
+                tokens=30_000_000,
+            ),
+            targets={
+                "prev_token_score_layer0": (">=", 0.8),
+                "induction_score_layer1": (">=", 0.8),
+                "repeat_loss_drop": (">=", 3.0),
+            },
+            lessons=("01",),
+            # An attention-only model has no MLPs to store a feeling in: no emotion probe.
+            measurements=("loss", "heads", "ioi"),
+        ),
+        ZooModel(
+            "storyworld-4l",
+            Spec(
+                "storyworld-4l",
+                "gpt2",
+                dict(n_layer=4, n_embd=256, n_head=8, n_inner=1024),
+                seed=102,
+                data_seed=12,
+                tokens=24_000_000,
+            ),
+            targets={
+                "gap": ("<=", 0.10),
+                "ioi_accuracy": (">=", 0.95),
+                "ioi_logit_diff": (">=", 3.0),
+                "induction_score": (">=", 0.7),
+                "emotion_probe_accuracy": (">=", 0.90),
+            },
+            lessons=("00", "02", "03", "04", "05", "06", "07"),
+        ),
+        ZooModel(
+            "storyworld-llama",
+            Spec(
+                "storyworld-llama",
+                "llama",
+                dict(
+                    num_hidden_layers=4,
+                    hidden_size=192,
+                    num_attention_heads=6,
+                    num_key_value_heads=6,
+                    intermediate_size=512,
+                    rope_theta=10000.0,
+                ),
+                seed=103,
+                data_seed=13,
+                tokens=24_000_000,
+            ),
+            targets={"gap": ("<=", 0.15), "ioi_accuracy": (">=", 0.90)},
+            lessons=("07",),
+        ),
+        ZooModel("countdown-llama", None, targets={}, lessons=("08",)),
+    ]
+}
+
+SPECS: dict[str, Spec] = {name: m.spec for name, m in ZOO.items() if m.spec is not None}
+
+
+def entry(name: str) -> ZooModel:
+    """The registry entry of a zoo model; ``KeyError`` names the zoo when ``name`` is not in it."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a zoo model; the zoo is: {', '.join(ZOO)}") from None
