@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup course test zoo benchmark record notebooks clean
+.PHONY: setup course test zoo benchmark record notebooks bundle clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,11 +29,15 @@ notebooks: setup
 	$(PY) -m utils.notebooks execute
 	$(PY) -m utils.notebooks build
 
-## Re-measure and record: notebook times and memory, zoo speed, the README's tables.
+## Re-measure and record: notebook times and memory, zoo speed, the README's tables (the only target that writes them).
 record: setup
-	$(PY) -m utils.course --readme
+	$(PY) -m utils.course --record
 	$(PY) scripts/benchmark.py
 	$(PY) -m utils.evaluate --readme
+
+## One reproducible archive of the course for Colab workshops: dist/handson-mechinterp-<version>.tar.gz and its sha256.
+bundle: setup
+	$(PY) -m utils.bundle
 
 clean:
 	rm -rf .venv build runs .pytest_cache

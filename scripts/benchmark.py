@@ -72,30 +72,46 @@ def main() -> int:
     rows = []
     for name in zoo():
         load_model(name, device="cpu")  # warm-up: imports, file cache
-        load_s = timed(lambda: load_model(name, device="cpu"))
+        load_s = timed(lambda name=name: load_model(name, device="cpu"))
         model = load_model(name, device="cpu")
         fwd = forward_tokens_per_s(model, vocab)
         spec = SPECS.get(name)
         trn = training_tokens_per_s(spec, vocab) if spec else None
         trn16 = training_tokens_per_s(spec, vocab, "bf16") if spec and bf16 else None
-        rows.append({"model": name, "load_s": round(load_s, 3), "forward_tokens_per_s": round(fwd),
-                     "train_tokens_per_s": round(trn) if trn else None,
-                     "train_bf16_tokens_per_s": round(trn16) if trn16 else None})
+        rows.append(
+            {
+                "model": name,
+                "load_s": round(load_s, 3),
+                "forward_tokens_per_s": round(fwd),
+                "train_tokens_per_s": round(trn) if trn else None,
+                "train_bf16_tokens_per_s": round(trn16) if trn16 else None,
+            }
+        )
         print(rows[-1], flush=True)
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "threads": torch.get_num_threads(), "python": platform.python_version(),
-               "torch": torch.__version__, "cuda": torch.cuda.is_available(), "native_bf16": bf16,
-               "date": time.strftime("%Y-%m-%d")}
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "native_bf16": bf16,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps({"machine": machine, "models": rows}, indent=1) + "\n")
-    lines = ["# Benchmark results", "",
-             f"Measured by `python scripts/benchmark.py` on {machine['date']}: {machine['cores']} cores "
-             f"({machine['cpu']}), {machine['threads']} torch threads, torch {machine['torch']}, "
-             f"CUDA {'yes' if machine['cuda'] else 'no'}, native bfloat16 {'yes' if bf16 else 'no'} "
-             "(`utils.train` trains in bf16 autocast where it is native). Raw numbers: `results.json`.", "",
-             "| model | load (s) | forward (tokens/s, 16×128) | training, float32 (tokens/s) "
-             "| training, bf16 autocast (tokens/s) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured by `python scripts/benchmark.py` on {machine['date']}: {machine['cores']} cores "
+        f"({machine['cpu']}), {machine['threads']} torch threads, torch {machine['torch']}, "
+        f"CUDA {'yes' if machine['cuda'] else 'no'}, native bfloat16 {'yes' if bf16 else 'no'} "
+        "(`utils.train` trains in bf16 autocast where it is native). Raw numbers: `results.json`.",
+        "",
+        "| model | load (s) | forward (tokens/s, 16×128) | training, float32 (tokens/s) "
+        "| training, bf16 autocast (tokens/s) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         trn, trn16 = (f"{r[k]:,}" if r[k] else "n/a" for k in ("train_tokens_per_s", "train_bf16_tokens_per_s"))
         lines.append(f"| {r['model']} | {r['load_s']:.2f} | {r['forward_tokens_per_s']:,} | {trn} | {trn16} |")

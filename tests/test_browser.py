@@ -25,7 +25,7 @@ LESSON_01 = ROOT / "solutions" / "01_induction_heads.ipynb"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
 
-FIXTURE = '''
+FIXTURE = """
 import torch, ipywidgets as widgets
 from utils import plotting
 plotting.reset_session()
@@ -34,7 +34,7 @@ display(plotting.attention_heads(p, [f"tok{i}" for i in range(6)]))
 display(plotting.heatmap(torch.randn(3, 3), title="fixture heatmap", xlabel="x", ylabel="y"))
 display(plotting.with_fallback(widgets.IntSlider(value=3, description="layer"),
         plotting.line([1, 2, 3], title="t", xlabel="x", ylabel="y"), "slider"))
-'''
+"""
 
 
 def free_port() -> int:
@@ -48,14 +48,34 @@ def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 serving a temporary folder."""
     folder = tmp_path_factory.mktemp("lab")
     port, token = free_port(), uuid.uuid4().hex
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(folder / ".config"), JUPYTER_DATA_DIR=str(folder / ".data"),
-               JUPYTER_RUNTIME_DIR=str(folder / ".runtime"), PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(folder / ".config"),
+        JUPYTER_DATA_DIR=str(folder / ".data"),
+        JUPYTER_RUNTIME_DIR=str(folder / ".runtime"),
+        PYTHONPATH=str(ROOT),
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
-         "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True",
-         "--LabServerApp.collaborative=False"],
-        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={folder}",
+            "--LabApp.news_url=",
+            "--ServerApp.disable_check_xsrf=True",
+            "--LabServerApp.collaborative=False",
+        ],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -74,8 +94,9 @@ def lab(tmp_path_factory):
 def trusted_copy(lab, nb, name):
     path = lab["folder"] / name
     nbformat.write(nb, path)
-    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(path)], env=lab["env"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "trust", str(path)], env=lab["env"], check=True, capture_output=True
+    )
     return name
 
 
@@ -85,9 +106,19 @@ def open_in_browser(lab, name, shot):
     ARTIFACTS.mkdir(exist_ok=True)
     errors = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -95,11 +126,14 @@ def open_in_browser(lab, name, shot):
         page.goto(f"{lab['url']}/lab/workspaces/{uuid.uuid4().hex[:8]}/tree/{name}?reset&token={lab['token']}")
         page.wait_for_selector(".jp-Notebook", timeout=60_000)
         result = {}
-        page.wait_for_function("document.querySelector('.course-cv') && !document.querySelector('.course-cv img')",
-                               timeout=60_000)
+        page.wait_for_function(
+            "document.querySelector('.course-cv') && !document.querySelector('.course-cv img')", timeout=60_000
+        )
         cv = page.query_selector(".course-cv")
         cv.scroll_into_view_if_needed()
-        result["circuitsvis_children"] = page.evaluate("document.querySelector('.course-cv').querySelectorAll('*').length")
+        result["circuitsvis_children"] = page.evaluate(
+            "document.querySelector('.course-cv').querySelectorAll('*').length"
+        )
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
         result["plotly_figures"] = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
         page.wait_for_selector(".jupyter-widgets", timeout=60_000)
@@ -113,6 +147,7 @@ def open_in_browser(lab, name, shot):
 
 def execute(nb, cwd):
     from nbclient import NotebookClient
+
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
     return nb
 

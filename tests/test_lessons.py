@@ -45,17 +45,28 @@ def test_first_code_cell_is_the_shared_setup_cell(path):
     nb = nbformat.read(path, as_version=4)
     assert code_cells(nb)[0].source == SETUP_CELL, "copy utils.notebook_setup.SETUP_CELL exactly"
     second = code_cells(nb)[1].source
-    assert re.search(r'^MODEL = "[\w.-]+"\s+# or "gpt2-small"', second, re.M), "then MODEL = ... with the one-line alternative"
+    assert re.search(r'^MODEL = "[\w.-]+"\s+# or "gpt2-small"', second, re.M), (
+        "then MODEL = ... with the one-line alternative"
+    )
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
 def test_notebook_has_the_required_parts(path):
     nb = nbformat.read(path, as_version=4)
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    for part in ("You will learn", "Prerequisites", "Time:", "Models:", "## Summary", "Going further",
-                 "Discussion questions"):
+    for part in (
+        "You will learn",
+        "Prerequisites",
+        "Time:",
+        "Models:",
+        "## Summary",
+        "Going further",
+        "Discussion questions",
+    ):
         assert part in text, part
-    exercises = re.findall(r"### Exercise \d+ — .+\n\n> Difficulty [🔴⚪]{3} · Importance [🔴⚪]{3} · About \d+ minutes", text)
+    exercises = re.findall(
+        r"### Exercise \d+ — .+\n\n> Difficulty [🔴⚪]{3} · Importance [🔴⚪]{3} · About \d+ minutes", text
+    )
     assert len(exercises) == len(re.findall(r"### Exercise \d+", text)) > 0
     assert text.count("<summary>Hint</summary>") == len(exercises)
 
@@ -84,7 +95,7 @@ def exercises(path):
     out = []
     for i, cell in enumerate(cells):
         if nbs.BEGIN in cell.source:
-            check = next(c.source for c in cells[i + 1:] if "check_" in c.source)
+            check = next(c.source for c in cells[i + 1 :] if "check_" in c.source)
             out.append((cell.source, nbs.stub_source(cell.source)[0], check))
     return out
 
@@ -95,6 +106,7 @@ CASES = [(p, k) for p in SOLUTIONS for k in range(len(exercises(p)))]
 @pytest.fixture(scope="module")
 def models():
     from utils import load_model
+
     cache = {}
 
     def get(path):
@@ -102,11 +114,13 @@ def models():
         if name not in cache:
             cache[name] = load_model(name, device="cpu")
         return cache[name]
+
     return get
 
 
 def run_exercise(source, check, model):
     import torch
+
     ns = {"torch": torch, "model": model, "DEVICE": "cpu"}
     exec(source, ns)
     exec(check, ns)
@@ -115,6 +129,7 @@ def run_exercise(source, check, model):
 @pytest.mark.parametrize("path,k", CASES, ids=[f"{p.stem}-ex{k + 1}" for p, k in CASES])
 def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, models, capsys):
     import torch
+
     solution, stub, check = exercises(path)[k]
     with torch.no_grad():
         run_exercise(solution, check, models(path))

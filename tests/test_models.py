@@ -130,5 +130,3 @@ def test_device_default_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert models.default_device() == "mps"
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert models.default_device() == "cpu"
-
-

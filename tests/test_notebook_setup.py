@@ -1,5 +1,8 @@
-"""The setup cell: Colab install without torch/numpy pins, version mismatches stop loudly."""
+"""The setup cell's check: the version policy for the packages a notebook needs, each difference
+stopping with its exact fix; on Colab, the tested versions of the course's libraries are
+installed without ever replacing a platform package (torch, numpy, matplotlib)."""
 
+import subprocess
 import sys
 import types
 
@@ -7,86 +10,166 @@ import pytest
 
 from utils import notebook_setup as ns
 from utils import versions
+from utils.paths import CONSTRAINTS
 
 
 @pytest.fixture(autouse=True)
 def restore_grad_mode():
     import torch
+
     was = torch.is_grad_enabled()
     yield
     torch.set_grad_enabled(was)
 
 
 @pytest.fixture
-def colab(monkeypatch):
-    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+def installed(monkeypatch):
+    """What ``versions.installed`` answers: the tested set, changed by the test (``installed["torch"] = ...``)."""
+    table = dict(versions.TESTED)
+    monkeypatch.setattr(versions, "installed", table.get)
+    return table
 
 
 @pytest.fixture
-def calls(monkeypatch):
-    made = []
-    monkeypatch.setattr(ns, "_run", lambda cmd: made.append(cmd))
-    return made
+def colab(monkeypatch):
+    """A fake ``google.colab`` module, as Colab's kernels have imported at start."""
+    module = types.ModuleType("google.colab")
+    module.files = types.SimpleNamespace(upload=lambda: pytest.fail("nothing should ask for an upload"))
+    module.drive = types.SimpleNamespace(mount=lambda path: pytest.fail("nothing should mount Drive"))
+    monkeypatch.setitem(sys.modules, "google.colab", module)
 
 
-def fake_versions(monkeypatch, **overrides):
-    table = {p: v for p, v in versions.TESTED.items()}
-    table.update({k.replace("_", "-"): v for k, v in overrides.items()})
-    monkeypatch.setattr(versions, "installed", lambda p: table.get(p))
+@pytest.fixture
+def pip_calls(monkeypatch, installed):
+    """Replaces the pip call: records each command and the constraints it was given, then
+    "installs" the requested versions into the fake table."""
+    calls = []
+
+    def run(command: list[str]) -> None:
+        constraints = [open(command[i + 1]).read() for i, arg in enumerate(command) if arg == "-c"]
+        calls.append({"command": command, "constraints": constraints})
+        for requirement in command[command.index("-c") + 4 :]:
+            package, _, version = requirement.partition("==")
+            installed[package] = version
+
+    monkeypatch.setattr(ns, "_run", run)
+    return calls
 
 
-def test_matching_environment_sets_up_quietly_and_returns_a_device(calls):
+def test_matching_environment_sets_up_quietly_and_returns_a_device(pip_calls):
     assert ns.setup(quiet=True) in ("cpu", "cuda", "mps")
-    assert calls == []
+    assert pip_calls == []
 
 
-def test_version_mismatch_stops_with_the_exact_fix(monkeypatch, calls):
-    fake_versions(monkeypatch, transformer_lens="4.3.0")
-    with pytest.raises(ns.SetupError) as e:
+def test_a_cuda_build_of_another_torch_in_range_is_kept(installed, pip_calls):
+    installed["torch"] = "2.9.1+cu126"
+    assert ns.setup(quiet=True) in ("cpu", "cuda", "mps")
+    assert pip_calls == []
+
+
+def test_another_version_of_a_course_library_stops_with_the_exact_fix(installed, pip_calls):
+    installed["transformer-lens"] = "4.3.0"
+    with pytest.raises(ns.SetupError) as error:
         ns.setup(quiet=True)
-    msg = str(e.value)
-    assert "transformer-lens: installed 4.3.0, tested 3.9.0" in msg
-    assert "make setup" in msg and "constraints.txt" in msg
+    message = str(error.value)
+    assert "transformer-lens: installed 4.3.0, tested 3.9.0" in message
+    assert f'"{sys.executable}" -m pip install -c "{CONSTRAINTS}" "transformer-lens==3.9.0"' in message
+    assert "restart the kernel" in message
+    assert pip_calls == []
 
 
-def test_mismatch_can_be_allowed_explicitly(monkeypatch, calls, capsys):
-    fake_versions(monkeypatch, plotly="5.0.0")
+def test_a_torch_below_the_range_stops_with_the_command_that_installs_one_in_range(installed, pip_calls):
+    installed["torch"] = "2.5.1"
+    with pytest.raises(ns.SetupError) as error:
+        ns.setup(quiet=True)
+    message = str(error.value)
+    assert "torch: installed 2.5.1, supported >=2.6,<3" in message
+    assert f'"{sys.executable}" -m pip install "torch==2.13.0"' in message
+    assert "https://download.pytorch.org/whl/cpu" in message
+
+
+def test_a_missing_package_is_reported_as_missing_with_its_install_command(installed, pip_calls):
+    installed["sae-lens"] = None
+    with pytest.raises(ns.SetupError, match="sae-lens: missing, tested 6.54.12") as error:
+        ns.setup(quiet=True)
+    assert f'-m pip install -c "{CONSTRAINTS}" "sae-lens==6.54.12"' in str(error.value)
+
+
+def test_the_setup_cell_ignores_the_test_suites_tools(installed, pip_calls):
+    installed["pytest"] = None
+    installed["jupyterlab"] = "1.0.0"
+    assert ns.setup(quiet=True) in ("cpu", "cuda", "mps")
+
+
+def test_a_mismatch_can_be_allowed_explicitly(installed, pip_calls, capsys):
+    installed["plotly"] = "5.0.0"
     ns.setup(allow_mismatch=True, quiet=True)
-    assert "plotly: installed 5.0.0" in capsys.readouterr().out
+    assert "plotly: installed 5.0.0, tested 7.1.0" in capsys.readouterr().out
 
 
-def test_missing_package_is_reported_as_nothing_installed(monkeypatch, calls):
-    fake_versions(monkeypatch, sae_lens=None)
-    with pytest.raises(ns.SetupError, match="sae-lens: installed nothing"):
-        ns.setup(quiet=True)
+def test_on_colab_only_the_runtime_packages_that_differ_are_installed_with_the_constraints(
+    installed, colab, pip_calls, capsys
+):
+    installed.update(
+        {
+            "torch": "2.9.1+cu126",
+            "numpy": "2.0.2",
+            "matplotlib": "3.10.0",
+            "transformers": "4.44.0",
+            "circuitsvis": None,
+            "pytest": None,
+        }
+    )
+    ns.setup()
+    [call] = pip_calls
+    pins = call["command"][call["command"].index("-c") + 3]
+    assert call["command"] == [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "-c",
+        str(CONSTRAINTS),
+        "-c",
+        pins,
+        "transformers==5.23.0",
+        "circuitsvis==1.43.3",
+    ]
+    assert call["constraints"] == [CONSTRAINTS.read_text(), "torch==2.9.1+cu126\nnumpy==2.0.2\nmatplotlib==3.10.0\n"]
+    first, ready = capsys.readouterr().out.splitlines()
+    assert first.startswith("Colab: installing the tested transformers 5.23.0, circuitsvis 1.43.3;")
+    assert "torch 2.9.1+cu126, numpy 2.0.2, matplotlib 3.10.0 stay as they are" in first
+    assert ready.startswith("Course ready: torch ")
 
 
-def test_colab_installs_the_course_without_touching_torch_or_numpy(monkeypatch, colab, calls):
-    fake_versions(monkeypatch, torch="2.5.1+cu121", numpy="1.26.4", transformers="4.44.0")
-    with pytest.raises(ns.SetupError):  # the fake install changes nothing, so the check still fails
-        ns.setup(quiet=True)
-    assert len(calls) == 1
-    cmd = " ".join(calls[0])
-    assert "-c" in calls[0] and "constraints.txt" in cmd
-    assert "torch" not in cmd and "numpy" not in cmd
-    constraints = (ns.ROOT / "constraints.txt").read_text()
-    assert "torch" not in constraints and "numpy" not in constraints
-
-
-def test_colab_keeps_its_torch_and_numpy_when_the_rest_matches(monkeypatch, colab, calls):
-    fake_versions(monkeypatch, torch="2.5.1+cu121", numpy="1.26.4")
+def test_on_colab_nothing_is_installed_when_the_course_libraries_match(installed, colab, pip_calls):
+    installed.update({"torch": "2.9.1+cu126", "numpy": "2.0.2"})
     ns.setup(quiet=True)
-    assert calls == []
+    assert pip_calls == []
 
 
-def test_colab_torch_outside_the_range_is_reported(monkeypatch, colab, calls):
-    fake_versions(monkeypatch, torch="2.1.0")
-    with pytest.raises(ns.SetupError, match="torch: installed 2.1.0"):
+def test_on_colab_a_torch_below_the_range_stops_before_anything_is_installed(installed, colab, pip_calls):
+    installed.update({"torch": "2.1.0", "transformers": "4.44.0"})
+    with pytest.raises(ns.SetupError, match="torch: installed 2.1.0, supported >=2.6,<3"):
+        ns.setup(quiet=True)
+    assert pip_calls == []
+
+
+def test_on_colab_pip_refusing_to_replace_a_platform_package_is_a_setup_error(installed, colab, monkeypatch):
+    installed["transformers"] = "4.44.0"
+
+    def refuse(command: list[str]) -> None:
+        raise subprocess.CalledProcessError(1, command)
+
+    monkeypatch.setattr(ns, "_run", refuse)
+    with pytest.raises(ns.SetupError, match="without replacing Colab's torch"):
         ns.setup(quiet=True)
 
 
 def test_setup_turns_gradients_off_by_default():
     import torch
+
     ns.setup(quiet=True)
     assert not torch.is_grad_enabled()
     ns.setup(quiet=True, grad=True)

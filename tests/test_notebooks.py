@@ -29,7 +29,7 @@ def make_nb(*sources, tags=None):
 
 def test_solution_region_becomes_a_stub_with_the_task_and_indentation():
     source, snippets = nbs.stub_source(SOLUTION)
-    assert "    raise NotImplementedError('return twice the input')" in source
+    assert '    raise NotImplementedError("return twice the input")' in source
     assert "y = x * 2" not in source and "BEGIN SOLUTION" not in source
     assert snippets == ["y = x * 2\nreturn y"]
     ns = {}
@@ -39,7 +39,9 @@ def test_solution_region_becomes_a_stub_with_the_task_and_indentation():
 
 
 def test_exercise_notebook_has_no_outputs_and_a_solution_cell_after_the_check():
-    nb = make_nb("#md # Title", SOLUTION, "check_double(double)", "#md <details><summary>Hint</summary>x</details>", "print(1)")
+    nb = make_nb(
+        "#md # Title", SOLUTION, "check_double(double)", "#md <details><summary>Hint</summary>x</details>", "print(1)"
+    )
     out = nbs.build_notebook(nb)
     code = [c for c in out.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code)
@@ -64,11 +66,14 @@ def test_solution_only_cells_are_dropped():
     assert [c.source for c in nbs.build_notebook(nb).cells] == ["x = 1"]
 
 
-@pytest.mark.parametrize("source,problem", [
-    ("### BEGIN SOLUTION\nx = 1", "without"),
-    ("x = 1\n### END SOLUTION", "without"),
-    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "EXERCISE"),
-])
+@pytest.mark.parametrize(
+    "source,problem",
+    [
+        ("### BEGIN SOLUTION\nx = 1", "without"),
+        ("x = 1\n### END SOLUTION", "without"),
+        ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "EXERCISE"),
+    ],
+)
 def test_malformed_markers_are_reported(source, problem):
     with pytest.raises(nbs.NotebookError, match=problem):
         nbs.build_notebook(make_nb(source, "check_x(x)"))

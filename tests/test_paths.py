@@ -13,8 +13,14 @@ def test_the_root_is_the_repository_holding_the_package_and_the_data():
 
 def test_paths_do_not_depend_on_the_working_directory(tmp_path):
     code = "from utils import paths; print(paths.ROOT)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(paths.ROOT)}, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(paths.ROOT)},
+        check=True,
+    ).stdout.strip()
     assert out == str(paths.ROOT)
 
 

@@ -28,6 +28,7 @@ def test_first_picture_carries_the_bundle_once_and_later_ones_do_not():
 
 def test_attention_picture_never_points_at_a_cdn_or_probes_the_internet(monkeypatch):
     import circuitsvis.utils.render as r
+
     monkeypatch.setattr(r, "internet_on", lambda: pytest.fail("internet probe"))
     html = plotting.attention_heads(pattern(), [f"t{i}" for i in range(6)])._repr_html_()
     assert "unpkg.com" not in html and "http" not in html.replace("http-equiv", "")
@@ -60,6 +61,7 @@ def test_plotly_figures_carry_a_png_fallback_and_labelled_axes():
 
 def test_widget_fallback_adds_a_static_image():
     import ipywidgets as w
+
     fig = plotting.line([1, 2, 3], title="t", xlabel="x", ylabel="y")
     bundle = plotting.with_fallback(w.IntSlider(), fig, "slider")._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "data:image/png" in bundle["text/html"]

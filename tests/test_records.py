@@ -26,8 +26,10 @@ def test_recording_writes_the_json_and_renders_the_readme_table_from_it(tmp_path
     monkeypatch.setattr(records, "README", readme)
     monkeypatch.setattr(records, "BENCHMARKS", tmp_path)
     monkeypatch.setattr(records, "NOTEBOOKS_JSON", tmp_path / "notebooks.json")
-    rows = [{"notebook": "00_x.ipynb", "seconds": 1.5, "peak_mb": 300, "error": None},
-            {"notebook": "01_y.ipynb", "seconds": 2.0, "peak_mb": None, "error": "NameError: x"}]
+    rows = [
+        {"notebook": "00_x.ipynb", "seconds": 1.5, "peak_mb": 300, "error": None},
+        {"notebook": "01_y.ipynb", "seconds": 2.0, "peak_mb": None, "error": "NameError: x"},
+    ]
     records.record_notebooks(rows)
     assert json.loads((tmp_path / "notebooks.json").read_text()) == rows
     text = readme.read_text()

@@ -4,7 +4,9 @@ from utils import seeds
 from utils.registry import SPECS
 
 MEASUREMENT_SEEDS = {
-    name: value for name, value in vars(seeds).items() if name.isupper() and isinstance(value, int) and name != "TOKENIZER"
+    name: value
+    for name, value in vars(seeds).items()
+    if name.isupper() and isinstance(value, int) and name != "TOKENIZER"
 }
 
 

@@ -49,17 +49,19 @@ def test_command_line_output_is_byte_identical_across_runs():
     assert rows == [json.loads(d.to_json()) for d in sw.sample_docs(3, 20)]
 
 
-@pytest.mark.parametrize("args", [
-    ["sample", "--seed", "x", "--n", "3"],
-    ["sample", "--seed", "1", "--n", "0"],
-    ["sample", "--seed", "1"],
-    ["sample", "--seed", "1", "--n", "2", "--family", "poetry"],
-    ["bake"],
-    [],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "--seed", "x", "--n", "3"],
+        ["sample", "--seed", "1", "--n", "0"],
+        ["sample", "--seed", "1"],
+        ["sample", "--seed", "1", "--n", "2", "--family", "poetry"],
+        ["bake"],
+        [],
+    ],
+)
 def test_bad_command_line_arguments_print_usage_and_exit_2(args):
-    r = subprocess.run([sys.executable, "-m", "utils.storyworld", *args], capture_output=True,
-                       text=True, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "utils.storyworld", *args], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2
     assert "usage:" in r.stderr
 
@@ -82,18 +84,27 @@ def test_rescoring_the_text_gives_the_same_logprob_and_annotations():
 
 def test_score_command_reads_json_lines():
     lines = "".join(d.to_json() + "\n" for d in DOCS[:5])
-    r = subprocess.run([sys.executable, "-m", "utils.storyworld", "score"], input=lines,
-                       capture_output=True, text=True, cwd=ROOT, check=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "utils.storyworld", "score"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     got = [json.loads(x)["logprob"] for x in r.stdout.splitlines()]
     assert got == [d.logprob for d in DOCS[:5]]
 
 
-@pytest.mark.parametrize("edit", [
-    lambda t: t + " Ann smiled.",                      # goes on after a document ends... or parses
-    lambda t: t.replace(".", "!", 1),
-    lambda t: t[:-1],
-    lambda t: "Hello world.",
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t + " Ann smiled.",  # goes on after a document ends... or parses
+        lambda t: t.replace(".", "!", 1),
+        lambda t: t[:-1],
+        lambda t: "Hello world.",
+    ],
+)
 def test_texts_that_are_not_storyworld_documents_are_rejected(edit):
     rejected = 0
     for d in DOCS[:40]:
@@ -141,6 +152,7 @@ def test_character_spans_point_at_the_names():
 
 def test_every_name_occurrence_is_annotated():
     import re
+
     for d in DOCS:
         spans = {(s, e) for c in d.annotations["characters"] for s, e in c["spans"]}
         for m in re.finditer(r"\b(" + "|".join(sw.NAMES) + r")\b", d.text):
@@ -152,13 +164,13 @@ def test_transfer_annotations_give_prompt_answer_and_distractor():
     assert docs
     for d in docs:
         a = d.annotations
-        prompt = d.text[:a["prompt_end"]]
+        prompt = d.text[: a["prompt_end"]]
         assert prompt.endswith(" to")
-        assert d.text[a["prompt_end"]:].startswith(" " + a["answer"] + ".")
+        assert d.text[a["prompt_end"] :].startswith(" " + a["answer"] + ".")
         assert a["answer"] != a["distractor"]
         # Both names were introduced; the distractor is the subject who gives.
         first = a["transfers"][0]
-        clause = d.text[first["span"][0]:a["prompt_end"]]
+        clause = d.text[first["span"][0] : a["prompt_end"]]
         assert clause.count(a["answer"]) == 1 and clause.count(a["distractor"]) == 2
 
 
@@ -191,7 +203,7 @@ def test_sentence_spans_cover_the_narrative_text():
         if d.family != "narrative":
             continue
         sents = d.annotations["sentences"]
-        joined = " ".join(d.text[s["span"][0]:s["span"][1]] for s in sents)
+        joined = " ".join(d.text[s["span"][0] : s["span"][1]] for s in sents)
         assert joined == d.text
 
 
@@ -212,8 +224,12 @@ def test_most_narrative_sentences_show_the_emotion_without_naming_it():
     sents = [s for d in DOCS for s in d.annotations.get("sentences", []) if "emotion" in s]
     unnamed = [s for s in sents if not s["names_emotion"]]
     assert len(unnamed) / len(sents) > 0.5
-    texts = {d.text[s["span"][0]:s["span"][1]] for d in DOCS
-             for s in d.annotations.get("sentences", []) if "emotion" in s and not s["names_emotion"]}
+    texts = {
+        d.text[s["span"][0] : s["span"][1]]
+        for d in DOCS
+        for s in d.annotations.get("sentences", [])
+        if "emotion" in s and not s["names_emotion"]
+    }
     assert not any(e in t.split() or e + "." in t.split() for t in texts for e in sw.EMOTIONS)
 
 
@@ -234,7 +250,7 @@ def test_behaviour_words_depend_on_valence_and_arousal():
     for d in docs:
         for s in d.annotations["sentences"]:
             if s["kind"] == "behaviour":
-                words = d.text[s["span"][0]:s["span"][1]].rstrip(".!").split()
+                words = d.text[s["span"][0] : s["span"][1]].rstrip(".!").split()
                 by_valence[(words[1], s["valence"] > 0.1)] += 1
                 by_arousal[(words[2], s["arousal"] > 0.1)] += 1
     assert by_valence[("smiled", True)] > 3 * by_valence[("smiled", False)]
@@ -251,8 +267,8 @@ def test_behaviour_words_tell_neighbouring_emotions_apart():
     for d in docs:
         for s in d.annotations["sentences"]:
             if s["kind"] == "behaviour":
-                counts[(s["emotion"], d.text[s["span"][0]:s["span"][1]].split()[1])] += 1
-    for k, (word, angle) in enumerate(sw.BEHAVIOURS):
+                counts[(s["emotion"], d.text[s["span"][0] : s["span"][1]].split()[1])] += 1
+    for k, (word, _angle) in enumerate(sw.BEHAVIOURS):
         own = counts[(sw.EMOTIONS[k], word)]
         for n in (k - 1, (k + 1) % 12):
             assert own > 1.5 * counts[(sw.EMOTIONS[n], word)], (word, sw.EMOTIONS[n])
@@ -265,8 +281,8 @@ def _endings_and_objects(seed: int, n: int):
     for d in sw.sample_docs(seed, n, "narrative"):
         for s in d.annotations["sentences"]:
             if s["kind"] in ("behaviour", "object", "speech"):
-                text = d.text[s["span"][0]:s["span"][1]].rstrip('"')
-                end = text[len(text.rstrip(".!")):]
+                text = d.text[s["span"][0] : s["span"][1]].rstrip('"')
+                end = text[len(text.rstrip(".!")) :]
                 endings[(s["emotion"], end)] += 1
             if s["kind"] == "object":
                 objects[(s["emotion"], next(o for o in sw.OBJECTS if f" {o} " in text))] += 1
@@ -277,8 +293,10 @@ def test_sentence_endings_depend_on_the_exact_emotion():
     # The last word of a sentence is followed by its punctuation; that choice depends on the
     # feeling, so a reader has a reason to keep the feeling in mind up to the end.
     endings, _ = _endings_and_objects(79, 3000)
-    share = {e: {p: endings[(e, p)] / sum(endings[(e, q)] for q, _ in sw.ENDINGS)
-                 for p, _ in sw.ENDINGS} for e in sw.EMOTIONS}
+    share = {
+        e: {p: endings[(e, p)] / sum(endings[(e, q)] for q, _ in sw.ENDINGS) for p, _ in sw.ENDINGS}
+        for e in sw.EMOTIONS
+    }
     for p, angle in sw.ENDINGS:  # each ending is most common at its preferred angle
         assert max(sw.EMOTIONS, key=lambda e: share[e][p]) == sw.EMOTIONS[angle // 30]
     for k, e in enumerate(sw.EMOTIONS):  # neighbours end their sentences differently

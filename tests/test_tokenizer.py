@@ -1,8 +1,16 @@
 """The shipped tokenizer: size, special tokens, names, round trips, reproducibility."""
 
 from utils import storyworld as sw
-from utils.tokenizer import (EOT, TOKENIZER_DIR, encode_doc, load_tokenizer, token_spans,
-                             tokenizer_hash, tokens_in_span, train)
+from utils.tokenizer import (
+    EOT,
+    TOKENIZER_DIR,
+    encode_doc,
+    load_tokenizer,
+    token_spans,
+    tokenizer_hash,
+    tokens_in_span,
+    train,
+)
 
 TOK = load_tokenizer()
 

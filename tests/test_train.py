@@ -13,15 +13,17 @@ from utils.tokenizer import load_tokenizer
 
 TINY = {
     "gpt2": dict(n_layer=1, n_embd=32, n_head=2, n_inner=64),
-    "llama": dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
-                  num_key_value_heads=2, intermediate_size=64),
+    "llama": dict(
+        num_hidden_layers=1, hidden_size=32, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64
+    ),
     "attn-only": dict(n_layers=1, d_model=32, n_heads=2, d_head=16, normalization_type="LN"),
 }
 
 
 def tiny(arch: str) -> tr.Spec:
-    return Spec(f"tiny-{arch}", arch, TINY[arch], seed=1, data_seed=2, tokens=6 * 4 * 32,
-                   batch=4, n_ctx=32, checkpoint_every=2)
+    return Spec(
+        f"tiny-{arch}", arch, TINY[arch], seed=1, data_seed=2, tokens=6 * 4 * 32, batch=4, n_ctx=32, checkpoint_every=2
+    )
 
 
 def weights(run_dir):
@@ -44,10 +46,8 @@ def test_resuming_gives_the_same_weights_as_one_straight_run(tmp_path, arch):
 
 
 def test_training_logs_a_loss_curve_that_goes_down(tmp_path):
-    spec = Spec("tiny", "gpt2", TINY["gpt2"], seed=1, data_seed=2, tokens=40 * 8 * 32,
-                   batch=8, n_ctx=32, lr=3e-3)
-    out = tr.train(spec, run_dir=tmp_path / "run", out_dir=tmp_path / "model", evaluate=False,
-                   device="cpu")
+    spec = Spec("tiny", "gpt2", TINY["gpt2"], seed=1, data_seed=2, tokens=40 * 8 * 32, batch=8, n_ctx=32, lr=3e-3)
+    out = tr.train(spec, run_dir=tmp_path / "run", out_dir=tmp_path / "model", evaluate=False, device="cpu")
     rows = list(csv.DictReader(open(out / "train_log.csv")))
     assert [int(r["step"]) for r in rows] == list(range(10, 41, 10))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 0.5
@@ -57,8 +57,7 @@ def test_training_logs_a_loss_curve_that_goes_down(tmp_path):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "attn-only"])
 def test_every_architecture_trains_and_saves_float16_safetensors(tmp_path, arch):
-    out = tr.train(tiny(arch), run_dir=tmp_path / "run", out_dir=tmp_path / "model",
-                   evaluate=False, device="cpu")
+    out = tr.train(tiny(arch), run_dir=tmp_path / "run", out_dir=tmp_path / "model", evaluate=False, device="cpu")
     w = load_file(out / "model.safetensors")
     assert all(v.dtype == torch.float16 for v in w.values())
     assert (out / "config.json").exists()
@@ -68,8 +67,14 @@ def test_bf16_autocast_changes_the_arithmetic_and_is_recorded(tmp_path):
     spec = tiny("gpt2")
     runs = {}
     for precision in ("fp32", "bf16"):
-        out = tr.train(spec, run_dir=tmp_path / precision, out_dir=tmp_path / f"m-{precision}",
-                       evaluate=False, device="cpu", precision=precision)
+        out = tr.train(
+            spec,
+            run_dir=tmp_path / precision,
+            out_dir=tmp_path / f"m-{precision}",
+            evaluate=False,
+            device="cpu",
+            precision=precision,
+        )
         assert json.loads((out / "training.json").read_text())["training"]["precision"] == precision
         runs[precision] = weights(tmp_path / precision)
     assert any(not torch.equal(runs["fp32"][k], runs["bf16"][k]) for k in runs["fp32"])

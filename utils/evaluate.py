@@ -300,7 +300,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--docs", type=int, default=1000, help="documents to measure on")
     ap.add_argument(
-        "--write-card", action="store_true", help="measure on the card's own held-out set and rewrite card.json/README.md"
+        "--write-card",
+        action="store_true",
+        help="measure on the card's own held-out set and rewrite card.json/README.md",
     )
     ap.add_argument("--readme", action="store_true", help="regenerate the zoo table in README.md")
     args = ap.parse_args(argv)

@@ -26,9 +26,12 @@ from utils.tokenizer import load_tokenizer, tokenizer_hash
 ZOO = tuple(registry.ZOO)
 # Friendly names for hub models (TransformerLens-style) -> hub ids.
 HUB_ALIASES = {
-    "gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium",
-    "pythia-70m": "EleutherAI/pythia-70m", "pythia-160m": "EleutherAI/pythia-160m",
-    "gemma-2-2b": "google/gemma-2-2b", "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "gpt2-small": "gpt2",
+    "gpt2-medium": "gpt2-medium",
+    "pythia-70m": "EleutherAI/pythia-70m",
+    "pythia-160m": "EleutherAI/pythia-160m",
+    "gemma-2-2b": "google/gemma-2-2b",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
 }
 
 
@@ -65,7 +68,8 @@ def rotate_queries_and_keys(model, layer: int, q: torch.Tensor, k: torch.Tensor)
     if rotary is None or not hasattr(rotary, "apply_rope"):
         raise NotImplementedError(
             f"{model.cfg.model_name}: rotating queries and keys by hand is only supported for the "
-            "attention-only zoo models; read the scores from hook_attn_scores instead")
+            "attention-only zoo models; read the scores from hook_attn_scores instead"
+        )
     q_rot, k_rot = rotary.apply_rope(q.transpose(0, 1)[None], k.transpose(0, 1)[None])
     return q_rot[0].transpose(0, 1), k_rot[0].transpose(0, 1)
 
@@ -91,8 +95,7 @@ def read_card(name: str) -> dict:
     """The model card (``card.json``) of a zoo model."""
     path = paths.MODELS / name / "card.json"
     if not path.exists():
-        raise ZooError(f"zoo model {name!r} has no card at {path}. "
-                       f"Rebuild it with: {rebuild_command(name)}")
+        raise ZooError(f"zoo model {name!r} has no card at {path}. Rebuild it with: {rebuild_command(name)}")
     return json.loads(path.read_text())
 
 
@@ -116,9 +119,11 @@ def _unknown(name: str, why: str) -> str:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     planned = [n for n in ZOO if n not in zoo()]
     later = f" (planned, not built yet: {', '.join(planned)})" if planned else ""
-    return (f"unknown model {name!r}.{hint} The embedded zoo has: {', '.join(zoo()) or 'nothing yet'}"
-            f"{later}; these load offline. Other names are fetched from the Hugging Face hub "
-            f"({', '.join(sorted(HUB_ALIASES))}, or any hub id), but {why}.")
+    return (
+        f"unknown model {name!r}.{hint} The embedded zoo has: {', '.join(zoo()) or 'nothing yet'}"
+        f"{later}; these load offline. Other names are fetched from the Hugging Face hub "
+        f"({', '.join(sorted(HUB_ALIASES))}, or any hub id), but {why}."
+    )
 
 
 def _load_zoo(name: str, device: str, verify: bool):
@@ -130,8 +135,10 @@ def _load_zoo(name: str, device: str, verify: bool):
     weights = folder / "model.safetensors"
     if not weights.exists():
         built = ", ".join(zoo()) or "none"
-        raise ZooError(f"zoo model {name!r} is not built: {weights} is missing (built: {built}). "
-                       f"Rebuild it with: {rebuild_command(name)}")
+        raise ZooError(
+            f"zoo model {name!r} is not built: {weights} is missing (built: {built}). "
+            f"Rebuild it with: {rebuild_command(name)}"
+        )
     card = read_card(name)
     if verify:
         digest = sha256_file(weights)
@@ -140,10 +147,13 @@ def _load_zoo(name: str, device: str, verify: bool):
                 f"{weights} does not match its model card (sha256 {digest[:12]}… != "
                 f"{card['weights_sha256'][:12]}…): the file is corrupt or from another run. "
                 f"Restore it with `git checkout -- {paths.shown(weights)}` "
-                f"or rebuild it with: {rebuild_command(name)}")
+                f"or rebuild it with: {rebuild_command(name)}"
+            )
         if card.get("tokenizer_sha256") != tokenizer_hash():
-            raise ZooError(f"{name} was trained with another tokenizer than data/tokenizer. "
-                           f"Restore data/tokenizer or rebuild with: {rebuild_command(name)}")
+            raise ZooError(
+                f"{name} was trained with another tokenizer than data/tokenizer. "
+                f"Restore data/tokenizer or rebuild with: {rebuild_command(name)}"
+            )
     tokenizer = load_tokenizer()
     try:
         if card["format"] == "native":
@@ -159,10 +169,10 @@ def _load_zoo(name: str, device: str, verify: bool):
         else:
             with _quiet():
                 model = TransformerBridge.boot_transformers(
-                    str(folder), device=device, tokenizer=tokenizer, dtype=torch.float32)
+                    str(folder), device=device, tokenizer=tokenizer, dtype=torch.float32
+                )
     except (SafetensorError, OSError, KeyError, RuntimeError) as e:
-        raise ZooError(f"could not load {name} from {folder}: {e}. "
-                       f"Rebuild it with: {rebuild_command(name)}") from e
+        raise ZooError(f"could not load {name} from {folder}: {e}. Rebuild it with: {rebuild_command(name)}") from e
     model.eval()
     return model
 
@@ -177,8 +187,9 @@ def _load_hub(name: str, device: str):
     except Exception as e:  # offline, unknown repo, gated model: all end the same way
         offline = " (HF_HUB_OFFLINE=1 is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
         first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise ValueError(_unknown(name, f"loading it from the hub failed{offline}: "
-                                        f"{type(e).__name__}: {first}")) from None
+        raise ValueError(
+            _unknown(name, f"loading it from the hub failed{offline}: {type(e).__name__}: {first}")
+        ) from None
     model.eval()
     return model
 

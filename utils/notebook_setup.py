@@ -1,26 +1,27 @@
-"""What the first code cell of every notebook does: ``DEVICE = setup()``.
+"""What the first code cell of every notebook does (``SETUP_CELL``).
 
-* On Colab: installs the course's packages at the tested versions, except torch and numpy,
-  which stay as Colab ships them (replacing them forces a runtime restart).
-* Everywhere: compares installed versions with the tested set (``utils.versions``) and
-  stops with the exact command that fixes a mismatch.
-* Picks the device (cuda, then mps, then cpu), turns gradients off (lessons that train
-  turn them on locally), and prepares pictures to render offline.
+* On Colab the cell first gets the course onto ``sys.path`` from ``COURSE_SOURCE`` (a bundle
+  made by ``make bundle``, or a pinned git URL); ``setup()`` then installs the tested versions
+  of the course's runtime packages that differ, never replacing a platform package (torch,
+  numpy, matplotlib: see ``utils.versions``).
+* Everywhere ``setup()`` checks the runtime packages against the version policy and stops
+  with the exact command that fixes each difference.
+* It picks the device (``utils.models.default_device``), turns gradients off (lessons that
+  train turn them on locally), and prepares pictures to render offline.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from utils import versions
+from utils.paths import CONSTRAINTS, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-# Packages a notebook needs at run time (the dev tools are the test suite's business).
-RUNTIME = ("torch", "numpy", "transformers", "transformer-lens", "sae-lens", "tokenizers",
-           "safetensors", "circuitsvis", "plotly", "ipywidgets")
 ALLOW_ENV = "COURSE_ALLOW_VERSION_MISMATCH"
 
 
@@ -32,56 +33,75 @@ class SetupError(RuntimeError):
 
 
 def on_colab() -> bool:
+    """Is this kernel a Colab runtime?"""
     return "google.colab" in sys.modules
 
 
-def runtime_mismatches(colab: bool) -> dict[str, tuple[str | None, str]]:
-    """{package: (installed, tested)} for runtime packages that differ from the tested set.
-
-    On Colab torch only has to lie in the supported range, and numpy is Colab's business.
-    """
-    bad = {p: v for p, v in versions.mismatches().items() if p in RUNTIME}
-    if colab:
-        bad.pop("numpy", None)
-        torch_version = versions.installed("torch")
-        if versions.torch_satisfies(torch_version):
-            bad.pop("torch", None)
-    return bad
-
-
-def fix_command(colab: bool) -> str:
-    if colab:
-        return f"!pip install -q -c {ROOT / 'constraints.txt'} -e {ROOT}   # then Runtime > Restart session"
-    return "make setup   (or: pip install -c constraints.txt -e '.[dev]' in the course folder), then restart the kernel"
+def colab_install_command(packages: list[str], pins: Path) -> list[str]:
+    """The pip call that installs the tested versions of ``packages`` with constraints.txt and
+    ``pins`` (``versions.platform_pins()``), so that pip fails rather than replaces a platform package."""
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "-c",
+        str(CONSTRAINTS),
+        "-c",
+        str(pins),
+        *(f"{p}=={versions.TESTED[p]}" for p in packages),
+    ]
 
 
-def pip_install_command() -> list[str]:
-    """The pip call that installs the course on Colab: tested versions, torch/numpy untouched."""
-    return [sys.executable, "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"),
-            "-e", str(ROOT)]
+def _run(command: list[str]) -> None:
+    subprocess.run(command, check=True)
 
 
-def _run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True)
+def _install_on_colab(packages: list[str]) -> None:
+    """Install the tested versions of ``packages``, keeping every platform package as Colab ships it."""
+    kept = ", ".join(f"{p} {versions.installed(p)}" for p in versions.PLATFORM)
+    print(
+        f"Colab: installing the tested {', '.join(f'{p} {versions.TESTED[p]}' for p in packages)}; "
+        f"Colab's {kept} stay as they are…"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        pins = Path(tmp) / "platform-pins.txt"
+        pins.write_text(versions.platform_pins())
+        command = colab_install_command(packages, pins)
+        try:
+            _run(command)
+        except subprocess.CalledProcessError as error:
+            raise SetupError(
+                f"pip could not install the tested versions without replacing Colab's {kept} "
+                f"(see its output above). The command was:\n  {' '.join(command)}"
+            ) from error
+    importlib.invalidate_caches()
+
+
+def _report(found: list[versions.Problem]) -> str:
+    rows = "\n".join(f"  {p}\n    fix: {p.fix}" + (f"\n    ({p.hint})" if p.hint else "") for p in found)
+    return (
+        f"These packages differ from what this course was tested with:\n{rows}\n"
+        "Run each fix in a terminal (or in a cell, after a !), then restart the kernel.\n"
+        f"(To carry on anyway, set {ALLOW_ENV}=1 or call setup(allow_mismatch=True).)"
+    )
 
 
 def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = False) -> str:
     """Prepare the notebook; returns the device name to use."""
     colab = on_colab()
-    if colab and runtime_mismatches(colab):
-        print("Installing the course's packages (torch and numpy stay as Colab ships them)…")
-        _run(pip_install_command())
-    bad = runtime_mismatches(colab)
+    found = versions.problems(versions.RUNTIME)
+    installable = [p.package for p in found if p.package not in versions.PLATFORM]
+    if colab and installable and len(installable) == len(found):
+        _install_on_colab(installable)
+        found = versions.problems(versions.RUNTIME)
     if allow_mismatch is None:
         allow_mismatch = os.environ.get(ALLOW_ENV) == "1"
-    if bad:
-        rows = "\n".join(f"  {p}: installed {have or 'nothing'}, tested {want}" for p, (have, want) in bad.items())
-        message = (f"These packages differ from the versions this course was tested with:\n{rows}\n"
-                   f"Fix: {fix_command(colab)}\n"
-                   f"(To carry on anyway, set {ALLOW_ENV}=1 or call setup(allow_mismatch=True).)")
+    if found:
         if not allow_mismatch:
-            raise SetupError(message)
-        print("Warning: " + message)
+            raise SetupError(_report(found))
+        print("Warning: " + _report(found))
 
     import torch
 
@@ -93,21 +113,72 @@ def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = 
     plotting.configure(colab=colab)
     device = default_device()
     if not quiet:
-        tl = versions.installed("transformer-lens")
-        print(f"Course ready: torch {torch.__version__} on {device}, transformer-lens {tl}"
-              f"{', Colab' if colab else ''}.")
+        where = f", course files in {ROOT}" if colab else ""
+        print(
+            f"Course ready: torch {torch.__version__} on {device}, "
+            f"transformer-lens {versions.installed('transformer-lens')}{where}."
+        )
     return device
 
 
-# Where Colab fetches the course from. Set this when the course is published; the setup
-# cell below is the one place that uses it, and a test keeps every notebook's copy equal.
-COURSE_GIT_URL = "https://github.com/handson-mechinterp/handson-mechinterp"
+# The part of the setup cell that runs on Colab before ``utils`` can be imported (so it uses
+# the standard library only): it fetches the course once, next to the notebook, and puts it
+# on sys.path without changing the working directory. Written as ruff formats it, so that
+# formatting the notebooks leaves every copy equal to ``SETUP_CELL``.
+COLAB_FETCH = """import sys
 
-SETUP_CELL = f"""# Setup (run this first). On Colab it fetches and installs the course; everywhere it
-# checks package versions against the tested set and picks a device.
-import sys
 if "google.colab" in sys.modules:
-    !test -d handson-mechinterp || git clone -q --depth 1 {COURSE_GIT_URL}
-    %cd handson-mechinterp
+    import glob
+    import hashlib
+    import os
+    import pathlib
+    import re
+    import subprocess
+    import tarfile
+    import urllib.request
+
+    from google.colab import drive, files
+
+    source = COURSE_SOURCE
+    if source.startswith("git+"):  # a git repository, pinned to a tag or commit
+        head, _, tail = source[4:].rpartition("/")
+        name, _, ref = tail.partition("@")
+        if not re.fullmatch(r"v?\\d[\\w.+-]*|[0-9a-f]{7,40}", ref):
+            raise ValueError(f"Pin COURSE_SOURCE to a tag or commit: git+{head}/{name}@v0.1.0 or @<commit>")
+        course = os.path.abspath(name.removesuffix(".git") + "-" + ref)
+        if not os.path.isdir(course):
+            subprocess.run(["git", "clone", "-q", f"{head}/{name}", course], check=True)
+            subprocess.run(["git", "-C", course, "checkout", "-q", ref], check=True)
+    else:  # a bundle made by `make bundle`
+        if not source:  # the bundle uploaded before, else ask for it
+            source = (sorted(glob.glob("handson-mechinterp-*.tar.gz")) or list(files.upload()))[-1]
+        elif source.startswith("/content/drive/") and not os.path.exists(source):
+            drive.mount("/content/drive")
+        elif "://" in source:  # a URL: download it once, next to the notebook
+            url, source = source, os.path.basename(source.split("?")[0])
+            if not os.path.exists(source):
+                urllib.request.urlretrieve(url, source + ".part")
+                os.replace(source + ".part", source)
+        digest = hashlib.sha256(pathlib.Path(source).read_bytes()).hexdigest()
+        if COURSE_SHA256 and digest != COURSE_SHA256.strip().lower():
+            raise ValueError(f"{source} has sha256 {digest}, not COURSE_SHA256: nothing was extracted")
+        with tarfile.open(source) as bundle:
+            course = os.path.abspath(bundle.next().name.split("/")[0])
+            if not os.path.isdir(course):
+                bundle.extractall(filter="data")
+    if course not in sys.path:
+        sys.path.insert(0, course)"""
+
+SETUP_CELL = f"""# Setup: run this cell first. It checks the installed packages against the tested versions
+# and picks a device. On Colab it first fetches the course from COURSE_SOURCE: the course
+# bundle's URL or path (e.g. /content/drive/MyDrive/handson-mechinterp-0.1.0.tar.gz), "" to
+# upload it, or a git URL pinned to a tag or commit (git+https://host/repo.git@v0.1.0); set
+# COURSE_SHA256 to the bundle's checksum when you have it.
+COURSE_SOURCE = ""
+COURSE_SHA256 = ""
+
+{COLAB_FETCH}
+
 from utils.notebook_setup import setup
+
 DEVICE = setup()"""

@@ -64,8 +64,8 @@ def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
                 raise NotebookError(f"{where}: {BEGIN} without {END}") from None
             if task is None:
                 raise NotebookError(f"{where}: a solution region needs a '# EXERCISE: <task>' line before it")
-            solutions.append(textwrap.dedent("\n".join(lines[i + 1:j])))
-            out.append(f"{indent}raise NotImplementedError({task!r})")
+            solutions.append(textwrap.dedent("\n".join(lines[i + 1 : j])))
+            out.append(f"{indent}raise NotImplementedError({_string_literal(task)})")
             task = None
             i = j + 1
             continue
@@ -74,6 +74,11 @@ def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
         out.append(line)
         i += 1
     return "\n".join(out), solutions
+
+
+def _string_literal(text: str) -> str:
+    """``text`` as a double-quoted Python literal, as the formatter writes strings."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def solution_code(source: str) -> str:
@@ -85,15 +90,16 @@ def solution_code(source: str) -> str:
 def solution_cell(snippets: list[str]) -> nbformat.NotebookNode:
     code = "\n\n".join(s.strip("\n") for s in snippets)
     return nbformat.v4.new_markdown_cell(
-        "<details><summary>Solution</summary>\n\n```python\n" + code + "\n```\n\n</details>")
+        "<details><summary>Solution</summary>\n\n```python\n" + code + "\n```\n\n</details>"
+    )
 
 
 def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
     """The exercise version of a solutions notebook."""
     out = copy.deepcopy(nb)
     cells = []
-    pending: list[str] = []   # solutions waiting for their check cell
-    ready: list[str] = []     # checked solutions, shown after the hint that follows the check
+    pending: list[str] = []  # solutions waiting for their check cell
+    ready: list[str] = []  # checked solutions, shown after the hint that follows the check
     for k, cell in enumerate(nb.cells):
         if "solution-only" in cell.get("metadata", {}).get("tags", []):
             continue
@@ -150,8 +156,9 @@ def build() -> list[Path]:
 def stale() -> list[str]:
     """Problems that make ``notebooks/`` differ from what the build would write."""
     want = expected()
-    problems = [f"{p.relative_to(ROOT)} is out of date" for p, t in want.items()
-                if not p.exists() or p.read_text() != t]
+    problems = [
+        f"{p.relative_to(ROOT)} is out of date" for p, t in want.items() if not p.exists() or p.read_text() != t
+    ]
     extra = set(NOTEBOOKS.glob("*.ipynb")) - set(want)
     problems += [f"{p.relative_to(ROOT)} has no source in solutions/" for p in sorted(extra)]
     return problems
@@ -190,8 +197,16 @@ def execute(path: Path, *, save: bool = False, timeout: int = 600) -> dict:
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                            store_widget_state=save, resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        # Always on: nbclient's Output-widget hook writes into the widget state whether or not
+        # it is kept, and fails with a KeyError when it is not stored.
+        store_widget_state=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     error, peak = None, None
     t = time.time()
     client.reset_execution_trackers()
@@ -215,13 +230,18 @@ def execute(path: Path, *, save: bool = False, timeout: int = 600) -> dict:
             client.set_widgets_metadata()
     if save and error is None:
         path.write_text(render(nb))
-    return {"notebook": path.name, "seconds": round(seconds, 1), "peak_mb": round(peak) if peak else None,
-            "error": error}
+    return {
+        "notebook": path.name,
+        "seconds": round(seconds, 1),
+        "peak_mb": round(peak) if peak else None,
+        "error": error,
+    }
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m utils.notebooks",
-                                 description="Generate exercise notebooks from solutions/.")
+    ap = argparse.ArgumentParser(
+        prog="python -m utils.notebooks", description="Generate exercise notebooks from solutions/."
+    )
     ap.add_argument("command", choices=["build", "check", "execute"])
     ap.add_argument("paths", nargs="*", type=Path, help="with execute: notebooks (default: all solutions)")
     args = ap.parse_args(argv)

@@ -17,8 +17,8 @@ NOTEBOOKS = ROOT / "notebooks"
 BENCHMARKS = ROOT / "benchmarks"
 README = ROOT / "README.md"
 CONSTRAINTS = ROOT / "constraints.txt"
-RUNS = ROOT / "runs"   # training checkpoints (not tracked)
-DIST = ROOT / "dist"   # course bundles written by ``make bundle`` (not tracked)
+RUNS = ROOT / "runs"  # training checkpoints (not tracked)
+DIST = ROOT / "dist"  # course bundles written by ``make bundle`` (not tracked)
 
 
 def shown(path: Path) -> str:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import base64
 import gzip
 import io
-from html import escape as html_escape
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from html import escape as html_escape
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -105,13 +105,15 @@ def _bundle_b64() -> str:
 
 def _bundle_script() -> str:
     # Decompress in the browser and evaluate in global scope (defines window.CircuitsVis).
-    return ("<script>(function(){if(window.CircuitsVis||window.__courseCV)return;"
-            f"var b=atob('{_bundle_b64()}');var u=new Uint8Array(b.length);"
-            "for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);"
-            "window.__courseCV=new Response(new Blob([u]).stream().pipeThrough("
-            "new DecompressionStream('gzip'))).text().then(function(s){"
-            "var e=document.createElement('script');e.text=s;document.head.appendChild(e);});"
-            "})();</script>")
+    return (
+        "<script>(function(){if(window.CircuitsVis||window.__courseCV)return;"
+        f"var b=atob('{_bundle_b64()}');var u=new Uint8Array(b.length);"
+        "for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);"
+        "window.__courseCV=new Response(new Blob([u]).stream().pipeThrough("
+        "new DecompressionStream('gzip'))).text().then(function(s){"
+        "var e=document.createElement('script');e.text=s;document.head.appendChild(e);});"
+        "})();</script>"
+    )
 
 
 class CircuitsVisPicture:
@@ -129,19 +131,27 @@ class CircuitsVisPicture:
             prelude = _bundle_script()
             _state["bundle_sent"] = True
         img = f'<img alt="attention patterns (static preview)" src="data:image/png;base64,{self.fallback_png}"/>'
-        script = ("<script>(function(){var el=document.getElementById('" + div + "');"
-                  "function go(){el.innerHTML='';CircuitsVis.render('" + div + "',CircuitsVis."
-                  + self.component + "," + convert_props(self.props) + ");}"
-                  "if(window.CircuitsVis)go();else if(window.__courseCV)window.__courseCV.then(go);"
-                  "})();</script>")
+        script = (
+            "<script>(function(){var el=document.getElementById('" + div + "');"
+            "function go(){el.innerHTML='';CircuitsVis.render('"
+            + div
+            + "',CircuitsVis."
+            + self.component
+            + ","
+            + convert_props(self.props)
+            + ");}"
+            "if(window.CircuitsVis)go();else if(window.__courseCV)window.__courseCV.then(go);"
+            "})();</script>"
+        )
         return f'{prelude}<div id="{div}" class="course-cv" style="margin:10px 0;min-height:40px">{img}</div>{script}'
 
     def _repr_png_(self) -> bytes:
         return base64.b64decode(self.fallback_png)
 
 
-def attention_heads(pattern, tokens: Sequence[str], head_names: Sequence[str] | None = None,
-                    max_tokens: int = 80) -> CircuitsVisPicture:
+def attention_heads(
+    pattern, tokens: Sequence[str], head_names: Sequence[str] | None = None, max_tokens: int = 80
+) -> CircuitsVisPicture:
     """Attention patterns ``[head, query, key]`` (or ``[query, key]``) over ``tokens``.
 
     Display the result (make it the last line of a cell). Long sequences are cut to the
@@ -176,10 +186,16 @@ class Figure:
         # bundle's PNG instead of drawing the plot whenever one is present. Front ends with
         # a plotly renderer (JupyterLab, VS Code) draw it; the others (GitHub, nbconvert)
         # show the <img>.
-        html = (self.fig.to_html(include_plotlyjs="cdn", full_html=False) if _state["colab"]
-                else f'<img alt="{html_escape(self.title)}" src="data:image/png;base64,{self.fallback_png}"/>')
-        return {"application/vnd.plotly.v1+json": json.loads(self.fig.to_json()),
-                "text/html": html, "text/plain": f"<Figure: {self.title}>"}
+        html = (
+            self.fig.to_html(include_plotlyjs="cdn", full_html=False)
+            if _state["colab"]
+            else f'<img alt="{html_escape(self.title)}" src="data:image/png;base64,{self.fallback_png}"/>'
+        )
+        return {
+            "application/vnd.plotly.v1+json": json.loads(self.fig.to_json()),
+            "text/html": html,
+            "text/plain": f"<Figure: {self.title}>",
+        }
 
     @property
     def title(self) -> str:
@@ -191,9 +207,19 @@ class Figure:
         display(self)
 
 
-def heatmap(z, x: Sequence | None = None, y: Sequence | None = None, *, title: str,
-            xlabel: str, ylabel: str, zlabel: str = "", zmid: float | None = None,
-            colorscale: str | None = None, text_auto: bool | str = False) -> Figure:
+def heatmap(
+    z,
+    x: Sequence | None = None,
+    y: Sequence | None = None,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    zlabel: str = "",
+    zmid: float | None = None,
+    colorscale: str | None = None,
+    text_auto: bool | str = False,
+) -> Figure:
     """A labelled heatmap of a 2-D array (rows = y, columns = x)."""
     import plotly.graph_objects as go
 
@@ -204,17 +230,37 @@ def heatmap(z, x: Sequence | None = None, y: Sequence | None = None, *, title: s
     y = list(y) if y is not None else list(range(z.shape[0]))
     diverging = zmid is not None
     scale = colorscale or ("RdBu" if diverging else "Blues")
-    fig = go.Figure(go.Heatmap(z=z, x=[str(v) for v in x], y=[str(v) for v in y], zmid=zmid,
-                               colorscale=scale, reversescale=diverging and colorscale is None,
-                               colorbar={"title": {"text": zlabel}},
-                               texttemplate="%{z:.2f}" if text_auto else None))
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=620, height=460,
-                      yaxis_autorange="reversed", template="plotly_white")
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[str(v) for v in x],
+            y=[str(v) for v in y],
+            zmid=zmid,
+            colorscale=scale,
+            reversescale=diverging and colorscale is None,
+            colorbar={"title": {"text": zlabel}},
+            texttemplate="%{z:.2f}" if text_auto else None,
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        width=620,
+        height=460,
+        yaxis_autorange="reversed",
+        template="plotly_white",
+    )
     plt = _mpl()
     mfig, ax = plt.subplots(figsize=(6.2, 4.6))
     lim = np.abs(z).max() if diverging else None
-    im = ax.imshow(z, cmap="RdBu_r" if diverging else "Blues", aspect="auto",
-                   vmin=(zmid - lim) if diverging else None, vmax=(zmid + lim) if diverging else None)
+    im = ax.imshow(
+        z,
+        cmap="RdBu_r" if diverging else "Blues",
+        aspect="auto",
+        vmin=(zmid - lim) if diverging else None,
+        vmax=(zmid + lim) if diverging else None,
+    )
     ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=90 if len(x) > 12 else 0, fontsize=7)
     ax.set_yticks(range(len(y)), [str(v) for v in y], fontsize=7)
     if text_auto and z.size <= 400:
@@ -225,8 +271,15 @@ def heatmap(z, x: Sequence | None = None, y: Sequence | None = None, *, title: s
     return Figure(fig, _png(mfig))
 
 
-def line(ys: Mapping[str, Sequence[float]] | Sequence[float], x: Sequence | None = None, *,
-         title: str, xlabel: str, ylabel: str, markers: bool = False) -> Figure:
+def line(
+    ys: Mapping[str, Sequence[float]] | Sequence[float],
+    x: Sequence | None = None,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    markers: bool = False,
+) -> Figure:
     """One or several labelled lines: ``ys`` is a sequence or ``{label: sequence}``."""
     import plotly.graph_objects as go
 
@@ -239,8 +292,15 @@ def line(ys: Mapping[str, Sequence[float]] | Sequence[float], x: Sequence | None
         xs = list(x) if x is not None else list(range(len(v)))
         fig.add_trace(go.Scatter(x=xs, y=v, name=label, mode="lines+markers" if markers else "lines"))
         ax.plot(xs, v, marker="o" if markers else None, label=label, markersize=3)
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=620, height=380,
-                      template="plotly_white", showlegend=len(series) > 1)
+    fig.update_layout(
+        title=title,
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        width=620,
+        height=380,
+        template="plotly_white",
+        showlegend=len(series) > 1,
+    )
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if len(series) > 1:
         ax.legend(fontsize=7)
@@ -260,8 +320,9 @@ class WidgetWithFallback:
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
         bundle = dict(bundle)
-        bundle["text/html"] = (f'<img alt="{html_escape(self.caption)} (static preview)" '
-                               f'src="data:image/png;base64,{self.fallback_png}"/>')
+        bundle["text/html"] = (
+            f'<img alt="{html_escape(self.caption)} (static preview)" src="data:image/png;base64,{self.fallback_png}"/>'
+        )
         bundle["text/plain"] = f"[interactive explorer: {self.caption}; a live kernel shows the widget]"
         return bundle
 

@@ -8,19 +8,19 @@ from ``HELD_OUT``, which no training run may use.
 
 from __future__ import annotations
 
-TOKENIZER = 1                 # documents the BPE tokenizer is trained on
+TOKENIZER = 1  # documents the BPE tokenizer is trained on
 HELD_OUT = range(9000, 10000)  # no training run may use these
 
 # Model cards: every number on a card is measured on these.
-EVAL = 9000                   # loss, floor, IOI, songs; the emotion probe's test documents
-PROBE_TRAIN = 9001            # documents the card's emotion probe is fitted on
-RANDOM_TOKENS = 9002          # repeated random tokens for the head scores
+EVAL = 9000  # loss, floor, IOI, songs; the emotion probe's test documents
+PROBE_TRAIN = 9001  # documents the card's emotion probe is fitted on
+RANDOM_TOKENS = 9002  # repeated random tokens for the head scores
 
 # Fresh looks at the same quantities on documents the cards never saw.
-COURSE_CHECK = 9050           # ``make course``'s quick look at each model
-FRESH_EVAL = 9100             # ``python -m utils.evaluate``'s default fresh sample
-TEST_SAMPLE = 9300            # the test suite's small re-measurement of every card
-TEST_SONGS = 9400             # the test suite's held-out songs
+COURSE_CHECK = 9050  # ``make course``'s quick look at each model
+FRESH_EVAL = 9100  # ``python -m utils.evaluate``'s default fresh sample
+TEST_SAMPLE = 9300  # the test suite's small re-measurement of every card
+TEST_SONGS = 9400  # the test suite's held-out songs
 
 
 def is_held_out(seed: int) -> bool:

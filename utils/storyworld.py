@@ -37,50 +37,132 @@ import json
 import math
 import random
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = [
-    "EMOTIONS", "NAMES", "FAMILIES", "Doc", "ParseError",
-    "sample", "sample_docs", "score", "emotion_angle",
+    "EMOTIONS",
+    "NAMES",
+    "FAMILIES",
+    "Doc",
+    "ParseError",
+    "sample",
+    "sample_docs",
+    "score",
+    "emotion_angle",
 ]
 
 # ---------------------------------------------------------------------------------------
 # Vocabulary
 
 NAMES = (
-    "Ann", "Bob", "Cara", "Dan", "Eve", "Finn", "Gail", "Hugo", "Ivy", "Jack", "Kate", "Leo",
-    "Mia", "Nora", "Omar", "Paul", "Rosa", "Sam", "Tess", "Uma", "Vera", "Will", "Yara", "Zoe",
+    "Ann",
+    "Bob",
+    "Cara",
+    "Dan",
+    "Eve",
+    "Finn",
+    "Gail",
+    "Hugo",
+    "Ivy",
+    "Jack",
+    "Kate",
+    "Leo",
+    "Mia",
+    "Nora",
+    "Omar",
+    "Paul",
+    "Rosa",
+    "Sam",
+    "Tess",
+    "Uma",
+    "Vera",
+    "Will",
+    "Yara",
+    "Zoe",
 )
 
 # Emotion k sits at angle 30·k degrees: valence = cos, arousal = sin.
 EMOTIONS = (
-    "pleased", "happy", "excited", "alert", "tense", "angry",
-    "miserable", "sad", "bored", "sleepy", "relaxed", "calm",
+    "pleased",
+    "happy",
+    "excited",
+    "alert",
+    "tense",
+    "angry",
+    "miserable",
+    "sad",
+    "bored",
+    "sleepy",
+    "relaxed",
+    "calm",
 )
 
-PLACES = ("park", "kitchen", "garden", "forest", "library", "market", "school", "beach",
-          "station", "yard")
+PLACES = ("park", "kitchen", "garden", "forest", "library", "market", "school", "beach", "station", "yard")
 AT_PLACES = ("market", "beach", "station")  # "at the beach"; the others take "in the"
-OBJECTS = ("kite", "ball", "book", "cup", "lamp", "hat", "drum", "apple", "bell", "box",
-           "key", "map", "coat", "shell", "clock", "flower")
+OBJECTS = (
+    "kite",
+    "ball",
+    "book",
+    "cup",
+    "lamp",
+    "hat",
+    "drum",
+    "apple",
+    "bell",
+    "box",
+    "key",
+    "map",
+    "coat",
+    "shell",
+    "clock",
+    "flower",
+)
 
 # Behaviour that depends on the whole angle: (word, preferred angle in degrees).
 BEHAVIOURS = (
-    ("smiled", 0), ("laughed", 30), ("cheered", 60), ("listened", 90), ("fidgeted", 120),
-    ("shouted", 150), ("groaned", 180), ("cried", 210), ("sighed", 240), ("yawned", 270),
-    ("rested", 300), ("hummed", 330),
+    ("smiled", 0),
+    ("laughed", 30),
+    ("cheered", 60),
+    ("listened", 90),
+    ("fidgeted", 120),
+    ("shouted", 150),
+    ("groaned", 180),
+    ("cried", 210),
+    ("sighed", 240),
+    ("yawned", 270),
+    ("rested", 300),
+    ("hummed", 330),
 )
 INTERJECTIONS = (
-    ("Nice", 0), ("Yay", 30), ("Wow", 60), ("Look", 90), ("Oh no", 120), ("Stop", 150),
-    ("Ugh", 180), ("Oh dear", 210), ("Meh", 240), ("Goodnight", 270), ("Ahh", 300),
+    ("Nice", 0),
+    ("Yay", 30),
+    ("Wow", 60),
+    ("Look", 90),
+    ("Oh no", 120),
+    ("Stop", 150),
+    ("Ugh", 180),
+    ("Oh dear", 210),
+    ("Meh", 240),
+    ("Goodnight", 270),
+    ("Ahh", 300),
     ("Fine", 330),
 )
 # Manner, like behaviour, depends on the whole angle: (word, preferred angle in degrees).
 MANNERS = (
-    ("warmly", 0), ("brightly", 30), ("eagerly", 60), ("carefully", 90), ("nervously", 120),
-    ("fiercely", 150), ("bitterly", 180), ("tearfully", 210), ("dully", 240), ("drowsily", 270),
-    ("lazily", 300), ("gently", 330),
+    ("warmly", 0),
+    ("brightly", 30),
+    ("eagerly", 60),
+    ("carefully", 90),
+    ("nervously", 120),
+    ("fiercely", 150),
+    ("bitterly", 180),
+    ("tearfully", 210),
+    ("dully", 240),
+    ("drowsily", 270),
+    ("lazily", 300),
+    ("gently", 330),
 )
 # How a sentence that shows a feeling ends depends on the whole angle too, so that even its
 # last word is followed by something the feeling predicts: (punctuation, preferred angle).
@@ -89,38 +171,98 @@ ENDING_SHARPNESS = 3.0
 # Which object a character picks up leans on the feeling as well: object i prefers 22.5°·i.
 OBJECT_SHARPNESS = 2.0
 # What a character does with an object depends on valence only: (words, weight on cos θ).
-OBJECT_VERBS = (("hugged", 1.0), ("held", 0.5), ("looked at", 0.0), ("dropped", -0.5),
-                ("kicked", -1.0))
+OBJECT_VERBS = (("hugged", 1.0), ("held", 0.5), ("looked at", 0.0), ("dropped", -0.5), ("kicked", -1.0))
 # κ in P(word | θ) ∝ exp(κ · cos(θ − φ_word)). Sharp enough that neighbouring emotions
 # (30° apart) lead to clearly different words, so a reader must track the exact emotion.
 SHARPNESS = 6.0
 AXIS_SHARPNESS = 2.0  # object verbs: P(verb | valence) ∝ exp(κ · loading · cos θ)
 
 # Transfer templates: (opening word, verb phrase before the place).
-TRANSFER_OPENINGS = (("When", "went to the"), ("After", "arrived at the"),
-                     ("While", "were at the"), ("As", "walked to the"))
+TRANSFER_OPENINGS = (
+    ("When", "went to the"),
+    ("After", "arrived at the"),
+    ("While", "were at the"),
+    ("As", "walked to the"),
+)
 TRANSFER_FILLERS = (",", " on a sunny day,", " in the morning,", " after lunch,")
 TRANSFER_VERBS = ("gave", "handed", "passed", "threw", "sent")
 
 # Repetition pools.
 LIST_ITEMS = OBJECTS + (
-    "bread", "milk", "cheese", "plum", "pear", "rice", "soup", "cake", "egg", "corn",
-    "cat", "dog", "fox", "owl", "hen", "cow", "pig", "frog", "bee", "duck", "goat", "mouse",
-    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "red", "blue", "green", "yellow", "pink", "brown", "black", "white",
+    "bread",
+    "milk",
+    "cheese",
+    "plum",
+    "pear",
+    "rice",
+    "soup",
+    "cake",
+    "egg",
+    "corn",
+    "cat",
+    "dog",
+    "fox",
+    "owl",
+    "hen",
+    "cow",
+    "pig",
+    "frog",
+    "bee",
+    "duck",
+    "goat",
+    "mouse",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "pink",
+    "brown",
+    "black",
+    "white",
 )
 RHYME_ADJECTIVES = ("big", "small", "red", "blue", "green", "old", "new", "soft", "tall", "round")
 RHYME_NOUNS = OBJECTS + ("cat", "dog", "fox", "owl", "hen", "cow", "pig", "frog")
 RHYME_VERBS = ("sat", "ran", "hid", "slept", "danced", "jumped")
-FILLERS = (" The wind blew.", " A bird sang.", " It began to rain.", " The sun came out.",
-           " Time passed.", " Nobody spoke.", " A bell rang.", " The clock ticked.")
+FILLERS = (
+    " The wind blew.",
+    " A bird sang.",
+    " It began to rain.",
+    " The sun came out.",
+    " Time passed.",
+    " Nobody spoke.",
+    " A bell rang.",
+    " The clock ticked.",
+)
 
-SONG_WORDS = tuple(sorted(set(NAMES + PLACES + OBJECTS + EMOTIONS + LIST_ITEMS + RHYME_ADJECTIVES
-                              + RHYME_VERBS + tuple(b for b, _ in BEHAVIOURS) + tuple(m for m, _ in MANNERS))))
+SONG_WORDS = tuple(
+    sorted(
+        set(
+            NAMES
+            + PLACES
+            + OBJECTS
+            + EMOTIONS
+            + LIST_ITEMS
+            + RHYME_ADJECTIVES
+            + RHYME_VERBS
+            + tuple(b for b, _ in BEHAVIOURS)
+            + tuple(m for m, _ in MANNERS)
+        )
+    )
+)
 FAMILIES = {"narrative": 0.45, "transfer": 0.25, "repetition": 0.15, "song": 0.15}
 
 # Lengths and stopping.
-MAX_BODY = 10           # narrative sentences after the introductions
+MAX_BODY = 10  # narrative sentences after the introductions
 P_STOP_NARRATIVE = 0.15
 MAX_TRANSFERS = 3
 P_STOP_TRANSFER = 0.6
@@ -168,7 +310,7 @@ class _Writer:
         self.rng = rng
         self.target = None if text is None else " " + text
         self.chunks: list[str] = []
-        self.pos = 0          # length of the text written so far (with the leading space)
+        self.pos = 0  # length of the text written so far (with the leading space)
         self.logprob = 0.0
         self.ended = False
 
@@ -193,8 +335,10 @@ class _Writer:
     def emit(self, chunk: str) -> None:
         """Write text that the derivation so far determines (probability 1)."""
         if self.target is not None and not self._fits(chunk):
-            raise ParseError(f"expected {chunk!r} at character {self.here()}, found "
-                             f"{self.target[self.pos:self.pos + len(chunk) + 8]!r}")
+            raise ParseError(
+                f"expected {chunk!r} at character {self.here()}, found "
+                f"{self.target[self.pos : self.pos + len(chunk) + 8]!r}"
+            )
         self._write(chunk)
 
     def pick(self, chunks: Sequence[str | None], probs: Sequence[float]) -> int:
@@ -214,11 +358,12 @@ class _Writer:
             hits = [j for j, (c, p) in enumerate(zip(chunks, probs)) if p > 0 and self._fits(c)]
             if not hits:
                 options = ", ".join(repr(c) for c, p in zip(chunks, probs) if p > 0)
-                raise ParseError(f"at character {self.here()} expected one of {options}, "
-                                 f"found {self.target[self.pos:self.pos + 20]!r}")
+                raise ParseError(
+                    f"at character {self.here()} expected one of {options}, "
+                    f"found {self.target[self.pos : self.pos + 20]!r}"
+                )
             if len(hits) > 1:
-                raise ParseError(f"ambiguous at character {self.here()}: "
-                                 f"{[chunks[j] for j in hits]} all fit")
+                raise ParseError(f"ambiguous at character {self.here()}: {[chunks[j] for j in hits]} all fit")
             i = hits[0]
         self.logprob += math.log(probs[i] / total)
         if chunks[i] is END:
@@ -234,8 +379,7 @@ class _Writer:
         return "".join(self.chunks)[1:]
 
 
-def _circular_weights(angle: int, preferred: Sequence[float],
-                      sharpness: float = SHARPNESS) -> list[float]:
+def _circular_weights(angle: int, preferred: Sequence[float], sharpness: float = SHARPNESS) -> list[float]:
     return [math.exp(sharpness * math.cos(math.radians(angle - phi))) for phi in preferred]
 
 
@@ -256,22 +400,28 @@ def _narrative(w: _Writer) -> dict:
     feeling: dict[str, int] = {}  # name -> emotion index
 
     def sentence(start: int, kind: str, subject: str | None, names_emotion: bool) -> None:
-        s = {"span": [start, w.here()], "kind": kind, "subject": subject,
-             "names_emotion": names_emotion,
-             "feelings": {n: EMOTIONS[k] for n, k in feeling.items()}}
+        s = {
+            "span": [start, w.here()],
+            "kind": kind,
+            "subject": subject,
+            "names_emotion": names_emotion,
+            "feelings": {n: EMOTIONS[k] for n, k in feeling.items()},
+        }
         if subject is not None and subject in feeling:
             k = feeling[subject]
-            s.update(emotion=EMOTIONS[k], angle=30 * k,
-                     valence=round(math.cos(math.radians(30 * k)), 6),
-                     arousal=round(math.sin(math.radians(30 * k)), 6))
+            s.update(
+                emotion=EMOTIONS[k],
+                angle=30 * k,
+                valence=round(math.cos(math.radians(30 * k)), 6),
+                arousal=round(math.sin(math.radians(30 * k)), 6),
+            )
         ann["sentences"].append(s)
 
     def manner(angle: int) -> None:
         w.pick([" " + m for m, _ in MANNERS], _circular_weights(angle, [phi for _, phi in MANNERS]))
 
     def ending(angle: int) -> None:
-        w.pick([e for e, _ in ENDINGS], _circular_weights(angle, [phi for _, phi in ENDINGS],
-                                                         ENDING_SHARPNESS))
+        w.pick([e for e, _ in ENDINGS], _circular_weights(angle, [phi for _, phi in ENDINGS], ENDING_SHARPNESS))
 
     # Opening: "Ann was in the park." or "Ann and Bob were in the park."
     start = w.here() + 1
@@ -315,9 +465,8 @@ def _narrative(w: _Writer) -> dict:
         # The predicate: its first word says which kind of sentence this is.
         b = _circular_weights(angle, [phi for _, phi in BEHAVIOURS])
         o = _axis_weights(math.cos(math.radians(angle)), [s for _, s in OBJECT_VERBS])
-        chunks = ([" felt", " said,"] + [" " + v for v, _ in BEHAVIOURS]
-                  + [" " + v + " the" for v, _ in OBJECT_VERBS])
-        probs = ([0.15, 0.15] + [0.45 * x / sum(b) for x in b] + [0.25 * x / sum(o) for x in o])
+        chunks = [" felt", " said,"] + [" " + v for v, _ in BEHAVIOURS] + [" " + v + " the" for v, _ in OBJECT_VERBS]
+        probs = [0.15, 0.15] + [0.45 * x / sum(b) for x in b] + [0.25 * x / sum(o) for x in o]
         k = w.pick(chunks, probs)
         if k == 0:  # drift: stay, or move one step round the circle
             e = feeling[name]
@@ -381,11 +530,19 @@ def _transfer(w: _Writer) -> dict:
         w.emit(".")
         for name, at in ((a, at_a), (b, at_b), (s, at_s), (io, prompt_end + 1)):
             _mention(ann, name, at)
-        ann["transfers"].append({
-            "span": [start, w.here()], "prompt_end": prompt_end,
-            "answer": io, "distractor": s, "answer_span": [prompt_end + 1, prompt_end + 1 + len(io)],
-            "template": j, "place": place, "object": obj, "verb": verb,
-        })
+        ann["transfers"].append(
+            {
+                "span": [start, w.here()],
+                "prompt_end": prompt_end,
+                "answer": io,
+                "distractor": s,
+                "answer_span": [prompt_end + 1, prompt_end + 1 + len(io)],
+                "template": j,
+                "place": place,
+                "object": obj,
+                "verb": verb,
+            }
+        )
     first = ann["transfers"][0]
     ann["prompt_end"] = first["prompt_end"]
     ann["answer"] = first["answer"]
@@ -445,8 +602,16 @@ def _song(w: _Writer) -> dict:
     first_end = w.here() - len(items[0]) - 1
     rep_start = w.here() - len(items[0])
     w.emit("".join(" " + x for x in items[1:]))
-    ann["repeats"].append({"kind": "song", "items": len(items), "first": [start, first_end],
-                           "repeat": [rep_start, w.here()], "distance": rep_start - start, "fillers_between": 0})
+    ann["repeats"].append(
+        {
+            "kind": "song",
+            "items": len(items),
+            "first": [start, first_end],
+            "repeat": [rep_start, w.here()],
+            "distance": rep_start - start,
+            "fillers_between": 0,
+        }
+    )
     for copy_start in (start, rep_start):  # names in a song are mentions too
         offset = copy_start
         for x in items:
@@ -493,8 +658,11 @@ def _repetition(w: _Writer) -> dict:
         w.emit(".")
     sep = " "
     body = " " + sep.join(items)
-    again = {"list": f" {owner} read the list again:", "line": " The children lined up again:",
-             "rhyme": " We said the rhyme again:"}[kind]
+    again = {
+        "list": f" {owner} read the list again:",
+        "line": " The children lined up again:",
+        "rhyme": " We said the rhyme again:",
+    }[kind]
 
     repeats = fillers = 0
     while True:
@@ -521,11 +689,16 @@ def _repetition(w: _Writer) -> dict:
             for name in items:
                 _mention(ann, name, offset)
                 offset += len(name) + len(sep)
-        ann["repeats"].append({
-            "kind": kind, "items": len(items),
-            "first": [first_start, first_end], "repeat": [start, w.here()],
-            "distance": start - first_start, "fillers_between": fillers,
-        })
+        ann["repeats"].append(
+            {
+                "kind": kind,
+                "items": len(items),
+                "first": [first_start, first_end],
+                "repeat": [start, w.here()],
+                "distance": start - first_start,
+                "fillers_between": fillers,
+            }
+        )
         w.emit(".")
         repeats += 1
         fillers = 0
@@ -534,7 +707,10 @@ def _repetition(w: _Writer) -> dict:
 
 
 _GENERATORS: dict[str, Callable[[_Writer], dict]] = {
-    "narrative": _narrative, "transfer": _transfer, "repetition": _repetition, "song": _song,
+    "narrative": _narrative,
+    "transfer": _transfer,
+    "repetition": _repetition,
+    "song": _song,
 }
 
 
@@ -631,16 +807,18 @@ def score(text: str) -> Doc:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m utils.storyworld",
-        description="Sample Storyworld documents as JSON lines, or re-score texts.")
+        prog="python -m utils.storyworld", description="Sample Storyworld documents as JSON lines, or re-score texts."
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     sp = sub.add_parser("sample", help="write N documents of seed S as JSON lines")
     sp.add_argument("--seed", type=int, required=True, help="stream seed (any integer)")
     sp.add_argument("--n", type=_positive, required=True, help="number of documents")
     sp.add_argument("--family", choices=sorted(FAMILIES), help="only this family")
     sp.add_argument("--start", type=_nonnegative, default=0, help="index of the first document")
-    sc = sub.add_parser("score", help="read JSON lines (or plain lines) of text from stdin, "
-                                      "write each with its family, annotations and logprob")
+    sc = sub.add_parser(
+        "score",
+        help="read JSON lines (or plain lines) of text from stdin, write each with its family, annotations and logprob",
+    )
     sc.add_argument("--plain", action="store_true", help="input is one text per line")
     return ap
 

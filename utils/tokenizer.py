@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
-from utils import storyworld
-
-from utils import seeds
+from utils import seeds, storyworld
 from utils.paths import TOKENIZER_DIR
 
 EOT = "<|endoftext|>"
@@ -33,27 +31,29 @@ def train(out_dir: Path = TOKENIZER_DIR) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_LIMIT, min_frequency=2, special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=VOCAB_LIMIT,
+        min_frequency=2,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     texts = (d.text for d in storyworld.sample_docs(seeds.TOKENIZER, TOKENIZER_DOCS))
     tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT,
-                                   unk_token=EOT, pad_token=EOT)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
     fast.model_max_length = 1024
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out_dir)
     return out_dir
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_tokenizer(path: str | Path = TOKENIZER_DIR):
     """The course tokenizer as a ``transformers`` fast tokenizer (loaded from disk only)."""
     from transformers import PreTrainedTokenizerFast
 
     path = Path(path)
     if not (path / "tokenizer.json").exists():
-        raise FileNotFoundError(
-            f"no tokenizer at {path}. Rebuild it with: python -m utils.tokenizer")
+        raise FileNotFoundError(f"no tokenizer at {path}. Rebuild it with: python -m utils.tokenizer")
     return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
 
 

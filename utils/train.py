@@ -6,10 +6,11 @@ and running the same command again continues from there. The loss curve is logge
 ``runs/<name>/train_log.csv``. At the end the model directory ``data/models/<name>/`` is
 written (weights in float16) and ``utils.evaluate`` measures the model card.
 
-Runs on the course's default device (CUDA, then Apple's MPS, then the CPU). Matrix products run in bfloat16 (autocast; the weights and
-the optimiser stay in float32) wherever the hardware does bfloat16 natively: CUDA, and CPUs
-with AVX-512 BF16 or AMX (scripts/benchmark.py measures the speed-up). Elsewhere,
-and with ``--precision fp32``, everything is float32. ``--tokens`` overrides the budget for
+Runs on the course's default device (CUDA, then Apple's MPS, then the CPU). Matrix products
+run in bfloat16 (autocast; the weights and the optimiser stay in float32) wherever the
+hardware does bfloat16 natively: CUDA, and CPUs with AVX-512 BF16 or AMX
+(scripts/benchmark.py measures the speed-up). Elsewhere, and with ``--precision fp32``,
+everything is float32. ``--tokens`` overrides the budget for
 a quick trial.
 """
 
@@ -35,7 +36,6 @@ from utils.models import default_device, logits_of
 from utils.paths import MODELS, RUNS
 from utils.registry import SPECS, Spec
 from utils.tokenizer import EOT, load_tokenizer, tokenizer_hash
-
 
 # ---------------------------------------------------------------------------------------
 # Data
@@ -91,25 +91,46 @@ def build_model(spec: Spec, vocab: int):
     if spec.arch == "gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        cfg = GPT2Config(vocab_size=vocab, n_positions=spec.n_ctx, bos_token_id=0,
-                         eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                         tie_word_embeddings=False, **spec.config)
+        cfg = GPT2Config(
+            vocab_size=vocab,
+            n_positions=spec.n_ctx,
+            bos_token_id=0,
+            eos_token_id=0,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=False,
+            **spec.config,
+        )
         return GPT2LMHeadModel(cfg)
     if spec.arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        cfg = LlamaConfig(vocab_size=vocab, max_position_embeddings=spec.n_ctx,
-                          bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                          tie_word_embeddings=False, **spec.config)
+        cfg = LlamaConfig(
+            vocab_size=vocab,
+            max_position_embeddings=spec.n_ctx,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+            tie_word_embeddings=False,
+            **spec.config,
+        )
         return LlamaForCausalLM(cfg)
     raise ValueError(f"unknown architecture {spec.arch!r}")
 
 
 def native_config(spec: Spec, vocab: int) -> dict:
     """JSON-able TransformerBridgeConfig arguments of an attention-only model."""
-    return dict(spec.config, n_ctx=spec.n_ctx, d_vocab=vocab, attn_only=True,
-                act_fn="gelu", seed=spec.seed, default_prepend_bos=True,
-                model_name=spec.name)
+    return dict(
+        spec.config,
+        n_ctx=spec.n_ctx,
+        d_vocab=vocab,
+        attn_only=True,
+        act_fn="gelu",
+        seed=spec.seed,
+        default_prepend_bos=True,
+        model_name=spec.name,
+    )
 
 
 def lm_loss(model, rows: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
@@ -117,8 +138,7 @@ def lm_loss(model, rows: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     "bf16" the forward pass runs under bfloat16 autocast (the loss is taken in float32)."""
     with torch.autocast(rows.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         logits = logits_of(model, rows[:, :-1])
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), rows[:, 1:].reshape(-1))
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), rows[:, 1:].reshape(-1))
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,8 +149,9 @@ def _save_state(run: Path, model, opt, meta: dict) -> None:
     tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = v.detach().reshape(-1).contiguous().clone() if k == "step" \
-                else v.detach().contiguous().clone()
+            tensors[f"opt.{i}.{k}"] = (
+                v.detach().reshape(-1).contiguous().clone() if k == "step" else v.detach().contiguous().clone()
+            )
     tmp = run / "state.safetensors.tmp"
     save_file(tensors, tmp)
     os.replace(tmp, run / "state.safetensors")
@@ -175,10 +196,17 @@ def lr_at(step: int, total: int, spec: Spec) -> float:
     return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
-          device: str | None = None, out_dir: Path | None = None, evaluate: bool = True,
-          run_dir: Path | None = None, max_steps: int | None = None,
-          precision: str = "auto") -> Path | None:
+def train(
+    name: str | Spec,
+    tokens: int | None = None,
+    fresh: bool = False,
+    device: str | None = None,
+    out_dir: Path | None = None,
+    evaluate: bool = True,
+    run_dir: Path | None = None,
+    max_steps: int | None = None,
+    precision: str = "auto",
+) -> Path | None:
     """Train a zoo model (resuming when a checkpoint exists) and write its model directory.
 
     ``name`` is a zoo name or a ``Spec``. ``max_steps`` stops early after that many steps
@@ -202,21 +230,25 @@ def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
     run.mkdir(parents=True, exist_ok=True)
 
     model = build_model(spec, vocab).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n and "wte" not in n and "wpe" not in n]
+    decay = [
+        p
+        for n, p in model.named_parameters()
+        if p.dim() >= 2 and "embed" not in n and "wte" not in n and "wpe" not in n
+    ]
     rest = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}],
-                            lr=spec.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=spec.lr,
+        betas=(0.9, 0.95),
+    )
     step, cursor, elapsed = 0, 0, 0.0
     if (run / "state.json").exists():
         meta = _load_state(run, model, opt)
         if meta["steps"] != steps:
-            raise SystemExit(f"{run} holds a run of {meta['steps']} steps, not {steps}; "
-                             f"pass --fresh to start over")
+            raise SystemExit(f"{run} holds a run of {meta['steps']} steps, not {steps}; pass --fresh to start over")
         step, cursor, elapsed = meta["step"], meta["cursor"], meta["elapsed"]
         if meta.get("precision", precision) != precision:
-            print(f"note: {run} was started in {meta['precision']}; it continues in {precision}",
-                  file=sys.stderr)
+            print(f"note: {run} was started in {meta['precision']}; it continues in {precision}", file=sys.stderr)
         print(f"resuming {name} at step {step}/{steps}", file=sys.stderr)
     data = PackedStream(spec.data_seed, spec.n_ctx, tok, cursor)
 
@@ -245,27 +277,57 @@ def train(name: str | Spec, tokens: int | None = None, fresh: bool = False,
         bar.update(1)
         bar.set_postfix(loss=f"{smooth:.3f}")
         if step % 10 == 0 or step == steps:
-            writer.writerow([step, step * spec.batch * spec.n_ctx, round(loss.item(), 5),
-                             f"{opt.param_groups[0]['lr']:.3g}", round(time.time() - t0, 1)])
+            writer.writerow(
+                [
+                    step,
+                    step * spec.batch * spec.n_ctx,
+                    round(loss.item(), 5),
+                    f"{opt.param_groups[0]['lr']:.3g}",
+                    round(time.time() - t0, 1),
+                ]
+            )
             log.flush()
         if step % spec.checkpoint_every == 0 or step == stop_at:
-            _save_state(run, model, opt, {"step": step, "steps": steps, "cursor": data.state(),
-                                          "elapsed": time.time() - t0, "name": name,
-                                          "precision": precision})
+            _save_state(
+                run,
+                model,
+                opt,
+                {
+                    "step": step,
+                    "steps": steps,
+                    "cursor": data.state(),
+                    "elapsed": time.time() - t0,
+                    "name": name,
+                    "precision": precision,
+                },
+            )
     bar.close()
     log.close()
     if step < steps:
         return None
     seconds = json.loads((run / "state.json").read_text())["elapsed"]
-    out = write_model_dir(spec, model, out_dir or MODELS / name, training={
-        "tokens": steps * spec.batch * spec.n_ctx, "steps": steps, "batch": spec.batch,
-        "n_ctx": spec.n_ctx, "lr": spec.lr, "seconds": round(seconds, 1),
-        "device": _device_name(device), "precision": precision, "seed": spec.seed, "data_seed": spec.data_seed,
-        "torch": torch.__version__,
-    })
+    out = write_model_dir(
+        spec,
+        model,
+        out_dir or MODELS / name,
+        training={
+            "tokens": steps * spec.batch * spec.n_ctx,
+            "steps": steps,
+            "batch": spec.batch,
+            "n_ctx": spec.n_ctx,
+            "lr": spec.lr,
+            "seconds": round(seconds, 1),
+            "device": _device_name(device),
+            "precision": precision,
+            "seed": spec.seed,
+            "data_seed": spec.data_seed,
+            "torch": torch.__version__,
+        },
+    )
     shutil.copy(log_path, out / "train_log.csv")
     if evaluate:
         from utils import evaluate as ev
+
         ev.write_card(name, model_dir=out)
     return out
 
@@ -289,9 +351,14 @@ def write_model_dir(spec: Spec, model, out: Path, training: dict) -> Path:
     else:
         model.to(torch.float16).save_pretrained(out, safe_serialization=True)
         model.to(torch.float32)
-    meta = {"name": spec.name, "arch": spec.arch, "format": spec.format,
-            "training": training, "tokenizer_sha256": tokenizer_hash(),
-            "n_params": sum(p.numel() for p in model.parameters())}
+    meta = {
+        "name": spec.name,
+        "arch": spec.arch,
+        "format": spec.format,
+        "training": training,
+        "tokenizer_sha256": tokenizer_hash(),
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
     (out / "training.json").write_text(json.dumps(meta, indent=1))
     return out
 
@@ -303,15 +370,25 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--device", help="cuda, mps or cpu (default: the first of these present)")
     ap.add_argument("--out", type=Path, help="model directory (default data/models/<name>)")
-    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                    help="bf16 autocast or plain fp32 (default: bf16 where the device has it)")
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16 autocast or plain fp32 (default: bf16 where the device has it)",
+    )
     ap.add_argument("--no-eval", action="store_true", help="skip writing the model card")
     args = ap.parse_args(argv)
     names = sorted(SPECS) if args.name == "all" else [args.name]
     for name in names:
-        out = train(name, args.tokens, args.fresh, args.device,
-                    args.out if len(names) == 1 else None, not args.no_eval,
-                    precision=args.precision)
+        out = train(
+            name,
+            args.tokens,
+            args.fresh,
+            args.device,
+            args.out if len(names) == 1 else None,
+            not args.no_eval,
+            precision=args.precision,
+        )
         print(f"wrote {out}", file=sys.stderr)
     return 0
 

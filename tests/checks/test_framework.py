@@ -18,6 +18,7 @@ def test_an_untouched_stub_gets_a_sentence_not_a_traceback():
 def test_errors_inside_the_learners_code_are_summarised():
     def bad(x):
         return x @ torch.zeros(5, 5)
+
     with pytest.raises(CheckFailed, match="`bad` raised RuntimeError"):
         call(bad, torch.zeros(2, 3))
 
@@ -26,6 +27,7 @@ def test_in_place_changes_to_inputs_are_caught():
     def mutate(x):
         x *= 2
         return x
+
     with pytest.raises(CheckFailed, match="changed its input tensor"):
         call(mutate, torch.ones(3))
 

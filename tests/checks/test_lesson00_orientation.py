@@ -5,13 +5,14 @@ import re
 import pytest
 import torch
 
-from utils.checks import lesson00_orientation as c
 from utils.checks import CheckFailed
+from utils.checks import lesson00_orientation as c
 
 
 @pytest.fixture(scope="module")
 def model():
     from utils import load_model
+
     torch.set_grad_enabled(False)
     yield load_model("storyworld-4l", device="cpu")
     torch.set_grad_enabled(True)
@@ -26,12 +27,15 @@ def test_top_prediction_mistakes(model):
         c.check_top_prediction(lambda m, t: " Zoe", model)
 
 
-@pytest.mark.parametrize("wrong,message", [
-    (lambda l, t: -l.log_softmax(-1).gather(-1, t[..., None]).mean(), "no shift"),
-    (lambda l, t: -l[:, :-1].gather(-1, t[:, 1:, None]).mean(), "log_softmax"),
-    (lambda l, t: -l[:, :-1].log_softmax(-1).gather(-1, t[:, 1:, None]).sum(), "not the sum"),
-    (lambda l, t: -l[:, :-1].log_softmax(-1).gather(-1, t[:, 1:, None])[..., 0], "one number"),
-])
+@pytest.mark.parametrize(
+    "wrong,message",
+    [
+        (lambda l, t: -l.log_softmax(-1).gather(-1, t[..., None]).mean(), "no shift"),
+        (lambda l, t: -l[:, :-1].gather(-1, t[:, 1:, None]).mean(), "log_softmax"),
+        (lambda l, t: -l[:, :-1].log_softmax(-1).gather(-1, t[:, 1:, None]).sum(), "not the sum"),
+        (lambda l, t: -l[:, :-1].log_softmax(-1).gather(-1, t[:, 1:, None])[..., 0], "one number"),
+    ],
+)
 def test_mean_loss_mistakes(wrong, message):
     with pytest.raises(CheckFailed, match=re.escape(message)):
         c.check_mean_loss(wrong)
@@ -49,12 +53,15 @@ def test_logits_from_residual_mistakes(model):
         c.check_logits_from_residual(lambda m, r: m.ln_final(r), model)
 
 
-@pytest.mark.parametrize("wrong,message", [
-    (lambda r, h, d, s: r + s * d, "every position"),
-    (lambda r, h, d, s: None, "returned None"),
-    (lambda r, h, d, s: torch.cat([r[:, :1] + s * d, r[:, 1:]], 1), "first position"),
-    (lambda r, h, d, s: torch.cat([r[:, :-1], r[:, -1:] + d], 1), "scale"),
-])
+@pytest.mark.parametrize(
+    "wrong,message",
+    [
+        (lambda r, h, d, s: r + s * d, "every position"),
+        (lambda r, h, d, s: None, "returned None"),
+        (lambda r, h, d, s: torch.cat([r[:, :1] + s * d, r[:, 1:]], 1), "first position"),
+        (lambda r, h, d, s: torch.cat([r[:, :-1], r[:, -1:] + d], 1), "scale"),
+    ],
+)
 def test_boost_hook_mistakes(wrong, message):
     with pytest.raises(CheckFailed, match=re.escape(message)):
         c.check_boost_hook(wrong)
@@ -64,5 +71,6 @@ def test_boost_hook_rejects_in_place_edits():
     def in_place(r, h, d, s):
         r[:, -1] += s * d
         return r
+
     with pytest.raises(CheckFailed, match="in place"):
         c.check_boost_hook(in_place)

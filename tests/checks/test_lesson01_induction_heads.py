@@ -10,8 +10,8 @@ import re
 import pytest
 import torch
 
-from utils.checks import lesson01_induction_heads as c
 from utils.checks import CheckFailed
+from utils.checks import lesson01_induction_heads as c
 
 
 def stub(*args, **kwargs):
@@ -20,9 +20,10 @@ def stub(*args, **kwargs):
 
 # --- correct solutions, written another way than the references -----------------------
 
+
 def attention_pattern(q, k):
     d = q.shape[-1]
-    scores = (q.permute(1, 0, 2) @ k.permute(1, 2, 0)) / d ** 0.5
+    scores = (q.permute(1, 0, 2) @ k.permute(1, 2, 0)) / d**0.5
     n = q.shape[0]
     allowed = torch.tril(torch.ones(n, n, dtype=torch.bool))
     return torch.where(allowed, scores, torch.tensor(float("-inf"))).softmax(dim=-1)
@@ -71,41 +72,83 @@ def copying_score(full_ov):
 
 POOL = list(range(5, 60))
 CASES = {
-    "attention_pattern": (c.check_attention_pattern, attention_pattern, {
-        "softmax over the query dimension": lambda q, k: torch.einsum("qhd,khd->hqk", q, k).div(4).masked_fill(
-            torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf")).softmax(-2).nan_to_num(0.0),
-        "sqrt(d_head)": lambda q, k: torch.einsum("qhd,khd->hqk", q, k).masked_fill(
-            torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf")).softmax(-1),
-        "causal mask": lambda q, k: torch.einsum("qhd,khd->hqk", q, k).div(4).softmax(-1),
-    }),
-    "previous_token_scores": (c.check_previous_token_scores, previous_token_scores, {
-        "offset=-1": lambda p: p.diagonal(dim1=-2, dim2=-1).mean(-1),
-        "mean over positions": lambda p: p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1),
-    }),
-    "duplicate_token_scores": (c.check_duplicate_token_scores, duplicate_token_scores, {
-        "induction score": induction_scores,
-        "hard-coded": lambda p, period: duplicate_token_scores(p, 6),
-    }),
-    "induction_scores": (c.check_induction_scores, induction_scores, {
-        "duplicate-token score": duplicate_token_scores,
-        "hard-coded": lambda p, period: induction_scores(p, 6),
-    }),
-    "per_token_loss": (c.check_per_token_loss, per_token_loss, {
-        "off by one": lambda l, t: torch.nn.functional.cross_entropy(l[:, 1:].transpose(1, 2), t[:, 1:], reduction="none"),
-        "log_softmax": lambda l, t: -l[:, :-1].gather(-1, t[:, 1:, None])[..., 0],
-    }),
-    "ablate_head": (c.check_ablate_head, ablate_head, {
-        "zeroed position 2": lambda z, hook, head: z.clone().index_fill_(1, torch.tensor([head]), 0.0),
-        "returned None": lambda z, hook, head: None,
-        "changed its input": lambda z, hook, head: z.index_fill_(2, torch.tensor([head]), 0.0),
-    }),
-    "composition_score": (c.check_composition_score, composition_score, {
-        "product of the two norms": lambda a, b: (a @ b).norm(),
-        "order given": lambda a, b: (b @ a).norm() / (a.norm() * b.norm()),
-    }),
-    "copying_score": (c.check_copying_score, copying_score, {
-        "each row": lambda m: (m.argmax(0) == torch.arange(m.shape[0])).float().mean(),
-    }),
+    "attention_pattern": (
+        c.check_attention_pattern,
+        attention_pattern,
+        {
+            "softmax over the query dimension": lambda q, k: (
+                torch.einsum("qhd,khd->hqk", q, k)
+                .div(4)
+                .masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf"))
+                .softmax(-2)
+                .nan_to_num(0.0)
+            ),
+            "sqrt(d_head)": lambda q, k: (
+                torch.einsum("qhd,khd->hqk", q, k)
+                .masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf"))
+                .softmax(-1)
+            ),
+            "causal mask": lambda q, k: torch.einsum("qhd,khd->hqk", q, k).div(4).softmax(-1),
+        },
+    ),
+    "previous_token_scores": (
+        c.check_previous_token_scores,
+        previous_token_scores,
+        {
+            "offset=-1": lambda p: p.diagonal(dim1=-2, dim2=-1).mean(-1),
+            "mean over positions": lambda p: p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1),
+        },
+    ),
+    "duplicate_token_scores": (
+        c.check_duplicate_token_scores,
+        duplicate_token_scores,
+        {
+            "induction score": induction_scores,
+            "hard-coded": lambda p, period: duplicate_token_scores(p, 6),
+        },
+    ),
+    "induction_scores": (
+        c.check_induction_scores,
+        induction_scores,
+        {
+            "duplicate-token score": duplicate_token_scores,
+            "hard-coded": lambda p, period: induction_scores(p, 6),
+        },
+    ),
+    "per_token_loss": (
+        c.check_per_token_loss,
+        per_token_loss,
+        {
+            "off by one": lambda l, t: torch.nn.functional.cross_entropy(
+                l[:, 1:].transpose(1, 2), t[:, 1:], reduction="none"
+            ),
+            "log_softmax": lambda l, t: -l[:, :-1].gather(-1, t[:, 1:, None])[..., 0],
+        },
+    ),
+    "ablate_head": (
+        c.check_ablate_head,
+        ablate_head,
+        {
+            "zeroed position 2": lambda z, hook, head: z.clone().index_fill_(1, torch.tensor([head]), 0.0),
+            "returned None": lambda z, hook, head: None,
+            "changed its input": lambda z, hook, head: z.index_fill_(2, torch.tensor([head]), 0.0),
+        },
+    ),
+    "composition_score": (
+        c.check_composition_score,
+        composition_score,
+        {
+            "product of the two norms": lambda a, b: (a @ b).norm(),
+            "order given": lambda a, b: (b @ a).norm() / (a.norm() * b.norm()),
+        },
+    ),
+    "copying_score": (
+        c.check_copying_score,
+        copying_score,
+        {
+            "each row": lambda m: (m.argmax(0) == torch.arange(m.shape[0])).float().mean(),
+        },
+    ),
 }
 
 
@@ -139,16 +182,28 @@ def test_check_rejects_a_plausible_mistake_and_says_why(exercise, message):
 def test_repeated_tokens_check_accepts_a_solution_and_names_mistakes(capsys):
     c.check_repeated_tokens(repeated_tokens, POOL, 0)
     assert "✓" in capsys.readouterr().out
-    no_bos = lambda pool, p, b, s: repeated_tokens(pool, p, b, s)[:, 1:].repeat(1, 1)[:, :15]
+
+    def no_bos(pool, p, b, s):
+        return repeated_tokens(pool, p, b, s)[:, 1:].repeat(1, 1)[:, :15]
+
     with pytest.raises(CheckFailed):
         c.check_repeated_tokens(no_bos, POOL, 0)
-    unrepeated = lambda pool, p, b, s: torch.cat([torch.zeros(b, 1, dtype=torch.long),
-                                                  torch.tensor(pool)[torch.randint(len(pool), (b, 2 * p), generator=torch.Generator().manual_seed(s))]], 1)
+
+    def unrepeated(pool, p, b, s):
+        draws = torch.randint(len(pool), (b, 2 * p), generator=torch.Generator().manual_seed(s))
+        return torch.cat([torch.zeros(b, 1, dtype=torch.long), torch.tensor(pool)[draws]], 1)
+
     with pytest.raises(CheckFailed, match="second copy repeats the first"):
         c.check_repeated_tokens(unrepeated, POOL, 0)
-    floats = lambda pool, p, b, s: repeated_tokens(pool, p, b, s).float()
+
+    def floats(pool, p, b, s):
+        return repeated_tokens(pool, p, b, s).float()
+
     with pytest.raises(CheckFailed, match="integers"):
         c.check_repeated_tokens(floats, POOL, 0)
-    unseeded = lambda pool, p, b, s: repeated_tokens(pool, p, b, int(torch.randint(10**6, ())))
+
+    def unseeded(pool, p, b, s):
+        return repeated_tokens(pool, p, b, int(torch.randint(10**6, ())))
+
     with pytest.raises(CheckFailed, match="same seed"):
         c.check_repeated_tokens(unseeded, POOL, 0)

@@ -19,7 +19,8 @@ def own_public_names(module) -> set[str]:
     return {
         name
         for name, value in vars(module).items()
-        if not name.startswith("_") and getattr(value, "__module__", module.__name__) == module.__name__
+        if not name.startswith("_")
+        and getattr(value, "__module__", module.__name__) == module.__name__
         and not inspect.ismodule(value)
     }
 

@@ -10,10 +10,11 @@ into a sentence; ``expect_tensor`` names the dimension that is off; ``expect_clo
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+
 
 class CheckFailed(AssertionError):
     """An exercise check failed. Jupyter shows only the message."""
@@ -35,8 +36,10 @@ def call(fn: Callable, *args, name: str | None = None, **kwargs) -> Any:
     try:
         out = fn(*args, **kwargs)
     except NotImplementedError:
-        raise CheckFailed(f"`{name}` is still the stub: replace the `raise NotImplementedError(...)` "
-                          f"line with your code, run the cell, then run this check again.") from None
+        raise CheckFailed(
+            f"`{name}` is still the stub: replace the `raise NotImplementedError(...)` "
+            f"line with your code, run the cell, then run this check again."
+        ) from None
     except CheckFailed:
         raise
     except Exception as e:  # the learner's bug: say what and where, briefly
@@ -44,8 +47,10 @@ def call(fn: Callable, *args, name: str | None = None, **kwargs) -> Any:
     after = [a for a in args if isinstance(a, torch.Tensor)]
     for k, (before, now) in enumerate(zip(snapshot, after)):
         if before.shape != now.shape or not torch.equal(before, now):
-            raise CheckFailed(f"`{name}` changed its input tensor (argument {k + 1}) in place. "
-                              f"Work on a copy, or use out-of-place operations (x = x * 2, not x *= 2).")
+            raise CheckFailed(
+                f"`{name}` changed its input tensor (argument {k + 1}) in place. "
+                f"Work on a copy, or use out-of-place operations (x = x * 2, not x *= 2)."
+            )
     return out
 
 
@@ -54,31 +59,47 @@ def _first_line(e: Exception) -> str:
     return text[0][:300] if text else "(no message)"
 
 
-def expect_tensor(out: Any, shape: Sequence[int], dims: Sequence[str], name: str,
-                  floating: bool = True) -> torch.Tensor:
+def expect_tensor(
+    out: Any, shape: Sequence[int], dims: Sequence[str], name: str, floating: bool = True
+) -> torch.Tensor:
     """Check type, shape (naming the dimension that is off), dtype and finiteness."""
     if not isinstance(out, torch.Tensor):
         raise CheckFailed(f"`{name}` should return a torch.Tensor, but returned {type(out).__name__}.")
     shape = tuple(shape)
     if out.ndim != len(shape):
-        raise CheckFailed(f"`{name}` returned a tensor with {out.ndim} dimensions {tuple(out.shape)}; "
-                          f"expected {len(shape)}: [{', '.join(dims)}] = {shape}.")
+        raise CheckFailed(
+            f"`{name}` returned a tensor with {out.ndim} dimensions {tuple(out.shape)}; "
+            f"expected {len(shape)}: [{', '.join(dims)}] = {shape}."
+        )
     for k, (got, want, dim) in enumerate(zip(out.shape, shape, dims)):
         if got != want:
-            raise CheckFailed(f"`{name}` returned shape {tuple(out.shape)}: dimension {k} ({dim}) is "
-                              f"{got} but should be {want}. Expected [{', '.join(dims)}] = {shape}.")
+            raise CheckFailed(
+                f"`{name}` returned shape {tuple(out.shape)}: dimension {k} ({dim}) is "
+                f"{got} but should be {want}. Expected [{', '.join(dims)}] = {shape}."
+            )
     if floating and not out.is_floating_point():
-        raise CheckFailed(f"`{name}` returned dtype {out.dtype}; expected a floating-point tensor "
-                          f"(did an integer division or a comparison slip in?).")
+        raise CheckFailed(
+            f"`{name}` returned dtype {out.dtype}; expected a floating-point tensor "
+            f"(did an integer division or a comparison slip in?)."
+        )
     if floating and not torch.isfinite(out).all():
         bad = (~torch.isfinite(out)).sum().item()
-        raise CheckFailed(f"`{name}` returned {bad} NaN or infinite value(s). Look for a division "
-                          f"by zero, a log of zero, or a softmax over -inf everywhere.")
+        raise CheckFailed(
+            f"`{name}` returned {bad} NaN or infinite value(s). Look for a division "
+            f"by zero, a log of zero, or a softmax over -inf everywhere."
+        )
     return out
 
 
-def expect_close(out: torch.Tensor, ref: torch.Tensor, name: str, what: str = "values",
-                 atol: float = 1e-4, rtol: float = 1e-3, hints: Sequence[tuple[torch.Tensor, str]] = ()) -> None:
+def expect_close(
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    name: str,
+    what: str = "values",
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    hints: Sequence[tuple[torch.Tensor, str]] = (),
+) -> None:
     """Compare with the reference; if a known wrong answer matches instead, say which."""
     out, ref = out.detach().float().cpu(), ref.detach().float().cpu()
     if torch.allclose(out, ref, atol=atol, rtol=rtol):
@@ -88,9 +109,11 @@ def expect_close(out: torch.Tensor, ref: torch.Tensor, name: str, what: str = "v
             raise CheckFailed(f"`{name}`: {message}")
     err = (out - ref).abs()
     idx = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape)) if err.ndim else ()
-    raise CheckFailed(f"`{name}` gives the wrong {what}: at index {list(idx)} you have "
-                      f"{out[idx].item():.4g}, expected {ref[idx].item():.4g} "
-                      f"({(err > atol + rtol * ref.abs()).float().mean().item():.0%} of entries differ).")
+    raise CheckFailed(
+        f"`{name}` gives the wrong {what}: at index {list(idx)} you have "
+        f"{out[idx].item():.4g}, expected {ref[idx].item():.4g} "
+        f"({(err > atol + rtol * ref.abs()).float().mean().item():.0%} of entries differ)."
+    )
 
 
 def expect_number(out: Any, ref: float, name: str, what: str, tol: float) -> float:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 
 from utils.checks.framework import CheckFailed, as_number, call, expect_close, expect_number, expect_tensor, passed
 from utils.metrics.loss import mean_loss, per_token_loss
 
-
-ORIENTATION_PROMPTS = ("Ann was in the park. Ann felt", "When Bob and Eve went to the school, Bob gave the kite to",
-                       "Today Mia made a list: cup hat drum. Mia read the list again: cup")
+ORIENTATION_PROMPTS = (
+    "Ann was in the park. Ann felt",
+    "When Bob and Eve went to the school, Bob gave the kite to",
+    "Today Mia made a list: cup hat drum. Mia read the list again: cup",
+)
 
 
 def check_top_prediction(fn: Callable, model) -> None:
@@ -31,8 +33,10 @@ def check_top_prediction(fn: Callable, model) -> None:
         if out != want:
             first = model.to_string(logits[0].argmax())
             if out == first:
-                raise CheckFailed(f"`{name}`: you read the prediction at the first position; the next token after "
-                                  f"the whole text is predicted at the last position (logits[0, -1]).")
+                raise CheckFailed(
+                    f"`{name}`: you read the prediction at the first position; the next token after "
+                    f"the whole text is predicted at the last position (logits[0, -1])."
+                )
             raise CheckFailed(f"`{name}`({text!r}) gave {out!r}; the model's top prediction is {want!r}.")
     passed(name, "on " + ", ".join(repr(p[-12:]) for p in ORIENTATION_PROMPTS))
 
@@ -44,12 +48,14 @@ def check_mean_loss(fn: Callable) -> None:
     logits, tokens = torch.randn(3, 8, 13, generator=g), torch.randint(0, 13, (3, 8), generator=g)
     out = call(fn, logits, tokens, name=name)
     if isinstance(out, torch.Tensor) and out.numel() != 1:
-        raise CheckFailed(f"`{name}` returned shape {tuple(out.shape)}; average over every prediction to get one number.")
+        raise CheckFailed(
+            f"`{name}` returned shape {tuple(out.shape)}; average over every prediction to get one number."
+        )
     ref = mean_loss(logits, tokens).item()
     lp = logits.log_softmax(-1)
     wrong = {
         -lp.gather(-1, tokens[..., None]).mean().item(): "no shift: the logits at position t predict token t+1 "
-                                                         "(use logits[:, :-1] with tokens[:, 1:]).",
+        "(use logits[:, :-1] with tokens[:, 1:]).",
         -logits[:, :-1].gather(-1, tokens[:, 1:, None]).mean().item(): "apply log_softmax to the logits first.",
         per_token_loss(logits, tokens).sum().item(): "take the mean over predictions, not the sum.",
     }
@@ -73,8 +79,14 @@ def check_logits_from_residual(fn: Callable, model) -> None:
     out = expect_tensor(out, logits.shape, ["batch", "position", "d_vocab"], name)
     with torch.no_grad():
         skipped = resid @ model.W_U + model.b_U
-    expect_close(out, logits, name, "logits", atol=1e-3, hints=[
-        (skipped, "apply the final LayerNorm (model.ln_final) before multiplying by W_U.")])
+    expect_close(
+        out,
+        logits,
+        name,
+        "logits",
+        atol=1e-3,
+        hints=[(skipped, "apply the final LayerNorm (model.ln_final) before multiplying by W_U.")],
+    )
     passed(name, "your logits equal the model's")
 
 
@@ -89,9 +101,24 @@ def check_boost_hook(fn: Callable) -> None:
     out = expect_tensor(out, resid.shape, ["batch", "position", "d_model"], name)
     ref = resid.clone()
     ref[:, -1] += 2.5 * direction
-    expect_close(out, ref, name, "activation", hints=[
-        (resid + 2.5 * direction, "you added the direction at every position; add it at the last position only (resid[:, -1])."),
-        (resid.clone().index_add_(1, torch.tensor([0]), (2.5 * direction).expand(2, 1, 8)),
-         "you added it at the first position; the last one is resid[:, -1]."),
-        (resid.clone().index_add_(1, torch.tensor([4]), direction.expand(2, 1, 8)), "multiply the direction by `scale`.")])
+    expect_close(
+        out,
+        ref,
+        name,
+        "activation",
+        hints=[
+            (
+                resid + 2.5 * direction,
+                "you added the direction at every position; add it at the last position only (resid[:, -1]).",
+            ),
+            (
+                resid.clone().index_add_(1, torch.tensor([0]), (2.5 * direction).expand(2, 1, 8)),
+                "you added it at the first position; the last one is resid[:, -1].",
+            ),
+            (
+                resid.clone().index_add_(1, torch.tensor([4]), direction.expand(2, 1, 8)),
+                "multiply the direction by `scale`.",
+            ),
+        ],
+    )
     passed(name)

@@ -6,14 +6,28 @@ lesson's scores and the cards' scores share one definition.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Callable, Sequence
 
 import torch
 
-from utils.checks.framework import CheckFailed, as_number, call, expect_close, expect_number, expect_tensor, passed, random_pattern
-from utils.metrics.heads import (composition_score, copying_score, duplicate_token_scores, induction_scores,
-                                 previous_token_scores)
+from utils.checks.framework import (
+    CheckFailed,
+    as_number,
+    call,
+    expect_close,
+    expect_number,
+    expect_tensor,
+    passed,
+    random_pattern,
+)
+from utils.metrics.heads import (
+    composition_score,
+    copying_score,
+    duplicate_token_scores,
+    induction_scores,
+    previous_token_scores,
+)
 from utils.metrics.loss import per_token_loss
 
 
@@ -35,11 +49,18 @@ def check_attention_pattern(fn: Callable) -> None:
     scores = torch.einsum("qhd,khd->hqk", q, k) / 4
     mask = torch.ones(7, 7, dtype=torch.bool).triu(1)
     hints = [
-        (scores.masked_fill(mask, float("-inf")).softmax(-2).nan_to_num(0.0),
-         "your pattern rows don't sum to 1 — did you softmax over the query dimension instead of the key dimension?"),
-        (torch.einsum("qhd,khd->hqk", q, k).masked_fill(mask, float("-inf")).softmax(-1),
-         "close, but the scores must be divided by sqrt(d_head) before the softmax."),
-        (scores.softmax(-1), "your pattern attends to later positions: apply the causal mask (key > query → -inf) before the softmax."),
+        (
+            scores.masked_fill(mask, float("-inf")).softmax(-2).nan_to_num(0.0),
+            "your pattern rows don't sum to 1 — did you softmax over the query dimension instead of the key dimension?",
+        ),
+        (
+            torch.einsum("qhd,khd->hqk", q, k).masked_fill(mask, float("-inf")).softmax(-1),
+            "close, but the scores must be divided by sqrt(d_head) before the softmax.",
+        ),
+        (
+            scores.softmax(-1),
+            "your pattern attends to later positions: apply the causal mask (key > query → -inf) before the softmax.",
+        ),
     ]
     if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
         expect_close(out, ref, name, "pattern", hints=hints[:1] or hints)
@@ -53,12 +74,21 @@ def check_previous_token_scores(fn: Callable) -> None:
     name = getattr(fn, "__name__", "previous_token_scores")
     p = random_pattern(seed=2)
     out = expect_tensor(call(fn, p, name=name), (3,), ["head"], name)
-    hints = [(p.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1) if p.shape[-1] > 1 else p[:, 0, 0],
-              "you read the diagonal above the main one (offset=+1): for a causal pattern that is all zeros. "
-              "Previous-token attention sits at [query i, key i-1], offset=-1."),
-             (p.diagonal(dim1=-2, dim2=-1).mean(-1), "that is attention to the current token (the main diagonal), "
-              "not to the previous one (offset=-1)."),
-             (p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1), "use the mean over positions, not the sum: a score should lie in [0, 1].")]
+    hints = [
+        (
+            p.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1) if p.shape[-1] > 1 else p[:, 0, 0],
+            "you read the diagonal above the main one (offset=+1): for a causal pattern that is all zeros. "
+            "Previous-token attention sits at [query i, key i-1], offset=-1.",
+        ),
+        (
+            p.diagonal(dim1=-2, dim2=-1).mean(-1),
+            "that is attention to the current token (the main diagonal), not to the previous one (offset=-1).",
+        ),
+        (
+            p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1),
+            "use the mean over positions, not the sum: a score should lie in [0, 1].",
+        ),
+    ]
     expect_close(out, previous_token_scores(p), name, "scores", hints=hints)
     passed(name)
 
@@ -68,8 +98,10 @@ def _check_repeat_score(fn: Callable, ref_fn: Callable, default: str, other: Cal
     period = 6
     p = random_pattern(n=2 * period + 1, seed=3)
     out = expect_tensor(call(fn, p, period, name=name), (3,), ["head"], name)
-    hints = [(other(p, period), f"that is the {other_name} score: check which key each second-copy token should attend to."),
-             (ref_fn(p, period) * period, "use the mean over the second copy's positions, not the sum.")]
+    hints = [
+        (other(p, period), f"that is the {other_name} score: check which key each second-copy token should attend to."),
+        (ref_fn(p, period) * period, "use the mean over the second copy's positions, not the sum."),
+    ]
     expect_close(out, ref_fn(p, period), name, "scores", hints=hints)
     period2 = 4  # a different period, so a hard-coded offset fails
     p2 = random_pattern(n=2 * period2 + 1, seed=4)
@@ -99,18 +131,24 @@ def check_repeated_tokens(fn: Callable, pool: Sequence[int], bos: int) -> None:
     if not (out[:, 0] == bos).all():
         raise CheckFailed(f"`{name}`: every sequence must start with the BOS token ({bos}).")
     if not torch.equal(out[:, 1:8], out[:, 8:15]):
-        raise CheckFailed(f"`{name}`: positions 1..7 and 8..14 should be the same tokens (the second copy repeats the first).")
+        raise CheckFailed(
+            f"`{name}`: positions 1..7 and 8..14 should be the same tokens (the second copy repeats the first)."
+        )
     allowed = set(int(t) for t in pool)
     if not set(out[:, 1:].flatten().tolist()) <= allowed:
         raise CheckFailed(f"`{name}`: draw tokens only from `pool`.")
     if len(set(tuple(r) for r in out[:, 1:8].tolist())) < 5:
         raise CheckFailed(f"`{name}`: the sequences in a batch should differ (draw each one at random).")
     if any(len(set(r)) < 7 for r in out[:, 1:8].tolist()):
-        raise CheckFailed(f"`{name}`: draw distinct tokens within a sequence (sample without replacement), "
-                          f"so that each token's previous occurrence is unambiguous.")
+        raise CheckFailed(
+            f"`{name}`: draw distinct tokens within a sequence (sample without replacement), "
+            f"so that each token's previous occurrence is unambiguous."
+        )
     again = call(fn, list(pool), 7, 5, 0, name=name)
     if not torch.equal(out, again):
-        raise CheckFailed(f"`{name}`: the same seed should give the same tokens (use a torch.Generator seeded with `seed`).")
+        raise CheckFailed(
+            f"`{name}`: the same seed should give the same tokens (use a torch.Generator seeded with `seed`)."
+        )
     passed(name)
 
 
@@ -120,12 +158,21 @@ def check_per_token_loss(fn: Callable) -> None:
     logits, tokens = torch.randn(2, 6, 11, generator=g), torch.randint(0, 11, (2, 6), generator=g)
     out = expect_tensor(call(fn, logits, tokens, name=name), (2, 5), ["batch", "position"], name)
     lp = logits.log_softmax(-1)
-    hints = [(-lp[:, 1:].gather(-1, tokens[:, 1:, None])[..., 0],
-              "off by one: the logits at position t predict the token at t+1, so pair logits[:, :-1] with tokens[:, 1:]."),
-             (-lp[:, :-1].gather(-1, tokens[:, :-1, None])[..., 0],
-              "off by one: you scored each position's own token; the logits at t predict token t+1."),
-             (per_token_loss(logits, tokens).neg(), "sign: the loss is the *negative* log-probability."),
-             (-logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0], "take log_softmax of the logits before picking the token's entry.")]
+    hints = [
+        (
+            -lp[:, 1:].gather(-1, tokens[:, 1:, None])[..., 0],
+            "off by one: the logits at position t predict the token at t+1, so pair logits[:, :-1] with tokens[:, 1:].",
+        ),
+        (
+            -lp[:, :-1].gather(-1, tokens[:, :-1, None])[..., 0],
+            "off by one: you scored each position's own token; the logits at t predict token t+1.",
+        ),
+        (per_token_loss(logits, tokens).neg(), "sign: the loss is the *negative* log-probability."),
+        (
+            -logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0],
+            "take log_softmax of the logits before picking the token's entry.",
+        ),
+    ]
     expect_close(out, per_token_loss(logits, tokens), name, "losses", hints=hints)
     passed(name)
 
@@ -142,8 +189,16 @@ def check_ablate_head(fn: Callable) -> None:
     out = expect_tensor(out, z.shape, ["batch", "position", "head", "d_head"], name)
     ref = z.clone()
     ref[:, :, 2] = 0
-    hints = [(z.clone().index_fill_(1, torch.tensor([2]), 0.0), "you zeroed position 2, not head 2: heads are dimension 2 of hook_z."),
-             (z.clone().index_fill_(3, torch.tensor([2]), 0.0), "you zeroed component 2 of every head: heads are dimension 2 of hook_z.")]
+    hints = [
+        (
+            z.clone().index_fill_(1, torch.tensor([2]), 0.0),
+            "you zeroed position 2, not head 2: heads are dimension 2 of hook_z.",
+        ),
+        (
+            z.clone().index_fill_(3, torch.tensor([2]), 0.0),
+            "you zeroed component 2 of every head: heads are dimension 2 of hook_z.",
+        ),
+    ]
     expect_close(out, ref, name, "activation", hints=hints)
     passed(name)
 
@@ -155,13 +210,22 @@ def check_composition_score(fn: Callable) -> None:
     ref = composition_score(left, right).item()
     out = expect_number(call(fn, left, right, name=name), ref, name, "the score", float("inf"))
     if abs(out - (left @ right).norm().item()) < 1e-3:
-        raise CheckFailed(f"`{name}`: divide by the product of the two norms, so that the score does not depend on scale.")
+        raise CheckFailed(
+            f"`{name}`: divide by the product of the two norms, so that the score does not depend on scale."
+        )
     swapped = ((right @ left).norm() / (left.norm() * right.norm())).item()
     if abs(out - swapped) < 1e-5:
-        raise CheckFailed(f"`{name}`: multiply in the order given, left @ right (the earlier head's output feeds the later head).")
+        raise CheckFailed(
+            f"`{name}`: multiply in the order given, left @ right (the earlier head's output feeds the later head)."
+        )
     expect_number(out, ref, name, "the score", 1e-4)
-    expect_number(call(fn, 3 * left, right, name=name), ref, name,
-                  "the score when `left` is scaled by 3 (it should not change)", 1e-4)
+    expect_number(
+        call(fn, 3 * left, right, name=name),
+        ref,
+        name,
+        "the score when `left` is scaled by 3 (it should not change)",
+        1e-4,
+    )
     passed(name)
 
 

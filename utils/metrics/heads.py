@@ -9,8 +9,8 @@ first copy sits at positions ``1 .. period`` and the second at ``period + 1 .. 2
 from __future__ import annotations
 
 import random
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 import torch
 
@@ -52,7 +52,7 @@ def content_word_pool() -> list[int]:
     return sorted(word_id(w, tok) for w in storyworld.SONG_WORDS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def all_word_pool(n_docs: int = 2000) -> tuple[int, ...]:
     """Every word token Storyworld text uses (a space, then letters), function words such as
     " the", " felt" and " said" included, found in ``n_docs`` held-out documents (cached)."""
@@ -61,7 +61,9 @@ def all_word_pool(n_docs: int = 2000) -> tuple[int, ...]:
     for d in storyworld.sample_docs(seeds.EVAL, n_docs):
         ids.update(tok(d.text, add_special_tokens=False)["input_ids"])
     ordered = sorted(ids)
-    return tuple(i for i, s in zip(ordered, tok.convert_ids_to_tokens(ordered)) if s.startswith("Ġ") and s[1:].isalpha())
+    return tuple(
+        i for i, s in zip(ordered, tok.convert_ids_to_tokens(ordered)) if s.startswith("Ġ") and s[1:].isalpha()
+    )
 
 
 def repeated_random_tokens(

@@ -13,11 +13,12 @@ from utils import storyworld
 from utils.metrics.common import device_of
 from utils.tokenizer import encode_doc, load_tokenizer, token_spans
 
-
 PROBE_ROLES = ("subject", "predicate", "punctuation")
 
 
-def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def emotion_dataset(
+    model, docs: list[storyworld.Doc]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Residual stream after every layer at every token of the narrative sentences that do
     not name the emotion, labelled with the subject's current emotion.
 
@@ -55,12 +56,16 @@ def emotion_dataset(model, docs: list[storyworld.Doc]) -> tuple[torch.Tensor, to
         for l in range(L):
             acts[l].append(cache[names[l]][0, rows].float().cpu())
         labels += ys
-    return (torch.stack([torch.cat(a) for a in acts]), torch.tensor(labels), torch.tensor(roles),
-            torch.tensor(casts), n_sentences)
+    return (
+        torch.stack([torch.cat(a) for a in acts]),
+        torch.tensor(labels),
+        torch.tensor(roles),
+        torch.tensor(casts),
+        n_sentences,
+    )
 
 
-def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3,
-              steps: int = 200) -> torch.nn.Linear:
+def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3, steps: int = 200) -> torch.nn.Linear:
     """Multinomial logistic regression on standardised features, fitted with L-BFGS."""
     torch.manual_seed(0)
     mu, sd = x.mean(0), x.std(0) + 1e-6
@@ -102,11 +107,19 @@ def emotion_probe(model, train_docs, test_docs) -> dict:
     best = max(range(len(accs)), key=accs.__getitem__)
     by_role = {r: hits[best][rte == i].float().mean().item() for i, r in enumerate(PROBE_ROLES)}
     # Two-character stories need binding: which character feels what.
-    by_cast = {f"{r} ({n} character{'s' if n > 1 else ''})": hits[best][(rte == i) & (cte == n)].float().mean().item()
-               for n in (1, 2) for i, r in enumerate(PROBE_ROLES[:2])}
-    return {"emotion_probe_accuracy": accs[best], "emotion_probe_layer": best,
-            "emotion_probe_accuracy_by_layer": accs, "emotion_probe_accuracy_by_role": by_role,
-            "emotion_probe_accuracy_by_cast": by_cast,
-            "emotion_probe_accuracy_all_tokens": max(accs_all),
-            "emotion_probe_train_tokens": int(word_tr.sum()), "emotion_probe_test_tokens": int(word_te.sum()),
-            "emotion_probe_test_sentences": n_test_sentences}
+    by_cast = {
+        f"{r} ({n} character{'s' if n > 1 else ''})": hits[best][(rte == i) & (cte == n)].float().mean().item()
+        for n in (1, 2)
+        for i, r in enumerate(PROBE_ROLES[:2])
+    }
+    return {
+        "emotion_probe_accuracy": accs[best],
+        "emotion_probe_layer": best,
+        "emotion_probe_accuracy_by_layer": accs,
+        "emotion_probe_accuracy_by_role": by_role,
+        "emotion_probe_accuracy_by_cast": by_cast,
+        "emotion_probe_accuracy_all_tokens": max(accs_all),
+        "emotion_probe_train_tokens": int(word_tr.sum()),
+        "emotion_probe_test_tokens": int(word_te.sum()),
+        "emotion_probe_test_sentences": n_test_sentences,
+    }
