@@ -20,7 +20,9 @@ def ruff(*args: str) -> subprocess.CompletedProcess:
 def test_ruff_is_clean(command):
     result = ruff(*command)
     assert result.returncode == 0, (
-        result.stdout + result.stderr + "\nfix with: .venv/bin/ruff check --fix && .venv/bin/ruff format"
+        result.stdout
+        + result.stderr
+        + f"\nfix with: .venv/bin/ruff check --fix {' '.join(CHECKED)} && .venv/bin/ruff format {' '.join(CHECKED)}"
     )
 
 
