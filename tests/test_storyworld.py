@@ -6,13 +6,12 @@ import math
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from utils import storyworld as sw
+from utils.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = sw.sample_docs(4242, 600)
 
 
