@@ -3,6 +3,7 @@
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -322,3 +323,18 @@ def test_an_ellipsis_or_a_double_bang_is_one_choice():
 
 
 GOLDEN_DIGEST = "740747d108bf480eec86f387e39f355daaf84bbf34f3fb2274f11683532a819d"
+
+
+def test_words_are_exactly_the_words_the_families_write_after_a_space():
+    seen = set()
+    for family in ("narrative", "transfer", "repetition"):
+        for d in sw.sample_docs(seed=123, n=1500, family=family):
+            seen.update(re.findall(r"(?<= )[A-Za-z]+(?![A-Za-z])", d.text))
+    missing, unused = sorted(seen - set(sw.WORDS)), sorted(set(sw.WORDS) - seen)
+    assert not missing and not unused, f"write these into FRAME_WORDS: {missing}; no family writes: {unused}"
+    assert set(sw.CONTENT_WORDS) < set(sw.WORDS)
+    assert not set(sw.FRAME_WORDS) & set(sw.CONTENT_WORDS), "a frame word is also a content word"
+
+
+def test_every_song_word_is_a_storyworld_word():
+    assert set(sw.SONG_WORDS) <= set(sw.WORDS)

@@ -244,7 +244,8 @@ FILLERS = (
     " The clock ticked.",
 )
 
-SONG_WORDS = tuple(
+# Content words: what the stories are about.
+CONTENT_WORDS = tuple(
     sorted(
         set(
             NAMES
@@ -259,6 +260,19 @@ SONG_WORDS = tuple(
         )
     )
 )
+# Every other word the families write after a space: function words, sentence openings, the
+# verbs and nouns of the transfer, object and repetition frames, the fillers, what is said.
+FRAME_WORDS = (
+    "A", "After", "As", "It", "Nobody", "The", "Time", "We", "When", "While",
+    "a", "after", "again", "and", "arrived", "at", "began", "bird", "blew", "came", "children",
+    "day", "dear", "dropped", "felt", "gave", "handed", "held", "hugged", "in", "kicked",
+    "learned", "lined", "list", "looked", "lunch", "made", "morning", "no", "on", "out",
+    "passed", "rain", "rang", "read", "rhyme", "said", "sang", "sent", "spoke", "sun", "sunny",
+    "the", "threw", "ticked", "to", "up", "walked", "was", "we", "went", "were", "wind",
+)  # fmt: skip
+WORDS = tuple(sorted(set(CONTENT_WORDS + FRAME_WORDS)))
+# Songs draw from the content words.
+SONG_WORDS = CONTENT_WORDS
 FAMILIES = {"narrative": 0.45, "transfer": 0.25, "repetition": 0.15, "song": 0.15}
 
 # Lengths and stopping.
