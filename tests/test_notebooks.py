@@ -112,3 +112,18 @@ def test_executing_in_place_keeps_the_outputs_and_a_failure_leaves_the_file_alon
     before = (tmp_path / "bad.ipynb").read_text()
     assert "ZeroDivisionError" in nbs.execute(tmp_path / "bad.ipynb", save=True)["error"]
     assert (tmp_path / "bad.ipynb").read_text() == before
+
+
+def test_the_executor_runs_output_widgets_whether_or_not_it_saves(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import ipywidgets as widgets\nout = widgets.Output()\ndisplay(out)\nwith out:\n    print('inside')"
+        )
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "widget.ipynb")
+    assert nbs.execute(tmp_path / "widget.ipynb")["error"] is None
+    assert nbs.execute(tmp_path / "widget.ipynb", save=True)["error"] is None
+    saved = nbformat.read(tmp_path / "widget.ipynb", as_version=4)
+    assert "application/vnd.jupyter.widget-state+json" in saved.metadata.get("widgets", {})
