@@ -69,3 +69,24 @@ def test_numbers_are_compared_with_a_tolerance():
 def test_check_failures_render_as_one_line_in_ipython():
     lines = CheckFailed("your pattern rows don't sum to 1")._render_traceback_()
     assert len(lines) == 1 and "sum to 1" in lines[0]
+
+
+def test_a_hook_may_edit_in_place_when_the_check_allows_it():
+    def zero_first(x):
+        x[0] = 0.0
+
+    x = torch.ones(3)
+    assert call(zero_first, x, in_place_ok=True) is None
+    assert x.tolist() == [0.0, 1.0, 1.0]
+    with pytest.raises(CheckFailed, match="changed its input tensor"):
+        call(zero_first, torch.ones(3))
+
+
+def test_an_expected_exception_gets_its_likely_cause():
+    def overrun(x):
+        return x[10]
+
+    with pytest.raises(CheckFailed, match=r"raised IndexError: .* Use the argument"):
+        call(overrun, torch.zeros(3), explain={IndexError: "Use the argument."})
+    with pytest.raises(CheckFailed, match=r"raised IndexError: [^.]*\.?$"):
+        call(overrun, torch.zeros(3), explain={KeyError: "Use the argument."})

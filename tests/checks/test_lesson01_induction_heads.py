@@ -62,6 +62,10 @@ def ablate_head(z, hook, head):
     return z
 
 
+def full_ov_circuit(W_E, W_V, W_O, W_U):
+    return torch.einsum("sm,mh,hn,nt->st", W_E, W_V, W_O, W_U)
+
+
 def composition_score(left, right):
     return torch.linalg.matrix_norm(left @ right) / (torch.linalg.matrix_norm(left) * torch.linalg.matrix_norm(right))
 
@@ -71,6 +75,7 @@ def copying_score(full_ov):
 
 
 POOL = list(range(5, 60))
+PERIOD = 25  # a lesson-wide global that a score function should not use
 CASES = {
     "attention_pattern": (
         c.check_attention_pattern,
@@ -89,6 +94,24 @@ CASES = {
                 .softmax(-1)
             ),
             "causal mask": lambda q, k: torch.einsum("qhd,khd->hqk", q, k).div(4).softmax(-1),
+            "not by d_head itself": lambda q, k: (
+                torch.einsum("qhd,khd->hqk", q, k)
+                .div(16)
+                .masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf"))
+                .softmax(-1)
+            ),
+            "not by sqrt(d_model)": lambda q, k: (
+                torch.einsum("qhd,khd->hqk", q, k)
+                .div((q.shape[1] * q.shape[2]) ** 0.5)
+                .masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf"))
+                .softmax(-1)
+            ),
+            "fill them with -inf": lambda q, k: (
+                torch.einsum("qhd,khd->hqk", q, k)
+                .div(4)
+                .masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), 0.0)
+                .softmax(-1)
+            ),
         },
     ),
     "previous_token_scores": (
@@ -97,6 +120,8 @@ CASES = {
         {
             "offset=-1": lambda p: p.diagonal(dim1=-2, dim2=-1).mean(-1),
             "mean over positions": lambda p: p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1),
+            "above the main one (offset=+1)": lambda p: p.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1),
+            "position 0 has nothing before it": lambda p: p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1) / p.shape[-1],
         },
     ),
     "duplicate_token_scores": (
@@ -105,6 +130,7 @@ CASES = {
         {
             "induction score": induction_scores,
             "hard-coded": lambda p, period: duplicate_token_scores(p, 6),
+            "not from a global such as PERIOD": lambda p, period: duplicate_token_scores(p, PERIOD),
         },
     ),
     "induction_scores": (
@@ -113,6 +139,7 @@ CASES = {
         {
             "duplicate-token score": duplicate_token_scores,
             "hard-coded": lambda p, period: induction_scores(p, 6),
+            "not from a global such as PERIOD": lambda p, period: induction_scores(p, PERIOD),
         },
     ),
     "per_token_loss": (
@@ -130,8 +157,22 @@ CASES = {
         ablate_head,
         {
             "zeroed position 2": lambda z, hook, head: z.clone().index_fill_(1, torch.tensor([head]), 0.0),
-            "returned None": lambda z, hook, head: None,
-            "changed its input": lambda z, hook, head: z.index_fill_(2, torch.tensor([head]), 0.0),
+            "returned None and left `z` unchanged": lambda z, hook, head: None,
+            "mean ablation": lambda z, hook, head: z.clone().index_copy_(
+                2, torch.tensor([head]), z[:, :, [head]].mean((0, 1), keepdim=True).expand(*z.shape[:2], 1, -1)
+            ),
+            "zero only the chosen head": lambda z, hook, head: torch.zeros_like(z).index_copy_(
+                2, torch.tensor([head]), z[:, :, [head]]
+            ),
+        },
+    ),
+    "full_ov_circuit": (
+        c.check_full_ov_circuit,
+        full_ov_circuit,
+        {
+            "transposed": lambda W_E, W_V, W_O, W_U: (W_E @ W_V @ W_O @ W_U).T,
+            "not through W_V transposed": lambda W_E, W_V, W_O, W_U: W_E @ W_V @ W_V.T @ W_U,
+            "dimension 1 (output token)": lambda W_E, W_V, W_O, W_U: W_E @ W_V @ W_O,
         },
     ),
     "composition_score": (
@@ -207,3 +248,66 @@ def test_repeated_tokens_check_accepts_a_solution_and_names_mistakes(capsys):
 
     with pytest.raises(CheckFailed, match="same seed"):
         c.check_repeated_tokens(unseeded, POOL, 0)
+
+
+def ablate_in_place_and_return(z, hook, head):
+    z[:, :, head] = 0
+    return z
+
+
+def ablate_in_place_return_none(z, hook, head):
+    z[:, :, head] = 0
+
+
+@pytest.mark.parametrize("hook", [ablate_in_place_and_return, ablate_in_place_return_none])
+def test_ablation_check_accepts_the_in_place_hook_idioms(hook, capsys):
+    c.check_ablate_head(hook)
+    assert "✓" in capsys.readouterr().out
+
+
+def test_the_bridge_honours_in_place_hook_edits_as_the_check_assumes():
+    from utils import load_model
+
+    model = load_model("storyworld-attn2l", device="cpu")
+    x = torch.tensor([[0, 5, 9, 14, 5, 9, 14]])
+
+    def returned(z, hook):
+        z = z.clone()
+        z[:, :, 1] = 0.0
+        return z
+
+    def in_place(z, hook):
+        z[:, :, 1] = 0.0
+
+    with torch.no_grad():
+        a = model.run_with_hooks(x, fwd_hooks=[("blocks.0.attn.hook_z", returned)])
+        b = model.run_with_hooks(x, fwd_hooks=[("blocks.0.attn.hook_z", in_place)])
+        clean = model(x)
+    assert torch.allclose(a, b) and not torch.allclose(a, clean)
+
+
+def with_replacement_torch(offset):
+    def repeated(pool, period, batch, seed):
+        g = torch.Generator().manual_seed(seed + offset)
+        r = torch.tensor(pool)[torch.randint(len(pool), (batch, period), generator=g)]
+        return torch.cat([torch.zeros(batch, 1, dtype=torch.long), r, r], 1)
+
+    return repeated
+
+
+def with_replacement_numpy(offset):
+    import numpy as np
+
+    def repeated(pool, period, batch, seed):
+        rng = np.random.default_rng(seed + offset)
+        r = torch.tensor(np.stack([rng.choice(pool, period) for _ in range(batch)]))  # replace=True by default
+        return torch.cat([torch.zeros(batch, 1, dtype=torch.long), r, r], 1)
+
+    return repeated
+
+
+@pytest.mark.parametrize("make", [with_replacement_torch, with_replacement_numpy], ids=["torch.randint", "rng.choice"])
+def test_sampling_with_replacement_fails_the_check_for_every_seed(make):
+    for offset in range(200):
+        with pytest.raises(CheckFailed, match="without replacement"):
+            c.check_repeated_tokens(make(offset), POOL, 0)

@@ -67,3 +67,20 @@ def test_copying_and_composition_scores_on_matrices_with_known_answers():
     a, b = torch.randn(8, 8), torch.randn(8, 8)
     assert torch.isclose(heads.composition_score(5 * a, b), heads.composition_score(a, b))
     assert torch.isclose(heads.composition_score(torch.eye(4), torch.eye(4)), torch.tensor(0.5))
+
+
+def test_full_ov_circuit_is_the_product_in_reading_order_and_copied_tokens_read_the_diagonal():
+    W_E, W_V, W_O, W_U = torch.randn(7, 5), torch.randn(5, 2), torch.randn(2, 5), torch.randn(5, 7)
+    assert torch.allclose(heads.full_ov_circuit(W_E, W_V, W_O, W_U), W_E @ (W_V @ W_O) @ W_U, atol=1e-5)
+    m = torch.eye(4) * 2
+    m[3, 0] = 5.0
+    assert heads.copied_tokens(m).tolist() == [True, True, True, False]
+    assert heads.copying_score(m) == heads.copied_tokens(m).float().mean().item()
+
+
+def test_random_composition_baseline_is_near_the_rank_formula_and_below_aligned_heads():
+    base = heads.random_composition_baseline(128, 32, n=20)
+    assert 0.07 < base < 0.11  # small, but well above zero
+    u = torch.randn(128, 32)
+    aligned = heads.composition_score(u @ u.T, u @ u.T).item()
+    assert aligned > 2 * base

@@ -10,7 +10,7 @@ into a sentence; ``expect_tensor`` names the dimension that is off; ``expect_clo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,8 +27,21 @@ def passed(name: str, detail: str = "") -> None:
     print(f"✓ {name} passed" + (f": {detail}" if detail else "."))
 
 
-def call(fn: Callable, *args, name: str | None = None, **kwargs) -> Any:
-    """Call the learner's function, turning its failures into clear sentences."""
+def call(
+    fn: Callable,
+    *args,
+    name: str | None = None,
+    in_place_ok: bool = False,
+    explain: Mapping[type[BaseException], str] | None = None,
+    **kwargs,
+) -> Any:
+    """Call the learner's function, turning its failures into clear sentences.
+
+    ``in_place_ok``: the function may edit its tensor arguments (a hook that edits the
+    activation and returns it, or returns None); the caller then reads the edited copy.
+    ``explain``: for an exception of one of these types, say this sentence (the likely
+    cause) after the exception's own first line.
+    """
     name = name or getattr(fn, "__name__", "your function")
     if not callable(fn):
         raise CheckFailed(f"pass the function itself, e.g. check(...)(my_fn), not {type(fn).__name__}")
@@ -43,7 +56,12 @@ def call(fn: Callable, *args, name: str | None = None, **kwargs) -> Any:
     except CheckFailed:
         raise
     except Exception as e:  # the learner's bug: say what and where, briefly
-        raise CheckFailed(f"`{name}` raised {type(e).__name__}: {_first_line(e)}") from None
+        why = next((text for kind, text in (explain or {}).items() if isinstance(e, kind)), "")
+        raise CheckFailed(
+            f"`{name}` raised {type(e).__name__}: {_first_line(e)}" + (f" {why}" if why else "")
+        ) from None
+    if in_place_ok:
+        return out
     after = [a for a in args if isinstance(a, torch.Tensor)]
     for k, (before, now) in enumerate(zip(snapshot, after)):
         if before.shape != now.shape or not torch.equal(before, now):

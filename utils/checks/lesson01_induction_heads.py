@@ -25,6 +25,7 @@ from utils.metrics.heads import (
     composition_score,
     copying_score,
     duplicate_token_scores,
+    full_ov_circuit,
     induction_scores,
     previous_token_scores,
 )
@@ -61,10 +62,25 @@ def check_attention_pattern(fn: Callable) -> None:
             scores.softmax(-1),
             "your pattern attends to later positions: apply the causal mask (key > query → -inf) before the softmax.",
         ),
+        (
+            (scores / 4).masked_fill(mask, float("-inf")).softmax(-1),
+            "divide by the square root of d_head, not by d_head itself.",
+        ),
+        (
+            (torch.einsum("qhd,khd->hqk", q, k) / 48**0.5).masked_fill(mask, float("-inf")).softmax(-1),
+            "scale by sqrt(d_head), the size of one head's query, not by sqrt(d_model) (all heads together).",
+        ),
+        (
+            scores.masked_fill(mask, 0.0).softmax(-1),
+            "masked scores set to 0 still get weight after the softmax: fill them with -inf instead.",
+        ),
     ]
     if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-        expect_close(out, ref, name, "pattern", hints=hints[:1] or hints)
+        expect_close(out, ref, name, "pattern", hints=hints[:1])
     if (out * mask).abs().max() > 1e-6:
+        zero_filled, message = hints[5]
+        if torch.allclose(out.detach().float().cpu(), zero_filled, atol=1e-4):
+            raise CheckFailed(f"`{name}`: {message}")
         raise CheckFailed(f"`{name}`: {hints[2][1]}")
     expect_close(out, ref, name, "pattern", hints=hints)
     passed(name, "matches the model's own attention pattern computation")
@@ -88,16 +104,27 @@ def check_previous_token_scores(fn: Callable) -> None:
             p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1),
             "use the mean over positions, not the sum: a score should lie in [0, 1].",
         ),
+        (
+            p.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1) / p.shape[-1],
+            "average over the positions that have a previous token (1 onwards), not over all of them: "
+            "position 0 has nothing before it.",
+        ),
     ]
     expect_close(out, previous_token_scores(p), name, "scores", hints=hints)
     passed(name)
+
+
+_PERIOD_ERRORS = {
+    IndexError: "The check's patterns are short (period 6, then 4): compute the positions from the "
+    "`period` argument, not from a global such as PERIOD or from a fixed length."
+}
 
 
 def _check_repeat_score(fn: Callable, ref_fn: Callable, default: str, other: Callable, other_name: str) -> None:
     name = getattr(fn, "__name__", default)
     period = 6
     p = random_pattern(n=2 * period + 1, seed=3)
-    out = expect_tensor(call(fn, p, period, name=name), (3,), ["head"], name)
+    out = expect_tensor(call(fn, p, period, name=name, explain=_PERIOD_ERRORS), (3,), ["head"], name)
     hints = [
         (other(p, period), f"that is the {other_name} score: check which key each second-copy token should attend to."),
         (ref_fn(p, period) * period, "use the mean over the second copy's positions, not the sum."),
@@ -106,7 +133,7 @@ def _check_repeat_score(fn: Callable, ref_fn: Callable, default: str, other: Cal
     period2 = 4  # a different period, so a hard-coded offset fails
     p2 = random_pattern(n=2 * period2 + 1, seed=4)
     try:
-        out2 = expect_tensor(call(fn, p2, period2, name=name), (3,), ["head"], name)
+        out2 = expect_tensor(call(fn, p2, period2, name=name, explain=_PERIOD_ERRORS), (3,), ["head"], name)
         expect_close(out2, ref_fn(p2, period2), name, f"scores for period {period2}")
     except CheckFailed as e:
         raise CheckFailed(f"{e.args[0]} This was with period {period2}: is the period hard-coded?") from None
@@ -122,7 +149,12 @@ def check_induction_scores(fn: Callable) -> None:
 
 
 def check_repeated_tokens(fn: Callable, pool: Sequence[int], bos: int) -> None:
-    """fn(pool, period, batch, seed) -> [batch, 1 + 2*period]: BOS, then r, then r again."""
+    """fn(pool, period, batch, seed) -> [batch, 1 + 2*period]: BOS, then r, then r again.
+
+    Distinctness is tested where sampling with replacement cannot pass by luck: with a pool
+    exactly as large as the period, every row must be a permutation of the pool, which 40 rows
+    drawn with replacement are all together with probability below 10^-80.
+    """
     name = getattr(fn, "__name__", "repeated_tokens")
     out = call(fn, list(pool), 7, 5, 0, name=name)
     out = expect_tensor(out, (5, 15), ["batch", "position"], name, floating=False)
@@ -139,11 +171,20 @@ def check_repeated_tokens(fn: Callable, pool: Sequence[int], bos: int) -> None:
         raise CheckFailed(f"`{name}`: draw tokens only from `pool`.")
     if len(set(tuple(r) for r in out[:, 1:8].tolist())) < 5:
         raise CheckFailed(f"`{name}`: the sequences in a batch should differ (draw each one at random).")
-    if any(len(set(r)) < 7 for r in out[:, 1:8].tolist()):
+    without_replacement = (
+        f"`{name}`: draw distinct tokens within a sequence (sample without replacement), so that each "
+        f"token's previous occurrence is unambiguous."
+    )
+    small = sorted(allowed)[:7]
+    tight = call(fn, small, 7, 40, 1, name=name)
+    tight = expect_tensor(tight, (40, 15), ["batch", "position"], name, floating=False)
+    if any(sorted(r) != small for r in tight[:, 1:8].tolist()):
         raise CheckFailed(
-            f"`{name}`: draw distinct tokens within a sequence (sample without replacement), "
-            f"so that each token's previous occurrence is unambiguous."
+            without_replacement + " With a pool of 7 tokens and period 7, every copy must use each token once; "
+            "yours repeats some."
         )
+    if any(len(set(r)) < 7 for r in out[:, 1:8].tolist()):
+        raise CheckFailed(without_replacement)
     again = call(fn, list(pool), 7, 5, 0, name=name)
     if not torch.equal(out, again):
         raise CheckFailed(
@@ -178,17 +219,31 @@ def check_per_token_loss(fn: Callable) -> None:
 
 
 def check_ablate_head(fn: Callable) -> None:
-    """fn(z, hook, head) -> z with that head's output zeroed; z is [batch, pos, head, d_head]."""
+    """fn(z, hook, head) -> z with that head's output zeroed; z is [batch, pos, head, d_head].
+
+    Hook functions may edit the activation in place: TransformerLens (and the bridge) use
+    the edited tensor whether the hook returns it or returns None, so both are accepted.
+    """
     name = getattr(fn, "__name__", "ablate_head")
     g = torch.Generator().manual_seed(6)
-    z = torch.randn(2, 5, 4, 8, generator=g)
+    z = torch.randn(2, 5, 4, 8, generator=g) + 1.0
+    arg = z.clone()
     hook = SimpleNamespace(name="blocks.1.attn.hook_z")
-    out = call(fn, z, hook, 2, name=name)
+    out = call(fn, arg, hook, 2, name=name, in_place_ok=True)
     if out is None:
-        raise CheckFailed(f"`{name}` returned None: return the edited activation (a hook's return value replaces it).")
+        if torch.equal(arg, z):
+            raise CheckFailed(
+                f"`{name}` returned None and left `z` unchanged: edit `z` in place or return the edited copy "
+                f"(a hook's return value replaces the activation)."
+            )
+        out = arg  # edited in place: the hook machinery reads the same tensor
     out = expect_tensor(out, z.shape, ["batch", "position", "head", "d_head"], name)
     ref = z.clone()
     ref[:, :, 2] = 0
+    mean_ablated = z.clone()
+    mean_ablated[:, :, 2] = z[:, :, 2].mean((0, 1))
+    kept_only = torch.zeros_like(z)
+    kept_only[:, :, 2] = z[:, :, 2]
     hints = [
         (
             z.clone().index_fill_(1, torch.tensor([2]), 0.0),
@@ -198,8 +253,40 @@ def check_ablate_head(fn: Callable) -> None:
             z.clone().index_fill_(3, torch.tensor([2]), 0.0),
             "you zeroed component 2 of every head: heads are dimension 2 of hook_z.",
         ),
+        (
+            mean_ablated,
+            "you replaced the head's output with its mean (mean ablation); this exercise zeroes it "
+            "(mean ablation comes next, in the lesson's own code).",
+        ),
+        (kept_only, "you kept head 2 and zeroed every other head: zero only the chosen head."),
     ]
     expect_close(out, ref, name, "activation", hints=hints)
+    passed(name, "returning the edited tensor and editing in place are both fine for a hook")
+
+
+def check_full_ov_circuit(fn: Callable) -> None:
+    """fn(W_E, W_V, W_O, W_U) -> [source token, output token]."""
+    name = getattr(fn, "__name__", "full_ov_circuit")
+    g = torch.Generator().manual_seed(9)
+    n_tokens, d_model, d_head = 11, 8, 3
+    W_E, W_U = torch.randn(n_tokens, d_model, generator=g), torch.randn(d_model, n_tokens, generator=g)
+    W_V, W_O = torch.randn(d_model, d_head, generator=g), torch.randn(d_head, d_model, generator=g)
+    args = (W_E, W_V, W_O, W_U)
+    out = call(fn, *args, name=name)
+    out = expect_tensor(out, (n_tokens, n_tokens), ["source token", "output token"], name)
+    ref = full_ov_circuit(*args)
+    hints = [
+        (
+            ref.T,
+            "your matrix is transposed: rows should be the token attended to (through W_E), "
+            "columns the output token whose logit changes (through W_U).",
+        ),
+        (
+            W_E @ W_V @ W_V.T @ W_U,
+            "the value's result leaves the head through W_O, not through W_V transposed.",
+        ),
+    ]
+    expect_close(out, ref, name, "circuit", atol=1e-3, hints=hints)
     passed(name)
 
 

@@ -137,6 +137,29 @@ def composition_score(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return (left @ right).norm() / (left.norm() * right.norm())
 
 
+def full_ov_circuit(W_E: torch.Tensor, W_V: torch.Tensor, W_O: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
+    """``[source token, output token]``: the logits a head adds for each output token when it
+    attends (fully) to a position holding the source token, ``W_E W_V W_O W_U``."""
+    return W_E @ W_V @ W_O @ W_U
+
+
+def copied_tokens(full_ov: torch.Tensor) -> torch.Tensor:
+    """``[token]`` booleans: does attending to the token raise its own logit above every other?"""
+    return full_ov.argmax(-1) == torch.arange(full_ov.shape[0], device=full_ov.device)
+
+
+def random_composition_baseline(d_model: int, d_head: int, n: int = 50, seed: int = 0) -> float:
+    """Mean :func:`composition_score` of two random rank-``d_head`` ``d_model × d_model``
+    products (each a ``d_model × d_head`` times a ``d_head × d_model`` Gaussian matrix):
+    the score two heads get when neither reads what the other writes."""
+    g = torch.Generator().manual_seed(seed)
+
+    def low_rank() -> torch.Tensor:
+        return torch.randn(d_model, d_head, generator=g) @ torch.randn(d_head, d_model, generator=g)
+
+    return torch.stack([composition_score(low_rank(), low_rank()) for _ in range(n)]).mean().item()
+
+
 def copying_score(full_ov: torch.Tensor) -> float:
     """Share of rows ``[token, token]`` whose largest entry is on the diagonal: the OV circuit
     predicts the token the head attended to."""
