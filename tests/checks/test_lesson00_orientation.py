@@ -18,22 +18,59 @@ def model():
     torch.set_grad_enabled(True)
 
 
-def test_top_prediction_mistakes(model):
-    with pytest.raises(CheckFailed, match="token id"):
-        c.check_top_prediction(lambda m, t: m(m.to_tokens(t))[0, -1].argmax(), model)
-    with pytest.raises(CheckFailed, match="first position"):
-        c.check_top_prediction(lambda m, t: m.to_string(m(m.to_tokens(t))[0, 0].argmax()), model)
-    with pytest.raises(CheckFailed, match="top prediction is"):
-        c.check_top_prediction(lambda m, t: " Zoe", model)
+def test_top_prediction_accepts_a_softmax_first(model, capsys):
+    c.check_top_prediction(lambda m, t: m.to_string(m(m.to_tokens(t)).softmax(-1)[0, -1].argmax()), model)
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong,message",
+    [
+        (lambda m, t: m(m.to_tokens(t))[0, -1].argmax(), "token id"),
+        (lambda m, t: m.to_string(m(m.to_tokens(t))[0, -2].argmax()), "logits[0, -2]"),
+        (lambda m, t: m.to_string(m(m.to_tokens(t))[0, 0].argmax()), "first position"),
+        (lambda m, t: m.to_string(m(m.to_tokens(t)).softmax(1)[0, -1].argmax()), "softmax over positions"),
+        (lambda m, t: m.to_string(m(m.to_tokens(t)).softmax(0)[0, -1].argmax()), "batch dimension"),
+        (lambda m, t: " Zoe", "top prediction is"),
+    ],
+    ids=["token-id", "second-to-last", "first-position", "softmax-positions", "softmax-batch", "other"],
+)
+def test_top_prediction_mistakes(model, wrong, message):
+    with pytest.raises(CheckFailed, match=re.escape(message)):
+        c.check_top_prediction(wrong, model)
+
+
+def _shifted(l, t):
+    return l[:, :-1].log_softmax(-1).gather(-1, t[:, 1:, None])[..., 0]
 
 
 @pytest.mark.parametrize(
     "wrong,message",
     [
         (lambda l, t: -l.log_softmax(-1).gather(-1, t[..., None]).mean(), "no shift"),
+        (lambda l, t: -l[:, 1:].log_softmax(-1).gather(-1, t[:, :-1, None]).mean(), "shift goes the wrong way"),
         (lambda l, t: -l[:, :-1].gather(-1, t[:, 1:, None]).mean(), "log_softmax"),
-        (lambda l, t: -l[:, :-1].log_softmax(-1).gather(-1, t[:, 1:, None]).sum(), "not the sum"),
-        (lambda l, t: -l[:, :-1].log_softmax(-1).gather(-1, t[:, 1:, None])[..., 0], "one number"),
+        (lambda l, t: -l[:, :-1].log_softmax(1).gather(-1, t[:, 1:, None]).mean(), "normalised over positions"),
+        (lambda l, t: -l.log_softmax(1)[:, :-1].gather(-1, t[:, 1:, None]).mean(), "normalised over positions"),
+        (lambda l, t: _shifted(l, t).mean(), "minus sign"),
+        (lambda l, t: -l[:, :-1].log_softmax(-1).mean(), "every vocabulary entry"),
+        (lambda l, t: -_shifted(l, t).sum(), "not the sum"),
+        (lambda l, t: -_shifted(l, t).mean(1), "averaged over positions only"),
+        (lambda l, t: -_shifted(l, t).mean(0), "averaged over the batch only"),
+        (lambda l, t: -_shifted(l, t), "one number"),
+    ],
+    ids=[
+        "no-shift",
+        "shift-backwards",
+        "no-log-softmax",
+        "softmax-positions",
+        "softmax-positions-before-slicing",
+        "no-minus",
+        "mean-over-vocabulary",
+        "sum",
+        "mean-over-positions-only",
+        "mean-over-batch-only",
+        "no-mean",
     ],
 )
 def test_mean_loss_mistakes(wrong, message):
@@ -46,11 +83,39 @@ def test_mean_loss_accepts_cross_entropy(capsys):
     assert "✓" in capsys.readouterr().out
 
 
-def test_logits_from_residual_mistakes(model):
-    with pytest.raises(CheckFailed, match="final LayerNorm"):
-        c.check_logits_from_residual(lambda m, r: r @ m.W_U + m.b_U, model)
-    with pytest.raises(CheckFailed, match="d_vocab"):
-        c.check_logits_from_residual(lambda m, r: m.ln_final(r), model)
+def test_logits_from_residual_accepts_the_unembed_component(model, capsys):
+    c.check_logits_from_residual(lambda m, r: m.unembed(m.ln_final(r)), model)
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong,message",
+    [
+        (lambda m, r: r @ m.W_U + m.b_U, "final LayerNorm"),
+        (lambda m, r: m.ln_final(r) @ m.W_E.T + m.b_U, "W_E.T is the transposed embedding"),
+        (lambda m, r: r @ m.W_E.T + m.b_U, "two steps differ"),
+        (lambda m, r: m.ln_final(r), "d_vocab"),
+    ],
+    ids=["no-layernorm", "embedding-transposed", "both", "no-unembedding"],
+)
+def test_logits_from_residual_mistakes(model, wrong, message):
+    with pytest.raises(CheckFailed, match=re.escape(message)):
+        c.check_logits_from_residual(wrong, model)
+
+
+def test_logits_from_residual_names_a_missing_bias_where_the_model_has_one():
+    from utils import load_model
+
+    with torch.no_grad():
+        attn2l = load_model("storyworld-attn2l", device="cpu")  # its b_U is not zero
+        with pytest.raises(CheckFailed, match=re.escape("unembedding bias")):
+            c.check_logits_from_residual(lambda m, r: m.ln_final(r) @ m.W_U, attn2l)
+
+
+def _last_batch_element(r, h, d, s):
+    r = r.clone()
+    r[-1] += s * d
+    return r
 
 
 @pytest.mark.parametrize(
@@ -59,8 +124,10 @@ def test_logits_from_residual_mistakes(model):
         (lambda r, h, d, s: r + s * d, "every position"),
         (lambda r, h, d, s: None, "returned None"),
         (lambda r, h, d, s: torch.cat([r[:, :1] + s * d, r[:, 1:]], 1), "first position"),
+        (_last_batch_element, "last batch element"),
         (lambda r, h, d, s: torch.cat([r[:, :-1], r[:, -1:] + d], 1), "scale"),
     ],
+    ids=["every-position", "none", "first-position", "last-batch-element", "no-scale"],
 )
 def test_boost_hook_mistakes(wrong, message):
     with pytest.raises(CheckFailed, match=re.escape(message)):
@@ -72,5 +139,17 @@ def test_boost_hook_rejects_in_place_edits():
         r[:, -1] += s * d
         return r
 
-    with pytest.raises(CheckFailed, match="in place"):
+    with pytest.raises(CheckFailed, match="in place.*clone"):
         c.check_boost_hook(in_place)
+
+
+def test_boost_hook_accepts_an_out_of_place_solution(capsys):
+    c.check_boost_hook(lambda r, h, d, s: torch.cat([r[:, :-1], r[:, -1:] + s * d], 1))
+    assert "✓" in capsys.readouterr().out
+
+
+def test_checks_ask_for_the_function_itself():
+    with pytest.raises(CheckFailed, match="function itself"):
+        c.check_boost_hook(torch.zeros(3))
+    with pytest.raises(CheckFailed, match="function itself"):
+        c.check_mean_loss(1.0)

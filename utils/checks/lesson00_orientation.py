@@ -1,4 +1,8 @@
-"""Checks for lesson 00, orientation: ``check_<exercise>(your_function)``."""
+"""Checks for lesson 00, orientation: ``check_<exercise>(your_function)``.
+
+Each check compares the learner's function with the reference and, where a known mistake
+gives a different answer, says which mistake it was.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,33 @@ ORIENTATION_PROMPTS = (
 )
 
 
+def _top_prediction_mistakes(model, logits: torch.Tensor) -> list[tuple[str, str]]:
+    """(what a known mistake returns, the sentence that names it) for logits ``[position, d_vocab]``."""
+    text = model.to_string
+    return [
+        (
+            text(logits[-2].argmax()),
+            "you read logits[0, -2], the prediction for the text's own last token, which the model has "
+            "already seen; the token after the whole text is predicted at the last position, logits[0, -1].",
+        ),
+        (
+            text(logits[0].argmax()),
+            "you read the prediction at the first position; the next token after the whole text is "
+            "predicted at the last position (logits[0, -1]).",
+        ),
+        (
+            text(logits.softmax(0)[-1].argmax()),
+            "you took the softmax over positions (dim=1 of [batch, position, d_vocab]); probabilities are "
+            "over the vocabulary, dim=-1. The argmax of the logits needs no softmax at all.",
+        ),
+        (
+            text(logits[None].softmax(0)[0, -1].argmax()),
+            "you took the softmax over the batch dimension (dim=0), which has one element, so every "
+            "probability is 1; the vocabulary is dim=-1 (and the argmax needs no softmax).",
+        ),
+    ]
+
+
 def check_top_prediction(fn: Callable, model) -> None:
     """fn(model, text) -> the most likely next token, as a string."""
     name = getattr(fn, "__name__", "top_prediction")
@@ -31,12 +62,9 @@ def check_top_prediction(fn: Callable, model) -> None:
         if not isinstance(out, str):
             raise CheckFailed(f"`{name}` should return a string, but returned {type(out).__name__}.")
         if out != want:
-            first = model.to_string(logits[0].argmax())
-            if out == first:
-                raise CheckFailed(
-                    f"`{name}`: you read the prediction at the first position; the next token after "
-                    f"the whole text is predicted at the last position (logits[0, -1])."
-                )
+            for wrong, message in _top_prediction_mistakes(model, logits):
+                if out == wrong:
+                    raise CheckFailed(f"`{name}`: {message}")
             raise CheckFailed(f"`{name}`({text!r}) gave {out!r}; the model's top prediction is {want!r}.")
     passed(name, "on " + ", ".join(repr(p[-12:]) for p in ORIENTATION_PROMPTS))
 
@@ -48,20 +76,54 @@ def check_mean_loss(fn: Callable) -> None:
     logits, tokens = torch.randn(3, 8, 13, generator=g), torch.randint(0, 13, (3, 8), generator=g)
     out = call(fn, logits, tokens, name=name)
     if isinstance(out, torch.Tensor) and out.numel() != 1:
+        per_token = per_token_loss(logits, tokens)  # [batch, pos - 1]
+        if tuple(out.shape) == (3,) and torch.allclose(out.float(), per_token.mean(1), atol=1e-4):
+            raise CheckFailed(
+                f"`{name}` returned one loss per sequence: you averaged over positions only. "
+                f"Average over the batch too, to get one number."
+            )
+        if tuple(out.shape) == (7,) and torch.allclose(out.float(), per_token.mean(0), atol=1e-4):
+            raise CheckFailed(
+                f"`{name}` returned one loss per position: you averaged over the batch only. "
+                f"Average over the positions too, to get one number."
+            )
         raise CheckFailed(
             f"`{name}` returned shape {tuple(out.shape)}; average over every prediction to get one number."
         )
     ref = mean_loss(logits, tokens).item()
     lp = logits.log_softmax(-1)
-    wrong = {
-        -lp.gather(-1, tokens[..., None]).mean().item(): "no shift: the logits at position t predict token t+1 "
-        "(use logits[:, :-1] with tokens[:, 1:]).",
-        -logits[:, :-1].gather(-1, tokens[:, 1:, None]).mean().item(): "apply log_softmax to the logits first.",
-        per_token_loss(logits, tokens).sum().item(): "take the mean over predictions, not the sum.",
-    }
+    picked = lp[:, :-1].gather(-1, tokens[:, 1:, None])
+    over_positions = (
+        "you normalised over positions (log_softmax(dim=1)); each prediction is a distribution over "
+        "the vocabulary, dim=-1."
+    )
+    wrong = [
+        (
+            -lp.gather(-1, tokens[..., None]).mean(),
+            "no shift: the logits at position t predict token t+1 (use logits[:, :-1] with tokens[:, 1:]).",
+        ),
+        (
+            -lp[:, 1:].gather(-1, tokens[:, :-1, None]).mean(),
+            "the shift goes the wrong way: the logits at position t predict the token at t+1, so "
+            "logits[:, :-1] go with tokens[:, 1:] (not logits[:, 1:] with tokens[:, :-1]).",
+        ),
+        (-logits[:, :-1].gather(-1, tokens[:, 1:, None]).mean(), "apply log_softmax to the logits first."),
+        (-logits[:, :-1].log_softmax(1).gather(-1, tokens[:, 1:, None]).mean(), over_positions),
+        (-logits.log_softmax(1)[:, :-1].gather(-1, tokens[:, 1:, None]).mean(), over_positions),
+        (
+            picked.mean(),
+            "the loss is the *negative* log-probability (a positive number): put a minus sign in front.",
+        ),
+        (
+            -lp[:, :-1].mean(),
+            "you averaged the log-probabilities of every vocabulary entry; take only the actual next "
+            "token's (gather with tokens[:, 1:]) and average those.",
+        ),
+        (per_token_loss(logits, tokens).sum(), "take the mean over predictions, not the sum."),
+    ]
     got = as_number(out)
-    for value, message in wrong.items():
-        if math.isfinite(got) and abs(got - value) < 1e-4:
+    for value, message in wrong:
+        if math.isfinite(got) and abs(got - value.item()) < 1e-4:
             raise CheckFailed(f"`{name}`: {message}")
     expect_number(out, ref, name, "the loss", 1e-4)
     passed(name)
@@ -78,15 +140,22 @@ def check_logits_from_residual(fn: Callable, model) -> None:
     out = call(fn, model, resid, name=name)
     out = expect_tensor(out, logits.shape, ["batch", "position", "d_vocab"], name)
     with torch.no_grad():
-        skipped = resid @ model.W_U + model.b_U
-    expect_close(
-        out,
-        logits,
-        name,
-        "logits",
-        atol=1e-3,
-        hints=[(skipped, "apply the final LayerNorm (model.ln_final) before multiplying by W_U.")],
-    )
+        normed = model.ln_final(resid)
+        hints = [
+            (resid @ model.W_U + model.b_U, "apply the final LayerNorm (model.ln_final) before multiplying by W_U."),
+            (
+                normed @ model.W_E.T + model.b_U,
+                "W_E.T is the transposed embedding, a different matrix: the unembedding is model.W_U "
+                "[d_model, d_vocab] (the two are equal only in models with tied weights).",
+            ),
+            (
+                resid @ model.W_E.T + model.b_U,
+                "two steps differ: apply the final LayerNorm (model.ln_final) first, and unembed with "
+                "model.W_U, not the transposed embedding W_E.T.",
+            ),
+            (normed @ model.W_U, "add the unembedding bias model.b_U."),
+        ]
+    expect_close(out, logits, name, "logits", atol=1e-3, hints=hints)
     passed(name, "your logits equal the model's")
 
 
@@ -95,12 +164,24 @@ def check_boost_hook(fn: Callable) -> None:
     name = getattr(fn, "__name__", "boost_hook")
     g = torch.Generator().manual_seed(12)
     resid, direction = torch.randn(2, 5, 8, generator=g), torch.randn(8, generator=g)
-    out = call(fn, resid, SimpleNamespace(name="blocks.3.hook_resid_post"), direction, 2.5, name=name)
+    hook = SimpleNamespace(name="blocks.3.hook_resid_post")
+    if not callable(fn):
+        call(fn, name=name)  # says: pass the function itself
+    given = resid.clone()  # the learner's function gets its own copy, so an in-place edit shows
+    out = call(lambda: fn(given, hook, direction.clone(), 2.5), name=name)
+    if not torch.equal(given, resid):
+        raise CheckFailed(
+            f"`{name}` changed `resid` in place (for example `resid[:, -1] += ...` on the tensor it was "
+            f"given). Other parts of a run can hold that same tensor (a cache of this activation, a skip "
+            f"connection), and an in-place edit changes it there too: start with `resid = resid.clone()`."
+        )
     if out is None:
         raise CheckFailed(f"`{name}` returned None: a hook's return value replaces the activation, so return it.")
     out = expect_tensor(out, resid.shape, ["batch", "position", "d_model"], name)
     ref = resid.clone()
     ref[:, -1] += 2.5 * direction
+    last_batch = resid.clone()
+    last_batch[-1] += 2.5 * direction
     expect_close(
         out,
         ref,
@@ -114,6 +195,11 @@ def check_boost_hook(fn: Callable) -> None:
             (
                 resid.clone().index_add_(1, torch.tensor([0]), (2.5 * direction).expand(2, 1, 8)),
                 "you added it at the first position; the last one is resid[:, -1].",
+            ),
+            (
+                last_batch,
+                "resid[-1] is the last batch element (dimension 0); the last position of every batch "
+                "element is resid[:, -1].",
             ),
             (
                 resid.clone().index_add_(1, torch.tensor([4]), direction.expand(2, 1, 8)),
