@@ -172,8 +172,9 @@ def check_boost_hook(fn: Callable) -> None:
     if not torch.equal(given, resid):
         raise CheckFailed(
             f"`{name}` changed `resid` in place (for example `resid[:, -1] += ...` on the tensor it was "
-            f"given). Other parts of a run can hold that same tensor (a cache of this activation, a skip "
-            f"connection), and an in-place edit changes it there too: start with `resid = resid.clone()`."
+            f"given). Other parts of the run can hold that same tensor (the residual stream entering a block "
+            f"is the one the block before it returned, maybe already cached), and an in-place edit changes "
+            f"it there too: start with `resid = resid.clone()`."
         )
     if out is None:
         raise CheckFailed(f"`{name}` returned None: a hook's return value replaces the activation, so return it.")
