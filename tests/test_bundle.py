@@ -65,6 +65,7 @@ def test_the_bundle_holds_the_tracked_course_files_under_one_top_folder(built):
         "pyproject.toml",
         "README.md",
         "solutions/00_orientation.ipynb",
+        "docs/figures/induction-circuit.svg",
     } <= set(inside)
     assert any(n.startswith("data/models/") for n in inside)
     assert not any(n.startswith(("tests/", "scripts/", ".venv/")) for n in inside)

@@ -136,3 +136,21 @@ def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, 
         assert "✓" in capsys.readouterr().out
         with pytest.raises(CheckFailed, match="still the stub"):
             run_exercise(stub, check, models(path))
+
+
+def second_model(path) -> str:
+    """The zoo model a lesson is also run on: the Llama-style one, or the GPT-2-style one for its own lessons."""
+    return "storyworld-4l" if default_model(path) == "storyworld-llama" else "storyworld-llama"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
+def test_each_lesson_runs_on_a_second_zoo_model_by_changing_its_model_line(path, tmp_path):
+    nb = nbformat.read(path, as_version=4)
+    cell = code_cells(nb)[1]
+    other = second_model(path)
+    cell.source, n = re.subn(r'^MODEL = "[\w.-]+"', f'MODEL = "{other}"', cell.source, count=1, flags=re.M)
+    assert n == 1
+    copy = tmp_path / path.name
+    nbformat.write(nb, copy)
+    result = nbs.execute(copy)
+    assert result["error"] is None, f"{path.name} with MODEL = {other!r} fails: {result['error']}"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from utils.paths import DIST, ROOT, shown
 
-CONTENTS = ("utils", "notebooks", "solutions", "data", "constraints.txt", "pyproject.toml", "README.md")
+CONTENTS = ("utils", "notebooks", "solutions", "data", "docs", "constraints.txt", "pyproject.toml", "README.md")
 
 
 class BundleError(RuntimeError):
