@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from utils import train as tr
@@ -27,7 +28,13 @@ def tiny(arch: str) -> tr.Spec:
 
 
 def weights(run_dir):
-    return {k: v for k, v in load_file(run_dir / "state.safetensors").items()}
+    """Every tensor of the checkpoint in ``run_dir``: the model's and the optimiser's."""
+    return dict(load_file(run_dir / tr.CHECKPOINT))
+
+
+def checkpoint_meta(run_dir) -> dict:
+    with safe_open(str(run_dir / tr.CHECKPOINT), "pt") as f:
+        return json.loads(f.metadata()["meta"])
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "attn-only"])
@@ -37,7 +44,7 @@ def test_resuming_gives_the_same_weights_as_one_straight_run(tmp_path, arch):
     tr.train(spec, run_dir=straight, out_dir=tmp_path / "m1", evaluate=False, device="cpu")
     halves = tmp_path / "halves"
     assert tr.train(spec, run_dir=halves, evaluate=False, device="cpu", max_steps=3) is None
-    assert json.loads((halves / "state.json").read_text())["step"] == 3
+    assert checkpoint_meta(halves)["step"] == 3
     tr.train(spec, run_dir=halves, out_dir=tmp_path / "m2", evaluate=False, device="cpu")
     a, b = weights(straight), weights(halves)
     assert a.keys() == b.keys()

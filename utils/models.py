@@ -91,12 +91,35 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def restore_hint(path: Path) -> str:
+    return f"restore it with `git checkout -- {paths.shown(path)}`"
+
+
+# What every card must hold for load_model to check and boot the weights.
+CARD_KEYS = ("weights_sha256", "format")
+
+
 def read_card(name: str) -> dict:
-    """The model card (``card.json``) of a zoo model."""
+    """The model card (``card.json``) of a zoo model; ``ZooError`` says how to fix a bad one."""
     path = paths.MODELS / name / "card.json"
+    rewrite = f"python -m utils.evaluate {name} --write-card"
     if not path.exists():
         raise ZooError(f"zoo model {name!r} has no card at {path}. Rebuild it with: {rebuild_command(name)}")
-    return json.loads(path.read_text())
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise ZooError(
+            f"the card of {name} is not valid JSON ({paths.shown(path)}, {where}); "
+            f"{restore_hint(path)} or rewrite it with: {rewrite}"
+        ) from None
+    missing = [k for k in CARD_KEYS if not isinstance(card, dict) or k not in card]
+    if missing:
+        raise ZooError(
+            f"the card of {name} ({paths.shown(path)}) lacks {', '.join(missing)}; "
+            f"{restore_hint(path)} or rewrite it with: {rewrite}"
+        )
+    return card
 
 
 def load_model(name: str, device: str | None = None, *, verify: bool = True):
@@ -115,14 +138,15 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True):
 
 
 def _unknown(name: str, why: str) -> str:
+    """One sentence: the name, why it did not load, what loads instead."""
     close = difflib.get_close_matches(name, ZOO, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
     planned = [n for n in ZOO if n not in zoo()]
-    later = f" (planned, not built yet: {', '.join(planned)})" if planned else ""
+    later = f"; planned, not built yet: {', '.join(planned)}" if planned else ""
     return (
-        f"unknown model {name!r}.{hint} The embedded zoo has: {', '.join(zoo()) or 'nothing yet'}"
-        f"{later}; these load offline. Other names are fetched from the Hugging Face hub "
-        f"({', '.join(sorted(HUB_ALIASES))}, or any hub id), but {why}."
+        f"unknown model {name!r}{hint}: {why}; the embedded zoo loads offline "
+        f"({', '.join(zoo()) or 'nothing built yet'}{later}), other names come from the "
+        f"Hugging Face hub ({', '.join(sorted(HUB_ALIASES))}, or any hub id)"
     )
 
 
@@ -140,6 +164,12 @@ def _load_zoo(name: str, device: str, verify: bool):
             f"Rebuild it with: {rebuild_command(name)}"
         )
     card = read_card(name)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ZooError(
+            f"zoo model {name!r} is incomplete: {paths.shown(config)} is missing; "
+            f"{restore_hint(config)} or rebuild the model with: {rebuild_command(name)}"
+        )
     if verify:
         digest = sha256_file(weights)
         if digest != card["weights_sha256"]:
@@ -171,25 +201,63 @@ def _load_zoo(name: str, device: str, verify: bool):
                 model = TransformerBridge.boot_transformers(
                     str(folder), device=device, tokenizer=tokenizer, dtype=torch.float32
                 )
-    except (SafetensorError, OSError, KeyError, RuntimeError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
         raise ZooError(f"could not load {name} from {folder}: {e}. Rebuild it with: {rebuild_command(name)}") from e
     model.eval()
     return model
 
 
+HUB_PROBE_TIMEOUT = 5.0  # seconds one look at the hub may take before it counts as unreachable
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """Why the Hugging Face hub cannot be reached, or ``None`` when it answers.
+
+    One request, no retries: the hub library retries a refused connection with back-off
+    for every file it looks for, which takes minutes without a network.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout, follow_redirects=False)
+    except Exception as e:  # no network, DNS, proxy, TLS: all mean the same here
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no answer'}"
+    return None
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Let the hub library use only its local cache (it reads this flag on every call)."""
+    from huggingface_hub import constants
+
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
+
+
 def _load_hub(name: str, device: str):
+    from huggingface_hub import constants
     from transformer_lens.model_bridge import TransformerBridge
 
     hub_id = HUB_ALIASES.get(name, name)
+    # HF_HUB_OFFLINE may have been set after the hub library read it; honour it either way.
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    # Without a network, look only in the local cache instead of retrying for minutes.
+    unreachable = None if offline else hub_unreachable()
     try:
-        with _quiet():
+        with _quiet(), _hub_offline() if offline or unreachable else contextlib.nullcontext():
             model = TransformerBridge.boot_transformers(hub_id, device=device)
     except Exception as e:  # offline, unknown repo, gated model: all end the same way
-        offline = " (HF_HUB_OFFLINE=1 is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        if unreachable:
+            why = f"the hub at {constants.ENDPOINT} cannot be reached ({unreachable}) and the model is not cached"
+            raise ValueError(_unknown(name, why)) from None
+        flag = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
         first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise ValueError(
-            _unknown(name, f"loading it from the hub failed{offline}: {type(e).__name__}: {first}")
-        ) from None
+        raise ValueError(_unknown(name, f"loading it from the hub failed{flag}: {type(e).__name__}: {first}")) from None
     model.eval()
     return model
 

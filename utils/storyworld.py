@@ -295,7 +295,16 @@ def emotion_angle(emotion: str) -> int:
 
 
 class ParseError(ValueError):
-    """The text is not a Storyworld document (or would have more than one derivation)."""
+    """The text is not a Storyworld document (or would have more than one derivation).
+
+    When the text stops fitting, ``at`` is the character where it goes wrong, ``expected``
+    the texts the generator could have written there (``None`` for the end of the text)
+    and ``found`` what the text has instead.
+    """
+
+    def __init__(self, message: str, at: int | None = None, expected=(), found: str = ""):
+        super().__init__(message)
+        self.at, self.expected, self.found = at, tuple(expected), found
 
 
 END = None  # the option that ends the document (it writes the <|endoftext|> token)
@@ -349,11 +358,20 @@ class _Writer:
     def emit(self, chunk: str) -> None:
         """Write text that the derivation so far determines (probability 1)."""
         if self.target is not None and not self._fits(chunk):
-            raise ParseError(
-                f"expected {chunk!r} at character {self.here()}, found "
-                f"{self.target[self.pos : self.pos + len(chunk) + 8]!r}"
-            )
+            raise self._mismatch([chunk])
         self._write(chunk)
+
+    def _mismatch(self, options: Sequence[str | None]) -> ParseError:
+        """The error for a text that has none of ``options`` next (scoring mode)."""
+        # The chunk at ``pos`` starts one character earlier in the text (the leading space
+        # is not part of it); at the very start the first real character is 0.
+        at = max(self.pos - 1, 0)
+        found = self.target[at + 1 : at + 13]
+        if self.pos == 0:  # nothing written yet: the options' leading space is not in the text
+            options = [o if o is END else o[1:] for o in options]
+        error = ParseError("", at, options, found)
+        error.args = (_describe(error),)
+        return error
 
     def pick(self, chunks: Sequence[str | None], probs: Sequence[float]) -> int:
         """Choose one option; its chunk is written at once. Returns the option's index."""
@@ -371,13 +389,9 @@ class _Writer:
         else:
             hits = [j for j, (c, p) in enumerate(zip(chunks, probs)) if p > 0 and self._fits(c)]
             if not hits:
-                options = ", ".join(repr(c) for c, p in zip(chunks, probs) if p > 0)
-                raise ParseError(
-                    f"at character {self.here()} expected one of {options}, "
-                    f"found {self.target[self.pos : self.pos + 20]!r}"
-                )
+                raise self._mismatch([c for c, p in zip(chunks, probs) if p > 0])
             if len(hits) > 1:
-                raise ParseError(f"ambiguous at character {self.here()}: {[chunks[j] for j in hits]} all fit")
+                raise ParseError(f"ambiguous at character {max(self.here(), 0)}: {[chunks[j] for j in hits]} all fit")
             i = hits[0]
         self.logprob += math.log(probs[i] / total)
         if chunks[i] is END:
@@ -391,6 +405,17 @@ class _Writer:
 
     def text(self) -> str:
         return "".join(self.chunks)[1:]
+
+
+def _describe(error: ParseError, shown: int = 3) -> str:
+    """``at character 3 expected ' was' or ' felt', found '.'``: short, whatever the options."""
+    options = list(dict.fromkeys(error.expected))  # several families may expect the same
+    words = ["the end of the text" if o is END else repr(o) for o in options[:shown]]
+    if len(options) > shown:
+        words.append(f"{len(options) - shown} more")
+    wanted = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    found = repr(error.found) if error.found else "the end of the text"
+    return f"at character {error.at} expected {wanted}, found {found}"
 
 
 def _circular_weights(angle: int, preferred: Sequence[float], sharpness: float = SHARPNESS) -> list[float]:
@@ -757,7 +782,9 @@ def _run(family: str, w: _Writer) -> dict:
     if not w.ended:
         raise AssertionError(f"{family} generator returned without choosing to stop")
     if w.target is not None and w.pos != len(w.target):
-        raise ParseError(f"text goes on after the document ends at character {w.here()}")
+        error = ParseError("", w.here(), [END], w.target[w.pos : w.pos + 12])
+        error.args = (_describe(error),)
+        raise error
     ann["characters"] = [{"name": n, "spans": spans} for n, spans in ann["characters"].items()]
     return ann
 
@@ -806,12 +833,20 @@ def score(text: str) -> Doc:
         try:
             ann = _run(family, w)
         except ParseError as e:
-            errors.append(f"{family}: {e}")
+            errors.append(e)
             continue
         parses.append(Doc(text, family, ann, math.log(FAMILIES[family]) + w.logprob, w.logprob))
-    if len(parses) != 1:
-        why = "; ".join(errors) if not parses else f"{len(parses)} families parse it"
-        raise ParseError(f"not exactly one derivation: {why}")
+    if len(parses) > 1:
+        raise ParseError(f"not exactly one derivation: {len(parses)} families parse it")
+    if not parses:
+        # Report where the text leaves the generator last: the family that read furthest.
+        located = [e for e in errors if e.at is not None]
+        if not located:
+            raise ParseError("not a Storyworld document: " + "; ".join(str(e) for e in errors))
+        at = max(e.at for e in located)
+        furthest = [e for e in located if e.at == at]
+        merged = ParseError("", at, [o for e in furthest for o in e.expected], furthest[0].found)
+        raise ParseError(f"not a Storyworld document: {_describe(merged)}", at, merged.expected, merged.found)
     return parses[0]
 
 
@@ -851,25 +886,105 @@ def _nonnegative(s: str) -> int:
     return v
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader went away (``... | head``)
+MAX_REPORTED = 10  # score names at most this many bad lines, then counts the rest
+EXAMPLE_LINE = '{"text": "Ann was in the park."}'
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = sys.stdout
-    if args.command == "sample":
-        for i in range(args.start, args.start + args.n):
-            out.write(sample(args.seed, i, args.family).to_json() + "\n")
-        return 0
-    status = 0
-    for lineno, line in enumerate(sys.stdin, 1):
-        line = line.rstrip("\n")
-        if not line:
-            continue
-        text = line if args.plain else json.loads(line)["text"]
+    try:
+        if args.command == "sample":
+            for i in range(args.start, args.start + args.n):
+                sys.stdout.write(sample(args.seed, i, args.family).to_json() + "\n")
+            sys.stdout.flush()  # a closed pipe shows up here, not at exit
+            return 0
+        return _score_lines(getattr(sys.stdin, "buffer", sys.stdin), args.plain, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the exit-time flush cannot fail on the closed pipe again."""
+    if sys.stdout is sys.__stdout__:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _score_lines(lines, plain: bool, out, err) -> int:
+    """Score every line (bytes or str); a bad line is named on ``err`` and the rest go on."""
+    bad = 0
+    for lineno, raw in enumerate(lines, 1):
         try:
-            out.write(score(text).to_json() + "\n")
+            text = _line_text(raw, plain)
+            if text is None:
+                continue
+            line = score(text).to_json() + "\n"
         except ParseError as e:
-            print(f"line {lineno}: {e}", file=sys.stderr)
-            status = 1
-    return status
+            problem = f"{e}; only texts that `python -m utils.storyworld sample` writes can be scored"
+        except _BadLine as e:
+            problem = str(e)
+        else:
+            out.write(line)
+            continue
+        bad += 1
+        if bad <= MAX_REPORTED:
+            print(f"line {lineno}: {problem}", file=err)
+    if bad > MAX_REPORTED:
+        print(f"{bad - MAX_REPORTED} more lines could not be scored ({bad} in all)", file=err)
+    out.flush()
+    return 1 if bad else 0
+
+
+class _BadLine(ValueError):
+    """An input line that is not a text to score (its message says what to give instead)."""
+
+
+def _line_text(raw: bytes | str, plain: bool) -> str | None:
+    """The text on one input line, ``None`` for a blank line."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _BadLine(
+                f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                f"give UTF-8 JSON lines like {EXAMPLE_LINE}"
+            ) from None
+    line = raw.rstrip("\r\n")
+    if not line.strip():
+        return None
+    if plain:
+        return line
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _BadLine(
+            f"not JSON ({e.msg} at column {e.colno}); give one JSON object per line like "
+            f"{EXAMPLE_LINE}, or pass --plain for one text per line"
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+        return obj["text"]
+    if not isinstance(obj, dict):
+        what = f"a JSON {_json_kind(obj)}, not an object"
+    elif "text" not in obj:
+        what = f'no "text" in {_short(line)}'
+    else:
+        what = f'"text" is a {_json_kind(obj["text"])}, not a string'
+    raise _BadLine(f"{what}; give one JSON object per line like {EXAMPLE_LINE}")
+
+
+def _json_kind(value) -> str:
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+def _short(line: str, limit: int = 40) -> str:
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 if __name__ == "__main__":

@@ -14,12 +14,29 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-from utils import seeds, storyworld
+from utils import paths, seeds, storyworld
 from utils.paths import TOKENIZER_DIR
 
 EOT = "<|endoftext|>"
 TOKENIZER_DOCS = 20_000
 VOCAB_LIMIT = 4096
+REBUILD = "python -m utils.tokenizer"
+
+
+class TokenizerMissing(FileNotFoundError):
+    """``tokenizer.json`` is not there; the message says how to rebuild it."""
+
+
+def _tokenizer_file(path: str | Path | None) -> Path:
+    """``path/tokenizer.json`` (default ``data/tokenizer``), or ``TokenizerMissing`` with the fix."""
+    folder = Path(paths.TOKENIZER_DIR if path is None else path)
+    file = folder / "tokenizer.json"
+    if not file.is_file():
+        raise TokenizerMissing(
+            f"the course tokenizer is missing: there is no {paths.shown(file)}; "
+            f"restore it with `git checkout -- {paths.shown(folder)}` or rebuild it with: {REBUILD}"
+        )
+    return file
 
 
 def train(out_dir: Path = TOKENIZER_DIR) -> Path:
@@ -46,20 +63,22 @@ def train(out_dir: Path = TOKENIZER_DIR) -> Path:
     return out_dir
 
 
+def load_tokenizer(path: str | Path | None = None):
+    """The course tokenizer (default ``data/tokenizer``) as a ``transformers`` fast tokenizer,
+    loaded from disk only; ``TokenizerMissing`` says how to rebuild a missing one."""
+    return _load(_tokenizer_file(path).parent)
+
+
 @cache
-def load_tokenizer(path: str | Path = TOKENIZER_DIR):
-    """The course tokenizer as a ``transformers`` fast tokenizer (loaded from disk only)."""
+def _load(folder: Path):
     from transformers import PreTrainedTokenizerFast
 
-    path = Path(path)
-    if not (path / "tokenizer.json").exists():
-        raise FileNotFoundError(f"no tokenizer at {path}. Rebuild it with: python -m utils.tokenizer")
-    return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
 
 
-def tokenizer_hash(path: str | Path = TOKENIZER_DIR) -> str:
+def tokenizer_hash(path: str | Path | None = None) -> str:
     """sha256 of ``tokenizer.json``: model cards record it to pin the vocabulary."""
-    return hashlib.sha256((Path(path) / "tokenizer.json").read_bytes()).hexdigest()
+    return hashlib.sha256(_tokenizer_file(path).read_bytes()).hexdigest()
 
 
 def encode_doc(text: str, tokenizer=None) -> list[int]:
