@@ -16,4 +16,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating $VENV with $("$PYTHON" --version)${options:+, reusing the system torch}"
     "$PYTHON" -m venv $options "$VENV"
 fi
+# JupyterLab's settings for the course (no "get notified about Jupyter news?" pop-up over the
+# pictures; no update checks): a namespaced overrides file that leaves a user's own overrides.json alone.
+settings=$("$VENV/bin/python" -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings/overrides.d
+mkdir -p "$settings"
+cp scripts/jupyterlab-overrides.json "$settings/handson-mechinterp.json"
 exec "$VENV/bin/python" -m utils.versions repair

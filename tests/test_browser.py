@@ -1,11 +1,17 @@
 """Real-browser test: JupyterLab on loopback, headless Debian Chromium driven by Playwright.
 
 Opens executed notebooks and asserts that the circuitsvis attention picture, a plotly figure
-and an ipywidgets widget render (not blank), with no JavaScript error in the console. A
-screenshot of each is kept in ``test-artifacts/``. Skipped, with the reason, only where no
-Chromium is installed (``.ci/run`` installs Debian's).
+and an ipywidgets widget render (not blank), with no JavaScript error in the console and no
+pop-up over them. A screenshot of each is kept in ``test-artifacts/``. With a live kernel, a
+widget's slider redraws its picture; and an exercise notebook opened and left to autosave
+keeps every byte. Skipped, with the reason, only where no Chromium is installed (``.ci/run``
+installs Debian's).
+
+The server runs with the course's JupyterLab settings, which ``make setup`` installs into the
+environment (``scripts/jupyterlab-overrides.json``), and a short autosave interval.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -13,13 +19,18 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import nbformat
 import pytest
 
+from utils import notebooks as nbs
 from utils.paths import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
+COURSE_SETTINGS = Path(sys.prefix, "share", "jupyter", "lab", "settings", "overrides.d", "handson-mechinterp.json")
+AUTOSAVE_S = 2
+NEWS_POPUP = "official Jupyter news"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LESSON_01 = ROOT / "solutions" / "01_induction_heads.ipynb"
 
@@ -47,6 +58,10 @@ def free_port() -> int:
 def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 serving a temporary folder."""
     folder = tmp_path_factory.mktemp("lab")
+    assert COURSE_SETTINGS.exists(), f"make setup installs the course's JupyterLab settings ({COURSE_SETTINGS})"
+    docmanager = folder / ".config" / "lab" / "user-settings" / "@jupyterlab" / "docmanager-extension"
+    docmanager.mkdir(parents=True)
+    (docmanager / "plugin.jupyterlab-settings").write_text(json.dumps({"autosaveInterval": AUTOSAVE_S}))
     port, token = free_port(), uuid.uuid4().hex
     env = dict(
         os.environ,
@@ -70,6 +85,7 @@ def lab(tmp_path_factory):
             "--LabApp.news_url=",
             "--ServerApp.disable_check_xsrf=True",
             "--LabServerApp.collaborative=False",
+            "--LabApp.expose_app_in_browser=True",
         ],
         cwd=folder,
         env=env,
@@ -100,31 +116,55 @@ def trusted_copy(lab, nb, name):
     return name
 
 
+def launch(p):
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
+def open_page(browser, lab, name, errors):
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # A fresh workspace: nothing but this notebook is open.
+    page.goto(f"{lab['url']}/lab/workspaces/{uuid.uuid4().hex[:8]}/tree/{name}?reset&token={lab['token']}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    return page
+
+
+def page_errors(errors):
+    # The closed network refuses some of Chromium's own background requests; those are not the page's.
+    return [e for e in errors if "net::ERR" not in e and "Failed to load resource" not in e]
+
+
+def wait_for_idle_kernel(page):
+    page.wait_for_function(
+        "window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+        timeout=90_000,
+    )
+
+
 def open_in_browser(lab, name, shot):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     errors = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        # A fresh workspace: nothing but this notebook is open.
-        page.goto(f"{lab['url']}/lab/workspaces/{uuid.uuid4().hex[:8]}/tree/{name}?reset&token={lab['token']}")
-        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        browser = launch(p)
+        page = open_page(browser, lab, name, errors)
         result = {}
         page.wait_for_function(
             "document.querySelector('.course-cv') && !document.querySelector('.course-cv img')", timeout=60_000
@@ -138,11 +178,12 @@ def open_in_browser(lab, name, shot):
         result["plotly_figures"] = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
         page.wait_for_selector(".jupyter-widgets", timeout=60_000)
         result["widgets"] = page.evaluate("document.querySelectorAll('.jupyter-widgets').length")
+        wait_for_idle_kernel(page)
+        page.wait_for_timeout(3_000)  # JupyterLab asks about the news a moment after it starts
+        result["news_popup"] = NEWS_POPUP in page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / shot), full_page=False)
         browser.close()
-    # The closed network refuses some of Chromium's own background requests; those are not the page's.
-    page_errors = [e for e in errors if "net::ERR" not in e and "Failed to load resource" not in e]
-    return result, page_errors
+    return result, page_errors(errors)
 
 
 def execute(nb, cwd):
@@ -161,6 +202,7 @@ def test_pictures_render_in_jupyterlab_fixture(lab):
     result, errors = open_in_browser(lab, name, "browser-fixture.png")
     assert result["circuitsvis_children"] > 10, result
     assert result["plotly_figures"] >= 1 and result["widgets"] >= 1, result
+    assert not result["news_popup"], "JupyterLab's news question covers the pictures"
     assert errors == [], errors
 
 
@@ -171,3 +213,76 @@ def test_lesson_01_renders_in_jupyterlab(lab):
     assert result["circuitsvis_children"] > 10, result
     assert result["plotly_figures"] >= 1 and result["widgets"] >= 1, result
     assert errors == [], errors
+
+
+LIVE_EXPLORER = """
+import ipywidgets as widgets
+from IPython.display import display
+from utils import plotting
+
+level = widgets.IntSlider(value=1, min=1, max=5, description="level")
+out = widgets.Output()
+
+
+def redraw(_=None):
+    out.clear_output(wait=True)
+    with out:
+        display(plotting.line([0, level.value], title=f"drawn for level {level.value}", xlabel="x", ylabel="y"))
+
+
+level.observe(redraw, names="value")
+redraw()
+display(widgets.VBox([level, out]))
+"""
+
+
+def test_moving_a_slider_redraws_its_picture_with_a_live_kernel(lab):
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(LIVE_EXPLORER)]
+    nb.metadata["kernelspec"] = dict(nbs.KERNELSPEC)
+    name = trusted_copy(lab, nb, "live.ipynb")
+    errors = []
+    title = ".js-plotly-plot .gtitle"
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = open_page(browser, lab, name, errors)
+        wait_for_idle_kernel(page)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_selector(title, timeout=60_000)
+        before = page.text_content(title)
+        handle = page.wait_for_selector(".jupyter-widgets .noUi-handle", timeout=30_000)
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            f"document.querySelector('{title}') && document.querySelector('{title}').textContent.includes('level 3')",
+            timeout=30_000,
+        )
+        after = page.text_content(title)
+        page.screenshot(path=str(ARTIFACTS / "browser-live-slider.png"), full_page=False)
+        browser.close()
+    assert before == "drawn for level 1" and after == "drawn for level 3", (before, after)
+    assert page_errors(errors) == [], errors
+
+
+def test_opening_an_exercise_notebook_and_letting_it_autosave_changes_no_byte(lab):
+    from playwright.sync_api import sync_playwright
+
+    path, text = next(iter(nbs.expected().items()))
+    (lab["folder"] / path.name).write_text(text, encoding="utf-8")
+    before = (lab["folder"] / path.name).read_bytes()
+    errors = []
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = open_page(browser, lab, path.name, errors)
+        wait_for_idle_kernel(page)  # the kernel's start is when JupyterLab rewrites the metadata
+        page.wait_for_timeout(AUTOSAVE_S * 1000 * 4)
+        dirty = page.evaluate("window.jupyterapp.shell.currentWidget.context.model.dirty")
+        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")  # what autosave would write
+        page.wait_for_timeout(2_000)
+        browser.close()
+    after = (lab["folder"] / path.name).read_bytes()
+    assert not dirty, "JupyterLab marked the notebook changed on opening it"
+    assert after == before, "JupyterLab rewrote the exercise notebook: its format or metadata differ"

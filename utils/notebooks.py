@@ -12,9 +12,20 @@ The build writes ``notebooks/NN_topic.ipynb`` where the lines between the marker
 ``raise NotImplementedError("<the task>")`` (indented like the markers), every output and
 execution count is cleared, and a collapsible "Solution" cell holding the solution code is
 added after the exercise's check cell (the first later code cell that calls ``check_``).
-Cells tagged ``solution-only`` are dropped from the exercise notebook.
+Cells tagged ``solution-only`` are dropped from the exercise notebook. A code cell with an
+``# EXERCISE:`` line but no markers after it stops the build: it would hand out its solution.
 
-``python -m utils.notebooks check`` exits 1 when ``notebooks/`` is out of date, and
+Both the build and the executor write what JupyterLab itself writes when it saves (nbformat's
+JSON, and the kernelspec JupyterLab sets), so opening a notebook and letting JupyterLab
+autosave it changes no byte. Each exercise-notebook cell's id ends in a digest of the source
+the build wrote (``exercise-1a2b3c4d`` for a cell holding a stub, ``cell-...`` for the rest):
+a cell whose source no longer matches its id was edited by a learner, and a cell without such
+an id was added by one. ``build`` refuses to overwrite those answers unless given
+``--overwrite-answers``, and then keeps a copy of the learner's notebook next to it
+(``NN_topic.ipynb.<time>.bak``).
+
+``python -m utils.notebooks check`` exits 1 when ``notebooks/`` is out of date with
+``solutions/`` (a learner's answers in an exercise notebook do not count), and
 ``python -m utils.notebooks execute`` runs the solutions in place (they are committed executed).
 :func:`execute` is the course's one notebook executor: ``make course`` and the records use it
 too, for the wall time and the kernel's own peak memory.
@@ -24,8 +35,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import re
+import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -33,15 +47,45 @@ from pathlib import Path
 
 import nbformat
 
-from utils.paths import NOTEBOOKS, ROOT, SOLUTIONS
+from utils.paths import NOTEBOOKS, ROOT, SOLUTIONS, shown
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 TASK = re.compile(r"#\s*EXERCISE:\s*(.+)")
 
+# What JupyterLab writes into a notebook's metadata once its kernel starts: ipykernel's own
+# kernelspec. A notebook carrying anything else is marked changed on opening and rewritten.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+# The ids the build gives exercise-notebook cells: the kind, then a digest of the source.
+BUILT_ID = re.compile(r"(cell|exercise)-([0-9a-f]{8})(-\d+)?")
+OVERWRITE_FLAG = "--overwrite-answers"
+
 
 class NotebookError(ValueError):
     pass
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """The notebook at ``path``; a NotebookError naming the file when it is not one."""
+    where = shown(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise NotebookError(f"{where} is not a Jupyter notebook: it is not UTF-8 text") from None
+    except OSError as error:
+        raise NotebookError(f"{where} cannot be read: {error.strerror or error}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise NotebookError(
+            f"{where} is not a Jupyter notebook: it is not JSON ({error.msg}, line {error.lineno})"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("nbformat"), int):
+        raise NotebookError(f"{where} is not a Jupyter notebook: its JSON has no nbformat version")
+    try:
+        return nbformat.reads(text, as_version=4)
+    except Exception as error:  # nbformat raises many kinds for a malformed notebook
+        raise NotebookError(f"{where} is not a valid Jupyter notebook ({error})") from None
 
 
 def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
@@ -73,6 +117,11 @@ def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
             raise NotebookError(f"{where}: {END} without {BEGIN}")
         out.append(line)
         i += 1
+    if task is not None:
+        raise NotebookError(
+            f"{where}: '# EXERCISE: {task}' has no {BEGIN} ... {END} region after it, "
+            "so its solution would be copied into the exercise notebook"
+        )
     return "\n".join(out), solutions
 
 
@@ -98,6 +147,7 @@ def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbforma
     """The exercise version of a solutions notebook."""
     out = copy.deepcopy(nb)
     cells = []
+    exercises: list[nbformat.NotebookNode] = []  # the cells holding stubs
     pending: list[str] = []  # solutions waiting for their check cell
     ready: list[str] = []  # checked solutions, shown after the hint that follows the check
     for k, cell in enumerate(nb.cells):
@@ -116,6 +166,7 @@ def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbforma
             cell.metadata.pop("execution", None)
             if snippets:
                 pending.append(solution_code(original))
+                exercises.append(cell)
             elif pending and "check_" in cell.source:
                 ready, pending = pending, []
         cells.append(cell)
@@ -123,45 +174,176 @@ def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbforma
         cells.append(solution_cell(ready))
     if pending:
         raise NotebookError(f"{name}: an exercise has no check cell after it (a code cell calling check_...)")
-    for i, cell in enumerate(cells):  # stable ids: the exercise notebook diffs cleanly
-        cell["id"] = f"cell-{i}"
+    seen: dict[str, int] = {}
+    for cell in cells:  # ids from the content: stable across builds, and they reveal a learner's edits
+        kind = "exercise" if any(cell is e for e in exercises) else "cell"
+        base = f"{kind}-{_digest(cell.source)}"
+        seen[base] = seen.get(base, 0) + 1
+        cell["id"] = base if seen[base] == 1 else f"{base}-{seen[base]}"
     out.cells = cells
     out.metadata.pop("widgets", None)  # saved widget views belong to the executed outputs
+    out.metadata["kernelspec"] = dict(KERNELSPEC)
     return out
 
 
+def _digest(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
+
+
 def render(nb: nbformat.NotebookNode) -> str:
-    return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+    """The notebook's text exactly as JupyterLab saves it: jupyter_server writes with nbformat
+    (one-space indent, sorted keys, sources and outputs split into lines) and ends the file
+    with a newline."""
+    return nbformat.writes(nb, version=nbformat.NO_CONVERT) + "\n"
+
+
+def learners_work(nb: nbformat.NotebookNode) -> dict[str, list[int]]:
+    """The cells (numbered from 1) of an exercise notebook that a learner typed into:
+    ``answers`` (exercise cells whose source differs from the stub), ``edited`` (other cells
+    whose source differs from what the build wrote) and ``added`` (cells the build never wrote).
+    Outputs and execution counts are not work: running the notebook again makes them."""
+    work: dict[str, list[int]] = {"answers": [], "edited": [], "added": []}
+    for number, cell in enumerate(nb.cells, 1):
+        built = BUILT_ID.fullmatch(cell.get("id") or "")
+        if built is None:
+            work["added"].append(number)
+        elif _digest(cell.source) != built.group(2):
+            work["answers" if built.group(1) == "exercise" else "edited"].append(number)
+    return work
+
+
+def describe_work(work: dict[str, list[int]]) -> str:
+    """``answers in cells 12, 20; 1 added cell``, or "" when there is none."""
+    parts = []
+    for key, label in (("answers", "answers in"), ("edited", "edits in"), ("added", "added")):
+        cells = work[key]
+        if cells:
+            numbers = ", ".join(str(n) for n in cells)
+            parts.append(f"{label} cell{'s' if len(cells) > 1 else ''} {numbers}")
+    return "; ".join(parts)
+
+
+def _built_ids(nb: nbformat.NotebookNode) -> list[str]:
+    return [c.get("id") for c in nb.cells if BUILT_ID.fullmatch(c.get("id") or "")]
+
+
+def expected_notebooks() -> dict[Path, nbformat.NotebookNode]:
+    """{exercise notebook path: the notebook the build writes} for every solutions notebook."""
+    return {
+        NOTEBOOKS / path.name: build_notebook(read_notebook(path), path.name)
+        for path in sorted(SOLUTIONS.glob("*.ipynb"))
+    }
 
 
 def expected() -> dict[Path, str]:
     """{exercise notebook path: its exact contents} for every solutions notebook."""
-    out = {}
-    for path in sorted(SOLUTIONS.glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        out[NOTEBOOKS / path.name] = render(build_notebook(nb, path.name))
-    return out
+    return {path: render(nb) for path, nb in expected_notebooks().items()}
 
 
-def build() -> list[Path]:
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def build(overwrite_answers: bool = False) -> tuple[list[str], list[str]]:
+    """Write every exercise notebook that differs from its solutions notebook's build.
+
+    Returns (what was done, what was refused): a notebook holding a learner's work (answers,
+    edits, added cells, or a file that is no longer a notebook; a file git shows unchanged since
+    its commit holds none) is left alone unless
+    ``overwrite_answers``, and then copied to ``NN_topic.ipynb.<time>.bak`` first.
+    """
     NOTEBOOKS.mkdir(exist_ok=True)
-    written = []
+    done, refused = [], []
     for path, text in expected().items():
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-            written.append(path)
-    return written
+        current = _read_text(path) if path.exists() else None
+        if current == text:
+            continue
+        if path.exists() and not _unchanged_in_git(path):  # a committed, unchanged file holds no one's answers
+            try:
+                work = describe_work(learners_work(read_notebook(path)))
+            except NotebookError as error:
+                work = str(error)
+            if work:
+                if not overwrite_answers:
+                    refused.append(
+                        f"{shown(path)} holds a learner's work ({work}), so it was not rebuilt; "
+                        f"to rebuild it anyway, with a copy kept next to it, run: "
+                        f"python -m utils.notebooks build {OVERWRITE_FLAG}"
+                    )
+                    continue
+                backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+                shutil.copy2(path, backup)
+                done.append(f"kept the learner's work ({work}) from {shown(path)} in {shown(backup)}")
+        path.write_text(text, encoding="utf-8")
+        done.append(f"wrote {shown(path)}")
+    return done, refused
+
+
+def _unchanged_in_git(path: Path) -> bool:
+    """Is ``path`` tracked and identical to its committed version? False where git cannot say."""
+    try:
+        result = subprocess.run(
+            ["git", "status", "--porcelain", "--", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+        tracked = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", "--", str(path)], cwd=ROOT, capture_output=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == "" and tracked.returncode == 0
+
+
+def check() -> tuple[list[str], list[str]]:
+    """(problems, notes) for ``notebooks/``.
+
+    A problem is an exercise notebook that differs from what the build writes from
+    ``solutions/``. An exercise notebook a learner has worked in differs too: when its cells are
+    the ones this build writes (the same ids, in order, with the learner's own cells between
+    them), it is up to date and the learner's work is listed as a note, not as a problem. A
+    notebook that git shows unchanged since its commit is compared byte for byte.
+    """
+    problems, notes = [], []
+    want = expected_notebooks()
+    for path, nb in want.items():
+        text = render(nb)
+        if not path.exists():
+            problems.append(f"{shown(path)} is missing")
+            continue
+        if _read_text(path) == text:
+            continue
+        try:
+            have = read_notebook(path)
+        except NotebookError as error:
+            problems.append(str(error))
+            continue
+        built = _built_ids(have)
+        if not _unchanged_in_git(path) and built and _is_subsequence(built, _built_ids(nb)):
+            work = describe_work(learners_work(have)) or "outputs only"
+            notes.append(f"{shown(path)} holds a learner's work ({work}); compared only the cells the build writes")
+        else:
+            problems.append(f"{shown(path)} is out of date with solutions/{path.name}")
+    extra = set(NOTEBOOKS.glob("*.ipynb")) - set(want)
+    problems += [f"{shown(p)} has no source in solutions/" for p in sorted(extra)]
+    return problems, notes
+
+
+def _is_subsequence(items: list[str], within: list[str]) -> bool:
+    rest = iter(within)
+    return all(any(item == other for other in rest) for item in items)
 
 
 def stale() -> list[str]:
     """Problems that make ``notebooks/`` differ from what the build would write."""
-    want = expected()
-    problems = [
-        f"{p.relative_to(ROOT)} is out of date" for p, t in want.items() if not p.exists() or p.read_text() != t
-    ]
-    extra = set(NOTEBOOKS.glob("*.ipynb")) - set(want)
-    problems += [f"{p.relative_to(ROOT)} has no source in solutions/" for p in sorted(extra)]
-    return problems
+    return check()[0]
+
+
+FIX_STALE = (
+    f"run: python -m utils.notebooks build (it leaves a notebook holding a learner's answers alone "
+    f"unless given {OVERWRITE_FLAG}, and then keeps a copy)"
+)
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in IPython's error lines
@@ -196,7 +378,8 @@ def execute(path: Path, *, save: bool = False, timeout: int = 600) -> dict:
     from nbclient.exceptions import CellExecutionError
 
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)  # what JupyterLab would write on opening it
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -229,7 +412,7 @@ def execute(path: Path, *, save: bool = False, timeout: int = 600) -> dict:
         if save:
             client.set_widgets_metadata()
     if save and error is None:
-        path.write_text(render(nb))
+        path.write_text(render(nb), encoding="utf-8")
     return {
         "notebook": path.name,
         "seconds": round(seconds, 1),
@@ -244,25 +427,46 @@ def main(argv=None) -> int:
     )
     ap.add_argument("command", choices=["build", "check", "execute"])
     ap.add_argument("paths", nargs="*", type=Path, help="with execute: notebooks (default: all solutions)")
+    ap.add_argument(
+        OVERWRITE_FLAG,
+        action="store_true",
+        help="with build: rebuild exercise notebooks holding a learner's answers, keeping a .bak copy of each",
+    )
     args = ap.parse_args(argv)
+    try:
+        return _command(args)
+    except NotebookError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _command(args) -> int:
     if args.command == "execute":
         status = 0
         for path in args.paths or sorted(SOLUTIONS.glob("*.ipynb")):
+            read_notebook(path)  # a file that is not a notebook stops here, named
             print(f"executing {path.name}", flush=True)
             result = execute(path, save=True)
             if result["error"]:
                 print(f"  FAILED (left unchanged): {result['error']}")
                 status = 1
         return status
+    if args.paths:
+        raise NotebookError(f"{args.command} takes no paths: it works on every notebook in solutions/")
     if args.command == "build":
-        for p in build():
-            print(f"wrote {p.relative_to(ROOT)}")
-        return 0
-    problems = stale()
-    for p in problems:
-        print(p)
+        done, refused = build(overwrite_answers=args.overwrite_answers)
+        for line in done:
+            print(line)
+        for line in refused:
+            print(line, file=sys.stderr)
+        return 1 if refused else 0
+    problems, notes = check()
+    for line in notes:
+        print(line)
+    for line in problems:
+        print(line)
     if problems:
-        print("run: python -m utils.notebooks build")
+        print(FIX_STALE)
     return 1 if problems else 0
 
 
