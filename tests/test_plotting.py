@@ -1,6 +1,7 @@
 """Pictures render offline, carry static fallbacks and stay small."""
 
 import base64
+import json
 import re
 
 import pytest
@@ -40,6 +41,15 @@ def test_attention_picture_has_a_static_png_inside_its_html():
     m = re.search(r'src="data:image/png;base64,([^"]+)"', html)
     assert m and base64.b64decode(m.group(1)).startswith(b"\x89PNG")
     assert pic._repr_png_().startswith(b"\x89PNG")
+
+
+def test_a_token_cannot_end_the_pictures_script():
+    tokens = ["</script><img src=x onerror=alert(1)>", "a & b", "<!--", "t3", "t4", "t5"]
+    html = plotting.attention_heads(pattern(), tokens)._repr_html_()
+    script = html.split('class="course-cv"', 1)[1]
+    assert script.count("</script>") == 1 and "<img src=x" not in script and "<!--" not in script
+    props = re.search(r"CircuitsVis\.AttentionHeads,(\{.*\})\);\}", script).group(1)
+    assert json.loads(props)["tokens"] == tokens, "the browser still reads the tokens as they were"
 
 
 def test_attention_picture_rejects_mismatched_tokens():

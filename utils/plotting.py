@@ -116,6 +116,12 @@ def _bundle_script() -> str:
     )
 
 
+def script_json(text: str) -> str:
+    """JSON made safe to place inside an HTML ``<script>``: ``<``, ``>`` and ``&`` become JSON
+    escapes (the same string to JavaScript), so a token such as ``</script>`` cannot end it."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 class CircuitsVisPicture:
     """An interactive circuitsvis component with an embedded static preview."""
 
@@ -138,7 +144,7 @@ class CircuitsVisPicture:
             + "',CircuitsVis."
             + self.component
             + ","
-            + convert_props(self.props)
+            + script_json(convert_props(self.props))
             + ");}"
             "if(window.CircuitsVis)go();else if(window.__courseCV)window.__courseCV.then(go);"
             "})();</script>"
