@@ -2,6 +2,8 @@
 stopping with its exact fix; on Colab, the tested versions of the course's libraries are
 installed without ever replacing a platform package (torch, numpy, matplotlib)."""
 
+import os
+import re
 import subprocess
 import sys
 import types
@@ -10,7 +12,7 @@ import pytest
 
 from utils import notebook_setup as ns
 from utils import versions
-from utils.paths import CONSTRAINTS
+from utils.paths import CONSTRAINTS, ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -174,3 +176,28 @@ def test_setup_turns_gradients_off_by_default():
     assert not torch.is_grad_enabled()
     ns.setup(quiet=True, grad=True)
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.slow
+def test_the_fix_the_setup_cell_names_installs_a_missing_package_into_the_kernels_own_python(tmp_path):
+    """A real kernel environment without tqdm: the command the setup cell prints, run as printed
+    in a shell, installs the tested tqdm into that environment, and the check then passes."""
+    kernel = tmp_path / "kernel-env"
+    subprocess.run([sys.executable, "-m", "venv", str(kernel)], check=True)
+    python = str(kernel / "bin" / "python")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    for key in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT", "PIP_CONFIG_FILE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    report = (
+        "from utils import notebook_setup as ns, versions\n"
+        "print(ns._report(versions.problems(['tqdm'])))\n"
+        "print('STILL MISSING' if versions.problems(['tqdm']) else 'FIXED')"
+    )
+    before = subprocess.run([python, "-c", report], env=env, capture_output=True, text=True, check=True).stdout
+    assert "tqdm: missing, tested 4.70.1" in before and "STILL MISSING" in before
+    [fix] = re.findall(r"fix: (.+)", before)
+    assert fix.startswith(f'"{python}" -m pip install '), "the fix names the kernel's own Python"
+    subprocess.run(fix, shell=True, env=env, check=True, capture_output=True)
+    after = subprocess.run([python, "-c", report], env=env, capture_output=True, text=True, check=True).stdout
+    assert after.strip().endswith("FIXED"), after
