@@ -2,6 +2,13 @@
 
 import csv
 import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -9,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from utils import train as tr
+from utils.paths import ROOT
 from utils.registry import Spec
 from utils.tokenizer import load_tokenizer
 
@@ -102,3 +110,189 @@ def test_packed_rows_start_at_a_document_and_resume_from_the_cursor():
     assert first.shape == (3, 65) and (first[:, 0] == 0).all()
     t = tr.PackedStream(seed=5, n_ctx=64, tokenizer=tok, cursor=s.state())
     assert torch.equal(s.batch(2), t.batch(2))
+
+
+# ---------------------------------------------------------------------------------------
+# Killed at any moment, a run resumes to the same weights as an uninterrupted one.
+
+KILLED = Spec(
+    "tiny-killed", "gpt2", TINY["gpt2"], seed=1, data_seed=2, tokens=12 * 4 * 32, batch=4, n_ctx=32, checkpoint_every=3
+)
+
+# Runs ``train`` on the spec in argv[1] in ``run`` (argv[2]) and SIGKILLs itself at a moment
+# given by a kind and a count (argv[3], argv[4]): while computing optimiser step N, with the
+# N-th checkpoint file half written, or just before or just after the N-th checkpoint rename.
+KILL_DRIVER = r"""
+import json, os, signal, sys
+from pathlib import Path
+import torch
+from safetensors.torch import save_file as real_save_file
+from utils import train as tr
+from utils.paths import ROOT
+from utils.registry import Spec
+
+spec, run, kind, at = Spec(**json.loads(sys.argv[1])), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+count = 0
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if kind == "step":
+    real_step = torch.optim.AdamW.step
+    def step(self, *args, **kwargs):
+        global count
+        count += 1
+        if count == at:
+            die()
+        return real_step(self, *args, **kwargs)
+    torch.optim.AdamW.step = step
+elif kind == "mid-write":
+    def save_file(tensors, path, metadata=None):
+        global count
+        count += 1
+        real_save_file(tensors, path, metadata=metadata)
+        if count == at:
+            os.truncate(path, os.path.getsize(path) // 2)
+            die()
+    tr.save_file = save_file
+else:
+    real_replace = os.replace
+    def replace(src, dst):
+        global count
+        if not str(dst).endswith(".safetensors"):
+            return real_replace(src, dst)
+        count += 1
+        if count == at and kind == "before-rename":
+            die()
+        real_replace(src, dst)
+        if count == at:
+            die()
+    os.replace = replace
+tr.train(spec, run_dir=run, out_dir=run.parent / "never", evaluate=False, device="cpu", precision="fp32")
+"""
+
+# Step 11 falls after the loss log's row for step 10 and before the checkpoint of step 12;
+# the checkpoint moments are drawn with a fixed seed from the run's four checkpoints.
+_seeded = random.Random(20240611)
+KILL_MOMENTS = [("step", 11)]
+KILL_MOMENTS += [(kind, _seeded.randint(1, 4)) for kind in ("mid-write", "before-rename", "after-rename")]
+# One thread each: bit-identical across processes, and fast on a busy two-core machine.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("straight")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        out = tr.train(
+            KILLED, run_dir=base / "run", out_dir=base / "model", evaluate=False, device="cpu", precision="fp32"
+        )
+    return base / "run", out
+
+
+def log_rows(path) -> list[tuple[str, str]]:
+    """(step, loss) of every row of a loss log: the columns that do not depend on the clock."""
+    return [(r["step"], r["loss"]) for r in csv.DictReader(open(path))]
+
+
+def assert_same_run(run, out, straight_run):
+    straight, straight_out = straight_run
+    a, b = weights(straight), weights(run)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert load_file(out / "model.safetensors").keys() == load_file(straight_out / "model.safetensors").keys()
+    assert all(
+        torch.equal(v, load_file(straight_out / "model.safetensors")[k])
+        for k, v in load_file(out / "model.safetensors").items()
+    )
+    assert (
+        log_rows(out / "train_log.csv")
+        == log_rows(straight_out / "train_log.csv")
+        == [
+            ("10", log_rows(straight_out / "train_log.csv")[0][1]),
+            ("12", log_rows(straight_out / "train_log.csv")[1][1]),
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind, at", KILL_MOMENTS, ids=[f"{k}-{n}" for k, n in KILL_MOMENTS])
+def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, straight_run, kind, at):
+    run = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DRIVER, json.dumps(asdict(KILLED)), str(run), kind, str(at)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ONE_THREAD,
+    )
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    out = tr.train(KILLED, run_dir=run, out_dir=tmp_path / "model", evaluate=False, device="cpu", precision="fp32")
+    assert_same_run(run, out, straight_run)
+    assert sorted(p.name for p in run.iterdir()) == [tr.CHECKPOINT, "train_log.csv"]
+
+
+# Runs ``python -m utils.train`` with the spec in argv[1] added to the zoo; Ctrl-C arrives
+# just before optimiser step argv[2] (0: never). The remaining arguments go to the command.
+MAIN_DRIVER = r"""
+import json, signal, sys
+import torch
+from utils import train as tr
+from utils.registry import SPECS, Spec
+
+spec, at = Spec(**json.loads(sys.argv[1])), int(sys.argv[2])
+SPECS[spec.name] = spec
+count = 0
+real_step = torch.optim.AdamW.step
+def step(self, *args, **kwargs):
+    global count
+    count += 1
+    if count == at:
+        signal.raise_signal(signal.SIGINT)
+    return real_step(self, *args, **kwargs)
+torch.optim.AdamW.step = step
+sys.exit(tr.main(sys.argv[3:]))
+"""
+
+
+def run_main(spec, interrupt_at: int, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", MAIN_DRIVER, json.dumps(asdict(spec)), str(interrupt_at), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ONE_THREAD,
+    )
+
+
+def test_ctrl_c_prints_the_command_that_resumes_and_that_command_finishes_the_same_run(tmp_path, straight_run):
+    args = [KILLED.name, "--device", "cpu", "--precision", "fp32", "--no-eval"]
+    args += ["--out", str(tmp_path / "model"), "--runs", str(tmp_path / "runs")]
+    stopped = run_main(KILLED, 8, args)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted {KILLED.name} at step 7/12; ") and "checkpoint of step 6" in last
+    command = shlex.split(last.split("resume with: ")[1])
+    assert command[:4] == ["python", "-m", "utils.train", KILLED.name]
+    resumed = run_main(KILLED, 0, command[3:])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming tiny-killed at step 6/12" in resumed.stderr
+    assert_same_run(tmp_path / "runs" / KILLED.name, tmp_path / "model", straight_run)
+
+
+def test_the_resume_command_keeps_every_option_but_fresh():
+    args = tr._parser().parse_args(["storyworld-4l", "--tokens", "5000", "--fresh", "--out", "my model"])
+    assert tr.resume_command(args) == "python -m utils.train storyworld-4l --tokens 5000 --out 'my model'"
+
+
+def test_a_checkpoint_of_the_earlier_two_file_layout_still_resumes(tmp_path, monkeypatch, straight_run):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run = tmp_path / "run"
+    assert tr.train(KILLED, run_dir=run, evaluate=False, device="cpu", precision="fp32", max_steps=6) is None
+    meta = checkpoint_meta(run)
+    (run / tr.CHECKPOINT).rename(run / "state.safetensors")
+    (run / "state.json").write_text(json.dumps(meta))
+    out = tr.train(KILLED, run_dir=run, out_dir=tmp_path / "model", evaluate=False, device="cpu", precision="fp32")
+    assert_same_run(run, out, straight_run)
+    assert not (run / "state.json").exists()
