@@ -2,11 +2,15 @@
 stopping with its exact fix; on Colab, the tested versions of the course's libraries are
 installed without ever replacing a platform package (torch, numpy, matplotlib)."""
 
-import os
+import base64
+import hashlib
 import re
 import subprocess
 import sys
 import types
+import zipfile
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -178,17 +182,46 @@ def test_setup_turns_gradients_off_by_default():
     assert torch.is_grad_enabled()
 
 
+def wheel_of_installed(package: str, folder: Path) -> Path:
+    """A wheel rebuilt from ``package``'s installed files, so that pip can install it with no index."""
+    dist = metadata.distribution(package)
+    name, version = dist.metadata["Name"], dist.version
+    info = f"{name}-{version}.dist-info"
+    skip = {f"{info}/{n}" for n in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")}
+    files = [
+        str(f) for f in dist.files if not str(f).startswith("..") and "__pycache__" not in str(f) and str(f) not in skip
+    ]
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    record = []
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for rel in files:
+            data = Path(dist.locate_file(rel)).read_bytes()
+            zf.writestr(rel, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{rel},sha256={digest},{len(data)}")
+        zf.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+    return wheel
+
+
 @pytest.mark.slow
 def test_the_fix_the_setup_cell_names_installs_a_missing_package_into_the_kernels_own_python(tmp_path):
     """A real kernel environment without tqdm: the command the setup cell prints, run as printed
-    in a shell, installs the tested tqdm into that environment, and the check then passes."""
+    in a shell, installs the tested tqdm into that environment, and the check then passes. Offline:
+    pip may look only in a local folder holding a wheel rebuilt from this environment's tqdm."""
     kernel = tmp_path / "kernel-env"
     subprocess.run([sys.executable, "-m", "venv", str(kernel)], check=True)
     python = str(kernel / "bin" / "python")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
-    for key in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT", "PIP_CONFIG_FILE"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel_of_installed("tqdm", wheels)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheels),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
     report = (
         "from utils import notebook_setup as ns, versions\n"
         "print(ns._report(versions.problems(['tqdm'])))\n"
