@@ -54,7 +54,11 @@ def test_card_records_architecture_training_and_measurements(name):
         assert key in card["eval"]
     assert card["eval"]["gap"] == pytest.approx(card["eval"]["loss"] - card["eval"]["floor"])
     readme = (paths.MODELS / name / "README.md").read_text()
-    assert ev.card_markdown(card) == readme, f"README.md is stale: python -m utils.evaluate {name} --write-card"
+    assert ev.card_markdown(card) == readme, (
+        f"the model card's README.md is not the rendering of its card.json: restore both with "
+        f"git checkout -- data/models/{name}/ (a maintainer who changed the model re-measures with "
+        f"python -m utils.evaluate {name} --write-card)"
+    )
 
 
 @pytest.mark.parametrize("name", BUILT)
@@ -84,4 +88,7 @@ def test_card_metrics_agree_with_a_fresh_small_sample(name):
 
 def test_readme_zoo_table_is_generated_from_the_cards():
     text = paths.README.read_text()
-    assert ev.readme_with_table(text) == text, "README is stale: python -m utils.evaluate --readme"
+    assert ev.readme_with_table(text) == text, (
+        "README.md's zoo table is not the rendering of the model cards: restore it with git checkout -- README.md "
+        "(a maintainer who rewrote a card renders the table again with python -m utils.evaluate --readme)"
+    )
