@@ -1,0 +1,336 @@
+"""Bad input, in one table: each case ends in one sentence naming the problem and the fix,
+the exit code says it failed, no traceback is printed and nothing is left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from utils import models, paths
+from utils import storyworld as sw
+from utils.models import ZooError, load_model
+from utils.paths import ROOT
+from utils.tokenizer import TokenizerMissing
+
+GOOD_LINE = sw.sample(0, 0).to_json() + "\n"
+
+# ``python -m utils.train`` with the course's folders moved into the test's own folder
+# (TEST_RUNS, TEST_MODELS, TEST_TOKENIZER_DIR), so no case can touch runs/ or data/.
+TRAIN = r"""
+import os, sys
+from pathlib import Path
+from utils import paths
+for name in ("RUNS", "MODELS", "TOKENIZER_DIR"):
+    if os.environ.get("TEST_" + name):
+        setattr(paths, name, Path(os.environ["TEST_" + name]))
+from utils.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@dataclass
+class Case:
+    """A command line (``{tmp}`` stands for the case's folder), what it is fed and what it must print."""
+
+    command: list[str]
+    code: int
+    phrase: str  # the last line of stderr contains this ("" for a quiet exit)
+    stdin: bytes = b""
+    files: dict[str, str] = field(default_factory=dict)  # made in {tmp} first: name -> "file" or "folder"
+    env: dict[str, str] = field(default_factory=dict)
+    action: str = ""  # "read 2 lines, close": ``| head -2``; "ctrl-c after X": SIGINT once X is printed
+    stdout: str = ""  # stdout contains this (the lines after a bad one are still scored)
+    leaves: tuple[str, ...] = ()  # what the command may add to {tmp}
+
+
+def storyworld(*args: str) -> list[str]:
+    return [sys.executable, "-m", "utils.storyworld", *args]
+
+
+def train(*args: str) -> list[str]:
+    return [sys.executable, "-c", TRAIN, *args]
+
+
+MOVED = {"TEST_RUNS": "{tmp}/runs", "TEST_MODELS": "{tmp}/models"}
+QUICK = ["storyworld-4l", "--device", "cpu", "--no-eval"]
+GIVE_A_LINE = 'give one JSON object per line like {"text": "Ann was in the park."}'
+
+CASES = {
+    "score plain text": Case(
+        storyworld("score"),
+        1,
+        f"line 1: not JSON (Expecting value at column 1); {GIVE_A_LINE}, or pass --plain for one text per line",
+        stdin=b"Ann was in the park.\n" + GOOD_LINE.encode(),
+        stdout='"logprob"',
+    ),
+    "score binary junk": Case(
+        storyworld("score"),
+        1,
+        'line 1: not UTF-8 text (byte 0xff at column 1); give UTF-8 JSON lines like {"text": "Ann was in the park."}',
+        stdin=b"\xff\xfe\x00\x01junk\x9c\n" + GOOD_LINE.encode(),
+        stdout='"logprob"',
+    ),
+    "score an object without text": Case(
+        storyworld("score"), 1, f'line 1: no "text" in {{"foo":1}}; {GIVE_A_LINE}', stdin=b'{"foo":1}\n'
+    ),
+    "score an array": Case(
+        storyworld("score"), 1, f"line 1: a JSON array, not an object; {GIVE_A_LINE}", stdin=b"[1,2]\n"
+    ),
+    "score a number as text": Case(
+        storyworld("score"), 1, f'line 1: "text" is a number, not a string; {GIVE_A_LINE}', stdin=b'{"text":5}\n'
+    ),
+    "score a text the generator cannot write": Case(
+        storyworld("score"),
+        1,
+        "line 2: not a Storyworld document: at character 3 expected ' was', ' and', ' Bob' or 137 more, "
+        "found '.'; only texts that `python -m utils.storyworld sample` writes can be scored",
+        stdin=GOOD_LINE.encode() + b'{"text": "Ann."}\n',
+        stdout='"logprob"',
+    ),
+    "score plain text that goes wrong at once": Case(
+        storyworld("score", "--plain"),
+        1,
+        "line 1: not a Storyworld document: at character 0 expected 'Ann', 'Bob', 'Cara' or 141 more, "
+        "found 'Hello world.'",
+        stdin=b"Hello world.\n",
+    ),
+    "sample into head -2": Case(storyworld("sample", "--seed", "1", "--n", "100000"), 141, "", action="read 2 lines"),
+    "ctrl-c during sample": Case(
+        storyworld("sample", "--seed", "1", "--n", "10000000"), 130, "", action="ctrl-c after {"
+    ),
+    "train with a negative budget": Case(
+        train(*QUICK, "--tokens", "-5"),
+        2,
+        "argument --tokens: must be a positive number of tokens, got -5; leave --tokens out for the full budget",
+        env=MOVED,
+    ),
+    "train with a zero budget": Case(
+        train(*QUICK, "--tokens", "0"), 2, "must be a positive number of tokens, got 0", env=MOVED
+    ),
+    "train when runs is a file": Case(
+        train(*QUICK, "--tokens", "1000"),
+        1,
+        "error: cannot keep checkpoints in {tmp}/runs/storyworld-4l: {tmp}/runs is a file, not a folder; "
+        "move it away or pass --runs a folder you can write to",
+        files={"runs": "file"},
+        env=MOVED,
+    ),
+    "train into an unwritable --out": Case(
+        train(*QUICK, "--tokens", "1000", "--out", "{tmp}/taken/model"),
+        1,
+        "error: cannot write the model to {tmp}/taken/model: {tmp}/taken is a file, not a folder; "
+        "pass --out a folder you can write to",
+        files={"taken": "file"},
+        env=MOVED,
+    ),
+    "train without a tokenizer": Case(
+        train(*QUICK, "--tokens", "1000"),
+        1,
+        "error: the course tokenizer is missing: there is no {tmp}/tokenizer/tokenizer.json; restore it with "
+        "`git checkout -- {tmp}/tokenizer` or rebuild it with: python -m utils.tokenizer",
+        files={"tokenizer": "folder"},
+        env={**MOVED, "TEST_TOKENIZER_DIR": "{tmp}/tokenizer"},
+    ),
+    "ctrl-c during train": Case(
+        train(*QUICK, "--tokens", "10000000"),
+        130,
+        "with: python -m utils.train storyworld-4l --tokens 10000000 --device cpu --no-eval",
+        env=MOVED,
+        action="ctrl-c after training storyworld-4l",
+        leaves=("runs", "runs/storyworld-4l", "runs/storyworld-4l/train_log.csv"),
+    ),
+}
+
+
+def snapshot(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def read_until(stream, text: bytes, seconds: float = 120) -> bytes:
+    """Read from a pipe until ``text`` has appeared (tqdm writes bars without newlines)."""
+    got, deadline = b"", time.monotonic() + seconds
+    while text not in got:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(stream.fileno(), 4096) if ready else b""
+        if not chunk:
+            raise AssertionError(f"{text!r} never appeared: {got[-2000:]!r}")
+        got += chunk
+    return got
+
+
+def at(text: str, tmp: Path) -> str:
+    """``text`` with ``{tmp}`` standing for the case's folder."""
+    return text.replace("{tmp}", str(tmp))
+
+
+def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **{k: at(v, tmp) for k, v in case.env.items()}}
+    stdin = subprocess.DEVNULL if case.action else subprocess.PIPE
+    command = [at(a, tmp) for a in case.command]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if case.action == "read 2 lines":
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert all(line.endswith(b"}\n") for line in lines)
+        proc.stdout.close()  # what head does after its second line
+        err = proc.stderr.read()
+        return proc.wait(60), "", err.decode()
+    if case.action.startswith("ctrl-c after "):
+        marker = case.action.removeprefix("ctrl-c after ").encode()
+        source = proc.stdout if marker == b"{" else proc.stderr
+        early = read_until(source, marker)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        if source is proc.stdout:
+            out = early + out
+        else:
+            err = early + err
+        return proc.returncode, out.decode(), err.decode()
+    out, err = proc.communicate(case.stdin, timeout=120)
+    return proc.returncode, out.decode(), err.decode(errors="replace")
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_bad_input_ends_in_one_sentence_with_the_fix_and_a_failing_exit_code(case, tmp_path):
+    for name, kind in case.files.items():
+        (tmp_path / name).mkdir() if kind == "folder" else (tmp_path / name).write_text("")
+    before = snapshot(tmp_path)
+    code, out, err = run_case(case, tmp_path)
+    assert code == case.code, err[-3000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
+    last = err.replace("\r", "\n").strip().splitlines()[-1] if err.strip() else ""
+    phrase = at(case.phrase, tmp_path)
+    if phrase:
+        assert phrase in last, last
+    else:
+        assert err == "", err
+    assert case.stdout in out
+    assert snapshot(tmp_path) == sorted(before + list(case.leaves)), "left behind"
+
+
+def test_a_bad_line_is_named_by_its_number_and_the_lines_after_it_are_still_scored():
+    lines = [GOOD_LINE, "not json\n", GOOD_LINE, '{"text": "Bob."}\n', GOOD_LINE]
+    r = subprocess.run(storyworld("score"), input="".join(lines), capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1
+    assert [x.split(":")[0] for x in r.stderr.splitlines()] == ["line 2", "line 4"]
+    assert r.stdout.count("\n") == 3
+
+
+def test_a_flood_of_bad_lines_is_summarised_after_ten():
+    r = subprocess.run(storyworld("score"), input="x\n" * 25, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[10:] == ["15 more lines could not be scored (25 in all)"]
+
+
+def test_a_text_the_generator_cannot_write_is_reported_in_a_short_sentence_at_the_right_place():
+    with pytest.raises(sw.ParseError) as e:
+        sw.score("Ann.")
+    assert e.value.at == 3 and e.value.found == "." and len(str(e.value)) < 120
+    assert "-1" not in str(e.value)
+    with pytest.raises(sw.ParseError) as e:
+        sw.score(sw.sample(1, 0).text + " Ann smiled.")
+    assert e.value.at == len(sw.sample(1, 0).text) and "expected the end of the text" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading models: the same promise for the functions a notebook calls.
+
+
+@pytest.fixture
+def copied_zoo(tmp_path, monkeypatch):
+    """storyworld-4l (an HF-format model) in a folder of the test's own."""
+    shutil.copytree(paths.MODELS / "storyworld-4l", tmp_path / "storyworld-4l")
+    monkeypatch.setattr(paths, "MODELS", tmp_path)
+    return tmp_path / "storyworld-4l"
+
+
+def no_tokenizer(folder, monkeypatch):
+    (folder.parent / "tokenizer").mkdir()
+    monkeypatch.setattr(paths, "TOKENIZER_DIR", folder.parent / "tokenizer")
+
+
+def no_config(folder, monkeypatch):
+    (folder / "config.json").unlink()
+
+
+def broken_card(folder, monkeypatch):
+    (folder / "card.json").write_text('{"name": "storyworld-4l",')
+
+
+def card_without_checksum(folder, monkeypatch):
+    card = json.loads((folder / "card.json").read_text())
+    del card["weights_sha256"]
+    (folder / "card.json").write_text(json.dumps(card))
+
+
+LOADING = {
+    "tokenizer.json missing": (
+        no_tokenizer,
+        TokenizerMissing,
+        "the course tokenizer is missing: there is no {tmp}/tokenizer/tokenizer.json; restore it with "
+        "`git checkout -- {tmp}/tokenizer` or rebuild it with: python -m utils.tokenizer",
+    ),
+    "config.json missing": (
+        no_config,
+        ZooError,
+        "zoo model 'storyworld-4l' is incomplete: {tmp}/storyworld-4l/config.json is missing; restore it with "
+        "`git checkout -- {tmp}/storyworld-4l/config.json` or rebuild the model with: "
+        "python -m utils.train storyworld-4l",
+    ),
+    "card.json broken": (
+        broken_card,
+        ZooError,
+        "the card of storyworld-4l is not valid JSON ({tmp}/storyworld-4l/card.json, line 1 column 26: "
+        "Expecting property name enclosed in double quotes); restore it with "
+        "`git checkout -- {tmp}/storyworld-4l/card.json` or rewrite it with: "
+        "python -m utils.evaluate storyworld-4l --write-card",
+    ),
+    "card.json without a checksum": (card_without_checksum, ZooError, "lacks weights_sha256; restore it with"),
+}
+
+
+@pytest.mark.parametrize("damage, error, message", LOADING.values(), ids=LOADING.keys())
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "unverified"])
+def test_a_damaged_zoo_model_fails_in_one_sentence_with_the_fix(
+    copied_zoo, monkeypatch, tmp_path, damage, error, message, verify
+):
+    damage(copied_zoo, monkeypatch)
+    with pytest.raises(error) as e:
+        load_model("storyworld-4l", device="cpu", verify=verify)
+    assert at(message, tmp_path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_without_a_network_an_unknown_name_fails_after_one_connection_attempt(monkeypatch):
+    from huggingface_hub import constants
+    from huggingface_hub.utils import close_session
+
+    attempts = []
+
+    def refuse(sock, address):
+        attempts.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [(2, 1, 6, "", ("127.0.0.1", port))])
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    close_session()  # no pooled connection from an earlier test
+    with pytest.raises(ValueError) as e:
+        load_model("nope", device="cpu")
+    close_session()
+    message = str(e.value)
+    assert len(attempts) == 1, attempts  # the hub library alone retries for minutes
+    assert message.startswith("unknown model 'nope': the hub at https://huggingface.co cannot be reached")
+    assert all(name in message for name in models.zoo()) and "loads offline" in message
+    assert "\n" not in message
