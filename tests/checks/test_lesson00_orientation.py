@@ -20,6 +20,17 @@ def model():
 
 def test_top_prediction_accepts_a_softmax_first(model, capsys):
     c.check_top_prediction(lambda m, t: m.to_string(m(m.to_tokens(t)).softmax(-1)[0, -1].argmax()), model)
+    out = capsys.readouterr().out
+    assert "✓" in out
+    assert "'…park. Ann felt'" in out and "'Bob felt'" in out, "the pass line shows whole words"
+
+
+def test_top_prediction_accepts_the_tokenizer_with_its_start_token(model, capsys):
+    def by_tokenizer(m, t):
+        ids = torch.tensor([m.tokenizer(t)["input_ids"]])  # the course tokenizer puts <|endoftext|> first
+        return m.to_string(m(ids)[0, -1].argmax())
+
+    c.check_top_prediction(by_tokenizer, model)
     assert "✓" in capsys.readouterr().out
 
 
@@ -31,9 +42,18 @@ def test_top_prediction_accepts_a_softmax_first(model, capsys):
         (lambda m, t: m.to_string(m(m.to_tokens(t))[0, 0].argmax()), "first position"),
         (lambda m, t: m.to_string(m(m.to_tokens(t)).softmax(1)[0, -1].argmax()), "softmax over positions"),
         (lambda m, t: m.to_string(m(m.to_tokens(t)).softmax(0)[0, -1].argmax()), "batch dimension"),
+        (lambda m, t: m.to_string(m(m.to_tokens(t, prepend_bos=False))[0, -1].argmax()), "start token"),
         (lambda m, t: " Zoe", "top prediction is"),
     ],
-    ids=["token-id", "second-to-last", "first-position", "softmax-positions", "softmax-batch", "other"],
+    ids=[
+        "token-id",
+        "second-to-last",
+        "first-position",
+        "softmax-positions",
+        "softmax-batch",
+        "no-start-token",
+        "other",
+    ],
 )
 def test_top_prediction_mistakes(model, wrong, message):
     with pytest.raises(CheckFailed, match=re.escape(message)):
@@ -55,6 +75,8 @@ def _shifted(l, t):
         (lambda l, t: _shifted(l, t).mean(), "minus sign"),
         (lambda l, t: -l[:, :-1].log_softmax(-1).mean(), "every vocabulary entry"),
         (lambda l, t: -_shifted(l, t).sum(), "not the sum"),
+        (lambda l, t: -_shifted(l, t).sum(1).mean(), "summed over positions, then averaged over the batch"),
+        (lambda l, t: -l[:, 1:].log_softmax(-1).gather(-1, t[:, 1:, None]).mean(), "drop the *last* logits"),
         (lambda l, t: -_shifted(l, t).mean(1), "averaged over positions only"),
         (lambda l, t: -_shifted(l, t).mean(0), "averaged over the batch only"),
         (lambda l, t: -_shifted(l, t), "one number"),
@@ -68,6 +90,8 @@ def _shifted(l, t):
         "no-minus",
         "mean-over-vocabulary",
         "sum",
+        "sum-over-positions-mean-over-batch",
+        "same-positions",
         "mean-over-positions-only",
         "mean-over-batch-only",
         "no-mean",
@@ -88,15 +112,49 @@ def test_logits_from_residual_accepts_the_unembed_component(model, capsys):
     assert "✓" in capsys.readouterr().out
 
 
+def test_logits_from_residual_accepts_a_layernorm_written_with_its_weights(model, capsys):
+    def by_hand(m, r):
+        normed = torch.nn.functional.layer_norm(r, r.shape[-1:], m.ln_final.w, m.ln_final.b, eps=m.cfg.eps)
+        return normed @ m.W_U + m.b_U
+
+    c.check_logits_from_residual(by_hand, model)
+    assert "✓" in capsys.readouterr().out
+
+
+def test_logits_from_residual_puts_a_zero_bias_back(model):
+    assert not model.b_U.any()
+    c.check_logits_from_residual(lambda m, r: m.ln_final(r) @ m.W_U + m.b_U, model)
+    with pytest.raises(CheckFailed):
+        c.check_logits_from_residual(lambda m, r: None, model)
+    assert not model.b_U.any(), "the check must leave the model's bias as it found it"
+
+
 @pytest.mark.parametrize(
     "wrong,message",
     [
-        (lambda m, r: r @ m.W_U + m.b_U, "final LayerNorm"),
+        (lambda m, r: r @ m.W_U + m.b_U, "final normalisation (model.ln_final) before"),
         (lambda m, r: m.ln_final(r) @ m.W_E.T + m.b_U, "W_E.T is the transposed embedding"),
         (lambda m, r: r @ m.W_E.T + m.b_U, "two steps differ"),
         (lambda m, r: m.ln_final(r), "d_vocab"),
+        (lambda m, r: m.ln_final(r) @ m.W_U, "This model's bias is zero"),
+        (
+            lambda m, r: torch.nn.functional.layer_norm(r, r.shape[-1:]) @ m.W_U + m.b_U,
+            "left out the final normalisation's learned weights",
+        ),
+        (
+            lambda m, r: (r - r.mean(-1, keepdim=True)) / (r - r.mean(-1, keepdim=True)).std(-1, keepdim=True) @ m.W_U,
+            "left out the final normalisation's learned weights",
+        ),
     ],
-    ids=["no-layernorm", "embedding-transposed", "both", "no-unembedding"],
+    ids=[
+        "no-normalisation",
+        "embedding-transposed",
+        "both",
+        "no-unembedding",
+        "no-bias",
+        "layernorm-by-hand",
+        "std-by-hand",
+    ],
 )
 def test_logits_from_residual_mistakes(model, wrong, message):
     with pytest.raises(CheckFailed, match=re.escape(message)):
@@ -108,8 +166,22 @@ def test_logits_from_residual_names_a_missing_bias_where_the_model_has_one():
 
     with torch.no_grad():
         attn2l = load_model("storyworld-attn2l", device="cpu")  # its b_U is not zero
-        with pytest.raises(CheckFailed, match=re.escape("unembedding bias")):
+        with pytest.raises(CheckFailed, match=re.escape("unembedding bias")) as failure:
             c.check_logits_from_residual(lambda m, r: m.ln_final(r) @ m.W_U, attn2l)
+        assert "random values" not in str(failure.value)
+
+
+def test_logits_from_residual_names_a_hand_written_rmsnorm_without_its_weight():
+    from utils import load_model
+
+    def rms_by_hand(m, r):
+        return r / (r.pow(2).mean(-1, keepdim=True) + m.cfg.eps).sqrt() @ m.W_U + m.b_U
+
+    with torch.no_grad():
+        llama = load_model("storyworld-llama", device="cpu")
+        with pytest.raises(CheckFailed, match=re.escape("learned weights")):
+            c.check_logits_from_residual(rms_by_hand, llama)
+        c.check_logits_from_residual(lambda m, r: m.ln_final(r) @ m.W_U + m.b_U, llama)
 
 
 def _last_batch_element(r, h, d, s):
@@ -126,8 +198,9 @@ def _last_batch_element(r, h, d, s):
         (lambda r, h, d, s: torch.cat([r[:, :1] + s * d, r[:, 1:]], 1), "first position"),
         (_last_batch_element, "last batch element"),
         (lambda r, h, d, s: torch.cat([r[:, :-1], r[:, -1:] + d], 1), "scale"),
+        (lambda r, h, d, s: torch.cat([r[:, :-1], r[:, -1:] + s * d / d.norm()], 1), "divided `direction` by its norm"),
     ],
-    ids=["every-position", "none", "first-position", "last-batch-element", "no-scale"],
+    ids=["every-position", "none", "first-position", "last-batch-element", "no-scale", "normalised-again"],
 )
 def test_boost_hook_mistakes(wrong, message):
     with pytest.raises(CheckFailed, match=re.escape(message)):

@@ -19,12 +19,21 @@ ORIENTATION_PROMPTS = (
     "Ann was in the park. Ann felt",
     "When Bob and Eve went to the school, Bob gave the kite to",
     "Today Mia made a list: cup hat drum. Mia read the list again: cup",
+    "Bob felt",  # short: without the start token, the prediction changes
 )
 
 
-def _top_prediction_mistakes(model, logits: torch.Tensor) -> list[tuple[str, str]]:
+def _ending(text: str, words: int = 3) -> str:
+    """The last few whole words of a prompt, for the pass line."""
+    parts = text.split()
+    return ("…" if len(parts) > words else "") + " ".join(parts[-words:])
+
+
+def _top_prediction_mistakes(model, prompt: str, logits: torch.Tensor) -> list[tuple[str, str]]:
     """(what a known mistake returns, the sentence that names it) for logits ``[position, d_vocab]``."""
     text = model.to_string
+    with torch.no_grad():
+        no_start = model(model.to_tokens(prompt, prepend_bos=False))[0, -1]
     return [
         (
             text(logits[-2].argmax()),
@@ -46,6 +55,12 @@ def _top_prediction_mistakes(model, logits: torch.Tensor) -> list[tuple[str, str
             "you took the softmax over the batch dimension (dim=0), which has one element, so every "
             "probability is 1; the vocabulary is dim=-1 (and the argmax needs no softmax).",
         ),
+        (
+            text(no_start.argmax()),
+            "you left out the start token. model.to_tokens(text) puts <|endoftext|> first, as every "
+            "training document began; with prepend_bos=False, or a tokenizer call that adds no start "
+            "token, the model reads the text as if it were cut from the middle of a document.",
+        ),
     ]
 
 
@@ -62,11 +77,11 @@ def check_top_prediction(fn: Callable, model) -> None:
         if not isinstance(out, str):
             raise CheckFailed(f"`{name}` should return a string, but returned {type(out).__name__}.")
         if out != want:
-            for wrong, message in _top_prediction_mistakes(model, logits):
+            for wrong, message in _top_prediction_mistakes(model, text, logits):
                 if out == wrong:
                     raise CheckFailed(f"`{name}`: {message}")
             raise CheckFailed(f"`{name}`({text!r}) gave {out!r}; the model's top prediction is {want!r}.")
-    passed(name, "on " + ", ".join(repr(p[-12:]) for p in ORIENTATION_PROMPTS))
+    passed(name, "on " + ", ".join(repr(_ending(p)) for p in ORIENTATION_PROMPTS))
 
 
 def check_mean_loss(fn: Callable) -> None:
@@ -119,7 +134,18 @@ def check_mean_loss(fn: Callable) -> None:
             "you averaged the log-probabilities of every vocabulary entry; take only the actual next "
             "token's (gather with tokens[:, 1:]) and average those.",
         ),
+        (
+            -lp[:, 1:].gather(-1, tokens[:, 1:, None]).mean(),
+            "logits[:, 1:] with tokens[:, 1:] pairs each position's logits with its own token; the "
+            "logits at position t predict the token at t+1, so drop the *last* logits: logits[:, :-1] "
+            "with tokens[:, 1:].",
+        ),
         (per_token_loss(logits, tokens).sum(), "take the mean over predictions, not the sum."),
+        (
+            per_token_loss(logits, tokens).sum(1).mean(),
+            "you summed over positions, then averaged over the batch (a loss per sequence); the mean "
+            "loss averages over every prediction, batch and positions together.",
+        ),
     ]
     got = as_number(out)
     for value, message in wrong:
@@ -129,33 +155,80 @@ def check_mean_loss(fn: Callable) -> None:
     passed(name)
 
 
+def _by_hand_without_weights(model, resid: torch.Tensor) -> list[torch.Tensor]:
+    """Normalisations written by hand that leave out ln_final's learned weights."""
+    eps = getattr(model.cfg, "eps", 1e-5)
+    if getattr(model.cfg, "normalization_type", "LN") == "RMS":
+        return [resid / (resid.pow(2).mean(-1, keepdim=True) + eps).sqrt(), resid / resid.norm(dim=-1, keepdim=True)]
+    centred = resid - resid.mean(-1, keepdim=True)
+    return [
+        torch.nn.functional.layer_norm(resid, resid.shape[-1:], eps=eps),
+        centred / centred.std(-1, keepdim=True),  # the unbiased standard deviation, no eps
+        centred / centred.std(-1, keepdim=True, unbiased=False),
+    ]
+
+
 def check_logits_from_residual(fn: Callable, model) -> None:
-    """fn(model, resid [batch, pos, d_model]) -> logits [batch, pos, d_vocab], as the model computes them."""
+    """fn(model, resid [batch, pos, d_model]) -> logits [batch, pos, d_vocab], as the model computes them.
+
+    A model whose unembedding bias is zero cannot tell a function that adds ``model.b_U`` from one
+    that forgets it, so for the check the bias is given random values, then put back.
+    """
     name = getattr(fn, "__name__", "logits_from_residual")
     tokens = model.to_tokens(ORIENTATION_PROMPTS[0])
     last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n == last)
-    resid = cache[last]
-    out = call(fn, model, resid, name=name)
-    out = expect_tensor(out, logits.shape, ["batch", "position", "d_vocab"], name)
-    with torch.no_grad():
-        normed = model.ln_final(resid)
-        hints = [
-            (resid @ model.W_U + model.b_U, "apply the final LayerNorm (model.ln_final) before multiplying by W_U."),
-            (
-                normed @ model.W_E.T + model.b_U,
-                "W_E.T is the transposed embedding, a different matrix: the unembedding is model.W_U "
-                "[d_model, d_vocab] (the two are equal only in models with tied weights).",
-            ),
-            (
-                resid @ model.W_E.T + model.b_U,
-                "two steps differ: apply the final LayerNorm (model.ln_final) first, and unembed with "
-                "model.W_U, not the transposed embedding W_E.T.",
-            ),
-            (normed @ model.W_U, "add the unembedding bias model.b_U."),
-        ]
-    expect_close(out, logits, name, "logits", atol=1e-3, hints=hints)
+    bias = model.b_U
+    saved = bias.detach().clone()
+    zero_bias = not bool(saved.any())
+    try:
+        if zero_bias:
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(13)
+                bias.copy_(torch.randn(bias.shape, generator=g).to(bias))
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n == last)
+        resid = cache[last]
+        out = call(fn, model, resid, name=name)
+        out = expect_tensor(out, logits.shape, ["batch", "position", "d_vocab"], name)
+        missing_bias = "add the unembedding bias model.b_U."
+        if zero_bias:
+            missing_bias += (
+                " (This model's bias is zero, so for this check it holds random values: a function that "
+                "leaves it out gives the right logits only by luck.)"
+            )
+        with torch.no_grad():
+            normed = model.ln_final(resid)
+            hints = [
+                (
+                    resid @ model.W_U + model.b_U,
+                    "apply the final normalisation (model.ln_final) before multiplying by W_U.",
+                ),
+                (
+                    normed @ model.W_E.T + model.b_U,
+                    "W_E.T is the transposed embedding, a different matrix: the unembedding is model.W_U "
+                    "[d_model, d_vocab] (the two are equal only in models with tied weights).",
+                ),
+                (
+                    resid @ model.W_E.T + model.b_U,
+                    "two steps differ: apply the final normalisation (model.ln_final) first, and unembed with "
+                    "model.W_U, not the transposed embedding W_E.T.",
+                ),
+                (normed @ model.W_U, missing_bias),
+            ]
+            for by_hand in _by_hand_without_weights(model, resid):
+                for unembedded in (by_hand @ model.W_U + model.b_U, by_hand @ model.W_U):
+                    hints.append(
+                        (
+                            unembedded,
+                            "you normalised by hand but left out the final normalisation's learned weights "
+                            "(model.ln_final.w, and the bias model.ln_final.b where there is one): call "
+                            "model.ln_final(resid), which applies them.",
+                        )
+                    )
+        expect_close(out, logits, name, "logits", atol=1e-3, hints=hints)
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)
     passed(name, "your logits equal the model's")
 
 
@@ -205,6 +278,11 @@ def check_boost_hook(fn: Callable) -> None:
             (
                 resid.clone().index_add_(1, torch.tensor([4]), direction.expand(2, 1, 8)),
                 "multiply the direction by `scale`.",
+            ),
+            (
+                resid.clone().index_add_(1, torch.tensor([4]), (2.5 * direction / direction.norm()).expand(2, 1, 8)),
+                "you divided `direction` by its norm: use it as it is given. The caller chooses its length "
+                "(this lesson passes a unit vector already), and `scale` alone sets the size of the push.",
             ),
         ],
     )
