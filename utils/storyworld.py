@@ -28,6 +28,10 @@ Command line::
 
     python -m utils.storyworld sample --seed 0 --n 5 [--family narrative]
     python -m utils.storyworld score < docs.jsonl
+
+``score`` names each line it cannot score on stderr, in one sentence with the fix, scores
+the others and exits 1. A reader that goes away (``| head``) ends ``sample`` quietly with
+exit 141, Ctrl-C with 130.
 """
 
 from __future__ import annotations

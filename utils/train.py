@@ -6,8 +6,10 @@ step, the position in the data stream and the precision go to
 then renamed over it), and running the same command again continues from there, to the
 bit. Ctrl-C stops at once and prints the command that resumes. The loss curve is logged to
 ``runs/<name>/train_log.csv`` (a resumed run first drops the rows logged after its
-checkpoint). At the end the model directory ``data/models/<name>/`` is written (weights in
-float16) and ``utils.evaluate`` measures the model card.
+checkpoint); ``--runs DIR`` keeps the checkpoints in ``DIR/<name>`` instead. Problems found
+before training (the budget, the folders, the tokenizer) stop it with one sentence and exit
+1 before anything is written. At the end the model directory ``data/models/<name>/`` is
+written (weights in float16) and ``utils.evaluate`` measures the model card.
 
 Runs on the course's default device (CUDA, then Apple's MPS, then the CPU). Matrix products
 run in bfloat16 (autocast; the weights and the optimiser stay in float32) wherever the
