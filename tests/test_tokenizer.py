@@ -1,9 +1,12 @@
 """The shipped tokenizer: size, special tokens, names, round trips, reproducibility."""
 
+import pytest
+
 from utils import storyworld as sw
 from utils.tokenizer import (
     EOT,
     TOKENIZER_DIR,
+    TokenizerMissing,
     encode_doc,
     load_tokenizer,
     token_spans,
@@ -54,3 +57,17 @@ def test_token_spans_cover_the_text():
 def test_retraining_reproduces_the_shipped_tokenizer(tmp_path):
     train(tmp_path)
     assert tokenizer_hash(tmp_path) == tokenizer_hash(TOKENIZER_DIR)
+
+
+def test_a_missing_tokenizer_file_says_how_to_rebuild_it_when_loaded_or_hashed(tmp_path):
+    for read in (load_tokenizer, tokenizer_hash):
+        with pytest.raises(TokenizerMissing, match="rebuild it with: python -m utils.tokenizer$"):
+            read(tmp_path)
+
+
+def test_the_default_tokenizer_folder_is_looked_up_when_called(tmp_path, monkeypatch):
+    from utils import paths
+
+    monkeypatch.setattr(paths, "TOKENIZER_DIR", tmp_path)
+    with pytest.raises(TokenizerMissing, match=str(tmp_path)):
+        tokenizer_hash()
