@@ -42,13 +42,13 @@ def induction_scores(pattern, period):
     return torch.stack([pattern[:, i, i - period + 1] for i in range(period + 1, 2 * period + 1)], -1).mean(-1)
 
 
-def repeated_tokens(pool, period, batch, seed):
+def repeated_tokens(pool, period, batch, seed, bos):
     g = torch.Generator().manual_seed(seed)
     pool = torch.tensor(pool)
     rows = []
     for _ in range(batch):
         r = pool[torch.randperm(len(pool), generator=g)[:period]]
-        rows.append(torch.cat([torch.tensor([0]), r, r]))
+        rows.append(torch.cat([torch.tensor([bos]), r, r]))
     return torch.stack(rows)
 
 
@@ -224,30 +224,39 @@ def test_repeated_tokens_check_accepts_a_solution_and_names_mistakes(capsys):
     c.check_repeated_tokens(repeated_tokens, POOL, 0)
     assert "✓" in capsys.readouterr().out
 
-    def no_bos(pool, p, b, s):
-        return repeated_tokens(pool, p, b, s)[:, 1:].repeat(1, 1)[:, :15]
+    def no_bos(pool, p, b, s, bos):
+        return repeated_tokens(pool, p, b, s, bos)[:, 1:].repeat(1, 1)[:, :15]
 
     with pytest.raises(CheckFailed):
         c.check_repeated_tokens(no_bos, POOL, 0)
 
-    def unrepeated(pool, p, b, s):
+    def unrepeated(pool, p, b, s, bos):
         draws = torch.randint(len(pool), (b, 2 * p), generator=torch.Generator().manual_seed(s))
-        return torch.cat([torch.zeros(b, 1, dtype=torch.long), torch.tensor(pool)[draws]], 1)
+        return torch.cat([torch.full((b, 1), bos), torch.tensor(pool)[draws]], 1)
 
     with pytest.raises(CheckFailed, match="second copy repeats the first"):
         c.check_repeated_tokens(unrepeated, POOL, 0)
 
-    def floats(pool, p, b, s):
-        return repeated_tokens(pool, p, b, s).float()
+    def floats(pool, p, b, s, bos):
+        return repeated_tokens(pool, p, b, s, bos).float()
 
     with pytest.raises(CheckFailed, match="integers"):
         c.check_repeated_tokens(floats, POOL, 0)
 
-    def unseeded(pool, p, b, s):
-        return repeated_tokens(pool, p, b, int(torch.randint(10**6, ())))
+    def unseeded(pool, p, b, s, bos):
+        return repeated_tokens(pool, p, b, int(torch.randint(10**6, ())), bos)
 
     with pytest.raises(CheckFailed, match="same seed"):
         c.check_repeated_tokens(unseeded, POOL, 0)
+
+    def bos_zero(pool, p, b, s, bos):
+        return repeated_tokens(pool, p, b, s, 0)
+
+    with pytest.raises(CheckFailed, match="use the `bos` argument"):
+        c.check_repeated_tokens(bos_zero, POOL, 0)
+    c.check_repeated_tokens(repeated_tokens, POOL, 50256)
+    with pytest.raises(CheckFailed, match="must start with the BOS token passed as `bos` \\(50256\\)"):
+        c.check_repeated_tokens(bos_zero, POOL, 50256)
 
 
 def ablate_in_place_and_return(z, hook, head):
@@ -287,10 +296,10 @@ def test_the_bridge_honours_in_place_hook_edits_as_the_check_assumes():
 
 
 def with_replacement_torch(offset):
-    def repeated(pool, period, batch, seed):
+    def repeated(pool, period, batch, seed, bos):
         g = torch.Generator().manual_seed(seed + offset)
         r = torch.tensor(pool)[torch.randint(len(pool), (batch, period), generator=g)]
-        return torch.cat([torch.zeros(batch, 1, dtype=torch.long), r, r], 1)
+        return torch.cat([torch.full((batch, 1), bos), r, r], 1)
 
     return repeated
 
@@ -298,10 +307,10 @@ def with_replacement_torch(offset):
 def with_replacement_numpy(offset):
     import numpy as np
 
-    def repeated(pool, period, batch, seed):
+    def repeated(pool, period, batch, seed, bos):
         rng = np.random.default_rng(seed + offset)
         r = torch.tensor(np.stack([rng.choice(pool, period) for _ in range(batch)]))  # replace=True by default
-        return torch.cat([torch.zeros(batch, 1, dtype=torch.long), r, r], 1)
+        return torch.cat([torch.full((batch, 1), bos), r, r], 1)
 
     return repeated
 

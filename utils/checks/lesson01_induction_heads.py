@@ -83,7 +83,7 @@ def check_attention_pattern(fn: Callable) -> None:
             raise CheckFailed(f"`{name}`: {message}")
         raise CheckFailed(f"`{name}`: {hints[2][1]}")
     expect_close(out, ref, name, "pattern", hints=hints)
-    passed(name, "matches the model's own attention pattern computation")
+    passed(name, "matches a reference computation on random queries and keys (the model comes next)")
 
 
 def check_previous_token_scores(fn: Callable) -> None:
@@ -149,19 +149,29 @@ def check_induction_scores(fn: Callable) -> None:
 
 
 def check_repeated_tokens(fn: Callable, pool: Sequence[int], bos: int) -> None:
-    """fn(pool, period, batch, seed) -> [batch, 1 + 2*period]: BOS, then r, then r again.
+    """fn(pool, period, batch, seed, bos) -> [batch, 1 + 2*period]: ``bos``, then r, then r again.
 
+    The BOS id is an argument because models differ (0 in the Storyworld zoo, 50256 in GPT-2):
+    the check calls ``fn`` with ``bos`` and with another id, so a hard-coded BOS fails.
     Distinctness is tested where sampling with replacement cannot pass by luck: with a pool
     exactly as large as the period, every row must be a permutation of the pool, which 40 rows
     drawn with replacement are all together with probability below 10^-80.
     """
     name = getattr(fn, "__name__", "repeated_tokens")
-    out = call(fn, list(pool), 7, 5, 0, name=name)
+    out = call(fn, list(pool), 7, 5, 0, bos, name=name)
     out = expect_tensor(out, (5, 15), ["batch", "position"], name, floating=False)
     if out.dtype not in (torch.int64, torch.int32):
         raise CheckFailed(f"`{name}` returned dtype {out.dtype}; token ids must be integers (torch.long).")
     if not (out[:, 0] == bos).all():
-        raise CheckFailed(f"`{name}`: every sequence must start with the BOS token ({bos}).")
+        raise CheckFailed(f"`{name}`: every sequence must start with the BOS token passed as `bos` ({bos}).")
+    other_bos = bos + 1 if bos + 1 not in set(int(t) for t in pool) else max(int(t) for t in pool) + 1
+    moved = call(fn, list(pool), 7, 5, 0, other_bos, name=name)
+    moved = expect_tensor(moved, (5, 15), ["batch", "position"], name, floating=False)
+    if not (moved[:, 0] == other_bos).all():
+        raise CheckFailed(
+            f"`{name}`: called with bos={other_bos}, the sequences did not start with {other_bos}: use the "
+            f"`bos` argument rather than a fixed id (GPT-2's BOS is 50256, not 0)."
+        )
     if not torch.equal(out[:, 1:8], out[:, 8:15]):
         raise CheckFailed(
             f"`{name}`: positions 1..7 and 8..14 should be the same tokens (the second copy repeats the first)."
@@ -176,7 +186,7 @@ def check_repeated_tokens(fn: Callable, pool: Sequence[int], bos: int) -> None:
         f"token's previous occurrence is unambiguous."
     )
     small = sorted(allowed)[:7]
-    tight = call(fn, small, 7, 40, 1, name=name)
+    tight = call(fn, small, 7, 40, 1, bos, name=name)
     tight = expect_tensor(tight, (40, 15), ["batch", "position"], name, floating=False)
     if any(sorted(r) != small for r in tight[:, 1:8].tolist()):
         raise CheckFailed(
@@ -185,7 +195,7 @@ def check_repeated_tokens(fn: Callable, pool: Sequence[int], bos: int) -> None:
         )
     if any(len(set(r)) < 7 for r in out[:, 1:8].tolist()):
         raise CheckFailed(without_replacement)
-    again = call(fn, list(pool), 7, 5, 0, name=name)
+    again = call(fn, list(pool), 7, 5, 0, bos, name=name)
     if not torch.equal(out, again):
         raise CheckFailed(
             f"`{name}`: the same seed should give the same tokens (use a torch.Generator seeded with `seed`)."
