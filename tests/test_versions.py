@@ -20,7 +20,7 @@ from utils import versions
 from utils.paths import CONSTRAINTS, ROOT
 
 KERNEL = "/opt/kernel/bin/python"  # the interpreter the fixes are for
-PINS = Path("/tmp/platform-pins.txt")
+PINS = Path("platform-pins.txt")  # only named in the plan, never written
 
 
 @pytest.fixture
