@@ -1,6 +1,47 @@
 import os
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 # The suite never touches the network: hub lookups fail at once instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def venv_seeing_this_environment(tmp_path):
+    """A factory for fresh virtual environments (without pip) that see this environment's
+    installed packages through a folder of links.
+
+    ``make(name, place=None)`` creates ``tmp_path / name`` and returns its folder and its
+    site-packages; ``place(entry, links)`` decides how each installed entry appears in the
+    links folder (by default, as a link; leaving it out hides the package).
+    """
+
+    def make(name: str, place: Callable[[Path, Path], None] | None = None) -> tuple[Path, Path]:
+        venv = tmp_path / name
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        site = Path(
+            subprocess.run(
+                [venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+        links = tmp_path / f"{name}-packages"
+        links.mkdir()
+        for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+            if place is None:
+                (links / entry.name).symlink_to(entry)
+            else:
+                place(entry, links)
+        (site / "this_environment.pth").write_text(f"import site; site.addsitedir({str(links)!r})\n")
+        return venv, site
+
+    return make

@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import types
 from pathlib import Path
@@ -251,7 +250,7 @@ def test_a_git_url_pinned_to_a_tag_or_commit_is_cloned_at_that_point(tmp_path, n
 # Lesson 00 on a simulated Colab runtime
 
 
-def simulated_colab_runtime(tmp_path: Path, torch_version: str) -> Path:
+def simulated_colab_runtime(make_venv, tmp_path: Path, torch_version: str) -> Path:
     """A fresh virtual environment standing in for a Colab runtime; returns its python.
 
     It sees this environment's installed packages through a folder of links, except that the
@@ -259,22 +258,10 @@ def simulated_colab_runtime(tmp_path: Path, torch_version: str) -> Path:
     ``torch_version`` (the torch code is the real one); a fake ``google.colab`` is imported at
     start, as Colab's kernels do.
     """
-    venv = tmp_path / "runtime"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = Path(
-        subprocess.run(
-            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
-    preinstalled = tmp_path / "preinstalled"
-    preinstalled.mkdir()
-    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+
+    def place(entry: Path, preinstalled: Path) -> None:
         if "handson_mechinterp" in entry.name:
-            continue
+            return
         if entry.name.startswith("torch-") and entry.name.endswith(".dist-info"):
             copy = preinstalled / f"torch-{torch_version}.dist-info"
             shutil.copytree(entry, copy)
@@ -284,15 +271,16 @@ def simulated_colab_runtime(tmp_path: Path, torch_version: str) -> Path:
             )
         else:
             (preinstalled / entry.name).symlink_to(entry)
+
+    venv, site = make_venv("runtime", place)
     colab = tmp_path / "colab" / "google" / "colab"
     colab.mkdir(parents=True)
     (colab / "__init__.py").write_text('"""A stand-in for Colab\'s google.colab: the setup cell is given a path."""\n')
     (colab / "files.py").write_text("def upload():\n    raise RuntimeError('the simulation gives a path')\n")
     (colab / "drive.py").write_text("def mount(path):\n    raise RuntimeError('the simulation gives a path')\n")
-    (site / "colab_runtime.pth").write_text(
-        f"import site; site.addsitedir({str(preinstalled)!r})\n{colab.parent.parent}\nimport google.colab\n"
-    )
-    return python
+    # After this_environment.pth (the files are read in name order), so the packages are there first.
+    (site / "zz_colab_runtime.pth").write_text(f"{colab.parent.parent}\nimport google.colab\n")
+    return venv / "bin" / "python"
 
 
 def lesson_00_with_setup_cell(setup_cell: str) -> nbformat.NotebookNode:
@@ -325,7 +313,9 @@ def text_of(cell: nbformat.NotebookNode) -> str:
 
 
 @pytest.mark.slow
-def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(built, tmp_path, monkeypatch):
+def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(
+    built, tmp_path, monkeypatch, venv_seeing_this_environment
+):
     """Simulated: a Colab runtime whose preinstalled torch is another build in range (its
     metadata says 2.9.1+cu126; the code is this environment's torch), which has every other
     package the course needs preinstalled at the tested version, does not have the course,
@@ -339,7 +329,7 @@ def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(built, tmp_
     (their fakes raise if called), downloading from a URL, and a pip install: nothing differs
     from the tested set here, so none is needed (the unit tests cover that call)."""
     archive, digest, _ = built
-    python = simulated_colab_runtime(tmp_path, "2.9.1+cu126")
+    python = simulated_colab_runtime(venv_seeing_this_environment, tmp_path, "2.9.1+cu126")
     workdir = tmp_path / "content"
     workdir.mkdir()
     kernels = tmp_path / "jupyter" / "kernels" / "simulated-colab"
@@ -376,7 +366,7 @@ def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(built, tmp_
     assert report["sys_path"].count(str(course)) == 1
     assert report["torch"] == "2.9.1+cu126"
     assert f"course files in {course}" in again
-    preinstalled_torch = tmp_path / "preinstalled" / "torch-2.9.1+cu126.dist-info" / "METADATA"
+    preinstalled_torch = tmp_path / "runtime-packages" / "torch-2.9.1+cu126.dist-info" / "METADATA"
     assert "Version: 2.9.1+cu126\n" in preinstalled_torch.read_text(), "torch was not reinstalled"
     runtime_site = python.parent.parent / "lib"
     assert not list(runtime_site.glob("python*/site-packages/torch*")), "nothing was installed into the runtime"

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -235,26 +234,15 @@ def test_the_policy_runs_on_a_bare_python_before_anything_is_installed():
     assert options.stdout.strip() == ""  # no torch there: the new environment installs its own
 
 
-def environment_seeing_this_one(tmp_path: Path, leave_out: str = "") -> Path:
+def environment_seeing_this_one(make_venv, tmp_path: Path, leave_out: str = "") -> Path:
     """A virtual environment that sees this one's packages (except those whose names start
     with ``leave_out``) and whose ``python -m pip`` only records its arguments in pip.log."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = Path(
-        subprocess.run(
-            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
-    links = tmp_path / "packages"
-    links.mkdir()
-    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+
+    def place(entry: Path, links: Path) -> None:
         if not (leave_out and entry.name.lower().startswith(leave_out)):
             (links / entry.name).symlink_to(entry)
-    (site / "this_environment.pth").write_text(f"import site; site.addsitedir({str(links)!r})\n")
+
+    venv, site = make_venv("venv", place)
     (site / "pip").mkdir()
     (site / "pip" / "__init__.py").write_text("")
     (site / "pip" / "__main__.py").write_text(
@@ -278,15 +266,15 @@ def run_setup_script(venv: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_setup_script_does_nothing_when_the_environment_conforms(tmp_path):
-    result = run_setup_script(environment_seeing_this_one(tmp_path))
+def test_setup_script_does_nothing_when_the_environment_conforms(tmp_path, venv_seeing_this_environment):
+    result = run_setup_script(environment_seeing_this_one(venv_seeing_this_environment, tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert not (tmp_path / "pip.log").exists()
 
 
-def test_setup_script_reinstalls_a_package_removed_since_the_last_run(tmp_path):
-    result = run_setup_script(environment_seeing_this_one(tmp_path, leave_out="tqdm"))
+def test_setup_script_reinstalls_a_package_removed_since_the_last_run(tmp_path, venv_seeing_this_environment):
+    result = run_setup_script(environment_seeing_this_one(venv_seeing_this_environment, tmp_path, leave_out="tqdm"))
     assert result.returncode == 0, result.stderr
     assert "setup: tqdm: missing, tested 4.70.1" in result.stdout
     [call] = [json.loads(line) for line in (tmp_path / "pip.log").read_text().splitlines()]
