@@ -2,6 +2,7 @@
 
 import torch
 
+from utils import seeds, storyworld
 from utils.metrics import heads
 from utils.tokenizer import load_tokenizer
 
@@ -84,3 +85,15 @@ def test_random_composition_baseline_is_near_the_rank_formula_and_below_aligned_
     u = torch.randn(128, 32)
     aligned = heads.composition_score(u @ u.T, u @ u.T).item()
     assert aligned > 2 * base
+
+
+def test_the_all_word_pool_is_every_single_token_word_of_sampled_text():
+    tok = load_tokenizer()
+    seen = set()
+    for d in storyworld.sample_docs(seeds.EVAL, 500):
+        seen.update(tok(d.text, add_special_tokens=False)["input_ids"])
+    words = {
+        i for i, s in zip(sorted(seen), tok.convert_ids_to_tokens(sorted(seen))) if s[0] == "Ġ" and s[1:].isalpha()
+    }
+    assert set(heads.all_word_pool()) == words
+    assert len(heads.all_word_pool()) == len(storyworld.WORDS), "every Storyworld word is one token"

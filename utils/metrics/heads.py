@@ -46,24 +46,23 @@ def induction_scores(pattern: torch.Tensor, period: int) -> torch.Tensor:
 
 def content_word_pool() -> list[int]:
     """Storyworld's content words as tokens: names, places, objects, emotions, list and rhyme
-    words, behaviours and manners (``storyworld.SONG_WORDS``, each one token with its leading
+    words, behaviours and manners (``storyworld.CONTENT_WORDS``, each one token with its leading
     space)."""
     tok = load_tokenizer()
-    return sorted(word_id(w, tok) for w in storyworld.SONG_WORDS)
+    return sorted(word_id(w, tok) for w in storyworld.CONTENT_WORDS)
 
 
 @cache
-def all_word_pool(n_docs: int = 2000) -> tuple[int, ...]:
-    """Every word token Storyworld text uses (a space, then letters), function words such as
-    " the", " felt" and " said" included, found in ``n_docs`` held-out documents (cached)."""
+def all_word_pool() -> tuple[int, ...]:
+    """Every word Storyworld text uses, function words such as " the", " felt" and " said"
+    included (``storyworld.WORDS``), as single tokens with their leading space, sorted (cached)."""
     tok = load_tokenizer()
-    ids = set()
-    for d in storyworld.sample_docs(seeds.EVAL, n_docs):
-        ids.update(tok(d.text, add_special_tokens=False)["input_ids"])
-    ordered = sorted(ids)
-    return tuple(
-        i for i, s in zip(ordered, tok.convert_ids_to_tokens(ordered)) if s.startswith("Ġ") and s[1:].isalpha()
-    )
+    ids = []
+    for w in storyworld.WORDS:
+        one = tok(" " + w, add_special_tokens=False)["input_ids"]
+        if len(one) == 1:
+            ids.append(one[0])
+    return tuple(sorted(ids))
 
 
 def repeated_random_tokens(
