@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -45,3 +46,17 @@ def venv_seeing_this_environment(tmp_path):
         return venv, site
 
     return make
+
+
+@pytest.fixture
+def copy_zoo_model(tmp_path, monkeypatch):
+    """A factory: ``copy_zoo_model(name)`` copies a built zoo model into a folder of the test's
+    own, points ``utils.paths.MODELS`` there for the rest of the test, and returns the copy."""
+    from utils import paths
+
+    def copy(name: str) -> Path:
+        shutil.copytree(paths.MODELS / name, tmp_path / name)
+        monkeypatch.setattr(paths, "MODELS", tmp_path)
+        return tmp_path / name
+
+    return copy

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -248,11 +247,9 @@ def test_a_text_the_generator_cannot_write_is_reported_in_a_short_sentence_at_th
 
 
 @pytest.fixture
-def copied_zoo(tmp_path, monkeypatch):
+def copied_zoo(copy_zoo_model):
     """storyworld-4l (an HF-format model) in a folder of the test's own."""
-    shutil.copytree(paths.MODELS / "storyworld-4l", tmp_path / "storyworld-4l")
-    monkeypatch.setattr(paths, "MODELS", tmp_path)
-    return tmp_path / "storyworld-4l"
+    return copy_zoo_model("storyworld-4l")
 
 
 def no_tokenizer(folder, monkeypatch):

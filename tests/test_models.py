@@ -1,7 +1,6 @@
 """The model zoo: loads offline, matches its cards' checksums, fails clearly on bad input."""
 
 import pickle
-import shutil
 
 import pytest
 import torch
@@ -58,11 +57,9 @@ def test_planned_but_unbuilt_model_says_how_to_build_it(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def copied_zoo(tmp_path, monkeypatch):
+def copied_zoo(copy_zoo_model):
     name = BUILT[0]
-    shutil.copytree(paths.MODELS / name, tmp_path / name)
-    monkeypatch.setattr(paths, "MODELS", tmp_path)
-    return name, tmp_path / name
+    return name, copy_zoo_model(name)
 
 
 def test_corrupt_weights_fail_with_the_rebuild_command(copied_zoo):
@@ -100,10 +97,8 @@ class Payload:
 
 
 @pytest.fixture
-def copied_hf_model(tmp_path, monkeypatch):
-    shutil.copytree(paths.MODELS / "storyworld-4l", tmp_path / "storyworld-4l")
-    monkeypatch.setattr(paths, "MODELS", tmp_path)
-    return tmp_path / "storyworld-4l"
+def copied_hf_model(copy_zoo_model):
+    return copy_zoo_model("storyworld-4l")
 
 
 def test_a_pickled_checkpoint_beside_the_weights_is_never_unpickled(copied_hf_model, tmp_path):
