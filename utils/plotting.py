@@ -225,8 +225,13 @@ def heatmap(
     zmid: float | None = None,
     colorscale: str | None = None,
     text_auto: bool | str = False,
+    text: Sequence[Sequence[str]] | None = None,
 ) -> Figure:
-    """A labelled heatmap of a 2-D array (rows = y, columns = x)."""
+    """A labelled heatmap of a 2-D array (rows = y, columns = x).
+
+    ``text`` (rows × columns of strings, e.g. the top token of each cell) is written in the
+    cells instead of the values that ``text_auto`` writes.
+    """
     import plotly.graph_objects as go
 
     z = _to_numpy(z)
@@ -245,7 +250,8 @@ def heatmap(
             colorscale=scale,
             reversescale=diverging and colorscale is None,
             colorbar={"title": {"text": zlabel}},
-            texttemplate="%{z:.2f}" if text_auto else None,
+            text=[list(map(str, row)) for row in text] if text is not None else None,
+            texttemplate="%{text}" if text is not None else "%{z:.2f}" if text_auto else None,
         )
     )
     fig.update_layout(
@@ -269,7 +275,10 @@ def heatmap(
     )
     ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=90 if len(x) > 12 else 0, fontsize=7)
     ax.set_yticks(range(len(y)), [str(v) for v in y], fontsize=7)
-    if text_auto and z.size <= 400:
+    if text is not None:
+        for (i, j), _ in np.ndenumerate(z):
+            ax.text(j, i, str(text[i][j]), ha="center", va="center", fontsize=6)
+    elif text_auto and z.size <= 400:
         for (i, j), v in np.ndenumerate(z):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
     mfig.colorbar(im, ax=ax, label=zlabel)
