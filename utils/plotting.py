@@ -276,8 +276,11 @@ def heatmap(
     ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=90 if len(x) > 12 else 0, fontsize=7)
     ax.set_yticks(range(len(y)), [str(v) for v in y], fontsize=7)
     if text is not None:
+        dark = im.norm(z) > 0.6  # light text on dark cells
         for (i, j), _ in np.ndenumerate(z):
-            ax.text(j, i, str(text[i][j]), ha="center", va="center", fontsize=6)
+            ax.text(
+                j, i, str(text[i][j]), ha="center", va="center", fontsize=6, color="white" if dark[i, j] else "black"
+            )
     elif text_auto and z.size <= 400:
         for (i, j), v in np.ndenumerate(z):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
