@@ -35,7 +35,7 @@ def name_token(model, name: str) -> int:
     return int(model.to_tokens(" " + name, prepend_bos=False)[0, 0])
 
 
-def transfer_batch(model, n: int = 100, seed: int = 5) -> TransferBatch:
+def transfer_batch(model, n: int, seed: int) -> TransferBatch:
     """The first transfer of ``n`` Storyworld transfer documents (``seed``), cut before the answer.
 
     Returns tokens ``[n, position]`` (the model's BOS, then the prompt; shorter prompts padded

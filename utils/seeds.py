@@ -22,6 +22,10 @@ FRESH_EVAL = 9100  # ``python -m utils.evaluate``'s default fresh sample
 TEST_SAMPLE = 9300  # the test suite's small re-measurement of every card
 TEST_SONGS = 9400  # the test suite's held-out songs
 
+# Lessons' own examples.
+LESSON_02 = 9502  # lesson 02's transfer prompts
+LESSON_02_CHECKS = 9503  # the prompts lesson 02's checks run the model on
+
 
 def is_held_out(seed: int) -> bool:
     return seed in HELD_OUT

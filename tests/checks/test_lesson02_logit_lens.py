@@ -197,7 +197,7 @@ def model(request):
 
     m = load_model(request.param, device="cpu")
     m.enable_compatibility_mode()
-    MODEL_W_O[:] = [m.W_O.detach(), m.b_O.detach() if c.has_output_bias(m) else None]
+    MODEL_W_O[:] = [m.W_O.detach(), m.b_O.detach() if c._has_output_bias(m) else None]
     with torch.no_grad():
         yield m
 

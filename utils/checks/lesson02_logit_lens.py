@@ -13,8 +13,7 @@ import torch
 
 from utils.checks.framework import CheckFailed, call, expect_close, expect_tensor, passed
 from utils.ioi_batch import transfer_batch
-
-_CHECK_SEED = 77  # prompts the lesson itself does not use
+from utils.seeds import LESSON_02_CHECKS
 
 
 def _name(fn: Callable, default: str) -> str:
@@ -140,7 +139,7 @@ def check_project_to_logit_diff(fn: Callable) -> None:
 def _fresh_cache(model, n: int = 6):
     """A cache of a fresh batch of transfer prompts, and the batch (on the model's device)."""
     device = next(model.parameters()).device
-    batch = transfer_batch(model, n=n, seed=_CHECK_SEED).to(device)
+    batch = transfer_batch(model, n=n, seed=LESSON_02_CHECKS).to(device)
     with torch.no_grad():
         _, cache = model.run_with_cache(batch.tokens)
     return cache, batch
@@ -223,7 +222,7 @@ def check_decomposed_residual(fn: Callable, model) -> None:
     passed(name, f"matches cache.decompose_resid ({', '.join(labels)})")
 
 
-def has_output_bias(model) -> bool:
+def _has_output_bias(model) -> bool:
     """Whether the attention layers add an output bias ``b_O`` (GPT-2 style) or not (Llama style)."""
     try:
         return model.b_O is not None
@@ -243,7 +242,7 @@ def check_head_results(fn: Callable, model) -> None:
         out = expect_tensor(out, (H, len(batch), model.cfg.d_model), ["head", "batch", "d_model"], name)
         ref = stacked[layer][:, idx, batch.last]
         hints = _padding_hint(cache, batch, lambda last, layer=layer: stacked[layer][:, idx, last], "head outputs")
-        if has_output_bias(model):
+        if _has_output_bias(model):
             b_O = model.b_O[layer]
             hints += [
                 (ref + b_O, "leave the output bias `b_O` out: it belongs to no head (TransformerLens keeps it apart)."),
