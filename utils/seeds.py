@@ -25,6 +25,9 @@ TEST_SONGS = 9400  # the test suite's held-out songs
 # Lessons' own examples.
 LESSON_02 = 9502  # lesson 02's transfer prompts
 LESSON_02_CHECKS = 9503  # the prompts lesson 02's checks run the model on
+LESSON_03 = 9504  # lesson 03's clean and corrupted prompts
+LESSON_03_REFERENCE = 9505  # lesson 03's reference prompts, whose mean activations ablate a head
+LESSON_03_CHECKS = 9506  # the prompts lesson 03's checks run the model on
 
 
 def is_held_out(seed: int) -> bool:
