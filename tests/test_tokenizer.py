@@ -71,3 +71,16 @@ def test_the_default_tokenizer_folder_is_looked_up_when_called(tmp_path, monkeyp
     monkeypatch.setattr(paths, "TOKENIZER_DIR", tmp_path)
     with pytest.raises(TokenizerMissing, match=str(tmp_path)):
         tokenizer_hash()
+
+
+def test_help_prints_usage_and_leaves_the_tokenizer_alone(monkeypatch, capsys):
+    from utils import tokenizer
+
+    def must_not_train(*a, **k):
+        raise AssertionError("--help retrained the tokenizer")
+
+    monkeypatch.setattr(tokenizer, "train", must_not_train)
+    with pytest.raises(SystemExit) as e:
+        tokenizer.main(["--help"])
+    assert e.value.code == 0
+    assert "retrain the zoo" in capsys.readouterr().out

@@ -113,7 +113,21 @@ def tokens_in_span(spans: Sequence[tuple[int, int]], start: int, end: int) -> li
     return [i for i, (s, e) in enumerate(spans) if s < end and e > start]
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog=REBUILD,
+        description=f"Retrain the course tokenizer on {TOKENIZER_DOCS:,} Storyworld documents and write it to "
+        f"{paths.shown(TOKENIZER_DIR)} (deterministic: the same Storyworld gives the same file). Every zoo "
+        "model is trained with this tokenizer: retrain the zoo after changing it.",
+    )
+    ap.parse_args(argv)
     out = train()
     tok = load_tokenizer(out)
     print(f"wrote {out} ({len(tok)} tokens, sha256 {tokenizer_hash(out)[:12]})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
