@@ -100,9 +100,10 @@ ZOO: dict[str, ZooModel] = {
                     positional_embedding_type="rotary",
                     rotary_dim=16,
                 ),
-                seed=201,  # with songs over every word, seed 101 found no induction in 30M tokens (a pilot); 201 did
+                seed=101,
                 data_seed=11,
                 tokens=30_000_000,
+                batch=16,  # twice the steps of the others: induction formed late or never with 32
             ),
             targets={
                 "prev_token_score_layer0": (">=", 0.8),
