@@ -1,8 +1,8 @@
 """Real-browser test: JupyterLab on loopback, headless Debian Chromium driven by Playwright.
 
 Opens every executed lesson and asserts that its circuitsvis attention picture (where it has
-one), a plotly figure and an ipywidgets widget render (not blank), with no JavaScript error in the console and no
-pop-up over them. A screenshot of each is kept in ``test-artifacts/``. With a live kernel, a
+one), a plotly figure and an ipywidgets widget render (not blank), with no JavaScript error in
+the console and no pop-up over them. A screenshot of each is kept in ``test-artifacts/``. With a live kernel, a
 widget's slider redraws its picture; and an exercise notebook opened and left to autosave
 keeps every byte. Skipped, with the reason, only where no Chromium is installed (``.ci/run``
 installs Debian's).
