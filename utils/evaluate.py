@@ -93,8 +93,11 @@ def _head_measurements(model, seed: int, n_random: int) -> dict:
     h = head_scores(model, repeated_random_tokens(n_random, seed=seed))
     out = dict(h)
     wide = head_scores(model, repeated_random_tokens(n_random // 2, seed=seed, pool=all_word_pool()))
-    out["induction_score_all_words"] = max(max(row) for row in wide["induction_scores"])
-    out["repeat_loss_drop_all_words"] = wide["repeat_loss_drop"]
+    for score, key in (("prev_token", "prev_token_scores"), ("induction", "induction_scores")):
+        table = torch.tensor(wide[key])
+        out[f"{score}_score_all_words"] = table.max().item()
+        out[f"{score}_head_all_words"] = list(divmod(int(table.argmax()), table.shape[1]))
+    out.update({f"{k}_all_words": wide[k] for k in ("loss_first_copy", "loss_second_copy", "repeat_loss_drop")})
     song = head_scores(model, repeated_random_tokens(n_random, seed=seed, song_like=True))
     out["induction_score_song_like"] = max(max(row) for row in song["induction_scores"])
     out.update({f"{k}_song_like": song[k] for k in ("loss_first_copy", "loss_second_copy", "repeat_loss_drop")})
@@ -208,8 +211,12 @@ def card_markdown(card: dict) -> str:
         f"| induction head | L{ev['induction_head'][0]}H{ev['induction_head'][1]}, score {ev['induction_score']:.3f} |",
         f"| repeated random tokens (content words) | loss {ev['loss_first_copy']:.2f} → {ev['loss_second_copy']:.2f} "
         f"(drop {ev['repeat_loss_drop']:.2f}) |",
-        f"| same, drawn from all words incl. function words | best induction score "
-        f"{ev['induction_score_all_words']:.3f}, loss drop {ev['repeat_loss_drop_all_words']:.2f} |",
+        f"| same, drawn from all words incl. function words | previous-token head "
+        f"L{ev['prev_token_head_all_words'][0]}H{ev['prev_token_head_all_words'][1]} "
+        f"{ev['prev_token_score_all_words']:.3f}, induction head "
+        f"L{ev['induction_head_all_words'][0]}H{ev['induction_head_all_words'][1]} "
+        f"{ev['induction_score_all_words']:.3f}; loss {ev['loss_first_copy_all_words']:.2f} → "
+        f"{ev['loss_second_copy_all_words']:.2f} (drop {ev['repeat_loss_drop_all_words']:.2f}) |",
         f"| same, first word unspaced as at the start of a song | induction score "
         f"{ev['induction_score_song_like']:.3f}, loss {ev['loss_first_copy_song_like']:.2f} → "
         f"{ev['loss_second_copy_song_like']:.2f} (drop {ev['repeat_loss_drop_song_like']:.2f}) |",

@@ -49,7 +49,18 @@ TOLERANCE = {
     "induction_score_layer1": 0.05,
     "induction_score": 0.05,
     "repeat_loss_drop": 0.4,
+    "prev_token_score_all_words": 0.05,
+    "induction_score_all_words": 0.05,
+    "repeat_loss_drop_all_words": 0.4,
     "emotion_probe_accuracy": 0.04,
+}
+
+# Copying that works on any word, not only on content words: on repeated random sequences of
+# every single-token Storyworld word, function words included.
+ALL_WORD_COPYING = {
+    "prev_token_score_all_words": (">=", 0.8),
+    "induction_score_all_words": (">=", 0.8),
+    "repeat_loss_drop_all_words": (">=", 3.0),
 }
 
 # What a card can measure; each model lists the groups that apply to it.
@@ -92,11 +103,13 @@ ZOO: dict[str, ZooModel] = {
                 seed=101,
                 data_seed=11,
                 tokens=30_000_000,
+                batch=16,  # twice the steps of the others: induction formed late or never with 32
             ),
             targets={
                 "prev_token_score_layer0": (">=", 0.8),
                 "induction_score_layer1": (">=", 0.8),
                 "repeat_loss_drop": (">=", 3.0),
+                **ALL_WORD_COPYING,
             },
             lessons=("01",),
             # An attention-only model has no MLPs to store a feeling in: no emotion probe.
@@ -118,6 +131,7 @@ ZOO: dict[str, ZooModel] = {
                 "ioi_logit_diff": (">=", 3.0),
                 "induction_score": (">=", 0.7),
                 "emotion_probe_accuracy": (">=", 0.90),
+                **ALL_WORD_COPYING,
             },
             lessons=("00", "02", "03", "04", "05", "06", "07"),
         ),
