@@ -116,12 +116,15 @@ def _head_measurements(model, seed: int, n_random: int) -> dict:
 
 
 def check_targets(name: str, metrics: dict) -> dict:
-    """{metric: {"target": "<= 0.1", "value": v, "met": bool}} for the model's targets."""
-    res = {}
-    for metric, (op, thr) in entry(name).targets.items():
+    """{metric: {"target": "<= 0.1", "value": v, "met": bool}} for the model's targets; a target
+    the registry lists as missed also carries its reason under "missed"."""
+    model, res = entry(name), {}
+    for metric, (op, thr) in model.targets.items():
         v = metrics.get(metric)
         met = v is not None and (v >= thr if op == ">=" else v <= thr)
         res[metric] = {"target": f"{op} {thr}", "value": v, "met": bool(met)}
+        if metric in model.missed:
+            res[metric]["missed"] = model.missed[metric]
     return res
 
 
@@ -248,7 +251,8 @@ def card_markdown(card: dict) -> str:
         "|---|---|---|---|",
     ]
     for m, t in card["targets"].items():
-        lines.append(f"| {m} | {t['target']} | {t['value']:.4g} | {'yes' if t['met'] else '**no**'} |")
+        met = "yes" if t["met"] else "**no**" + (f": {t['missed']}" if "missed" in t else "")
+        lines.append(f"| {m} | {t['target']} | {t['value']:.4g} | {met} |")
     lines += ["", f"Used by lessons: {', '.join(card['lessons'])}.", ""]
     return "\n".join(lines)
 

@@ -77,6 +77,9 @@ class ZooModel:
     lessons: tuple[str, ...]  # lesson numbers ("01") whose notebooks use it
     measurements: tuple[str, ...] = MEASUREMENTS
     tolerance: dict[str, float] = field(default_factory=lambda: dict(TOLERANCE))
+    # Targets the committed weights are known to miss: metric -> what was measured instead.
+    # The card shows each as not met with this reason; a test fails once the model meets it.
+    missed: dict[str, str] = field(default_factory=dict)
 
     @property
     def planned(self) -> bool:
@@ -134,6 +137,12 @@ ZOO: dict[str, ZooModel] = {
                 **ALL_WORD_COPYING,
             },
             lessons=("00", "02", "03", "04", "05", "06", "07"),
+            missed={
+                "prev_token_score_all_words": (
+                    "no single head looks back: the job is shared by L1H2, L1H6, L2H2 and L2H6 "
+                    "(ablating all four stops induction); a seed-202 run, checked at step 2200 of 2930, spread it too"
+                ),
+            },
         ),
         ZooModel(
             "storyworld-llama",
