@@ -114,7 +114,7 @@ ZOO: dict[str, ZooModel] = {
                 "repeat_loss_drop": (">=", 3.0),
                 **ALL_WORD_COPYING,
             },
-            lessons=("01",),
+            lessons=("01", "02"),
             # An attention-only model has no MLPs to store a feeling in: no emotion probe.
             measurements=("loss", "heads", "ioi"),
         ),
@@ -162,7 +162,7 @@ ZOO: dict[str, ZooModel] = {
                 tokens=24_000_000,
             ),
             targets={"gap": ("<=", 0.15), "ioi_accuracy": (">=", 0.90)},
-            lessons=("07",),
+            lessons=("02", "07"),
         ),
         ZooModel("countdown-llama", None, targets={}, lessons=("08",)),
     ]
