@@ -93,25 +93,21 @@ def _head_measurements(model, seed: int, n_random: int) -> dict:
     h = head_scores(model, repeated_random_tokens(n_random, seed=seed))
     out = dict(h)
     wide = head_scores(model, repeated_random_tokens(n_random // 2, seed=seed, pool=all_word_pool()))
-    for score, key in (("prev_token", "prev_token_scores"), ("induction", "induction_scores")):
-        table = torch.tensor(wide[key])
-        out[f"{score}_score_all_words"] = table.max().item()
-        out[f"{score}_head_all_words"] = list(divmod(int(table.argmax()), table.shape[1]))
+    for suffix, scores in (("", h), ("_all_words", wide)):  # the best head of each kind, and its score
+        for score, key in (("prev_token", "prev_token_scores"), ("induction", "induction_scores")):
+            table = torch.tensor(scores[key])
+            out[f"{score}_score{suffix}"] = table.max().item()
+            out[f"{score}_head{suffix}"] = list(divmod(int(table.argmax()), table.shape[1]))
     out.update({f"{k}_all_words": wide[k] for k in ("loss_first_copy", "loss_second_copy", "repeat_loss_drop")})
     song = head_scores(model, repeated_random_tokens(n_random, seed=seed, song_like=True))
     out["induction_score_song_like"] = max(max(row) for row in song["induction_scores"])
     out.update({f"{k}_song_like": song[k] for k in ("loss_first_copy", "loss_second_copy", "repeat_loss_drop")})
     prev, ind = torch.tensor(h["prev_token_scores"]), torch.tensor(h["induction_scores"])
-    n_heads = prev.shape[1]
     out["prev_token_score_layer0"] = prev[0].max().item()
-    out["prev_token_head"] = list(divmod(int(prev.argmax()), n_heads))
-    out["prev_token_score"] = prev.max().item()
     if prev.shape[0] > 1:
         i1 = int(ind[1].argmax())
         out["induction_head_layer1"] = [1, i1]
         out["induction_score_layer1"] = ind[1, i1].item()
-    out["induction_head"] = list(divmod(int(ind.argmax()), n_heads))
-    out["induction_score"] = ind.max().item()
     return out
 
 
