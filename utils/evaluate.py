@@ -157,7 +157,7 @@ def write_card(name: str, model_dir: Path | None = None) -> dict:
         "tokenizer_sha256": tokenizer_hash(),
     }
     (folder / "card.json").write_text(json.dumps(card, indent=1))  # so load_model verifies
-    model = load_model(name)
+    model = load_model(name, folder=folder)
     t = time.time()
     metrics = measure(name, model)
     card.update(
