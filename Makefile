@@ -16,7 +16,7 @@ course: setup
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile
 
-## Rebuild the tokenizer and every zoo model from scratch (resumable; about 2 h on 2 cores with bf16, one model after another: attn2l 19 min, 4l 58 min, llama 47 min).
+## Rebuild the tokenizer and every zoo model from scratch (resumable; about 2 h on 2 cores with bf16, one model after another: attn2l 21 min, 4l 58 min, llama 47 min).
 zoo: setup
 	$(PY) -m utils.tokenizer
 	$(PY) -m utils.train all

@@ -92,7 +92,7 @@ CASES = {
     "score a text the generator cannot write": Case(
         storyworld("score"),
         1,
-        "line 2: not a Storyworld document: at character 3 expected ' was', ' and', ' Bob' or 137 more, "
+        "line 2: not a Storyworld document: at character 3 expected ' was', ' and', ' A' or 198 more, "
         "found '.'; only texts that `python -m utils.storyworld sample` writes can be scored",
         stdin=GOOD_LINE.encode() + b'{"text": "Ann."}\n',
         stdout='"logprob"',
@@ -100,7 +100,7 @@ CASES = {
     "score plain text that goes wrong at once": Case(
         storyworld("score", "--plain"),
         1,
-        "line 1: not a Storyworld document: at character 0 expected 'Ann', 'Bob', 'Cara' or 141 more, "
+        "line 1: not a Storyworld document: at character 0 expected 'Ann', 'Bob', 'Cara' or 200 more, "
         "found 'Hello world.'",
         stdin=b"Hello world.\n",
     ),

@@ -1,8 +1,8 @@
 """Real-browser test: JupyterLab on loopback, headless Debian Chromium driven by Playwright.
 
-Opens executed notebooks and asserts that the circuitsvis attention picture, a plotly figure
-and an ipywidgets widget render (not blank), with no JavaScript error in the console and no
-pop-up over them. A screenshot of each is kept in ``test-artifacts/``. With a live kernel, a
+Opens every executed lesson and asserts that its circuitsvis attention picture (where it has
+one), a plotly figure and an ipywidgets widget render (not blank), with no JavaScript error in
+the console and no pop-up over them. A screenshot of each is kept in ``test-artifacts/``. With a live kernel, a
 widget's slider redraws its picture; and an exercise notebook opened and left to autosave
 keeps every byte. Skipped, with the reason, only where no Chromium is installed (``.ci/run``
 installs Debian's).
@@ -32,7 +32,7 @@ COURSE_SETTINGS = Path(sys.prefix, "share", "jupyter", "lab", "settings", "overr
 AUTOSAVE_S = 2
 NEWS_POPUP = "official Jupyter news"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-LESSON_01 = ROOT / "solutions" / "01_induction_heads.ipynb"
+LESSONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
 
@@ -157,7 +157,7 @@ def wait_for_idle_kernel(page):
     )
 
 
-def open_in_browser(lab, name, shot):
+def open_in_browser(lab, name, shot, circuitsvis=True):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -166,14 +166,15 @@ def open_in_browser(lab, name, shot):
         browser = launch(p)
         page = open_page(browser, lab, name, errors)
         result = {}
-        page.wait_for_function(
-            "document.querySelector('.course-cv') && !document.querySelector('.course-cv img')", timeout=60_000
-        )
-        cv = page.query_selector(".course-cv")
-        cv.scroll_into_view_if_needed()
-        result["circuitsvis_children"] = page.evaluate(
-            "document.querySelector('.course-cv').querySelectorAll('*').length"
-        )
+        if circuitsvis:
+            page.wait_for_function(
+                "document.querySelector('.course-cv') && !document.querySelector('.course-cv img')", timeout=60_000
+            )
+            cv = page.query_selector(".course-cv")
+            cv.scroll_into_view_if_needed()
+            result["circuitsvis_children"] = page.evaluate(
+                "document.querySelector('.course-cv').querySelectorAll('*').length"
+            )
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
         result["plotly_figures"] = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
         page.wait_for_selector(".jupyter-widgets", timeout=60_000)
@@ -206,11 +207,14 @@ def test_pictures_render_in_jupyterlab_fixture(lab):
     assert errors == [], errors
 
 
-def test_lesson_01_renders_in_jupyterlab(lab):
-    nb = nbformat.read(LESSON_01, as_version=4)
-    name = trusted_copy(lab, nb, LESSON_01.name)
-    result, errors = open_in_browser(lab, name, "browser-lesson-01.png")
-    assert result["circuitsvis_children"] > 10, result
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_each_lesson_renders_its_pictures_and_widgets_in_jupyterlab(lab, path):
+    nb = nbformat.read(path, as_version=4)
+    name = trusted_copy(lab, nb, path.name)
+    attention_pictures = "course-cv" in path.read_text(encoding="utf-8")  # circuitsvis renders in the lesson
+    result, errors = open_in_browser(lab, name, f"browser-{path.stem}.png", circuitsvis=attention_pictures)
+    if attention_pictures:
+        assert result["circuitsvis_children"] > 10, result
     assert result["plotly_figures"] >= 1 and result["widgets"] >= 1, result
     assert errors == [], errors
 

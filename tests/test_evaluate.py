@@ -66,7 +66,11 @@ def test_card_carries_the_registrys_targets_lessons_and_training_recipe(name):
     card, model = read_card(name), entry(name)
     assert card["targets"] == ev.check_targets(name, card["eval"])
     assert set(card["targets"]) == set(model.targets)
-    assert all(t["met"] for t in card["targets"].values()), card["targets"]
+    for metric, t in card["targets"].items():
+        if metric in model.missed:  # a known miss must still be a miss, or the registry is stale
+            assert not t["met"], f"{name} now meets {metric}: remove it from the registry's missed targets"
+        else:
+            assert t["met"], f"{name} misses its target {metric}: {t}"
     assert tuple(card["lessons"]) == model.lessons
     assert card["arch"] == model.spec.arch
     assert (card["training"]["seed"], card["training"]["data_seed"]) == (model.spec.seed, model.spec.data_seed)

@@ -86,6 +86,52 @@ def test_missing_weights_say_how_to_rebuild(copied_zoo):
         load_model(name, device="cpu")
 
 
+@pytest.fixture
+def halved_copy(tmp_path):
+    """A copy of a zoo model, elsewhere than data/models, with every weight halved (its card's
+    checksum updated to match)."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    name = BUILT[0]
+    folder = tmp_path / "elsewhere" / name
+    shutil.copytree(paths.MODELS / name, folder)
+    weights = folder / "model.safetensors"
+    save_file({k: v / 2 for k, v in load_file(weights).items()}, weights)
+    card = json.loads((folder / "card.json").read_text())
+    card["weights_sha256"] = sha256_file(weights)
+    (folder / "card.json").write_text(json.dumps(card))
+    return name, folder
+
+
+def _first_weight(model) -> torch.Tensor:
+    return next(p for p in model.parameters() if p.dim() >= 2).detach()
+
+
+def test_load_model_reads_the_folder_it_is_given(halved_copy):
+    name, folder = halved_copy
+    committed, copy = load_model(name, device="cpu"), load_model(name, device="cpu", folder=folder)
+    torch.testing.assert_close(_first_weight(copy), _first_weight(committed) / 2, rtol=1e-3, atol=1e-6)
+
+
+def test_a_card_written_for_another_folder_measures_that_folders_model(halved_copy, monkeypatch):
+    from utils import evaluate
+
+    name, folder = halved_copy
+    seen = []
+
+    def stop(name, model):
+        seen.append(_first_weight(model))
+        raise RuntimeError("measured")
+
+    monkeypatch.setattr(evaluate, "measure", stop)
+    with pytest.raises(RuntimeError, match="measured"):
+        evaluate.write_card(name, model_dir=folder)
+    torch.testing.assert_close(seen[0], _first_weight(load_model(name, device="cpu")) / 2, rtol=1e-3, atol=1e-6)
+
+
 class Payload:
     """Unpickling this writes a file: proof that something was unpickled."""
 

@@ -22,6 +22,12 @@ def test_every_target_can_be_checked_against_a_fresh_sample():
         assert set(model.measurements) <= set(registry.MEASUREMENTS)
 
 
+def test_a_missed_target_is_a_target_and_says_what_was_measured():
+    for model in registry.ZOO.values():
+        assert set(model.missed) <= set(model.targets), model.name
+        assert all(len(why) > 20 for why in model.missed.values()), model.name
+
+
 def test_every_lesson_number_has_a_default_model():
     lessons = sorted(lesson for m in registry.ZOO.values() for lesson in m.lessons)
     assert {f"{k:02d}" for k in range(9)} <= set(lessons)

@@ -93,32 +93,34 @@ def _head_measurements(model, seed: int, n_random: int) -> dict:
     h = head_scores(model, repeated_random_tokens(n_random, seed=seed))
     out = dict(h)
     wide = head_scores(model, repeated_random_tokens(n_random // 2, seed=seed, pool=all_word_pool()))
-    out["induction_score_all_words"] = max(max(row) for row in wide["induction_scores"])
-    out["repeat_loss_drop_all_words"] = wide["repeat_loss_drop"]
+    for suffix, scores in (("", h), ("_all_words", wide)):  # the best head of each kind, and its score
+        for score, key in (("prev_token", "prev_token_scores"), ("induction", "induction_scores")):
+            table = torch.tensor(scores[key])
+            out[f"{score}_score{suffix}"] = table.max().item()
+            out[f"{score}_head{suffix}"] = list(divmod(int(table.argmax()), table.shape[1]))
+    out.update({f"{k}_all_words": wide[k] for k in ("loss_first_copy", "loss_second_copy", "repeat_loss_drop")})
     song = head_scores(model, repeated_random_tokens(n_random, seed=seed, song_like=True))
     out["induction_score_song_like"] = max(max(row) for row in song["induction_scores"])
     out.update({f"{k}_song_like": song[k] for k in ("loss_first_copy", "loss_second_copy", "repeat_loss_drop")})
     prev, ind = torch.tensor(h["prev_token_scores"]), torch.tensor(h["induction_scores"])
-    n_heads = prev.shape[1]
     out["prev_token_score_layer0"] = prev[0].max().item()
-    out["prev_token_head"] = list(divmod(int(prev.argmax()), n_heads))
-    out["prev_token_score"] = prev.max().item()
     if prev.shape[0] > 1:
         i1 = int(ind[1].argmax())
         out["induction_head_layer1"] = [1, i1]
         out["induction_score_layer1"] = ind[1, i1].item()
-    out["induction_head"] = list(divmod(int(ind.argmax()), n_heads))
-    out["induction_score"] = ind.max().item()
     return out
 
 
 def check_targets(name: str, metrics: dict) -> dict:
-    """{metric: {"target": "<= 0.1", "value": v, "met": bool}} for the model's targets."""
-    res = {}
-    for metric, (op, thr) in entry(name).targets.items():
+    """{metric: {"target": "<= 0.1", "value": v, "met": bool}} for the model's targets; a target
+    the registry lists as missed also carries its reason under "missed"."""
+    model, res = entry(name), {}
+    for metric, (op, thr) in model.targets.items():
         v = metrics.get(metric)
         met = v is not None and (v >= thr if op == ">=" else v <= thr)
         res[metric] = {"target": f"{op} {thr}", "value": v, "met": bool(met)}
+        if metric in model.missed:
+            res[metric]["missed"] = model.missed[metric]
     return res
 
 
@@ -155,7 +157,7 @@ def write_card(name: str, model_dir: Path | None = None) -> dict:
         "tokenizer_sha256": tokenizer_hash(),
     }
     (folder / "card.json").write_text(json.dumps(card, indent=1))  # so load_model verifies
-    model = load_model(name)
+    model = load_model(name, folder=folder)
     t = time.time()
     metrics = measure(name, model)
     card.update(
@@ -208,8 +210,12 @@ def card_markdown(card: dict) -> str:
         f"| induction head | L{ev['induction_head'][0]}H{ev['induction_head'][1]}, score {ev['induction_score']:.3f} |",
         f"| repeated random tokens (content words) | loss {ev['loss_first_copy']:.2f} → {ev['loss_second_copy']:.2f} "
         f"(drop {ev['repeat_loss_drop']:.2f}) |",
-        f"| same, drawn from all words incl. function words | best induction score "
-        f"{ev['induction_score_all_words']:.3f}, loss drop {ev['repeat_loss_drop_all_words']:.2f} |",
+        f"| same, drawn from all words incl. function words | previous-token head "
+        f"L{ev['prev_token_head_all_words'][0]}H{ev['prev_token_head_all_words'][1]} "
+        f"{ev['prev_token_score_all_words']:.3f}, induction head "
+        f"L{ev['induction_head_all_words'][0]}H{ev['induction_head_all_words'][1]} "
+        f"{ev['induction_score_all_words']:.3f}; loss {ev['loss_first_copy_all_words']:.2f} → "
+        f"{ev['loss_second_copy_all_words']:.2f} (drop {ev['repeat_loss_drop_all_words']:.2f}) |",
         f"| same, first word unspaced as at the start of a song | induction score "
         f"{ev['induction_score_song_like']:.3f}, loss {ev['loss_first_copy_song_like']:.2f} → "
         f"{ev['loss_second_copy_song_like']:.2f} (drop {ev['repeat_loss_drop_song_like']:.2f}) |",
@@ -241,7 +247,8 @@ def card_markdown(card: dict) -> str:
         "|---|---|---|---|",
     ]
     for m, t in card["targets"].items():
-        lines.append(f"| {m} | {t['target']} | {t['value']:.4g} | {'yes' if t['met'] else '**no**'} |")
+        met = "yes" if t["met"] else "**no**" + (f": {t['missed']}" if "missed" in t else "")
+        lines.append(f"| {m} | {t['target']} | {t['value']:.4g} | {met} |")
     lines += ["", f"Used by lessons: {', '.join(card['lessons'])}.", ""]
     return "\n".join(lines)
 

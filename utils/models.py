@@ -99,9 +99,10 @@ def restore_hint(path: Path) -> str:
 CARD_KEYS = ("weights_sha256", "format")
 
 
-def read_card(name: str) -> dict:
-    """The model card (``card.json``) of a zoo model; ``ZooError`` says how to fix a bad one."""
-    path = paths.MODELS / name / "card.json"
+def read_card(name: str, folder: Path | None = None) -> dict:
+    """The model card (``card.json``) of a zoo model, from ``folder`` (default
+    ``data/models/<name>``); ``ZooError`` says how to fix a bad one."""
+    path = Path(folder or paths.MODELS / name) / "card.json"
     rewrite = f"python -m utils.evaluate {name} --write-card"
     if not path.exists():
         raise ZooError(f"zoo model {name!r} has no card at {path}. Rebuild it with: {rebuild_command(name)}")
@@ -122,8 +123,11 @@ def read_card(name: str) -> dict:
     return card
 
 
-def load_model(name: str, device: str | None = None, *, verify: bool = True):
+def load_model(name: str, device: str | None = None, *, verify: bool = True, folder: Path | None = None):
     """A ``TransformerBridge`` for a zoo model (offline) or a hub model (by name).
+
+    ``folder`` loads a zoo model's weights and card from another directory than
+    ``data/models/<name>`` (a training run written with ``--out``).
 
     Zoo weights are checked against the sha256 on the model card; a mismatch or a missing
     file raises ``ZooError`` with the command that rebuilds the model. An unknown name
@@ -131,7 +135,7 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True):
     """
     device = device or default_device()
     if name in ZOO:
-        return _load_zoo(name, device, verify)
+        return _load_zoo(name, device, verify, folder)
     if name.startswith(("storyworld", "countdown")) or difflib.get_close_matches(name, ZOO, 1, 0.8):
         raise ValueError(_unknown(name, "it looks like a zoo name, so the hub was not asked"))
     return _load_hub(name, device)
@@ -150,12 +154,12 @@ def _unknown(name: str, why: str) -> str:
     )
 
 
-def _load_zoo(name: str, device: str, verify: bool):
+def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformer_lens.model_bridge import TransformerBridge
 
-    folder = paths.MODELS / name
+    folder = Path(folder or paths.MODELS / name)
     weights = folder / "model.safetensors"
     if not weights.exists():
         built = ", ".join(zoo()) or "none"
@@ -163,7 +167,7 @@ def _load_zoo(name: str, device: str, verify: bool):
             f"zoo model {name!r} is not built: {weights} is missing (built: {built}). "
             f"Rebuild it with: {rebuild_command(name)}"
         )
-    card = read_card(name)
+    card = read_card(name, folder)
     config = folder / "config.json"
     if not config.is_file():
         raise ZooError(

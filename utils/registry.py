@@ -49,7 +49,18 @@ TOLERANCE = {
     "induction_score_layer1": 0.05,
     "induction_score": 0.05,
     "repeat_loss_drop": 0.4,
+    "prev_token_score_all_words": 0.05,
+    "induction_score_all_words": 0.05,
+    "repeat_loss_drop_all_words": 0.4,
     "emotion_probe_accuracy": 0.04,
+}
+
+# Copying that works on any word, not only on content words: on repeated random sequences of
+# every single-token Storyworld word, function words included.
+ALL_WORD_COPYING = {
+    "prev_token_score_all_words": (">=", 0.8),
+    "induction_score_all_words": (">=", 0.8),
+    "repeat_loss_drop_all_words": (">=", 3.0),
 }
 
 # What a card can measure; each model lists the groups that apply to it.
@@ -66,6 +77,9 @@ class ZooModel:
     lessons: tuple[str, ...]  # lesson numbers ("01") whose notebooks use it
     measurements: tuple[str, ...] = MEASUREMENTS
     tolerance: dict[str, float] = field(default_factory=lambda: dict(TOLERANCE))
+    # Targets the committed weights are known to miss: metric -> what was measured instead.
+    # The card shows each as not met with this reason; a test fails once the model meets it.
+    missed: dict[str, str] = field(default_factory=dict)
 
     @property
     def planned(self) -> bool:
@@ -92,13 +106,15 @@ ZOO: dict[str, ZooModel] = {
                 seed=101,
                 data_seed=11,
                 tokens=30_000_000,
+                batch=16,  # twice the steps of the others: induction formed late or never with 32
             ),
             targets={
                 "prev_token_score_layer0": (">=", 0.8),
                 "induction_score_layer1": (">=", 0.8),
                 "repeat_loss_drop": (">=", 3.0),
+                **ALL_WORD_COPYING,
             },
-            lessons=("01",),
+            lessons=("01", "02"),
             # An attention-only model has no MLPs to store a feeling in: no emotion probe.
             measurements=("loss", "heads", "ioi"),
         ),
@@ -118,8 +134,16 @@ ZOO: dict[str, ZooModel] = {
                 "ioi_logit_diff": (">=", 3.0),
                 "induction_score": (">=", 0.7),
                 "emotion_probe_accuracy": (">=", 0.90),
+                **ALL_WORD_COPYING,
             },
             lessons=("00", "02", "03", "04", "05", "06", "07"),
+            missed={
+                "prev_token_score_all_words": (
+                    "no single head looks back: the job is shared by L1H2, L1H6, L2H2 and L2H6 "
+                    "(ablating all four stops induction); 17 more runs (seeds, batch 8/16, lr, 4 heads) "
+                    "spread it too, best 0.78"
+                ),
+            },
         ),
         ZooModel(
             "storyworld-llama",
@@ -139,7 +163,7 @@ ZOO: dict[str, ZooModel] = {
                 tokens=24_000_000,
             ),
             targets={"gap": ("<=", 0.15), "ioi_accuracy": (">=", 0.90)},
-            lessons=("07",),
+            lessons=("02", "07"),
         ),
         ZooModel("countdown-llama", None, targets={}, lessons=("08",)),
     ]

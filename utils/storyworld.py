@@ -275,8 +275,9 @@ FRAME_WORDS = (
     "the", "threw", "ticked", "to", "up", "walked", "was", "we", "went", "were", "wind",
 )  # fmt: skip
 WORDS = tuple(sorted(set(CONTENT_WORDS + FRAME_WORDS)))
-# Songs draw from the content words.
-SONG_WORDS = CONTENT_WORDS
+# Songs draw from every word, function words included, so that copying is a generic skill
+# rather than one that works on content words only.
+SONG_WORDS = WORDS
 FAMILIES = {"narrative": 0.45, "transfer": 0.25, "repetition": 0.15, "song": 0.15}
 
 # Lengths and stopping.
