@@ -28,6 +28,9 @@ which numbers a model's card carries, its targets and tolerances come from ``uti
   sentences that do not name the emotion; accuracy on the same kind of tokens in separate
   documents, at the best layer. The card also gives the accuracy by token role and that of
   a probe fitted and tested on all tokens of those sentences, punctuation included.
+* **IOI circuit** (``utils.metrics.circuit``): every head's and MLP's direct attribution,
+  patching effect (names exchanged) and, for heads, mean-ablation cost and attention from
+  the final position, on transfer prompts of one template; classes by fixed rules.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 from utils import seeds, storyworld
+from utils.metrics.circuit import RULES, ioi_circuit
 from utils.metrics.heads import all_word_pool, head_scores, repeated_random_tokens
 from utils.metrics.ioi import ioi
 from utils.metrics.loss import heldout_loss, song_copy_loss
@@ -169,6 +173,7 @@ def write_card(name: str, model_dir: Path | None = None) -> dict:
         eval=metrics,
         eval_seconds=round(time.time() - t, 1),
         targets=check_targets(name, metrics),
+        ioi_circuit=ioi_circuit(model, seeds.EVAL, seeds.CIRCUIT_REFERENCE),
     )
     (folder / "card.json").write_text(json.dumps(card, indent=1))
     (folder / "README.md").write_text(card_markdown(card))
@@ -249,8 +254,40 @@ def card_markdown(card: dict) -> str:
     for m, t in card["targets"].items():
         met = "yes" if t["met"] else "**no**" + (f": {t['missed']}" if "missed" in t else "")
         lines.append(f"| {m} | {t['target']} | {t['value']:.4g} | {met} |")
+    if "ioi_circuit" in card:
+        lines += ["", "## IOI circuit"]
+        for order, circuit in card["ioi_circuit"].items():
+            lines += circuit_markdown(circuit, order)
+        lines += ["", "Classes, by rule: " + "; ".join(f"*{k}*: {r}" for k, r in RULES.items()) + "."]
     lines += ["", f"Used by lessons: {', '.join(card['lessons'])}.", ""]
     return "\n".join(lines)
+
+
+def circuit_markdown(c: dict, order: str) -> list[str]:
+    """One order's part of the card's IOI-circuit section: the classified components and their numbers."""
+    opening, ending = c["template"]
+    first, second = ("S", "IO") if order == "subject first" else ("IO", "S")
+    lines = [
+        "",
+        f"### {order.capitalize()}",
+        "",
+        f'Measured on {c["prompts"]} held-out transfer prompts of one template ("{opening} {first} and {second} '
+        f'…{ending} S … to"), clean logit difference {c["clean_logit_diff"]:.2f}, {c["corrupted_logit_diff"]:.2f} '
+        "with the two names exchanged. *direct*: direct attribution to the logit difference, as a share of the "
+        "clean one; *patching*: normalised logit difference after patching the clean output into the exchanged "
+        "run; *ablation*: share lost when the head alone is mean-ablated; attention from the final position.",
+        "",
+        "| component | class | direct | patching | ablation | attention on answer / subject / S2 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, classes in c["classes"].items():
+        v = c["heads"].get(k) or c["mlps"][k]
+        if "ablation" in v:
+            rest = f"{v['ablation']:.2f} | {v['attn_answer']:.2f} / {v['attn_subject']:.2f} / {v['attn_s2']:.2f}"
+        else:
+            rest = "– | –"
+        lines.append(f"| {k} | {', '.join(classes)} | {v['direct']:+.2f} | {v['patching']:+.2f} | {rest} |")
+    return lines
 
 
 def compare(name: str, fresh: dict, card: dict) -> list[tuple[str, float, float, float, bool]]:

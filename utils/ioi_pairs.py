@@ -40,6 +40,12 @@ def replace_last(text: str, old: str, new: str) -> str:
     return text[: starts[-1]] + new + text[starts[-1] + len(old) :]
 
 
+def _subject_first(doc, text: str) -> bool:
+    """Does the subject (the repeated name) come before the answer in the opening?"""
+    first = {m.group(0): m.start() for m in reversed(list(re.finditer(r"\b\w+\b", text)))}
+    return first[doc.annotations["distractor"]] < first[doc.annotations["answer"]]
+
+
 def template_of(doc) -> tuple[str, str]:
     """(opening, filler) of a transfer document's first transfer."""
     text = doc.text[: doc.annotations["prompt_end"]]
@@ -57,7 +63,7 @@ class PatchingPairs:
     distractors: torch.Tensor  # [batch]: the clean distractor's token id
     texts: list[str]
     corrupted_texts: list[str]
-    labels: list[str]  # one label per position: "A", "B", "S2", "end" or the token itself
+    labels: list[str]  # one label per position: "IO", "S1", "S2", "end" or the token itself
     template: tuple[str, str]
     corruption: str
 
@@ -71,16 +77,24 @@ class PatchingPairs:
 
 
 def patching_pairs(
-    model, n: int, seed: int, template: tuple[str, str] | None = None, corruption: str = "swap"
+    model,
+    n: int,
+    seed: int,
+    template: tuple[str, str] | None = None,
+    corruption: str = "swap",
+    subject_first: bool | None = None,
 ) -> PatchingPairs:
     """``n`` transfer prompts of one template (the first template of the stream when None).
 
-    Draws documents from the stream ``seed`` until ``n`` of them have the template and the
-    template's usual token length; builds the corrupted prompt of each by ``corruption``.
+    Draws documents from the stream ``seed`` until ``n`` of them have the template, the
+    template's usual token length and one order of the two names (``subject_first``; when
+    None, the first prompt's order), so that every position plays one role in every prompt: ``IO`` the
+    answer's name, ``S1`` and ``S2`` the subject's two mentions. Builds the corrupted prompt of
+    each by ``corruption``.
     """
     if corruption not in CORRUPTIONS:
         raise ValueError(f"corruption should be one of {CORRUPTIONS}, not {corruption!r}")
-    picked, start, length = [], 0, None
+    picked, start, length, order = [], 0, None, subject_first
     while len(picked) < n:
         for doc in storyworld.sample_docs(seed=seed, n=200, family="transfer", start=start):
             template = template or template_of(doc)
@@ -89,7 +103,8 @@ def patching_pairs(
             text = doc.text[: doc.annotations["prompt_end"]]
             tokens = model.to_tokens(text)[0].cpu()
             length = length or len(tokens)
-            if len(tokens) == length:
+            order = order if order is not None else _subject_first(doc, text)
+            if len(tokens) == length and _subject_first(doc, text) == order:
                 picked.append((doc, text, tokens))
         start += 200
         if start > 20_000:
@@ -114,9 +129,10 @@ def patching_pairs(
         texts.append(text)
         corrupted_texts.append(other)
     doc0, _, tokens0 = picked[0]
-    io0, s0 = doc0.annotations["answer"], doc0.annotations["distractor"]
-    first, second = sorted((io0, s0), key=lambda x: texts[0].find(" " + x + " "))
-    role = {name_token(model, first): "A", name_token(model, second): "B"}
+    role = {
+        name_token(model, doc0.annotations["answer"]): "IO",
+        name_token(model, doc0.annotations["distractor"]): "S1",
+    }
     labels, seen = [], set()
     for t in tokens0.tolist():
         if t in role:

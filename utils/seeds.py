@@ -15,6 +15,7 @@ HELD_OUT = range(9000, 10000)  # no training run may use these
 EVAL = 9000  # loss, floor, IOI, songs; the emotion probe's test documents
 PROBE_TRAIN = 9001  # documents the card's emotion probe is fitted on
 RANDOM_TOKENS = 9002  # repeated random tokens for the head scores
+CIRCUIT_REFERENCE = 9003  # prompts whose mean head outputs ablate a head for the card's IOI circuit
 
 # Fresh looks at the same quantities on documents the cards never saw.
 COURSE_CHECK = 9050  # ``make course``'s quick look at each model

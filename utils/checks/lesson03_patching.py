@@ -109,6 +109,8 @@ def check_act_patch_by_position(fn: Callable, model) -> None:
         "resid_pre": patching.get_act_patch_resid_pre,
         "attn_out": patching.get_act_patch_attn_out,
     }
+    if not model.cfg.attn_only:
+        references["mlp_out"] = patching.get_act_patch_mlp_out
     for hook, tl in references.items():
         with torch.no_grad():
             out = call(
@@ -137,7 +139,7 @@ def check_act_patch_by_position(fn: Callable, model) -> None:
                 "copy of the batch (copy j gets the clean activation at position j only)."
             )
         expect_close(out, ref, name, f"scores ({hook})", atol=2e-3, rtol=1e-2, hints=hints)
-    passed(name, "matches patching.get_act_patch_resid_pre and get_act_patch_attn_out")
+    passed(name, "matches patching.get_act_patch_" + ", get_act_patch_".join(references))
 
 
 def check_act_patch_heads(fn: Callable, model) -> None:
@@ -150,6 +152,8 @@ def check_act_patch_heads(fn: Callable, model) -> None:
     references = {
         "z": patching.get_act_patch_attn_head_out_all_pos,
         "q": patching.get_act_patch_attn_head_q_all_pos,
+        "k": patching.get_act_patch_attn_head_k_all_pos,
+        "v": patching.get_act_patch_attn_head_v_all_pos,
     }
     for kind, tl in references.items():
         with torch.no_grad():
@@ -162,7 +166,7 @@ def check_act_patch_heads(fn: Callable, model) -> None:
                 "(the head dimension of `hook_{kind}` is the third: [batch, position, head, d_head])."
             )
         expect_close(out, ref, name, f"scores (hook_{kind})", atol=2e-3, rtol=1e-2)
-    passed(name, "matches patching.get_act_patch_attn_head_out_all_pos and get_act_patch_attn_head_q_all_pos")
+    passed(name, "matches patching.get_act_patch_attn_head_{out,q,k,v}_all_pos")
 
 
 # --- path patching --------------------------------------------------------------------------
