@@ -127,9 +127,11 @@ def check_act_patch_by_position(fn: Callable, model) -> None:
             ref = tl(model, pairs.corrupted, cache, metric).cpu()
         hints = []
         if hook == "resid_pre":
+            after_last = torch.zeros(1, n_pos)
+            after_last[0, -1] = 1.0  # after the last layer only the final position reaches the logits
             hints.append(
                 (
-                    torch.cat([ref[1:], torch.ones(1, n_pos)]),
+                    torch.cat([ref[1:], after_last]),
                     "that looks like `hook_resid_post`: patch the stream *before* each layer.",
                 )
             )
