@@ -226,7 +226,7 @@ def check_path_patch(fn: Callable, model) -> None:
         _, corrupted_cache = model.run_with_cache(pairs.corrupted)
     senders = [(0, h) for h in range(H)] + [(1, 0)]
     receivers = [(l, h) for l in range(1, L) for h in range(H)]
-    for receiver_input in ("q", "v"):
+    for receiver_input in ("q", "k", "v"):
         with torch.no_grad():
             out = call(
                 fn,
