@@ -74,6 +74,11 @@ def act_patch_heads(model, corrupted, clean_cache, metric, kind):
     n_pos, H = corrupted.shape[1], model.cfg.n_heads
     mask = torch.zeros(H, n_pos, H, dtype=torch.bool)
     mask[torch.arange(H), :, torch.arange(H)] = True
+    return _head_sweeps(model, corrupted, clean_cache, metric, kind, mask)
+
+
+def _head_sweeps(model, corrupted, clean_cache, metric, kind, mask):
+    """``[layer, patch]``: one sweep of ``mask`` (``[patch, position, head]``) over each layer's ``hook_{kind}``."""
     return torch.stack(
         [
             patch_sweep(
@@ -163,20 +168,7 @@ def _resid_post(model, corrupted, clean_cache, metric, hook):
 
 def _whole_layer(model, corrupted, clean_cache, metric, kind):
     n_pos, H = corrupted.shape[1], model.cfg.n_heads
-    mask = torch.ones(H, n_pos, H, dtype=torch.bool)
-    return torch.stack(
-        [
-            patch_sweep(
-                model,
-                corrupted,
-                f"blocks.{l}.attn.hook_{kind}",
-                clean_cache[f"blocks.{l}.attn.hook_{kind}"],
-                mask,
-                metric,
-            )
-            for l in range(model.cfg.n_layers)
-        ]
-    )
+    return _head_sweeps(model, corrupted, clean_cache, metric, kind, torch.ones(H, n_pos, H, dtype=torch.bool))
 
 
 def _clean_inputs(model, corrupted, clean_cache, corrupted_cache, senders, receivers, receiver_input, metric):
