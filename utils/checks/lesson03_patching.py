@@ -8,6 +8,7 @@ time.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -98,6 +99,20 @@ def _fresh(model, n: int = 4):
     return pairs, cache, metric
 
 
+# A reference sweep depends only on the model's weights and the fixed check prompts, so it is
+# computed once per model and weights (a second check, e.g. after a fix, reuses it).
+_REFERENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reference(model, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        weights = float(sum(p.double().sum() for p in model.parameters()))
+    cached = _REFERENCES.setdefault(model, {})
+    if (key, weights) not in cached:
+        cached[(key, weights)] = compute().cpu()
+    return cached[(key, weights)]
+
+
 def check_act_patch_by_position(fn: Callable, model) -> None:
     """fn(model, corrupted, clean_cache, metric, hook) -> [layer, position], against get_act_patch_*."""
     from transformer_lens import patching
@@ -124,7 +139,7 @@ def check_act_patch_by_position(fn: Callable, model) -> None:
                 explain={KeyError: f"Read the clean activation from `clean_cache[f'blocks.{{layer}}.hook_{hook}']`."},
             )
             out = expect_tensor(out, (L, n_pos), ["layer", "position"], name)
-            ref = tl(model, pairs.corrupted, cache, metric).cpu()
+            ref = _reference(model, hook, lambda: tl(model, pairs.corrupted, cache, metric))
         hints = []
         if hook == "resid_pre":
             after_last = torch.zeros(1, n_pos)
@@ -161,7 +176,7 @@ def check_act_patch_heads(fn: Callable, model) -> None:
         with torch.no_grad():
             out = call(fn, model, pairs.corrupted, cache, metric, kind, name=name)
             out = expect_tensor(out, (L, H), ["layer", "head"], name)
-            ref = tl(model, pairs.corrupted, cache, metric).cpu()
+            ref = _reference(model, "head_" + kind, lambda: tl(model, pairs.corrupted, cache, metric))
         if torch.allclose(out.float().cpu(), out.float().cpu()[:, :1].expand_as(out), atol=1e-4):
             raise CheckFailed(
                 f"`{name}` gives every head of a layer the same score: in copy j patch head j only "
@@ -242,7 +257,7 @@ def check_path_patch(fn: Callable, model) -> None:
             )
             out = expect_tensor(out, (len(senders),), ["sender"], name)
             args = (model, pairs.corrupted, cache, corrupted_cache, senders, receivers, receiver_input, metric)
-            ref = _path_patch_reference(*args)
+            ref = _reference(model, "path_" + receiver_input, lambda: _path_patch_reference(*args))
         hints = []
         direct = _direct_patch(model, pairs.corrupted, cache, receivers, receiver_input, metric)
         hints.append(
