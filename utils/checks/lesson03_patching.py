@@ -104,12 +104,12 @@ def _fresh(model, n: int = 4):
 _REFERENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _reference(model, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+def _reference(model, key: str, compute: Callable[..., torch.Tensor], *args) -> torch.Tensor:
     with torch.no_grad():
         weights = float(sum(p.double().sum() for p in model.parameters()))
     cached = _REFERENCES.setdefault(model, {})
     if (key, weights) not in cached:
-        cached[(key, weights)] = compute().cpu()
+        cached[(key, weights)] = compute(*args).cpu()
     return cached[(key, weights)]
 
 
@@ -139,7 +139,7 @@ def check_act_patch_by_position(fn: Callable, model) -> None:
                 explain={KeyError: f"Read the clean activation from `clean_cache[f'blocks.{{layer}}.hook_{hook}']`."},
             )
             out = expect_tensor(out, (L, n_pos), ["layer", "position"], name)
-            ref = _reference(model, hook, lambda: tl(model, pairs.corrupted, cache, metric))
+            ref = _reference(model, hook, tl, model, pairs.corrupted, cache, metric)
         hints = []
         if hook == "resid_pre":
             after_last = torch.zeros(1, n_pos)
@@ -176,7 +176,7 @@ def check_act_patch_heads(fn: Callable, model) -> None:
         with torch.no_grad():
             out = call(fn, model, pairs.corrupted, cache, metric, kind, name=name)
             out = expect_tensor(out, (L, H), ["layer", "head"], name)
-            ref = _reference(model, "head_" + kind, lambda: tl(model, pairs.corrupted, cache, metric))
+            ref = _reference(model, "head_" + kind, tl, model, pairs.corrupted, cache, metric)
         if torch.allclose(out.float().cpu(), out.float().cpu()[:, :1].expand_as(out), atol=1e-4):
             raise CheckFailed(
                 f"`{name}` gives every head of a layer the same score: in copy j patch head j only "
@@ -257,7 +257,7 @@ def check_path_patch(fn: Callable, model) -> None:
             )
             out = expect_tensor(out, (len(senders),), ["sender"], name)
             args = (model, pairs.corrupted, cache, corrupted_cache, senders, receivers, receiver_input, metric)
-            ref = _reference(model, "path_" + receiver_input, lambda: _path_patch_reference(*args))
+            ref = _reference(model, "path_" + receiver_input, _path_patch_reference, *args)
         hints = []
         direct = _direct_patch(model, pairs.corrupted, cache, receivers, receiver_input, metric)
         hints.append(
