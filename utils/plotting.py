@@ -325,6 +325,44 @@ def line(
     return Figure(fig, _png(mfig))
 
 
+def scatter(
+    x: Sequence[float],
+    y: Sequence[float],
+    labels: Sequence[str],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    color: Sequence[float] | None = None,
+    colorlabel: str = "",
+) -> Figure:
+    """Labelled points (e.g. class means on two principal axes), equal axes, optional colour scale."""
+    import plotly.graph_objects as go
+
+    xs, ys = _to_numpy(x), _to_numpy(y)
+    c = _to_numpy(color) if color is not None else None
+    marker = {"size": 10}
+    if c is not None:
+        marker.update(color=c, colorscale="HSV", showscale=True, colorbar={"title": {"text": colorlabel}})
+    fig = go.Figure(
+        go.Scatter(x=xs, y=ys, mode="markers+text", text=list(labels), textposition="top center", marker=marker)
+    )
+    fig.update_layout(
+        title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=560, height=520, template="plotly_white"
+    )
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    plt = _mpl()
+    mfig, ax = plt.subplots(figsize=(5.6, 5.2))
+    sc = ax.scatter(xs, ys, c=c, cmap="hsv" if c is not None else None)
+    for a, b, text in zip(xs, ys, labels):
+        ax.annotate(str(text), (a, b), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    if c is not None:
+        mfig.colorbar(sc, ax=ax, label=colorlabel)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return Figure(fig, _png(mfig))
+
+
 # ---------------------------------------------------------------------------------------
 # Widgets with a static fallback
 
