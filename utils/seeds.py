@@ -31,8 +31,6 @@ LESSON_03_REFERENCE = 9505  # lesson 03's reference prompts, whose mean activati
 LESSON_03_CHECKS = 9506  # the prompts lesson 03's checks run the model on
 LESSON_04 = 9507  # lesson 04's narratives: the probes' training and test documents
 LESSON_04_CHECKS = 9508  # the narratives lesson 04's checks label
-LESSON_04 = 9507  # lesson 04's narratives (probe training and test documents)
-LESSON_04_CHECKS = 9508  # the narratives lesson 04's checks label
 
 
 def is_held_out(seed: int) -> bool:
