@@ -1,0 +1,29 @@
+"""What every exercise check must be shown to do, shared by the lessons' check tests."""
+
+import re
+
+import pytest
+
+from utils.checks import CheckFailed
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("exercise")
+
+
+@pytest.fixture
+def prove_check(capsys):
+    """``prove_check(check, solution, wrong, *args)``: ``check(solution, *args)`` passes with its
+    ✓ line, the stub fails as a stub, and each ``wrong[message]`` fails with ``message`` in the
+    sentence it says."""
+
+    def prove(check, solution, wrong, *args):
+        check(solution, *args)
+        assert "✓" in capsys.readouterr().out
+        with pytest.raises(CheckFailed, match="still the stub"):
+            check(_stub, *args)
+        for message, fn in wrong.items():
+            with pytest.raises(CheckFailed, match=re.escape(message)):
+                check(fn, *args)
+
+    return prove
