@@ -177,7 +177,7 @@ def open_in_browser(lab, name, shot, circuitsvis=True):
             )
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
         result["plotly_figures"] = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
-        page.wait_for_selector(".jupyter-widgets", timeout=60_000)
+        page.wait_for_selector(".jupyter-widgets:visible", timeout=60_000)  # hidden closed progress bars come first
         result["widgets"] = page.evaluate("document.querySelectorAll('.jupyter-widgets').length")
         wait_for_idle_kernel(page)
         page.wait_for_timeout(3_000)  # JupyterLab asks about the news a moment after it starts
