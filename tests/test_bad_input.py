@@ -177,7 +177,16 @@ def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **{k: at(v, tmp) for k, v in case.env.items()}}
     stdin = subprocess.DEVNULL if case.action else subprocess.PIPE
     command = [at(a, tmp) for a in case.command]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # Ctrl-C as in a terminal, even when the suite itself runs as a background job (which ignores SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     if case.action == "read 2 lines":
         lines = [proc.stdout.readline() for _ in range(2)]
         proc.stdout.close()  # what head does after its second line

@@ -263,6 +263,8 @@ def run_main(spec, interrupt_at: int, args: list[str]) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         env=ONE_THREAD,
+        # Ctrl-C as in a terminal, even when the suite itself runs as a background job (which ignores SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
