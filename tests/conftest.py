@@ -13,6 +13,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The longest work units (whole-notebook runs) go first, so that no worker is left with one
+# of them while the other has finished: the notebooks under nbval, then the lessons on a
+# second model, then everything else in collection order.
+HEAVY_FIRST = ("solutions/", "tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` (``make test``) a test file's tests share one worker, as with
+    ``--dist loadfile`` (nbval runs a notebook's cells in order; module fixtures load once),
+    unless a test names its own ``xdist_group``: then it is a work unit of its own."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+    def rank(item):
+        return next((i for i, p in enumerate(HEAVY_FIRST) if item.nodeid.startswith(p)), len(HEAVY_FIRST))
+
+    items.sort(key=rank)
+
 
 @pytest.fixture
 def venv_seeing_this_environment(tmp_path):
