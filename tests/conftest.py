@@ -13,21 +13,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# The longest work units (whole-notebook runs) go first, so that no worker is left with one
-# of them while the other has finished: the notebooks under nbval, then the lessons on a
-# second model, then everything else in collection order.
-HEAVY_FIRST = ("solutions/", "tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model")
+# Work units for ``pytest -n 2 --dist loadfile`` (``make test``). A file's tests share one
+# worker (nbval runs a notebook's cells in order; module fixtures load once), except these,
+# each a whole-notebook run that is a unit of its own so that both workers share them:
+OWN_UNITS = ("tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model",)
+# The longest units go first, so that no worker is left running one while the other idles:
+# the notebooks under nbval, then the lessons on a second model, then the rest in order.
+HEAVY_FIRST = ("solutions/", *OWN_UNITS)
 
 
-@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, with the units above. (pytest-xdist's own ``loadgroup`` marks do
+    not work with this pytest: the group suffix it writes never reaches the scheduler.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if nodeid.startswith(OWN_UNITS) else nodeid.split("::")[0]
+
+    return Units(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup`` (``make test``) a test file's tests share one worker, as with
-    ``--dist loadfile`` (nbval runs a notebook's cells in order; module fixtures load once),
-    unless a test names its own ``xdist_group``: then it is a work unit of its own."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
     def rank(item):
         return next((i for i, p in enumerate(HEAVY_FIRST) if item.nodeid.startswith(p)), len(HEAVY_FIRST))
 
