@@ -15,11 +15,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Work units for ``pytest -n 2 --dist loadfile`` (``make test``). A file's tests share one
 # worker (nbval runs a notebook's cells in order; module fixtures load once), except these,
-# each a whole-notebook run that is a unit of its own so that both workers share them:
-OWN_UNITS = ("tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model",)
+# each a long run (a whole notebook, a model's card) that is a unit of its own so that both
+# workers share them:
+OWN_UNITS = (
+    "tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model",
+    "tests/test_evaluate.py::test_card_metrics_agree_with_a_fresh_small_sample",
+)
 # The longest units go first, so that no worker is left running one while the other idles:
-# the notebooks under nbval, then the lessons on a second model, then the rest in order.
-HEAVY_FIRST = ("solutions/", *OWN_UNITS)
+# the notebooks under nbval, then the units above, then lesson 03's checks, then the rest.
+HEAVY_FIRST = ("solutions/", *OWN_UNITS, "tests/checks/test_lesson03_patching.py")
 
 
 def pytest_xdist_make_scheduler(config, log):
