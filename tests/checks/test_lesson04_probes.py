@@ -66,6 +66,16 @@ def control_labels(tokens, labels, seed):
     return torch.tensor([table[t] for t in tokens.tolist()])
 
 
+def _own_rows(tokens, labels, seed):
+    """A type's label drawn from its own rows: the real label again, for a lexical word."""
+    g = torch.Generator().manual_seed(seed)
+    table = {}
+    for t in tokens.unique().tolist():
+        rows = labels[tokens == t]
+        table[t] = rows[torch.randint(len(rows), (1,), generator=g)].item()
+    return torch.tensor([table[t] for t in tokens.tolist()])
+
+
 def mass_mean_directions(x, y, n_classes):
     onehot = torch.nn.functional.one_hot(y, n_classes).float()  # [n, class]
     means = (onehot.T @ x) / onehot.sum(0)[:, None]
@@ -207,7 +217,7 @@ CASES = {
     "control_labels": (
         c.check_control_labels,
         control_labels,
-        {"more than one label": _per_row, "distribution": _uniform},
+        {"more than one label": _per_row, "distribution": _uniform, "own real label": _own_rows},
     ),
     "mass_mean_directions": (
         c.check_mass_mean_directions,

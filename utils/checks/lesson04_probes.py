@@ -139,8 +139,8 @@ def check_train_probe(fn: Callable) -> None:
         12,
         name=name,
         explain={
-            RuntimeError: "Training needs gradients: put the loop inside `with torch.enable_grad():` "
-            "(the lesson switched them off)."
+            RuntimeError: "If that says a tensor does not require grad, training needs gradients: put the loop "
+            "inside `with torch.enable_grad():` (the lesson switched them off)."
         },
     )
     if not callable(probe):
@@ -153,12 +153,15 @@ def check_train_probe(fn: Callable) -> None:
     if acc < 0.2:
         raise CheckFailed(
             f"`{name}`'s probe is right on {acc:.0%} of held-out rows (chance is 8%): is it trained at all? "
-            "Each step: zero the gradients, compute the cross-entropy of probe(x) against y, call backward, step."
+            "Each step: zero the gradients, compute the cross-entropy of probe(x) against y, call backward, step. "
+            "If you standardised x for training, the probe you return must take raw x: fold the mean and scale "
+            "back into its weights and bias."
         )
     if acc < ref_acc - 0.05:
         raise CheckFailed(
             f"`{name}`'s probe is right on {acc:.0%} of held-out rows; a well-fitted linear probe gets {ref_acc:.0%}. "
-            "Train longer or with a larger learning rate (Adam, lr about 1e-2)."
+            "Train longer or with a larger learning rate (Adam, lr about 1e-2); if you standardised x for "
+            "training, check that the probe you return folds the mean and scale back in."
         )
     passed(name, f"held-out accuracy {acc:.0%} on a synthetic 12-class problem (reference {ref_acc:.0%})")
 
@@ -168,7 +171,13 @@ def check_control_labels(fn: Callable) -> None:
     name = _name(fn, "control_labels")
     g = torch.Generator().manual_seed(43)
     tokens = torch.randint(0, 400, (6000,), generator=g)
-    labels = torch.where(torch.rand(6000, generator=g) < 0.8, 0, torch.randint(1, 12, (6000,), generator=g))
+
+    def draw(n: int) -> torch.Tensor:  # 80% class 0, the rest spread over 1..11
+        return torch.where(torch.rand(n, generator=g) < 0.8, 0, torch.randint(1, 12, (n,), generator=g))
+
+    # Like words: most of a type's rows carry that type's own label (a lexical word's emotion).
+    own = draw(400)
+    labels = torch.where(torch.rand(6000, generator=g) < 0.9, own[tokens], draw(6000))
     outs = []
     for seed in (0, 1):
         out = call(fn, tokens, labels, seed, name=name)
@@ -187,6 +196,14 @@ def check_control_labels(fn: Callable) -> None:
         if torch.equal(out, labels):
             raise CheckFailed(f"`{name}` returns the real labels; the control task's labels are random.")
         per_type = torch.stack([out[tokens == t][0] for t in types])
+        rare = own[types] != 0  # types whose own label is not the common one
+        copied = (per_type[rare] == own[types][rare]).float().mean().item()
+        if copied > 0.5:
+            raise CheckFailed(
+                f"`{name}` gives {copied:.0%} of word types their own real label (a random draw matches it about "
+                "2% of the time): draw each type's label from the rows of *every* type, so that it says nothing "
+                "about that type's real labels."
+            )
         share = (per_type == 0).float().mean().item()
         if share < 0.65:
             raise CheckFailed(
