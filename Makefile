@@ -14,7 +14,7 @@ course: setup
 
 ## The test suite (what CI runs).
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadfile
 
 ## Rebuild the tokenizer and every zoo model from scratch (resumable; about 2 h on 2 cores with bf16, one model after another: attn2l 21 min, 4l 58 min, llama 47 min).
 zoo: setup

@@ -26,6 +26,11 @@ OWN_UNITS = (
 HEAVY_FIRST = ("solutions/", *OWN_UNITS, "tests/checks/test_lesson03_patching.py")
 
 
+def work_unit(nodeid: str) -> str:
+    """The unit a test runs in: its own id for the tests named above, else its file."""
+    return nodeid if nodeid.startswith(OWN_UNITS) else nodeid.split("::")[0]
+
+
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile``, with the units above. (pytest-xdist's own ``loadgroup`` marks do
     not work with this pytest: the group suffix it writes never reaches the scheduler.)"""
@@ -35,7 +40,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class Units(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return nodeid if nodeid.startswith(OWN_UNITS) else nodeid.split("::")[0]
+            return work_unit(nodeid)
 
     return Units(config, log)
 

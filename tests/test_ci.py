@@ -69,3 +69,17 @@ def test_ci_fails_before_the_tests_when_running_the_course_changed_a_tracked_fil
 def test_ci_fails_when_the_tests_fail(clone):
     repo, env, _ = clone
     assert run_ci(repo, env, TESTS_FAIL="1").returncode == 3
+
+
+def test_make_test_spreads_work_with_the_scheduler_the_test_suite_defines():
+    """tests/conftest.py gives ``--dist loadfile`` its work units (a long run alone, the longest
+    first); under any other mode the suite would fall back to xdist's own grouping."""
+    from tests.conftest import work_unit
+
+    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "-m pytest -n 2 --dist loadfile" in recipe
+
+    second = "tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model_by_changing_its_model_line"
+    assert work_unit(f"{second}[01.ipynb]") != work_unit(f"{second}[02.ipynb]")
+    assert work_unit("solutions/01.ipynb::Cell 3") == work_unit("solutions/01.ipynb::Cell 4")
+    assert work_unit("tests/test_paths.py::test_a") == work_unit("tests/test_paths.py::test_b")

@@ -143,11 +143,7 @@ def second_model(path) -> str:
     return "storyworld-4l" if default_model(path) == "storyworld-llama" else "storyworld-llama"
 
 
-@pytest.mark.parametrize(
-    "path",
-    # Each run is a whole notebook: a work unit of its own, so that both workers share them.
-    [pytest.param(p, id=p.name, marks=pytest.mark.xdist_group(f"second-model-{p.stem}")) for p in SOLUTIONS],
-)
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
 def test_each_lesson_runs_on_a_second_zoo_model_by_changing_its_model_line(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     cell = code_cells(nb)[1]
