@@ -3,7 +3,6 @@
 import subprocess
 
 import nbformat
-import pytest
 
 from utils import course
 from utils.paths import ROOT
@@ -33,23 +32,6 @@ def test_a_failing_notebook_fails_the_course_and_names_the_error(tmp_path, capsy
     bad = notebook(tmp_path / "01_bad.ipynb", "x = 1", "raise ValueError('the claim no longer holds')")
     assert course.main(["--skip-zoo", str(bad)]) == 1
     assert "FAILED: ValueError: the claim no longer holds" in capsys.readouterr().out
-
-
-def test_two_notebooks_at_a_time_report_in_the_order_given_and_a_failure_still_fails(tmp_path, capsys):
-    slow = notebook(tmp_path / "02_slow.ipynb", "import time; time.sleep(2)")
-    bad = notebook(tmp_path / "03_bad.ipynb", "raise ValueError('broken')")
-    fast = notebook(tmp_path / "04_fast.ipynb", "x = 1")
-    assert course.main(["--skip-zoo", "--jobs", "2", str(slow), str(bad), str(fast)]) == 1
-    out = capsys.readouterr().out
-    assert "2 notebooks at a time" in out
-    assert out.index("02_slow") < out.index("03_bad") < out.index("04_fast")
-    assert "FAILED: ValueError: broken" in out
-
-
-def test_recording_times_each_notebook_alone(capsys):
-    with pytest.raises(SystemExit):
-        course.main(["--record", "--jobs", "2"])
-    assert "--record times each notebook alone" in capsys.readouterr().err
 
 
 def test_every_built_zoo_model_loads_and_agrees_with_its_card(capsys):

@@ -2,24 +2,19 @@
 
 1. Checks the model zoo: every built model loads offline, its weights match the card's
    sha256, and a forward pass on fresh held-out documents agrees with the card.
-2. Executes every ``solutions/`` notebook headless, two at a time on a machine with two or
-   more cores (``--jobs``), and prints a table of wall time and the kernel's peak memory per
-   notebook.
+2. Executes every ``solutions/`` notebook headless, in order, and prints a table of wall
+   time and the kernel's peak memory per notebook.
 
 It exits non-zero if a model or a notebook fails, and it writes nothing: the tree is left as
 it was. ``--record`` (``make record``) also writes the measurement to
-``benchmarks/notebooks.json`` and renders the README's notebook table from it; it runs one
-notebook at a time, so that each time is the notebook's alone.
+``benchmarks/notebooks.json`` and renders the README's notebook table from it.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -78,17 +73,8 @@ def check_zoo() -> int:
     return status
 
 
-def run_notebooks(paths: list[Path], jobs: int = 1) -> list[dict]:
-    """Execute ``paths``, ``jobs`` kernels at a time; rows in the order of ``paths``."""
-    if jobs <= 1 or len(paths) <= 1:
-        return [execute(path) for path in tqdm(paths, desc="executing notebooks", unit="notebook")]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(execute, path): path for path in paths}
-        for _ in tqdm(as_completed(futures), total=len(futures), desc="executing notebooks", unit="notebook"):
-            pass
-    rows = {futures[f]: f.result() for f in futures}
-    return [rows[p] for p in paths]
+def run_notebooks(paths: list[Path]) -> list[dict]:
+    return [execute(path) for path in tqdm(paths, desc="executing notebooks", unit="notebook")]
 
 
 def main(argv=None) -> int:
@@ -100,23 +86,12 @@ def main(argv=None) -> int:
         help="write the measurement to benchmarks/notebooks.json and the README's table (all notebooks only)",
     )
     ap.add_argument("--skip-zoo", action="store_true", help="only execute notebooks")
-    ap.add_argument(
-        "--jobs",
-        type=int,
-        default=None,
-        help="notebooks run at once (default: 2 on a machine with 2 or more cores; --record runs one at a time)",
-    )
     args = ap.parse_args(argv)
-    if args.record and args.jobs not in (None, 1):
-        ap.error("--record times each notebook alone; leave out --jobs")
     if args.record and args.notebooks:
         ap.error("--record measures every notebook; leave out the notebook names")
     status = 0 if args.skip_zoo else check_zoo()
     paths = args.notebooks or sorted(SOLUTIONS.glob("*.ipynb"))
-    jobs = 1 if args.record else (args.jobs or min(2, os.cpu_count() or 1))
-    if jobs > 1:
-        print(f"running {jobs} notebooks at a time: each one's seconds below include sharing the machine")
-    rows = run_notebooks(paths, jobs)
+    rows = run_notebooks(paths)
     print(records.notebook_table(rows))
     if args.record:
         records.record_notebooks(rows)
