@@ -13,13 +13,7 @@ import pytest
 import torch
 
 from utils import storyworld
-from utils.checks import CheckFailed
 from utils.checks import lesson04_probes as c
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("exercise")
-
 
 # --- correct solutions ---------------------------------------------------------------
 
@@ -252,24 +246,10 @@ def model(request):
 
 
 @pytest.mark.parametrize("exercise", sorted(CASES))
-def test_check_accepts_a_correct_solution(exercise, capsys):
-    check, solution, _ = CASES[exercise]
+def test_check_accepts_a_correct_solution_and_rejects_the_stub_and_each_mistake(exercise, prove_check):
+    check, solution, wrong = CASES[exercise]
     with torch.no_grad():
-        check(solution)
-    assert "✓" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("exercise", sorted(CASES))
-def test_check_rejects_the_stub(exercise):
-    with pytest.raises(CheckFailed, match="still the stub"):
-        CASES[exercise][0](stub)
-
-
-@pytest.mark.parametrize("exercise,message", [(e, m) for e in sorted(CASES) for m in CASES[e][2]])
-def test_check_rejects_a_plausible_mistake_and_says_why(exercise, message):
-    check, _, wrong = CASES[exercise]
-    with torch.no_grad(), pytest.raises(CheckFailed, match=re.escape(message)):
-        check(wrong[message])
+        prove_check(check, solution, wrong)
 
 
 @pytest.mark.parametrize("exercise", sorted(MODEL_CASES))
