@@ -82,6 +82,16 @@ def test_rescoring_the_text_gives_the_same_logprob_and_annotations():
         assert r.annotations == d.annotations
 
 
+def test_scoring_with_the_family_known_gives_the_same_doc_and_rejects_other_families():
+    for d in DOCS[:40]:
+        assert sw.score(d.text, family=d.family) == sw.score(d.text)
+        other = next(f for f in sw.FAMILIES if f != d.family)
+        with pytest.raises(sw.ParseError):
+            sw.score(d.text, family=other)
+    with pytest.raises(ValueError, match="unknown family"):
+        sw.score(DOCS[0].text, family="poem")
+
+
 def test_score_command_reads_json_lines():
     lines = "".join(d.to_json() + "\n" for d in DOCS[:5])
     r = subprocess.run(

@@ -69,7 +69,7 @@ def sentence_loglik(name: str, sentence: str) -> tuple[float, ...]:
         # differences between the 12 scores are the sentence's own log-likelihoods.
         text = f"{name} was in the park. {name} felt {emotion}.{sentence}"
         try:
-            out.append(storyworld.score(text).logprob)
+            out.append(storyworld.score(text, family="narrative").logprob)
         except storyworld.ParseError:
             out.append(-math.inf)
     finite = [x for x in out if x > -math.inf]
@@ -116,7 +116,7 @@ def read_continuation(prompt: Prompt, continuation: str, ended: bool) -> Reading
     spans = split_sentences(full, start)
     cut = len(full) if ended else (spans[-1][1] if spans else start)
     try:
-        storyworld.score(full[:cut])
+        storyworld.score(full[:cut], family="narrative")
         valid = bool(spans)
     except storyworld.ParseError:
         valid = False
