@@ -130,14 +130,19 @@ def _named_feelings(sentences: list[dict], before: dict, offsets: list[tuple[int
     return out
 
 
+def stage_names(n_layers: int) -> list[str]:
+    """The hook names of the residual stream's stages: before layer 0 (the embeddings, stage 0),
+    then after each layer (stage ``l + 1`` is after layer ``l``)."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
+
+
 def residual_stack(model, data: EmotionTokens, batch_size: int = 32, hooks=()) -> torch.Tensor:
     """The residual stream at every labelled token, before layer 0 (the embeddings) and after
     each layer: ``[n_layers + 1, row, d_model]`` (float32, on the CPU). ``hooks`` are
     ``(name, fn)`` pairs kept on the model during the runs (for ablations)."""
-    L = model.cfg.n_layers
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(L)]
+    names = stage_names(model.cfg.n_layers)
     device = next(model.parameters()).device
-    out = torch.zeros(L + 1, len(data), model.cfg.d_model)
+    out = torch.zeros(len(names), len(data), model.cfg.d_model)
     starts = range(0, len(data.tokens), batch_size)
     for start in tqdm(starts, desc="caching the residual stream", unit="batch", leave=False):
         docs = data.tokens[start : start + batch_size]

@@ -16,6 +16,7 @@ EVAL = 9000  # loss, floor, IOI, songs; the emotion probe's test documents
 PROBE_TRAIN = 9001  # documents the card's emotion probe is fitted on
 RANDOM_TOKENS = 9002  # repeated random tokens for the head scores
 CIRCUIT_REFERENCE = 9003  # prompts whose mean head outputs ablate a head for the card's IOI circuit
+STEERING_PROMPTS = 9004  # stories cut before their first feeling, which the card's steering sweep continues
 
 # Fresh looks at the same quantities on documents the cards never saw.
 COURSE_CHECK = 9050  # ``make course``'s quick look at each model
@@ -31,6 +32,8 @@ LESSON_03_REFERENCE = 9505  # lesson 03's reference prompts, whose mean activati
 LESSON_03_CHECKS = 9506  # the prompts lesson 03's checks run the model on
 LESSON_04 = 9507  # lesson 04's narratives: the probes' training and test documents
 LESSON_04_CHECKS = 9508  # the narratives lesson 04's checks label
+LESSON_05 = 9509  # lesson 05's prompts and its unrelated documents (its steering vectors come from LESSON_04)
+LESSON_05_CHECKS = 9510  # the stories and prompts lesson 05's checks use
 
 
 def is_held_out(seed: int) -> bool:
