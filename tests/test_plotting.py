@@ -69,6 +69,20 @@ def test_plotly_figures_carry_a_png_fallback_and_labelled_axes():
     assert len(lines._repr_mimebundle_()["application/vnd.plotly.v1+json"]["data"]) == 2
 
 
+def test_curves_draw_each_line_on_its_own_x_values_with_a_png_fallback():
+    fig = plotting.curves(
+        {"after L2": ([0.1, 0.5, 2.0], [0.2, 0.3, 0.3]), "after L3": ([0.1, 0.6], [0.9, 1.0])},
+        title="trade-off", xlabel="cost", ylabel="effect", labels={"after L3": ["c=0.25", "c=1"]},
+    )
+    bundle = fig._repr_mimebundle_()
+    data = bundle["application/vnd.plotly.v1+json"]["data"]
+    assert len(data) == 2
+    assert list(fig.fig.data[0].x) == [0.1, 0.5, 2.0] and list(fig.fig.data[1].x) == [0.1, 0.6]
+    assert data[1]["text"] == ["c=0.25", "c=1"] and "text" not in data[0]
+    png = re.search(r'src="data:image/png;base64,([^"]+)"', bundle["text/html"]).group(1)
+    assert base64.b64decode(png).startswith(b"\x89PNG")
+
+
 def test_widget_fallback_adds_a_static_image():
     import ipywidgets as w
 

@@ -325,6 +325,35 @@ def line(
     return Figure(fig, _png(mfig))
 
 
+def curves(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    labels: Mapping[str, Sequence[str]] | None = None,
+) -> Figure:
+    """Lines that each have their own x values: ``series`` is ``{label: (xs, ys)}`` (for
+    trade-offs: one line per setting, one point per strength). ``labels`` names each point
+    (hover text; written beside the points in the static picture)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    plt = _mpl()
+    mfig, ax = plt.subplots(figsize=(6.2, 3.8))
+    for name, (xs, ys) in series.items():
+        xs, ys = _to_numpy(xs), _to_numpy(ys)
+        text = list(labels[name]) if labels and name in labels else None
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers", text=text))
+        ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        for a, b, t in zip(xs, ys, text or []):
+            ax.annotate(str(t), (a, b), textcoords="offset points", xytext=(3, 3), fontsize=6)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=620, height=400, template="plotly_white")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=7)
+    return Figure(fig, _png(mfig))
+
+
 def scatter(
     x: Sequence[float],
     y: Sequence[float],

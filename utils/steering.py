@@ -106,6 +106,23 @@ class Reading:
             return None
         return max(range(len(EMOTIONS)), key=lambda k: self.loglik[0][k])
 
+    @property
+    def total(self) -> tuple[float, ...]:
+        """The log-likelihood of all the character's sentences together under each emotion (their
+        sum: each sentence read as if the feeling were named just before it); all ``-inf`` when
+        there is no sentence or none fits."""
+        if not self.loglik:
+            return (-math.inf,) * len(EMOTIONS)
+        return tuple(sum(row[k] for row in self.loglik) for k in range(len(EMOTIONS)))
+
+    @property
+    def emotion(self) -> int | None:
+        """The emotion the continuation as a whole expresses best (None when none fits)."""
+        total = self.total
+        if max(total) == -math.inf:
+            return None
+        return max(range(len(EMOTIONS)), key=lambda k: total[k])
+
 
 def read_continuation(prompt: Prompt, continuation: str, ended: bool) -> Reading:
     """Score ``prompt.text + continuation``. ``ended`` says the model chose to end the document
@@ -128,18 +145,57 @@ def read_continuation(prompt: Prompt, continuation: str, ended: bool) -> Reading
     return Reading(continuation, valid, loglik)
 
 
+def feeling_free_positions(text: str, offsets: list[tuple[int, int]], sentences: list[dict]) -> list[int]:
+    """Positions (BOS counted) whose next token the generator chooses without looking at any
+    feeling: the position just before the first token of every sentence after the opening, where
+    the story says who acts next (or, for an introduction, writes the name it must). ``offsets``
+    are the tokens' character spans in ``text`` (no BOS). The name's token is the first that
+    overlaps the sentence; with BOS counted, the token before it sits at that token's own index."""
+    out = []
+    for s in sentences[1:]:
+        start, end = s["span"]
+        out.append(next(i for i, (a, b) in enumerate(offsets) if a < end and b > start))
+    return out
+
+
 def prompt_tokens(model, prompts: list[Prompt]) -> list[list[int]]:
     """Each prompt as token ids in ``model``'s tokenizer, BOS first."""
     tok = model.tokenizer
     return [[tok.bos_token_id] + tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
+WHERE = ("prompt", "new", "all")
+
+
+def steering_hook(name: str, vectors: torch.Tensor, where: str = "prompt"):
+    """A hook for :func:`generate` that adds ``vectors`` to the activation ``name``.
+
+    ``vectors`` is one vector ``[d_model]`` for every prompt or one per prompt
+    ``[prompt, d_model]``. ``where``: ``"prompt"`` adds it at every prompt position after BOS,
+    ``"new"`` at the last prompt position and every generated token, ``"all"`` at both."""
+    if where not in WHERE:
+        raise ValueError(f"where must be one of {WHERE}, not {where!r}")
+
+    def make(n: int, rows: list[int]):
+        v = vectors if vectors.ndim == 1 else vectors[rows][:, None]  # [d] or [batch, 1, d]
+
+        def add(act, hook):
+            start, stop = (n - 1, None) if where == "new" else (1, n if where == "prompt" else None)
+            act[:, start:stop] += v.to(act.device, act.dtype)
+            return act
+
+        return name, add
+
+    return make
+
+
 def generate(model, prompts: list[Prompt], n_new: int, hooks=(), desc: str | None = None) -> list[Reading]:
     """Greedy continuations of every prompt, ``n_new`` tokens each, with ``hooks`` on the model,
     read by :func:`read_continuation`. Prompts of one token length run as one batch.
 
-    A hook may be a ``(name, fn)`` pair, or a function of the prompt length ``n`` (BOS counted)
-    that returns one, for hooks that act from the last prompt position ``n - 1`` on."""
+    A hook may be a ``(name, fn)`` pair, or a function ``f(n, rows)`` of the prompt length ``n``
+    (BOS counted) and the indices of the prompts in the batch that returns one (as
+    :func:`steering_hook` does), for hooks that depend on positions or on the prompt."""
     ids = prompt_tokens(model, prompts)
     device = next(model.parameters()).device
     eos = model.tokenizer.eos_token_id
@@ -149,7 +205,7 @@ def generate(model, prompts: list[Prompt], n_new: int, hooks=(), desc: str | Non
     out: list[Reading | None] = [None] * len(prompts)
     for n, idx in tqdm(groups.items(), desc=desc or "generating", unit="batch", leave=False, disable=desc is None):
         x = torch.tensor([ids[i] for i in idx], device=device)
-        live = [h(n) if callable(h) and not isinstance(h, tuple) else h for h in hooks]
+        live = [h(n, idx) if callable(h) and not isinstance(h, tuple) else h for h in hooks]
         with torch.no_grad(), model.hooks(fwd_hooks=live):
             for _ in range(n_new):
                 nxt = model(x)[:, -1].argmax(-1, keepdim=True)
