@@ -15,7 +15,7 @@ BUILT = zoo()
 # get three binomial standard errors of the small sample on top of a floor (a 100%-accurate
 # model must stay at 100%), the gap three standard errors over documents on top of a floor;
 # the rest have fixed tolerances set from the spread of repeated measurements.
-SMALL = dict(seed=seeds.TEST_SAMPLE, n_docs=400, n_random=30)
+SMALL = dict(seed=seeds.TEST_SAMPLE, n_docs=400, n_random=30, n_prompts=24)
 SMALL_TOLERANCE = {
     "gap": 0.03,
     "ioi_logit_diff": 0.6,
@@ -25,6 +25,8 @@ SMALL_TOLERANCE = {
     "repeat_loss_drop": 0.5,
     "song_loss_first_copy": 0.15,
     "song_loss_second_copy": 0.15,
+    "emotion_circle_correlation": 0.03,
+    "steering_circle_correlation": 0.15,
 }
 # The sample size behind each accuracy: tokens of one sentence share a label and mostly
 # agree, so the probe's effective sample is its test sentences, not its tokens.
@@ -88,6 +90,16 @@ def test_card_metrics_agree_with_a_fresh_small_sample(name):
             assert abs(fresh[metric] - card["eval"][metric]) <= tol, (metric, fresh[metric], card["eval"][metric], tol)
             checked += 1
     assert checked >= 4
+    if "steering_stage" in card["eval"]:  # the card's best setting steers the fresh prompts as well
+        e = card["eval"]
+        hit, fluency = fresh["steering_sweep"][f"{e['steering_stage']}/{e['steering_strength']}"]
+        for what, was, now in (
+            ("target rate", e["steering_target_rate"], hit),
+            ("fluency", e["steering_fluency"], fluency),
+        ):
+            tol = 0.05 + 3 * (max(was * (1 - was), 1 / 24) / SMALL["n_prompts"]) ** 0.5
+            assert abs(now - was) <= tol, (what, now, was, tol)
+        assert fresh["emotion_circle_stage"] == e["emotion_circle_stage"]
 
 
 def test_readme_zoo_table_is_generated_from_the_cards():

@@ -72,7 +72,10 @@ def test_plotly_figures_carry_a_png_fallback_and_labelled_axes():
 def test_curves_draw_each_line_on_its_own_x_values_with_a_png_fallback():
     fig = plotting.curves(
         {"after L2": ([0.1, 0.5, 2.0], [0.2, 0.3, 0.3]), "after L3": ([0.1, 0.6], [0.9, 1.0])},
-        title="trade-off", xlabel="cost", ylabel="effect", labels={"after L3": ["c=0.25", "c=1"]},
+        title="trade-off",
+        xlabel="cost",
+        ylabel="effect",
+        labels={"after L3": ["c=0.25", "c=1"]},
     )
     bundle = fig._repr_mimebundle_()
     data = bundle["application/vnd.plotly.v1+json"]["data"]

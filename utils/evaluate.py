@@ -28,6 +28,17 @@ which numbers a model's card carries, its targets and tolerances come from ``uti
   sentences that do not name the emotion; accuracy on the same kind of tokens in separate
   documents, at the best layer. The card also gives the accuracy by token role and that of
   a probe fitted and tested on all tokens of those sentences, punctuation included.
+* **emotion circle** (``utils.metrics.steering``): the 12 class means of the residual stream at
+  the subject's name on their top two principal axes, at the stage where their Fisher–Lee
+  correlation with the true angles is largest in size; how many emotions keep both true
+  neighbours next to them round the picture.
+* **steering**: prompts cut before a story names its first feeling ("… Ann felt"), each steered
+  to one emotion with the difference of class means at the names, rescaled to a strength × the
+  stream's mean norm there and added at the prompt's positions; greedy continuations read
+  exactly by the generator's scorer (target rate: the continuation expresses its target;
+  fluency: it is still a Storyworld document). The best stage and strength keep at least 90%
+  fluency; steering along the circle's plane at that setting gives the Fisher–Lee correlation
+  between the angle steered to and the angle the text expresses.
 * **IOI circuit** (``utils.metrics.circuit``): every head's and MLP's direct attribution,
   patching effect (names exchanged) and, for heads, mean-ablation cost and attention from
   the final position, on transfer prompts of one template; classes by fixed rules.
@@ -51,6 +62,7 @@ from utils.metrics.heads import all_word_pool, head_scores, repeated_random_toke
 from utils.metrics.ioi import ioi
 from utils.metrics.loss import heldout_loss, song_copy_loss
 from utils.metrics.probes import emotion_probe
+from utils.metrics.steering import steering_card
 from utils.models import load_model, read_card, sha256_file, zoo
 from utils.paths import MODELS, README
 from utils.records import splice
@@ -67,6 +79,7 @@ def measure(
     n_docs: int = 2000,
     n_random: int = 100,
     progress: bool = True,
+    n_prompts: int = 48,
 ) -> dict:
     """Every number the card of ``name`` reports, measured on held-out data from ``seed``."""
     model = model if model is not None else load_model(name)
@@ -89,6 +102,10 @@ def measure(
             probe_train = storyworld.sample_docs(train_seed, PROBE_TRAIN_DOCS, "narrative")
             test = [d for d in docs if d.family == "narrative"][: max(200, n_docs // 4)]
             out.update(emotion_probe(model, probe_train, test))
+        elif step == "steering":
+            train_seed = seeds.PROBE_TRAIN if seed == seeds.EVAL else seed + 1
+            prompt_seed = seeds.STEERING_PROMPTS if seed == seeds.EVAL else seed + 3
+            out.update(steering_card(model, train_seed, prompt_seed, n_prompts=n_prompts))
     return out
 
 
@@ -242,6 +259,23 @@ def card_markdown(card: dict) -> str:
             + ", ".join(f"{k} {v:.1%}" for k, v in ev["emotion_probe_accuracy_by_cast"].items())
             + " |"
         )
+    if "steering_stage" in ev:
+        stage = ev["emotion_circle_stage"]
+        lines.append(
+            f"| emotion circle at the names | {ev['emotion_circle_neighbours']}/12 emotions between their true "
+            "neighbours, "
+            f"Fisher–Lee correlation with the true angles {ev['emotion_circle_correlation']:.3f} (in size), "
+            f"{ev['emotion_circle_variance_in_two']:.0%} of the class means' variance in two components; "
+            f"{_stage(stage)} |"
+        )
+        lines.append(
+            "| steering (difference of means at the names, added at the prompt) | "
+            f"best {_stage(ev['steering_stage'])}, "
+            f"strength {ev['steering_strength']:g} × the stream's norm: {ev['steering_target_rate']:.0%} of "
+            f"{ev['steering_prompts']} continuations express their target, {ev['steering_fluency']:.0%} valid; "
+            f"along the circle's plane, Fisher–Lee correlation {ev['steering_circle_correlation']:.3f} between the "
+            "angle steered to and the angle expressed |"
+        )
     lines += [
         f"| weights sha256 | `{card['weights_sha256']}` |",
         f"| tokenizer sha256 | `{card['tokenizer_sha256']}` |",
@@ -261,6 +295,11 @@ def card_markdown(card: dict) -> str:
         lines += ["", "Classes, by rule: " + "; ".join(f"*{k}*: {r}" for k, r in RULES.items()) + "."]
     lines += ["", f"Used by lessons: {', '.join(card['lessons'])}.", ""]
     return "\n".join(lines)
+
+
+def _stage(stage: int) -> str:
+    """A residual-stream stage in words: 0 is the embeddings, s is after layer s − 1."""
+    return "at the embeddings" if stage == 0 else f"after layer {stage - 1}"
 
 
 def circuit_markdown(c: dict, order: str) -> list[str]:

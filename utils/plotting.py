@@ -348,7 +348,9 @@ def curves(
         ax.plot(xs, ys, marker="o", markersize=3, label=name)
         for a, b, t in zip(xs, ys, text or []):
             ax.annotate(str(t), (a, b), textcoords="offset points", xytext=(3, 3), fontsize=6)
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=620, height=400, template="plotly_white")
+    fig.update_layout(
+        title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=620, height=400, template="plotly_white"
+    )
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.legend(fontsize=7)
     return Figure(fig, _png(mfig))

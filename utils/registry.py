@@ -53,6 +53,8 @@ TOLERANCE = {
     "induction_score_all_words": 0.05,
     "repeat_loss_drop_all_words": 0.4,
     "emotion_probe_accuracy": 0.04,
+    "emotion_circle_correlation": 0.03,
+    "steering_circle_correlation": 0.1,
 }
 
 # Copying that works on any word, not only on content words: on repeated random sequences of
@@ -64,7 +66,7 @@ ALL_WORD_COPYING = {
 }
 
 # What a card can measure; each model lists the groups that apply to it.
-MEASUREMENTS = ("loss", "heads", "ioi", "probe")
+MEASUREMENTS = ("loss", "heads", "ioi", "probe", "steering")
 
 
 @dataclass(frozen=True)

@@ -837,14 +837,14 @@ def score(text: str, family: str | None = None) -> Doc:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
     parses = []
     errors = []
-    for family in [family] if family else FAMILIES:
+    for name in [family] if family else FAMILIES:
         w = _Writer(text=text)
         try:
-            ann = _run(family, w)
+            ann = _run(name, w)
         except ParseError as e:
             errors.append(e)
             continue
-        parses.append(Doc(text, family, ann, math.log(FAMILIES[family]) + w.logprob, w.logprob))
+        parses.append(Doc(text, name, ann, math.log(FAMILIES[name]) + w.logprob, w.logprob))
     if len(parses) > 1:
         raise ParseError(f"not exactly one derivation: {len(parses)} families parse it")
     if not parses:

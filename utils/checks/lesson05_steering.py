@@ -86,7 +86,9 @@ def check_greedy_continue(fn: Callable, model) -> None:
     """fn(model, tokens [batch, n], n_new) -> [batch, n + n_new]: greedy continuation."""
     name = _name(fn, "greedy_continue")
     prompts = [p for p in story_prompts(40, LESSON_05_CHECKS, named=False)]
-    ids = [[model.tokenizer.bos_token_id] + model.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
+    ids = [
+        [model.tokenizer.bos_token_id] + model.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts
+    ]
     n = max(set(map(len, ids)), key=[len(r) for r in ids].count)
     device = next(model.parameters()).device
     tokens = torch.tensor([r for r in ids if len(r) == n][:4], device=device)
@@ -103,8 +105,9 @@ def check_greedy_continue(fn: Callable, model) -> None:
             raise CheckFailed(f"`{name}`'s first new token is not the model's top prediction after the prompt: take "
                               "the argmax of the logits at the last position, logits[:, -1].")  # fmt: skip
         raise CheckFailed(
-            f"`{name}` agrees with greedy decoding up to position {first}, then differs: each step must run the model "
-            "on everything so far (the prompt and the tokens already chosen) and append the argmax at the last position."
+            f"`{name}` agrees with greedy decoding up to position {first}, then differs: each step must run the "
+            "model on everything so far (the prompt and the tokens already chosen) and append the argmax at the "
+            "last position."
         )
     # With a hook on, every step must see it (the learner's loop runs inside model.hooks).
     u = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(53)).to(device) * 60
@@ -177,7 +180,8 @@ def check_decoded_angle(fn: Callable) -> None:
 
 
 def check_feeling_free_positions(fn: Callable, model) -> None:
-    """fn(text, offsets, sentences) -> [position, ...]: positions (BOS counted) that predict a sentence's first token."""
+    """fn(text, offsets, sentences) -> [position, ...]: the positions (BOS counted) that predict each
+    sentence's first token, for every sentence after the opening."""
     name = _name(fn, "feeling_free_positions")
     docs = storyworld.sample_docs(seed=LESSON_05_CHECKS, n=10, family="narrative")
     for doc in docs:
@@ -241,7 +245,11 @@ def check_random_like(fn: Callable) -> None:
     for seed in (0, 1):
         out = expect_tensor(call(fn, vector, seed, name=name), (256,), ["d_model"], name)
         if abs(out.norm().item() - vector.norm().item()) > 1e-3 * vector.norm().item():
-            hint = " (it has norm 1: scale the random direction to the vector's norm)" if abs(out.norm() - 1) < 1e-3 else ""
+            hint = (
+                " (it has norm 1: scale the random direction to the vector's norm)"
+                if abs(out.norm() - 1) < 1e-3
+                else ""
+            )
             raise CheckFailed(f"`{name}` returns norm {out.norm():.3f}; the vector's is {vector.norm():.3f}{hint}.")
         cos = torch.nn.functional.cosine_similarity(out, vector, dim=0).item()
         if abs(cos) > 0.3:
@@ -291,7 +299,9 @@ def check_next_word_probs(fn: Callable, model) -> None:
     """fn(model, tokens [batch, n], word_ids [k]) -> [batch, k]: P(next token = word) after the last position."""
     name = _name(fn, "next_word_probs")
     prompts = story_prompts(40, LESSON_05_CHECKS, named=False)
-    ids = [[model.tokenizer.bos_token_id] + model.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
+    ids = [
+        [model.tokenizer.bos_token_id] + model.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts
+    ]
     n = max(set(map(len, ids)), key=[len(r) for r in ids].count)
     device = next(model.parameters()).device
     tokens = torch.tensor([r for r in ids if len(r) == n][:5], device=device)

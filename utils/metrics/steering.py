@@ -145,12 +145,14 @@ def steering_card(model, train_seed: int = seeds.PROBE_TRAIN, prompt_seed: int =
     u, v = circle_basis(means[stage] - means[stage].mean(0), ANGLES)
     theta = ANGLES.repeat(n_prompts)  # 12 angles for each prompt
     vectors = (torch.cos(theta)[:, None] * u + torch.sin(theta)[:, None] * v) * c * norms[stage]
-    readings = generate(model, [p for p in prompts for _ in ANGLES], n_new, hooks=[steering_hook(names[stage], vectors)])
+    readings = generate(
+        model, [p for p in prompts for _ in ANGLES], n_new, hooks=[steering_hook(names[stage], vectors)]
+    )
     decoded = decoded_angle(torch.tensor([r.total for r in readings]))
     ok = ~decoded.isnan()
     return {
         "emotion_circle_stage": best_circle,
-        "emotion_circle_correlation": geometry[best_circle]["correlation"],
+        "emotion_circle_correlation": abs(geometry[best_circle]["correlation"]),  # a mirrored picture is as good
         "emotion_circle_neighbours": geometry[best_circle]["neighbours"],
         "emotion_circle_variance_in_two": geometry[best_circle]["variance_in_two"],
         "steering_stage": stage,
