@@ -273,8 +273,8 @@ def card_markdown(card: dict) -> str:
             f"best {_stage(ev['steering_stage'])}, "
             f"strength {ev['steering_strength']:g} × the stream's norm: {ev['steering_target_rate']:.0%} of "
             f"{ev['steering_prompts']} continuations express their target, {ev['steering_fluency']:.0%} valid; "
-            f"along the circle's plane, Fisher–Lee correlation {ev['steering_circle_correlation']:.3f} between the "
-            "angle steered to and the angle expressed |"
+            "along the circle's plane at that stage and strength, Fisher–Lee correlation "
+            f"{ev['steering_circle_correlation']:.3f} between the angle steered to and the angle expressed |"
         )
     lines += [
         f"| weights sha256 | `{card['weights_sha256']}` |",
