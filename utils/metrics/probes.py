@@ -86,6 +86,25 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3
     return probe
 
 
+def story_standard_error(values: torch.Tensor, story: torch.Tensor) -> float:
+    """The standard error of ``values.mean()`` when the rows of one story are not independent.
+
+    ``values`` ``[row]`` is one number per test token (a hit, 0 or 1, or a difference of two
+    hits on the same token), ``story`` ``[row]`` the story it comes from. Stories are drawn
+    independently, tokens of one story are not (they share its characters and feelings), so
+    each story's deviations from the mean are summed before they are squared: the
+    cluster-robust estimate ``sqrt(G / (G - 1) * sum over stories of (sum of v - mean)^2) / n``
+    for ``G`` stories and ``n`` rows. With one row per story it is the usual ``std / sqrt(n)``.
+    """
+    values = values.detach().double().flatten()
+    groups = torch.unique(story.flatten(), return_inverse=True)[1]
+    n, g = len(values), int(groups.max()) + 1
+    if g < 2:
+        raise ValueError("a story-level standard error needs rows from at least two stories")
+    sums = torch.zeros(g, dtype=torch.float64).index_add_(0, groups, values - values.mean())
+    return float((g / (g - 1) * sums.pow(2).sum()).sqrt() / n)
+
+
 def emotion_probe(model, train_docs, test_docs) -> dict:
     """Fit a probe per layer on the word tokens (the subject's name and the predicate's
     words) of ``train_docs``; report its accuracy on the word tokens of ``test_docs``, by
