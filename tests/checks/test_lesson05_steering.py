@@ -41,6 +41,12 @@ def greedy_continue(model, tokens, n_new):
     return out
 
 
+def _plain_softmax(loglik, angles):
+    """The shortest correct answer: a row of -inf gives NaN through the softmax by itself."""
+    p = loglik.softmax(-1)
+    return torch.atan2(p @ angles.sin(), p @ angles.cos())
+
+
 def decoded_angle(loglik, angles):
     out = []
     for row in loglik:
@@ -166,6 +172,18 @@ def _perturbed(vector, seed):
     return r * vector.norm() / r.norm()
 
 
+def _uniform_entries(vector, seed):
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(vector.shape, generator=g)
+    return r * vector.norm() / r.norm()
+
+
+def _global_seed(vector, seed):
+    torch.manual_seed(seed)
+    r = torch.randn(vector.shape)
+    return r * vector.norm() / r.norm()
+
+
 def _unseeded_same(vector, seed):
     g = torch.Generator().manual_seed(0)
     r = torch.randn(vector.shape, generator=g)
@@ -215,7 +233,13 @@ CASES = {
     "random_like": (
         c.check_random_like,
         random_like,
-        {"has norm 1": _unit, "cosine": _perturbed, "same direction for seeds": _unseeded_same},
+        {
+            "has norm 1": _unit,
+            "cosine": _perturbed,
+            "same direction for seeds": _unseeded_same,
+            "torch.rand": _uniform_entries,
+            "global random generator": _global_seed,
+        },
     ),
     "circle_basis": (
         c.check_circle_basis,
@@ -273,4 +297,9 @@ def test_the_hook_check_accepts_a_hook_that_edits_in_place_and_returns_nothing(c
         return hook
 
     c.check_add_vector(in_place)
+    assert "✓" in capsys.readouterr().out
+
+
+def test_the_angle_check_accepts_the_plain_softmax_answer(capsys):
+    c.check_decoded_angle(_plain_softmax)
     assert "✓" in capsys.readouterr().out

@@ -31,12 +31,14 @@ def check_steering_vector(fn: Callable) -> None:
     """fn(x [n, d], y [n], target) -> [d]: the target's mean minus the mean of the other classes' means."""
     name = _name(fn, "steering_vector")
     g = torch.Generator().manual_seed(51)
-    y = torch.cat([torch.zeros(300, dtype=torch.long), torch.randint(1, 6, (120,), generator=g)])  # class 0 is common
-    x = torch.randn(420, 8, generator=g) + 3.0 + y[:, None] * torch.randn(1, 8, generator=g)
+    # 12 classes like the emotions, class 0 far more common than the others
+    y = torch.cat([torch.zeros(300, dtype=torch.long), torch.arange(1, 12).repeat(12)])
+    y = y[torch.randperm(len(y), generator=g)]
+    x = torch.randn(len(y), 8, generator=g) + 3.0 + y[:, None] * torch.randn(1, 8, generator=g)
     for target in (2, 0):
         out = expect_tensor(call(fn, x, y, target, name=name), (8,), ["d_model"], name)
-        means = torch.stack([x[y == k].mean(0) for k in range(6)])
-        want = ref.steering_vector(x, y, target, 6)
+        means = torch.stack([x[y == k].mean(0) for k in range(12)])
+        want = ref.steering_vector(x, y, target, 12)
         others = y != target
         hints = [
             (means[target], "that is the target's mean itself: subtract the mean of the other classes' means."),
@@ -243,7 +245,15 @@ def check_random_like(fn: Callable) -> None:
     vector = torch.randn(256, generator=g) * 0.7 + 0.3
     outs = []
     for seed in (0, 1):
+        state = torch.get_rng_state()
         out = expect_tensor(call(fn, vector, seed, name=name), (256,), ["d_model"], name)
+        if not torch.equal(state, torch.get_rng_state()):
+            torch.set_rng_state(state)
+            raise CheckFailed(
+                f"`{name}` uses (or reseeds) torch's global random generator: draw from your own "
+                "torch.Generator().manual_seed(seed), so the direction depends on the seed alone and other code's "
+                "randomness is left alone."
+            )
         if abs(out.norm().item() - vector.norm().item()) > 1e-3 * vector.norm().item():
             hint = (
                 " (it has norm 1: scale the random direction to the vector's norm)"
@@ -252,10 +262,15 @@ def check_random_like(fn: Callable) -> None:
             )
             raise CheckFailed(f"`{name}` returns norm {out.norm():.3f}; the vector's is {vector.norm():.3f}{hint}.")
         cos = torch.nn.functional.cosine_similarity(out, vector, dim=0).item()
+        if (out > 0).all() or (out < 0).all():
+            raise CheckFailed(
+                f"`{name}`'s entries all have one sign: torch.rand draws from [0, 1), which points into one corner "
+                "of the space, not in a uniformly random direction. Use torch.randn."
+            )
         if abs(cos) > 0.3:
             raise CheckFailed(f"`{name}`'s direction has cosine {cos:.2f} with the vector; a random direction in 256 "
-                              "dimensions is nearly orthogonal to it (|cos| about 0.06). Draw it from torch.randn, "
-                              "not from the vector.")  # fmt: skip
+                              "dimensions is nearly orthogonal to it (|cos| about 0.06): draw it afresh (torch.randn), "
+                              "not from the vector itself.")  # fmt: skip
         if not torch.equal(out, call(fn, vector, seed, name=name)):
             raise CheckFailed(f"`{name}` gives a different direction for the same seed: use a seeded generator.")
         outs.append(out)
