@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import torch
 
 from utils.checks import CheckFailed
 
@@ -27,3 +28,13 @@ def prove_check(capsys):
                 check(fn, *args)
 
     return prove
+
+
+@pytest.fixture(scope="module", params=["storyworld-4l", "storyworld-llama"])
+def model(request):
+    """Each zoo model with MLPs, as a lesson loads it, gradients off (a check file that needs the model
+    another way, in compatibility mode say, defines its own ``model``)."""
+    from utils import load_model
+
+    with torch.no_grad():
+        yield load_model(request.param, device="cpu")

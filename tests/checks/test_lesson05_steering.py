@@ -267,14 +267,6 @@ MODEL_CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=["storyworld-4l", "storyworld-llama"])
-def model(request):
-    from utils import load_model
-
-    with torch.no_grad():
-        yield load_model(request.param, device="cpu")
-
-
 @pytest.mark.parametrize("exercise", sorted(CASES))
 def test_check_accepts_a_correct_solution_and_rejects_the_stub_and_each_mistake(exercise, prove_check):
     check, solution, wrong = CASES[exercise]
