@@ -12,9 +12,10 @@ setup:
 course: setup
 	$(PY) -m utils.course
 
-## The test suite (what CI runs).
+## The test suite (what CI runs). Two workers with one thread each: on two cores, two workers with two
+## threads each keep waiting on each other (lesson 03 ran three times slower beside lesson 04 that way).
 test: setup
-	$(PY) -m pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
 ## Rebuild the tokenizer and every zoo model from scratch (resumable; about 2 h on 2 cores with bf16, one model after another: attn2l 21 min, 4l 58 min, llama 47 min).
 zoo: setup

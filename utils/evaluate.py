@@ -80,6 +80,7 @@ def measure(
     n_random: int = 100,
     progress: bool = True,
     n_prompts: int = 48,
+    steering_settings: list[tuple[int, float]] | None = None,
 ) -> dict:
     """Every number the card of ``name`` reports, measured on held-out data from ``seed``."""
     model = model if model is not None else load_model(name)
@@ -105,7 +106,7 @@ def measure(
         elif step == "steering":
             train_seed = seeds.PROBE_TRAIN if seed == seeds.EVAL else seed + 1
             prompt_seed = seeds.STEERING_PROMPTS if seed == seeds.EVAL else seed + 3
-            out.update(steering_card(model, train_seed, prompt_seed, n_prompts=n_prompts))
+            out.update(steering_card(model, train_seed, prompt_seed, n_prompts=n_prompts, settings=steering_settings))
     return out
 
 

@@ -114,7 +114,8 @@ def name_directions(model, n_docs: int, seed: int) -> tuple[torch.Tensor, torch.
 
 
 def steering_card(model, train_seed: int = seeds.PROBE_TRAIN, prompt_seed: int = seeds.STEERING_PROMPTS,
-                  n_docs: int = 400, n_prompts: int = 48, n_new: int = 10) -> dict:  # fmt: skip
+                  n_docs: int = 400, n_prompts: int = 48, n_new: int = 10,
+                  settings: list[tuple[int, float]] | None = None) -> dict:  # fmt: skip
     """The card's circle and steering numbers.
 
     *Circle*: the 12 class means at the names, at the stage whose Fisher–Lee correlation with the
@@ -124,7 +125,8 @@ def steering_card(model, train_seed: int = seeds.PROBE_TRAIN, prompt_seed: int =
     positions; the best setting is the one with the most continuations expressing their target
     among those that keep ``MIN_FLUENCY`` of them valid. At that setting, steering along the
     circle (12 angles × the prompts) gives the Fisher–Lee correlation between the angle steered
-    to and the angle the continuation expresses."""
+    to and the angle the continuation expresses. ``settings`` limits the sweep to these
+    ``(stage, strength)`` pairs (a re-measurement of a card's chosen setting)."""
     from utils.steering import generate, steering_hook, story_prompts
 
     means, norms = name_directions(model, n_docs, train_seed)
@@ -134,12 +136,12 @@ def steering_card(model, train_seed: int = seeds.PROBE_TRAIN, prompt_seed: int =
     prompts = story_prompts(n_prompts, prompt_seed, named=False)
     targets = torch.arange(n_prompts) % N_EMOTIONS
     sweep = {}
-    for stage in tqdm(range(1, len(means)), desc="steering sweep", leave=False):
+    for stage, c in tqdm(settings or [(s, c) for s in range(1, len(means)) for c in STRENGTHS], desc="steering sweep",
+                         leave=False):  # fmt: skip
         directions = means[stage] - means[stage].mean(0)
         unit = directions / directions.norm(dim=-1, keepdim=True)
-        for c in STRENGTHS:
-            hook = steering_hook(names[stage], unit[targets] * c * norms[stage])
-            sweep[stage, c] = rates(generate(model, prompts, n_new, hooks=[hook]), targets)
+        hook = steering_hook(names[stage], unit[targets] * c * norms[stage])
+        sweep[stage, c] = rates(generate(model, prompts, n_new, hooks=[hook]), targets)
     fluent = [k for k, (_, valid) in sweep.items() if valid >= MIN_FLUENCY] or list(sweep)
     stage, c = max(fluent, key=lambda k: (sweep[k][0], -k[1]))
     u, v = circle_basis(means[stage] - means[stage].mean(0), ANGLES)
