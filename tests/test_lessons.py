@@ -105,23 +105,26 @@ CASES = [(p, k) for p in SOLUTIONS for k in range(len(exercises(p)))]
 
 @pytest.fixture(scope="module")
 def models():
-    from utils import load_model
+    from utils import load_model, saes
 
     cache = {}
 
     def get(path):
+        """The lesson's default model and, where the zoo has one for it, its SAE (lesson 06's checks use it)."""
         name = default_model(path)
         if name not in cache:
-            cache[name] = load_model(name, device="cpu")
+            sae = saes.load_sae_for(name, device="cpu") if name in saes.DEFAULT_SAES else None
+            cache[name] = (load_model(name, device="cpu"), sae)
         return cache[name]
 
     return get
 
 
-def run_exercise(source, check, model):
+def run_exercise(source, check, model_and_sae):
     import torch
 
-    ns = {"torch": torch, "model": model, "DEVICE": "cpu"}
+    model, sae = model_and_sae
+    ns = {"torch": torch, "model": model, "sae": sae, "DEVICE": "cpu"}
     exec(source, ns)
     exec(check, ns)
 

@@ -368,7 +368,11 @@ def zoo_table() -> str:
 
 
 def readme_with_table(text: str) -> str:
-    return splice(text, TABLE_START, TABLE_END, zoo_table())
+    """The README with its zoo table and its SAE table rebuilt from the cards."""
+    from utils import saes
+
+    text = splice(text, TABLE_START, TABLE_END, zoo_table())
+    return splice(text, saes.TABLE_START, saes.TABLE_END, saes.sae_table())
 
 
 def main(argv=None) -> int:
@@ -388,7 +392,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="measure on the card's own held-out set and rewrite card.json/README.md",
     )
-    ap.add_argument("--readme", action="store_true", help="regenerate the zoo table in README.md")
+    ap.add_argument("--readme", action="store_true", help="regenerate the zoo and SAE tables in README.md")
     args = ap.parse_args(argv)
     if args.readme:
         README.write_text(readme_with_table(README.read_text()))

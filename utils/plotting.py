@@ -399,22 +399,33 @@ def scatter(
 
 
 class WidgetWithFallback:
-    """Display an ipywidgets explorer; where widgets cannot render, show a static picture."""
+    """Display an ipywidgets explorer; where widgets cannot render, show a static picture (a PNG)
+    or static HTML (``fallback_html``, e.g. a few dashboards)."""
 
-    def __init__(self, widget, fallback_png: str, caption: str):
+    def __init__(self, widget, fallback_png: str | None, caption: str, fallback_html: str | None = None):
         self.widget, self.fallback_png, self.caption = widget, fallback_png, caption
+        self.fallback_html = fallback_html
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
         bundle = dict(bundle)
-        bundle["text/html"] = (
-            f'<img alt="{html_escape(self.caption)} (static preview)" src="data:image/png;base64,{self.fallback_png}"/>'
-        )
+        if self.fallback_html is not None:
+            bundle["text/html"] = (
+                f'<div aria-label="{html_escape(self.caption)} (static preview)">{self.fallback_html}</div>'
+            )
+        else:
+            bundle["text/html"] = (
+                f'<img alt="{html_escape(self.caption)} (static preview)" '
+                f'src="data:image/png;base64,{self.fallback_png}"/>'
+            )
         bundle["text/plain"] = f"[interactive explorer: {self.caption}; a live kernel shows the widget]"
         return bundle
 
 
 def with_fallback(widget, picture, caption: str = "explorer") -> WidgetWithFallback:
-    """Wrap ``widget`` so its static stand-in is ``picture`` (a Figure or attention picture)."""
+    """Wrap ``widget`` so its static stand-in is ``picture``: a Figure or attention picture, or
+    anything with ``_repr_html_`` (a dashboard, a list of them joined by ``html_of``)."""
+    if hasattr(picture, "_repr_html_") and not hasattr(picture, "fallback_png"):
+        return WidgetWithFallback(widget, None, caption, fallback_html=picture._repr_html_())
     png = picture.fallback_png if hasattr(picture, "fallback_png") else picture
     return WidgetWithFallback(widget, png, caption)

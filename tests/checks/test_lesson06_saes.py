@@ -1,0 +1,314 @@
+"""Every lesson-06 check accepts a correct solution and rejects the stub and each plausible mistake.
+
+The correct solutions here are written another way than the notebook's (loops, masks, sorting,
+explicit counts), so a check that merely compared a function with itself could not pass them
+all. The SAE checks run on each model's default zoo SAE.
+"""
+
+import pytest
+import torch
+
+from utils import saes
+from utils.checks import lesson06_saes as c
+
+# --- correct solutions, written another way ---------------------------------------------------
+
+
+def topk_sae(x, W_enc, b_enc, W_dec, b_dec, k):
+    pre = torch.einsum("nd,ds->ns", x - b_dec, W_enc) + b_enc
+    kth = pre.sort(dim=-1, descending=True).values[:, k - 1 : k]  # each row's k-th largest
+    latents = torch.where(pre >= kth, pre, torch.zeros(())).clamp(min=0)
+    return latents, torch.einsum("ns,sd->nd", latents, W_dec) + b_dec
+
+
+def sparsity(latents):
+    n = latents.shape[0]
+    per_token = [(row > 0).sum().item() for row in latents]
+    per_latent = [(col > 0).sum().item() for col in latents.T]
+    return (
+        sum(per_token) / n,
+        sum(v == 0 for v in per_latent) / len(per_latent),
+        sum(v > 0.1 * n for v in per_latent) / len(per_latent),
+    )
+
+
+def explained_variance(x, x_hat):
+    centred = x - x.sum(0) / len(x)
+    return 1 - float(((x - x_hat) ** 2).sum()) / float((centred**2).sum())
+
+
+def splice(sae):
+    def hook(act, hook):
+        return torch.cat([act[:, :1], sae.decode(sae.encode(act[:, 1:]))], dim=1)
+
+    return hook
+
+
+def batches(acts, batch_size, seed):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    while True:
+        perm = torch.randperm(acts.shape[0], generator=g)
+        for b in range(acts.shape[0] // batch_size):
+            yield acts[perm[b * batch_size : (b + 1) * batch_size]].to(torch.float32)
+
+
+def top_contexts(values, doc, k):
+    best = {}
+    for row, (v, d) in enumerate(zip(values.tolist(), doc.tolist())):
+        if d not in best or v > values[best[d]].item():
+            best[d] = row
+    return torch.tensor(sorted(best.values(), key=lambda r: -values[r].item())[:k])
+
+
+def logit_effects(direction, W_U, k):
+    logits = torch.einsum("d,dv->v", direction, W_U)
+    order = logits.argsort(descending=True)
+    return order[:k], order.flip(0)[:k]
+
+
+def detector_scores(latents, labels):
+    p, r, f = [], [], []
+    for col in (latents > 0).T:
+        hits = (col & labels).sum().item()
+        fired, positives = col.sum().item(), labels.sum().item()
+        prec = hits / fired if fired else 0.0
+        rec = hits / positives if positives else 0.0
+        p.append(prec)
+        r.append(rec)
+        f.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    return torch.tensor(p), torch.tensor(r), torch.tensor(f)
+
+
+# --- plausible mistakes ----------------------------------------------------------------------
+
+
+def _topk(pre, k, by_size=False):
+    idx = (pre.abs() if by_size else pre).topk(k, dim=-1).indices
+    return torch.zeros_like(pre).scatter(-1, idx, pre.gather(-1, idx))
+
+
+def _not_centred(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents = _topk(x @ W_enc + b_enc, k).relu()
+    return latents, latents @ W_dec + b_dec
+
+
+def _no_relu(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents = _topk((x - b_dec) @ W_enc + b_enc, k)
+    return latents, latents @ W_dec + b_dec
+
+
+def _by_size(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents = _topk((x - b_dec) @ W_enc + b_enc, k, by_size=True).relu()
+    return latents, latents @ W_dec + b_dec
+
+
+def _relu_only(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents = ((x - b_dec) @ W_enc + b_enc).relu()
+    return latents, latents @ W_dec + b_dec
+
+
+def _no_decoder_bias(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents, _ = topk_sae(x, W_enc, b_enc, W_dec, b_dec, k)
+    return latents, latents @ W_dec
+
+
+def _nonzero(latents):
+    l0, dead, dense = sparsity(latents)
+    return (latents != 0).float().sum(-1).mean().item(), dead, dense
+
+
+def _total(latents):
+    l0, dead, dense = sparsity(latents)
+    return (latents > 0).float().sum().item(), dead, dense
+
+
+def _dead_tokens(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, (latents > 0).float().mean(-1).eq(0).float().mean().item(), dense
+
+
+def _dense_half(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, dead, (latents > 0).float().mean(0).gt(0.5).float().mean().item()
+
+
+def _around_origin(x, x_hat):
+    return 1 - ((x - x_hat).pow(2).sum() / x.pow(2).sum()).item()
+
+
+def _per_dimension(x, x_hat):
+    return 1 - ((x - x_hat).pow(2).sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean().item()
+
+
+def _lost(x, x_hat):
+    return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+
+
+def _everywhere(sae):
+    return lambda act, hook: sae(act)
+
+
+def _latents(sae):
+    return lambda act, hook: sae.encode(act)
+
+
+def _one_pass(acts, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(acts), generator=g)
+    for i in range(0, len(acts) - batch_size + 1, batch_size):
+        yield acts[order[i : i + batch_size]].float()
+
+
+def _same_order(acts, batch_size, seed):
+    order = torch.randperm(len(acts), generator=torch.Generator().manual_seed(seed))
+    while True:
+        for i in range(0, len(acts) - batch_size + 1, batch_size):
+            yield acts[order[i : i + batch_size]].float()
+
+
+def _unshuffled(acts, batch_size, seed):
+    while True:
+        for i in range(0, len(acts) - batch_size + 1, batch_size):
+            yield acts[i : i + batch_size].float()
+
+
+def _half(acts, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(acts), generator=g)
+        for i in range(0, len(acts) - batch_size + 1, batch_size):
+            yield acts[order[i : i + batch_size]]
+
+
+def _global(acts, batch_size, seed):
+    while True:
+        order = torch.randperm(len(acts))
+        for i in range(0, len(acts) - batch_size + 1, batch_size):
+            yield acts[order[i : i + batch_size]].float()
+
+
+def _with_replacement(acts, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        yield acts[torch.randint(0, len(acts), (batch_size,), generator=g)].float()
+
+
+def _same_document(values, doc, k):
+    return values.topk(k).indices
+
+
+def _ascending(values, doc, k):
+    return top_contexts(values, doc, k).flip(0)
+
+
+def _swapped_effects(direction, W_U, k):
+    up, down = logit_effects(direction, W_U, k)
+    return down, up
+
+
+def _bottom_reversed(direction, W_U, k):
+    up, down = logit_effects(direction, W_U, k)
+    return up, down.flip(0)
+
+
+def _swapped_scores(latents, labels):
+    p, r, f = detector_scores(latents, labels)
+    return r, p, f
+
+
+def _nan_when_silent(latents, labels):
+    active = (latents > 0).float()
+    hits = active[labels].sum(0)
+    p = hits / active.sum(0)
+    r = hits / labels.sum()
+    return p, r, 2 * p * r / (p + r)
+
+
+CASES = {
+    "sparsity": (
+        c.check_sparsity,
+        sparsity,
+        {
+            "negatives included": _nonzero,
+            "total over all tokens": _total,
+            "dead latent": _dead_tokens,
+            "wrong threshold": _dense_half,
+        },
+    ),  # fmt: skip
+    "explained_variance": (
+        c.check_explained_variance,
+        explained_variance,
+        {"around the origin": _around_origin, "per dimension": _per_dimension, "subtract it from 1": _lost},
+    ),
+    "batches": (
+        c.check_batches,
+        batches,
+        {
+            "go on forever": _one_pass,
+            "same order": _same_order,
+            "does not shuffle": _unshuffled,
+            "float32": _half,
+            "not reproducible": _global,
+            "repeats rows": _with_replacement,
+        },
+    ),  # fmt: skip
+    "top_contexts": (
+        c.check_top_contexts,
+        top_contexts,
+        {"same document": _same_document, "wrong order": _ascending},
+    ),
+    "detector_scores": (
+        c.check_detector_scores,
+        detector_scores,
+        {"are swapped": _swapped_scores, "has NaN": _nan_when_silent},
+    ),
+}
+
+SAE_CASES = {
+    "topk_sae": (
+        c.check_topk_sae,
+        topk_sae,
+        {
+            "subtract the decoder bias": _not_centred,
+            "apply a ReLU": _no_relu,
+            "by size": _by_size,
+            "every positive latent": _relu_only,
+            "missing the decoder bias": _no_decoder_bias,
+        },
+    ),  # fmt: skip
+    "splice": (
+        c.check_splice,
+        splice,
+        {"position 0 (BOS) was replaced": _everywhere, "returned the latents": _latents},
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=["storyworld-4l", "storyworld-llama"])
+def model_and_sae(request):
+    from utils import load_model
+
+    with torch.no_grad():
+        yield load_model(request.param, device="cpu"), saes.load_sae(saes.DEFAULT_SAES[request.param], "cpu")
+
+
+@pytest.mark.parametrize("exercise", sorted(CASES))
+def test_check_accepts_a_correct_solution_and_rejects_the_stub_and_each_mistake(exercise, prove_check):
+    check, solution, wrong = CASES[exercise]
+    with torch.no_grad():
+        prove_check(check, solution, wrong)
+
+
+@pytest.mark.parametrize("exercise", sorted(SAE_CASES))
+def test_sae_check_accepts_a_correct_solution_and_rejects_the_stub_and_mistakes(exercise, model_and_sae, prove_check):
+    check, solution, wrong = SAE_CASES[exercise]
+    with torch.no_grad():
+        prove_check(check, solution, wrong, model_and_sae[1])
+
+
+def test_logit_effects_check_accepts_a_correct_solution_and_rejects_the_stub_and_mistakes(model_and_sae, prove_check):
+    model, sae = model_and_sae
+    wrong = {"swapped the two lists": _swapped_effects, "most negative first": _bottom_reversed}
+    with torch.no_grad():
+        prove_check(c.check_logit_effects, logit_effects, wrong, model, sae)

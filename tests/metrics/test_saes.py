@@ -1,0 +1,68 @@
+"""The SAE metrics on inputs whose answers are known by hand."""
+
+import pytest
+import torch
+
+from utils.metrics import saes as m
+
+
+def test_l0_counts_active_latents_per_token():
+    latents = torch.tensor([[0.0, 2.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    assert m.l0(latents) == pytest.approx(1.5)
+
+
+def test_negative_latents_are_not_active():
+    assert m.l0(torch.tensor([[-1.0, 0.0, 3.0]])) == 1
+
+
+def test_explained_variance_is_one_for_a_perfect_reconstruction_and_zero_for_the_mean():
+    x = torch.randn(100, 8)
+    assert m.explained_variance(x, x) == pytest.approx(1.0)
+    assert m.explained_variance(x, x.mean(0).expand_as(x)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_explained_variance_of_half_the_signal_is_three_quarters():
+    x = torch.randn(1000, 8)
+    x = x - x.mean(0)
+    assert m.explained_variance(x, x / 2) == pytest.approx(0.75)
+
+
+def test_dead_and_dense_shares():
+    # latent 0 fires on every token (dense), 1 on one in ten (not dense), 2 never (dead), 3 on half
+    latents = torch.zeros(10, 4)
+    latents[:, 0] = 1
+    latents[0, 1] = 1
+    latents[:5, 3] = 1
+    assert m.dead_and_dense(latents) == (0.25, 0.5)
+
+
+def test_loss_recovered_runs_from_zero_ablation_to_clean():
+    assert m.loss_recovered(clean=1.0, spliced=1.0, zero=5.0) == 1.0
+    assert m.loss_recovered(clean=1.0, spliced=5.0, zero=5.0) == 0.0
+    assert m.loss_recovered(clean=1.0, spliced=2.0, zero=5.0) == pytest.approx(0.75)
+
+
+def test_a_latent_that_is_the_label_is_a_perfect_detector():
+    labels = torch.tensor([1, 0, 1, 0, 0], dtype=torch.bool)
+    latents = torch.stack([labels.float() * 3, torch.ones(5), torch.zeros(5)], 1)
+    s = m.detector_scores(latents, labels)
+    assert s["f1"].tolist() == pytest.approx([1.0, 4 / 7, 0.0])  # 2·0.4·1 / 1.4
+    assert s["precision"].tolist() == pytest.approx([1.0, 0.4, 0.0])
+    assert s["recall"].tolist() == pytest.approx([1.0, 1.0, 0.0])
+
+
+class _Halve(torch.nn.Module):
+    def forward(self, x):
+        return x / 2
+
+
+def test_splice_hook_replaces_every_position_but_bos():
+    act = torch.ones(2, 3, 4)
+    out = m.splice_hook(_Halve())(act.clone())
+    assert torch.equal(out[:, 0], act[:, 0])
+    assert torch.equal(out[:, 1:], act[:, 1:] / 2)
+
+
+def test_zero_hook_keeps_bos():
+    out = m.zero_hook()(torch.ones(2, 3, 4))
+    assert out[:, 0].eq(1).all() and out[:, 1:].eq(0).all()

@@ -1,0 +1,291 @@
+"""Checks for lesson 06, sparse autoencoders: ``check_<exercise>(your_function, ...)``.
+
+Each check runs the learner's function on fresh inputs (small synthetic problems whose answer is
+known, or activations of the model itself) and compares with SAELens (the SAE's own ``encode``
+and ``decode``) or with the references in ``utils.metrics.saes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import islice
+
+import torch
+
+from utils.checks.framework import CheckFailed, as_number, call, expect_close, expect_tensor, passed
+from utils.metrics import saes as ref
+
+
+def _name(fn: Callable, default: str) -> str:
+    return getattr(fn, "__name__", default)
+
+
+def _activations_like(sae, n: int, seed: int) -> torch.Tensor:
+    """``[n, d_in]`` inputs the SAE has plenty to say about: sums of a dozen decoder rows plus noise;
+    in every fourth row the rows are subtracted, so that few pre-activations are positive there."""
+    g = torch.Generator().manual_seed(seed)
+    W_dec = sae.W_dec.detach().float().cpu()
+    mix = torch.zeros(n, W_dec.shape[0])
+    for row in range(n):
+        picks = torch.randperm(W_dec.shape[0], generator=g)[:12]
+        mix[row, picks] = torch.rand(12, generator=g) * 20 * (-1 if row % 4 == 3 else 1)
+    return mix @ W_dec + sae.b_dec.detach().float().cpu() + torch.randn(n, W_dec.shape[1], generator=g)
+
+
+# --- the forward pass --------------------------------------------------------------------------
+
+
+def check_topk_sae(fn: Callable, sae) -> None:
+    """fn(x [n, d_in], W_enc, b_enc, W_dec, b_dec, k) -> (latents [n, d_sae], reconstruction [n, d_in])."""
+    import copy
+
+    name = _name(fn, "topk_sae")
+    x = _activations_like(sae, 64, 61)
+    k = sae.cfg.k
+    sae = copy.deepcopy(sae).cpu()  # a copy: the lesson's own SAE stays on its device
+    with torch.no_grad():
+        pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+        # A second SAE whose encoder bias is lowered so that many rows have fewer than k positive
+        # pre-activations: there the ReLU decides what survives.
+        low = copy.deepcopy(sae)
+        low.b_enc -= pre.topk(k // 2, dim=-1).values[:, -1].median()
+    for case, s in (("the SAE", sae), ("the SAE with a lowered encoder bias", low)):
+        W_enc, b_enc = s.W_enc.detach().clone(), s.b_enc.detach().clone()
+        W_dec, b_dec = s.W_dec.detach().clone(), s.b_dec.detach().clone()
+        out = call(fn, x, W_enc, b_enc, W_dec, b_dec, k, name=name)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise CheckFailed(
+                f"`{name}` should return two tensors, (latents, reconstruction), not {type(out).__name__}."
+            )
+        latents = expect_tensor(out[0], (64, W_enc.shape[1]), ["token", "d_sae"], f"{name}'s latents")
+        recon = expect_tensor(out[1], tuple(x.shape), ["token", "d_in"], f"{name}'s reconstruction")
+        with torch.no_grad():
+            want = s.encode(x)
+            want_recon = s.decode(want)
+            pre = (x - b_dec) @ W_enc + b_enc
+            no_centre = x @ W_enc + b_enc
+
+        def topk(p, by_size=False):
+            idx = (p.abs() if by_size else p).topk(k, dim=-1).indices
+            return torch.zeros_like(p).scatter(-1, idx, p.gather(-1, idx))
+
+        hints = [
+            (topk(no_centre).relu(), "the latents differ from SAELens's: subtract the decoder bias b_dec from x "
+             "before encoding (SAELens centres the input on b_dec)."),
+            (topk(pre), "negative values survive among the top k: apply a ReLU to the k kept values."),
+            (topk(pre, by_size=True).relu(), "you kept the k largest values by size (abs): keep the k largest "
+             "pre-activations themselves."),
+            (pre.relu(), f"every positive latent is kept: keep only the k = {k} largest pre-activations of a token."),
+        ]  # fmt: skip
+        expect_close(latents, want, name, f"latents ({case})", atol=1e-3, hints=hints)
+        hints = [(latents @ W_dec, "the reconstruction is missing the decoder bias b_dec.")]
+        expect_close(recon, want_recon, name, f"reconstruction ({case})", atol=1e-3, hints=hints)
+    passed(name, f"same latents and reconstruction as SAELens's encode and decode (k = {k})")
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def check_sparsity(fn: Callable) -> None:
+    """fn(latents [n, d_sae]) -> (l0, dead share, dense share), dense meaning active on > 10% of tokens."""
+    name = _name(fn, "sparsity")
+    g = torch.Generator().manual_seed(62)
+    latents = torch.zeros(200, 50)
+    rates = torch.linspace(0, 0.3, 50)  # latent j fires on about rates[j] of the tokens
+    rates[:7] = 0  # seven dead latents
+    fire = torch.rand(200, 50, generator=g) < rates
+    latents[fire] = torch.rand(int(fire.sum()), generator=g) + 0.1
+    latents[~fire] = -torch.rand(int((~fire).sum()), generator=g)  # pre-activation-like negatives: not active
+    out = call(fn, latents, name=name)
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise CheckFailed(f"`{name}` should return three numbers (l0, dead, dense), not {type(out).__name__}.")
+    got = [as_number(v) for v in out]
+    want = [ref.l0(latents), *ref.dead_and_dense(latents)]
+    active = latents != 0
+    wrong = {
+        "l0": [
+            (active.float().sum(-1).mean().item(), "counts non-zero entries, negatives included: a latent is "
+             "active when it is above zero."),
+            ((latents > 0).float().sum().item(), "is the total over all tokens: take the mean per token."),
+            ((latents > 0).float().mean().item(), "is the share of active entries: count the active latents per "
+             "token, then average over tokens."),
+        ],
+        "dead": [((latents > 0).float().mean(-1).eq(0).float().mean().item(), "counts tokens with no active "
+                  "latent: a dead latent is one that is active on no token.")],
+        "dense": [((latents > 0).float().mean(0).gt(0.5).float().mean().item(), "uses the wrong threshold: dense "
+                   "means active on more than 10% of the tokens.")],
+    }  # fmt: skip
+    for what, value, expected in zip(("l0", "dead", "dense"), got, want):
+        if abs(value - expected) <= 1e-6:
+            continue
+        for wrong_value, message in wrong[what]:
+            if abs(value - wrong_value) <= 1e-6:
+                raise CheckFailed(f"`{name}`'s {what} {message}")
+        raise CheckFailed(f"`{name}` gives {what} = {value:.4g}; expected {expected:.4g}.")
+    passed(name, "L0, dead and dense shares as SAELens users define them")
+
+
+def check_explained_variance(fn: Callable) -> None:
+    """fn(x [n, d], x_hat [n, d]) -> 1 - Σ‖x - x̂‖² / Σ‖x - x̄‖²."""
+    name = _name(fn, "explained_variance")
+    g = torch.Generator().manual_seed(63)
+    x = torch.randn(300, 16, generator=g) * torch.linspace(0.2, 3, 16) + 5  # uneven dims, far from the origin
+    x_hat = x + torch.randn(300, 16, generator=g) * 0.8
+    out = as_number(call(fn, x, x_hat, name=name))
+    want = ref.explained_variance(x, x_hat)
+    err = (x - x_hat).pow(2).sum()
+    per_dim = 1 - ((x - x_hat).pow(2).sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean().item()
+    wrong = [
+        (1 - (err / x.pow(2).sum()).item(), "divides by Σ‖x‖² around the origin: measure the variance around the "
+         "mean, Σ‖x - x̄‖²."),
+        (per_dim, "averages a ratio per dimension: sum the squared errors and the variances over every "
+         "dimension first, then divide once."),
+        ((err / (x - x.mean(0)).pow(2).sum()).item(), "is the share of the variance lost: subtract it from 1."),
+    ]  # fmt: skip
+    if abs(out - want) > 1e-4:
+        for value, message in wrong:
+            if abs(out - value) <= 1e-4:
+                raise CheckFailed(f"`{name}` {message}")
+        raise CheckFailed(f"`{name}` gives {out:.4g}; expected {want:.4g}.")
+    passed(name, "one minus the squared error over the variance around the mean, over every dimension")
+
+
+def check_splice(fn: Callable, sae) -> None:
+    """fn(sae) -> hook(act [batch, pos, d_in], hook) returning the SAE's reconstruction, BOS kept."""
+    name = _name(fn, "splice")
+    hook = call(fn, sae, name=name)
+    if not callable(hook):
+        raise CheckFailed(f"`{name}` should return a hook function (act, hook) -> act, not {type(hook).__name__}.")
+    act = _activations_like(sae, 15, 64).reshape(3, 5, -1).to(sae.W_dec.device)
+    given = act.clone()
+    out = call(hook, given, None, name="your hook", in_place_ok=True)
+    out = given if out is None else out
+    if isinstance(out, torch.Tensor) and out.shape[-1] == sae.cfg.d_sae != sae.cfg.d_in:
+        raise CheckFailed("your hook returned the latents: the model needs the reconstruction, sae.decode(latents).")
+    out = expect_tensor(out, act.shape, ["batch", "position", "d_in"], "your hook")
+    with torch.no_grad():
+        want = sae(act.clone())
+        want[:, 0] = act[:, 0]
+        everywhere = sae(act.clone())
+    hints = [(everywhere, "position 0 (BOS) was replaced too: keep it as it is; no SAE in the zoo was trained on "
+              "it.")]  # fmt: skip
+    expect_close(out, want, "your hook", "activation", atol=1e-3, hints=hints)
+    passed(name, "the reconstruction at every position but BOS")
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+def check_batches(fn: Callable) -> None:
+    """fn(acts [n, d], batch_size, seed) -> an endless iterator of float32 [batch_size, d] batches,
+    each pass a new seeded permutation of the rows (a last partial batch dropped)."""
+    name = _name(fn, "batches")
+    acts = torch.arange(50, dtype=torch.float16)[:, None].repeat(1, 3)  # row i holds i
+    it = call(fn, acts, 8, 0, name=name)
+    if not hasattr(it, "__next__"):
+        raise CheckFailed(f"`{name}` should return an iterator (write it as a generator with `yield`), "
+                          f"not {type(it).__name__}.")  # fmt: skip
+    try:
+        got = list(islice(it, 18))  # three passes of six batches
+    except Exception as e:
+        raise CheckFailed(f"iterating `{name}` raised {type(e).__name__}: {e}") from None
+    if len(got) < 18:
+        raise CheckFailed(f"`{name}` stopped after {len(got)} batches: SAELens's trainer draws batches until its token "
+                          "budget is spent, so the iterator must go on forever (loop over new passes).")  # fmt: skip
+    for b in got:
+        expect_tensor(b, (8, 3), ["batch", "d_in"], f"a batch from {name}")
+        if b.dtype != torch.float32:
+            raise CheckFailed(f"`{name}` yields {b.dtype}: give the trainer float32 (the cache holds float16).")
+    passes = [torch.cat([b[:, 0] for b in got[6 * p : 6 * p + 6]]).long() for p in range(3)]
+    for p, rows in enumerate(passes):
+        if len(set(rows.tolist())) != 48:
+            raise CheckFailed(f"pass {p + 1} of `{name}` repeats rows: each pass should visit every row at most once "
+                              "(a permutation of the rows, cut into batches).")  # fmt: skip
+    if torch.equal(passes[0], torch.arange(48)):
+        raise CheckFailed(f"`{name}` does not shuffle: the rows come in their stored order.")
+    if torch.equal(passes[0], passes[1]):
+        raise CheckFailed(f"every pass of `{name}` has the same order: draw a new permutation for each pass.")
+    again = [b[:, 0] for b in islice(call(fn, acts, 8, 0, name=name), 6)]
+    other = [b[:, 0] for b in islice(call(fn, acts, 8, 1, name=name), 6)]
+    if not torch.equal(torch.cat(again).long(), passes[0]):
+        raise CheckFailed(f"`{name}` is not reproducible: the same seed gave another order. Draw the permutations "
+                          "from a torch.Generator seeded with `seed`.")  # fmt: skip
+    if torch.equal(torch.cat(other).long(), passes[0]):
+        raise CheckFailed(f"`{name}` ignores its seed: seeds 0 and 1 gave the same order.")
+    passed(name, "endless, float32, a new seeded permutation each pass")
+
+
+# --- reading latents ------------------------------------------------------------------------------
+
+
+def check_top_contexts(fn: Callable) -> None:
+    """fn(values [row], doc [row], k) -> indices [k] of the k largest values, at most one per document,
+    largest first."""
+    name = _name(fn, "top_contexts")
+    g = torch.Generator().manual_seed(65)
+    doc = torch.arange(30).repeat_interleave(10)
+    values = torch.rand(300, generator=g)
+    values[doc == 4] += 2  # one document holds the ten largest values
+    out = call(fn, values, doc, 5, name=name)
+    out = expect_tensor(torch.as_tensor(out), (5,), ["k"], name, floating=False)
+    best = torch.full((30,), -1.0).scatter_reduce(0, doc, values, "amax")
+    want_docs = best.topk(5).indices
+    want = torch.stack([torch.where((doc == d) & (values == best[d]))[0][0] for d in want_docs])
+    if torch.equal(out, values.topk(5).indices):
+        raise CheckFailed(f"`{name}` returned five rows of the same document: keep only each document's largest "
+                          "value, so that the dashboard shows five different contexts.")  # fmt: skip
+    if set(out.tolist()) == set(want.tolist()) and not torch.equal(out, want):
+        raise CheckFailed(f"`{name}` has the right rows in the wrong order: largest first.")
+    if not torch.equal(out, want):
+        raise CheckFailed(f"`{name}` returned rows {out.tolist()}; expected {want.tolist()}.")
+    passed(name, "the k best documents, each at its strongest token, largest first")
+
+
+def check_logit_effects(fn: Callable, model, sae) -> None:
+    """fn(direction [d_model], W_U [d_model, d_vocab], k) -> (top token ids [k], bottom token ids [k])."""
+    name = _name(fn, "logit_effects")
+    W_U = model.W_U.detach().float().cpu()
+    g = torch.Generator().manual_seed(66)
+    for latent in torch.randint(0, sae.cfg.d_sae, (3,), generator=g).tolist():
+        direction = sae.W_dec[latent].detach().float().cpu()
+        out = call(fn, direction, W_U, 8, name=name)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise CheckFailed(f"`{name}` should return two tensors (promoted ids, suppressed ids).")
+        top = expect_tensor(torch.as_tensor(out[0]), (8,), ["k"], f"{name}'s promoted ids", floating=False)
+        bottom = expect_tensor(torch.as_tensor(out[1]), (8,), ["k"], f"{name}'s suppressed ids", floating=False)
+        logits = direction @ W_U
+        if torch.equal(top, logits.topk(8, largest=False).indices):
+            raise CheckFailed(f"`{name}` swapped the two lists: promoted tokens have the largest logit effect.")
+        if not torch.equal(top, logits.topk(8).indices):
+            raise CheckFailed(f"`{name}`'s promoted ids are not the 8 largest of direction @ W_U, largest first.")
+        if torch.equal(bottom, logits.topk(8).indices.flip(0)) or not torch.equal(
+            bottom, logits.topk(8, largest=False).indices
+        ):
+            raise CheckFailed(f"`{name}`'s suppressed ids should be the 8 most negative of direction @ W_U, "
+                              "most negative first.")  # fmt: skip
+    passed(name, "the decoder direction's most promoted and most suppressed tokens")
+
+
+def check_detector_scores(fn: Callable) -> None:
+    """fn(latents [n, d_sae], labels [n] bool) -> (precision, recall, f1), each [d_sae], 0 where undefined."""
+    name = _name(fn, "detector_scores")
+    g = torch.Generator().manual_seed(67)
+    labels = torch.rand(400, generator=g) < 0.2
+    latents = torch.randn(400, 6, generator=g)
+    latents[:, 0] = labels.float() * 2  # a perfect detector
+    latents[:, 1] = -1.0  # never active: precision, recall and F1 all 0
+    latents[:, 2] = torch.where(labels, torch.rand(400, generator=g), -torch.rand(400, generator=g)) + 0.3
+    out = call(fn, latents, labels, name=name)
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise CheckFailed(f"`{name}` should return three tensors (precision, recall, f1), not {type(out).__name__}.")
+    want = ref.detector_scores(latents, labels)
+    for value, what in zip(out, ("precision", "recall", "f1")):
+        value = torch.as_tensor(value)
+        if value.shape == (6,) and not torch.isfinite(value).all():
+            raise CheckFailed(f"`{name}`'s {what} has NaN: a latent that never fires (or a 0/0) scores 0.")
+        value = expect_tensor(value, (6,), ["d_sae"], f"{name}'s {what}")
+        other = {"precision": want["recall"], "recall": want["precision"]}.get(what)
+        hints = [(other, f"{what} and {'recall' if what == 'precision' else 'precision'} are swapped: precision is "
+                  "hits over tokens where the latent fires; recall is hits over tokens with the label.")] if other is not None else []  # noqa: E501  # fmt: skip
+        expect_close(value, want[what], name, what, atol=1e-5, hints=hints)
+    passed(name, "precision, recall and F1 of each latent as a detector, 0 where undefined")
