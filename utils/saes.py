@@ -153,8 +153,10 @@ def shuffled_batches(acts: torch.Tensor, batch: int, seed: int) -> Iterator[torc
 
 def training_sae(architecture: str, d_in: int, d_sae: int, sparsity: float | None = None):
     """A freshly initialised SAELens training SAE. ``sparsity`` is ``k`` for ``"topk"`` (keeps
-    the ``k`` largest latents), the target L0 for ``"jumprelu"`` (learned thresholds, DeepMind's
-    quadratic L0 penalty) and the L1 coefficient for ``"standard"`` (ReLU with an L1 penalty).
+    the ``k`` largest latents), the target L0 for ``"jumprelu"`` (learned thresholds as in
+    Rajamanoharan et al. 2024, trained with SAELens's quadratic penalty on the distance from a
+    target L0, which SAELens takes from Gemma Scope 2) and the L1 coefficient for ``"standard"``
+    (ReLU with an L1 penalty).
     Inputs are rescaled to an average norm of √d_in during training; SAELens folds the scale into
     the weights at the end."""
     from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
@@ -188,7 +190,8 @@ def fit(
 ):
     """Train an SAE on ``acts [token, d_in]`` with SAELens's ``SAETrainer`` (``sparsity`` as in
     :func:`training_sae`): ``tokens`` training examples in all (default one pass), in batches of
-    ``batch``. The learning rate warms up over 10 steps and decays to a tenth over the last fifth.
+    ``batch``. The learning rate warms up over 10 steps, stays constant, and falls linearly to zero
+    over the last fifth of the steps (SAELens's constant schedule with decay steps).
     ``batches`` replaces the default data provider (:func:`shuffled_batches`) with your own endless
     iterator of ``[batch, d_in]`` tensors. Returns ``(sae, history)``: the trained SAE
     (inference-ready: the input scale folded in, every decoder row of unit norm) and, per step, its

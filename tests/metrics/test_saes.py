@@ -66,3 +66,32 @@ def test_splice_hook_replaces_every_position_but_bos():
 def test_zero_hook_keeps_bos():
     out = m.zero_hook()(torch.ones(2, 3, 4))
     assert out[:, 0].eq(1).all() and out[:, 1:].eq(0).all()
+
+
+def test_the_best_thresholded_latent_finds_the_latent_that_is_the_label_above_a_threshold():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.rand(500, generator=g) < 0.2
+    latents = torch.rand(500, 40, generator=g)  # every latent weakly active everywhere
+    latents[labels, 7] += 2.0  # latent 7 is strong exactly on the label
+    latent, cut, f1 = m.best_thresholded_latent(latents, labels)
+    assert latent == 7 and f1 > 0.9 and 0.5 < cut < 2.5  # the cut is one of a grid of quantiles
+    assert m.detector_scores(latents, labels)["f1"][7] < 0.5, "read as merely active, it looks poor"
+
+
+def test_counts_by_story_add_up_hits_false_alarms_and_misses_per_story():
+    pred = torch.tensor([True, True, False, True, False])
+    truth = torch.tensor([True, False, True, True, False])
+    story = torch.tensor([3, 3, 3, 5, 5])
+    assert m.counts_by_story(pred, truth, story).tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert m.counts_by_story(pred, truth, story, n=6)[[3, 5]].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert m.f1_of_counts(torch.tensor([2.0, 1.0, 1.0])).item() == pytest.approx(2 / 3)
+
+
+def test_bootstrap_gap_is_the_pooled_f1_difference_with_an_interval_around_it():
+    perfect = torch.tensor([[3.0, 0, 0]] * 20)
+    half = torch.tensor([[3.0, 3, 3]] * 10 + [[3.0, 0, 0]] * 10)
+    gap, low, high = m.bootstrap_f1_gap(perfect, half, n=500)
+    assert gap == pytest.approx(1 - m.f1_of_counts(half.sum(0)).item())
+    assert low < gap < high and low > 0
+    same = m.bootstrap_f1_gap(half, half, n=200)
+    assert same == (0.0, 0.0, 0.0)

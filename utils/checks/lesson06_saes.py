@@ -141,6 +141,8 @@ def check_explained_variance(fn: Callable) -> None:
         (per_dim, "averages a ratio per dimension: sum the squared errors and the variances over every "
          "dimension first, then divide once."),
         ((err / (x - x.mean(0)).pow(2).sum()).item(), "is the share of the variance lost: subtract it from 1."),
+        (1 - (err / (x - x.mean()).pow(2).sum()).item(), "centres on one overall mean, x.mean(): subtract each "
+         "dimension's own mean, x.mean(0)."),
     ]  # fmt: skip
     if abs(out - want) > 1e-4:
         for value, message in wrong:

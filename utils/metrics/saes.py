@@ -75,11 +75,12 @@ def zero_hook(keep_first: bool = True):
     return hook
 
 
-def document_batches(docs: list[storyworld.Doc], batch_tokens: int = 8000):
-    """``(tokens [b, pos], mask [b, pos])`` batches of documents fed as ``[BOS] + tokens + [EOS]``,
-    documents of similar length together (about ``batch_tokens`` tokens a batch, little padding);
-    ``mask`` marks the positions whose next token is part of the document."""
-    tok = load_tokenizer()
+def document_batches(docs: list[storyworld.Doc], batch_tokens: int = 8000, tokenizer=None):
+    """``(tokens [b, pos], mask [b, pos])`` batches of documents fed as ``[BOS] + tokens + [EOS]``
+    in ``tokenizer``'s tokens (default the zoo's), documents of similar length together (about
+    ``batch_tokens`` tokens a batch, little padding); ``mask`` marks the positions whose next
+    token is part of the document."""
+    tok = tokenizer or load_tokenizer()
     seqs = sorted((encode_doc(d.text, tok) for d in docs), key=len)
     start = 0
     while start < len(seqs):
@@ -156,3 +157,61 @@ def detector_scores(latents: torch.Tensor, labels: torch.Tensor) -> dict[str, to
     recall = hits / positives.clamp(min=1)
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(hits))
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def best_thresholded_latent(
+    latents: torch.Tensor, labels: torch.Tensor, candidates: int = 30, thresholds: int = 30
+) -> tuple[int, float, float]:
+    """The single latent and activation threshold that detect ``labels`` best (F1) on these
+    tokens: ``latents [n, d_sae]``, ``labels [n]`` bool -> ``(latent, threshold, f1)``.
+
+    The candidates are the ``candidates`` latents with the best F1 when active (> 0) and the
+    ``candidates`` with the largest mean difference between labelled and other tokens; each is
+    tried at 0 and at ``thresholds`` quantiles of its positive activations."""
+    labels = labels.bool()
+    f1_at_zero = detector_scores(latents, labels)["f1"]
+    difference = latents[labels].mean(0) - latents[~labels].mean(0)
+    pool = set(f1_at_zero.topk(candidates).indices.tolist()) | set(difference.topk(candidates).indices.tolist())
+    best = (0, 0.0, -1.0)
+    for j in sorted(pool):
+        values = latents[:, j]
+        positive = values[values > 0]
+        cuts = torch.zeros(1)
+        if len(positive):
+            cuts = torch.cat([cuts, torch.quantile(positive, torch.linspace(0, 1, thresholds + 1)[:-1])])
+        fire = values[None, :] > cuts[:, None]  # [cut, n]
+        hits = (fire & labels).sum(-1).float()
+        f1 = 2 * hits / (fire.sum(-1) + labels.sum()).clamp(min=1)
+        k = int(f1.argmax())
+        if f1[k] > best[2]:
+            best = (j, float(cuts[k]), float(f1[k]))
+    return best
+
+
+def counts_by_story(pred: torch.Tensor, truth: torch.Tensor, story: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """Hits, false alarms and misses of a detector in each story, the unit to resample for a
+    story-level bootstrap: ``[n, 3]`` indexed by ``story`` (story ids below ``n``), or, without
+    ``n``, ``[stories, 3]`` with the stories present renumbered from 0 in sorted order."""
+    groups = story if n is not None else torch.unique(story, return_inverse=True)[1]
+    n = n if n is not None else int(groups.max()) + 1
+    out = torch.zeros(n, 3)
+    for column, mask in enumerate((pred & truth, pred & ~truth, ~pred & truth)):
+        out[:, column].index_add_(0, groups, mask.float())
+    return out
+
+
+def f1_of_counts(counts: torch.Tensor) -> torch.Tensor:
+    """F1 from summed ``(hits, false alarms, misses)``: ``[..., 3]`` -> ``[...]`` (0 where undefined)."""
+    hits, false, missed = counts.unbind(-1)
+    return 2 * hits / (2 * hits + false + missed).clamp(min=1e-12)
+
+
+def bootstrap_f1_gap(a: torch.Tensor, b: torch.Tensor, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """F1 of detector ``a`` minus F1 of detector ``b`` on the same stories (``counts_by_story``
+    of each, ``[story, 3]``), with a 95% interval from resampling the stories: ``(gap, low, high)``."""
+    g = torch.Generator().manual_seed(seed)
+    weights = torch.multinomial(torch.ones(len(a)), len(a) * n, replacement=True, generator=g).view(n, len(a))
+    counts = torch.zeros(n, len(a)).scatter_add_(1, weights, torch.ones(n, len(a)))  # times each story is drawn
+    gaps = f1_of_counts(counts @ a) - f1_of_counts(counts @ b)
+    low, high = torch.quantile(gaps, torch.tensor([0.025, 0.975])).tolist()
+    return float(f1_of_counts(a.sum(0)) - f1_of_counts(b.sum(0))), low, high
