@@ -19,8 +19,11 @@ and 4,500 for this path); the zoo caches anyway, because the SAEs on one hook sh
 rerun after an interruption keeps every finished chunk. An interrupted SAE is trained again from
 its start (about two minutes).
 
-SAELens needs nothing special for a local model on this path: the only workaround is in
-:func:`runner_config`, for its model-in-the-loop runner, which ``scripts/sae_paths.py`` uses.
+What a local model needs from SAELens, in one place here: every path rescales its inputs
+(``normalize_activations="expected_average_only_in"``, see :func:`training_sae`); the
+model-in-the-loop runner needs :func:`runner_config`; SAELens's own activation cache needs
+:func:`sae_lens_cache`, which points its hub loader at our model. ``scripts/sae_paths.py`` uses
+the last two.
 """
 
 from __future__ import annotations

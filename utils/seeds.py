@@ -34,7 +34,7 @@ LESSON_04 = 9507  # lesson 04's narratives: the probes' training and test docume
 LESSON_04_CHECKS = 9508  # the narratives lesson 04's checks label
 LESSON_05 = 9509  # lesson 05's prompts and its unrelated documents (its steering vectors come from LESSON_04)
 LESSON_05_CHECKS = 9510  # the stories and prompts lesson 05's checks use
-LESSON_06 = 9511  # lesson 06's documents of every family, its SAE's training rows and its steering prompts
+LESSON_06 = 9511  # lesson 06's documents of every family (its steering prompts are lesson 05's)
 LESSON_06_CHECKS = 9512  # the documents lesson 06's checks use
 
 
