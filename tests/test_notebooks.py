@@ -306,3 +306,30 @@ def test_the_executor_runs_output_widgets_whether_or_not_it_saves(tmp_path):
     assert nbs.execute(tmp_path / "widget.ipynb", save=True)["error"] is None
     saved = nbformat.read(tmp_path / "widget.ipynb", as_version=4)
     assert "application/vnd.jupyter.widget-state+json" in saved.metadata.get("widgets", {})
+
+
+def test_a_stalled_kernel_is_run_once_more_and_said_so(monkeypatch, capsys):
+    from nbclient.exceptions import CellTimeoutError
+
+    calls = []
+
+    def once(path, save, timeout):
+        calls.append(path)
+        if len(calls) == 1:
+            raise CellTimeoutError("no reply from the kernel")
+        return {"notebook": "x.ipynb", "seconds": 1.0, "peak_mb": 1, "error": None}
+
+    monkeypatch.setattr(nbs, "_execute_once", once)
+    assert nbs.execute("x.ipynb")["retried"] is True and len(calls) == 2
+    assert "stalled" in capsys.readouterr().err
+
+
+def test_a_notebook_that_stalls_twice_fails(monkeypatch):
+    from nbclient.exceptions import CellTimeoutError
+
+    def stall(path, save, timeout):
+        raise CellTimeoutError("no reply from the kernel")
+
+    monkeypatch.setattr(nbs, "_execute_once", stall)
+    with pytest.raises(CellTimeoutError):
+        nbs.execute("x.ipynb")

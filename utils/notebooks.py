@@ -367,13 +367,31 @@ import sys
 print("COURSE_PEAK_MB", _course_peak_mb())"""
 
 
-def execute(path: Path, *, save: bool = False, timeout: int = 600) -> dict:
+def execute(path: Path, *, save: bool = False, timeout: int = 240) -> dict:
     """Run a notebook in a fresh kernel, in its own folder; the course's one executor.
 
-    Returns ``{"notebook", "seconds", "peak_mb", "error"}`` (``error`` is the last line of the
-    first failing cell's error, or None). With ``save=True`` the executed notebook is written
-    back in place, with its widget state, as the solutions are committed.
+    Returns ``{"notebook", "seconds", "peak_mb", "error", "retried"}`` (``error`` is the last
+    line of the first failing cell's error, or None). With ``save=True`` the executed notebook is
+    written back in place, with its widget state, as the solutions are committed.
+
+    ``timeout`` bounds each cell (the slowest lesson cell takes well under a minute). A kernel that
+    stalls (no reply within it) or dies is started afresh and the notebook run once more, and
+    ``retried`` says so on stderr and in the result: on a busy machine, about one notebook run in
+    several hundred has lost a message between the kernel and the client, leaving both idle. A cell
+    that raises is never retried, and a notebook that stalls twice fails.
     """
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    try:
+        return {**_execute_once(path, save, timeout), "retried": False}
+    except (CellTimeoutError, DeadKernelError, TimeoutError) as e:
+        print(
+            f"{Path(path).name}: the kernel stalled or died ({type(e).__name__}); running it once more", file=sys.stderr
+        )
+        return {**_execute_once(path, save, timeout), "retried": True}
+
+
+def _execute_once(path: Path, save: bool, timeout: int) -> dict:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 

@@ -55,7 +55,9 @@ def notebook_table(rows: list[dict]) -> str:
     """The README's notebook table: wall time, the kernel's peak memory and status per notebook."""
     lines = ["| notebook | wall time (s) | peak memory (MB) | status |", "|---|---:|---:|---|"]
     for r in rows:
-        status = "ok" if not r["error"] else "FAILED: " + r["error"]
+        status = ("ok" if not r["error"] else "FAILED: " + r["error"]) + (
+            " (run twice: the kernel stalled)" if r.get("retried") else ""
+        )
         lines.append(f"| {r['notebook']} | {r['seconds']:.1f} | {r['peak_mb'] if r['peak_mb'] else '?'} | {status} |")
     return "\n".join(lines)
 
