@@ -601,7 +601,7 @@ def sae_table() -> str:
     """The README's table of the zoo's SAEs, from their cards."""
     lines = [
         "| SAE | model, hook | architecture | L0 | explained variance | loss clean → spliced (recovered) "
-        "| dead | training |",
+        "| never active on held-out tokens | training |",
         "|---|---|---|---:|---:|---|---:|---|",
     ]
     for name in built():
