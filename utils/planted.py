@@ -23,6 +23,7 @@ import torch
 
 from utils import storyworld
 from utils.emotions import label_tokens
+from utils.metrics.common import length_groups
 
 VARIABLES = ("emotion", "name", "song_repeat", "list_repeat", "answer_next")
 
@@ -111,11 +112,7 @@ def stream_at(model, data: PlantedTokens, hook: str, batch_tokens: int = 6000) -
     out = torch.zeros(len(data), model.cfg.d_model)
     lengths = torch.bincount(data.doc, minlength=len(data.tokens)) + 1  # BOS included
     order = lengths.argsort().tolist()
-    start = 0
-    while start < len(order):
-        stop = start + 1
-        while stop < len(order) and (stop - start + 1) * lengths[order[stop]] <= batch_tokens:
-            stop += 1
+    for start, stop in length_groups(lengths[order].tolist(), batch_tokens):
         docs = torch.tensor(order[start:stop])
         n = int(lengths[docs].max())
         _, cache = model.run_with_cache(data.tokens[docs, :n].to(device), names_filter=lambda name: name == hook)
@@ -123,5 +120,4 @@ def stream_at(model, data: PlantedTokens, hook: str, batch_tokens: int = 6000) -
         where[docs] = torch.arange(len(docs))
         keep = where[data.doc] >= 0
         out[keep] = cache[hook][where[data.doc[keep]].to(device), data.pos[keep].to(device)].float().cpu()
-        start = stop
     return out

@@ -578,8 +578,9 @@ def _why_default(name: str, others: list[str]) -> str:
     cards = {}
     for n in [name, *others]:
         path = SAES_DIR / n / "card.json"
-        if path.exists() and "eval" in json.loads(path.read_text()):
-            cards[n] = json.loads(path.read_text())["eval"]
+        card = json.loads(path.read_text()) if path.exists() else {}
+        if "eval" in card:
+            cards[n] = card["eval"]
     if len(cards) < 2:
         return "the only SAE on this model and hook"
     parts = [

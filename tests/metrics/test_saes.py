@@ -95,3 +95,11 @@ def test_bootstrap_gap_is_the_pooled_f1_difference_with_an_interval_around_it():
     assert low < gap < high and low > 0
     same = m.bootstrap_f1_gap(half, half, n=200)
     assert same == (0.0, 0.0, 0.0)
+
+
+def test_length_groups_fill_batches_up_to_the_token_budget():
+    from utils.metrics.common import length_groups
+
+    assert list(length_groups([2, 3, 3, 5, 9], batch_tokens=10)) == [(0, 3), (3, 4), (4, 5)]  # 3 × 3 fits, 4 × 5 not
+    assert list(length_groups([20], batch_tokens=10)) == [(0, 1)], "an over-long sequence still runs, alone"
+    assert list(length_groups([], batch_tokens=10)) == []

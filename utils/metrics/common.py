@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import torch
 
 
@@ -27,3 +29,16 @@ def right_padded(seqs: list[list[int]], fill: int) -> torch.Tensor:
     for r, s in enumerate(seqs):
         x[r, : len(s)] = torch.tensor(s)
     return x
+
+
+def length_groups(lengths: Sequence[int], batch_tokens: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` spans of ``lengths`` (already sorted, shortest first) to run as one padded
+    batch each: a span grows while its padded size (members × the longest) stays within
+    ``batch_tokens``, and always holds at least one sequence."""
+    start = 0
+    while start < len(lengths):
+        stop = start + 1
+        while stop < len(lengths) and (stop - start + 1) * lengths[stop] <= batch_tokens:
+            stop += 1
+        yield start, stop
+        start = stop

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from utils import storyworld
-from utils.metrics.common import device_of, right_padded
+from utils.metrics.common import device_of, length_groups, right_padded
 from utils.metrics.loss import per_token_loss
 from utils.tokenizer import encode_doc, load_tokenizer
 
@@ -82,18 +82,13 @@ def document_batches(docs: list[storyworld.Doc], batch_tokens: int = 8000, token
     token is part of the document."""
     tok = tokenizer or load_tokenizer()
     seqs = sorted((encode_doc(d.text, tok) for d in docs), key=len)
-    start = 0
-    while start < len(seqs):
-        stop = start + 1
-        while stop < len(seqs) and (stop - start + 1) * len(seqs[stop]) <= batch_tokens:
-            stop += 1
+    for start, stop in length_groups([len(s) for s in seqs], batch_tokens):
         group = seqs[start:stop]
         x = right_padded(group, seqs[0][0])
         mask = torch.zeros_like(x, dtype=torch.bool)
         for i, s in enumerate(group):
             mask[i, : len(s) - 1] = True
         yield x, mask
-        start = stop
 
 
 @torch.no_grad()
