@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from utils import paths, registry
-from utils.tokenizer import load_tokenizer, tokenizer_hash
+from utils.tokenizer import CORPORA, corpus_tokenizer, corpus_tokenizer_hash
 
 # Zoo models the course plans (``utils.registry``); those without a directory are not built yet.
 ZOO = tuple(registry.ZOO)
@@ -72,6 +72,12 @@ def rotate_queries_and_keys(model, layer: int, q: torch.Tensor, k: torch.Tensor)
         )
     q_rot, k_rot = rotary.apply_rope(q.transpose(0, 1)[None], k.transpose(0, 1)[None])
     return q_rot[0].transpose(0, 1), k_rot[0].transpose(0, 1)
+
+
+def corpus_of(name: str) -> str:
+    """The corpus a zoo model was trained on (``"storyworld"`` or ``"countdown"``): it picks the tokenizer."""
+    spec = registry.ZOO[name].spec if name in registry.ZOO else None
+    return spec.corpus if spec is not None else "storyworld"
 
 
 def zoo() -> list[str]:
@@ -160,6 +166,7 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
     from transformer_lens.model_bridge import TransformerBridge
 
     folder = Path(folder or paths.MODELS / name)
+    corpus = corpus_of(name)
     weights = folder / "model.safetensors"
     if not weights.exists():
         built = ", ".join(zoo()) or "none"
@@ -183,12 +190,13 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
                 f"Restore it with `git checkout -- {paths.shown(weights)}` "
                 f"or rebuild it with: {rebuild_command(name)}"
             )
-        if card.get("tokenizer_sha256") != tokenizer_hash():
+        if card.get("tokenizer_sha256") != corpus_tokenizer_hash(corpus):
+            where = paths.shown(CORPORA[corpus][0])
             raise ZooError(
-                f"{name} was trained with another tokenizer than data/tokenizer. "
-                f"Restore data/tokenizer or rebuild with: {rebuild_command(name)}"
+                f"{name} was trained with another tokenizer than {where}. "
+                f"Restore {where} or rebuild with: {rebuild_command(name)}"
             )
-    tokenizer = load_tokenizer()
+    tokenizer = corpus_tokenizer(corpus)
     try:
         if card["format"] == "native":
             from transformer_lens.config import TransformerBridgeConfig

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 MODELS = DATA / "models"
 TOKENIZER_DIR = DATA / "tokenizer"
+COUNTDOWN_TOKENIZER_DIR = DATA / "countdown-tokenizer"  # the countdown traces' word-level vocabulary
 SOLUTIONS = ROOT / "solutions"
 NOTEBOOKS = ROOT / "notebooks"
 BENCHMARKS = ROOT / "benchmarks"

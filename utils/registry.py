@@ -22,7 +22,7 @@ class Spec:
     arch: str  # "attn-only" (boot_native), "gpt2" or "llama" (HF checkpoints)
     config: dict
     seed: int  # initialisation and batch order
-    data_seed: int  # Storyworld stream the model is trained on
+    data_seed: int  # stream of the corpus (Storyworld by default) the model is trained on
     tokens: int  # training budget
     lr: float = 2e-3
     batch: int = 32
@@ -30,6 +30,7 @@ class Spec:
     warmup: float = 0.03  # fraction of steps
     weight_decay: float = 0.1
     checkpoint_every: int = 50
+    corpus: str = "storyworld"  # or "countdown" (utils.countdown), with its own tokenizer
 
     @property
     def format(self) -> str:
@@ -67,6 +68,8 @@ ALL_WORD_COPYING = {
 
 # What a card can measure; each model lists the groups that apply to it.
 MEASUREMENTS = ("loss", "heads", "ioi", "probe", "steering")
+# The countdown model is measured on its own traces (utils.metrics.countdown).
+COUNTDOWN_MEASUREMENTS = ("countdown",)
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,29 @@ ZOO: dict[str, ZooModel] = {
             targets={"gap": ("<=", 0.15), "ioi_accuracy": (">=", 0.90)},
             lessons=("02", "07"),
         ),
-        ZooModel("countdown-llama", None, targets={}, lessons=("08",)),
+        ZooModel(
+            "countdown-llama",
+            Spec(
+                "countdown-llama",
+                "llama",
+                dict(
+                    num_hidden_layers=4,
+                    hidden_size=128,
+                    num_attention_heads=4,
+                    num_key_value_heads=4,
+                    intermediate_size=512,
+                    rope_theta=10000.0,
+                ),
+                seed=104,
+                data_seed=21,
+                tokens=20_000_000,
+                n_ctx=128,
+                corpus="countdown",
+            ),
+            targets={},
+            lessons=("08",),
+            measurements=COUNTDOWN_MEASUREMENTS,
+        ),
     ]
 }
 

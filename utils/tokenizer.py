@@ -27,14 +27,15 @@ class TokenizerMissing(FileNotFoundError):
     """``tokenizer.json`` is not there; the message says how to rebuild it."""
 
 
-def _tokenizer_file(path: str | Path | None) -> Path:
+def _tokenizer_file(path: str | Path | None, rebuild: str = REBUILD) -> Path:
     """``path/tokenizer.json`` (default ``data/tokenizer``), or ``TokenizerMissing`` with the fix."""
     folder = Path(paths.TOKENIZER_DIR if path is None else path)
     file = folder / "tokenizer.json"
     if not file.is_file():
         raise TokenizerMissing(
-            f"the course tokenizer is missing: there is no {paths.shown(file)}; "
-            f"restore it with `git checkout -- {paths.shown(folder)}` or rebuild it with: {REBUILD}"
+            f"the {'course' if rebuild == REBUILD else 'countdown'} tokenizer is missing: "
+            f"there is no {paths.shown(file)}; "
+            f"restore it with `git checkout -- {paths.shown(folder)}` or rebuild it with: {rebuild}"
         )
     return file
 
@@ -63,10 +64,11 @@ def train(out_dir: Path = TOKENIZER_DIR) -> Path:
     return out_dir
 
 
-def load_tokenizer(path: str | Path | None = None):
-    """The course tokenizer (default ``data/tokenizer``) as a ``transformers`` fast tokenizer,
-    loaded from disk only; ``TokenizerMissing`` says how to rebuild a missing one."""
-    return _load(_tokenizer_file(path).parent)
+def load_tokenizer(path: str | Path | None = None, rebuild: str = REBUILD):
+    """The course tokenizer (default ``data/tokenizer``; another folder with ``path``) as a
+    ``transformers`` fast tokenizer, loaded from disk only; ``TokenizerMissing`` says how to
+    rebuild a missing one (with the command ``rebuild``)."""
+    return _load(_tokenizer_file(path, rebuild).parent)
 
 
 @cache
@@ -79,6 +81,25 @@ def _load(folder: Path):
 def tokenizer_hash(path: str | Path | None = None) -> str:
     """sha256 of ``tokenizer.json``: model cards record it to pin the vocabulary."""
     return hashlib.sha256(_tokenizer_file(path).read_bytes()).hexdigest()
+
+
+# Each training corpus has its own tokenizer: (folder, the command that rebuilds it).
+CORPORA = {
+    "storyworld": (TOKENIZER_DIR, REBUILD),
+    "countdown": (paths.COUNTDOWN_TOKENIZER_DIR, "python -m utils.countdown tokenizer"),
+}
+
+
+def corpus_tokenizer(corpus: str = "storyworld"):
+    """The tokenizer of a training corpus (``"storyworld"`` or ``"countdown"``)."""
+    folder, rebuild = CORPORA[corpus]
+    return load_tokenizer(folder, rebuild)
+
+
+def corpus_tokenizer_hash(corpus: str = "storyworld") -> str:
+    """sha256 of a corpus's ``tokenizer.json`` (what a model card pins)."""
+    folder, rebuild = CORPORA[corpus]
+    return hashlib.sha256(_tokenizer_file(folder, rebuild).read_bytes()).hexdigest()
 
 
 def encode_doc(text: str, tokenizer=None) -> list[int]:

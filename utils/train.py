@@ -1,4 +1,4 @@
-"""Train a zoo model from scratch on Storyworld: ``python -m utils.train storyworld-4l``.
+"""Train a zoo model from scratch on its corpus: ``python -m utils.train storyworld-4l``.
 
 Seeded and resumable: every ``checkpoint_every`` steps the model, the optimiser state, the
 step, the position in the data stream and the precision go to
@@ -37,10 +37,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from utils import paths, storyworld
+from utils import countdown, paths, storyworld
 from utils.models import default_device, logits_of
 from utils.registry import SPECS, Spec
-from utils.tokenizer import EOT, TokenizerMissing, load_tokenizer, tokenizer_hash
+from utils.tokenizer import EOT, TokenizerMissing, corpus_tokenizer, corpus_tokenizer_hash, load_tokenizer
 
 CHECKPOINT = "checkpoint.safetensors"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
@@ -65,18 +65,20 @@ class Interrupted(KeyboardInterrupt):
 class PackedStream:
     """Rows of ``n_ctx + 1`` tokens, each starting at a document: ``EOT doc EOT doc ...``.
 
-    A document that does not fit at the end of a row is dropped from that row. ``cursor``
-    (the index of the next Storyworld document) is all the state needed to resume.
+    The row ends with as much of its last document as fits. ``cursor`` (the index of the
+    next document of the corpus's stream) is all the state needed to resume. ``corpus`` is
+    ``"storyworld"`` or ``"countdown"`` (whose documents are traces).
     """
 
-    def __init__(self, seed: int, n_ctx: int, tokenizer, cursor: int = 0):
+    def __init__(self, seed: int, n_ctx: int, tokenizer, cursor: int = 0, corpus: str = "storyworld"):
         self.seed, self.n_ctx, self.tok, self.cursor = seed, n_ctx, tokenizer, cursor
         self.eot = tokenizer.convert_tokens_to_ids(EOT)
+        self.sample = {"storyworld": storyworld.sample_docs, "countdown": countdown.sample_traces}[corpus]
         self._buffer: list[list[int]] = []
 
     def _next_doc(self) -> list[int]:
         if not self._buffer:
-            docs = storyworld.sample_docs(self.seed, 256, start=self.cursor)
+            docs = self.sample(self.seed, 256, start=self.cursor)
             ids = self.tok([d.text for d in docs], add_special_tokens=False)["input_ids"]
             self._buffer = [i + [self.eot] for i in ids][::-1]
         self.cursor += 1
@@ -338,7 +340,7 @@ def train(
         raise TrainError(
             f"cannot write the model to {paths.shown(out)}: {problem}; pass --out a folder you can write to"
         )
-    tok = load_tokenizer()  # before anything is written: a missing tokenizer stops here
+    tok = corpus_tokenizer(spec.corpus)  # before anything is written: a missing tokenizer stops here
     vocab = len(tok)
     # All cores unless OMP_NUM_THREADS says otherwise (two small runs side by side on a
     # 2-core machine train faster with one thread each than one after the other).
@@ -370,7 +372,7 @@ def train(
         if meta.get("precision", precision) != precision:
             print(f"note: {run} was started in {meta['precision']}; it continues in {precision}", file=sys.stderr)
         print(f"resuming {name} at step {step}/{steps}", file=sys.stderr)
-    data = PackedStream(spec.data_seed, spec.n_ctx, tok, cursor)
+    data = PackedStream(spec.data_seed, spec.n_ctx, tok, cursor, spec.corpus)
 
     log_path = run / "train_log.csv"
     saved = step
@@ -474,7 +476,7 @@ def write_model_dir(spec: Spec, model, out: Path, training: dict) -> Path:
         "arch": spec.arch,
         "format": spec.format,
         "training": training,
-        "tokenizer_sha256": tokenizer_hash(),
+        "tokenizer_sha256": corpus_tokenizer_hash(spec.corpus),
         "n_params": sum(p.numel() for p in model.parameters()),
     }
     (out / "training.json").write_text(json.dumps(meta, indent=1))
