@@ -1,0 +1,248 @@
+"""Every lesson-08 check accepts a correct solution and rejects the stub and each plausible mistake.
+
+The correct solutions here are written another way than the notebook's (loops, explicit
+formulas, gradient descent instead of L-BFGS), so a check that merely compared a function
+with itself could not pass them all.
+"""
+
+import torch
+
+from utils.checks import lesson08_verification as c
+
+# --- correct solutions, written another way ---------------------------------------------------
+
+
+def verdict_margin(logits, rows, positions, this_id, not_id):
+    return torch.stack(
+        [logits[r, p, this_id] - logits[r, p, not_id] for r, p in zip(rows.tolist(), positions.tolist())]
+    )
+
+
+def fit_verdict_probe(x, y):
+    torch.manual_seed(0)
+    mu, sd = x.mean(0), x.std(0)
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(((x - mu) / sd) @ w + b, y.float())
+        loss.backward()
+        opt.step()
+    u = w.detach() / sd
+    return u / u.norm()
+
+
+def add_at_sites(vector, rows, positions):
+    def hook(act, hook):
+        out = act.clone()
+        for r, p in zip(rows.tolist(), positions.tolist()):
+            out[r, p] = out[r, p] + vector
+        return out
+
+    return hook
+
+
+def aligned_neurons(W_out, u, k):
+    cos = (W_out @ u) / (W_out.norm(dim=-1) * u.norm())
+    order = sorted(((cos[l, i].item(), l, i) for l in range(cos.shape[0]) for i in range(cos.shape[1])), reverse=True)
+    return torch.tensor([[l, i] for _, l, i in order[:k]])
+
+
+def auroc(scores, labels):
+    pos, neg = scores[labels].tolist(), scores[~labels].tolist()
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def zero_neurons_at(rows, positions, neurons):
+    def hook(act, hook):
+        for r, p in zip(rows.tolist(), positions.tolist()):
+            act[r, p, neurons] = 0.0
+        return act
+
+    return hook
+
+
+def attention_to_target(pattern, tokens, pos, target):
+    keys = [k for k in range(pos - 1) if tokens[k] == target]
+    return pattern[:, keys].sum(-1)
+
+
+def receptive_field(o, W_gate, W_in, ln_weight, scale):
+    x = o * ln_weight / scale
+    gate = x @ W_gate
+    return (gate * torch.sigmoid(gate) * (x @ W_in)).mean(-1)
+
+
+def zero_heads_hook(heads):
+    def hook(z, hook):
+        z[:, :, heads, :] = 0
+        return None  # edited in place
+
+    return hook
+
+
+def accepts(text):
+    return "this works" in " ".join(text.split())
+
+
+# --- mistakes the checks must name --------------------------------------------------------------
+
+
+def test_check_verdict_margin(prove_check):
+    wrong = {
+        "that is not − this": lambda lg, r, p, t, n: lg[r, p, n] - lg[r, p, t],
+        "those are probabilities": lambda lg, r, p, t, n: lg.softmax(-1)[r, p, t] - lg.softmax(-1)[r, p, n],
+        "one position late": lambda lg, r, p, t, n: lg[r, (p + 1).clamp(max=8), t] - lg[r, (p + 1).clamp(max=8), n],
+        "one position early": lambda lg, r, p, t, n: lg[r, p - 1, t] - lg[r, p - 1, n],
+    }
+    prove_check(c.check_verdict_margin, verdict_margin, wrong)
+
+
+def test_check_fit_verdict_probe(prove_check):
+    def mean_difference(x, y):
+        return torch.nn.functional.normalize(x[y].mean(0) - x[~y].mean(0), dim=0)
+
+    wrong = {
+        "difference of the class means": mean_difference,
+        "points from `this` to `not`": lambda x, y: -fit_verdict_probe(x, y),
+        "unit vector": lambda x, y: 3 * fit_verdict_probe(x, y),
+        "separates only": lambda x, y: torch.nn.functional.normalize(torch.ones(x.shape[1]), dim=0),
+    }
+    prove_check(c.check_fit_verdict_probe, fit_verdict_probe, wrong)
+
+
+def test_check_add_at_sites(prove_check):
+    def everywhere(v, r, p):
+        return lambda act, hook: act + v
+
+    def whole_rows(v, r, p):
+        def hook(act, hook):
+            act = act.clone()
+            act[r] += v
+            return act
+
+        return hook
+
+    def every_row(v, r, p):
+        def hook(act, hook):
+            act = act.clone()
+            act[:, p] += v
+            return act
+
+        return hook
+
+    wrong = {"added everywhere": everywhere, "every position of the sites' rows": whole_rows, "in every row": every_row}
+    prove_check(c.check_add_at_sites, add_at_sites, wrong)
+
+
+def test_check_aligned_neurons(prove_check):
+    def top(scores, k, d_mlp):
+        return torch.tensor([divmod(int(i), d_mlp) for i in scores.flatten().topk(k).indices])
+
+    def cos(W, u):
+        return torch.nn.functional.cosine_similarity(W, u[None, None], dim=-1)
+
+    wrong = {
+        "largest dot products": lambda W, u, k: top(W @ u, k, W.shape[1]),
+        "most negative cosines": lambda W, u, k: top(-cos(W, u), k, W.shape[1]),
+        "size of the cosine": lambda W, u, k: top(cos(W, u).abs(), k, W.shape[1]),
+        "wrong order": lambda W, u, k: aligned_neurons(W, u, k).flip(0),
+    }
+    prove_check(c.check_aligned_neurons, aligned_neurons, wrong)
+
+
+def test_check_auroc(prove_check):
+    wrong = {
+        "swap the classes": lambda s, y: 1 - auroc(s, y),
+        "ties count half: a positive": lambda s, y: (s[y][:, None] > s[~y][None, :]).float().mean().item(),
+        "not as wins": lambda s, y: (s[y][:, None] >= s[~y][None, :]).float().mean().item(),
+        "accuracy at threshold 0": lambda s, y: ((s > 0) == y).float().mean().item(),
+    }
+    prove_check(c.check_auroc, auroc, wrong)
+
+
+def test_check_zero_neurons_at(prove_check):
+    def every_position(r, p, n):
+        def hook(act, hook):
+            act[:, :, n] = 0
+            return act
+
+        return hook
+
+    def every_neuron(r, p, n):
+        def hook(act, hook):
+            act[r, p] = 0
+            return act
+
+        return hook
+
+    def diagonal(r, p, n):
+        def hook(act, hook):
+            act[r, p, n] = 0
+            return act
+
+        return hook
+
+    wrong = {"at every position": every_position, "every neuron was zeroed": every_neuron, "only one neuron": diagonal}
+    prove_check(c.check_zero_neurons_at, zero_neurons_at, wrong)
+
+
+def test_check_attention_to_target(prove_check):
+    wrong = {
+        "leave it out": lambda pat, tok, pos, t: (pat * (tok == t)).sum(-1),
+        "prompt's target only": lambda pat, tok, pos, t: pat[:, 3],
+        "previous token": lambda pat, tok, pos, t: pat[:, pos - 1],
+        "do not take the largest": lambda pat, tok, pos, t: (
+            (pat * ((tok == t) & (torch.arange(len(tok)) < pos - 1))).max(-1).values
+        ),
+    }
+    prove_check(c.check_attention_to_target, attention_to_target, wrong)
+
+
+def test_check_receptive_field(prove_check):
+    silu = torch.nn.functional.silu
+
+    def norm(o, w, s):
+        return o * w / s
+
+    wrong = {
+        "not ReLU": lambda o, g, u, w, s: (torch.relu(norm(o, w, s) @ g) * (norm(o, w, s) @ u)).mean(-1),
+        "not the up one": lambda o, g, u, w, s: (silu(norm(o, w, s) @ u) * (norm(o, w, s) @ g)).mean(-1),
+        "RMSNorm first": lambda o, g, u, w, s: (silu(o @ g) * (o @ u)).mean(-1),
+        "do not sum": lambda o, g, u, w, s: (silu(norm(o, w, s) @ g) * (norm(o, w, s) @ u)).sum(-1),
+    }
+    prove_check(c.check_receptive_field, receptive_field, wrong)
+
+
+def test_check_zero_heads_hook(prove_check):
+    def positions(heads):
+        def hook(z, hook):
+            z = z.clone()
+            z[:, heads] = 0
+            return z
+
+        return hook
+
+    def components(heads):
+        def hook(z, hook):
+            z = z.clone()
+            z[..., heads[:1]] = 0
+            z[..., [h for h in heads if h < z.shape[-1]]] = 0
+            return z
+
+        return hook
+
+    prove_check(
+        c.check_zero_heads_hook, zero_heads_hook, {"not heads": positions, "components of every head": components}
+    )
+
+
+def test_check_accepts(prove_check):
+    wrong = {
+        "look for the words 'this works' together": lambda t: "works" in t,
+        "a lone 'this'": lambda t: "this" in t,
+        "anywhere, not only at the start": lambda t: t.startswith("this works"),
+    }
+    prove_check(c.check_accepts, accepts, wrong)

@@ -1,0 +1,334 @@
+"""Checks for lesson 08, how a countdown model verifies its own work: ``check_<exercise>(your_function)``.
+
+Each check runs the learner's function on small synthetic problems whose answer is known
+(activations, weights and attention patterns with the shapes of countdown-llama's) and
+compares it with the reference in ``utils.metrics.countdown``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from utils.checks.framework import CheckFailed, as_number, call, expect_close, expect_tensor, passed
+from utils.metrics import countdown as ref
+
+
+def _name(fn: Callable, default: str) -> str:
+    return getattr(fn, "__name__", default)
+
+
+def _hook_output(hook, act: torch.Tensor, who: str = "your hook") -> torch.Tensor:
+    """Run a learner's hook on a copy of ``act``; what it returns, or the copy it edited."""
+    if not callable(hook):
+        raise CheckFailed(f"your function should return a hook function (act, hook) -> act, not {type(hook).__name__}.")
+    given = act.clone()
+    out = call(hook, given, None, name=who, in_place_ok=True)
+    return given if out is None else out
+
+
+# --- 1. the verdict margin ------------------------------------------------------------------------
+
+
+def check_verdict_margin(fn: Callable) -> None:
+    """fn(logits [batch, pos, vocab], rows [site], positions [site], this_id, not_id) -> [site]."""
+    name = _name(fn, "verdict_margin")
+    g = torch.Generator().manual_seed(81)
+    logits = torch.randn(4, 9, 12, generator=g) * 3
+    rows = torch.tensor([0, 0, 2, 3, 3])
+    positions = torch.tensor([3, 7, 5, 2, 8])
+    this_id, not_id = 9, 4
+    out = expect_tensor(call(fn, logits, rows, positions, this_id, not_id, name=name), (5,), ["site"], name)
+    want = logits[rows, positions, this_id] - logits[rows, positions, not_id]
+    probs = logits.softmax(-1)
+    late = (positions + 1).clamp(max=8)
+    hints = [
+        (-want, "that is not − this: the margin is the logit of `this` minus the logit of `not`."),
+        (probs[rows, positions, this_id] - probs[rows, positions, not_id],
+         "those are probabilities: take the difference of the logits themselves."),
+        (logits[rows, late, this_id] - logits[rows, late, not_id],
+         "you read one position late: the logits at the `(` already predict the verdict word after it."),
+        (logits[rows, positions - 1, this_id] - logits[rows, positions - 1, not_id],
+         "you read one position early (the result): the prediction of the verdict is made at the `(` itself."),
+    ]  # fmt: skip
+    expect_close(out, want, name, "margins", hints=hints)
+    passed(name, "logit of `this` minus logit of `not` at every `(`")
+
+
+# --- 2. the verdict probe ---------------------------------------------------------------------------
+
+
+def _probe_problem(seed: int, n: int = 600, d: int = 16):
+    """Two classes told apart along one direction, with a large shared noise along another that
+    also shifts the class means: a difference of means points the wrong way, a fitted probe does not."""
+    fixed = torch.Generator().manual_seed(80)  # the same two directions for every sample
+    true = torch.nn.functional.normalize(torch.randn(d, generator=fixed), dim=0)
+    other = torch.nn.functional.normalize(torch.randn(d, generator=fixed), dim=0)
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    other = torch.nn.functional.normalize(other - (other @ true) * true, dim=0)
+    x = torch.randn(n, d, generator=g) * 0.3
+    x += (2 * y[:, None] - 1) * 0.8 * true  # the label, along `true`
+    x += (torch.randn(n, 1, generator=g) * 4 + (2 * y[:, None] - 1) * 1.5) * other  # noisy, biased nuisance
+    return x, y.bool(), true
+
+
+def check_fit_verdict_probe(fn: Callable) -> None:
+    """fn(x [n, d], y [n] bool) -> unit direction [d] that separates y (this minus not) on fresh data."""
+    name = _name(fn, "fit_verdict_probe")
+    x, y, _ = _probe_problem(82)
+    x_test, y_test, _ = _probe_problem(182)
+    u = expect_tensor(call(fn, x, y, name=name), (x.shape[1],), ["d_model"], name)
+    if abs(u.norm().item() - 1) > 1e-3:
+        raise CheckFailed(f"`{name}` should return a unit vector; its norm is {u.norm().item():.4g}.")
+    u = u.detach().float().cpu()
+    towards_this = (x @ u)[y].mean() > (x @ u)[~y].mean()
+    thr = ((x @ u)[y].mean() + (x @ u)[~y].mean()) / 2
+    said_this = (x_test @ u > thr) == towards_this  # the side of the threshold the `this` rows fall on
+    acc = (said_this == y_test).float().mean().item()
+    mean_diff = torch.nn.functional.normalize(x[y].mean(0) - x[~y].mean(0), dim=0)
+    if not towards_this and acc >= 0.95:
+        raise CheckFailed(f"`{name}` points from `this` to `not`: the direction should point towards `this`.")
+    if torch.allclose(u.abs(), mean_diff.abs(), atol=1e-3):
+        raise CheckFailed(
+            f"`{name}` returns the difference of the class means: here a noisy feature also shifts the means, "
+            "and that direction separates only "
+            f"{acc:.0%} of fresh points. Fit a logistic regression, which discounts noisy directions."
+        )
+    if acc < 0.95:
+        raise CheckFailed(
+            f"`{name}`'s direction separates only {acc:.0%} of fresh points (a fitted probe reaches 98%+)."
+        )
+    passed(name, f"its direction separates {acc:.0%} of fresh points")
+
+
+# --- 3. steering at the verdict sites -------------------------------------------------------------
+
+
+def check_add_at_sites(fn: Callable) -> None:
+    """fn(vector [d], rows [site], positions [site]) -> hook adding vector to act[row, position] only."""
+    name = _name(fn, "add_at_sites")
+    g = torch.Generator().manual_seed(83)
+    act = torch.randn(3, 8, 6, generator=g)
+    vector = torch.randn(6, generator=g)
+    rows, positions = torch.tensor([0, 2, 2]), torch.tensor([5, 1, 6])
+    out = _hook_output(call(fn, vector, rows, positions, name=name), act)
+    out = expect_tensor(out, act.shape, ["batch", "position", "d_model"], "your hook")
+    want = act.clone()
+    want[rows, positions] += vector
+    every_position = act.clone()
+    every_position[rows] += vector
+    every_row = act.clone()
+    every_row[:, positions] += vector
+    hints = [
+        (act + vector, "the vector was added everywhere: add it only at each site's row and position."),
+        (every_position, "the vector was added at every position of the sites' rows: only at their positions."),
+        (every_row, "the vector was added at the sites' positions in every row: pair each position with its row."),
+    ]
+    expect_close(out, want, "your hook", "activations", hints=hints)
+    passed(name, "the vector lands at the sites only")
+
+
+# --- 4. neurons aligned with the probe ------------------------------------------------------------
+
+
+def check_aligned_neurons(fn: Callable) -> None:
+    """fn(W_out [layer, d_mlp, d_model], u [d_model], k) -> [k, 2] long: (layer, neuron), best cosine first."""
+    name = _name(fn, "aligned_neurons")
+    g = torch.Generator().manual_seed(84)
+    W_out = torch.randn(3, 40, 8, generator=g) * torch.rand(3, 40, 1, generator=g) * 4  # norms vary a lot
+    u = torch.nn.functional.normalize(torch.randn(8, generator=g), dim=0)
+    k = 6
+    out = call(fn, W_out, u, k, name=name)
+    out = expect_tensor(out, (k, 2), ["neuron", "(layer, index)"], name, floating=False)
+    cos = torch.nn.functional.cosine_similarity(W_out, u[None, None], dim=-1)
+    want = torch.tensor(ref.aligned_neurons_of(W_out, u, k))
+
+    def pairs(flat):
+        return torch.tensor([divmod(int(i), W_out.shape[1]) for i in flat])
+
+    wrong = [
+        (pairs((W_out @ u).flatten().topk(k).indices), "those are the largest dot products: use the cosine, so "
+         "that a neuron with large output weights does not win by size alone."),
+        (pairs((-cos).flatten().topk(k).indices), "those are the most negative cosines: take the largest."),
+        (pairs(cos.abs().flatten().topk(k).indices), "that ranks by the size of the cosine: a neuron pointing "
+         "against the probe pushes towards `not`; take the largest signed cosines."),
+    ]  # fmt: skip
+    if torch.equal(out.long().cpu(), want):
+        passed(name, f"the {k} neurons whose output weights point most along the probe")
+        return
+    for pairs_, message in wrong:
+        if torch.equal(out.long().cpu(), pairs_):
+            raise CheckFailed(f"`{name}`: {message}")
+    if set(map(tuple, out.long().tolist())) == set(map(tuple, want.tolist())):
+        raise CheckFailed(f"`{name}` finds the right neurons in the wrong order: sort them by cosine, largest first.")
+    raise CheckFailed(f"`{name}` returns {out.tolist()[:3]}…; expected {want.tolist()[:3]}… (layer, neuron).")
+
+
+# --- 5. AUROC ------------------------------------------------------------------------------------
+
+
+def check_auroc(fn: Callable) -> None:
+    """fn(scores [n], labels [n] bool) -> the chance a random positive outscores a random negative (ties half)."""
+    name = _name(fn, "auroc")
+    g = torch.Generator().manual_seed(85)
+    labels = torch.rand(200, generator=g) < 0.3
+    scores = (torch.randn(200, generator=g) + labels.float()).round(decimals=1)  # rounded: many ties
+    out = as_number(call(fn, scores, labels, name=name))
+    want = ref.auroc(scores, labels)
+    pos, neg = scores[labels], scores[~labels]
+    strict = (pos[:, None] > neg[None, :]).float().mean().item()
+    ties_full = (pos[:, None] >= neg[None, :]).float().mean().item()
+    acc = ((scores > 0) == labels).float().mean().item()
+    for value, message in (
+        (1 - want, "that is the chance a negative outscores a positive: swap the classes."),
+        (strict, "ties count half: a positive and a negative with the same score are a coin flip."),
+        (ties_full, "ties count half, not as wins."),
+        (acc, "that is an accuracy at threshold 0: AUROC compares every positive with every negative."),
+    ):
+        if abs(out - value) < 1e-6 and abs(out - want) > 1e-6:
+            raise CheckFailed(f"`{name}`: {message}")
+    if abs(out - want) > 1e-6:
+        raise CheckFailed(f"`{name}` gives {out:.4f}; expected {want:.4f}.")
+    passed(name, f"AUROC {want:.3f} on 200 scores with ties")
+
+
+# --- 6. zeroing neurons at the sites ----------------------------------------------------------------
+
+
+def check_zero_neurons_at(fn: Callable) -> None:
+    """fn(rows [site], positions [site], neurons [k] long) -> hook on hook_post [batch, pos, d_mlp]
+    that zeroes those neurons at the sites only."""
+    name = _name(fn, "zero_neurons_at")
+    g = torch.Generator().manual_seed(86)
+    act = torch.randn(3, 7, 10, generator=g)
+    rows, positions, neurons = torch.tensor([0, 1, 1]), torch.tensor([4, 2, 6]), torch.tensor([1, 7, 3])
+    out = _hook_output(call(fn, rows, positions, neurons, name=name), act)
+    out = expect_tensor(out, act.shape, ["batch", "position", "d_mlp"], "your hook")
+    want = act.clone()
+    want[rows[:, None], positions[:, None], neurons[None, :]] = 0
+    all_pos = act.clone()
+    all_pos[:, :, neurons] = 0
+    all_neurons = act.clone()
+    all_neurons[rows, positions] = 0
+    diagonal = act.clone()
+    diagonal[rows, positions, neurons] = 0
+    hints = [
+        (all_pos, "the neurons were zeroed at every position: only at the sites."),
+        (all_neurons, "every neuron was zeroed at the sites: only the chosen ones."),
+        (diagonal, "each site lost only one neuron (site i, neuron i): zero every chosen neuron at every site."),
+    ]
+    expect_close(out, want, "your hook", "activations", hints=hints)
+    passed(name, "the chosen neurons are silenced at the sites only")
+
+
+# --- 7. attention to the earlier target -------------------------------------------------------------
+
+
+def check_attention_to_target(fn: Callable) -> None:
+    """fn(pattern [head, key] of one query, tokens [key], position of the query, target token) -> [head]."""
+    name = _name(fn, "attention_to_target")
+    g = torch.Generator().manual_seed(87)
+    tokens = torch.tensor([0, 5, 9, 3, 1, 7, 2, 3, 6, 1, 8, 7, 1, 3, 4])
+    # The target (token 3) sits at 3 and 7; the query is the "(" at 14, right after a result equal to it (13).
+    pos, target = 14, 3
+    pattern = torch.rand(4, 15, generator=g)
+    pattern[:2, 7] += 1.0  # two heads prefer the later occurrence, two the prompt's
+    pattern[2:, 3] += 1.0
+    pattern = pattern / pattern.sum(-1, keepdim=True)
+    out = expect_tensor(call(fn, pattern, tokens, pos, target, name=name), (4,), ["head"], name)
+    earlier = (tokens == target) & (torch.arange(15) < pos - 1)
+    want = (pattern * earlier).sum(-1)
+    hints = [
+        ((pattern * (tokens == target)).sum(-1), "the result just written (at position − 1) is the target too, "
+         "but it is not an earlier occurrence: leave it out."),
+        (pattern[:, 3], "that is the prompt's target only: sum over every earlier occurrence."),
+        (pattern[:, pos - 1], "that is the attention to the previous token: sum over the target's earlier places."),
+        ((pattern * earlier).max(-1).values, "sum the attention over the occurrences; do not take the largest."),
+    ]  # fmt: skip
+    expect_close(out, want, name, "attention", hints=hints)
+    passed(name, "attention summed over the target's earlier occurrences")
+
+
+# --- 8. the receptive-field score ----------------------------------------------------------------
+
+
+def check_receptive_field(fn: Callable) -> None:
+    """fn(o [head, d_model], W_gate [d_model, k], W_in [d_model, k], ln_weight [d_model], scale) -> [head]."""
+    name = _name(fn, "receptive_field")
+    g = torch.Generator().manual_seed(88)
+    o = torch.randn(4, 8, generator=g) * 2
+    W_gate, W_in = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    ln_weight, scale = torch.rand(8, generator=g) + 0.5, 1.7
+    out = expect_tensor(call(fn, o, W_gate, W_in, ln_weight, scale, name=name), (4,), ["head"], name)
+    x = o * ln_weight / scale
+    silu = torch.nn.functional.silu
+    want = (silu(x @ W_gate) * (x @ W_in)).mean(-1)
+    hints = [
+        ((torch.relu(x @ W_gate) * (x @ W_in)).mean(-1), "the gate goes through SiLU (x·sigmoid(x)), not ReLU."),
+        ((silu(x @ W_in) * (x @ W_gate)).mean(-1), "the activation goes on the gate's projection, not the up one."),
+        ((silu(o @ W_gate) * (o @ W_in)).mean(-1), "pass the head's output through the MLP's RMSNorm first: "
+         "divide by the stream's scale and multiply by the norm's weights."),
+        ((silu(x @ W_gate) * (x @ W_in)).sum(-1), "average over the neurons; do not sum."),
+    ]  # fmt: skip
+    expect_close(out, want, name, "scores", hints=hints)
+    passed(name, "SiLU(gate) × up of the normalised head output, averaged over the neurons")
+
+
+# --- 9. ablating heads -----------------------------------------------------------------------------
+
+
+def check_zero_heads_hook(fn: Callable) -> None:
+    """fn(heads [list of head indices]) -> hook on hook_z [batch, pos, head, d_head] zeroing them everywhere."""
+    name = _name(fn, "zero_heads_hook")
+    g = torch.Generator().manual_seed(89)
+    z = torch.randn(2, 6, 4, 3, generator=g)
+    heads = [1, 3]
+    out = _hook_output(call(fn, heads, name=name), z)
+    out = expect_tensor(out, z.shape, ["batch", "position", "head", "d_head"], "your hook")
+    want = z.clone()
+    want[:, :, heads] = 0
+    positions = z.clone()
+    positions[:, heads] = 0
+    dims = z.clone()
+    dims[..., [h for h in heads if h < z.shape[-1]]] = 0
+    hints = [
+        (positions, "you zeroed positions 1 and 3, not heads: heads are dimension 2 of hook_z."),
+        (dims, "you zeroed components of every head: heads are dimension 2 of hook_z."),
+    ]
+    expect_close(out, want, "your hook", "hook_z", hints=hints)
+    passed(name, "the chosen heads write nothing at any position")
+
+
+# --- 10. reading a continuation ----------------------------------------------------------------------
+
+
+CONTINUATIONS = [
+    ("this works )\nSo 9 + 6 - 7 = 8", "accepts"),
+    ("not 8 )\n9 - 7 - 6 = -4 ( not 8 )\n7 - 9 - 6 = -8 ( not 8 )\nSo none works", "rejects"),
+    ("not 8 )\n9 - 7 - 6 = -4 ( this works )\nSo 9 - 7 - 6 = 8", "accepts"),
+    ("not 8 )\nSo none works", "rejects"),
+    ("not 8 ) this", "rejects"),
+    ("this is not 8", "rejects"),
+]
+
+
+def check_accepts(fn: Callable) -> None:
+    """fn(continuation text after a "(") -> True when it accepts an answer ("this works" anywhere)."""
+    name = _name(fn, "accepts")
+    for text, want in CONTINUATIONS:
+        out = call(fn, text, name=name)
+        if not isinstance(out, bool):
+            raise CheckFailed(f"`{name}` should return True or False, not {type(out).__name__}.")
+        if out != (want == "accepts"):
+            if "none works" in text and out:
+                why = "'none works' says no attempt worked: look for the words 'this works' together."
+            elif "this" in text and "this works" not in text and out:
+                why = "a lone 'this' does not accept anything: look for 'this works'."
+            elif "this works" in text and not text.startswith("this") and not out:
+                why = "a later attempt can accept too: look for 'this works' anywhere, not only at the start."
+            else:
+                why = f"on {text!r} it should say {want == 'accepts'}."
+            raise CheckFailed(f"`{name}`: {why}")
+    passed(name, f"{len(CONTINUATIONS)} continuations read as the paper reads them")

@@ -1,0 +1,607 @@
+"""How a countdown model checks its own work: the measurements of lesson 08 and of its card.
+
+Everything is measured at the verdict sites: the ``(`` after each attempt's result, where
+the next token is ``this`` (the result is the target) or ``not``. Positions count the BOS
+token, so a trace's word ``i`` sits at position ``i + 1``.
+
+Names follow the lesson: the *verdict probe* reads the residual stream at ``(``; *aligned
+neurons* are GLU neurons whose output weights point along the probe's direction;
+*target-attending heads* look from ``(`` back to the target in the prompt (the paper calls
+them previous-token heads: they attend to the previous *occurrence* of the number just
+written); a head's *receptive-field score* is how strongly what it writes turns the aligned
+neurons on.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from utils import countdown
+from utils.metrics.common import device_of, right_padded
+from utils.metrics.probes import fit_probe
+
+
+@dataclass
+class Sites:
+    """The verdict sites of some traces.
+
+    ``tokens`` [trace, position]: ``[BOS] + tokens(trace)``, right-padded with BOS.
+    One entry per ``(`` in each of: ``row`` (its trace), ``pos`` (its position),
+    ``target_pos`` (the prompt's target), ``result_pos`` (the result just written, ``pos - 1``),
+    ``valid`` (the next word is ``this``), ``attempt`` (1 for a trace's first attempt ...).
+    """
+
+    tokens: torch.Tensor
+    row: torch.Tensor
+    pos: torch.Tensor
+    target_pos: torch.Tensor
+    result_pos: torch.Tensor
+    valid: torch.Tensor
+    attempt: torch.Tensor
+    traces: list
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def subset(self, keep: torch.Tensor) -> Sites:
+        """The sites ``keep`` (indices or a mask), with only the traces they come from."""
+        rows = self.row[keep]
+        used, new_row = torch.unique(rows, return_inverse=True)
+        return Sites(
+            self.tokens[used],
+            new_row,
+            *(getattr(self, k)[keep] for k in ("pos", "target_pos", "result_pos", "valid", "attempt")),
+            [self.traces[i] for i in used.tolist()],
+        )
+
+
+def verdict_sites(traces: Sequence[countdown.Trace], tokenizer=None) -> Sites:
+    """Every ``(`` of ``traces`` with what the lesson needs to know about it."""
+    tokenizer = tokenizer or countdown.load_tokenizer()
+    rows, cols = [], {k: [] for k in ("pos", "target_pos", "result_pos", "valid", "attempt")}
+    for r, t in enumerate(traces):
+        for k, a in enumerate(t.annotations["attempts"], 1):
+            rows.append(r)
+            cols["pos"].append(a["open"] + 1)
+            cols["target_pos"].append(t.annotations["target"] + 1)
+            cols["result_pos"].append(a["result"] + 1)
+            cols["valid"].append(a["valid"])
+            cols["attempt"].append(k)
+    tokens = right_padded([countdown.encode(t.text, tokenizer) for t in traces], 0)
+    return Sites(tokens, torch.tensor(rows), *(torch.tensor(cols[k]) for k in cols), list(traces))
+
+
+def balanced(sites: Sites, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` valid and ``per_class`` invalid sites, drawn without replacement."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for label in (True, False):
+        idx = torch.nonzero(sites.valid == label).flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"only {len(idx)} {'valid' if label else 'invalid'} sites, {per_class} wanted")
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
+def verdict_ids(tokenizer=None) -> tuple[int, int]:
+    """Token ids of ``this`` and ``not``."""
+    tokenizer = tokenizer or countdown.load_tokenizer()
+    return tuple(tokenizer.convert_tokens_to_ids(["this", "not"]))
+
+
+def run_sites(model, sites: Sites, names: Sequence[str] = (), hooks=None, batch: int = 256) -> dict:
+    """Run the traces once and keep what happens at every site.
+
+    ``hooks`` (optional) intervenes: called once per batch of traces as ``hooks(rows,
+    positions)`` with the batch-local rows and positions of that batch's sites, it returns
+    the ``fwd_hooks`` to run the batch with (so an intervention can act at the sites only).
+
+    Returns ``margin`` [site] (logit of ``this`` minus logit of ``not``), ``p_this`` and
+    ``p_not`` [site] (probabilities over the whole vocabulary) and, for every hook name in
+    ``names``, its activation at the sites ``[site, ...]``. A ``hook_pattern`` keeps the
+    attention of the site's query to every key ``[site, head, key]``.
+    """
+    this, not_ = verdict_ids(model.tokenizer)
+    dev = device_of(model)
+    out: dict[str, list] = {k: [] for k in ("margin", "p_this", "p_not", *names)}
+    for start in range(0, len(sites.tokens), batch):
+        stop = min(start + batch, len(sites.tokens))
+        mine = torch.nonzero((sites.row >= start) & (sites.row < stop)).flatten()
+        if len(mine) == 0:
+            continue
+        r, p = sites.row[mine] - start, sites.pos[mine]
+        cache: dict[str, torch.Tensor] = {}
+
+        def keep(act, hook, name, cache=cache):
+            cache[name] = act.detach()  # by the name asked for: the bridge may call it by an alias
+
+        fwd = (list(hooks(r.to(dev), p.to(dev))) if hooks else []) + [
+            (n, lambda act, hook, n=n: keep(act, hook, n)) for n in names
+        ]
+        with torch.no_grad():
+            logits = model.run_with_hooks(sites.tokens[start:stop].to(dev), fwd_hooks=fwd)
+        at = logits[r, p].float().cpu()
+        probs = at.softmax(-1)
+        out["margin"].append(at[:, this] - at[:, not_])
+        out["p_this"].append(probs[:, this])
+        out["p_not"].append(probs[:, not_])
+        for n in names:
+            act = cache[n].cpu()
+            out[n].append(act[r, :, p] if n.endswith("hook_pattern") else act[r, p])
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def verdict_accuracy(model, sites: Sites) -> dict:
+    """Teacher-forced verdicts: at every ``(``, is ``this`` above ``not`` exactly when the attempt works?"""
+    m = run_sites(model, sites)["margin"]
+    right = (m > 0) == sites.valid
+    return {
+        "verdict_accuracy": right.float().mean().item(),
+        "verdict_accuracy_valid": right[sites.valid].float().mean().item(),
+        "verdict_accuracy_invalid": right[~sites.valid].float().mean().item(),
+        "verdict_sites": len(sites),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Probes
+
+
+def resid_names(n_layers: int) -> list[str]:
+    """``hook_embed`` (what the token alone gives), then every layer's ``resid_post``."""
+    return ["hook_embed"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+
+
+def probe_by_layer(train: dict, y_train: torch.Tensor, test: dict, y_test: torch.Tensor, seed: int = 0) -> dict:
+    """Held-out accuracy of a logistic-regression probe for the verdict at every stream in
+    ``train``/``test`` (``{hook name: [site, d_model]}``), with a shuffled-label control at each.
+
+    Returns ``accuracy`` and ``shuffled`` ({name: accuracy}) and ``directions`` ({name: unit
+    vector [d_model]} pointing from "not" to "this" in the raw residual stream).
+    """
+    g = torch.Generator().manual_seed(seed)
+    shuffled_y = y_train[torch.randperm(len(y_train), generator=g)]
+    acc, shuf, dirs = {}, {}, {}
+    for name in train:
+        probe = fit_probe(train[name].float(), y_train.long(), 2)
+        pred = probe(test[name].float()).argmax(-1)
+        acc[name] = (pred == y_test.long()).float().mean().item()
+        control = fit_probe(train[name].float(), shuffled_y.long(), 2)
+        shuf[name] = (control(test[name].float()).argmax(-1) == y_test.long()).float().mean().item()
+        w = (probe.weight[1] - probe.weight[0]).detach()
+        dirs[name] = w / w.norm()
+    return {"accuracy": acc, "shuffled": shuf, "directions": dirs}
+
+
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve: the chance a random positive outscores a random negative (ties half)."""
+    pos, neg = scores[labels.bool()].double(), scores[~labels.bool()].double()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("AUROC needs both classes")
+    greater = (pos[:, None] > neg[None, :]).double().mean()
+    ties = (pos[:, None] == neg[None, :]).double().mean()
+    return float(greater + 0.5 * ties)
+
+
+# ---------------------------------------------------------------------------------------
+# Neurons
+
+
+def aligned_neurons_of(W_out: torch.Tensor, direction: torch.Tensor, k: int) -> list[tuple[int, int]]:
+    """The ``k`` neurons (layer, index) of ``W_out`` [layer, d_mlp, d_model] whose output weights
+    have the largest cosine with ``direction`` [d_model], largest first."""
+    W_out = W_out.detach().float().cpu()
+    cos = torch.nn.functional.cosine_similarity(W_out, direction.detach().float().cpu()[None, None], dim=-1)
+    return [divmod(int(i), cos.shape[1]) for i in cos.flatten().topk(k).indices]
+
+
+def aligned_neurons(model, direction: torch.Tensor, max_layer: int, share: float = 0.03) -> list[tuple[int, int]]:
+    """GLU neurons (layer, index) in layers ``0 .. max_layer`` whose output weights (rows of
+    ``W_out``) have the largest cosine with ``direction``: the top ``share`` of those neurons."""
+    W_out = model.W_out[: max_layer + 1]  # [layer, d_mlp, d_model]
+    return aligned_neurons_of(W_out, direction, max(1, round(share * W_out.shape[0] * W_out.shape[1])))
+
+
+def neuron_activation(acts: dict, neurons: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Mean GLU activation (``hook_post``) of ``neurons`` at each site [site]."""
+    cols = [acts[f"blocks.{layer}.mlp.hook_post"][:, i] for layer, i in neurons]
+    return torch.stack(cols, -1).mean(-1)
+
+
+def zero_neurons(neurons: Sequence[tuple[int, int]]):
+    """An intervention for :func:`run_sites`: ``neurons``' GLU activations set to 0 at the sites only."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, i in neurons:
+        by_layer.setdefault(layer, []).append(i)
+    by_layer_t = {layer: torch.tensor(idx) for layer, idx in by_layer.items()}
+
+    def hooks(rows, positions):
+        def zero(act, hook, idx):
+            act = act.clone()
+            act[rows[:, None], positions[:, None], idx.to(act.device)[None, :]] = 0.0
+            return act
+
+        return [
+            (f"blocks.{layer}.mlp.hook_post", lambda act, hook, idx=idx: zero(act, hook, idx))
+            for layer, idx in by_layer_t.items()
+        ]
+
+    return hooks
+
+
+def add_at_sites(layer: int, vector: torch.Tensor):
+    """An intervention for :func:`run_sites`: ``vector`` [d_model] added to the residual stream
+    after ``layer`` (``blocks.{layer}.hook_resid_post``) at the sites only."""
+
+    def hooks(rows, positions):
+        def add(act, hook):
+            act = act.clone()
+            act[rows, positions] += vector.to(act)
+            return act
+
+        return [(f"blocks.{layer}.hook_resid_post", add)]
+
+    return hooks
+
+
+# ---------------------------------------------------------------------------------------
+# Heads
+
+
+def zero_heads(heads: Sequence[tuple[int, int]]):
+    """An intervention for :func:`run_sites`: the outputs (``hook_z``) of ``heads`` set to 0 at
+    every position, as the paper does in the forward pass that writes the verdict."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, h in heads:
+        by_layer.setdefault(layer, []).append(h)
+
+    def hooks(rows=None, positions=None):
+        def zero(z, hook, idx):
+            z = z.clone()
+            z[:, :, idx] = 0.0
+            return z
+
+        return [
+            (f"blocks.{layer}.attn.hook_z", lambda z, hook, idx=list(idx): zero(z, hook, idx))
+            for layer, idx in by_layer.items()
+        ]
+
+    return hooks
+
+
+def attention_to_target(patterns: dict, sites: Sites, prompt_only: bool = False) -> torch.Tensor:
+    """Mean attention [layer, head] from each site's ``(`` to the earlier occurrences of the target.
+
+    The target is written in the prompt and again in every earlier ``( not T )``; the
+    attention to all of them is summed (with ``prompt_only``, only the prompt's). ``patterns``
+    maps ``blocks.{l}.attn.hook_pattern`` to ``[site, head, key]`` (from :func:`run_sites`).
+    """
+    n = len(patterns)
+    keys = torch.arange(sites.tokens.shape[1])
+    target_tok = sites.tokens[sites.row, sites.target_pos]  # [site]
+    if prompt_only:
+        mask = keys[None, :] == sites.target_pos[:, None]
+    else:
+        mask = (sites.tokens[sites.row] == target_tok[:, None]) & (keys[None, :] < sites.pos[:, None] - 1)
+    out = []
+    for layer in range(n):
+        pat = patterns[f"blocks.{layer}.attn.hook_pattern"]  # [site, head, key]
+        out.append((pat * mask[:, None, : pat.shape[-1]]).sum(-1).mean(0))
+    return torch.stack(out)
+
+
+def head_outputs(model, z: dict, layer: int) -> torch.Tensor:
+    """What each head of ``layer`` writes into the residual stream [site, head, d_model], from
+    its ``hook_z`` [site, head, d_head]."""
+    W_O = model.W_O[layer].detach().float().cpu()  # [head, d_head, d_model]
+    return torch.einsum("shd,hdm->shm", z[f"blocks.{layer}.attn.hook_z"].float(), W_O)
+
+
+def receptive_field_scores(
+    model, written: torch.Tensor, neurons: Sequence[tuple[int, int]], ln_scale: dict | None = None
+) -> torch.Tensor:
+    """How strongly what each head writes turns the ``neurons`` on [layer, head].
+
+    ``written`` [layer, head, d_model] is one vector per head (what it writes, on average or
+    from its weights). For every neuron i that reads the head (in the head's own block, whose
+    MLP comes after its attention, or a later one), with gate and up
+    weights g_i and u_i, the head scores ``SiLU(g_i · x) (u_i · x)``, where x is the head's
+    vector through that layer's RMSNorm (divided by ``ln_scale[layer]``, the typical size of the
+    stream there, default 1, and times the norm's weights); the score is the mean over those
+    neurons (0 for a head with no later neuron).
+    """
+    L, H = written.shape[:2]
+    W_gate, W_in = model.W_gate.detach().float().cpu(), model.W_in.detach().float().cpu()
+    scores = torch.zeros(L, H)
+    for lh in range(L):
+        later = [(layer, i) for layer, i in neurons if layer >= lh]  # a block's MLP reads its own heads
+        if not later:
+            continue
+        vals = []
+        for layer, i in later:
+            weight = model.blocks[layer].ln2._original_component.weight.detach().float().cpu()
+            x = written[lh] * weight / (ln_scale[layer] if ln_scale else 1.0)  # [head, d_model]
+            vals.append(torch.nn.functional.silu(x @ W_gate[layer, :, i]) * (x @ W_in[layer, :, i]))
+        scores[lh] = torch.stack(vals, -1).mean(-1)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------
+# Generation
+
+
+def continue_greedily(model, prompts: Sequence[list[int]], max_new: int = 40, at_open=None) -> list[list[int]]:
+    """Greedy continuations of ``prompts`` (token lists), each until EOS or ``max_new`` tokens.
+
+    ``at_open`` (optional) is an intervention like :func:`zero_heads`'s: it is applied in
+    every forward pass whose last token is ``(`` (the pass that writes the verdict), and
+    only then, as in the paper's generation test.
+    """
+    dev = device_of(model)
+    open_id = model.tokenizer.convert_tokens_to_ids("(")
+    outs: list[list[int]] = [None] * len(prompts)  # type: ignore[list-item]
+    by_len: dict[int, list[int]] = {}
+    for k, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(k)
+    for members in by_len.values():
+        seqs = torch.tensor([prompts[k] for k in members], device=dev)
+        done = torch.zeros(len(members), dtype=torch.bool, device=dev)
+        for _ in range(max_new):
+            with torch.no_grad():
+                plain = model(seqs)[:, -1]
+                last_open = seqs[:, -1] == open_id
+                if at_open is not None and last_open.any():
+                    hooked = model.run_with_hooks(seqs, fwd_hooks=at_open())[:, -1]
+                    plain = torch.where(last_open[:, None], hooked, plain)
+            nxt = plain.argmax(-1)
+            nxt = torch.where(done, torch.zeros_like(nxt), nxt)
+            seqs = torch.cat([seqs, nxt[:, None]], 1)
+            done |= nxt == 0
+            if done.all():
+                break
+        for row, k in enumerate(members):
+            ids = seqs[row, len(prompts[k]) :].tolist()
+            outs[k] = ids[: ids.index(0) + 1] if 0 in ids else ids
+    return outs
+
+
+def random_heads(n_layers: int, n_heads: int, k: int, exclude: Sequence[tuple[int, int]], seed: int) -> list:
+    """``k`` distinct heads drawn at random from those not in ``exclude``."""
+    pool = [(layer, h) for layer in range(n_layers) for h in range(n_heads) if (layer, h) not in set(exclude)]
+    return sorted(random.Random(seed).sample(pool, k))
+
+
+# ---------------------------------------------------------------------------------------
+# The model card
+
+
+def trace_loss(model, traces: Sequence[countdown.Trace], batch: int = 256) -> dict:
+    """Mean next-token loss on ``[BOS] + trace + [EOS]`` and the generator's exact floor (nats/token).
+
+    ``gap_se`` is the standard error of the gap over traces (each trace's excess loss, summed
+    over its tokens, divided by the mean number of tokens per trace).
+    """
+    tok = model.tokenizer
+    seqs = [countdown.encode(t.text, tok) + [0] for t in traces]
+    per_trace = []
+    dev = device_of(model)
+    for start in range(0, len(seqs), batch):
+        chunk = seqs[start : start + batch]
+        x = right_padded(chunk, 0).to(dev)
+        mask = torch.zeros(x.shape[0], x.shape[1] - 1, dtype=torch.bool)
+        for r, s in enumerate(chunk):
+            mask[r, : len(s) - 1] = True
+        with torch.no_grad():
+            logits = model(x[:, :-1]).float().cpu()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:].cpu(), reduction="none")
+        per_trace += (nll * mask).sum(1).tolist()
+    nll = torch.tensor(per_trace, dtype=torch.float64)
+    lp = torch.tensor([t.logprob for t in traces], dtype=torch.float64)
+    count = sum(len(s) - 1 for s in seqs)
+    mean_len = count / len(seqs)
+    loss, floor = nll.sum().item() / count, -lp.sum().item() / count
+    gap_se = ((nll + lp) / mean_len).std().item() / len(seqs) ** 0.5
+    return {"loss": loss, "floor": floor, "gap": loss - floor, "gap_se": gap_se, "tokens": count}
+
+
+def greedy_traces(model, traces: Sequence[countdown.Trace], max_new: int = 100) -> list[dict]:
+    """Each problem's prompt (through ``:``) continued greedily, judged by :func:`countdown.judge`."""
+    tok = model.tokenizer
+    prompts = [countdown.encode(t.text, tok)[: t.annotations["target"] + 3] for t in traces]
+    outs = continue_greedily(model, prompts, max_new=max_new)
+    judged = []
+    for t, p, o in zip(traces, prompts, outs):
+        text = countdown.decode(p + o, tok)
+        j = countdown.judge(text)
+        j["text"] = text
+        j["exact"] = text == countdown.make_trace(t.operands, t.target).text
+        judged.append(j)
+    return judged
+
+
+def truncated_at_valid(sites: Sites, tokenizer) -> list[list[int]]:
+    """For every valid site, its trace's tokens up to and including that ``(``."""
+    return [sites.tokens[r, : p + 1].tolist() for r, p in zip(sites.row.tolist(), sites.pos.tolist())]
+
+
+def accepts(continuations: Sequence[list[int]], tokenizer) -> torch.Tensor:
+    """Whether each continuation of a ``(`` accepts: its first word is ``this`` [continuation]."""
+    this = tokenizer.convert_tokens_to_ids("this")
+    return torch.tensor([bool(c) and c[0] == this for c in continuations])
+
+
+STEERING_STRENGTHS = (0.5, 1.0, 2.0, 4.0)  # × the median norm of the stream at the sites
+NEURON_SHARE = 0.03  # the share of GLU neurons (in the layers up to the probe's) called aligned
+RANDOM_DRAWS = 10
+
+
+def continuation_accepts(model, prompts: Sequence[list[int]], at_open=None, max_new: int = 40) -> torch.Tensor:
+    """Whether each prompt's greedy continuation says ``this works`` anywhere [prompt], with
+    ``at_open`` applied in every pass that writes a verdict (the paper's generation test)."""
+    tok = model.tokenizer
+    outs = continue_greedily(model, prompts, max_new=max_new, at_open=at_open)
+    return torch.tensor([" this works" in " " + countdown.decode(o, tok) for o in outs])
+
+
+def countdown_card(
+    model,
+    seed: int,
+    train_seed: int,
+    n_traces: int = 2000,
+    n_probe_traces: int = 3000,
+    per_class: tuple[int, int] = (1500, 500),
+    n_greedy: int = 400,
+    progress=None,
+) -> dict:
+    """Every number countdown-llama's card reports, on held-out traces of ``seed`` (the probe
+    is fitted on traces of ``train_seed``). The steps follow lesson 08."""
+    say = progress or (lambda step: None)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    tok = model.tokenizer
+    out: dict = {"seed": seed, "traces": n_traces}
+    traces = countdown.sample_traces(seed, n_traces)
+
+    say("loss")
+    out.update(trace_loss(model, traces))
+    test = verdict_sites(traces, tok)
+    out.update(verdict_accuracy(model, test))
+    slipped = torch.tensor(
+        [
+            t.annotations["attempts"][a - 1]["slip"] and t.annotations["attempts"][a - 1]["value"] == t.target
+            for t, a in zip([traces[r] for r in test.row.tolist()], test.attempt.tolist())
+        ]
+    )
+    m = run_sites(model, test.subset(slipped))["margin"]
+    out["verdict_accuracy_slipped_solution"] = (m < 0).float().mean().item()
+    out["slipped_solution_sites"] = int(slipped.sum())
+
+    say("greedy traces")
+    judged = greedy_traces(model, traces[:n_greedy])
+    solvable = [j for j, t in zip(judged, traces) if t.solvable]
+    out["greedy_solved"] = sum(j["accepted_correctly"] for j in solvable) / len(solvable)
+    out["greedy_exact"] = sum(j["exact"] for j in judged) / len(judged)
+    n_att = sum(len(j["attempts"]) for j in judged)
+    out["greedy_arithmetic_error_rate"] = sum(j["arithmetic_errors"] for j in judged) / max(1, n_att)
+    out["greedy_problems"] = len(judged)
+
+    say("probe")
+    train_all = verdict_sites(countdown.sample_traces(train_seed, n_probe_traces), tok)
+    tr = train_all.subset(balanced(train_all, per_class[0], seed=0))
+    te = test.subset(balanced(test, per_class[1], seed=1))
+    names = resid_names(L)
+    a_tr, a_te = run_sites(model, tr, names), run_sites(model, te, names)
+    probes = probe_by_layer({n: a_tr[n] for n in names}, tr.valid, {n: a_te[n] for n in names}, te.valid)
+    accs = [probes["accuracy"][n] for n in names]
+    best = max(range(1, len(names)), key=lambda i: (round(accs[i], 3), i))  # ties: the later layer
+    layer = best - 1
+    u = probes["directions"][names[best]]
+    out.update(
+        probe_accuracy_by_layer=accs,
+        probe_shuffled_by_layer=[probes["shuffled"][n] for n in names],
+        probe_layer=layer,
+        probe_best_accuracy=accs[best],
+        probe_embedding_accuracy=accs[0],
+        probe_shuffled_accuracy=probes["shuffled"][names[best]],
+        probe_sites=[len(tr), len(te)],
+    )
+    lens = (u @ model.W_U.detach().float().cpu()).argsort(descending=True)
+    ranked = tok.convert_ids_to_tokens(lens.tolist())
+    out["probe_lens_top"], out["probe_lens_bottom"] = ranked[:5], ranked[-5:][::-1]
+
+    say("steering")
+    scale = a_te[names[best]].norm(dim=-1).median().item()
+    g = torch.Generator().manual_seed(seed)
+    rnd = torch.randn(u.shape, generator=g)
+    rnd /= rnd.norm()
+    invalid, valid = te.subset(~te.valid), te.subset(te.valid)
+    steer = []
+    for alpha in STEERING_STRENGTHS:
+        v = alpha * scale
+        steer.append(
+            {
+                "alpha": alpha,
+                "accept_wrong": (run_sites(model, invalid, hooks=add_at_sites(layer, v * u))["margin"] > 0)
+                .float()
+                .mean()
+                .item(),
+                "reject_right": (run_sites(model, valid, hooks=add_at_sites(layer, -v * u))["margin"] < 0)
+                .float()
+                .mean()
+                .item(),
+                "random_accept_wrong": (run_sites(model, invalid, hooks=add_at_sites(layer, v * rnd))["margin"] > 0)
+                .float()
+                .mean()
+                .item(),
+            }
+        )
+    out["steering"] = steer
+    out["steering_scale"] = scale
+    out["steer_accept_wrong"] = max(s["accept_wrong"] for s in steer)
+    out["steer_reject_right"] = max(s["reject_right"] for s in steer)
+    out["steer_random_accept_wrong"] = max(s["random_accept_wrong"] for s in steer)
+
+    say("neurons")
+    neurons = aligned_neurons(model, u, layer, NEURON_SHARE)
+    mlp = [f"blocks.{i}.mlp.hook_post" for i in range(L)]
+    acts = run_sites(model, te, mlp)
+    out["aligned_neurons"] = len(neurons)
+    out["aligned_neuron_layers"] = [sum(1 for n in neurons if n[0] == i) for i in range(layer + 1)]
+    out["neuron_auroc"] = auroc(neuron_activation(acts, neurons), te.valid)
+    base = run_sites(model, valid)["p_this"].mean().item()
+    zeroed = run_sites(model, valid, hooks=zero_neurons(neurons))["p_this"].mean().item()
+    rng = random.Random(seed)
+    pool = [(i, j) for i in range(layer + 1) for j in range(model.cfg.d_mlp)]
+    rand = [
+        run_sites(model, valid, hooks=zero_neurons(rng.sample(pool, len(neurons))))["p_this"].mean().item()
+        for _ in range(RANDOM_DRAWS)
+    ]
+    out["p_this_valid"] = base
+    out["neuron_zeroing_drop"] = 1 - zeroed / base
+    out["random_neuron_zeroing_drop"] = 1 - sum(rand) / len(rand) / base
+
+    say("heads")
+    pats = [f"blocks.{i}.attn.hook_pattern" for i in range(L)]
+    zs = [f"blocks.{i}.attn.hook_z" for i in range(L)]
+    scales = [f"blocks.{i}.ln2.hook_scale" for i in range(L)]
+    av = run_sites(model, valid, pats + zs + scales)
+    att = attention_to_target({p: av[p] for p in pats}, valid)
+    out["attention_to_target"] = att.tolist()
+    out["attention_to_prompt_target"] = attention_to_target({p: av[p] for p in pats}, valid, prompt_only=True).tolist()
+    top_att = int(att.flatten().argmax())
+    out["target_head"] = list(divmod(top_att, H))
+    out["target_head_attention"] = att.flatten()[top_att].item()
+    written = torch.stack([head_outputs(model, av, i).mean(0) for i in range(L)])
+    ln_scale = {i: av[scales[i]].mean().item() for i in range(L)}
+    rf = receptive_field_scores(model, written, neurons, ln_scale)
+    out["receptive_field_scores"] = rf.tolist()
+    top3 = [divmod(int(i), H) for i in rf.flatten().topk(3).indices]
+
+    def correct_valid(heads):
+        return (run_sites(model, valid, hooks=zero_heads(heads))["margin"] > 0).float().mean().item()
+
+    before = (run_sites(model, valid)["margin"] > 0).float().mean().item()
+    single = torch.tensor([[before - correct_valid([(i, h)]) for h in range(H)] for i in range(L)])
+    truth = [divmod(int(i), H) for i in single.flatten().topk(3).indices]
+    out["single_head_drop"] = single.tolist()
+    out["top3_receptive_field"] = [list(h) for h in top3]
+    out["top3_single_ablation"] = [list(h) for h in truth]
+    out["top3_overlap"] = len(set(top3) & set(truth))
+    out["verdict_accuracy_valid_before"] = before
+    out["top3_ablation_accuracy"] = correct_valid(top3)
+    draws = [random_heads(L, H, 3, top3, seed + k) for k in range(RANDOM_DRAWS)]
+    out["random3_ablation_drop"] = before - sum(correct_valid(d) for d in draws) / RANDOM_DRAWS
+
+    say("generation")
+    prompts = truncated_at_valid(valid, tok)
+    plain = continuation_accepts(model, prompts)
+    ablated = continuation_accepts(model, prompts, at_open=zero_heads(top3))
+    rand_acc = [continuation_accepts(model, prompts, at_open=zero_heads(d)) for d in draws[:3]]
+    out["generation_prompts"] = len(prompts)
+    out["generation_rejects_without_ablation"] = 1 - plain.float().mean().item()
+    out["generation_rejects_top3"] = 1 - ablated.float().mean().item()
+    out["generation_rejects_random3"] = 1 - torch.stack(rand_acc).float().mean().item()
+    return out
