@@ -21,6 +21,7 @@ test: setup
 ## attn2l 21 min, 4l 58 min, llama 47 min), then the SAEs on the new models (about 10 min; cached activations are kept).
 zoo: setup
 	$(PY) -m utils.tokenizer
+	$(PY) -m utils.countdown tokenizer
 	$(PY) -m utils.train all
 	$(PY) -m utils.saes all
 

@@ -30,7 +30,6 @@ from utils import train as tr  # noqa: E402
 from utils.models import load_model, zoo  # noqa: E402
 from utils.paths import BENCHMARKS as OUT  # noqa: E402
 from utils.registry import SPECS, Spec  # noqa: E402
-from utils.tokenizer import load_tokenizer  # noqa: E402
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -67,13 +66,13 @@ def training_tokens_per_s(spec: Spec, vocab: int, precision: str = "fp32", steps
 
 def main() -> int:
     torch.set_num_threads(os.cpu_count() or 1)
-    vocab = len(load_tokenizer())
     bf16 = tr.pick_precision("cpu") == "bf16"
     rows = []
     for name in zoo():
         load_model(name, device="cpu")  # warm-up: imports, file cache
         load_s = timed(lambda name=name: load_model(name, device="cpu"))
         model = load_model(name, device="cpu")
+        vocab = model.cfg.d_vocab  # each corpus has its own tokenizer
         fwd = forward_tokens_per_s(model, vocab)
         spec = SPECS.get(name)
         trn = training_tokens_per_s(spec, vocab) if spec else None

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from utils import countdown as cd
+from utils import paths
 from utils.paths import ROOT
 
 TRACES = cd.sample_traces(4242, 2000)
@@ -142,7 +143,7 @@ def test_every_number_a_trace_can_write_is_one_token():
 
 def test_shipped_tokenizer_is_what_the_builder_writes(tmp_path):
     cd.build_tokenizer(tmp_path)
-    shipped = cd.TOKENIZER_DIR / "tokenizer.json"
+    shipped = paths.COUNTDOWN_TOKENIZER_DIR / "tokenizer.json"
     assert (tmp_path / "tokenizer.json").read_bytes() == shipped.read_bytes()
 
 

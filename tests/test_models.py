@@ -50,7 +50,7 @@ def test_hub_name_offline_fails_with_the_flag_named_and_the_zoo_listed():
     assert "HF_HUB_OFFLINE" in str(e.value) and all(n in str(e.value) for n in BUILT)
 
 
-def test_planned_but_unbuilt_model_says_how_to_build_it(tmp_path, monkeypatch):
+def test_unbuilt_model_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "MODELS", tmp_path)
     with pytest.raises(ZooError, match="python -m utils.train countdown-llama"):
         load_model("countdown-llama")

@@ -72,7 +72,6 @@ EOT = "<|endoftext|>"
 NUMBER_MIN = 1 - 2 * OPERAND_MAX  # the smallest value an attempt can reach: 1 - 12 - 12
 WORDS = ["\n", "->", ":", "+", "-", "=", "(", ")", "not", "this", "works", "So", "none"]
 VOCAB = [EOT, *WORDS, *(str(n) for n in range(NUMBER_MIN, TARGET_MAX + 1))]
-TOKENIZER_DIR = paths.COUNTDOWN_TOKENIZER_DIR
 REBUILD_TOKENIZER = "python -m utils.countdown tokenizer"
 
 
@@ -364,7 +363,7 @@ def judge(text: str) -> dict:
 # Tokenizer: one token per word
 
 
-def build_tokenizer(out_dir: Path = TOKENIZER_DIR) -> Path:
+def build_tokenizer(out_dir: Path | None = None) -> Path:
     """Write the countdown tokenizer (a fixed word-level vocabulary) as HF tokenizer files."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -374,6 +373,7 @@ def build_tokenizer(out_dir: Path = TOKENIZER_DIR) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\S+|\n"), behavior="removed", invert=True)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
     fast.model_max_length = 1024
+    out_dir = Path(out_dir or paths.COUNTDOWN_TOKENIZER_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out_dir)
     return out_dir
@@ -383,7 +383,7 @@ def load_tokenizer(path: str | Path | None = None):
     """The countdown tokenizer from ``data/countdown-tokenizer`` (offline)."""
     from utils.tokenizer import load_tokenizer as load
 
-    return load(path or TOKENIZER_DIR, rebuild=REBUILD_TOKENIZER)
+    return load(path or paths.COUNTDOWN_TOKENIZER_DIR, rebuild=REBUILD_TOKENIZER)
 
 
 def encode(text: str, tokenizer=None) -> list[int]:
@@ -428,7 +428,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=_positive, required=True, help="number of traces")
     sp.add_argument("--start", type=_nonnegative, default=0, help="index of the first trace")
     sub.add_parser("score", help='read JSON lines {"text": ...} from stdin, write each trace with its annotations')
-    sub.add_parser("tokenizer", help=f"rebuild {paths.shown(TOKENIZER_DIR)} (the same file every time)")
+    sub.add_parser("tokenizer", help=f"rebuild {paths.shown(paths.COUNTDOWN_TOKENIZER_DIR)} (the same file every time)")
     return ap
 
 

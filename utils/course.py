@@ -19,10 +19,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from utils import records, seeds, storyworld
+from utils import countdown, records, seeds, storyworld
 from utils.evaluate import check_targets
+from utils.metrics.countdown import trace_loss
 from utils.metrics.loss import heldout_loss
-from utils.models import ZOO, load_model, read_card, zoo
+from utils.models import ZOO, corpus_of, load_model, read_card, zoo
 from utils.notebooks import execute
 from utils.paths import SOLUTIONS
 
@@ -52,7 +53,10 @@ def check_zoo() -> int:
             status = 1
             continue
         load_s = time.time() - t
-        quick = heldout_loss(model, docs)
+        if corpus_of(name) == "countdown":
+            quick = trace_loss(model, countdown.sample_traces(seeds.COURSE_CHECK, QUICK_DOCS))
+        else:
+            quick = heldout_loss(model, docs)
         ev = card["eval"]
         targets = check_targets(name, ev)
         unmet = [m for m, t in targets.items() if not t["met"]]
@@ -67,8 +71,8 @@ def check_zoo() -> int:
             + ("" if agree else "  GAP DISAGREES WITH CARD")
         )
     print(
-        f"gap: loss minus entropy floor on {QUICK_DOCS} fresh held-out documents (seed {seeds.COURSE_CHECK}); "
-        "card: the card's 2000-document measurement.\n"
+        f"gap: loss minus entropy floor on {QUICK_DOCS} fresh held-out documents or traces (seed "
+        f"{seeds.COURSE_CHECK}); card: the card's 2000-document measurement.\n"
     )
     return status
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from utils import paths, registry
-from utils.tokenizer import CORPORA, corpus_tokenizer, corpus_tokenizer_hash
+from utils.tokenizer import corpus_tokenizer, corpus_tokenizer_dir, corpus_tokenizer_hash
 
 # Zoo models the course plans (``utils.registry``); those without a directory are not built yet.
 ZOO = tuple(registry.ZOO)
@@ -191,7 +191,7 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
                 f"or rebuild it with: {rebuild_command(name)}"
             )
         if card.get("tokenizer_sha256") != corpus_tokenizer_hash(corpus):
-            where = paths.shown(CORPORA[corpus][0])
+            where = paths.shown(corpus_tokenizer_dir(corpus))
             raise ZooError(
                 f"{name} was trained with another tokenizer than {where}. "
                 f"Restore {where} or rebuild with: {rebuild_command(name)}"

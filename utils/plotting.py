@@ -356,6 +356,44 @@ def curves(
     return Figure(fig, _png(mfig))
 
 
+def flow(stages: Sequence[tuple[str, str]], *, title: str) -> Figure:
+    """A mechanism as a chain of boxes left to right, each ``(name, what was measured)``, with
+    arrows between them (the order information flows in)."""
+    import plotly.graph_objects as go
+
+    n = len(stages)
+    fig = go.Figure()
+    plt = _mpl()
+    mfig, ax = plt.subplots(figsize=(2.3 * n, 2.6))
+    for k, (name, detail) in enumerate(stages):
+        x0, x1 = k * 1.3, k * 1.3 + 1.0
+        fig.add_shape(type="rect", x0=x0, x1=x1, y0=0.35, y1=1.0, line=dict(color="#4c72b0"), fillcolor="#eaf0fb")
+        fig.add_annotation(x=(x0 + x1) / 2, y=0.85, text=f"<b>{name}</b>", showarrow=False, font=dict(size=12))
+        fig.add_annotation(
+            x=(x0 + x1) / 2, y=0.55, text=detail.replace("\n", "<br>"), showarrow=False, font=dict(size=10)
+        )
+        ax.add_patch(plt.Rectangle((x0, 0.35), 1.0, 0.65, facecolor="#eaf0fb", edgecolor="#4c72b0"))
+        ax.text((x0 + x1) / 2, 0.85, name, ha="center", va="center", fontsize=8, weight="bold")
+        ax.text((x0 + x1) / 2, 0.55, detail, ha="center", va="center", fontsize=6.5)
+        if k:
+            fig.add_annotation(
+                x=x0, y=0.68, ax=x0 - 0.3, ay=0.68, xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                arrowhead=2, text="",
+            )  # fmt: skip
+            ax.annotate("", (x0, 0.68), (x0 - 0.3, 0.68), arrowprops=dict(arrowstyle="->"))
+    fig.update_layout(
+        title=title,
+        width=max(620, 190 * n),
+        height=300,
+        template="plotly_white",
+        xaxis=dict(visible=False, range=[-0.1, n * 1.3 - 0.2]),
+        yaxis=dict(visible=False, range=[0.2, 1.1]),
+    )
+    ax.set(xlim=(-0.1, n * 1.3 - 0.2), ylim=(0.2, 1.1), title=title)
+    ax.axis("off")
+    return Figure(fig, _png(mfig))
+
+
 def scatter(
     x: Sequence[float],
     y: Sequence[float],

@@ -66,6 +66,59 @@ ALL_WORD_COPYING = {
     "repeat_loss_drop_all_words": (">=", 3.0),
 }
 
+# The countdown models: Llama-style like Qwen (RMSNorm, rotary, gated SiLU MLP), small enough to
+# train in under half an hour on two CPU cores.
+COUNTDOWN_LLAMA = dict(
+    num_hidden_layers=4,
+    hidden_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=512,
+    rope_theta=10000.0,
+)
+# What lesson 08 reproduces of Lee et al. 2025 (self-verification), as pass criteria on held-out
+# traces: the task done, then each step of the paper's analysis (utils.metrics.countdown).
+COUNTDOWN_TARGETS = {
+    "verdict_accuracy": (">=", 0.98),  # teacher-forced "this"/"not" at every "("
+    "greedy_solved": (">=", 0.9),  # solvable problems whose greedy trace accepts a correct attempt
+    "probe_best_accuracy": (">=", 0.97),
+    "probe_embedding_accuracy": ("<=", 0.65),
+    "probe_shuffled_accuracy": ("<=", 0.6),
+    "steer_accept_wrong": (">=", 0.8),
+    "steer_reject_right": (">=", 0.8),
+    "steer_random_accept_wrong": ("<=", 0.1),
+    "neuron_auroc": (">=", 0.9),
+    "neuron_zeroing_drop": (">=", 0.5),
+    "random_neuron_zeroing_drop": ("<=", 0.1),
+    "target_head_attention": (">=", 0.5),
+    "top3_ablation_accuracy": ("<=", 0.3),
+    "random3_ablation_drop": ("<=", 0.1),
+    "top3_overlap": (">=", 2),
+    "generation_rejects_top3": (">=", 0.7),
+    "generation_rejects_without_ablation": ("<=", 0.05),
+}
+COUNTDOWN_TOLERANCE = {
+    "loss": 0.02,
+    "gap": 0.02,
+    "verdict_accuracy": 0.02,
+    "greedy_solved": 0.06,
+    "probe_best_accuracy": 0.03,
+    "probe_embedding_accuracy": 0.06,
+    "probe_shuffled_accuracy": 0.08,
+    "steer_accept_wrong": 0.08,
+    "steer_reject_right": 0.08,
+    "steer_random_accept_wrong": 0.06,
+    "neuron_auroc": 0.04,
+    "neuron_zeroing_drop": 0.1,
+    "random_neuron_zeroing_drop": 0.06,
+    "target_head_attention": 0.08,
+    "top3_ablation_accuracy": 0.1,
+    "random3_ablation_drop": 0.06,
+    "top3_overlap": 1,
+    "generation_rejects_top3": 0.1,
+    "generation_rejects_without_ablation": 0.05,
+}
+
 # What a card can measure; each model lists the groups that apply to it.
 MEASUREMENTS = ("loss", "heads", "ioi", "probe", "steering")
 # The countdown model is measured on its own traces (utils.metrics.countdown).
@@ -175,23 +228,35 @@ ZOO: dict[str, ZooModel] = {
             Spec(
                 "countdown-llama",
                 "llama",
-                dict(
-                    num_hidden_layers=4,
-                    hidden_size=128,
-                    num_attention_heads=4,
-                    num_key_value_heads=4,
-                    intermediate_size=512,
-                    rope_theta=10000.0,
-                ),
+                COUNTDOWN_LLAMA,
                 seed=104,
                 data_seed=21,
                 tokens=20_000_000,
                 n_ctx=128,
                 corpus="countdown",
             ),
-            targets={},
+            targets=COUNTDOWN_TARGETS,
             lessons=("08",),
             measurements=COUNTDOWN_MEASUREMENTS,
+            tolerance=dict(COUNTDOWN_TOLERANCE),
+        ),
+        ZooModel(
+            "countdown-llama-3l",
+            Spec(
+                "countdown-llama-3l",
+                "llama",
+                dict(COUNTDOWN_LLAMA, num_hidden_layers=3),
+                seed=105,
+                data_seed=22,
+                tokens=20_000_000,
+                n_ctx=128,
+                corpus="countdown",
+            ),
+            # The second model lesson 08 runs on: it must do the task; its mechanism is explored, not targeted.
+            targets={k: COUNTDOWN_TARGETS[k] for k in ("verdict_accuracy", "greedy_solved", "probe_best_accuracy")},
+            lessons=("08",),
+            measurements=COUNTDOWN_MEASUREMENTS,
+            tolerance=dict(COUNTDOWN_TOLERANCE),
         ),
     ]
 }

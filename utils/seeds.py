@@ -36,6 +36,8 @@ LESSON_05 = 9509  # lesson 05's prompts and its unrelated documents (its steerin
 LESSON_05_CHECKS = 9510  # the stories and prompts lesson 05's checks use
 LESSON_06 = 9511  # lesson 06's documents of every family (its steering prompts are lesson 05's)
 LESSON_06_CHECKS = 9512  # the documents lesson 06's checks use
+LESSON_08 = 9513  # lesson 08's held-out countdown traces (its test sites and generations)
+LESSON_08_TRAIN = 9514  # the countdown traces lesson 08's verdict probes are fitted on
 
 
 def is_held_out(seed: int) -> bool:

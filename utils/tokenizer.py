@@ -83,23 +83,28 @@ def tokenizer_hash(path: str | Path | None = None) -> str:
     return hashlib.sha256(_tokenizer_file(path).read_bytes()).hexdigest()
 
 
-# Each training corpus has its own tokenizer: (folder, the command that rebuilds it).
+# Each training corpus has its own tokenizer: (its folder's name in utils.paths, read when
+# needed so that a moved folder is followed, and the command that rebuilds it).
 CORPORA = {
-    "storyworld": (TOKENIZER_DIR, REBUILD),
-    "countdown": (paths.COUNTDOWN_TOKENIZER_DIR, "python -m utils.countdown tokenizer"),
+    "storyworld": ("TOKENIZER_DIR", REBUILD),
+    "countdown": ("COUNTDOWN_TOKENIZER_DIR", "python -m utils.countdown tokenizer"),
 }
+
+
+def corpus_tokenizer_dir(corpus: str = "storyworld") -> Path:
+    """The folder of a training corpus's tokenizer (``"storyworld"`` or ``"countdown"``)."""
+    return getattr(paths, CORPORA[corpus][0])
 
 
 def corpus_tokenizer(corpus: str = "storyworld"):
     """The tokenizer of a training corpus (``"storyworld"`` or ``"countdown"``)."""
-    folder, rebuild = CORPORA[corpus]
-    return load_tokenizer(folder, rebuild)
+    return load_tokenizer(corpus_tokenizer_dir(corpus), CORPORA[corpus][1])
 
 
 def corpus_tokenizer_hash(corpus: str = "storyworld") -> str:
     """sha256 of a corpus's ``tokenizer.json`` (what a model card pins)."""
-    folder, rebuild = CORPORA[corpus]
-    return hashlib.sha256(_tokenizer_file(folder, rebuild).read_bytes()).hexdigest()
+    file = _tokenizer_file(corpus_tokenizer_dir(corpus), CORPORA[corpus][1])
+    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def encode_doc(text: str, tokenizer=None) -> list[int]:

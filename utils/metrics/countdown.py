@@ -412,7 +412,19 @@ def greedy_traces(model, traces: Sequence[countdown.Trace], max_new: int = 100) 
     """Each problem's prompt (through ``:``) continued greedily, judged by :func:`countdown.judge`."""
     tok = model.tokenizer
     prompts = [countdown.encode(t.text, tok)[: t.annotations["target"] + 3] for t in traces]
-    outs = continue_greedily(model, prompts, max_new=max_new)
+    hf = getattr(model, "original_model", None)
+    if hf is not None and len({len(p) for p in prompts}) == 1:  # no intervention: the HF model's cached decoding
+        with torch.no_grad():
+            out = hf.generate(
+                torch.tensor(prompts, device=device_of(model)),
+                max_new_tokens=max_new,
+                do_sample=False,
+                eos_token_id=0,
+                pad_token_id=0,
+            )[:, len(prompts[0]) :].tolist()
+        outs = [o[: o.index(0) + 1] if 0 in o else o for o in out]
+    else:
+        outs = continue_greedily(model, prompts, max_new=max_new)
     judged = []
     for t, p, o in zip(traces, prompts, outs):
         text = countdown.decode(p + o, tok)
@@ -452,14 +464,13 @@ def countdown_card(
     seed: int,
     train_seed: int,
     n_traces: int = 2000,
-    n_probe_traces: int = 3000,
-    per_class: tuple[int, int] = (1500, 500),
-    n_greedy: int = 400,
     progress=None,
 ) -> dict:
-    """Every number countdown-llama's card reports, on held-out traces of ``seed`` (the probe
-    is fitted on traces of ``train_seed``). The steps follow lesson 08."""
+    """Every number countdown-llama's card reports, on ``n_traces`` held-out traces of ``seed``
+    (the probe is fitted on 1.5 times as many traces of ``train_seed``; greedy traces are
+    written for a fifth of the problems). The steps follow lesson 08."""
     say = progress or (lambda step: None)
+    n_probe_traces, per_class, n_greedy = n_traces * 3 // 2, (n_traces * 3 // 4, n_traces // 4), n_traces // 5
     L, H = model.cfg.n_layers, model.cfg.n_heads
     tok = model.tokenizer
     out: dict = {"seed": seed, "traces": n_traces}
