@@ -380,7 +380,11 @@ def countdown_card_markdown(card: dict) -> str:
         f"top 3 by receptive-field score ({heads(ev['top3_receptive_field'])}): "
         f"{ev['top3_ablation_accuracy']:.1%}; 3 random heads: down {ev['random3_ablation_drop']:.1%} on "
         f"average over 10 draws; top 3 by single-head ablation: {heads(ev['top3_single_ablation'])} "
-        f"(overlap {ev['top3_overlap']}) |",
+        f"(overlap {ev['top3_overlap']}). The score ranks heads by what they write differently on valid and "
+        f"invalid attempts; by their mean output on valid attempts alone it picks "
+        f"{heads(ev['top3_receptive_field_valid_mean'])} ({ev['top3_ablation_accuracy_valid_mean']:.1%} after "
+        f"ablation), by the weights alone (diagonal of W_V W_O) {heads(ev['top3_receptive_field_weights'])} "
+        f"({ev['top3_ablation_accuracy_weights']:.1%}) |",
         f'| generation from a correct result\'s "(" ({ev["generation_prompts"]} traces) | no "this works" '
         f"in {ev['generation_rejects_top3']:.1%} with the top 3 heads ablated, "
         f"{ev['generation_rejects_random3']:.1%} with random heads, {ev['generation_rejects_without_ablation']:.1%} "

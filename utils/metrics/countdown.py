@@ -585,11 +585,22 @@ def countdown_card(
     top_att = int(att.flatten().argmax())
     out["target_head"] = list(divmod(top_att, H))
     out["target_head_attention"] = att.flatten()[top_att].item()
-    written = torch.stack([head_outputs(model, av, i).mean(0) for i in range(L)])
+    # What a head writes differently on valid and invalid attempts: the verdict's part of its output
+    # (its mean output on valid attempts alone is dominated by what it writes at every "(").
+    ai = run_sites(model, invalid, zs)
+    written = torch.stack([head_outputs(model, av, i).mean(0) - head_outputs(model, ai, i).mean(0) for i in range(L)])
     ln_scale = {i: av[scales[i]].mean().item() for i in range(L)}
     rf = receptive_field_scores(model, written, neurons, ln_scale)
     out["receptive_field_scores"] = rf.tolist()
     top3 = [divmod(int(i), H) for i in rf.flatten().topk(3).indices]
+    # The alternatives: the mean output on valid attempts alone, and the paper code's vector from
+    # the weights alone (the diagonal of W_V W_O).
+    valid_mean = torch.stack([head_outputs(model, av, i).mean(0) for i in range(L)])
+    diag = torch.einsum("lhmk,lhkm->lhm", model.W_V.detach().float().cpu(), model.W_O.detach().float().cpu())
+    alternatives = {
+        "valid_mean": receptive_field_scores(model, valid_mean, neurons, ln_scale),
+        "weights": receptive_field_scores(model, diag, neurons, ln_scale),
+    }
 
     def correct_valid(heads):
         return (run_sites(model, valid, hooks=zero_heads(heads))["margin"] > 0).float().mean().item()
@@ -603,11 +614,15 @@ def countdown_card(
     out["top3_overlap"] = len(set(top3) & set(truth))
     out["verdict_accuracy_valid_before"] = before
     out["top3_ablation_accuracy"] = correct_valid(top3)
+    for key, scores in alternatives.items():
+        heads = [divmod(int(i), H) for i in scores.flatten().topk(3).indices]
+        out[f"top3_receptive_field_{key}"] = [list(h) for h in heads]
+        out[f"top3_ablation_accuracy_{key}"] = correct_valid(heads)
     draws = [random_heads(L, H, 3, top3, seed + k) for k in range(RANDOM_DRAWS)]
     out["random3_ablation_drop"] = before - sum(correct_valid(d) for d in draws) / RANDOM_DRAWS
 
     say("generation")
-    prompts = truncated_at_valid(valid, tok)
+    prompts = truncated_at_valid(valid, tok)[:200]
     plain = continuation_accepts(model, prompts)
     ablated = continuation_accepts(model, prompts, at_open=zero_heads(top3))
     rand_acc = [continuation_accepts(model, prompts, at_open=zero_heads(d)) for d in draws[:3]]
