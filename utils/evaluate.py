@@ -86,7 +86,7 @@ def measure(
     model = model if model is not None else load_model(name)
     steps = entry(name).measurements
     if steps == COUNTDOWN_MEASUREMENTS:
-        return measure_countdown(model, seed, n_docs, progress)
+        return measure_countdown(model, seed, n_docs, progress, name)
     bar = tqdm(steps, desc=f"measuring {name}", disable=not progress, leave=False)
     out: dict = {"seed": seed, "docs": n_docs}
     docs = storyworld.sample_docs(seed, n_docs)
@@ -112,13 +112,15 @@ def measure(
     return out
 
 
-def measure_countdown(model, seed: int = seeds.EVAL, n_traces: int = 2000, progress: bool = True) -> dict:
+def measure_countdown(
+    model, seed: int = seeds.EVAL, n_traces: int = 2000, progress: bool = True, name: str = "countdown-llama"
+) -> dict:
     """The countdown model's card: lesson 08's analysis on held-out traces of ``seed`` (the
     verdict probe is fitted on traces of another held-out seed)."""
     from utils.metrics.countdown import countdown_card
 
     train_seed = seeds.PROBE_TRAIN if seed == seeds.EVAL else seed + 1
-    bar = tqdm(total=7, desc="measuring countdown-llama", disable=not progress, leave=False)
+    bar = tqdm(total=7, desc=f"measuring {name}", disable=not progress, leave=False)
 
     def step(name):
         bar.set_postfix_str(name)

@@ -239,6 +239,23 @@ ZOO: dict[str, ZooModel] = {
             lessons=("08",),
             measurements=COUNTDOWN_MEASUREMENTS,
             tolerance=dict(COUNTDOWN_TOLERANCE),
+            missed={
+                "neuron_zeroing_drop": (
+                    "P(this | valid) is 1.000 and the 61 aligned neurons off cut only about 2 of its 15 logits of "
+                    "margin (random neurons add 2): the verdict survives without them; checkpoints at 4M and 9M "
+                    "tokens lost 56% and 44%, before the model grew this sure"
+                ),
+                "random3_ablation_drop": (
+                    "16 heads, three of which matter alone (L1H0 95 points, L3H0 28, L0H3 19): 42% of the draws of "
+                    "3 from the other 13 hold L3H0 or L0H3, so random heads cost 11 points on average (the top 3 "
+                    "cost 95)"
+                ),
+                "top3_overlap": (
+                    "the score's first head is the ground truth's first (L1H0, the head that compares); the other "
+                    "two do other jobs: L3H0 writes the same at every '(' but the last layer needs it, L0H3 serves "
+                    "valid and invalid verdicts alike (lesson 08 measures both)"
+                ),
+            },
         ),
         ZooModel(
             "countdown-llama-3l",

@@ -1,0 +1,93 @@
+"""Lesson 08's measurements on countdown-llama: sites, interventions and generation agree with the traces."""
+
+import pytest
+import torch
+
+from utils import countdown
+from utils.metrics import countdown as cdm
+
+TRACES = countdown.sample_traces(9350, 40)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from utils import load_model
+
+    with torch.no_grad():
+        yield load_model("countdown-llama", device="cpu")
+
+
+def test_verdict_sites_point_at_each_open_bracket_with_its_label():
+    sites = cdm.verdict_sites(TRACES)
+    tok = countdown.load_tokenizer()
+    assert len(sites) == sum(len(t.annotations["attempts"]) for t in TRACES)
+    words = [tok.convert_ids_to_tokens(row.tolist()) for row in sites.tokens]
+    for r, p, tp, valid in zip(sites.row.tolist(), sites.pos.tolist(), sites.target_pos.tolist(), sites.valid.tolist()):
+        assert words[r][p] == "(" and words[r][p + 1] == ("this" if valid else "not")
+        assert words[r][tp] == str(TRACES[r].target)
+
+
+def test_a_subset_keeps_only_the_traces_its_sites_come_from():
+    sites = cdm.verdict_sites(TRACES)
+    valid = sites.subset(sites.valid)
+    assert len(valid.traces) == len(valid) == int(sites.valid.sum())
+    assert all(
+        valid.tokens[r, p + 1] == valid.tokens[0, 0] * 0 + countdown.VOCAB.index("this")
+        for r, p in zip(valid.row, valid.pos)
+    )
+
+
+def test_balanced_draws_as_many_of_each_class_and_says_when_it_cannot():
+    sites = cdm.verdict_sites(TRACES)
+    idx = cdm.balanced(sites, 10)
+    assert sites.valid[idx].sum() == 10 and len(idx) == 20
+    with pytest.raises(ValueError, match="valid sites"):
+        cdm.balanced(sites, 10_000)
+
+
+def test_attention_to_target_sums_the_earlier_occurrences_only():
+    sites = cdm.verdict_sites(TRACES[:3])
+    n = sites.tokens.shape[1]
+    uniform = torch.ones(len(sites), 2, n) / n  # [site, head, key]: every key weighted 1/n
+    att = cdm.attention_to_target({"blocks.0.attn.hook_pattern": uniform}, sites)
+    counts = []
+    for k in range(len(sites)):
+        row = sites.tokens[sites.row[k]]
+        earlier = (row == row[sites.target_pos[k]]) & (torch.arange(n) < sites.pos[k] - 1)  # not the result itself
+        counts.append(int(earlier.sum()))
+    assert att.shape == (1, 2)
+    assert torch.allclose(att[0], torch.full((2,), sum(counts) / len(counts) / n))
+    assert min(counts) >= 1  # the prompt's target at least
+
+
+def test_the_model_judges_held_out_verdicts(model):
+    acc = cdm.verdict_accuracy(model, cdm.verdict_sites(TRACES, model.tokenizer))
+    assert acc["verdict_accuracy"] >= 0.98
+
+
+def test_an_intervention_at_the_sites_leaves_other_positions_alone(model):
+    sites = cdm.verdict_sites(TRACES[:4], model.tokenizer)
+    big = torch.zeros(model.cfg.d_model)
+    big[0] = 1e4
+    hook = cdm.add_at_sites(1, big)(sites.row, sites.pos)
+    clean = model(sites.tokens)
+    steered = model.run_with_hooks(sites.tokens, fwd_hooks=hook)
+    first = int(sites.pos.min())
+    assert torch.allclose(clean[:, :first], steered[:, :first], atol=1e-4)
+    assert not torch.allclose(clean[sites.row, sites.pos], steered[sites.row, sites.pos])
+
+
+def test_cached_greedy_traces_match_the_step_by_step_loop(model):
+    judged = cdm.greedy_traces(model, TRACES[:6])
+    prompts = [countdown.encode(t.text, model.tokenizer)[: t.annotations["target"] + 3] for t in TRACES[:6]]
+    slow = cdm.continue_greedily(model, prompts, max_new=100)
+    assert [j["text"] for j in judged] == [countdown.decode(p + o, model.tokenizer) for p, o in zip(prompts, slow)]
+
+
+def test_ablating_the_comparing_head_at_the_verdict_breaks_acceptance(model):
+    sites = cdm.verdict_sites(TRACES, model.tokenizer)
+    valid = sites.subset(sites.valid)
+    prompts = cdm.truncated_at_valid(valid, model.tokenizer)[:12]
+    assert cdm.continuation_accepts(model, prompts).all()
+    # (a later attempt that also makes the target can still be accepted: a few do)
+    assert cdm.continuation_accepts(model, prompts, at_open=cdm.zero_heads([(1, 0)])).float().mean() <= 0.25
