@@ -17,8 +17,9 @@ course: setup
 test: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
-## Rebuild the tokenizer, every zoo model from scratch (resumable; about 2 h on 2 cores with bf16, one model after another:
-## attn2l 21 min, 4l 58 min, llama 47 min), then the SAEs on the new models (about 10 min; cached activations are kept).
+## Rebuild the tokenizers, every zoo model from scratch (resumable; about 3 h on 2 cores with bf16, one model after another:
+## attn2l 21 min, 4l 58 min, llama 47 min, countdown-llama 30 min, countdown-llama-3l 26 min, each measured while other
+## work shared the machine), then the SAEs on the new models (about 10 min; cached activations are kept).
 zoo: setup
 	$(PY) -m utils.tokenizer
 	$(PY) -m utils.countdown tokenizer
