@@ -113,10 +113,11 @@ def test_card_metrics_agree_with_a_fresh_small_sample(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", COUNTDOWN)
 def test_countdown_card_holds_on_fresh_traces(name):
-    # The whole analysis again on 600 other held-out traces: the loss gap agrees, and every
-    # target the card meets is met again (the verdict, the probe, steering, neurons, heads).
+    # The whole analysis again on as many other held-out traces as the card's: the loss gap
+    # agrees, and every target the card meets is met again (the verdict, the probe, steering,
+    # neurons, heads). On a few hundred traces the receptive-field ranking is too noisy for this.
     card = read_card(name)
-    fresh = ev.measure(name, seed=seeds.TEST_SAMPLE, n_docs=600, progress=False)
+    fresh = ev.measure(name, seed=seeds.TEST_SAMPLE, n_docs=card["eval"]["traces"], progress=False)
     assert abs(fresh["gap"] - card["eval"]["gap"]) <= 0.02 + 3 * fresh["gap_se"]
     for metric, t in ev.check_targets(name, fresh).items():
         assert t["met"] == card["targets"][metric]["met"], (metric, fresh[metric], card["eval"][metric])

@@ -7,21 +7,27 @@ import torch
 
 from utils import models, paths
 from utils.models import ZooError, load_model, read_card, sha256_file, zoo
-from utils.tokenizer import encode_doc, load_tokenizer, tokenizer_hash
+from utils.tokenizer import corpus_tokenizer, corpus_tokenizer_hash, encode_doc
 
 BUILT = zoo()
 
 
-def test_the_first_three_zoo_models_are_built():
-    assert {"storyworld-attn2l", "storyworld-4l", "storyworld-llama"} <= set(BUILT)
+def test_every_zoo_model_is_built():
+    assert set(models.ZOO) == set(BUILT)
 
 
 @pytest.mark.parametrize("name", BUILT)
 def test_zoo_model_loads_offline_and_runs(name):
+    from utils import countdown
+
     model = load_model(name, device="cpu")
-    ids = torch.tensor([encode_doc("Ann was in the park. Ann felt happy.")])
+    corpus = models.corpus_of(name)
+    if corpus == "countdown":
+        ids = torch.tensor([countdown.encode(countdown.sample(0, 0).text)])
+    else:
+        ids = torch.tensor([encode_doc("Ann was in the park. Ann felt happy.")])
     logits = model(ids)
-    assert logits.shape == (1, ids.shape[1], len(load_tokenizer()))
+    assert logits.shape == (1, ids.shape[1], len(corpus_tokenizer(corpus)))
     assert torch.isfinite(logits).all()
 
 
@@ -29,7 +35,7 @@ def test_zoo_model_loads_offline_and_runs(name):
 def test_weights_match_the_checksum_on_the_card(name):
     card = read_card(name)
     assert sha256_file(paths.MODELS / name / "model.safetensors") == card["weights_sha256"]
-    assert card["tokenizer_sha256"] == tokenizer_hash()
+    assert card["tokenizer_sha256"] == corpus_tokenizer_hash(models.corpus_of(name))
 
 
 def test_unknown_model_name_lists_the_zoo_without_asking_the_hub(monkeypatch):

@@ -251,9 +251,10 @@ ZOO: dict[str, ZooModel] = {
                     "cost 95)"
                 ),
                 "top3_overlap": (
-                    "the score's first head is the ground truth's first (L1H0, the head that compares); the other "
-                    "two do other jobs: L3H0 writes the same at every '(' but the last layer needs it, L0H3 serves "
-                    "valid and invalid verdicts alike (lesson 08 measures both)"
+                    "the score's first head is the ground truth's first (L1H0, which fetches the target and the "
+                    "result at every '('); of the other two, L3H0's output barely differs between valid and "
+                    "invalid attempts (so the score cannot see it) and L0H3 costs invalid verdicts too when "
+                    "ablated (lesson 08 measures both)"
                 ),
             },
         ),
