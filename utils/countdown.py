@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from utils import paths
+from utils.storyworld import _nonnegative, _positive  # the same argument types as Storyworld's command line
 
 N_OPERANDS = 3
 OPERAND_MAX = 12  # operands are 1 .. 12
@@ -401,20 +402,6 @@ def decode(ids: Sequence[int], tokenizer=None) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Command line
-
-
-def _positive(s: str) -> int:
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
-    return v
-
-
-def _nonnegative(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {s}")
-    return v
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -301,18 +301,7 @@ def card_markdown(card: dict) -> str:
             "along the circle's plane at that stage and strength, Fisher–Lee correlation "
             f"{ev['steering_circle_correlation']:.3f} between the angle steered to and the angle expressed |"
         )
-    lines += [
-        f"| weights sha256 | `{card['weights_sha256']}` |",
-        f"| tokenizer sha256 | `{card['tokenizer_sha256']}` |",
-        "",
-        "## Targets",
-        "",
-        "| metric | target | measured | met |",
-        "|---|---|---|---|",
-    ]
-    for m, t in card["targets"].items():
-        met = "yes" if t["met"] else "**no**" + (f": {t['missed']}" if "missed" in t else "")
-        lines.append(f"| {m} | {t['target']} | {t['value']:.4g} | {met} |")
+    lines += checksums_and_targets(card)
     if "ioi_circuit" in card:
         lines += ["", "## IOI circuit"]
         for order, circuit in card["ioi_circuit"].items():
@@ -391,6 +380,15 @@ def countdown_card_markdown(card: dict) -> str:
         f"in {ev['generation_rejects_top3']:.1%} with the top 3 heads ablated, "
         f"{ev['generation_rejects_random3']:.1%} with random heads, {ev['generation_rejects_without_ablation']:.1%} "
         "without |",
+    ]
+    lines += checksums_and_targets(card)
+    lines += ["", f"Used by lessons: {', '.join(card['lessons'])}.", ""]
+    return "\n".join(lines)
+
+
+def checksums_and_targets(card: dict) -> list[str]:
+    """The end of every model card's table (its checksums), then its targets, met or not and why."""
+    lines = [
         f"| weights sha256 | `{card['weights_sha256']}` |",
         f"| tokenizer sha256 | `{card['tokenizer_sha256']}` |",
         "",
@@ -402,8 +400,7 @@ def countdown_card_markdown(card: dict) -> str:
     for m, t in card["targets"].items():
         met = "yes" if t["met"] else "**no**" + (f": {t['missed']}" if "missed" in t else "")
         lines.append(f"| {m} | {t['target']} | {t['value']:.4g} | {met} |")
-    lines += ["", f"Used by lessons: {', '.join(card['lessons'])}.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _stage(stage: int) -> str:
