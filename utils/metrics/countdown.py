@@ -440,12 +440,6 @@ def truncated_at_valid(sites: Sites, tokenizer) -> list[list[int]]:
     return [sites.tokens[r, : p + 1].tolist() for r, p in zip(sites.row.tolist(), sites.pos.tolist())]
 
 
-def accepts(continuations: Sequence[list[int]], tokenizer) -> torch.Tensor:
-    """Whether each continuation of a ``(`` accepts: its first word is ``this`` [continuation]."""
-    this = tokenizer.convert_tokens_to_ids("this")
-    return torch.tensor([bool(c) and c[0] == this for c in continuations])
-
-
 STEERING_STRENGTHS = (0.5, 1.0, 2.0, 4.0)  # × the median norm of the stream at the sites
 NEURON_SHARE = 0.03  # the share of GLU neurons (in the layers up to the probe's) called aligned
 RANDOM_DRAWS = 10
