@@ -6,10 +6,10 @@ token, so a trace's word ``i`` sits at position ``i + 1``.
 
 Names follow the lesson: the *verdict probe* reads the residual stream at ``(``; *aligned
 neurons* are GLU neurons whose output weights point along the probe's direction;
-*target-attending heads* look from ``(`` back to the target in the prompt (the paper calls
-them previous-token heads: they attend to the previous *occurrence* of the number just
-written); a head's *receptive-field score* is how strongly what it writes turns the aligned
-neurons on.
+*previous-occurrence heads* look from ``(`` back to the target's earlier occurrences (the
+paper calls them previous-token heads: on a valid attempt the target is the number just
+written); a head's *receptive-field score* is how strongly what it writes drives the aligned
+neurons.
 """
 
 from __future__ import annotations
