@@ -343,29 +343,39 @@ def continue_greedily(model, prompts: Sequence[list[int]], max_new: int = 40, at
     """
     dev = device_of(model)
     open_id = model.tokenizer.convert_tokens_to_ids("(")
-    outs: list[list[int]] = [None] * len(prompts)  # type: ignore[list-item]
-    by_len: dict[int, list[int]] = {}
+    # One batch, padded on the right: attention is causal, so the padding never reaches the
+    # real tokens, and each row is read at its own last position.
+    lengths = torch.tensor([len(p) for p in prompts], device=dev)
+    seqs = torch.zeros(len(prompts), int(lengths.max()) + max_new, dtype=torch.long, device=dev)
     for k, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(k)
-    for members in by_len.values():
-        seqs = torch.tensor([prompts[k] for k in members], device=dev)
-        done = torch.zeros(len(members), dtype=torch.bool, device=dev)
-        for _ in range(max_new):
+        seqs[k, : len(p)] = torch.tensor(p, device=dev)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=dev)
+    for _ in range(max_new):
+        live = torch.nonzero(~done).flatten()
+        if len(live) == 0:
+            break
+        last = seqs[live, lengths[live] - 1]
+        nxt = torch.zeros(len(live), dtype=torch.long, device=dev)
+        for at_verdict in (False, True):
+            rows = live[(last == open_id) == at_verdict]
+            if len(rows) == 0:
+                continue
+            width = int(lengths[rows].max())
             with torch.no_grad():
-                plain = model(seqs)[:, -1]
-                last_open = seqs[:, -1] == open_id
-                if at_open is not None and last_open.any():
-                    hooked = model.run_with_hooks(seqs, fwd_hooks=at_open())[:, -1]
-                    plain = torch.where(last_open[:, None], hooked, plain)
-            nxt = plain.argmax(-1)
-            nxt = torch.where(done, torch.zeros_like(nxt), nxt)
-            seqs = torch.cat([seqs, nxt[:, None]], 1)
-            done |= nxt == 0
-            if done.all():
-                break
-        for row, k in enumerate(members):
-            ids = seqs[row, len(prompts[k]) :].tolist()
-            outs[k] = ids[: ids.index(0) + 1] if 0 in ids else ids
+                if at_verdict and at_open is not None:
+                    logits = model.run_with_hooks(seqs[rows, :width], fwd_hooks=at_open())
+                else:
+                    logits = model(seqs[rows, :width])
+            nxt[(last == open_id) == at_verdict] = logits[
+                torch.arange(len(rows), device=dev), lengths[rows] - 1
+            ].argmax(-1)
+        seqs[live, lengths[live]] = nxt
+        lengths[live] += 1
+        done[live] = nxt == 0
+    outs = []
+    for k, p in enumerate(prompts):
+        ids = seqs[k, len(p) : int(lengths[k])].tolist()
+        outs.append(ids)  # ends with EOS (0) when the model wrote one within max_new tokens
     return outs
 
 
