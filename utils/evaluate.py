@@ -348,6 +348,9 @@ def countdown_card_markdown(card: dict) -> str:
         + ", ".join(f"{x:.3f}" for x in ev["probe_accuracy_by_layer"])
         + f"; shuffled labels: {', '.join(f'{x:.3f}' for x in ev['probe_shuffled_by_layer'])} "
         f"({ev['probe_sites'][0]} training and {ev['probe_sites'][1]} test sites, balanced) |",
+        "| verdict probe on the embeddings of the written result and the target (what the tokens give away) | "
+        f"{ev['probe_numbers_accuracy']:.3f}; on the written result's alone {ev['probe_written_accuracy']:.3f} "
+        "(a linear probe cannot compare two embeddings, but it learns which numbers are rarely a target) |",
         f"| probe direction through the unembedding (after layer {ev['probe_layer']}) | top "
         + ", ".join(f"`{t!r}`" for t in ev["probe_lens_top"])
         + "; bottom "

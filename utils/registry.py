@@ -84,6 +84,8 @@ COUNTDOWN_TARGETS = {
     "probe_best_accuracy": (">=", 0.97),
     "probe_embedding_accuracy": ("<=", 0.65),
     "probe_shuffled_accuracy": ("<=", 0.6),
+    # the embeddings of the two numbers compared give away only what a number's identity does
+    "probe_numbers_accuracy": ("<=", 0.85),
     "steer_accept_wrong": (">=", 0.8),
     "steer_reject_right": (">=", 0.8),
     "steer_random_accept_wrong": ("<=", 0.1),
@@ -105,6 +107,8 @@ COUNTDOWN_TOLERANCE = {
     "probe_best_accuracy": 0.03,
     "probe_embedding_accuracy": 0.06,
     "probe_shuffled_accuracy": 0.08,
+    "probe_numbers_accuracy": 0.06,
+    "probe_written_accuracy": 0.06,
     "steer_accept_wrong": 0.08,
     "steer_reject_right": 0.08,
     "steer_random_accept_wrong": 0.06,

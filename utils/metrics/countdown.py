@@ -177,6 +177,28 @@ def probe_by_layer(train: dict, y_train: torch.Tensor, test: dict, y_test: torch
     return {"accuracy": acc, "shuffled": shuf, "directions": dirs}
 
 
+def number_embeddings(model, sites: Sites, with_target: bool = True) -> torch.Tensor:
+    """``[site, 2 * d_model]``: the embeddings of the result just written and of the target, side
+    by side (``[site, d_model]``, the result's alone, without the target): what the tokens the
+    verdict compares give away before any layer has compared them."""
+    w_e = model.W_E.detach().float().cpu()
+    written = w_e[sites.tokens[sites.row, sites.result_pos]]
+    return torch.cat([written, w_e[sites.tokens[sites.row, sites.target_pos]]], -1) if with_target else written
+
+
+def numbers_probe(model, train: Sites, test: Sites) -> dict:
+    """The probe control on :func:`number_embeddings`: held-out accuracy with the target's
+    embedding (``probe_numbers_accuracy``) and with the written result's alone
+    (``probe_written_accuracy``). A linear probe cannot test two embeddings for equality, but it
+    can learn which written numbers are rarely a target, so this control is above chance."""
+    out = {}
+    for key, both in (("probe_numbers_accuracy", True), ("probe_written_accuracy", False)):
+        x_tr, x_te = number_embeddings(model, train, both), number_embeddings(model, test, both)
+        probe = fit_probe(x_tr, train.valid.long(), 2)
+        out[key] = (probe(x_te).argmax(-1) == test.valid.long()).float().mean().item()
+    return out
+
+
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Area under the ROC curve: the chance a random positive outscores a random negative (ties half)."""
     pos, neg = scores[labels.bool()].double(), scores[~labels.bool()].double()
@@ -523,6 +545,7 @@ def countdown_card(
         probe_shuffled_accuracy=probes["shuffled"][names[best]],
         probe_sites=[len(tr), len(te)],
     )
+    out.update(numbers_probe(model, tr, te))
     lens = (u @ model.W_U.detach().float().cpu()).argsort(descending=True)
     ranked = tok.convert_ids_to_tokens(lens.tolist())
     out["probe_lens_top"], out["probe_lens_bottom"] = ranked[:5], ranked[-5:][::-1]
