@@ -123,7 +123,7 @@ def test_countdown_card_holds_on_fresh_traces(name):
     # rest on the receptive-field ranking of the heads: with 800 traces (about 200 valid sites)
     # that ranking is noisy, and the heads it puts in its top three change from sample to sample.
     card = read_card(name)
-    fresh = ev.measure(name, seed=seeds.TEST_SAMPLE, n_docs=800, progress=False)
+    fresh = ev.measure(name, seed=seeds.TEST_SAMPLE, n_docs=800, progress=False, every_draw=False)
     assert abs(fresh["gap"] - card["eval"]["gap"]) <= 0.02 + 3 * fresh["gap_se"]
     checked = 0
     for metric, t in ev.check_targets(name, fresh).items():
@@ -139,3 +139,15 @@ def test_readme_zoo_table_is_generated_from_the_cards():
         "README.md's zoo table is not the rendering of the model cards: restore it with git checkout -- README.md "
         "(a maintainer who rewrote a card renders the table again with python -m utils.evaluate --readme)"
     )
+
+
+def test_countdown_llamas_missed_targets_quote_the_numbers_on_its_card():
+    # The registry's reasons are typed: they must say what the card measured, or be rewritten.
+    e, why = read_card("countdown-llama")["eval"], entry("countdown-llama").missed
+    for key in ("margin_valid", "neuron_direct_margin", "neuron_zeroed_margin", "neuron_zeroed_margin_held_scale"):
+        assert f"{e[key]:.1f}" in why["neuron_zeroing_drop"], key
+    assert f"{100 * e['random3_ablation_drop_every_draw']:.1f} over all {e['random3_draws_every']}" in why[
+        "random3_ablation_drop"
+    ]
+    assert f"{100 * e['random3_ablation_drop']:.0f} points over 10 draws" in why["random3_ablation_drop"]
+    assert e["top3_overlap"] == 1 and "L3H0" in why["top3_overlap"] and [3, 0] in e["top3_single_ablation"]

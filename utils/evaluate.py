@@ -81,12 +81,14 @@ def measure(
     progress: bool = True,
     n_prompts: int = 48,
     steering_settings: list[tuple[int, float]] | None = None,
+    every_draw: bool = True,
 ) -> dict:
-    """Every number the card of ``name`` reports, measured on held-out data from ``seed``."""
+    """Every number the card of ``name`` reports, measured on held-out data from ``seed``
+    (a countdown card's mean over every draw of random heads is left out if ``every_draw`` is False)."""
     model = model if model is not None else load_model(name)
     steps = entry(name).measurements
     if steps == COUNTDOWN_MEASUREMENTS:
-        return measure_countdown(model, seed, n_docs, progress, name)
+        return measure_countdown(model, seed, n_docs, progress, name, every_draw)
     bar = tqdm(steps, desc=f"measuring {name}", disable=not progress, leave=False)
     out: dict = {"seed": seed, "docs": n_docs}
     docs = storyworld.sample_docs(seed, n_docs)
@@ -113,7 +115,12 @@ def measure(
 
 
 def measure_countdown(
-    model, seed: int = seeds.EVAL, n_traces: int = 2000, progress: bool = True, name: str = "countdown-llama"
+    model,
+    seed: int = seeds.EVAL,
+    n_traces: int = 2000,
+    progress: bool = True,
+    name: str = "countdown-llama",
+    every_draw: bool = True,
 ) -> dict:
     """The countdown model's card: lesson 08's analysis on held-out traces of ``seed`` (the
     verdict probe is fitted on traces of another held-out seed)."""
@@ -126,7 +133,7 @@ def measure_countdown(
         bar.set_postfix_str(name)
         bar.update(1)
 
-    out = countdown_card(model, seed, train_seed, n_traces=n_traces, progress=step)
+    out = countdown_card(model, seed, train_seed, n_traces=n_traces, progress=step, every_draw=every_draw)
     bar.close()
     return out
 
@@ -329,6 +336,13 @@ def countdown_card_markdown(card: dict) -> str:
         return ", ".join(f"L{layer}H{h}" for layer, h in hs)
 
     best = next(s for s in ev["steering"] if s["accept_wrong"] == ev["steer_accept_wrong"])
+    every_draw = (
+        f" ({ev['random3_ablation_drop_every_draw']:.1%} over "
+        f"{'a sample of' if ev['random3_draws_every_sampled'] else 'all'} {ev['random3_draws_every']} draws of 3 "
+        "from the other heads)"
+        if "random3_ablation_drop_every_draw" in ev
+        else ""
+    )
     th = ev["target_head"]
     lines = card_header(
         card,
@@ -365,13 +379,16 @@ def countdown_card_markdown(card: dict) -> str:
         f"0–{ev['probe_layer']}: {', '.join(map(str, ev['aligned_neuron_layers']))} per layer); AUROC "
         f'{ev["neuron_auroc"]:.3f}; zeroing them at "(" lowers P(this | valid) by '
         f"{ev['neuron_zeroing_drop']:.0%} (from {ev['p_this_valid']:.3f}), random neurons by "
-        f"{ev['random_neuron_zeroing_drop']:.0%} |",
+        f"{ev['random_neuron_zeroing_drop']:.0%}. Of the margin this − not on valid attempts "
+        f"({ev['margin_valid']:.1f}) they write {ev['neuron_direct_margin']:.1f} directly; zeroed, the margin is "
+        f"{ev['neuron_zeroed_margin']:.1f}, or {ev['neuron_zeroed_margin_held_scale']:.1f} with the final norm's "
+        f"scale held at its clean value ({ev['neuron_zeroed_flips_held_scale']:.0%} of valid verdicts flip) |",
         f'| heads attending from "(" to the target\'s earlier occurrences | L{th[0]}H{th[1]}: '
         f"{ev['target_head_attention']:.2f} of its attention |",
         f"| ablating heads (valid attempts judged right, {ev['verdict_accuracy_valid_before']:.1%} before) | "
         f"top 3 by receptive-field score ({heads(ev['top3_receptive_field'])}): "
         f"{ev['top3_ablation_accuracy']:.1%}; 3 random heads: down {ev['random3_ablation_drop']:.1%} on "
-        f"average over 10 draws; top 3 by single-head ablation: {heads(ev['top3_single_ablation'])} "
+        f"average over 10 draws{every_draw}; top 3 by single-head ablation: {heads(ev['top3_single_ablation'])} "
         f"(overlap {ev['top3_overlap']}). The score ranks heads by what they write differently on valid and "
         f"invalid attempts; by their mean output on valid attempts alone it picks "
         f"{heads(ev['top3_receptive_field_valid_mean'])} ({ev['top3_ablation_accuracy_valid_mean']:.1%} after "

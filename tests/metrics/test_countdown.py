@@ -91,3 +91,38 @@ def test_ablating_the_comparing_head_at_the_verdict_breaks_acceptance(model):
     assert cdm.continuation_accepts(model, prompts).all()
     # (a later attempt that also makes the target can still be accepted: a few do)
     assert cdm.continuation_accepts(model, prompts, at_open=cdm.zero_heads([(1, 0)])).float().mean() <= 0.25
+
+
+def test_holding_the_final_scale_at_its_clean_value_changes_nothing_by_itself(model):
+    sites = cdm.verdict_sites(TRACES[:8], model.tokenizer)
+    clean = cdm.run_sites(model, sites, [cdm.FINAL_SCALE], batch=len(sites.tokens))
+    held = cdm.run_sites(model, sites, hooks=cdm.holding_final_scale(clean[cdm.FINAL_SCALE]), batch=len(sites.tokens))
+    assert torch.allclose(held["margin"], clean["margin"], atol=1e-3)
+    with pytest.raises(ValueError, match="one batch"):
+        cdm.run_sites(model, sites, hooks=cdm.holding_final_scale(clean[cdm.FINAL_SCALE]), batch=2)
+
+
+def test_zeroing_last_layer_neurons_with_the_scale_held_costs_exactly_their_direct_margin(model):
+    # Nothing after the last MLP reads its neurons, so with the final scale held the margin loses
+    # what they wrote straight into it, no more and no less.
+    sites = cdm.verdict_sites(TRACES, model.tokenizer)
+    last = model.cfg.n_layers - 1
+    neurons = [(last, i) for i in range(0, model.cfg.d_mlp, 7)]
+    one = len(sites.tokens)
+    clean = cdm.run_sites(model, sites, [cdm.FINAL_SCALE, f"blocks.{last}.mlp.hook_post"], batch=one)
+    direct = cdm.neuron_direct_margin(model, clean, neurons, clean[cdm.FINAL_SCALE])
+    held = cdm.run_sites(
+        model, sites, hooks=cdm.holding_final_scale(clean[cdm.FINAL_SCALE], cdm.zero_neurons(neurons)), batch=one
+    )
+    assert direct.abs().mean() > 0.1  # these neurons write something, so the test could fail
+    assert torch.allclose(clean["margin"] - held["margin"], direct, atol=2e-2)
+    free = cdm.run_sites(model, sites, hooks=cdm.zero_neurons(neurons), batch=one)
+    assert not torch.allclose(free["margin"], held["margin"], atol=2e-2)  # the norm does move it
+
+
+def test_every_draw_lists_each_set_of_heads_once_or_a_seeded_sample():
+    draws = cdm.every_draw_of(2, 4, 3, [(0, 0)], seed=0)
+    assert len(draws) == 35 and len({tuple(map(tuple, d)) for d in draws}) == 35  # C(7, 3)
+    assert all((0, 0) not in d for d in draws)
+    many = cdm.every_draw_of(4, 8, 3, [], seed=1)  # C(32, 3) = 4960 sets: a sample
+    assert len(many) == cdm.EVERY_DRAW_CAP and many == cdm.every_draw_of(4, 8, 3, [], seed=1)
