@@ -247,8 +247,8 @@ ZOO: dict[str, ZooModel] = {
                 "neuron_zeroing_drop": (
                     "the 61 aligned neurons write 9.6 of the 15.4-logit margin directly, but zeroed they leave "
                     "12.4 (8.6 with the final norm's scale held: the norm scales what is left back up) and no "
-                    "verdict flips, so P(this) stays near 1. Every variant tried missed it too (at most 6%): a "
-                    "second run of this recipe and one with 8 heads of 16, each measured at 4M to 20M tokens "
+                    "verdict flips, so P(this) stays near 1. Three other runs missed it too, at every length measured "
+                    "from 4M to 20M tokens (at most 7%): the recipe again, with seed 106, and with 8 heads of 16 "
                     "(benchmarks/experiments/countdown-design.log)"
                 ),
                 "random3_ablation_drop": (
@@ -261,8 +261,8 @@ ZOO: dict[str, ZooModel] = {
                     "the score's first head is the ground truth's first (L1H0, which fetches the target and the "
                     "result at every '('); of the other two, L3H0's output barely differs between valid and "
                     "invalid attempts (so the score cannot see it) and L0H3 costs invalid verdicts too when "
-                    "ablated (lesson 08 measures both). A second run of the recipe met it, one with 8 heads did "
-                    "not (benchmarks/experiments/countdown-design.log)"
+                    "ablated (lesson 08 measures both). Two other runs of the recipe met it (the same seed, and "
+                    "seed 106), one with 8 heads did not (benchmarks/experiments/countdown-design.log)"
                 ),
             },
         ),
