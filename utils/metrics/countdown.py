@@ -240,14 +240,18 @@ def neuron_activation(acts: dict, neurons: Sequence[tuple[int, int]]) -> torch.T
 FINAL_SCALE = "ln_final.hook_scale"
 
 
+def final_norm_weight(model) -> torch.Tensor:
+    """[d_model]: the final RMSNorm's weights (the bridge does not fold them into ``W_U``)."""
+    return model.ln_final._original_component.weight.detach().float().cpu()
+
+
 def margin_direction(model) -> torch.Tensor:
     """[d_model]: the final RMSNorm's weights times ``W_U[:, this] − W_U[:, not]``, so that a
     piece of the final stream divided by the stream's final scale, dotted with it, is that
     piece's direct share of the verdict margin (lesson 02's frozen scale)."""
     this, not_ = verdict_ids(model.tokenizer)
     W_U = model.W_U.detach().float().cpu()
-    weight = model.ln_final._original_component.weight.detach().float().cpu()
-    return weight * (W_U[:, this] - W_U[:, not_])
+    return final_norm_weight(model) * (W_U[:, this] - W_U[:, not_])
 
 
 def neuron_direct_margin(model, acts: dict, neurons: Sequence[tuple[int, int]], scale: torch.Tensor) -> torch.Tensor:
@@ -617,7 +621,7 @@ def countdown_card(
         probe_sites=[len(tr), len(te)],
     )
     out.update(numbers_probe(model, tr, te))
-    lens = (u @ model.W_U.detach().float().cpu()).argsort(descending=True)
+    lens = ((u * final_norm_weight(model)) @ model.W_U.detach().float().cpu()).argsort(descending=True)
     ranked = tok.convert_ids_to_tokens(lens.tolist())
     out["probe_lens_top"], out["probe_lens_bottom"] = ranked[:5], ranked[-5:][::-1]
 
