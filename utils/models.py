@@ -74,6 +74,14 @@ def rotate_queries_and_keys(model, layer: int, q: torch.Tensor, k: torch.Tensor)
     return q_rot[0].transpose(0, 1), k_rot[0].transpose(0, 1)
 
 
+def norm_weight(model, layer: int | None = None) -> torch.Tensor:
+    """[d_model]: the weights of a norm, which the bridge keeps apart from the matrices that read
+    its output (they are not folded into ``W_gate``, ``W_in`` or ``W_U``): block ``layer``'s
+    norm before its MLP (``ln2``), or the final norm when ``layer`` is None."""
+    norm = model.ln_final if layer is None else model.blocks[layer].ln2
+    return norm.original_component.weight.detach()
+
+
 def corpus_of(name: str) -> str:
     """The corpus a zoo model was trained on (``"storyworld"`` or ``"countdown"``): it picks the tokenizer."""
     spec = registry.ZOO[name].spec if name in registry.ZOO else None

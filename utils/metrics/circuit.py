@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from utils.ioi_pairs import patching_pairs
+from utils.models import norm_weight
 from utils.sweeps import patch_sweep
 
 STRONG = 0.1  # a share of the logit difference (or a normalised patching score) that counts
@@ -61,10 +62,6 @@ def classify(c: dict) -> list[str]:
     if c["direct"] <= -STRONG:
         out.append("writes against the answer")
     return out
-
-
-def _final_norm_weight(model) -> torch.Tensor:
-    return model.ln_final.original_component.weight.detach()
 
 
 def _logit_diff(logits, answers, distractors) -> torch.Tensor:
@@ -106,7 +103,7 @@ def ioi_circuit_one_order(model, seed: int, reference_seed: int, n: int, subject
 
     # Direct attribution: each piece through the final norm with its scale frozen.
     scale = cache["ln_final.hook_scale"][:, -1]  # [batch, 1]
-    gamma = _final_norm_weight(model)
+    gamma = norm_weight(model)
     centre = model.cfg.normalization_type == "LN"
     w_u = model.W_U
 

@@ -26,6 +26,7 @@ import torch
 from utils import countdown
 from utils.metrics.common import device_of, right_padded
 from utils.metrics.probes import fit_probe
+from utils.models import norm_weight
 
 
 @dataclass
@@ -240,18 +241,13 @@ def neuron_activation(acts: dict, neurons: Sequence[tuple[int, int]]) -> torch.T
 FINAL_SCALE = "ln_final.hook_scale"
 
 
-def final_norm_weight(model) -> torch.Tensor:
-    """[d_model]: the final RMSNorm's weights (the bridge does not fold them into ``W_U``)."""
-    return model.ln_final._original_component.weight.detach().float().cpu()
-
-
 def margin_direction(model) -> torch.Tensor:
     """[d_model]: the final RMSNorm's weights times ``W_U[:, this] − W_U[:, not]``, so that a
     piece of the final stream divided by the stream's final scale, dotted with it, is that
     piece's direct share of the verdict margin (lesson 02's frozen scale)."""
     this, not_ = verdict_ids(model.tokenizer)
     W_U = model.W_U.detach().float().cpu()
-    return final_norm_weight(model) * (W_U[:, this] - W_U[:, not_])
+    return norm_weight(model).float().cpu() * (W_U[:, this] - W_U[:, not_])
 
 
 def neuron_direct_margin(model, acts: dict, neurons: Sequence[tuple[int, int]], scale: torch.Tensor) -> torch.Tensor:
@@ -400,6 +396,7 @@ def receptive_field_scores(
     """
     L, H = written.shape[:2]
     W_gate, W_in = model.W_gate.detach().float().cpu(), model.W_in.detach().float().cpu()
+    ln_weight = {layer: norm_weight(model, layer).float().cpu() for layer in {layer for layer, _ in neurons}}
     scores = torch.zeros(L, H)
     for lh in range(L):
         later = [(layer, i) for layer, i in neurons if layer >= lh]  # a block's MLP reads its own heads
@@ -407,8 +404,7 @@ def receptive_field_scores(
             continue
         vals = []
         for layer, i in later:
-            weight = model.blocks[layer].ln2._original_component.weight.detach().float().cpu()
-            x = written[lh] * weight / (ln_scale[layer] if ln_scale else 1.0)  # [head, d_model]
+            x = written[lh] * ln_weight[layer] / (ln_scale[layer] if ln_scale else 1.0)  # [head, d_model]
             vals.append(torch.nn.functional.silu(x @ W_gate[layer, :, i]) * (x @ W_in[layer, :, i]))
         scores[lh] = torch.stack(vals, -1).mean(-1)
     return scores
@@ -463,10 +459,15 @@ def continue_greedily(model, prompts: Sequence[list[int]], max_new: int = 40, at
     return outs
 
 
+def heads_outside(n_layers: int, n_heads: int, exclude: Sequence[tuple[int, int]]) -> list:
+    """Every head ``(layer, head)`` not in ``exclude``, layer by layer."""
+    skip = set(exclude)
+    return [(layer, h) for layer in range(n_layers) for h in range(n_heads) if (layer, h) not in skip]
+
+
 def random_heads(n_layers: int, n_heads: int, k: int, exclude: Sequence[tuple[int, int]], seed: int) -> list:
     """``k`` distinct heads drawn at random from those not in ``exclude``."""
-    pool = [(layer, h) for layer in range(n_layers) for h in range(n_heads) if (layer, h) not in set(exclude)]
-    return sorted(random.Random(seed).sample(pool, k))
+    return sorted(random.Random(seed).sample(heads_outside(n_layers, n_heads, exclude), k))
 
 
 EVERY_DRAW_CAP = 500  # more heads than this many draws of three: a seeded sample of them
@@ -475,8 +476,7 @@ EVERY_DRAW_CAP = 500  # more heads than this many draws of three: a seeded sampl
 def every_draw_of(n_layers: int, n_heads: int, k: int, exclude: Sequence[tuple[int, int]], seed: int) -> list:
     """Every set of ``k`` heads not in ``exclude`` (sorted lists), or a seeded sample of
     ``EVERY_DRAW_CAP`` of them when there are more."""
-    pool = [(layer, h) for layer in range(n_layers) for h in range(n_heads) if (layer, h) not in set(exclude)]
-    sets = [list(c) for c in itertools.combinations(pool, k)]
+    sets = [list(c) for c in itertools.combinations(heads_outside(n_layers, n_heads, exclude), k)]
     return sets if len(sets) <= EVERY_DRAW_CAP else random.Random(seed).sample(sets, EVERY_DRAW_CAP)
 
 
@@ -621,7 +621,7 @@ def countdown_card(
         probe_sites=[len(tr), len(te)],
     )
     out.update(numbers_probe(model, tr, te))
-    lens = ((u * final_norm_weight(model)) @ model.W_U.detach().float().cpu()).argsort(descending=True)
+    lens = ((u * norm_weight(model).float().cpu()) @ model.W_U.detach().float().cpu()).argsort(descending=True)
     ranked = tok.convert_ids_to_tokens(lens.tolist())
     out["probe_lens_top"], out["probe_lens_bottom"] = ranked[:5], ranked[-5:][::-1]
 
@@ -718,7 +718,7 @@ def countdown_card(
     def correct_valid(heads):
         return (run_sites(model, valid, hooks=zero_heads(heads))["margin"] > 0).float().mean().item()
 
-    before = (run_sites(model, valid)["margin"] > 0).float().mean().item()
+    before = (clean["margin"] > 0).float().mean().item()  # the neurons' clean run, on the same sites
     single = torch.tensor([[before - correct_valid([(i, h)]) for h in range(H)] for i in range(L)])
     truth = [divmod(int(i), H) for i in single.flatten().topk(3).indices]
     out["single_head_drop"] = single.tolist()
