@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup course test zoo benchmark record notebooks bundle clean
+.PHONY: setup course test robustness zoo benchmark record notebooks bundle clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,12 @@ course: setup
 ## threads each keep waiting on each other (lesson 03 ran three times slower beside lesson 04 that way).
 test: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
+
+## Do the lessons' claims hold on other samples? Runs every lesson on its own seeds and on 5 fresh samples
+## (asserts recorded, not raised), prints which claims fail where with the spread of every asserted value,
+## and records the sweep in benchmarks/robustness.json and the README's table. About 6 runs per lesson.
+robustness: setup
+	$(PY) -m utils.course --reseed 5
 
 ## Rebuild the tokenizers, every zoo model from scratch (resumable; about 3 h on 2 cores with bf16, one model after another:
 ## attn2l 21 min, 4l 58 min, llama 47 min, countdown-llama 30 min, countdown-llama-3l 26 min, each measured while other

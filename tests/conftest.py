@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # workers share them:
 OWN_UNITS = (
     "tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model",
+    "tests/test_lessons.py::test_each_lessons_claims_hold_on_a_fresh_sample",
     "tests/test_evaluate.py::test_card_metrics_agree_with_a_fresh_small_sample",
 )
 # The longest units go first, so that no worker is left running one while the other idles:

@@ -25,8 +25,8 @@ def test_a_changed_readme_table_is_restored_with_git_not_re_recorded(tmp_path, m
     monkeypatch.setattr(records, "README", readme)
     [problem] = records.readme_problems()
     assert problem == (
-        "README.md's notebook table is not the rendering of notebooks.json: restore the recorded files: "
-        "git checkout -- README.md benchmarks/notebooks.json "
+        "README.md's notebook table is not the rendering of notebooks.json and robustness.json: restore the "
+        "recorded files: git checkout -- README.md benchmarks/notebooks.json benchmarks/robustness.json "
         "(only a maintainer who means to re-measure and publish new numbers runs make record)"
     )
     assert problem.index("git checkout") < problem.index("make record")
@@ -42,9 +42,11 @@ def test_recording_writes_the_json_and_renders_the_readme_table_from_it(tmp_path
         {"notebook": "00_x.ipynb", "seconds": 1.5, "peak_mb": 300, "error": None},
         {"notebook": "01_y.ipynb", "seconds": 2.0, "peak_mb": None, "error": "NameError: x"},
     ]
+    sweep = {"00_x.ipynb": {"fresh_samples_held": 4, "fresh_samples": 5}}
+    monkeypatch.setattr(records.robustness, "recorded", lambda: sweep)
     records.record_notebooks(rows)
     assert json.loads((tmp_path / "notebooks.json").read_text()) == rows
     text = readme.read_text()
-    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
-    assert "| 00_x.ipynb | 1.5 | 300 | ok |" in text
-    assert "| 01_y.ipynb | 2.0 | ? | FAILED: NameError: x |" in text
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "\nold\n" not in text
+    assert "| 00_x.ipynb | 1.5 | 300 | ok | 4/5 |" in text
+    assert "| 01_y.ipynb | 2.0 | ? | FAILED: NameError: x | not run |" in text

@@ -3,10 +3,11 @@
 from utils import seeds
 from utils.registry import SPECS
 
+NOT_SEEDS = {"TOKENIZER", "SLOTS", "CI_FRESH_SAMPLE"}  # the tokenizer's training seed; the sweep's settings
 MEASUREMENT_SEEDS = {
     name: value
     for name, value in vars(seeds).items()
-    if name.isupper() and isinstance(value, int) and name != "TOKENIZER"
+    if name.isupper() and isinstance(value, int) and name not in NOT_SEEDS
 }
 
 
@@ -18,3 +19,7 @@ def test_no_training_run_or_the_tokenizer_uses_a_held_out_seed():
 def test_every_measurement_seed_is_held_out_and_distinct():
     assert MEASUREMENT_SEEDS and all(seeds.is_held_out(v) for v in MEASUREMENT_SEEDS.values()), MEASUREMENT_SEEDS
     assert len(set(MEASUREMENT_SEEDS.values())) == len(MEASUREMENT_SEEDS)
+
+
+def test_no_measurement_seed_lies_in_the_range_kept_for_fresh_samples():
+    assert not any(v in seeds.FRESH_SAMPLES for v in MEASUREMENT_SEEDS.values())

@@ -8,6 +8,12 @@
 It exits non-zero if a model or a notebook fails, and it writes nothing: the tree is left as
 it was. ``--record`` (``make record``) also writes the measurement to
 ``benchmarks/notebooks.json`` and renders the README's notebook table from it.
+
+``--reseed K`` (``make robustness``) instead runs each notebook on its own sample and on K fresh
+ones, asserts recorded rather than raised (``utils.robustness``), prints which claims fail on
+which sample with the spread of every asserted value, records the sweep in
+``benchmarks/robustness.json`` and renders the README's column from it. It exits non-zero
+when a claim fails on any sample.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from utils import countdown, records, seeds, storyworld
+from utils import countdown, records, robustness, seeds, storyworld
 from utils.evaluate import check_targets
 from utils.metrics.countdown import trace_loss
 from utils.metrics.loss import heldout_loss
@@ -81,6 +87,23 @@ def run_notebooks(paths: list[Path]) -> list[dict]:
     return [execute(path) for path in tqdm(paths, desc="executing notebooks", unit="notebook")]
 
 
+def sweep(paths: list[Path], k: int) -> int:
+    """Run each notebook on its own sample and fresh samples 1..k; print, record; 1 if a claim fails."""
+    runs = [(path, sample) for path in paths for sample in [robustness.OWN, *range(1, k + 1)]]
+    results: dict[str, list[dict]] = {}
+    for path, sample in tqdm(runs, desc="notebooks × samples", unit="run"):
+        run = robustness.run_sample(path, sample)
+        robustness.keep(path, run)
+        results.setdefault(path.name, []).append(run)
+    summaries = [robustness.summarise(name, rs) for name, rs in results.items()]
+    for summary in summaries:
+        print(robustness.report(summary) + "\n")
+    robustness.record(summaries, k)
+    records.render_readme()
+    print(f"recorded in {robustness.ROBUSTNESS_JSON.name} and README.md")
+    return int(any(s["fresh_samples_held"] < s["fresh_samples"] or not s["own_sample_holds"] for s in summaries))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.course", description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: all of solutions/)")
@@ -90,9 +113,19 @@ def main(argv=None) -> int:
         help="write the measurement to benchmarks/notebooks.json and the README's table (all notebooks only)",
     )
     ap.add_argument("--skip-zoo", action="store_true", help="only execute notebooks")
+    ap.add_argument(
+        "--reseed",
+        type=int,
+        metavar="K",
+        help="run each notebook on its own sample and K fresh ones, asserts recorded; record the sweep",
+    )
     args = ap.parse_args(argv)
     if args.record and args.notebooks:
         ap.error("--record measures every notebook; leave out the notebook names")
+    if args.reseed is not None:
+        if args.record:
+            ap.error("--reseed records its own sweep; run --record separately")
+        return sweep(args.notebooks or sorted(SOLUTIONS.glob("*.ipynb")), args.reseed)
     status = 0 if args.skip_zoo else check_zoo()
     paths = args.notebooks or sorted(SOLUTIONS.glob("*.ipynb"))
     rows = run_notebooks(paths)

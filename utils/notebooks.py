@@ -37,6 +37,7 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -367,12 +368,16 @@ import sys
 print("COURSE_PEAK_MB", _course_peak_mb())"""
 
 
-def execute(path: Path, *, save: bool = False, timeout: int = 240) -> dict:
+def execute(
+    path: Path, *, save: bool = False, timeout: int = 240, env: dict[str, str] | None = None, prelude: str = ""
+) -> dict:
     """Run a notebook in a fresh kernel, in its own folder; the course's one executor.
 
     Returns ``{"notebook", "seconds", "peak_mb", "error", "retried"}`` (``error`` is the last
     line of the first failing cell's error, or None). With ``save=True`` the executed notebook is
-    written back in place, with its widget state, as the solutions are committed.
+    written back in place, with its widget state, as the solutions are committed. ``env`` adds
+    variables to the kernel's environment; ``prelude`` is code the kernel runs before the first
+    cell, kept out of the notebook (the robustness sweep uses both).
 
     ``timeout`` bounds each cell (the slowest lesson cell takes well under a minute). A kernel that
     stalls (no reply within it) or dies is started afresh and the notebook run once more, and
@@ -383,15 +388,15 @@ def execute(path: Path, *, save: bool = False, timeout: int = 240) -> dict:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     try:
-        return {**_execute_once(path, save, timeout), "retried": False}
+        return {**_execute_once(path, save, timeout, env, prelude), "retried": False}
     except (CellTimeoutError, DeadKernelError, TimeoutError) as e:
         print(
             f"{Path(path).name}: the kernel stalled or died ({type(e).__name__}); running it once more", file=sys.stderr
         )
-        return {**_execute_once(path, save, timeout), "retried": True}
+        return {**_execute_once(path, save, timeout, env, prelude), "retried": True}
 
 
-def _execute_once(path: Path, save: bool, timeout: int) -> dict:
+def _execute_once(path: Path, save: bool, timeout: int, env: dict[str, str] | None, prelude: str) -> dict:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -411,10 +416,15 @@ def _execute_once(path: Path, save: bool, timeout: int) -> dict:
     error, peak = None, None
     t = time.time()
     client.reset_execution_trackers()
-    with client.setup_kernel():
+
+    with client.setup_kernel(**({"env": {**os.environ, **env}} if env else {})):
         info = client.wait_for_reply(client.kc.kernel_info())
         if info is not None and "language_info" in info["content"]:
             nb.metadata["language_info"] = info["content"]["language_info"]
+        if prelude:
+            nb.cells.insert(0, nbformat.v4.new_code_cell(prelude))
+            client.execute_cell(nb.cells[0], 0)
+            nb.cells.pop(0)
         try:
             for index, cell in enumerate(nb.cells):
                 client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)

@@ -4,9 +4,19 @@ A seed names a whole stream of documents (``storyworld.sample_docs(seed, n)``). 
 runs use small seeds (each zoo model's ``data_seed`` in ``utils.registry``); everything that
 must be unseen by every model (held-out measurement, tests, lessons' fresh examples) draws
 from ``HELD_OUT``, which no training run may use.
+
+The lessons' own seeds (``LESSON_*``, apart from the ``*_CHECKS`` seeds that only feed the
+exercise checks) can be swapped for fresh ones: a claim a lesson asserts must hold for the
+model, not only for the one sample the lesson happens to draw. ``fresh_sample_seeds(k)`` gives
+sample ``k`` (1, 2, ...) its own seed for every lesson seed, from ``FRESH_SAMPLES``, a range no
+lesson, card or test uses otherwise. Setting the environment variable ``COURSE_FRESH_SAMPLE=k``
+before the course is imported (``make robustness`` does it for each notebook it runs, and a
+learner can do it before starting JupyterLab) makes this module hand out sample ``k``'s seeds.
 """
 
 from __future__ import annotations
+
+import os
 
 TOKENIZER = 1  # documents the BPE tokenizer is trained on
 HELD_OUT = range(9000, 10000)  # no training run may use these
@@ -40,5 +50,63 @@ LESSON_08 = 9513  # lesson 08's held-out countdown traces (its test sites and ge
 LESSON_08_TRAIN = 9514  # the countdown traces lesson 08's verdict probes are fitted on
 
 
+LESSON_00 = 9500  # lesson 00's example documents
+LESSON_01 = 9501  # lesson 01's songs
+LESSON_01_PROSE = 9520  # lesson 01's stories whose attention it draws
+LESSON_01_STORIES = 9521  # lesson 01's stories for the heads' scores on prose, and its explorer's examples
+LESSON_01_PREFIX = 9522  # the story lesson 01 puts before repeated tokens
+LESSON_01_VOCAB = 9523  # the documents whose tokens lesson 01 counts as seen words
+LESSON_01_BETWEEN = 9524  # the story lesson 01 puts between two copies
+LESSON_01_TOKENS = 9525  # seeds lesson 01's random tokens are drawn from (offsets from it)
+LESSON_03_TEST = 9526  # lesson 03's test prompts: the circuit found on LESSON_03's is scored on these
+
+# Fresh samples for the robustness sweep: sample k takes the SLOTS seeds from
+# FRESH_SAMPLES.start + SLOTS * (k - 1), one per lesson seed, in the order they are defined above.
+FRESH_SAMPLES = range(9600, 9900)
+SLOTS = 25
+FRESH_SAMPLE_ENV = "COURSE_FRESH_SAMPLE"
+CI_FRESH_SAMPLE = 1  # the one fresh sample the test suite runs every lesson on
+
+
 def is_held_out(seed: int) -> bool:
     return seed in HELD_OUT
+
+
+def lesson_seed_names() -> list[str]:
+    """The names of the seeds a lesson draws its own examples from (not its checks' seeds)."""
+    return sorted(
+        (
+            n
+            for n, v in globals().items()
+            if n.startswith("LESSON_") and not n.endswith("_CHECKS") and isinstance(v, int)
+        ),
+        key=lambda n: _OWN[n],
+    )
+
+
+def fresh_sample_seeds(k: int) -> dict[str, int]:
+    """Sample ``k``'s seed for every lesson seed: held out, distinct, and never a lesson's own."""
+    n_samples = len(FRESH_SAMPLES) // SLOTS
+    if not 1 <= k <= n_samples:
+        raise ValueError(f"fresh samples are numbered 1 to {n_samples}, not {k}")
+    names = lesson_seed_names()
+    if len(names) > SLOTS:
+        raise ValueError(f"{len(names)} lesson seeds do not fit in a fresh sample's {SLOTS} slots: raise SLOTS")
+    start = FRESH_SAMPLES.start + SLOTS * (k - 1)
+    return {name: start + i for i, name in enumerate(names)}
+
+
+def fresh_sample() -> int | None:
+    """The fresh sample this process was asked for (``COURSE_FRESH_SAMPLE``), or None."""
+    value = os.environ.get(FRESH_SAMPLE_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{FRESH_SAMPLE_ENV} should be a sample number such as 1, not {value!r}") from None
+
+
+_OWN = {n: v for n, v in globals().items() if n.startswith("LESSON_") and isinstance(v, int)}  # as defined above
+if (_sample := fresh_sample()) is not None:
+    globals().update(fresh_sample_seeds(_sample))

@@ -36,13 +36,13 @@ def project_to_logit_diff(stack, scale, directions):
     return torch.einsum("cbd,bd->cb", stack, directions) / scale[:, 0]
 
 
-def accumulated_residual(cache, last):
+def accumulated_residual(model, cache, last):
     n_layers = sum(1 for k in cache.keys() if re.fullmatch(r"blocks\.\d+\.hook_resid_pre", k))
     names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
     return torch.stack([torch.stack([cache[n][i, p] for i, p in enumerate(last.tolist())]) for n in names])
 
 
-def decomposed_residual(cache, last):
+def decomposed_residual(model, cache, last):
     n_layers = sum(1 for k in cache.keys() if re.fullmatch(r"blocks\.\d+\.hook_resid_pre", k))
     names = ["hook_embed"] + (["hook_pos_embed"] if "hook_pos_embed" in cache.keys() else [])
     for l in range(n_layers):
@@ -53,12 +53,9 @@ def decomposed_residual(cache, last):
     return torch.stack([cache[n][i, last] for n in names])
 
 
-def head_results(cache, layer, last, W_O=None):
+def head_results(model, cache, layer, last):
     z = cache[f"blocks.{layer}.attn.hook_z"][torch.arange(len(last)), last]  # [batch, head, d_head]
-    return torch.einsum("bhe,hed->hbd", z, MODEL_W_O[0][layer])
-
-
-MODEL_W_O = []  # set by the fixture: the model's W_O, which the notebook's solution reads from `model`
+    return torch.einsum("bhe,hed->hbd", z, model.W_O[layer])
 
 
 def attention_to_names(pattern, tokens, last, names):
@@ -76,18 +73,105 @@ def attention_to_names(pattern, tokens, last, names):
 def _at_end(fn):
     """The same function, reading the last position of the padded tensor instead of `last`."""
 
-    def wrong(cache, *args):
+    def wrong(model, cache, *args):
         *rest, last = args
-        return fn(cache, *rest, torch.full_like(last, cache["blocks.0.hook_resid_pre"].shape[1] - 1))
+        return fn(model, cache, *rest, torch.full_like(last, cache["blocks.0.hook_resid_pre"].shape[1] - 1))
 
     return wrong
 
 
-def _mlp_first(cache, last):
-    out = decomposed_residual(cache, last)
-    k = 2 if "hook_pos_embed" in cache.keys() else 1
+def _off_by_one(fn):
+    """The same function, reading the position before each prompt's last."""
+
+    def wrong(model, cache, *args):
+        *rest, last = args
+        return fn(model, cache, *rest, last - 1)
+
+    return wrong
+
+
+def _n_embeds(cache):
+    return 2 if "hook_pos_embed" in cache.keys() else 1
+
+
+def _mlp_first(model, cache, last):
+    out = decomposed_residual(model, cache, last)
+    k = _n_embeds(cache)
     order = list(range(k)) + [j for i in range(k, out.shape[0], 2) for j in (i + 1, i)]
     return out[order]
+
+
+def _attention_then_mlps(model, cache, last):
+    out = decomposed_residual(model, cache, last)
+    k = _n_embeds(cache)
+    return out[list(range(k)) + list(range(k, out.shape[0], 2)) + list(range(k + 1, out.shape[0], 2))]
+
+
+def _attention_without_bias(model, cache, last):
+    out = decomposed_residual(model, cache, last).clone()
+    k = _n_embeds(cache)
+    for l in range(model.cfg.n_layers):
+        out[k + 2 * l] = head_results(model, cache, l, last).sum(0)
+    return out
+
+
+def _stages(cache, last, names):
+    return torch.stack([cache[n][torch.arange(len(last)), last] for n in names])
+
+
+def _resid_mid(model, cache, last):
+    L = model.cfg.n_layers
+    return _stages(cache, last, [f"blocks.{l}.hook_resid_mid" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"])
+
+
+def _normalised_last_stage(model, cache, last):
+    out = accumulated_residual(model, cache, last)
+    return torch.cat([out[:-1], _stages(cache, last, ["ln_final.hook_normalized"])])
+
+
+def _each_stage_normed(model, cache, last):
+    x = accumulated_residual(model, cache, last)
+    x = x - x.mean(-1, keepdim=True) if model.cfg.normalization_type == "LN" else x
+    return x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+
+
+def _each_stage_by_final_scale(model, cache, last):
+    return accumulated_residual(model, cache, last) / _stages(cache, last, ["ln_final.hook_scale"])[0]
+
+
+def _values_not_z(model, cache, layer, last):
+    v = cache[f"blocks.{layer}.attn.hook_v"][torch.arange(len(last)), last]
+    return torch.einsum("bhe,hed->hbd", v, model.W_O[layer])
+
+
+def _layer_0_weights(model, cache, layer, last):
+    z = cache[f"blocks.{layer}.attn.hook_z"][torch.arange(len(last)), last]
+    return torch.einsum("bhe,hed->hbd", z, model.W_O[0])
+
+
+def _summed_then_shared(model, cache, layer, last):
+    out = head_results(model, cache, layer, last)
+    return out.sum(0, keepdim=True).expand_as(out) / out.shape[0]
+
+
+def _last_occurrence(p, t, last, n):
+    return torch.stack([p[i, :, last[i], int((t[i] == n[i]).nonzero()[-1])] for i in range(len(last))])
+
+
+def _mean_over_queries(p, t, last, n):
+    return torch.einsum("bhk,bk->bh", p.mean(2), (t == n[:, None]).float())
+
+
+def _centred(x, center):
+    return x - x.mean(-1, keepdim=True) if center else x
+
+
+def _l2_norm(x, center, eps):
+    return _centred(x, center) / _centred(x, center).norm(dim=-1, keepdim=True)
+
+
+def _own_norm(stack, scale, directions):
+    return torch.einsum("cbd,bd->cb", stack / stack.pow(2).mean(-1, keepdim=True).sqrt(), directions)
 
 
 CASES = {
@@ -98,6 +182,7 @@ CASES = {
             "sign is flipped": lambda W_U, a, d: (W_U[:, d] - W_U[:, a]).T,
             "answer's column alone": lambda W_U, a, d: W_U[:, a].T,
             "dimension 0 (batch)": lambda W_U, a, d: W_U[:, a] - W_U[:, d],
+            "length 1": lambda W_U, a, d: torch.nn.functional.normalize((W_U[:, a] - W_U[:, d]).T, dim=-1),
         },
     ),
     "logit_diff": (
@@ -110,6 +195,8 @@ CASES = {
             "sign is flipped": lambda lg, last, a, d: -logit_diff(lg, last, a, d),
             "off by one": lambda lg, last, a, d: logit_diff(lg, last - 1, a, d),
             "returned a tensor with 0 dimensions": lambda lg, last, a, d: logit_diff(lg, last, a, d).mean(),
+            "difference of probabilities": lambda lg, last, a, d: logit_diff(lg.softmax(-1), last, a, d),
+            "softmax over the positions": lambda lg, last, a, d: logit_diff(lg.softmax(1), last, a, d),
         },
     ),
     "final_norm": (
@@ -122,6 +209,13 @@ CASES = {
                 / ((x - x.mean(-1, keepdim=True) if center else x).var(-1, keepdim=True) + eps).sqrt()
             ),
             "inside the square root": lambda x, center, eps: final_norm(x, center, 0.0),
+            "a sum of squares, the L2 norm": lambda x, center, eps: (
+                _centred(x, center) / (_centred(x, center).pow(2).sum(-1, keepdim=True) + eps).sqrt()
+            ),
+            "the root of the *mean* square plus `eps`": _l2_norm,
+            "before centring": lambda x, center, eps: (
+                (x - x.mean(-1, keepdim=True) if center else x) / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+            ),
         },
     ),
     "project_to_logit_diff": (
@@ -132,6 +226,9 @@ CASES = {
             "do not multiply": lambda s, scale, d: torch.einsum("cbd,bd->cb", s, d) * scale[:, 0],
             "sign is flipped": lambda s, scale, d: -project_to_logit_diff(s, scale, d),
             "its own scale": lambda s, scale, d: torch.einsum("cbd,bd->cb", s, d) / scale.mean(),
+            "by its square": lambda s, scale, d: torch.einsum("cbd,bd->cb", s, d) / scale[:, 0] ** 2,
+            "by its own size": _own_norm,
+            "by its own size; divide": lambda s, scale, d: torch.einsum("cbd,bd->cb", final_norm(s, True, 1e-5), d),
         },
     ),
     "attention_to_names": (
@@ -144,6 +241,9 @@ CASES = {
             ),
             "query and key are swapped": lambda p, t, last, n: attention_to_names(p.transpose(-1, -2), t, last, n),
             "do not average": lambda p, t, last, n: attention_to_names(p, t, last, n) / 2,
+            "only the name's last position": _last_occurrence,
+            "predicts the name, not `last[i] - 1`": lambda p, t, last, n: attention_to_names(p, t, last - 1, n),
+            "averaged the attention over every query": _mean_over_queries,
         },
     ),
 }
@@ -154,10 +254,15 @@ MODEL_CASES = {
         accumulated_residual,
         {
             "right-padded": _at_end(accumulated_residual),
-            "use `hook_resid_pre`": lambda cache, last: torch.cat(
-                [accumulated_residual(cache, last)[1:], accumulated_residual(cache, last)[-1:]]
+            "use `hook_resid_pre`": lambda model, cache, last: torch.cat(
+                [accumulated_residual(model, cache, last)[1:], accumulated_residual(model, cache, last)[-1:]]
             ),
-            "dimension 0 (layer)": lambda cache, last: accumulated_residual(cache, last)[1:],
+            "dimension 0 (layer)": lambda model, cache, last: accumulated_residual(model, cache, last)[1:],
+            "off by one": _off_by_one(accumulated_residual),
+            "between a layer's attention and its MLP": _resid_mid,
+            "already been through the final norm": _normalised_last_stage,
+            "leave the final norm out here": _each_stage_normed,
+            "leave the final norm out here (the lens": _each_stage_by_final_scale,
         },
     ),
     "decomposed_residual": (
@@ -165,8 +270,10 @@ MODEL_CASES = {
         decomposed_residual,
         {
             "right-padded": _at_end(decomposed_residual),
-            "this model has": lambda cache, last: decomposed_residual(cache, last)[1:],
+            "this model has": lambda model, cache, last: decomposed_residual(model, cache, last)[1:],
             "before its MLP": _mlp_first,
+            "every attention output first": _attention_then_mlps,
+            "*plus* the bias `b_O`": _attention_without_bias,
         },
     ),
     "head_results": (
@@ -174,15 +281,22 @@ MODEL_CASES = {
         head_results,
         {
             "right-padded": _at_end(head_results),
-            "it belongs to no head (TransformerLens": lambda cache, layer, last: (
-                head_results(cache, layer, last) + MODEL_W_O[1][layer]
+            "it belongs to no head (TransformerLens": lambda model, cache, layer, last: (
+                head_results(model, cache, layer, last) + model.b_O[layer]
             ),
-            "not a share to each": lambda cache, layer, last: (
-                head_results(cache, layer, last) + MODEL_W_O[1][layer] / MODEL_W_O[0].shape[1]
+            "not a share to each": lambda model, cache, layer, last: (
+                head_results(model, cache, layer, last) + model.b_O[layer] / model.cfg.n_heads
             ),
+            "`hook_v` holds the values": _values_not_z,
+            "not layer 0's": _layer_0_weights,
+            "not their sum shared out": _summed_then_shared,
         },
     ),
 }
+
+
+# Mistakes that need an output bias `b_O` (GPT-2 style attention) or an MLP to be made at all.
+BIAS_MISTAKES = ("it belongs to no head (TransformerLens", "not a share to each", "*plus* the bias `b_O`")
 
 
 @pytest.fixture(scope="module", params=["storyworld-4l", "storyworld-llama"])
@@ -191,7 +305,6 @@ def model(request):
 
     m = load_model(request.param, device="cpu")
     m.enable_compatibility_mode()
-    MODEL_W_O[:] = [m.W_O.detach(), m.b_O.detach() if c._has_output_bias(m) else None]
     with torch.no_grad():
         yield m
 
@@ -205,9 +318,8 @@ def test_check_accepts_a_correct_solution_and_rejects_the_stub_and_each_mistake(
 @pytest.mark.parametrize("exercise", sorted(MODEL_CASES))
 def test_model_check_accepts_a_correct_solution_and_rejects_the_stub_and_mistakes(exercise, model, prove_check):
     check, solution, wrong = MODEL_CASES[exercise]
-    if MODEL_W_O[1] is None:  # Llama-style attention has no output bias: its mistakes cannot be made
-        bias_mistakes = ("it belongs to no head (TransformerLens", "not a share to each")
-        wrong = {message: fn for message, fn in wrong.items() if message not in bias_mistakes}
+    if not c._has_output_bias(model):  # Llama-style attention has no output bias: its mistakes cannot be made
+        wrong = {message: fn for message, fn in wrong.items() if message not in BIAS_MISTAKES}
     prove_check(check, solution, wrong, model)
 
 
@@ -217,4 +329,76 @@ def test_attention_check_accepts_a_vectorised_solution(capsys):
         return torch.einsum("bhk,bk->bh", rows, (tokens == names[:, None]).float())
 
     c.check_attention_to_names(vectorised)
+    assert "✓" in capsys.readouterr().out
+
+
+# --- other correct ways to write them -------------------------------------------------------
+
+
+def _log_softmax_diff(logits, last, answers, distractors):
+    logp = logits.log_softmax(-1)[torch.arange(len(last)), last]
+    return logp.gather(-1, answers[:, None])[:, 0] - logp.gather(-1, distractors[:, None])[:, 0]
+
+
+def _layer_norm(x, center, eps):
+    if center:
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
+    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
+VARIANTS = {
+    "logit_diff, log-probabilities": (c.check_logit_diff, _log_softmax_diff),
+    "final_norm, F.layer_norm": (c.check_final_norm, _layer_norm),
+    "project_to_logit_diff, divided last": (
+        c.check_project_to_logit_diff,
+        lambda stack, scale, directions: (stack * directions).sum(-1) / scale.T,
+    ),
+}
+
+
+def _helper_stages(model, cache, last):
+    return cache.accumulated_resid(layer=-1, incl_mid=False)[:, torch.arange(len(last)), last]
+
+
+def _loop_with_normalised_times_scale(model, cache, last):
+    L = model.cfg.n_layers
+    stages = [f"blocks.{l}.hook_resid_pre" for l in range(L)]
+    final = cache["ln_final.hook_normalized"] * cache["ln_final.hook_scale"]
+    rows = torch.arange(len(last))
+    return torch.stack([cache[n][rows, last] for n in stages] + [final[rows, last]])
+
+
+def _differences(model, cache, last):
+    rows = torch.arange(len(last))
+    pieces = [cache["hook_embed"]] + ([cache["hook_pos_embed"]] if "hook_pos_embed" in cache.keys() else [])
+    for l in range(model.cfg.n_layers):
+        pre, mid, post = (cache[f"blocks.{l}.hook_resid_{k}"] for k in ("pre", "mid", "post"))
+        pieces += [mid - pre, post - mid]
+    return torch.stack([p[rows, last] for p in pieces])
+
+
+def _loop_over_heads(model, cache, layer, last):
+    z = cache[f"blocks.{layer}.attn.hook_z"][torch.arange(len(last)), last]
+    return torch.stack([z[:, h] @ model.W_O[layer, h] for h in range(model.cfg.n_heads)])
+
+
+MODEL_VARIANTS = {
+    "accumulated_residual, the cache helper": (c.check_accumulated_residual, _helper_stages),
+    "accumulated_residual, normalised times scale": (c.check_accumulated_residual, _loop_with_normalised_times_scale),
+    "decomposed_residual, differences of the stream": (c.check_decomposed_residual, _differences),
+    "head_results, a loop over heads": (c.check_head_results, _loop_over_heads),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_check_accepts_a_correct_variant(variant, capsys):
+    check, fn = VARIANTS[variant]
+    check(fn)
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variant", sorted(MODEL_VARIANTS))
+def test_model_check_accepts_a_correct_variant(variant, model, capsys):
+    check, fn = MODEL_VARIANTS[variant]
+    check(fn, model)
     assert "✓" in capsys.readouterr().out

@@ -29,6 +29,11 @@ def _distinct_pairs(g: torch.Generator, n: int, vocab: int) -> tuple[torch.Tenso
 # --- the logit difference -------------------------------------------------------------
 
 
+def _pick(values: torch.Tensor, last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """values[i, last[i], ids[i]] for every prompt i: [batch]."""
+    return values[torch.arange(len(last)), last, ids]
+
+
 def check_logit_diff_directions(fn: Callable) -> None:
     """fn(W_U [d_model, d_vocab], answers [batch], distractors [batch]) -> [batch, d_model]."""
     name = _name(fn, "logit_diff_directions")
@@ -40,6 +45,11 @@ def check_logit_diff_directions(fn: Callable) -> None:
     hints = [
         (-ref, "the sign is flipped: the direction is the answer's column minus the distractor's."),
         (W_U[:, a].T, "that is the answer's column alone: subtract the distractor's column."),
+        (
+            ref / ref.norm(dim=-1, keepdim=True),
+            "you scaled each direction to length 1; keep the plain difference of the two columns: "
+            "its length is part of the logit difference.",
+        ),
     ]
     expect_close(out, ref, name, "directions", hints=hints)
     passed(name)
@@ -66,6 +76,15 @@ def check_logit_diff(fn: Callable) -> None:
         ),
         (-at(last), "the sign is flipped: answer minus distractor, so a correct prediction is positive."),
         (at(last - 1), "off by one: the prediction of the next token sits at `last`, not `last - 1`."),
+        (
+            _pick(logits.softmax(-1), last, a) - _pick(logits.softmax(-1), last, d),
+            "that is a difference of probabilities (a softmax over the vocabulary came first); "
+            "subtract the raw logits, before any softmax.",
+        ),
+        (
+            _pick(logits.softmax(1), last, a) - _pick(logits.softmax(1), last, d),
+            "a softmax over the positions came first; subtract the raw logits, before any softmax.",
+        ),
     ]
     expect_close(out, at(last), name, "logit differences", hints=hints)
     passed(name)
@@ -102,7 +121,25 @@ def check_final_norm(fn: Callable) -> None:
             (xc / xc.pow(2).mean(-1, keepdim=True).sqrt(), "add `eps` inside the square root."),
             (xc / (xc.pow(2).mean(-1, keepdim=True).sqrt() + eps), "add `eps` inside the square root, not after it."),
             (xc / (xc.pow(2).mean(-1, keepdim=True) + eps), "divide by the square root of the mean square."),
+            (
+                xc / (xc.pow(2).sum(-1, keepdim=True) + eps).sqrt(),
+                "you divided by the vector's length (a sum of squares, the L2 norm); the norm divides by "
+                "the root of the *mean* square: `.pow(2).mean(-1)`.",
+            ),
+            (
+                xc / xc.norm(dim=-1, keepdim=True),
+                "you divided by the vector's length (the L2 norm); the norm divides by the root of the "
+                "*mean* square plus `eps`: `(x.pow(2).mean(-1, keepdim=True) + eps).sqrt()`.",
+            ),
         ]
+        if center:
+            hints.append(
+                (
+                    xc / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt(),
+                    "you computed the scale before centring: take the root mean square of the centred "
+                    "vector, not of `x`.",
+                )
+            )
         expect_close(out, _final_norm(x, center, eps), name, f"normalised vectors (center={center})", hints=hints)
     passed(name)
 
@@ -128,7 +165,15 @@ def check_project_to_logit_diff(fn: Callable) -> None:
             ((stack / scale.mean()) * directions).sum(-1),
             "each prompt has its own scale: divide prompt i by `scale[i]`, not by their mean.",
         ),
+        ((stack / scale**2 * directions).sum(-1), "you divided by the scale twice (by its square): divide once."),
     ]
+    own = (
+        "you divided each piece by its own size; divide every piece by its prompt's frozen `scale`, "
+        "so that the pieces add up."
+    )
+    for piece in (stack, stack - stack.mean(-1, keepdim=True)):
+        for eps in (0.0, 1e-5):
+            hints.append(((piece / (piece.pow(2).mean(-1, keepdim=True) + eps).sqrt() * directions).sum(-1), own))
     expect_close(out, ref, name, "attributions", hints=hints)
     passed(name)
 
@@ -156,12 +201,13 @@ def _padding_hint(cache, batch, builder, what: str) -> list:
 
 
 def check_accumulated_residual(fn: Callable, model) -> None:
-    """fn(cache, last [batch]) -> [n_layers + 1, batch, d_model] at each prompt's final position."""
+    """fn(model, cache, last [batch]) -> [n_layers + 1, batch, d_model] at each prompt's final position."""
     name = _name(fn, "accumulated_residual")
     cache, batch = _fresh_cache(model)
     L, n, d = model.cfg.n_layers, len(batch), model.cfg.d_model
     out = call(
         fn,
+        model,
         cache,
         batch.last,
         name=name,
@@ -169,31 +215,59 @@ def check_accumulated_residual(fn: Callable, model) -> None:
     )
     out = expect_tensor(out, (L + 1, n, d), ["layer", "batch", "d_model"], name)
     idx = torch.arange(n, device=batch.last.device)
+    stages = cache.accumulated_resid(layer=-1, incl_mid=False)  # [stage, batch, position, d_model]
 
     def build(last):
-        return cache.accumulated_resid(layer=-1, incl_mid=False)[:, idx, last]
+        return stages[:, idx, last]
 
+    def stack(names):
+        return torch.stack([cache[h][idx, batch.last] for h in names])
+
+    ref = build(batch.last)
     hints = _padding_hint(cache, batch, build, "residual stream")
-    hints.append(
+    hints += [
         (
-            torch.stack(
-                [cache[f"blocks.{l}.hook_resid_post"][idx, batch.last] for l in range(L)]
-                + [cache[f"blocks.{L - 1}.hook_resid_post"][idx, batch.last]]
-            ),
+            build(batch.last - 1),
+            "off by one: read each prompt's final position `last[i]`, where the next token is predicted, "
+            "not `last[i] - 1`.",
+        ),
+        (
+            stack([f"blocks.{l}.hook_resid_post" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]),
             "the first entry is the residual stream before layer 0 (the embeddings): use `hook_resid_pre`.",
+        ),
+        (
+            torch.cat([ref[:-1], cache["ln_final.hook_normalized"][idx, batch.last][None]]),
+            f"the last stage is the raw stream after the last layer, `blocks.{L - 1}.hook_resid_post`; "
+            "`ln_final.hook_normalized` has already been through the final norm.",
+        ),
+    ]
+    if f"blocks.{L - 1}.hook_resid_mid" in cache:
+        hints.append(
+            (
+                stack([f"blocks.{l}.hook_resid_mid" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]),
+                "`hook_resid_mid` is the stream between a layer's attention and its MLP; the stream before "
+                "layer l is `blocks.{l}.hook_resid_pre`.",
+            )
         )
-    )
-    expect_close(out, build(batch.last), name, "residual stream", hints=hints)
+    centred = ref - ref.mean(-1, keepdim=True) if model.cfg.normalization_type == "LN" else ref
+    normed = "return the raw residual stream: leave the final norm out here (the lens applies it in the next step)."
+    hints += [
+        (cache.accumulated_resid(layer=-1, incl_mid=False, apply_ln=True)[:, idx, batch.last], normed),
+        (cache.apply_ln_to_stack(stages, layer=-1)[:, idx, batch.last], normed),
+        (centred / (centred.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt(), normed),
+        (ref / cache["ln_final.hook_scale"][idx, batch.last], normed),
+    ]
+    expect_close(out, ref, name, "residual stream", hints=hints)
     passed(name, "matches cache.accumulated_resid")
 
 
 def check_decomposed_residual(fn: Callable, model) -> None:
-    """fn(cache, last) -> [component, batch, d_model]: embeddings, then each layer's attention and MLP output."""
+    """fn(model, cache, last) -> [component, batch, d_model]: embeddings, then each layer's attention and MLP output."""
     name = _name(fn, "decomposed_residual")
     cache, batch = _fresh_cache(model)
     idx = torch.arange(len(batch), device=batch.last.device)
     ref, labels = cache.decompose_resid(layer=-1, mode="all", incl_embeds=True, return_labels=True)
-    out = call(fn, cache, batch.last, name=name)
+    out = call(fn, model, cache, batch.last, name=name)
     if isinstance(out, torch.Tensor) and out.ndim == 3 and out.shape[0] != len(labels):
         raise CheckFailed(
             f"`{name}` returned {out.shape[0]} components; this model has {len(labels)}: {', '.join(labels)}."
@@ -204,15 +278,33 @@ def check_decomposed_residual(fn: Callable, model) -> None:
         return ref[:, idx, last]
 
     hints = _padding_hint(cache, batch, build, "outputs")
-    if not model.cfg.attn_only:
+    attn = [i for i, label in enumerate(labels) if label.endswith("attn_out")]
+    mlps = [i for i, label in enumerate(labels) if label.endswith("mlp_out")]
+    embeds = [i for i in range(len(labels)) if i not in attn + mlps]
+    if mlps:
         swapped = list(range(len(labels)))
-        first = labels.index("0_attn_out")
-        for i in range(first, len(labels) - 1, 2):
-            swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
-        hints.append(
+        for a, m in zip(attn, mlps):
+            swapped[a], swapped[m] = m, a
+        hints += [
             (
                 build(batch.last)[swapped],
                 "each layer's attention comes before its MLP: order the components as the model adds them.",
+            ),
+            (
+                build(batch.last)[embeds + attn + mlps],
+                "you put every attention output first and then every MLP's; order them as the model adds "
+                "them: layer 0's attention, layer 0's MLP, then layer 1's attention, and so on.",
+            ),
+        ]
+    if _has_output_bias(model):
+        heads_only = build(batch.last).clone()
+        for l, a in enumerate(attn):
+            heads_only[a] = heads_only[a] - model.b_O[l]
+        hints.append(
+            (
+                heads_only,
+                "an attention layer's output is its heads' outputs *plus* the bias `b_O`, which belongs to "
+                "no head: read `blocks.{l}.hook_attn_out`.",
             )
         )
     expect_close(out, build(batch.last), name, "components", hints=hints)
@@ -231,14 +323,14 @@ def _has_output_bias(model) -> bool:
 
 
 def check_head_results(fn: Callable, model) -> None:
-    """fn(cache, layer, last) -> [head, batch, d_model]: each head's output at each prompt's final position."""
+    """fn(model, cache, layer, last) -> [head, batch, d_model]: each head's output at each prompt's final position."""
     name = _name(fn, "head_results")
     cache, batch = _fresh_cache(model)
     idx = torch.arange(len(batch), device=batch.last.device)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     stacked = cache.stack_head_results(layer=-1).reshape(L, H, *cache["blocks.0.hook_resid_pre"].shape)
     for layer in sorted({0, L - 1}):
-        out = call(fn, cache, layer, batch.last, name=name)
+        out = call(fn, model, cache, layer, batch.last, name=name)
         out = expect_tensor(out, (H, len(batch), model.cfg.d_model), ["head", "batch", "d_model"], name)
         ref = stacked[layer][:, idx, batch.last]
         hints = _padding_hint(cache, batch, lambda last, layer=layer: stacked[layer][:, idx, last], "head outputs")
@@ -248,6 +340,29 @@ def check_head_results(fn: Callable, model) -> None:
                 (ref + b_O, "leave the output bias `b_O` out: it belongs to no head (TransformerLens keeps it apart)."),
                 (ref + b_O / H, "leave the output bias `b_O` out: it belongs to no head, not a share to each."),
             ]
+        v = cache[f"blocks.{layer}.attn.hook_v"][idx, batch.last]  # [batch, head or kv head, d_head]
+        if v.shape[1] == H:
+            hints.append(
+                (
+                    torch.einsum("bhe,hed->hbd", v, model.W_O[layer]),
+                    "`hook_v` holds the values at each position before attention mixes them; what a head "
+                    "writes at `last` is `hook_z` there (its attention-weighted sum of values) times `W_O`.",
+                )
+            )
+        if layer != 0:
+            z = cache[f"blocks.{layer}.attn.hook_z"][idx, batch.last]
+            hints.append(
+                (
+                    torch.einsum("bhe,hed->hbd", z, model.W_O[0]),
+                    "use the output weights of the same layer, `W_O[layer]`, not layer 0's.",
+                )
+            )
+        hints.append(
+            (
+                ref.mean(0, keepdim=True).expand_as(ref),
+                "keep the heads apart: each head's `z` times its own `W_O[layer, h]`, not their sum shared out.",
+            )
+        )
         expect_close(out, ref, name, f"head outputs in layer {layer}", hints=hints, atol=1e-4)
     passed(name, "matches cache.stack_head_results")
 
@@ -292,6 +407,30 @@ def check_attention_to_names(fn: Callable) -> None:
             ref / (tokens == names[:, None]).sum(-1, keepdim=True),
             "add the attention over the name's positions; do not average it.",
         ),
+        (
+            torch.stack([pattern[i, :, last[i], int((tokens[i] == names[i]).nonzero()[-1])] for i in range(n)]),
+            "you kept only the name's last position: a name can occur more than once, so add the attention "
+            "to every position that holds it.",
+        ),
+        (
+            _attention_to_names(pattern, tokens, last - 1, names),
+            "off by one: read the attention from each prompt's final position `last[i]`, the token that "
+            "predicts the name, not `last[i] - 1`.",
+        ),
     ]
+    holds = (tokens == names[:, None]).to(pattern.dtype)  # [batch, key]
+    upto = (torch.arange(P)[None, :] <= last[:, None]).to(pattern.dtype)  # [batch, query]: the prompt's queries
+    mean_rows = [
+        pattern.mean(2),
+        (pattern * upto[:, None, :, None]).sum(2) / upto.sum(-1)[:, None, None],
+    ]
+    for rows in mean_rows:
+        hints.append(
+            (
+                (rows * holds[:, None, :]).sum(-1),
+                "you averaged the attention over every query; read only the row of each prompt's final "
+                "query `last[i]`, the position that predicts the name.",
+            )
+        )
     expect_close(out, ref, name, "attention", hints=hints)
     passed(name)
