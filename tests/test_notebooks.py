@@ -313,7 +313,7 @@ def test_a_stalled_kernel_is_run_once_more_and_said_so(monkeypatch, capsys):
 
     calls = []
 
-    def once(path, save, timeout):
+    def once(path, save, timeout, env, prelude):
         calls.append(path)
         if len(calls) == 1:
             raise CellTimeoutError("no reply from the kernel")
@@ -327,7 +327,7 @@ def test_a_stalled_kernel_is_run_once_more_and_said_so(monkeypatch, capsys):
 def test_a_notebook_that_stalls_twice_fails(monkeypatch):
     from nbclient.exceptions import CellTimeoutError
 
-    def stall(path, save, timeout):
+    def stall(path, save, timeout, env, prelude):
         raise CellTimeoutError("no reply from the kernel")
 
     monkeypatch.setattr(nbs, "_execute_once", stall)
