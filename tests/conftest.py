@@ -23,7 +23,8 @@ OWN_UNITS = (
     "tests/test_evaluate.py::test_card_metrics_agree_with_a_fresh_small_sample",
 )
 # The longest units go first, so that no worker is left running one while the other idles:
-# the notebooks under nbval, then the units above, then lesson 03's checks, then the rest.
+# the notebooks under nbval, then the units above (the lessons on a second model and on a fresh
+# sample among them), then lesson 03's checks, then the rest.
 HEAVY_FIRST = ("solutions/", *OWN_UNITS, "tests/checks/test_lesson03_patching.py")
 
 
