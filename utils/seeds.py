@@ -74,14 +74,7 @@ def is_held_out(seed: int) -> bool:
 
 def lesson_seed_names() -> list[str]:
     """The names of the seeds a lesson draws its own examples from (not its checks' seeds)."""
-    return sorted(
-        (
-            n
-            for n, v in globals().items()
-            if n.startswith("LESSON_") and not n.endswith("_CHECKS") and isinstance(v, int)
-        ),
-        key=lambda n: _OWN[n],
-    )
+    return sorted((n for n in _OWN if not n.endswith("_CHECKS")), key=_OWN.__getitem__)
 
 
 def fresh_sample_seeds(k: int) -> dict[str, int]:

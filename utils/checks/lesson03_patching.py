@@ -336,6 +336,15 @@ def _one_score_per_row(out: torch.Tensor) -> bool:
     return torch.allclose(out, out[:, :1].expand_as(out), atol=1e-4)
 
 
+def _reject_whole_sweep_mistakes(out: torch.Tensor, name: str, hook: str, same_score: str) -> None:
+    """The two mistakes a sweep shows as a whole, before any score-by-score comparison: no patch took
+    effect (every score 0), or every copy got the same patch (one score per layer)."""
+    if _never_patched(out):
+        raise CheckFailed(f"`{name}`: " + _NEVER_PATCHED.format(hook=hook))
+    if _one_score_per_row(out):
+        raise CheckFailed(f"`{name}` {same_score}")
+
+
 _NEVER_PATCHED = (
     "every score is 0, the corrupted run's own: the patch never changed the model. Does your hook return "
     "the edited activation, is it attached to `{hook}`, and do the values come from `clean_cache`?"
@@ -372,13 +381,13 @@ def check_act_patch_by_position(fn: Callable, model) -> None:
                 ref = _reference(model, hook, _sweep, model, pairs.corrupted, cache, names, eye, metric)
             if _close(out, ref):
                 continue
-            if _never_patched(out):
-                raise CheckFailed(f"`{name}`: " + _NEVER_PATCHED.format(hook=f"blocks.{{layer}}.hook_{hook}"))
-            if _one_score_per_row(out):
-                raise CheckFailed(
-                    f"`{name}` gives the same score at every position of a layer: patch one position per "
-                    "copy of the batch (copy j gets the clean activation at position j only)."
-                )
+            _reject_whole_sweep_mistakes(
+                out,
+                name,
+                f"blocks.{{layer}}.hook_{hook}",
+                "gives the same score at every position of a layer: patch one position per copy of the batch "
+                "(copy j gets the clean activation at position j only).",
+            )
             out = out.detach().float().cpu()
             hints = []
             if hook == "resid_pre":
@@ -439,13 +448,13 @@ def check_act_patch_heads(fn: Callable, model) -> None:
             refs[kind] = ref
             if _close(out, ref):
                 continue
-            if _never_patched(out):
-                raise CheckFailed(f"`{name}`: " + _NEVER_PATCHED.format(hook=f"blocks.{{layer}}.attn.hook_{kind}"))
-            if _one_score_per_row(out):
-                raise CheckFailed(
-                    f"`{name}` gives every head of a layer the same score: in copy h patch head h only "
-                    f"(the head dimension of `hook_{kind}` is the third: [batch, position, head, d_head])."
-                )
+            _reject_whole_sweep_mistakes(
+                out,
+                name,
+                f"blocks.{{layer}}.attn.hook_{kind}",
+                "gives every head of a layer the same score: in copy h patch head h only "
+                f"(the head dimension of `hook_{kind}` is the third: [batch, position, head, d_head]).",
+            )
             final = torch.zeros(H, n_pos, H, dtype=torch.bool)
             final[torch.arange(H), -1, torch.arange(H)] = True
             hints = [
