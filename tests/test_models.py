@@ -31,6 +31,20 @@ def test_zoo_model_loads_offline_and_runs(name):
     assert torch.isfinite(logits).all()
 
 
+def test_the_gpt2_zoo_models_gelu_is_fused_and_computes_the_same_function():
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    model = load_model("storyworld-4l", device="cpu")
+    kinds = {type(m) for m in model.modules()}
+    assert GELUTanh in kinds and NewGELUActivation not in kinds
+    assert model.cfg.act_fn == "gelu_new"  # the config still names the function the model was trained with
+    x = torch.linspace(-8, 8, 10_001)
+    assert torch.allclose(GELUTanh()(x), NewGELUActivation()(x), atol=1e-6)
+    ids = torch.tensor([encode_doc("Ann was in the park. Ann felt happy.")])
+    _, cache = model.run_with_cache(ids)
+    assert "blocks.0.mlp.hook_post" in cache  # the hooks around the activation are still there
+
+
 @pytest.mark.parametrize("name", BUILT)
 def test_weights_match_the_checksum_on_the_card(name):
     card = read_card(name)

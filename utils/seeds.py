@@ -59,6 +59,10 @@ LESSON_01_VOCAB = 9523  # the documents whose tokens lesson 01 counts as seen wo
 LESSON_01_BETWEEN = 9524  # the story lesson 01 puts between two copies
 LESSON_01_TOKENS = 9525  # seeds lesson 01's random tokens are drawn from (offsets from it)
 LESSON_03_TEST = 9526  # lesson 03's test prompts: the circuit found on LESSON_03's is scored on these
+LESSON_04_SPLIT = 9527  # lesson 04's train/test split of its stories
+LESSON_04_CONTROL = 9528  # lesson 04's control task: the random label each word type gets
+LESSON_04_RANDOM = 9529  # lesson 04's permutation tests and random directions (offsets from it)
+LESSON_05_RANDOM = 9530  # lesson 05's random directions and its other random draws (offsets from it)
 
 # Fresh samples for the robustness sweep: sample k takes the SLOTS seeds from
 # FRESH_SAMPLES.start + SLOTS * (k - 1), one per lesson seed, in the order they are defined above.
