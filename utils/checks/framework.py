@@ -4,12 +4,15 @@ A check runs the learner's function on fresh inputs, compares it with a referenc
 prints one success line. Problems raise ``CheckFailed``, which Jupyter shows as a single
 red message instead of a traceback. ``call`` turns a stub, an exception or an in-place edit
 into a sentence; ``expect_tensor`` names the dimension that is off; ``expect_close`` and
-``expect_number`` compare with the reference and recognise known wrong answers.
+``expect_number`` compare with the reference and recognise known wrong answers;
+``call_own_generator`` calls a function that takes a seed and says so if it used a global
+random generator instead of its own.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +72,74 @@ def call(
                 f"`{name}` changed its input tensor (argument {k + 1}) in place. "
                 f"Work on a copy, or use out-of-place operations (x = x * 2, not x *= 2)."
             )
+    return out
+
+
+_GLOBAL_GENERATORS = {
+    "torch": (
+        "uses (or reseeds) torch's global random generator (torch.manual_seed, or torch.rand, randn, randint or "
+        "randperm without generator=): draw from your own torch.Generator().manual_seed(seed), so that the result "
+        "depends on the seed alone and other code's randomness is left alone."
+    ),
+    "numpy": (
+        "uses (or reseeds) NumPy's global random generator (np.random.seed, np.random.rand, ...): draw from your "
+        "own torch.Generator().manual_seed(seed) (or np.random.default_rng(seed)), so that other code's randomness "
+        "is left alone."
+    ),
+    "python": (
+        "uses (or reseeds) Python's global random generator (random.seed, random.shuffle, ...): draw from your "
+        "own torch.Generator().manual_seed(seed) (or random.Random(seed)), so that other code's randomness is "
+        "left alone."
+    ),
+}
+
+
+def _global_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    try:
+        import numpy
+
+        states["numpy"] = numpy.random.get_state()
+    except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
+        pass
+    return states
+
+
+def _set_global_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    if "numpy" in states:
+        import numpy
+
+        numpy.random.set_state(states["numpy"])
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    if hasattr(a, "shape") and hasattr(b, "shape"):  # a NumPy array
+        return a.shape == b.shape and bool((a == b).all())
+    return a == b
+
+
+def call_own_generator(fn: Callable, *args, name: str | None = None, **kwargs) -> Any:
+    """``call`` for a function that takes a seed: it must draw from a generator of its own.
+
+    If it used or reseeded torch's, NumPy's or Python's global generator, say which; either way
+    the global generators are left as they were before the call.
+    """
+    name = name or getattr(fn, "__name__", "your function")
+    before = _global_states()
+    try:
+        out = call(fn, *args, name=name, **kwargs)
+        after = _global_states()
+    finally:
+        _set_global_states(before)
+    for which, message in _GLOBAL_GENERATORS.items():
+        if which in before and not _same_state(before[which], after[which]):
+            raise CheckFailed(f"`{name}` {message}")
     return out
 
 
