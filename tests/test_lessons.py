@@ -169,8 +169,6 @@ def test_each_lesson_runs_on_a_second_zoo_model_by_changing_its_model_line(path,
 # Lessons whose claims are known to hold only on their own sample; `make robustness` lists the
 # claims that fail. Strict: the day a lesson's claims hold on the fresh sample, its mark must go.
 NOT_YET_ROBUST = {
-    "04_linear_probes.ipynb": "some of lesson 04's claims hold only on its own sample (its probes' error bars, "
-    "selectivity by layer, the binding head's ablation, the neurons' directions)",
     "06_sparse_autoencoders.ipynb": "some of lesson 06's claims hold only on its own sample (the dense probe's "
     "lead on names, the detectors' table)",
     "08_self_verification.ipynb": "some of lesson 08's claims hold only on its own sample (the receptive-field "
