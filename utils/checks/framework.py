@@ -6,7 +6,7 @@ red message instead of a traceback. ``call`` turns a stub, an exception or an in
 into a sentence; ``expect_tensor`` names the dimension that is off; ``expect_close`` and
 ``expect_number`` compare with the reference and recognise known wrong answers;
 ``call_own_generator`` calls a function that takes a seed and says so if it used a global
-random generator instead of its own.
+random generator instead of its own; ``call_seeded`` runs one under a fixed global seed.
 """
 
 from __future__ import annotations
@@ -141,6 +141,14 @@ def call_own_generator(fn: Callable, *args, name: str | None = None, **kwargs) -
         if which in before and not _same_state(before[which], after[which]):
             raise CheckFailed(f"`{name}` {message}")
     return out
+
+
+def call_seeded(fn: Callable, *args, seed: int, name: str | None = None, **kwargs) -> Any:
+    """``call`` with torch's global generator seeded to ``seed`` for the call and restored after it:
+    the check's runs of a function that draws (or may draw) from it are then repeatable."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return call(fn, *args, name=name, **kwargs)
 
 
 def _first_line(e: Exception) -> str:

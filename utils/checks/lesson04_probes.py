@@ -28,6 +28,7 @@ from utils.checks.framework import (
     as_number,
     call,
     call_own_generator,
+    call_seeded,
     expect_close,
     expect_tensor,
     passed,
@@ -514,10 +515,9 @@ def check_train_probe(fn: Callable) -> None:
     """
     name = _name(fn, "train_probe")
     x, y = _probe_problem()
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # as in the lesson, gradients off
-        torch.manual_seed(LESSON_04_CHECKS)
+    with torch.no_grad():  # as in the lesson, gradients off
         try:
-            probe = call(fn, x.clone(), y.clone(), _PROBE_CLASSES, name=name)
+            probe = call_seeded(fn, x.clone(), y.clone(), _PROBE_CLASSES, seed=LESSON_04_CHECKS, name=name)
         except CheckFailed as e:
             raise _training_error(e) from None
         weight, bias = _probe_weights(probe, name, x)
@@ -658,9 +658,7 @@ def check_pca_2d(fn: Callable) -> None:
     points = _pca_points()
 
     def run(seed: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return call(fn, points, name=name)
+        return call_seeded(fn, points, seed=seed, name=name)
 
     out = run(LESSON_04_CHECKS)
     n, d = points.shape

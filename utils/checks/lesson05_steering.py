@@ -20,6 +20,7 @@ from utils.checks.framework import (
     CheckFailed,
     call,
     call_own_generator,
+    call_seeded,
     expect_close,
     expect_tensor,
     passed,
@@ -170,9 +171,7 @@ def check_greedy_continue(fn: Callable, model) -> None:
     n_new = _GREEDY_NEW
 
     def run(seed: int = LESSON_05_CHECKS):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            out = call(fn, model, tokens, n_new, name=name)
+        out = call_seeded(fn, model, tokens, n_new, seed=seed, name=name)
         if not isinstance(out, torch.Tensor):
             raise CheckFailed(f"`{name}` should return the token tensor [batch, n + n_new], not {type(out).__name__}.")
         if tuple(out.shape) == (batch, n_new):
