@@ -69,10 +69,9 @@ def attention_to_target(pattern, tokens, pos, target):
     return pattern[:, keys].sum(-1)
 
 
-def receptive_field(o, W_gate, W_in, ln_weight, scale):
-    x = o * ln_weight / scale
-    gate = x @ W_gate
-    return (gate * torch.sigmoid(gate) * (x @ W_in)).mean(-1)
+def receptive_field(o, W_gate, W_in):
+    gate = torch.einsum("hd,dk->hk", o, W_gate)
+    return (gate * torch.sigmoid(gate) * torch.einsum("hd,dk->hk", o, W_in)).mean(-1)
 
 
 def zero_heads_hook(heads):
@@ -94,7 +93,7 @@ def test_check_verdict_margin(prove_check):
     wrong = {
         "that is not − this": lambda lg, r, p, t, n: lg[r, p, n] - lg[r, p, t],
         "those are probabilities": lambda lg, r, p, t, n: lg.softmax(-1)[r, p, t] - lg.softmax(-1)[r, p, n],
-        "one position late": lambda lg, r, p, t, n: lg[r, (p + 1).clamp(max=8), t] - lg[r, (p + 1).clamp(max=8), n],
+        "one position late": lambda lg, r, p, t, n: lg[r, p + 1, t] - lg[r, p + 1, n],
         "one position early": lambda lg, r, p, t, n: lg[r, p - 1, t] - lg[r, p - 1, n],
     }
     prove_check(c.check_verdict_margin, verdict_margin, wrong)
@@ -104,12 +103,18 @@ def test_check_fit_verdict_probe(prove_check):
     def mean_difference(x, y):
         return torch.nn.functional.normalize(x[y].mean(0) - x[~y].mean(0), dim=0)
 
+    def standardised_only(x, y):
+        u = fit_verdict_probe(x, y) * x.std(0)  # the weights on the standardised features
+        return u / u.norm()
+
     wrong = {
         "difference of the class means": mean_difference,
+        "divided by the standard deviations": standardised_only,
         "points from `this` to `not`": lambda x, y: -fit_verdict_probe(x, y),
         "unit vector": lambda x, y: 3 * fit_verdict_probe(x, y),
-        "separates only": lambda x, y: torch.nn.functional.normalize(torch.ones(x.shape[1]), dim=0),
     }
+    prove_check(c.check_fit_verdict_probe, fit_verdict_probe, wrong)
+    wrong = {"separates only": lambda x, y: torch.nn.functional.normalize(torch.ones(x.shape[1]), dim=0)}
     prove_check(c.check_fit_verdict_probe, fit_verdict_probe, wrong)
 
 
@@ -133,7 +138,20 @@ def test_check_add_at_sites(prove_check):
 
         return hook
 
-    wrong = {"added everywhere": everywhere, "every position of the sites' rows": whole_rows, "in every row": every_row}
+    def replaced(v, r, p):
+        def hook(act, hook):
+            act = act.clone()
+            act[r, p] = v
+            return act
+
+        return hook
+
+    wrong = {
+        "added everywhere": everywhere,
+        "every position of the sites' rows": whole_rows,
+        "in every row": every_row,
+        "replaced by the vector": replaced,
+    }
     prove_check(c.check_add_at_sites, add_at_sites, wrong)
 
 
@@ -149,6 +167,7 @@ def test_check_aligned_neurons(prove_check):
         "most negative cosines": lambda W, u, k: top(-cos(W, u), k, W.shape[1]),
         "size of the cosine": lambda W, u, k: top(cos(W, u).abs(), k, W.shape[1]),
         "wrong order": lambda W, u, k: aligned_neurons(W, u, k).flip(0),
+        "the rows before it agree": lambda W, u, k: torch.cat([aligned_neurons(W, u, k)[:2], torch.zeros(k - 2, 2)]).long(),
     }
     prove_check(c.check_aligned_neurons, aligned_neurons, wrong)
 
@@ -185,7 +204,19 @@ def test_check_zero_neurons_at(prove_check):
 
         return hook
 
-    wrong = {"at every position": every_position, "every neuron was zeroed": every_neuron, "only one neuron": diagonal}
+    def chained(r, p, n):
+        def hook(act, hook):
+            act[r, p][:, n] = 0  # writes into a copy
+            return act
+
+        return hook
+
+    wrong = {
+        "at every position": every_position,
+        "every neuron was zeroed": every_neuron,
+        "only one neuron": diagonal,
+        "writes into a copy": chained,
+    }
     prove_check(c.check_zero_neurons_at, zero_neurons_at, wrong)
 
 
@@ -204,14 +235,20 @@ def test_check_attention_to_target(prove_check):
 def test_check_receptive_field(prove_check):
     silu = torch.nn.functional.silu
 
-    def norm(o, w, s):
-        return o * w / s
+    def rms(o):
+        return o / o.pow(2).mean(-1, keepdim=True).sqrt()
 
     wrong = {
-        "not ReLU": lambda o, g, u, w, s: (torch.relu(norm(o, w, s) @ g) * (norm(o, w, s) @ u)).mean(-1),
-        "not the up one": lambda o, g, u, w, s: (silu(norm(o, w, s) @ u) * (norm(o, w, s) @ g)).mean(-1),
-        "RMSNorm first": lambda o, g, u, w, s: (silu(o @ g) * (o @ u)).mean(-1),
-        "do not sum": lambda o, g, u, w, s: (silu(norm(o, w, s) @ g) * (norm(o, w, s) @ u)).sum(-1),
+        "not ReLU": lambda o, g, u: (torch.relu(o @ g) * (o @ u)).mean(-1),
+        "not GELU": lambda o, g, u: (torch.nn.functional.gelu(o @ g) * (o @ u)).mean(-1),
+        "not the up one": lambda o, g, u: (silu(o @ u) * (o @ g)).mean(-1),
+        "not SiLU of the product": lambda o, g, u: silu((o @ g) * (o @ u)).mean(-1),
+        "goes through SiLU before the product": lambda o, g, u: ((o @ g) * (o @ u)).mean(-1),
+        "its own RMS": lambda o, g, u: (silu(rms(o) @ g) * (rms(o) @ u)).mean(-1),
+        "normalised to length 1": lambda o, g, u: (
+            silu(torch.nn.functional.normalize(o, dim=-1) @ g) * (torch.nn.functional.normalize(o, dim=-1) @ u)
+        ).mean(-1),
+        "do not sum": lambda o, g, u: (silu(o @ g) * (o @ u)).sum(-1),
     }
     prove_check(c.check_receptive_field, receptive_field, wrong)
 

@@ -35,14 +35,14 @@ def check_verdict_margin(fn: Callable) -> None:
     """fn(logits [batch, pos, vocab], rows [site], positions [site], this_id, not_id) -> [site]."""
     name = _name(fn, "verdict_margin")
     g = torch.Generator().manual_seed(81)
-    logits = torch.randn(4, 9, 12, generator=g) * 3
+    logits = torch.randn(4, 10, 12, generator=g) * 3  # one position to spare after the last site
     rows = torch.tensor([0, 0, 2, 3, 3])
     positions = torch.tensor([3, 7, 5, 2, 8])
     this_id, not_id = 9, 4
     out = expect_tensor(call(fn, logits, rows, positions, this_id, not_id, name=name), (5,), ["site"], name)
     want = logits[rows, positions, this_id] - logits[rows, positions, not_id]
     probs = logits.softmax(-1)
-    late = (positions + 1).clamp(max=8)
+    late = positions + 1
     hints = [
         (-want, "that is not − this: the margin is the logit of `this` minus the logit of `not`."),
         (probs[rows, positions, this_id] - probs[rows, positions, not_id],
@@ -71,7 +71,18 @@ def _probe_problem(seed: int, n: int = 600, d: int = 16):
     x = torch.randn(n, d, generator=g) * 0.3
     x += (2 * y[:, None] - 1) * 0.8 * true  # the label, along `true`
     x += (torch.randn(n, 1, generator=g) * 4 + (2 * y[:, None] - 1) * 1.5) * other  # noisy, biased nuisance
-    return x, y.bool(), true
+    # Features on very different scales, as in a residual stream: weights fitted on standardised
+    # features point elsewhere until they are divided back by each feature's standard deviation.
+    scales = torch.logspace(-1, 1, d)[torch.randperm(d, generator=fixed)]
+    return x * scales, y.bool(), true
+
+
+def _separates(u: torch.Tensor, x, y, x_test, y_test) -> float:
+    """Fresh-point accuracy of direction u, thresholded halfway between the training classes' means."""
+    s = x @ u
+    thr = (s[y].mean() + s[~y].mean()) / 2
+    towards_this = s[y].mean() > s[~y].mean()
+    return (((x_test @ u > thr) == towards_this) == y_test).float().mean().item()
 
 
 def check_fit_verdict_probe(fn: Callable) -> None:
@@ -97,6 +108,13 @@ def check_fit_verdict_probe(fn: Callable) -> None:
             f"{acc:.0%} of fresh points. Fit a logistic regression, which discounts noisy directions."
         )
     if acc < 0.95:
+        unscaled = torch.nn.functional.normalize(u / x.std(0), dim=0)  # if u were weights on standardised features
+        if _separates(unscaled, x, y, x_test, y_test) >= 0.95:
+            raise CheckFailed(
+                f"`{name}`'s direction separates only {acc:.0%} of fresh points, and divided by each feature's "
+                "standard deviation it would separate them: weights fitted on standardised features must be "
+                "divided by the standard deviations to point the right way in the raw stream."
+            )
         raise CheckFailed(
             f"`{name}`'s direction separates only {acc:.0%} of fresh points (a fitted probe reaches 98%+)."
         )
@@ -117,12 +135,15 @@ def check_add_at_sites(fn: Callable) -> None:
     out = expect_tensor(out, act.shape, ["batch", "position", "d_model"], "your hook")
     want = act.clone()
     want[rows, positions] += vector
+    replaced = act.clone()
+    replaced[rows, positions] = vector
     every_position = act.clone()
     every_position[rows] += vector
     every_row = act.clone()
     every_row[:, positions] += vector
     hints = [
         (act + vector, "the vector was added everywhere: add it only at each site's row and position."),
+        (replaced, "the activation at the sites was replaced by the vector: add the vector to what is there."),
         (every_position, "the vector was added at every position of the sites' rows: only at their positions."),
         (every_row, "the vector was added at the sites' positions in every row: pair each position with its row."),
     ]
@@ -163,7 +184,12 @@ def check_aligned_neurons(fn: Callable) -> None:
             raise CheckFailed(f"`{name}`: {message}")
     if set(map(tuple, out.long().tolist())) == set(map(tuple, want.tolist())):
         raise CheckFailed(f"`{name}` finds the right neurons in the wrong order: sort them by cosine, largest first.")
-    raise CheckFailed(f"`{name}` returns {out.tolist()[:3]}…; expected {want.tolist()[:3]}… (layer, neuron).")
+    got = out.long().cpu()
+    first = next(i for i in range(k) if not torch.equal(got[i], want[i]))
+    raise CheckFailed(
+        f"`{name}`: row {first} is (layer, neuron) {tuple(got[first].tolist())}; expected "
+        f"{tuple(want[first].tolist())} (the rows before it agree)."
+    )
 
 
 # --- 5. AUROC ------------------------------------------------------------------------------------
@@ -215,6 +241,8 @@ def check_zero_neurons_at(fn: Callable) -> None:
     diagonal = act.clone()
     diagonal[rows, positions, neurons] = 0
     hints = [
+        (act, "nothing was zeroed. Indexing twice, as in act[rows, positions][:, neurons] = 0, writes into a "
+         "copy: index the three dimensions in one go."),
         (all_pos, "the neurons were zeroed at every position: only at the sites."),
         (all_neurons, "every neuron was zeroed at the sites: only the chosen ones."),
         (diagonal, "each site lost only one neuron (site i, neuron i): zero every chosen neuron at every site."),
@@ -255,25 +283,34 @@ def check_attention_to_target(fn: Callable) -> None:
 
 
 def check_receptive_field(fn: Callable) -> None:
-    """fn(o [head, d_model], W_gate [d_model, k], W_in [d_model, k], ln_weight [d_model], scale) -> [head]."""
+    """fn(o [head, d_model], W_gate [d_model, k], W_in [d_model, k]) -> [head]: the mean over the k
+    neurons of SiLU(o · g) × (o · v), with o used as it is (the paper's score, no normalisation)."""
     name = _name(fn, "receptive_field")
     g = torch.Generator().manual_seed(88)
-    o = torch.randn(4, 8, generator=g) * 2
+    o = torch.randn(4, 8, generator=g) * torch.tensor([0.3, 1.0, 2.0, 4.0])[:, None]  # sizes differ
     W_gate, W_in = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
-    ln_weight, scale = torch.rand(8, generator=g) + 0.5, 1.7
-    out = expect_tensor(call(fn, o, W_gate, W_in, ln_weight, scale, name=name), (4,), ["head"], name)
-    x = o * ln_weight / scale
+    out = expect_tensor(call(fn, o, W_gate, W_in, name=name), (4,), ["head"], name)
     silu = torch.nn.functional.silu
-    want = (silu(x @ W_gate) * (x @ W_in)).mean(-1)
+    want = (silu(o @ W_gate) * (o @ W_in)).mean(-1)
+    own_rms = o / o.pow(2).mean(-1, keepdim=True).sqrt()
+    unit = torch.nn.functional.normalize(o, dim=-1)
     hints = [
-        ((torch.relu(x @ W_gate) * (x @ W_in)).mean(-1), "the gate goes through SiLU (x·sigmoid(x)), not ReLU."),
-        ((silu(x @ W_in) * (x @ W_gate)).mean(-1), "the activation goes on the gate's projection, not the up one."),
-        ((silu(o @ W_gate) * (o @ W_in)).mean(-1), "pass the head's output through the MLP's RMSNorm first: "
-         "divide by the stream's scale and multiply by the norm's weights."),
-        ((silu(x @ W_gate) * (x @ W_in)).sum(-1), "average over the neurons; do not sum."),
+        ((torch.relu(o @ W_gate) * (o @ W_in)).mean(-1), "the gate goes through SiLU (x·sigmoid(x)), not ReLU."),
+        ((torch.nn.functional.gelu(o @ W_gate) * (o @ W_in)).mean(-1), "the gate goes through SiLU, not GELU."),
+        ((silu(o @ W_in) * (o @ W_gate)).mean(-1), "the activation goes on the gate's projection, not the up one."),
+        (silu((o @ W_gate) * (o @ W_in)).mean(-1), "apply SiLU to the gate's projection alone, then multiply by "
+         "the up projection; not SiLU of the product."),
+        (((o @ W_gate) * (o @ W_in)).mean(-1), "the gate's projection goes through SiLU before the product."),
+        ((silu(own_rms @ W_gate) * (own_rms @ W_in)).mean(-1), "the paper's score uses the head's vector as it "
+         "is: dividing it by its own RMS makes every head the same size and changes the ranking."),
+        ((silu(unit @ W_gate) * (unit @ W_in)).mean(-1), "the paper's score uses the head's vector as it is, "
+         "not normalised to length 1."),
+        ((silu(o @ W_gate) * (o @ W_in)).sum(-1), "average over the neurons; do not sum."),
+        ((silu(o @ W_gate) * (o @ W_in)).mean(0), "average over the neurons (the last dimension), not the heads."),
     ]  # fmt: skip
+    hints = [(h, m) for h, m in hints if h.shape == want.shape]
     expect_close(out, want, name, "scores", hints=hints)
-    passed(name, "SiLU(gate) × up of the normalised head output, averaged over the neurons")
+    passed(name, "SiLU(o · gate) × (o · up), averaged over the neurons, on the raw head vector")
 
 
 # --- 9. ablating heads -----------------------------------------------------------------------------
