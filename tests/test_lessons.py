@@ -171,8 +171,6 @@ def test_each_lesson_runs_on_a_second_zoo_model_by_changing_its_model_line(path,
 NOT_YET_ROBUST = {
     "06_sparse_autoencoders.ipynb": "some of lesson 06's claims hold only on its own sample (the dense probe's "
     "lead on names, the detectors' table)",
-    "08_self_verification.ipynb": "some of lesson 08's claims hold only on its own sample (the receptive-field "
-    "ranking of heads and what follows from it)",
 }
 
 

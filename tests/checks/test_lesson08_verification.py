@@ -167,7 +167,9 @@ def test_check_aligned_neurons(prove_check):
         "most negative cosines": lambda W, u, k: top(-cos(W, u), k, W.shape[1]),
         "size of the cosine": lambda W, u, k: top(cos(W, u).abs(), k, W.shape[1]),
         "wrong order": lambda W, u, k: aligned_neurons(W, u, k).flip(0),
-        "the rows before it agree": lambda W, u, k: torch.cat([aligned_neurons(W, u, k)[:2], torch.zeros(k - 2, 2)]).long(),
+        "the rows before it agree": lambda W, u, k: torch.cat(
+            [aligned_neurons(W, u, k)[:2], torch.zeros(k - 2, 2)]
+        ).long(),
     }
     prove_check(c.check_aligned_neurons, aligned_neurons, wrong)
 

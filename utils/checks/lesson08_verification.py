@@ -241,8 +241,11 @@ def check_zero_neurons_at(fn: Callable) -> None:
     diagonal = act.clone()
     diagonal[rows, positions, neurons] = 0
     hints = [
-        (act, "nothing was zeroed. Indexing twice, as in act[rows, positions][:, neurons] = 0, writes into a "
-         "copy: index the three dimensions in one go."),
+        (
+            act,
+            "nothing was zeroed. Indexing twice, as in act[rows, positions][:, neurons] = 0, writes into a "
+            "copy: index the three dimensions in one go.",
+        ),
         (all_pos, "the neurons were zeroed at every position: only at the sites."),
         (all_neurons, "every neuron was zeroed at the sites: only the chosen ones."),
         (diagonal, "each site lost only one neuron (site i, neuron i): zero every chosen neuron at every site."),
