@@ -113,6 +113,55 @@ def _no_decoder_bias(x, W_enc, b_enc, W_dec, b_dec, k):
     return latents, latents @ W_dec
 
 
+def _no_encoder_bias(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents = _topk((x - b_dec) @ W_enc, k).relu()
+    return latents, latents @ W_dec + b_dec
+
+
+def _k_plus_one(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents = _topk((x - b_dec) @ W_enc + b_enc, k + 1).relu()
+    return latents, latents @ W_dec + b_dec
+
+
+def _k_minus_one(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents = _topk((x - b_dec) @ W_enc + b_enc, k - 1).relu()
+    return latents, latents @ W_dec + b_dec
+
+
+def _tied(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents, _ = topk_sae(x, W_enc, b_enc, W_dec, b_dec, k)
+    return latents, latents @ W_enc.T + b_dec
+
+
+def _rates(latents):
+    return (latents > 0).float().mean(0)
+
+
+def _dead_count(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, int((_rates(latents) == 0).sum()), dense
+
+
+def _dense_count(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, dead, int((_rates(latents) > 0.1).sum())
+
+
+def _percent(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, 100 * dead, 100 * dense
+
+
+def _at_least(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, dead, (_rates(latents) >= 0.1).float().mean().item()
+
+
+def _dense_tokens(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, dead, ((latents > 0).float().mean(-1) > 0.1).float().mean().item()
+
+
 def _nonzero(latents):
     l0, dead, dense = sparsity(latents)
     return (latents != 0).float().sum(-1).mean().item(), dead, dense
@@ -143,6 +192,41 @@ def _per_dimension(x, x_hat):
 
 def _lost(x, x_hat):
     return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+
+
+def _per_token(x, x_hat):
+    return 1 - ((x - x_hat).pow(2).sum(-1) / (x - x.mean(0)).pow(2).sum(-1)).mean().item()
+
+
+def _unbiased(x, x_hat):
+    return 1 - ((x - x_hat).pow(2).mean(0).sum() / x.var(0).sum()).item()
+
+
+def _centred_error(x, x_hat):
+    e = x - x_hat
+    return 1 - ((e - e.mean(0)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+
+
+def _correlation(x, x_hat):
+    return torch.corrcoef(torch.stack([x.flatten(), x_hat.flatten()]))[0, 1].item() ** 2
+
+
+def _bos_zeroed(sae):
+    def hook(act, hook):
+        out = sae(act)
+        out[:, 0] = 0
+        return out
+
+    return hook
+
+
+def _last_kept(sae):
+    def hook(act, hook):
+        out = sae(act)
+        out[:, -1] = act[:, -1]
+        return out
+
+    return hook
 
 
 def _everywhere(sae):
@@ -202,6 +286,39 @@ def _ascending(values, doc, k):
     return top_contexts(values, doc, k).flip(0)
 
 
+def _first_row(values, doc, k):
+    first = {}
+    for row, d in enumerate(doc.tolist()):
+        first.setdefault(d, row)
+    best = torch.full((int(doc.max()) + 1,), -1.0).scatter_reduce(0, doc, values, "amax")
+    return torch.tensor([first[d] for d in best.topk(k).indices.tolist()])
+
+
+def _by_mean(values, doc, k):
+    n = int(doc.max()) + 1
+    mean = torch.zeros(n).index_add_(0, doc, values) / torch.bincount(doc, minlength=n)
+    rows = []
+    for d in mean.topk(k).indices.tolist():
+        mine = torch.where(doc == d)[0]
+        rows.append(mine[values[mine].argmax()])
+    return torch.stack(rows)
+
+
+def _effects_by_size(direction, W_U, k):
+    logits = direction @ W_U
+    return logits.abs().topk(k).indices, logits.topk(k, largest=False).indices
+
+
+def _transposed(direction, W_U, k):
+    logits = W_U @ direction
+    return logits.topk(k).indices, logits.topk(k, largest=False).indices
+
+
+def _values(direction, W_U, k):
+    logits = direction @ W_U
+    return logits.topk(k).values, logits.topk(k, largest=False).values
+
+
 def _swapped_effects(direction, W_U, k):
     up, down = logit_effects(direction, W_U, k)
     return down, up
@@ -225,6 +342,21 @@ def _nan_when_silent(latents, labels):
     return p, r, 2 * p * r / (p + r)
 
 
+def _nonzero_active(latents, labels):
+    return detector_scores(latents.abs() + (latents != 0).float(), labels)
+
+
+def _recall_over_tokens(latents, labels):
+    p, r, f = detector_scores(latents, labels)
+    r = r * labels.sum() / len(labels)
+    return p, r, 2 * p * r / (p + r).clamp(min=1e-12)
+
+
+def _f1_mean(latents, labels):
+    p, r, f = detector_scores(latents, labels)
+    return p, r, (p + r) / 2
+
+
 CASES = {
     "sparsity": (
         c.check_sparsity,
@@ -234,12 +366,25 @@ CASES = {
             "total over all tokens": _total,
             "dead latent": _dead_tokens,
             "wrong threshold": _dense_half,
+            "dead is a count of latents": _dead_count,
+            "dense is a count of latents": _dense_count,
+            "dead is a percentage": _percent,
+            "strictly more than 10%": _at_least,
+            "dense is a property of a latent": _dense_tokens,
         },
     ),  # fmt: skip
     "explained_variance": (
         c.check_explained_variance,
         explained_variance,
-        {"around the origin": _around_origin, "per dimension": _per_dimension, "subtract it from 1": _lost},
+        {
+            "around the origin": _around_origin,
+            "per dimension": _per_dimension,
+            "subtract it from 1": _lost,
+            "explained_variance_legacy": _per_token,
+            "unbiased variance": _unbiased,
+            "centres the error on its own mean": _centred_error,
+            "squared correlation": _correlation,
+        },
     ),
     "batches": (
         c.check_batches,
@@ -256,12 +401,23 @@ CASES = {
     "top_contexts": (
         c.check_top_contexts,
         top_contexts,
-        {"same document": _same_document, "wrong order": _ascending},
+        {
+            "same document": _same_document,
+            "wrong order": _ascending,
+            "not each one's strongest row": _first_row,
+            "by their mean value": _by_mean,
+        },
     ),
     "detector_scores": (
         c.check_detector_scores,
         detector_scores,
-        {"are swapped": _swapped_scores, "has NaN": _nan_when_silent},
+        {
+            "are swapped": _swapped_scores,
+            "has NaN": _nan_when_silent,
+            "counts negative values as firing": _nonzero_active,
+            "recall divides the hits by every token": _recall_over_tokens,
+            "harmonic mean": _f1_mean,
+        },
     ),
 }
 
@@ -275,12 +431,21 @@ SAE_CASES = {
             "by size": _by_size,
             "every positive latent": _relu_only,
             "missing the decoder bias": _no_decoder_bias,
+            "encoder bias b_enc is missing": _no_encoder_bias,
+            "you keep k + 1": _k_plus_one,
+            "you keep k - 1": _k_minus_one,
+            "tied decoder": _tied,
         },
     ),  # fmt: skip
     "splice": (
         c.check_splice,
         splice,
-        {"position 0 (BOS) was replaced": _everywhere, "returned the latents": _latents},
+        {
+            "position 0 (BOS) was replaced": _everywhere,
+            "returned the latents": _latents,
+            "position 0 (BOS) was zeroed": _bos_zeroed,
+            "the last position was kept": _last_kept,
+        },
     ),
 }
 
@@ -309,6 +474,12 @@ def test_sae_check_accepts_a_correct_solution_and_rejects_the_stub_and_mistakes(
 
 def test_logit_effects_check_accepts_a_correct_solution_and_rejects_the_stub_and_mistakes(model_and_sae, prove_check):
     model, sae = model_and_sae
-    wrong = {"swapped the two lists": _swapped_effects, "most negative first": _bottom_reversed}
+    wrong = {
+        "swapped the two lists": _swapped_effects,
+        "most negative first": _bottom_reversed,
+        "size of their effect (abs)": _effects_by_size,
+        "W_U is [d_model, d_vocab]": _transposed,
+        "return the token ids": _values,
+    }
     with torch.no_grad():
         prove_check(c.check_logit_effects, logit_effects, wrong, model, sae)

@@ -20,6 +20,12 @@ def _name(fn: Callable, default: str) -> str:
     return getattr(fn, "__name__", default)
 
 
+def _keep_top(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's ``k`` largest entries in place, every other entry 0."""
+    idx = pre.topk(k, dim=-1).indices
+    return torch.zeros_like(pre).scatter(-1, idx, pre.gather(-1, idx))
+
+
 def _activations_like(sae, n: int, seed: int) -> torch.Tensor:
     """``[n, d_in]`` inputs the SAE has plenty to say about: sums of a dozen decoder rows plus noise;
     in every fourth row the rows are subtracted, so that few pre-activations are positive there."""
@@ -76,9 +82,18 @@ def check_topk_sae(fn: Callable, sae) -> None:
             (topk(pre, by_size=True).relu(), "you kept the k largest values by size (abs): keep the k largest "
              "pre-activations themselves."),
             (pre.relu(), f"every positive latent is kept: keep only the k = {k} largest pre-activations of a token."),
+            (topk(pre - b_enc).relu(), "the encoder bias b_enc is missing: pre = (x - b_dec) @ W_enc + b_enc."),
+            (_keep_top(pre, k + 1).relu(), f"you keep k + 1 = {k + 1} latents per token (an off-by-one in the "
+             f"top-k): keep exactly k = {k}."),
+            (_keep_top(pre, k - 1).relu(), f"you keep k - 1 = {k - 1} latents per token (an off-by-one in the "
+             f"top-k): keep exactly k = {k}."),
         ]  # fmt: skip
         expect_close(latents, want, name, f"latents ({case})", atol=1e-3, hints=hints)
-        hints = [(latents @ W_dec, "the reconstruction is missing the decoder bias b_dec.")]
+        hints = [
+            (latents @ W_dec, "the reconstruction is missing the decoder bias b_dec."),
+            (latents @ W_enc.T + b_dec, "the reconstruction uses W_enc.T, a tied decoder: decode with the SAE's own "
+             "decoder, latents @ W_dec + b_dec (SAELens's SAEs train W_dec apart from W_enc)."),
+        ]  # fmt: skip
         expect_close(recon, want_recon, name, f"reconstruction ({case})", atol=1e-3, hints=hints)
     passed(name, f"same latents and reconstruction as SAELens's encode and decode (k = {k})")
 
@@ -94,6 +109,7 @@ def check_sparsity(fn: Callable) -> None:
     rates = torch.linspace(0, 0.3, 50)  # latent j fires on about rates[j] of the tokens
     rates[:7] = 0  # seven dead latents
     fire = torch.rand(200, 50, generator=g) < rates
+    fire[:, 17] = torch.randperm(200, generator=g) < 20  # exactly 10% of the tokens: not dense
     latents[fire] = torch.rand(int(fire.sum()), generator=g) + 0.1
     latents[~fire] = -torch.rand(int((~fire).sum()), generator=g)  # pre-activation-like negatives: not active
     out = call(fn, latents, name=name)
@@ -102,6 +118,9 @@ def check_sparsity(fn: Callable) -> None:
     got = [as_number(v) for v in out]
     want = [ref.l0(latents), *ref.dead_and_dense(latents)]
     active = latents != 0
+    rate = (latents > 0).float().mean(0)
+    counts = "is a count of latents: return the share of the d_sae latents (divide by the number of latents)."
+    percent = "is a percentage: return a share between 0 and 1."
     wrong = {
         "l0": [
             (active.float().sum(-1).mean().item(), "counts non-zero entries, negatives included: a latent is "
@@ -110,10 +129,23 @@ def check_sparsity(fn: Callable) -> None:
             ((latents > 0).float().mean().item(), "is the share of active entries: count the active latents per "
              "token, then average over tokens."),
         ],
-        "dead": [((latents > 0).float().mean(-1).eq(0).float().mean().item(), "counts tokens with no active "
-                  "latent: a dead latent is one that is active on no token.")],
-        "dense": [((latents > 0).float().mean(0).gt(0.5).float().mean().item(), "uses the wrong threshold: dense "
-                   "means active on more than 10% of the tokens.")],
+        "dead": [
+            ((latents > 0).float().mean(-1).eq(0).float().mean().item(), "counts tokens with no active latent: a "
+             "dead latent is one that is active on no token."),
+            (rate.eq(0).float().sum().item(), counts),
+            (100 * rate.eq(0).float().mean().item(), percent),
+        ],
+        "dense": [
+            (rate.gt(0.5).float().mean().item(), "uses the wrong threshold: dense means active on more than 10% "
+             "of the tokens."),
+            (rate.ge(0.1).float().mean().item(), "counts a latent active on exactly 10% of the tokens as dense "
+             "(>= 0.1): dense means strictly more than 10% (> 0.1)."),
+            ((latents > 0).float().mean(-1).gt(0.1).float().mean().item(), "is a share of tokens (those with more "
+             "than 10% of the latents active): dense is a property of a latent, active on more than 10% of the "
+             "tokens, so take each latent's rate over tokens, .mean(0)."),
+            (rate.gt(0.1).float().sum().item(), counts),
+            (100 * rate.gt(0.1).float().mean().item(), percent),
+        ],
     }  # fmt: skip
     for what, value, expected in zip(("l0", "dead", "dense"), got, want):
         if abs(value - expected) <= 1e-6:
@@ -130,12 +162,30 @@ def check_explained_variance(fn: Callable) -> None:
     name = _name(fn, "explained_variance")
     g = torch.Generator().manual_seed(63)
     x = torch.randn(300, 16, generator=g) * torch.linspace(0.2, 3, 16) + 5  # uneven dims, far from the origin
-    x_hat = x + torch.randn(300, 16, generator=g) * 0.8
+    x_hat = x + torch.randn(300, 16, generator=g) * 0.8 + 0.3  # an error with an offset, as a biased SAE makes
     out = as_number(call(fn, x, x_hat, name=name))
     want = ref.explained_variance(x, x_hat)
     err = (x - x_hat).pow(2).sum()
-    per_dim = 1 - ((x - x_hat).pow(2).sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean().item()
+    centred = (x - x.mean(0)).pow(2)
+    per_dim = 1 - ((x - x_hat).pow(2).sum(0) / centred.sum(0)).mean().item()
+    per_token = 1 - ((x - x_hat).pow(2).sum(-1) / centred.sum(-1)).mean().item()
+    residual = x - x_hat
+    flat = torch.stack([x.flatten(), x_hat.flatten()])
+    r2_dims = torch.stack([torch.corrcoef(torch.stack([x[:, d], x_hat[:, d]]))[0, 1] ** 2 for d in range(16)])
     wrong = [
+        (per_token, "averages a ratio per token, 1 - mean(‖x - x̂‖² / ‖x - x̄‖²) (SAELens logs this as "
+         "explained_variance_legacy): a token near the mean gets a huge ratio. Sum the errors and the variances "
+         "over every token first, then divide once."),
+        (1 - (x - x_hat).pow(2).mean(0).sum().item() / x.var(0).sum().item(), "divides an error averaged over n "
+         "by x.var(0), which divides by n - 1 (the unbiased variance): use x.var(0, unbiased=False), or sums on "
+         "both sides."),
+        (1 - ((residual - residual.mean(0)).pow(2).sum() / centred.sum()).item(), "centres the error on its own "
+         "mean, 1 - Var(x - x̂) / Var(x) (scikit-learn's explained_variance_score): that forgives a constant offset "
+         "in the reconstruction. Use the raw squared error Σ‖x - x̂‖²."),
+        (torch.corrcoef(flat)[0, 1].pow(2).item(), "is a squared correlation: it ignores the reconstruction's scale "
+         "and offset. Compute 1 - Σ‖x - x̂‖² / Σ‖x - x̄‖²."),
+        (r2_dims.mean().item(), "averages a squared correlation per dimension: it ignores the reconstruction's "
+         "scale and offset. Compute 1 - Σ‖x - x̂‖² / Σ‖x - x̄‖²."),
         (1 - (err / x.pow(2).sum()).item(), "divides by Σ‖x‖² around the origin: measure the variance around the "
          "mean, Σ‖x - x̄‖²."),
         (per_dim, "averages a ratio per dimension: sum the squared errors and the variances over every "
@@ -169,8 +219,15 @@ def check_splice(fn: Callable, sae) -> None:
         want = sae(act.clone())
         want[:, 0] = act[:, 0]
         everywhere = sae(act.clone())
-    hints = [(everywhere, "position 0 (BOS) was replaced too: keep it as it is; no SAE in the zoo was trained on "
-              "it.")]  # fmt: skip
+        zeroed = want.clone()
+        zeroed[:, 0] = 0
+        last = everywhere.clone()
+        last[:, -1] = act[:, -1]
+    hints = [
+        (everywhere, "position 0 (BOS) was replaced too: keep it as it is; no SAE in the zoo was trained on it."),
+        (zeroed, "position 0 (BOS) was zeroed: keep the model's own activation there, out[:, 0] = act[:, 0]."),
+        (last, "the last position was kept and BOS replaced: BOS is position 0, out[:, 0] = act[:, 0]."),
+    ]  # fmt: skip
     expect_close(out, want, "your hook", "activation", atol=1e-3, hints=hints)
     passed(name, "the reconstruction at every position but BOS")
 
@@ -238,6 +295,13 @@ def check_top_contexts(fn: Callable) -> None:
                           "value, so that the dashboard shows five different contexts.")  # fmt: skip
     if set(out.tolist()) == set(want.tolist()) and not torch.equal(out, want):
         raise CheckFailed(f"`{name}` has the right rows in the wrong order: largest first.")
+    by_mean = torch.zeros(30).index_add_(0, doc, values) / torch.bincount(doc, minlength=30)
+    if not torch.equal(by_mean.topk(5).indices, want_docs) and torch.equal(doc[out], by_mean.topk(5).indices):
+        raise CheckFailed(f"`{name}` ranks the documents by their mean value: rank them by their strongest value, "
+                          "the row the dashboard shows.")  # fmt: skip
+    if torch.equal(doc[out], want_docs) and not torch.equal(out, want):
+        raise CheckFailed(f"`{name}` picks the right documents but not each one's strongest row: within a "
+                          "document, return the row with its largest value.")  # fmt: skip
     if not torch.equal(out, want):
         raise CheckFailed(f"`{name}` returned rows {out.tolist()}; expected {want.tolist()}.")
     passed(name, "the k best documents, each at its strongest token, largest first")
@@ -247,17 +311,25 @@ def check_logit_effects(fn: Callable, model, sae) -> None:
     """fn(direction [d_model], W_U [d_model, d_vocab], k) -> (top token ids [k], bottom token ids [k])."""
     name = _name(fn, "logit_effects")
     W_U = model.W_U.detach().float().cpu()
+    transposed = (f"W_U is [d_model, d_vocab] = {list(W_U.shape)} and the direction [d_model]: the logit effects are "
+                  "direction @ W_U (or W_U.T @ direction), [d_vocab].")  # fmt: skip
     g = torch.Generator().manual_seed(66)
     for latent in torch.randint(0, sae.cfg.d_sae, (3,), generator=g).tolist():
         direction = sae.W_dec[latent].detach().float().cpu()
-        out = call(fn, direction, W_U, 8, name=name)
+        out = call(fn, direction, W_U, 8, name=name, explain={RuntimeError: transposed})
         if not isinstance(out, tuple) or len(out) != 2:
             raise CheckFailed(f"`{name}` should return two tensors (promoted ids, suppressed ids).")
+        if isinstance(out[0], torch.Tensor) and out[0].is_floating_point():
+            raise CheckFailed(f"`{name}` returned floating-point values: return the token ids, .topk(k).indices, "
+                              "not .values.")  # fmt: skip
         top = expect_tensor(torch.as_tensor(out[0]), (8,), ["k"], f"{name}'s promoted ids", floating=False)
         bottom = expect_tensor(torch.as_tensor(out[1]), (8,), ["k"], f"{name}'s suppressed ids", floating=False)
         logits = direction @ W_U
         if torch.equal(top, logits.topk(8, largest=False).indices):
             raise CheckFailed(f"`{name}` swapped the two lists: promoted tokens have the largest logit effect.")
+        if torch.equal(top, logits.abs().topk(8).indices) and not torch.equal(top, logits.topk(8).indices):
+            raise CheckFailed(f"`{name}` ranks the tokens by the size of their effect (abs): promoted means the "
+                              "largest signed values of direction @ W_U, suppressed the most negative.")  # fmt: skip
         if not torch.equal(top, logits.topk(8).indices):
             raise CheckFailed(f"`{name}`'s promoted ids are not the 8 largest of direction @ W_U, largest first.")
         if torch.equal(bottom, logits.topk(8).indices.flip(0)) or not torch.equal(
@@ -281,6 +353,8 @@ def check_detector_scores(fn: Callable) -> None:
     if not isinstance(out, tuple) or len(out) != 3:
         raise CheckFailed(f"`{name}` should return three tensors (precision, recall, f1), not {type(out).__name__}.")
     want = ref.detector_scores(latents, labels)
+    nonzero = ref.detector_scores(latents.abs() + (latents != 0).float(), labels)  # active wherever not 0
+    hits = ((latents > 0) & labels[:, None]).float().sum(0)
     for value, what in zip(out, ("precision", "recall", "f1")):
         value = torch.as_tensor(value)
         if value.shape == (6,) and not torch.isfinite(value).all():
@@ -289,5 +363,13 @@ def check_detector_scores(fn: Callable) -> None:
         other = {"precision": want["recall"], "recall": want["precision"]}.get(what)
         hints = [(other, f"{what} and {'recall' if what == 'precision' else 'precision'} are swapped: precision is "
                   "hits over tokens where the latent fires; recall is hits over tokens with the label.")] if other is not None else []  # noqa: E501  # fmt: skip
+        hints.append((nonzero[what], f"{what} counts negative values as firing (latents != 0): a latent is active "
+                      "where it is above 0."))  # fmt: skip
+        if what == "recall":
+            hints.append((hits / len(labels), "recall divides the hits by every token: divide by the tokens that "
+                          "carry the label, labels.sum()."))  # fmt: skip
+        if what == "f1":
+            hints.append(((want["precision"] + want["recall"]) / 2, "F1 is the harmonic mean of precision and "
+                          "recall, 2pr / (p + r), not their average (p + r) / 2."))  # fmt: skip
         expect_close(value, want[what], name, what, atol=1e-5, hints=hints)
     passed(name, "precision, recall and F1 of each latent as a detector, 0 where undefined")
