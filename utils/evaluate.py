@@ -385,15 +385,21 @@ def countdown_card_markdown(card: dict) -> str:
         f"scale held at its clean value ({ev['neuron_zeroed_flips_held_scale']:.0%} of valid verdicts flip) |",
         f'| heads attending from "(" to the target\'s earlier occurrences | L{th[0]}H{th[1]}: '
         f"{ev['target_head_attention']:.2f} of its attention |",
+        f'| heads kept bottom-up (attention above 0.1 from "(" to the target) | '
+        f"{heads(ev['previous_occurrence_heads'])}; all of them ablated: "
+        f"{ev['kept_heads_ablation_accuracy']:.1%} of valid attempts judged right, "
+        f"{ev['kept_heads_ablation_invalid_rejected']:.1%} of invalid ones still rejected |",
         f"| ablating heads (valid attempts judged right, {ev['verdict_accuracy_valid_before']:.1%} before) | "
-        f"top 3 by receptive-field score ({heads(ev['top3_receptive_field'])}): "
-        f"{ev['top3_ablation_accuracy']:.1%}; 3 random heads: down {ev['random3_ablation_drop']:.1%} on "
-        f"average over 10 draws{every_draw}; top 3 by single-head ablation: {heads(ev['top3_single_ablation'])} "
-        f"(overlap {ev['top3_overlap']}). The score ranks heads by what they write differently on valid and "
-        f"invalid attempts; by their mean output on valid attempts alone it picks "
-        f"{heads(ev['top3_receptive_field_valid_mean'])} ({ev['top3_ablation_accuracy_valid_mean']:.1%} after "
-        f"ablation), by the weights alone (diagonal of W_V W_O) {heads(ev['top3_receptive_field_weights'])} "
-        f"({ev['top3_ablation_accuracy_weights']:.1%}) |",
+        f"the paper's top 3 (the kept heads ranked by the receptive field of diag(W_V W_O) on the aligned "
+        f"neurons, {heads(ev['top3_receptive_field'])}): {ev['top3_ablation_accuracy']:.1%} "
+        f"({ev['top3_ablation_invalid_rejected']:.1%} of invalid ones still rejected); 3 random heads: down "
+        f"{ev['random3_ablation_drop']:.1%} on average over 10 draws{every_draw}; top 3 by single-head "
+        f"ablation: {heads(ev['top3_single_ablation'])} (overlap {ev['top3_overlap']}). The pick on "
+        f"{ev['paper_pick_refits_count']} bootstrap refits of the probe holds "
+        f"L{ev['top3_single_ablation'][0][0]}H{ev['top3_single_ablation'][0][1]} in "
+        f"{ev['paper_pick_refits_holding_truth_first']}. The course's contrast score (valid-minus-invalid "
+        f"output through the norm) picks {heads(ev['top3_receptive_field_contrast'])} "
+        f"({ev['top3_ablation_accuracy_contrast']:.1%} after ablation) |",
         f'| generation from a correct result\'s "(" ({ev["generation_prompts"]} traces) | no "this works" '
         f"in {ev['generation_rejects_top3']:.1%} with the top 3 heads ablated, "
         f"{ev['generation_rejects_random3']:.1%} with random heads, {ev['generation_rejects_without_ablation']:.1%} "

@@ -251,18 +251,12 @@ ZOO: dict[str, ZooModel] = {
                     "from 4M to 20M tokens (at most 7%): the recipe again, with seed 106, and with 8 heads of 16 "
                     "(benchmarks/experiments/countdown-design.log)"
                 ),
-                "random3_ablation_drop": (
-                    "16 heads, three of which matter alone (L1H0 95 points, L3H0 28, L0H3 19): 42% of the draws of "
-                    "3 from the other 13 hold L3H0 or L0H3, so random heads cost 11 points over 10 draws and 10.1 "
-                    "over all 286 (the top 3 cost 95). Other runs differ in which heads matter alone "
-                    "(benchmarks/experiments/countdown-design.log)"
-                ),
                 "top3_overlap": (
-                    "the score's first head is the ground truth's first (L1H0, which fetches the target and the "
-                    "result at every '('); of the other two, L3H0's output barely differs between valid and "
-                    "invalid attempts (so the score cannot see it) and L0H3 costs invalid verdicts too when "
-                    "ablated (lesson 08 measures both). Two other runs of the recipe met it (the same seed, and "
-                    "seed 106), one with 8 heads did not (benchmarks/experiments/countdown-design.log)"
+                    "the paper's pipeline ranks only the heads that put more than 0.1 of their attention on the "
+                    "target's earlier occurrences (L1H0, L1H1, L1H2, L2H1, L2H2 here), and the ground truth's second "
+                    "and third heads, L3H0 and L0H3, are not among them, so no score on the kept heads can pick "
+                    "them; its first, L1H0, is kept and picked. The pick itself moves with the probe's sample: 8 of "
+                    "10 bootstrap refits hold L1H0 (lesson 08 measures both)"
                 ),
             },
         ),

@@ -126,3 +126,37 @@ def test_every_draw_lists_each_set_of_heads_once_or_a_seeded_sample():
     assert all((0, 0) not in d for d in draws)
     many = cdm.every_draw_of(4, 8, 3, [], seed=1)  # C(32, 3) = 4960 sets: a sample
     assert len(many) == cdm.EVERY_DRAW_CAP and many == cdm.every_draw_of(4, 8, 3, [], seed=1)
+
+
+def test_the_ov_diagonal_is_the_diagonal_of_each_heads_ov_matrix(model):
+    diag = cdm.ov_diagonal(model)
+    for layer, h in [(0, 0), (1, 0), (3, 2)]:
+        ov = model.W_V[layer, h].float() @ model.W_O[layer, h].float()  # [d_model, d_model]
+        assert torch.allclose(diag[layer, h], ov.diagonal(), atol=1e-5)
+
+
+def test_the_papers_receptive_field_uses_the_raw_vector_and_every_neuron(model):
+    neurons = [(0, 3), (2, 10), (3, 7)]
+    o = torch.randn(5, model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    by_loop = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.nn.functional.silu(v @ model.W_gate[layer][:, i].float())
+                    * (v @ model.W_in[layer][:, i].float())
+                    for layer, i in neurons
+                ]
+            ).mean()
+            for v in o
+        ]
+    )
+    assert torch.allclose(cdm.paper_receptive_field(model, o, neurons), by_loop, atol=1e-5)
+    assert not torch.allclose(cdm.paper_receptive_field(model, 2 * o, neurons), by_loop, atol=1e-3)  # no norm
+
+
+def test_the_bottom_up_filter_keeps_heads_above_the_threshold_and_the_pick_ranks_only_those():
+    attention = torch.tensor([[0.05, 0.2], [0.6, 0.1]])
+    kept = cdm.previous_occurrence_heads(attention)
+    assert kept == [(0, 1), (1, 0)]  # 0.1 itself is not above the threshold
+    scores = torch.tensor([[9.0, 1.0], [2.0, 5.0]])
+    assert cdm.paper_pick(scores, kept, k=1) == [(1, 0)]  # (0, 0) and (1, 1) score higher but were not kept

@@ -410,6 +410,33 @@ def receptive_field_scores(
     return scores
 
 
+def ov_diagonal(model) -> torch.Tensor:
+    """The paper code's vector for each head from its weights alone [layer, head, d_model]: the
+    diagonal of the head's OV matrix, ``o[d] = sum_k W_V[d, k] W_O[k, d]``."""
+    return torch.einsum("lhmk,lhkm->lhm", model.W_V.detach().float().cpu(), model.W_O.detach().float().cpu())
+
+
+def paper_receptive_field(model, o: torch.Tensor, neurons: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """The paper's receptive-field score: for each vector in ``o`` [..., d_model], the mean over
+    ``neurons`` (every one, whatever its layer) of ``SiLU(g_i · o) (u_i · o)``, with ``o`` used as it
+    is (no norm) [...]."""
+    W_gate = torch.stack([model.W_gate[layer][:, i] for layer, i in neurons], -1).detach().float().cpu()
+    W_in = torch.stack([model.W_in[layer][:, i] for layer, i in neurons], -1).detach().float().cpu()
+    return (torch.nn.functional.silu(o @ W_gate) * (o @ W_in)).mean(-1)
+
+
+def previous_occurrence_heads(attention: torch.Tensor, threshold: float = 0.1) -> list[tuple[int, int]]:
+    """The heads the paper keeps bottom-up: mean attention from the ``(`` to the target's earlier
+    occurrences (``attention`` [layer, head], from :func:`attention_to_target`) above ``threshold``."""
+    L, H = attention.shape
+    return [(layer, h) for layer in range(L) for h in range(H) if attention[layer, h] > threshold]
+
+
+def paper_pick(scores: torch.Tensor, kept: Sequence[tuple[int, int]], k: int = 3) -> list[tuple[int, int]]:
+    """The ``k`` kept heads with the highest score (``scores`` [layer, head])."""
+    return sorted(kept, key=lambda lh: -scores[lh].item())[:k]
+
+
 # ---------------------------------------------------------------------------------------
 # Generation
 
@@ -548,6 +575,7 @@ def truncated_at_valid(sites: Sites, tokenizer) -> list[list[int]]:
 STEERING_STRENGTHS = (0.5, 1.0, 2.0, 4.0)  # × the median norm of the stream at the sites
 NEURON_SHARE = 0.03  # the share of GLU neurons (in the layers up to the probe's) called aligned
 RANDOM_DRAWS = 10
+PICK_REFITS = 10  # bootstrap refits of the probe that show how the paper's pick moves with its sample
 
 
 def continuation_accepts(model, prompts: Sequence[list[int]], at_open=None, max_new: int = 40) -> torch.Tensor:
@@ -698,39 +726,60 @@ def countdown_card(
     top_att = int(att.flatten().argmax())
     out["target_head"] = list(divmod(top_att, H))
     out["target_head_attention"] = att.flatten()[top_att].item()
-    # What a head writes differently on valid and invalid attempts: the verdict's part of its output
-    # (its mean output on valid attempts alone is dominated by what it writes at every "(").
-    ai = run_sites(model, invalid, zs)
-    written = torch.stack([head_outputs(model, av, i).mean(0) - head_outputs(model, ai, i).mean(0) for i in range(L)])
-    ln_scale = {i: av[scales[i]].mean().item() for i in range(L)}
-    rf = receptive_field_scores(model, written, neurons, ln_scale)
-    out["receptive_field_scores"] = rf.tolist()
-    top3 = [divmod(int(i), H) for i in rf.flatten().topk(3).indices]
-    # The alternatives: the mean output on valid attempts alone, and the paper code's vector from
-    # the weights alone (the diagonal of W_V W_O).
-    valid_mean = torch.stack([head_outputs(model, av, i).mean(0) for i in range(L)])
-    diag = torch.einsum("lhmk,lhkm->lhm", model.W_V.detach().float().cpu(), model.W_O.detach().float().cpu())
-    alternatives = {
-        "valid_mean": receptive_field_scores(model, valid_mean, neurons, ln_scale),
-        "weights": receptive_field_scores(model, diag, neurons, ln_scale),
-    }
+    out["previous_occurrence_heads"] = [list(h) for h in previous_occurrence_heads(att)]
+    kept = previous_occurrence_heads(att)
+
+    def correct(sites, heads):
+        """The share of ``sites`` still judged right with ``heads`` ablated."""
+        m = run_sites(model, sites, hooks=zero_heads(heads))["margin"]
+        return torch.where(sites.valid, m > 0, m < 0).float().mean().item()
 
     def correct_valid(heads):
-        return (run_sites(model, valid, hooks=zero_heads(heads))["margin"] > 0).float().mean().item()
+        return correct(valid, heads)
 
     before = (clean["margin"] > 0).float().mean().item()  # the neurons' clean run, on the same sites
     single = torch.tensor([[before - correct_valid([(i, h)]) for h in range(H)] for i in range(L)])
     truth = [divmod(int(i), H) for i in single.flatten().topk(3).indices]
     out["single_head_drop"] = single.tolist()
-    out["top3_receptive_field"] = [list(h) for h in top3]
     out["top3_single_ablation"] = [list(h) for h in truth]
-    out["top3_overlap"] = len(set(top3) & set(truth))
     out["verdict_accuracy_valid_before"] = before
+
+    # The paper's pipeline: the kept heads ranked by the weights-only receptive field of their OV
+    # diagonal on the aligned neurons, the top three ablated.
+    diag = ov_diagonal(model)
+    rf = paper_receptive_field(model, diag, neurons)
+    top3 = paper_pick(rf, kept)
+    out["receptive_field_scores"] = rf.tolist()
+    out["top3_receptive_field"] = [list(h) for h in top3]
+    out["top3_overlap"] = len(set(top3) & set(truth))
     out["top3_ablation_accuracy"] = correct_valid(top3)
-    for key, scores in alternatives.items():
-        heads = [divmod(int(i), H) for i in scores.flatten().topk(3).indices]
-        out[f"top3_receptive_field_{key}"] = [list(h) for h in heads]
-        out[f"top3_ablation_accuracy_{key}"] = correct_valid(heads)
+    out["top3_ablation_invalid_rejected"] = correct(invalid, top3)
+    out["kept_heads_ablation_accuracy"] = correct_valid(kept)
+    out["kept_heads_ablation_invalid_rejected"] = correct(invalid, kept)
+    # How the pick moves with the probe's sample: the probe refitted on bootstrap resamples of its
+    # training sites, the aligned neurons and the pick taken again each time.
+    g = torch.Generator().manual_seed(train_seed)
+    picks = []
+    for _ in range(PICK_REFITS):
+        idx = torch.randint(len(tr), (len(tr),), generator=g)
+        probe = fit_probe(a_tr[names[best]][idx].float(), tr.valid[idx].long(), 2)
+        w = (probe.weight[1] - probe.weight[0]).detach()
+        refit = aligned_neurons(model, w / w.norm(), layer)
+        picks.append(sorted(paper_pick(paper_receptive_field(model, diag, refit), kept)))
+    out["paper_pick_refits"] = [[list(h) for h in p] for p in picks]
+    out["paper_pick_refits_holding_truth_first"] = sum(truth[0] in p for p in picks)
+    out["paper_pick_refits_count"] = PICK_REFITS
+
+    # The course's own score, for comparison: what a head writes differently on valid and invalid
+    # attempts, through the MLP's RMSNorm at the stream's typical scale, on the neurons that read it.
+    ai = run_sites(model, invalid, zs)
+    written = torch.stack([head_outputs(model, av, i).mean(0) - head_outputs(model, ai, i).mean(0) for i in range(L)])
+    ln_scale = {i: av[scales[i]].mean().item() for i in range(L)}
+    contrast = receptive_field_scores(model, written, neurons, ln_scale)
+    contrast_top3 = [divmod(int(i), H) for i in contrast.flatten().topk(3).indices]
+    out["top3_receptive_field_contrast"] = [list(h) for h in contrast_top3]
+    out["top3_ablation_accuracy_contrast"] = correct_valid(contrast_top3)
+
     draws = [random_heads(L, H, 3, top3, seed + k) for k in range(RANDOM_DRAWS)]
     out["random3_ablation_drop"] = before - sum(correct_valid(d) for d in draws) / RANDOM_DRAWS
     # Ten draws are a sample: which heads they happen to hold moves the mean by several points.
