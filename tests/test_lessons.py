@@ -168,10 +168,7 @@ def test_each_lesson_runs_on_a_second_zoo_model_by_changing_its_model_line(path,
 
 # Lessons whose claims are known to hold only on their own sample; `make robustness` lists the
 # claims that fail. Strict: the day a lesson's claims hold on the fresh sample, its mark must go.
-NOT_YET_ROBUST = {
-    "06_sparse_autoencoders.ipynb": "some of lesson 06's claims hold only on its own sample (the dense probe's "
-    "lead on names, the detectors' table)",
-}
+NOT_YET_ROBUST: dict[str, str] = {}
 
 
 @pytest.mark.fresh_sample
