@@ -726,8 +726,8 @@ def countdown_card(
     top_att = int(att.flatten().argmax())
     out["target_head"] = list(divmod(top_att, H))
     out["target_head_attention"] = att.flatten()[top_att].item()
-    out["previous_occurrence_heads"] = [list(h) for h in previous_occurrence_heads(att)]
     kept = previous_occurrence_heads(att)
+    out["previous_occurrence_heads"] = [list(h) for h in kept]
 
     def correct(sites, heads):
         """The share of ``sites`` still judged right with ``heads`` ablated."""
