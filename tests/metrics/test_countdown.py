@@ -77,6 +77,33 @@ def test_an_intervention_at_the_sites_leaves_other_positions_alone(model):
     assert not torch.allclose(clean[sites.row, sites.pos], steered[sites.row, sites.pos])
 
 
+def test_running_the_sites_in_short_batches_cut_after_their_last_site_changes_no_answer(model):
+    sites = cdm.verdict_sites(TRACES[:12], model.tokenizer)
+    names = ["blocks.1.attn.hook_pattern", "blocks.2.hook_resid_post"]
+    whole = cdm.run_sites(model, sites, names, hooks=cdm.zero_heads([(1, 0)]), batch=len(sites.tokens))
+    short = cdm.run_sites(model, sites, names, hooks=cdm.zero_heads([(1, 0)]), batch=3)
+    for k in ("margin", "p_this", "top", *names):
+        assert whole[k].shape == short[k].shape and torch.allclose(whole[k].float(), short[k].float(), atol=1e-5), k
+    assert whole["blocks.1.attn.hook_pattern"].shape[-1] == sites.tokens.shape[1]
+
+
+def test_zeroing_heads_at_the_sites_only_leaves_every_other_position_alone(model):
+    sites = cdm.verdict_sites(TRACES[:4], model.tokenizer)
+    one = len(sites.tokens)
+    clean = cdm.run_sites(model, sites, ["blocks.1.hook_resid_post"], batch=one)
+    at_sites = cdm.run_sites(
+        model, sites, ["blocks.1.hook_resid_post"], hooks=cdm.zero_heads([(1, 0)], at_sites_only=True), batch=one
+    )
+    everywhere = cdm.run_sites(model, sites, ["blocks.1.hook_resid_post"], hooks=cdm.zero_heads([(1, 0)]), batch=one)
+    assert not torch.allclose(at_sites["margin"], clean["margin"])
+    assert not torch.allclose(at_sites["margin"], everywhere["margin"])  # earlier positions kept their head output
+    first = int(sites.pos.min())
+    hook = cdm.zero_heads([(1, 0)], at_sites_only=True)(sites.row, sites.pos)
+    assert torch.allclose(model(sites.tokens)[:, :first], model.run_with_hooks(sites.tokens, fwd_hooks=hook)[:, :first])
+    with pytest.raises(ValueError, match="run_sites"):
+        cdm.zero_heads([(1, 0)], at_sites_only=True)()
+
+
 def test_cached_greedy_traces_match_the_step_by_step_loop(model):
     judged = cdm.greedy_traces(model, TRACES[:6])
     prompts = [countdown.encode(t.text, model.tokenizer)[: t.annotations["target"] + 3] for t in TRACES[:6]]

@@ -97,7 +97,7 @@ def verdict_ids(tokenizer=None) -> tuple[int, int]:
     return tuple(tokenizer.convert_tokens_to_ids(["this", "not"]))
 
 
-def run_sites(model, sites: Sites, names: Sequence[str] = (), hooks=None, batch: int = 256) -> dict:
+def run_sites(model, sites: Sites, names: Sequence[str] = (), hooks=None, batch: int = 32) -> dict:
     """Run the traces once and keep what happens at every site.
 
     ``hooks`` (optional) intervenes: called once per batch of traces as ``hooks(rows,
@@ -105,19 +105,29 @@ def run_sites(model, sites: Sites, names: Sequence[str] = (), hooks=None, batch:
     the ``fwd_hooks`` to run the batch with (so an intervention can act at the sites only).
 
     Returns ``margin`` [site] (logit of ``this`` minus logit of ``not``), ``p_this`` and
-    ``p_not`` [site] (probabilities over the whole vocabulary) and, for every hook name in
-    ``names``, its activation at the sites ``[site, ...]``. A ``hook_pattern`` keeps the
-    attention of the site's query to every key ``[site, head, key]``.
+    ``p_not`` [site] (probabilities over the whole vocabulary), ``top`` [site] (the most likely
+    token) and, for every hook name in ``names``, its activation at the sites ``[site, ...]``.
+    A ``hook_pattern`` keeps the attention of the site's query to every key ``[site, head, key]``.
+
+    Attention is causal, so nothing after a trace's last site can change what happens at its
+    sites: traces are batched ``batch`` at a time with those of similar length, and each batch
+    is cut after its last site (about half the work of running every trace to its end). Within
+    a batch, traces and sites keep their order; the result is in the order of ``sites``.
     """
     this, not_ = verdict_ids(model.tokenizer)
     dev = device_of(model)
-    out: dict[str, list] = {k: [] for k in ("margin", "p_this", "p_not", *names)}
-    for start in range(0, len(sites.tokens), batch):
-        stop = min(start + batch, len(sites.tokens))
-        mine = torch.nonzero((sites.row >= start) & (sites.row < stop)).flatten()
-        if len(mine) == 0:
-            continue
-        r, p = sites.row[mine] - start, sites.pos[mine]
+    n_rows, width = sites.tokens.shape
+    need = torch.zeros(n_rows, dtype=torch.long).scatter_reduce(0, sites.row, sites.pos + 1, "amax")
+    by_length = torch.argsort(need, stable=True)
+    by_length = by_length[need[by_length] > 0]  # traces without a site are not run
+    out: dict[str, list] = {k: [] for k in ("margin", "p_this", "p_not", "top", *names)}
+    order = []
+    for start in range(0, len(by_length), batch):
+        rows = by_length[start : start + batch].sort().values
+        local = torch.full((n_rows,), -1, dtype=torch.long)
+        local[rows] = torch.arange(len(rows))
+        mine = torch.nonzero(local[sites.row] >= 0).flatten()
+        r, p = local[sites.row[mine]], sites.pos[mine]
         cache: dict[str, torch.Tensor] = {}
 
         def keep(act, hook, name, cache=cache):
@@ -127,16 +137,24 @@ def run_sites(model, sites: Sites, names: Sequence[str] = (), hooks=None, batch:
             (n, lambda act, hook, n=n: keep(act, hook, n)) for n in names
         ]
         with torch.no_grad():
-            logits = model.run_with_hooks(sites.tokens[start:stop].to(dev), fwd_hooks=fwd)
+            logits = model.run_with_hooks(sites.tokens[rows, : int(need[rows].max())].to(dev), fwd_hooks=fwd)
         at = logits[r, p].float().cpu()
         probs = at.softmax(-1)
         out["margin"].append(at[:, this] - at[:, not_])
         out["p_this"].append(probs[:, this])
         out["p_not"].append(probs[:, not_])
+        out["top"].append(at.argmax(-1))
         for n in names:
             act = cache[n].cpu()
-            out[n].append(act[r, :, p] if n.endswith("hook_pattern") else act[r, p])
-    return {k: torch.cat(v) for k, v in out.items()}
+            if n.endswith("hook_pattern"):  # keys after the cut get no attention (causal): pad them with 0
+                pattern = act[r, :, p]
+                act = torch.nn.functional.pad(pattern, (0, width - pattern.shape[-1]))
+                out[n].append(act)
+            else:
+                out[n].append(act[r, p])
+        order.append(mine)
+    back = torch.argsort(torch.cat(order))
+    return {k: torch.cat(v)[back] for k, v in out.items()}
 
 
 def verdict_accuracy(model, sites: Sites) -> dict:
@@ -332,17 +350,26 @@ def add_at_sites(layer: int, vector: torch.Tensor):
 # Heads
 
 
-def zero_heads(heads: Sequence[tuple[int, int]]):
+def zero_heads(heads: Sequence[tuple[int, int]], at_sites_only: bool = False):
     """An intervention for :func:`run_sites`: the outputs (``hook_z``) of ``heads`` set to 0 at
-    every position, as the paper does in the forward pass that writes the verdict."""
+    every position, as the paper does in the forward pass that writes the verdict, or with
+    ``at_sites_only`` at the sites alone (what the heads do anywhere else is left as it was).
+    Called with no sites (as :func:`continue_greedily` does), it zeroes every position."""
     by_layer: dict[int, list[int]] = {}
     for layer, h in heads:
         by_layer.setdefault(layer, []).append(h)
 
     def hooks(rows=None, positions=None):
+        if at_sites_only and rows is None:
+            raise ValueError("zero_heads(..., at_sites_only=True) needs the sites: use it with run_sites")
+
         def zero(z, hook, idx):
             z = z.clone()
-            z[:, :, idx] = 0.0
+            for h in idx:
+                if at_sites_only:
+                    z[rows, positions, h] = 0.0
+                else:
+                    z[:, :, h] = 0.0
             return z
 
         return [
@@ -441,12 +468,15 @@ def paper_pick(scores: torch.Tensor, kept: Sequence[tuple[int, int]], k: int = 3
 # Generation
 
 
-def continue_greedily(model, prompts: Sequence[list[int]], max_new: int = 40, at_open=None) -> list[list[int]]:
+def continue_greedily(
+    model, prompts: Sequence[list[int]], max_new: int = 40, at_open=None, batch: int = 16
+) -> list[list[int]]:
     """Greedy continuations of ``prompts`` (token lists), each until EOS or ``max_new`` tokens.
 
     ``at_open`` (optional) is an intervention like :func:`zero_heads`'s: it is applied in
     every forward pass whose last token is ``(`` (the pass that writes the verdict), and
-    only then, as in the paper's generation test.
+    only then, as in the paper's generation test. Prompts of similar length run ``batch`` at
+    a time (the result does not depend on it).
     """
     dev = device_of(model)
     open_id = model.tokenizer.convert_tokens_to_ids("(")
@@ -464,18 +494,18 @@ def continue_greedily(model, prompts: Sequence[list[int]], max_new: int = 40, at
         last = seqs[live, lengths[live] - 1]
         nxt = torch.zeros(len(live), dtype=torch.long, device=dev)
         for at_verdict in (False, True):
-            rows = live[(last == open_id) == at_verdict]
-            if len(rows) == 0:
-                continue
-            width = int(lengths[rows].max())
-            with torch.no_grad():
-                if at_verdict and at_open is not None:
-                    logits = model.run_with_hooks(seqs[rows, :width], fwd_hooks=at_open())
-                else:
-                    logits = model(seqs[rows, :width])
-            nxt[(last == open_id) == at_verdict] = logits[
-                torch.arange(len(rows), device=dev), lengths[rows] - 1
-            ].argmax(-1)
+            group = torch.nonzero((last == open_id) == at_verdict).flatten()  # indices into `live`
+            group = group[torch.argsort(lengths[live[group]], stable=True)]
+            for start in range(0, len(group), batch):  # rows of similar length together, each batch cut at its longest
+                mine = group[start : start + batch]
+                rows = live[mine]
+                width = int(lengths[rows].max())
+                with torch.no_grad():
+                    if at_verdict and at_open is not None:
+                        logits = model.run_with_hooks(seqs[rows, :width], fwd_hooks=at_open())
+                    else:
+                        logits = model(seqs[rows, :width])
+                nxt[mine] = logits[torch.arange(len(rows), device=dev), lengths[rows] - 1].argmax(-1)
         seqs[live, lengths[live]] = nxt
         lengths[live] += 1
         done[live] = nxt == 0
