@@ -63,6 +63,10 @@ LESSON_04_SPLIT = 9527  # lesson 04's train/test split of its stories
 LESSON_04_CONTROL = 9528  # lesson 04's control task: the random label each word type gets
 LESSON_04_RANDOM = 9529  # lesson 04's permutation tests and random directions (offsets from it)
 LESSON_05_RANDOM = 9530  # lesson 05's random directions and its other random draws (offsets from it)
+LESSON_07 = 9531  # lesson 07's documents whose tokens it counts, and its stories at the names
+LESSON_07_PROMPTS = 9532  # the prompts lesson 07 steers
+LESSON_07_RANDOM = 9533  # lesson 07's token splits, shuffles and random vectors (offsets from it)
+LESSON_07_CHECKS = 9534  # what lesson 07's checks use
 
 # Fresh samples for the robustness sweep: sample k takes the SLOTS seeds from
 # FRESH_SAMPLES.start + SLOTS * (k - 1), one per lesson seed, in the order they are defined above.

@@ -5,6 +5,8 @@
   random tokens to measure them on, composition and copying scores of weight matrices.
 * ``ioi``: the answer-minus-distractor logit difference on transfer prompts.
 * ``probes``: activation datasets from Storyworld's annotations, linear probes.
+* ``geometry``: two models' token embeddings compared (distance correlations, shared
+  neighbours, LLE weights) and linear maps that carry vectors from one to the other.
 
 No model names appear here: a lesson's reference solution and a zoo model's card call the
 same function, so a number in a lesson and on a card share one definition. What is measured

@@ -1,0 +1,641 @@
+"""Checks for lesson 07, the shared geometry of two models' embeddings: ``check_<exercise>(your_function)``.
+
+Each check runs the learner's function on small synthetic problems whose answer is known (rows of
+two "models" that are noisy linear images of each other, each row with its own length and off the
+origin, so that cosines, dot products and Euclidean distances rank pairs differently) and compares
+with the reference in ``utils.metrics.geometry``. When an answer is wrong, the check computes the
+common wrong answers the same way and names the mistake whose result the learner's matches. A
+mistake that gives the same answer as the right way (cosine similarity instead of distance in a
+correlation, both triangles of a symmetric matrix) is not a mistake here and is never named.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from utils.checks.framework import (
+    CheckFailed,
+    call,
+    call_own_generator,
+    expect_close,
+    expect_tensor,
+    passed,
+)
+from utils.metrics import geometry as ref
+from utils.seeds import LESSON_07_CHECKS
+
+F = torch.nn.functional
+
+
+def _name(fn: Callable, default: str) -> str:
+    return getattr(fn, "__name__", default)
+
+
+def _generator(offset: int) -> torch.Generator:
+    """Each check's own generator, seeded from ``LESSON_07_CHECKS``."""
+    return torch.Generator().manual_seed(LESSON_07_CHECKS + offset)
+
+
+def _related(g: torch.Generator, n: int, d1: int, d2: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``x`` ``[n, d₁]`` and ``y`` ``[n, d₂]`` of the same n tokens, ``y`` a noisy linear image of ``x``;
+    every row has its own length and both sit off the origin."""
+    x = torch.randn(n, d1, generator=g) + 0.5
+    y = x @ torch.randn(d1, d2, generator=g) + noise * torch.randn(n, d2, generator=g)
+    x = x * torch.exp(0.6 * torch.randn(n, 1, generator=g))
+    y = y * torch.exp(0.6 * torch.randn(n, 1, generator=g))
+    return x, y
+
+
+def _as_float(x) -> float:
+    """A Python float from a number, a NumPy scalar or a one-element tensor; NaN for anything else."""
+    if isinstance(x, torch.Tensor):
+        return x.item() if x.numel() == 1 else math.nan
+    if isinstance(x, (bool, str)) or not hasattr(x, "__float__"):
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _number(out, name: str, what: str) -> float:
+    """A learner's number (a float or a one-element tensor), or a sentence saying what came back instead."""
+    if isinstance(out, torch.Tensor) and out.numel() != 1:
+        raise CheckFailed(f"`{name}` should return one number ({what}), not a tensor of shape {tuple(out.shape)}.")
+    value = _as_float(out)
+    if math.isnan(value) and (isinstance(out, (bool, str)) or not hasattr(out, "__float__")):
+        raise CheckFailed(f"`{name}` should return one number ({what}), not {type(out).__name__}.")
+    if not math.isfinite(value):
+        raise CheckFailed(f"`{name}` returns {value} for {what}; expected a finite number (a division by zero?).")
+    return value
+
+
+def _expect_value(
+    value: float, want: float, name: str, what: str, mistakes: Sequence[tuple[float, str]], tol: float
+) -> None:
+    """Compare a number with the reference; if a known wrong answer matches instead, say which."""
+    if abs(value - want) <= tol:
+        return
+    for wrong, message in mistakes:
+        if abs(value - wrong) <= tol:
+            raise CheckFailed(f"`{name}`: {message}")
+    raise CheckFailed(f"`{name}` gives {what} = {value:.4g}; expected {want:.4g}.")
+
+
+# --- 1. global geometry: the correlation of two distance matrices ------------------------------------
+
+
+def _upper(m: torch.Tensor, offset: int = 1) -> torch.Tensor:
+    i, j = torch.triu_indices(len(m), len(m), offset)
+    return m[i, j]
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1].item()
+
+
+def _ranks(a: torch.Tensor) -> torch.Tensor:
+    return a.argsort().argsort().double()
+
+
+def _correlation_mistakes(x: torch.Tensor, y: torch.Tensor) -> list[tuple[float, str]]:
+    """Wrong ways to correlate the distance matrices of x and y, with what each gets wrong."""
+    x, y = x.double(), y.double()
+    dx, dy = ref.cosine_distances(x), ref.cosine_distances(y)
+    want = _pearson(_upper(dx), _upper(dy))
+    euclid = (
+        "you used Euclidean distances: the exercise uses cosine distances, 1 − cos, which ignore each row's length."
+    )
+    return [
+        (_pearson(_upper(torch.cdist(x, x)), _upper(torch.cdist(y, y))), euclid),
+        (_pearson(_upper(torch.cdist(x, x) ** 2), _upper(torch.cdist(y, y) ** 2)), euclid),
+        (_pearson(_upper(1 - x @ x.T), _upper(1 - y @ y.T)), "you used dot products of the raw rows: normalise "
+         "each row to length 1 first (F.normalize(x, dim=-1)), so that 1 − x̂ x̂ᵀ is the cosine distance."),
+        (_pearson(_upper(dx, 0), _upper(dy, 0)), "you included the diagonal (every token's zero distance to itself): "
+         "keep the entries strictly above it, torch.triu_indices(n, n, 1)."),
+        (_pearson(dx.flatten(), dy.flatten()), "you correlated the whole matrices, diagonal included (every token's "
+         "zero distance to itself): keep the entries strictly above the diagonal, torch.triu_indices(n, n, 1)."),
+        (_pearson(_ranks(_upper(dx)), _ranks(_upper(dy))), "that is Spearman's rank correlation: the exercise asks "
+         "for Pearson's, on the distances themselves (torch.corrcoef)."),
+        (-want, "the sign is flipped: you correlated a similarity (cos) with a distance (1 − cos); use the same "
+         "kind for both matrices."),
+    ]  # fmt: skip
+
+
+def check_distance_correlation(fn: Callable) -> None:
+    """fn(x [n, d₁], y [n, d₂]) -> float: Pearson r of the upper triangles of the cosine-distance matrices.
+
+    Two wrong-looking ways give the right r and are accepted: correlating cosine *similarities*
+    (r is unchanged by 1 − ·) and using both triangles without the diagonal (each pair twice).
+    """
+    name = _name(fn, "distance_correlation")
+    g = _generator(1)
+    for n, d1, d2, noise in ((24, 5, 8, 1.5), (30, 7, 4, 0.5)):
+        x, y = _related(g, n, d1, d2, noise)
+        out = call(fn, x, y, name=name)
+        if isinstance(out, torch.Tensor):
+            if tuple(out.shape) == (2, 2):
+                raise CheckFailed(f"`{name}` returns torch.corrcoef's whole 2 × 2 matrix: take its off-diagonal entry, "
+                                  "[0, 1], as a Python float (.item()).")  # fmt: skip
+            if out.numel() == 1:
+                raise CheckFailed(f"`{name}` returns a tensor ({out.item():.4g}): return a Python float, .item(), "
+                                  "as the exercise asks (the lesson formats, compares and plots these "
+                                  "numbers).")  # fmt: skip
+        value = _number(out, name, "the correlation r")
+        want = ref.distance_correlation(x, y)
+        _expect_value(value, want, name, "r", _correlation_mistakes(x, y), tol=1e-4)
+    passed(name, "Pearson r of the cosine distances above the diagonal")
+
+
+# --- 2. the shuffled-token null ---------------------------------------------------------------------
+
+
+def _row_sum_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """A cheap statistic between -1 and 1 that depends on which row of b goes with which row of a, and on
+    nothing else (shuffling the columns of either leaves it as it is)."""
+    return float(torch.corrcoef(torch.stack([a.double().sum(1), b.double().sum(1)]))[0, 1])
+
+
+def _null_variant(stat: Callable, x: torch.Tensor, y: torch.Tensor, n: int, seed: int, shuffle: str) -> torch.Tensor:
+    """The null drawn another way: ``shuffle="x"``, the same draws applied to x's rows (the same null);
+    ``"fresh"``, a new generator for each draw, seeded ``seed + i``."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        if shuffle == "fresh":
+            g = torch.Generator().manual_seed(seed + i)
+        p = torch.randperm(len(y), generator=g)
+        out.append(stat(x[p], y) if shuffle == "x" else stat(x, y[p]))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def check_shuffled_null(fn: Callable) -> None:
+    """fn(statistic, x [n, d₁], y [n, d₂], n_draws, seed) -> [n_draws]: statistic(x, y[perm]) for one
+    ``torch.randperm`` per draw, all drawn from one ``torch.Generator().manual_seed(seed)``.
+
+    The check passes its own statistic (so a null that ignores the argument shows). Shuffling x's rows
+    instead of y's, with the same draws, is the same null and is accepted.
+    """
+    name = _name(fn, "shuffled_null")
+    g = _generator(2)
+    x, y = _related(g, 20, 5, 7, noise=0.5)
+    n = 30
+    stat = _row_sum_correlation
+
+    def run(seed: int) -> torch.Tensor:
+        out = call_own_generator(fn, stat, x, y, n, seed, name=name)
+        if isinstance(out, (list, tuple)):
+            raise CheckFailed(f"`{name}` returns a {type(out).__name__}: return a float tensor [n], "
+                              "torch.tensor(values).")  # fmt: skip
+        if isinstance(out, (int, float)) or (isinstance(out, torch.Tensor) and out.ndim == 0):
+            raise CheckFailed(f"`{name}` returns one number: return all n values of the null, a tensor [n] (the "
+                              "lesson takes their mean, spread and largest size itself).")  # fmt: skip
+        return expect_tensor(out, (n,), ["draw"], name).detach().double().cpu()
+
+    seeds = (LESSON_07_CHECKS, LESSON_07_CHECKS + 1)
+    outs = [run(s) for s in seeds]
+    again = run(seeds[0])
+
+    def matches(out: torch.Tensor, want: torch.Tensor) -> bool:
+        return torch.allclose(out, want, atol=1e-5, rtol=0)
+
+    def expected(seed: int, shuffle: str = "y", statistic: Callable = stat) -> torch.Tensor:
+        if shuffle == "y":
+            return ref.shuffled_null(statistic, x, y, n, seed).double()
+        return _null_variant(statistic, x, y, n, seed, shuffle)
+
+    if all(matches(o, expected(s)) or matches(o, expected(s, "x")) for o, s in zip(outs, seeds)):
+        passed(name, f"{n} draws from one generator, each scored with the statistic it is given")
+        return
+    out, seed = outs[0], seeds[0]
+    if not torch.equal(out, again):
+        raise CheckFailed(f"`{name}` gives different values for the same seed: draw every permutation from "
+                          "g = torch.Generator().manual_seed(seed), made once.")  # fmt: skip
+    if matches(out, expected(seed, statistic=ref.distance_correlation)):
+        raise CheckFailed(f"`{name}` scores every draw with distance_correlation, not with the `statistic` it is "
+                          "given: call statistic(x, y_shuffled), so the same null serves any comparison.")  # fmt: skip
+    if matches(out, torch.full_like(out, stat(x, y))):
+        raise CheckFailed(f"`{name}`'s every value is the unshuffled statistic: shuffling x and y the same way "
+                          "(or y's columns, or not at all) keeps every token with its own row, so nothing changes. "
+                          "Shuffle the rows of y alone, y[torch.randperm(len(y), generator=g)].")  # fmt: skip
+    if (out.max() - out.min()).item() < 1e-9:
+        raise CheckFailed(f"`{name}` gives the same value for all {n} draws: a generator made afresh for each draw, "
+                          "torch.Generator().manual_seed(seed) inside the loop, draws the same permutation every "
+                          "time. Make it once, before the loop.")  # fmt: skip
+    if torch.equal(outs[0], outs[1]):
+        raise CheckFailed(f"`{name}` gives the same values for seeds {seeds[0]} and {seeds[1]}: seed the generator "
+                          "with the `seed` argument, torch.Generator().manual_seed(seed).")  # fmt: skip
+    if matches(out, expected(seed, "fresh")):
+        raise CheckFailed(f"`{name}` seeds a new generator for each draw (seed + i): make one generator, "
+                          "torch.Generator().manual_seed(seed), before the loop, and draw every permutation from "
+                          "it.")  # fmt: skip
+    want = expected(seed)
+    i = int((out - want).abs().argmax())
+    raise CheckFailed(
+        f"`{name}`'s values are not the null the exercise draws: draw {i} is {out[i]:.4f}, expected {want[i]:.4f}. "
+        "The check rebuilds the null with one generator g = torch.Generator().manual_seed(seed), made before the "
+        "loop, and one statistic(x, y[torch.randperm(len(y), generator=g)]) per draw."
+    )
+
+
+# --- 3. local geometry: shared nearest neighbours -------------------------------------------------------
+
+
+def _knn(m: torch.Tensor, k: int, how: str = "cosine", itself: bool = False) -> torch.Tensor:
+    """Each row's k nearest rows ``[n, k]`` by ``how`` (cosine, dot, euclidean; farthest: the k farthest by
+    cosine); ``itself``: the row itself may count as one of them."""
+    m = m.double()
+    if how == "euclidean":
+        score = -torch.cdist(m, m)
+    elif how == "dot":
+        score = m @ m.T
+    else:
+        u = F.normalize(m, dim=-1)
+        score = u @ u.T if how == "cosine" else 1 - u @ u.T
+    if not itself:
+        score.fill_diagonal_(-math.inf)
+    return score.topk(k, dim=-1).indices
+
+
+def _common(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How many of each row's entries of a are among its entries of b, ``[n]``."""
+    return (a[:, :, None] == b[:, None, :]).any(-1).double().sum(-1)
+
+
+def _neighbour_mistakes(x: torch.Tensor, y: torch.Tensor, k: int) -> list[tuple[float, str]]:
+    def share(how: str = "cosine", itself: bool = False, kk: int = k) -> float:
+        return (_common(_knn(x, kk, how, itself), _knn(y, kk, how, itself)) / kk).mean().item()
+
+    itself = ("you counted each token as its own neighbour (it is always nearest to itself, in both models): set the "
+              "diagonal of the similarity matrix to -inf before topk, so that the k are *other* tokens.")  # fmt: skip
+    common = _common(_knn(x, k), _knn(y, k))
+    return [
+        (share(itself=True), itself),
+        (share(itself=True, kk=k + 1), itself),
+        (share("dot"), "you ranked neighbours by dot product: normalise the rows first (cosine similarity), so that a "
+         "long row is not everyone's nearest neighbour."),
+        (share("euclidean"), "you ranked neighbours by Euclidean distance: the exercise uses cosine similarity "
+         "(normalise the rows, then x̂ x̂ᵀ)."),
+        (share("farthest"), "you took the k *farthest* tokens: topk of a similarity gives the nearest; topk of a "
+         "distance needs largest=False."),
+        (common.mean().item(), "that is the mean number of shared neighbours: divide by k, for a share from 0 "
+         "to 1."),
+        ((common / (2 * k - common)).mean().item(), "you divided the shared neighbours by the size of the union "
+         "(Jaccard): the share is of the k, |A ∩ B| / k."),
+    ]  # fmt: skip
+
+
+def check_shared_neighbours(fn: Callable) -> None:
+    """fn(x [n, d₁], y [n, d₂], k) -> float: the mean share of each token's k nearest other tokens (cosine)
+    that the two matrices agree on."""
+    name = _name(fn, "shared_neighbours")
+    g = _generator(3)
+    x, y = _related(g, 40, 6, 9, noise=1.0)
+    for k in (5, 3):
+        out = call(fn, x, y, k, name=name)
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (len(x),):
+            raise CheckFailed(f"`{name}` returns one share per token: average them into one number, the mean "
+                              "over tokens.")  # fmt: skip
+        value = _number(out, name, f"the mean share for k = {k}")
+        want = ref.shared_neighbours(x, y, k)
+        _expect_value(value, want, name, f"the share for k = {k}", _neighbour_mistakes(x, y, k), tol=1e-6)
+    passed(name, "the share of each token's k nearest other tokens (cosine) the two agree on")
+
+
+# --- 4. LLE weights --------------------------------------------------------------------------------------
+
+
+def _lle(x: torch.Tensor, nb: torch.Tensor, reg: float, diff: bool = True, ridge: str = "trace") -> torch.Tensor:
+    """LLE weights the reference's way, or with one part written as given, unnormalised ``[n, k]``."""
+    x = x.double()
+    rows = x[nb] - x[:, None, :] if diff else x[nb]
+    gram = rows @ rows.transpose(1, 2)
+    k = nb.shape[1]
+    trace = gram.diagonal(dim1=1, dim2=2).sum(-1)
+    size = {"trace": reg * trace, "absolute": reg * torch.ones_like(trace), "none": 0 * trace,
+            "pooled": reg * trace.sum() * torch.ones_like(trace)}[ridge]  # fmt: skip
+    gram = gram + size[:, None, None] * torch.eye(k, dtype=x.dtype)
+    return torch.linalg.lstsq(gram, torch.ones(len(x), k, 1, dtype=x.dtype)).solution[..., 0]
+
+
+def _sum_to_one(w: torch.Tensor) -> torch.Tensor:
+    return w / w.sum(-1, keepdim=True)
+
+
+def check_lle_weights(fn: Callable) -> None:
+    """fn(x [n, d], neighbours [n, k] long, reg) -> [n, k]: weights summing to 1 that best rebuild each row
+    from its neighbours, the Gram matrix of the differences regularised by reg × its trace.
+
+    The first case has fewer neighbours than dimensions (every Gram matrix invertible) and a large
+    reg, so that each way of regularising gives its own weights; the second has more neighbours
+    than dimensions, where the Gram matrices are singular and only a regularised solve works.
+    """
+    name = _name(fn, "lle_weights")
+    g = _generator(4)
+    explain = {
+        torch.linalg.LinAlgError: "The Gram matrices are singular when there are more neighbours than dimensions: "
+        "add reg · trace(G) · I to each before solving.",
+        RuntimeError: "If that is a size mismatch, each Gram matrix is k × k: with diff = x[neighbours] − x[:, None] "
+        "[n, k, d], it is diff @ diff.transpose(1, 2).",
+    }
+    for n, d, k, reg in ((30, 6, 4, 0.1), (30, 3, 6, 1e-3)):
+        x = 4 * torch.randn(n, d, generator=g) + 1.0
+        nb = ref.nearest_neighbours(x, k)
+        out = expect_tensor(call(fn, x, nb, reg, name=name, explain=explain), (n, k), ["row", "neighbour"], name)
+        want = ref.lle_weights(x, nb, reg)
+        hints = [
+            (_sum_to_one(_lle(x, nb, reg, ridge="none")), "the Gram matrix is not regularised: add reg × its trace "
+             "to its diagonal, G + reg · trace(G) · I, before solving (adding it to every entry comes to the same "
+             "as nothing, once w is divided by its sum)."),
+            (_sum_to_one(_lle(x, nb, reg, ridge="absolute")), "the regulariser is absolute, G + reg · I: make it "
+             "relative to each Gram matrix's size, G + reg · trace(G) · I, so that it means the same whatever the "
+             "scale of the rows."),
+            (_sum_to_one(_lle(x, nb, reg, ridge="pooled")), "you took one trace for all the rows together: each "
+             "row's Gram matrix is regularised by reg × its *own* trace, gram.diagonal(dim1=1, dim2=2).sum(-1)."),
+            (_lle(x, nb, reg), "the weights do not sum to 1: divide each row's solution w by its sum."),
+            (_sum_to_one(_lle(x, nb, reg, diff=False)), "that Gram matrix is of the neighbours' rows themselves: "
+             "take it of the differences x_nbr(j) − xᵢ, which is what makes the weights rebuild xᵢ."),
+        ]  # fmt: skip
+        try:
+            expect_close(out, want, name, f"weights ({k} neighbours in {d} dimensions)", atol=1e-4, rtol=1e-3,
+                         hints=hints)  # fmt: skip
+        except CheckFailed as e:
+            sums = out.detach().double().cpu().sum(-1)
+            if "gives the wrong" in e.args[0] and not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+                i = int((sums - 1).abs().argmax())
+                raise CheckFailed(f"`{name}`'s weights for row {i} sum to {sums[i]:.4g}: each row's weights sum to 1 "
+                                  "(divide the solution w by its sum).") from None  # fmt: skip
+            raise
+    passed(name, "weights summing to 1, the Gram matrix of the differences regularised by reg × its trace")
+
+
+# --- 5. a ridge map ----------------------------------------------------------------------------------------
+
+
+def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.lstsq(a.double(), b.double()).solution
+
+
+def check_fit_ridge(fn: Callable) -> None:
+    """fn(x [n, d₁], y [n, d₂], lam) -> T [d₁, d₂] = (xᵀx + lam I)⁻¹ xᵀy, for centred rows.
+
+    The rows come centred, as the exercise says; a penalty of half the mean eigenvalue of xᵀx and
+    then lam = 0 (least squares).
+    """
+    name = _name(fn, "fit_ridge")
+    g = _generator(5)
+    n, d1, d2 = 40, 4, 6
+    x = torch.randn(n, d1, generator=g) * torch.tensor([0.3, 1.0, 2.0, 4.0])
+    y = x @ torch.randn(d1, d2, generator=g) + torch.randn(n, d2, generator=g)
+    x, y = x - x.mean(0), y - y.mean(0)
+    explain = {
+        torch.linalg.LinAlgError: "With lam = 0 the n × n system x xᵀ is singular: solve the d₁ × d₁ one, "
+        "(xᵀx + lam I) T = xᵀy, with torch.linalg.lstsq.",
+        RuntimeError: "If that is a size mismatch, the identity must match xᵀx, [d₁, d₁]: torch.eye(x.shape[1]).",
+    }
+    for lam in (ref.ridge_penalty(x, 0.5), 0.0):
+        out = call(fn, x, y, lam, name=name, explain=explain)
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (d2, d1):
+            raise CheckFailed(f"`{name}` returns shape {(d2, d1)}: dimension 0 is d₂ = {d2} (y's columns) where it "
+                              f"should be d₁ = {d1} (x's columns). That is Tᵀ, or a map from y to x: T is [d₁, d₂], "
+                              "so that x @ T ≈ y.")  # fmt: skip
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (n, d2):
+            raise CheckFailed(f"`{name}` returns shape {(n, d2)}, [n, d₂]: that is a row per token (x @ T, or a solve "
+                              "with the n × n matrix x xᵀ): return the map T itself, [d₁, d₂].")  # fmt: skip
+        out = expect_tensor(out, (d1, d2), ["d₁", "d₂"], name)
+        want = ref.fit_ridge(x, y, lam)
+        eye = torch.eye(d1, dtype=torch.float64)
+        gram, xy = x.double().T @ x.double(), x.double().T @ y.double()
+        xr, yr = (x - x.mean(1, keepdim=True)).double(), (y - y.mean(1, keepdim=True)).double()
+        hints = [
+            (_solve(gram, xy), "the penalty is missing, (xᵀx)⁻¹ xᵀy: solve (xᵀx + lam I) T = xᵀy."),
+            (_solve(gram + lam, xy), "you added lam to every entry of xᵀx: add it to the diagonal only, "
+             "xᵀx + lam · I (torch.eye(d₁))."),
+            (_solve(gram - lam * eye, xy), "you subtracted lam · I: the penalty adds it, xᵀx + lam · I."),
+            (_solve(gram + lam**2 * eye, xy), "that is the penalty lam²: if you stacked lam · I under x, stack "
+             "√lam · I (its square is lam · I)."),
+            (_solve(gram / n + lam * eye, xy / n), "you divided xᵀx and xᵀy by n (the mean squared error), which "
+             "makes the penalty n times stronger: the objective sums the squared errors."),
+            (_solve(xr.T @ xr + lam * eye, xr.T @ yr), "you centred each row on its own mean (dim 1): the rows come "
+             "centred over the tokens already; use x and y as given."),
+        ]  # fmt: skip
+        what = "map (least squares, lam = 0)" if lam == 0 else f"map (lam = {lam:.4g})"
+        try:
+            expect_close(out, want, name, what, atol=1e-4, rtol=1e-3, hints=hints)
+        except CheckFailed as e:
+            if lam == 0 and "gives the wrong" in e.args[0]:  # the penalised map passed
+                raise CheckFailed(f"`{name}` is right with a penalty but not with lam = 0 (least squares). If you "
+                                  "solved the n × n system x xᵀ + lam I (the dual form), it is singular when lam = 0: "
+                                  "solve the d₁ × d₁ one, (xᵀx + lam I) T = xᵀy, with "
+                                  "torch.linalg.lstsq.") from None  # fmt: skip
+            raise
+    passed(name, "T = (xᵀx + lam I)⁻¹ xᵀy, [d₁, d₂], with a penalty and without")
+
+
+# --- 6. scoring a map on activations -------------------------------------------------------------------
+
+
+def _alignment_variants(t, source, target) -> dict[str, tuple[float, float]]:
+    """(r2, cos) of the right way and of each wrong one, by name."""
+    t, source, target = t.double(), source.double(), target.double()
+
+    def score(x, y, scale="one", cos_of=None, cos_dim=-1):
+        if scale == "one":
+            s = (x * y).sum() / x.pow(2).sum()
+        elif scale == "row":
+            s = ((x * y).sum(-1) / x.pow(2).sum(-1))[:, None]
+        elif scale == "inverse":
+            s = (x * y).sum() / y.pow(2).sum()
+        else:
+            s = 1.0
+        r2 = 1 - (y - s * x).pow(2).sum() / y.pow(2).sum()
+        a, b = cos_of if cos_of is not None else (x, y)
+        cos = F.cosine_similarity(a, b, dim=cos_dim).mean()
+        return r2.item(), cos.item()
+
+    sc, tc = source - source.mean(0), target - target.mean(0)
+    x = sc @ t
+    out = {
+        "right": score(x, tc),
+        "plain": score(x, tc, scale="none"),
+        "row": score(x, tc, scale="row"),
+        "inverse": score(x, tc, scale="inverse"),
+        "neither centred": score(source @ t, target),
+        "source not centred": score(source @ t, tc),
+        "target not centred": score(x, target),
+        "columns": score(x, tc, cos_dim=0),
+        "flat": score(x, tc, cos_of=(x.flatten(), tc.flatten()), cos_dim=0),
+    }
+    if t.shape[0] == t.shape[1]:
+        out["before mapping"] = score(x, tc, cos_of=(sc, tc))
+        out["t.T"] = score(sc @ t.T, tc)
+    return out
+
+
+_ALIGNMENT_MISTAKES = {
+    "plain": "that is the plain R² of the mapped rows: first scale them by the one best overall factor "
+    "s = Σ⟨x̂, y⟩ / Σ‖x̂‖², then R² = 1 − ‖y − s x̂‖² / ‖y‖².",
+    "row": "you scaled each row by its own best factor: use one factor for all the rows, s = Σ⟨x̂, y⟩ / Σ‖x̂‖² "
+    "with the sums over every entry.",
+    "inverse": "the scale divides by the wrong length: s = Σ⟨x̂, y⟩ / Σ‖x̂‖², the *mapped* rows' squared length.",
+    "neither centred": "neither source nor target is centred: subtract each one's mean row (the mean over the "
+    "tokens, dim 0) before mapping.",
+    "source not centred": "the source is not centred: subtract its mean row, source − source.mean(0), before mapping.",
+    "target not centred": "the target is not centred: subtract its mean row, target − target.mean(0).",
+    "columns": "those are cosines of columns (dim 0): compare rows, F.cosine_similarity(x̂, y, dim=-1), then average.",
+    "flat": "that is one cosine between the whole matrices: take each row's cosine with its true row, then the mean.",
+    "before mapping": "the cosines are of the rows before mapping: compare the mapped rows x̂ = (source − mean) @ t "
+    "with the target's rows.",
+    "t.T": "you mapped with t.T: source rows [n, d₁] map by x @ t, with t [d₁, d₂].",
+}
+
+
+def check_stream_alignment(fn: Callable) -> None:
+    """fn(t [d₁, d₂], source [n, d₁], target [n, d₂]) -> (r2, cos): R² after one best overall scale and the mean
+    row cosine, both matrices centred on their own means and the source mapped by t.
+
+    The first case has d₁ = d₂, so that mapping with t.T or comparing the unmapped rows gives
+    numbers to recognise; the second has d₁ ≠ d₂. In both the target is 2.5 times the size the
+    map gives, so that the scale factor matters, and both sit far from the origin.
+    """
+    name = _name(fn, "stream_alignment")
+    g = _generator(6)
+    explain = {RuntimeError: "If that is a size mismatch: map the centred source first, x̂ = (source − source.mean(0)) "
+               "@ t is [n, d₂], the target's shape, and compare x̂ with the target's rows."}  # fmt: skip
+    for d1, d2 in ((6, 6), (5, 8)):
+        n = 80
+        source = torch.randn(n, d1, generator=g) * torch.linspace(0.5, 2, d1) + 3.0
+        t = torch.randn(d1, d2, generator=g)
+        truth = t + 0.5 * torch.randn(d1, d2, generator=g)
+        target = 2.5 * (source - source.mean(0)) @ truth + torch.randn(n, d2, generator=g) - 2.0
+        out = call(fn, t, source, target, name=name, explain=explain)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise CheckFailed(f"`{name}` should return a pair of numbers, (r2, cos), not {type(out).__name__}.")
+        r2, cos = _number(out[0], name, "r2"), _number(out[1], name, "cos")
+        variants = _alignment_variants(t, source, target)
+        want_r2, want_cos = variants.pop("right")
+        if abs(r2 - want_cos) <= 1e-4 and abs(cos - want_r2) <= 1e-4 and abs(r2 - want_r2) > 1e-4:
+            raise CheckFailed(f"`{name}` returns (cos, r2): return R² first, (r2, cos).")
+        case = f"d₁ = {d1}, d₂ = {d2}"
+        mistakes = [(v[0], _ALIGNMENT_MISTAKES[k]) for k, v in variants.items()]
+        _expect_value(r2, want_r2, name, f"R² ({case})", mistakes, tol=1e-4)
+        mistakes = [(v[1], _ALIGNMENT_MISTAKES[k]) for k, v in variants.items()]
+        _expect_value(cos, want_cos, name, f"the mean cosine ({case})", mistakes, tol=1e-4)
+    passed(name, "R² after one best overall scale, and the mean row cosine, of the centred rows")
+
+
+# --- 7. carrying a vector across ------------------------------------------------------------------------
+
+
+def check_transfer(fn: Callable) -> None:
+    """fn(vectors [k, d₁], t [d₁, d₂], norm, c) -> [k, d₂]: each vector mapped by t, then rescaled to length
+    c × norm."""
+    name = _name(fn, "transfer")
+    g = _generator(7)
+    k, d1, d2 = 5, 6, 4
+    vectors = torch.randn(k, d1, generator=g) * torch.exp(torch.randn(k, 1, generator=g))
+    t = torch.randn(d1, d2, generator=g) * torch.tensor([0.2, 1.0, 3.0, 0.6])  # stretches some directions
+    norm, c = 6.0, 1.5
+    explain = {RuntimeError: "If that is a size mismatch: map with vectors @ t, [k, d₁] @ [d₁, d₂]."}
+    out = call(fn, vectors, t, norm, c, name=name, explain=explain)
+    out = expect_tensor(out, (k, d2), ["vector", "d₂"], name)
+    mapped = vectors.double() @ t.double()
+    unit = F.normalize(mapped, dim=-1)
+    want = ref.transfer(vectors, t, norm, c)
+    hints = [
+        ((c * norm * F.normalize(vectors.double(), dim=-1)) @ t.double(), "you rescaled the vectors before "
+         "mapping them: t changes their lengths, so map first, then rescale each mapped row to c × norm."),
+        (norm * unit, f"the mapped vectors have length norm = {norm:g}: multiply by c as well, c × norm."),
+        (c * unit, f"the mapped vectors have length c = {c:g}: multiply by norm as well, c × norm."),
+        (unit, "the mapped vectors have length 1: rescale them to c × norm."),
+        (mapped, "the mapped vectors keep the length t gives them: rescale each to c × norm."),
+        (c * norm * F.normalize(mapped, dim=0), "you normalised over dim 0 (each column): normalise each row, "
+         "F.normalize(mapped, dim=-1)."),
+        (c * norm * mapped / mapped.norm(), "you divided by the norm of the whole matrix: each row gets its own "
+         "length, mapped.norm(dim=-1, keepdim=True)."),
+    ]  # fmt: skip
+    try:
+        expect_close(out, want, name, "vectors", atol=1e-4, rtol=1e-3, hints=hints)
+    except CheckFailed as e:
+        if "gives the wrong" not in e.args[0]:
+            raise
+        got = out.detach().double().cpu()
+        lengths = got.norm(dim=-1)
+        if (F.cosine_similarity(got, mapped, dim=-1) > 1 - 1e-6).all():
+            raise CheckFailed(f"`{name}`'s vectors point along the mapped ones, vectors @ t, but have lengths "
+                              f"{', '.join(f'{v:.3g}' for v in lengths.tolist())}: rescale each to c × norm = "
+                              f"{c * norm:g}.") from None  # fmt: skip
+        if torch.allclose(lengths, torch.full_like(lengths, c * norm), rtol=1e-3):
+            raise CheckFailed(f"`{name}`'s vectors have length c × norm but do not point along vectors @ t: map "
+                              "each row with t, then rescale it.") from None  # fmt: skip
+        raise
+    passed(name, "each vector mapped by t, then rescaled to length c × norm")
+
+
+# --- 8. angles in a plane --------------------------------------------------------------------------------
+
+
+def check_angles_in_plane(fn: Callable) -> None:
+    """fn(vectors [k, d], u [d], v [d]) -> (angles [k], share): each vector's angle atan2(x·v, x·u) in radians,
+    and the share of the summed squared length that lies in the plane of u and v.
+
+    Angles are compared on the circle (an answer in [0, 2π) is as right as one in (−π, π]). The
+    vectors point into all four quadrants of the plane and have out-of-plane parts of different
+    sizes, so that per-vector shares, lengths and squared lengths give different numbers.
+    """
+    name = _name(fn, "angles_in_plane")
+    g = _generator(8)
+    d = 7
+    basis = torch.linalg.qr(torch.randn(d, d, generator=g))[0]
+    u, v, rest = basis[:, 0], basis[:, 1], basis[:, 2:]
+    theta = torch.tensor([-2.8, -1.9, -0.7, 0.3, 1.2, 2.0, 2.9, -1.2, 0.9])
+    k = len(theta)
+    radius = 0.5 + 2.5 * torch.rand(k, generator=g)
+    off = torch.randn(k, d - 2, generator=g) * (3 * torch.rand(k, 1, generator=g))
+    vectors = radius[:, None] * (theta.cos()[:, None] * u + theta.sin()[:, None] * v) + off @ rest.T
+    out = call(fn, vectors, u, v, name=name)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise CheckFailed(f"`{name}` should return a pair (angles, share), not {type(out).__name__}.")
+    angles, share = out
+    if isinstance(share, torch.Tensor) and share.numel() == k and math.isfinite(_as_float(angles)):
+        raise CheckFailed(f"`{name}` returns (share, angles): return the angles first, (angles, share).")
+    angles = expect_tensor(angles, (k,), ["vector"], name + " (angles)").detach().double().cpu()
+    want, want_share = ref.angles_in_plane(vectors.double(), u.double(), v.double())
+    a, b = vectors.double() @ u.double(), vectors.double() @ v.double()
+
+    def on_circle(x: torch.Tensor, y: torch.Tensor) -> bool:
+        return bool((torch.cos(x - y) > 1 - 1e-7).all())
+
+    if not on_circle(angles, want):
+        if on_circle(angles, torch.atan2(a, b)):
+            raise CheckFailed(f"`{name}`: the arguments of atan2 are swapped: it takes the v part first, "
+                              "atan2(x·v, x·u).")  # fmt: skip
+        if on_circle(angles, torch.atan(b / a)):
+            raise CheckFailed(f"`{name}` uses atan(x·v / x·u), which cannot tell opposite directions apart (its "
+                              "angles lie within ±90°): use atan2(x·v, x·u), which sees both signs.")  # fmt: skip
+        if on_circle(torch.deg2rad(angles), want):
+            raise CheckFailed(f"`{name}` returns degrees: return radians, as torch.atan2 gives them.")
+        i = int((1 - torch.cos(angles - want)).argmax())
+        raise CheckFailed(f"`{name}` gives angle {angles[i]:.4f} rad for vector {i}; atan2(x·v, x·u) is "
+                          f"{want[i]:.4f} rad.")  # fmt: skip
+    if isinstance(share, torch.Tensor) and share.numel() == k:
+        raise CheckFailed(f"`{name}` returns a share per vector: sum the squared projections over every vector, and "
+                          "divide by the summed squared lengths: one number for the set.")  # fmt: skip
+    value = _number(share, name, "the share in the plane")
+    in_plane, length2 = a.pow(2) + b.pow(2), vectors.double().pow(2).sum(-1)
+    mistakes = [
+        ((in_plane / length2).mean().item(), "you averaged each vector's own share, which weighs a short vector as "
+         "much as a long one: divide the summed squared projections by the summed squared lengths."),
+        ((in_plane.sqrt().sum() / length2.sqrt().sum()).item(), "that share uses lengths (norms): use squared "
+         "lengths, Σ((x·u)² + (x·v)²) / Σ‖x‖², which add up over orthogonal directions."),
+        (math.sqrt(want_share), "that share uses lengths (norms): use squared lengths, Σ((x·u)² + (x·v)²) / Σ‖x‖², "
+         "which add up over orthogonal directions."),
+        (100 * want_share, "that is a percentage: return a share from 0 to 1."),
+        ((a.pow(2).sum() / length2.sum()).item(), "that is the share along u alone: add the part along v, "
+         "(x·u)² + (x·v)²."),
+    ]  # fmt: skip
+    _expect_value(value, want_share, name, "the share in the plane", mistakes, tol=1e-5)
+    passed(name, "atan2(x·v, x·u) in radians, and one share of squared length for the whole set")
