@@ -357,6 +357,148 @@ def _f1_mean(latents, labels):
     return p, r, (p + r) / 2
 
 
+def _dead_below_a_percent(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, (_rates(latents) < 0.01).float().mean().item(), dense
+
+
+def _dead_at_most_one_token(latents):
+    l0, dead, dense = sparsity(latents)
+    rates = _rates(latents)
+    return l0, (rates <= rates[rates > 0].min()).float().mean().item(), dense
+
+
+def _dense_above_a_shade_more(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, dead, (_rates(latents) > 0.104).float().mean().item()
+
+
+def _dense_at_least_a_shade_less(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, dead, (_rates(latents) >= 0.095).float().mean().item()
+
+
+def _dead_nonzero(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, (latents != 0).float().mean(0).eq(0).float().mean().item(), dense
+
+
+def _batch_order_shuffled(acts, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        for b in torch.randperm(len(acts) // batch_size, generator=g).tolist():
+            yield acts[b * batch_size : (b + 1) * batch_size].float()
+
+
+def _within_batch_shuffled(acts, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        for b in range(len(acts) // batch_size):
+            yield acts[b * batch_size : (b + 1) * batch_size][torch.randperm(batch_size, generator=g)].float()
+
+
+def _same_rows_dropped(acts, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    n = len(acts) - len(acts) % batch_size
+    while True:
+        order = torch.randperm(n, generator=g)
+        for i in range(0, n, batch_size):
+            yield acts[order[i : i + batch_size]].float()
+
+
+def _half_shuffled(acts, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    n = len(acts)
+    while True:
+        order = torch.cat([torch.randperm(n // 2, generator=g), torch.arange(n // 2, n)])
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield acts[order[i : i + batch_size]].float()
+
+
+def _halves_shuffled_apart(acts, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    n = len(acts)
+    while True:
+        order = torch.cat([torch.randperm(n // 2, generator=g), n // 2 + torch.randperm(n - n // 2, generator=g)])
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield acts[order[i : i + batch_size]].float()
+
+
+def _values_not_rows(values, doc, k):
+    return values[top_contexts(values, doc, k)]
+
+
+def _values_and_rows(values, doc, k):
+    rows = top_contexts(values, doc, k)
+    return values[rows], rows
+
+
+def _document_ids(values, doc, k):
+    return doc[top_contexts(values, doc, k)]
+
+
+def _error_added_back(sae):
+    def hook(act, hook):
+        recon = sae(act)
+        out = recon + (act - recon)
+        out[:, 0] = act[:, 0]
+        return out
+
+    return hook
+
+
+def _error_only(sae):
+    def hook(act, hook):
+        out = act - sae(act)
+        out[:, 0] = act[:, 0]
+        return out
+
+    return hook
+
+
+def _bos_dropped(sae):
+    return lambda act, hook: sae(act[:, 1:])
+
+
+def _flattened(sae):
+    def hook(act, hook):
+        out = sae(act)
+        out[:, 0] = act[:, 0]
+        return out.reshape(-1, act.shape[-1])
+
+    return hook
+
+
+def _named_pair_elsewhere(sae):
+    return ("blocks.2.hook_resid_post", splice(sae))
+
+
+def _named_pair(sae):
+    return (sae.cfg.metadata.hook_name, splice(sae))
+
+
+def _nothing_returned(sae):
+    def hook(act, hook):
+        out = sae(act)
+        out[:, 0] = act[:, 0]
+
+    return hook
+
+
+def _second_kept(sae):
+    def hook(act, hook):
+        out = sae(act)
+        out[:, 1] = act[:, 1]
+        return out
+
+    return hook
+
+
+def _another_hook_point(sae):
+    inner = splice(sae)
+    return lambda act, hook: inner(act, hook) if hook.name == "blocks.2.hook_resid_post" else act
+
+
 CASES = {
     "sparsity": (
         c.check_sparsity,
@@ -371,6 +513,11 @@ CASES = {
             "dead is a percentage": _percent,
             "strictly more than 10%": _at_least,
             "dense is a property of a latent": _dense_tokens,
+            "active on up to 3 of the 400 tokens as dead": _dead_below_a_percent,
+            "active on up to 1 of the 400 tokens as dead": _dead_at_most_one_token,
+            "a threshold off 10%": _dense_above_a_shade_more,
+            "active on 39 or more of the 400 tokens as dense": _dense_at_least_a_shade_less,
+            "negative values are not active either": _dead_nonzero,
         },
     ),  # fmt: skip
     "explained_variance": (
@@ -396,6 +543,11 @@ CASES = {
             "float32": _half,
             "not reproducible": _global,
             "repeats rows": _with_replacement,
+            "shuffling the order of whole batches": _batch_order_shuffled,
+            "runs of neighbouring rows": _within_batch_shuffled,
+            "never appear in five passes": _same_rows_dropped,
+            "only partly shuffles the rows": _half_shuffled,
+            "the order follows the stored one": _halves_shuffled_apart,
         },
     ),  # fmt: skip
     "top_contexts": (
@@ -406,6 +558,9 @@ CASES = {
             "wrong order": _ascending,
             "not each one's strongest row": _first_row,
             "by their mean value": _by_mean,
+            "the activations at those rows, not row indices": _values_not_rows,
+            "returned a pair": _values_and_rows,
+            "documents' ids": _document_ids,
         },
     ),
     "detector_scores": (
@@ -445,6 +600,15 @@ SAE_CASES = {
             "returned the latents": _latents,
             "position 0 (BOS) was zeroed": _bos_zeroed,
             "the last position was kept": _last_kept,
+            "error term back": _error_added_back,
+            "returns the SAE's error term": _error_only,
+            "dropped position 0": _bos_dropped,
+            "positions flattened": _flattened,
+            "the wrong hook point": _named_pair_elsewhere,
+            "Return the hook function alone": _named_pair,
+            "returned None and left the stream": _nothing_returned,
+            "position 1 was kept": _second_kept,
+            "stream unchanged at the SAE's hook point": _another_hook_point,
         },
     ),
 }

@@ -101,17 +101,43 @@ def check_topk_sae(fn: Callable, sae) -> None:
 # --- metrics ------------------------------------------------------------------------------------
 
 
+def _sparsity_latents() -> torch.Tensor:
+    """``[400, 50]`` latents whose firing counts sit at the edges of both definitions: seven latents
+    active on no token (dead), one on a single token (alive), others on 39, 40 and 41 tokens of 400
+    (just under, exactly at and just over 10%: only 41 is dense), the rest spread up to 30%."""
+    g = torch.Generator().manual_seed(62)
+    n = 400
+    counts = [0] * 7 + [1, 2, 3, 39, 40, 41] + torch.linspace(5, 120, 37).round().long().tolist()
+    fire = torch.zeros(n, len(counts), dtype=torch.bool)
+    for j, count in enumerate(counts):
+        fire[torch.randperm(n, generator=g)[:count], j] = True
+    latents = torch.zeros(n, len(counts))
+    latents[fire] = torch.rand(int(fire.sum()), generator=g) + 0.1
+    latents[~fire] = -torch.rand(int((~fire).sum()), generator=g)  # pre-activation-like negatives: not active
+    return latents
+
+
+def _threshold_slip(value: float, rate: torch.Tensor, n_tokens: int, dead: bool) -> str | None:
+    """If ``value`` is the dead (or dense) share for a threshold other than the right one, say which."""
+    for t in sorted(set(rate.tolist())):
+        if dead and t > 0 and abs(value - (rate <= t).float().mean().item()) <= 1e-6:
+            return (f"counts latents active on up to {round(t * n_tokens)} of the {n_tokens} tokens as dead (a "
+                    "threshold on the rate, such as rate < 0.01): dead means active on no token at all, "
+                    "rate == 0.")  # fmt: skip
+        if not dead:
+            for share in (rate > t, rate >= t):
+                if abs(value - share.float().mean().item()) <= 1e-6:
+                    fewest = round(rate[share].min().item() * n_tokens)
+                    return (f"counts latents active on {fewest} or more of the {n_tokens} tokens as dense, a "
+                            f"threshold off 10%: dense means active on strictly more than 10% of the tokens, "
+                            f"rate > 0.1 ({n_tokens // 10 + 1} or more of {n_tokens} here).")  # fmt: skip
+    return None
+
+
 def check_sparsity(fn: Callable) -> None:
     """fn(latents [n, d_sae]) -> (l0, dead share, dense share), dense meaning active on > 10% of tokens."""
     name = _name(fn, "sparsity")
-    g = torch.Generator().manual_seed(62)
-    latents = torch.zeros(200, 50)
-    rates = torch.linspace(0, 0.3, 50)  # latent j fires on about rates[j] of the tokens
-    rates[:7] = 0  # seven dead latents
-    fire = torch.rand(200, 50, generator=g) < rates
-    fire[:, 17] = torch.randperm(200, generator=g) < 20  # exactly 10% of the tokens: not dense
-    latents[fire] = torch.rand(int(fire.sum()), generator=g) + 0.1
-    latents[~fire] = -torch.rand(int((~fire).sum()), generator=g)  # pre-activation-like negatives: not active
+    latents = _sparsity_latents()
     out = call(fn, latents, name=name)
     if not isinstance(out, tuple) or len(out) != 3:
         raise CheckFailed(f"`{name}` should return three numbers (l0, dead, dense), not {type(out).__name__}.")
@@ -132,6 +158,8 @@ def check_sparsity(fn: Callable) -> None:
         "dead": [
             ((latents > 0).float().mean(-1).eq(0).float().mean().item(), "counts tokens with no active latent: a "
              "dead latent is one that is active on no token."),
+            ((latents != 0).float().mean(0).eq(0).float().mean().item(), "counts only latents that are exactly 0 "
+             "everywhere: negative values are not active either, so a dead latent is one never above 0."),
             (rate.eq(0).float().sum().item(), counts),
             (100 * rate.eq(0).float().mean().item(), percent),
         ],
@@ -153,6 +181,9 @@ def check_sparsity(fn: Callable) -> None:
         for wrong_value, message in wrong[what]:
             if abs(value - wrong_value) <= 1e-6:
                 raise CheckFailed(f"`{name}`'s {what} {message}")
+        slip = _threshold_slip(value, rate, len(latents), dead=what == "dead") if what != "l0" else None
+        if slip:
+            raise CheckFailed(f"`{name}`'s {what} {slip}")
         raise CheckFailed(f"`{name}` gives {what} = {value:.4g}; expected {expected:.4g}.")
     passed(name, "L0, dead and dense shares as SAELens users define them")
 
@@ -202,31 +233,76 @@ def check_explained_variance(fn: Callable) -> None:
     passed(name, "one minus the squared error over the variance around the mean, over every dimension")
 
 
+class _HookPoint:
+    """What TransformerLens passes a hook as its second argument, as far as a splice may read it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
 def check_splice(fn: Callable, sae) -> None:
     """fn(sae) -> hook(act [batch, pos, d_in], hook) returning the SAE's reconstruction, BOS kept."""
     name = _name(fn, "splice")
+    point = sae.cfg.metadata.hook_name
     hook = call(fn, sae, name=name)
+    if isinstance(hook, (tuple, list)):
+        names = [h for h in hook if isinstance(h, str)]
+        where = (f" It names {names[0]!r}, the wrong hook point: this SAE reads {point!r}." if names and
+                 names[0] != point else "")  # fmt: skip
+        raise CheckFailed(f"`{name}` returned a {type(hook).__name__}, not a hook function.{where} Return the hook "
+                          "function alone; the lesson's cell pairs it with HOOK, the SAE's own hook point "
+                          "(sae.cfg.metadata.hook_name).")  # fmt: skip
     if not callable(hook):
         raise CheckFailed(f"`{name}` should return a hook function (act, hook) -> act, not {type(hook).__name__}.")
     act = _activations_like(sae, 15, 64).reshape(3, 5, -1).to(sae.W_dec.device)
     given = act.clone()
-    out = call(hook, given, None, name="your hook", in_place_ok=True)
+    out = call(hook, given, _HookPoint(point), name="your hook", in_place_ok=True)
+    if out is None and torch.equal(given, act):
+        raise CheckFailed("your hook returned None and left the stream as it was: return the new activation (or "
+                          "edit act in place); the model uses what the hook returns.")  # fmt: skip
     out = given if out is None else out
-    if isinstance(out, torch.Tensor) and out.shape[-1] == sae.cfg.d_sae != sae.cfg.d_in:
-        raise CheckFailed("your hook returned the latents: the model needs the reconstruction, sae.decode(latents).")
+    if isinstance(out, tuple):
+        raise CheckFailed(f"your hook returned a tuple of {len(out)}: return one tensor, the reconstruction "
+                          "[batch, pos, d_in] (sae(act), or sae.decode(sae.encode(act))).")  # fmt: skip
+    if isinstance(out, torch.Tensor):
+        d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
+        if out.shape[-1] == d_sae != d_in:
+            raise CheckFailed("your hook returned the latents: the model needs the reconstruction, "
+                              "sae.decode(latents).")  # fmt: skip
+        if tuple(out.shape) == (act.shape[0], act.shape[1] - 1, d_in):
+            raise CheckFailed(f"your hook returned shape {tuple(out.shape)} for a stream of {tuple(act.shape)}: it "
+                              "dropped position 0. The hook must return every position: the reconstruction, with "
+                              "position 0 copied from act.")  # fmt: skip
+        if out.ndim == 2 and out.shape[0] == act.shape[0] * act.shape[1]:
+            raise CheckFailed(f"your hook returned shape {tuple(out.shape)}, the positions flattened: reshape the "
+                              f"result back to the stream's shape {tuple(act.shape)} [batch, pos, d_in].")  # fmt: skip
     out = expect_tensor(out, act.shape, ["batch", "position", "d_in"], "your hook")
     with torch.no_grad():
-        want = sae(act.clone())
+        recon = sae(act.clone())
+        want = recon.clone()
         want[:, 0] = act[:, 0]
-        everywhere = sae(act.clone())
         zeroed = want.clone()
         zeroed[:, 0] = 0
-        last = everywhere.clone()
+        last = recon.clone()
         last[:, -1] = act[:, -1]
+        second = recon.clone()
+        second[:, 1] = act[:, 1]
+        error = act - recon
+        error_kept = error.clone()
+        error_kept[:, 0] = act[:, 0]
+    if torch.allclose(out.detach().float().cpu(), act.float().cpu(), atol=1e-4):
+        raise CheckFailed(f"your hook returned the stream unchanged at the SAE's hook point ({point}): nothing is "
+                          "replaced. Adding the SAE's error term back (x̂ + (x - x̂), or SAELens's "
+                          "use_error_term = True) gives back the model's own activation; return the reconstruction "
+                          "alone. (A test on hook.name that skips this hook point does the same.)")  # fmt: skip
     hints = [
-        (everywhere, "position 0 (BOS) was replaced too: keep it as it is; no SAE in the zoo was trained on it."),
+        (recon, "position 0 (BOS) was replaced too: keep it as it is; no SAE in the zoo was trained on it."),
         (zeroed, "position 0 (BOS) was zeroed: keep the model's own activation there, out[:, 0] = act[:, 0]."),
         (last, "the last position was kept and BOS replaced: BOS is position 0, out[:, 0] = act[:, 0]."),
+        (second, "position 1 was kept and BOS replaced: BOS is position 0, out[:, 0] = act[:, 0]."),
+        (error, "your hook returns the SAE's error term, act - sae(act): return the reconstruction sae(act)."),
+        (error_kept, "your hook returns the SAE's error term, act - sae(act), at positions after BOS: return the "
+         "reconstruction sae(act)."),
     ]  # fmt: skip
     expect_close(out, want, "your hook", "activation", atol=1e-3, hints=hints)
     passed(name, "the reconstruction at every position but BOS")
@@ -245,25 +321,45 @@ def check_batches(fn: Callable) -> None:
         raise CheckFailed(f"`{name}` should return an iterator (write it as a generator with `yield`), "
                           f"not {type(it).__name__}.")  # fmt: skip
     try:
-        got = list(islice(it, 18))  # three passes of six batches
+        got = list(islice(it, 30))  # five passes of six batches
     except Exception as e:
         raise CheckFailed(f"iterating `{name}` raised {type(e).__name__}: {e}") from None
-    if len(got) < 18:
+    if len(got) < 30:
         raise CheckFailed(f"`{name}` stopped after {len(got)} batches: SAELens's trainer draws batches until its token "
                           "budget is spent, so the iterator must go on forever (loop over new passes).")  # fmt: skip
     for b in got:
         expect_tensor(b, (8, 3), ["batch", "d_in"], f"a batch from {name}")
         if b.dtype != torch.float32:
             raise CheckFailed(f"`{name}` yields {b.dtype}: give the trainer float32 (the cache holds float16).")
-    passes = [torch.cat([b[:, 0] for b in got[6 * p : 6 * p + 6]]).long() for p in range(3)]
+    passes = [torch.cat([b[:, 0] for b in got[6 * p : 6 * p + 6]]).long() for p in range(5)]
     for p, rows in enumerate(passes):
         if len(set(rows.tolist())) != 48:
             raise CheckFailed(f"pass {p + 1} of `{name}` repeats rows: each pass should visit every row at most once "
-                              "(a permutation of the rows, cut into batches).")  # fmt: skip
+                              "(a permutation of all 50 rows, cut into six batches of 8, the last 2 rows dropped). "
+                              "If yours permutes only some of the rows, each pass is shorter than that.")  # fmt: skip
     if torch.equal(passes[0], torch.arange(48)):
         raise CheckFailed(f"`{name}` does not shuffle: the rows come in their stored order.")
+    runs = sum(bool((b[:, 0].sort().values.long().diff() == 1).all()) for b in got)
+    if runs >= len(got) // 2:
+        raise CheckFailed(f"{runs} of the first {len(got)} batches from `{name}` are runs of neighbouring rows (i to "
+                          "i + 7): shuffling the order of whole batches, or the rows within a batch, keeps rows "
+                          "that sit together (one document's tokens) in the same batch. Permute the rows "
+                          "themselves, torch.randperm(len(acts)), then cut the permutation into batches.")  # fmt: skip
+    in_place = max(int((rows == torch.arange(48)).sum()) for rows in passes)
+    position = torch.arange(48.0).repeat(len(passes))
+    follows = torch.corrcoef(torch.stack([torch.cat(passes).float(), position]))[0, 1].item()
+    if in_place >= 12 or follows > 0.4:  # a full permutation: about 1 row in place, a correlation near 0
+        raise CheckFailed(f"`{name}` only partly shuffles the rows (up to {in_place} of a pass's 48 rows stay at "
+                          f"their stored place; over five passes the order follows the stored one with "
+                          f"correlation {follows:.2f}): permute all the rows at once, "
+                          "torch.randperm(len(acts)).")  # fmt: skip
     if torch.equal(passes[0], passes[1]):
         raise CheckFailed(f"every pass of `{name}` has the same order: draw a new permutation for each pass.")
+    never = sorted(set(range(50)) - set(torch.cat(passes).tolist()))
+    if never:
+        raise CheckFailed(f"rows {never} never appear in five passes of `{name}`: each pass should permute all the "
+                          "rows, torch.randperm(len(acts)), and drop the last partial batch of that permutation, "
+                          "which holds other rows each pass (not the same last rows every time).")  # fmt: skip
     again = [b[:, 0] for b in islice(call(fn, acts, 8, 0, name=name), 6)]
     other = [b[:, 0] for b in islice(call(fn, acts, 8, 1, name=name), 6)]
     if not torch.equal(torch.cat(again).long(), passes[0]):
@@ -286,10 +382,29 @@ def check_top_contexts(fn: Callable) -> None:
     values = torch.rand(300, generator=g)
     values[doc == 4] += 2  # one document holds the ten largest values
     out = call(fn, values, doc, 5, name=name)
-    out = expect_tensor(torch.as_tensor(out), (5,), ["k"], name, floating=False)
+    if isinstance(out, tuple) and len(out) == 2:
+        raise CheckFailed(f"`{name}` returned a pair (values and indices, as .topk gives): return only the rows' "
+                          "indices, one tensor [k].")  # fmt: skip
+    try:
+        out = torch.as_tensor(out)
+    except (TypeError, ValueError, RuntimeError):
+        raise CheckFailed(f"`{name}` should return a tensor of k row indices, not {type(out).__name__}.") from None
+    out = expect_tensor(out, (5,), ["k"], name, floating=False)
     best = torch.full((30,), -1.0).scatter_reduce(0, doc, values, "amax")
     want_docs = best.topk(5).indices
     want = torch.stack([torch.where((doc == d) & (values == best[d]))[0][0] for d in want_docs])
+    if out.is_floating_point():
+        what = "the activations at those rows" if torch.allclose(out, values[want]) else "floating-point numbers"
+        raise CheckFailed(f"`{name}` returned {what}, not row indices: return the indices of the rows (from "
+                          "argsort or .topk(...).indices), which the dashboard uses to find each context.")  # fmt: skip
+    if out.dtype == torch.bool:
+        raise CheckFailed(f"`{name}` returned a boolean mask: return the k row indices, largest value first.")
+    if ((out < 0) | (out >= len(values))).any():
+        raise CheckFailed(f"`{name}` returned {out.tolist()}, outside the {len(values)} rows: return indices into "
+                          "values (0 to len(values) - 1).")  # fmt: skip
+    if torch.equal(out, want_docs):
+        raise CheckFailed(f"`{name}` returned the documents' ids {out.tolist()}: return the rows (indices into "
+                          "values) where each of those documents is strongest.")  # fmt: skip
     if torch.equal(out, values.topk(5).indices):
         raise CheckFailed(f"`{name}` returned five rows of the same document: keep only each document's largest "
                           "value, so that the dashboard shows five different contexts.")  # fmt: skip
