@@ -71,7 +71,15 @@ def _flipped(x, y):
     return torch.corrcoef(torch.stack([a, b]))[0, 1].item()
 
 
+def _uncentred(x, y):
+    i, j = torch.triu_indices(len(x), len(x), 1)
+    a, b = _cos_dist(x)[i, j], _cos_dist(y)[i, j]
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
 CORRELATION_MISTAKES = {
+    "a cosine of the two distance vectors, not their correlation": _uncentred,
+    "you centred the columns before the cosines": _correlate(lambda m: _cos_dist(m - m.mean(0))),
     "you used Euclidean distances": _correlate(lambda m: torch.cdist(m, m)),
     "Euclidean distances: the exercise uses cosine": _correlate(lambda m: torch.cdist(m, m) ** 2),
     "you used dot products of the raw rows": _correlate(lambda m: 1 - m @ m.T),
@@ -130,6 +138,11 @@ def _shuffling(permute, generator="once", ret=torch.tensor, score=None):
     return shuffled_null
 
 
+def _one_permutation(statistic, x, y, n, seed):
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    return torch.tensor([statistic(x, y[order]) for _ in range(n)])
+
+
 def _rows_of_y(x, y, g):
     return x, y[torch.randperm(len(y), generator=g)]
 
@@ -151,7 +164,8 @@ NULL_MISTAKES = {
     "every value is the unshuffled statistic": _shuffling(_both),
     "(or y's columns": _shuffling(_columns),
     "or not at all)": _shuffling(lambda x, y, g: (x, y)),
-    "a generator made afresh for each draw": _shuffling(_rows_of_y, generator="each"),
+    "the generator is made afresh inside the loop": _shuffling(_rows_of_y, generator="each"),
+    "or one permutation is drawn once and reused": _one_permutation,
     "seeds a new generator for each draw (seed + i)": _shuffling(_rows_of_y, generator="seed + i"),
     "uses (or reseeds) torch's global random generator": _shuffling(_rows_of_y, generator="global"),
     "gives the same values for seeds": _shuffling(_rows_of_y, generator="fixed"),
@@ -209,6 +223,21 @@ def _cosine(m):
     return u @ u.T
 
 
+def _by_position(x, y, k):
+    def nearest(m):
+        return _cosine(m.double()).masked_fill(torch.eye(len(m), dtype=torch.bool), -math.inf).topk(k, dim=-1).indices
+
+    return (nearest(x) == nearest(y)).float().mean().item()
+
+
+def _self_dropped(x, y, k):
+    def nearest(m):
+        return _cosine(m.double()).topk(k, dim=-1).indices[:, 1:]  # the token itself first, then k - 1 others
+
+    a, b = nearest(x), nearest(y)
+    return ((a[:, :, None] == b[:, None, :]).any(-1).double().sum(-1) / k).mean().item()
+
+
 NEIGHBOUR_MISTAKES = {
     "you counted each token as its own neighbour": _neighbours(_cosine, itself=True),
     "its own neighbour (it is always nearest": _neighbours(_cosine, itself=True, extra=1),
@@ -218,6 +247,8 @@ NEIGHBOUR_MISTAKES = {
     "that is the mean number of shared neighbours": _neighbours(_cosine, reduce=lambda common, k: common.mean().item()),
     "(Jaccard)": _neighbours(_cosine, reduce=lambda common, k: (common / (2 * k - common)).mean().item()),
     "one share per token": _neighbours(_cosine, reduce=lambda common, k: common / k),
+    "compared the two lists position by position": _by_position,
+    "you kept only k − 1 other tokens": _self_dropped,
 }
 
 
@@ -272,6 +303,7 @@ LLE_MISTAKES = {
     "comes to the same as nothing": _every_entry,
     "the regulariser is absolute": _lle(ridge=lambda gram, reg: reg),
     "one trace for all the rows together": _lle(ridge=lambda gram, reg: reg * _trace(gram).sum()),
+    "you divided the trace by k": _lle(ridge=lambda gram, reg: reg * _trace(gram)[:, None, None] / gram.shape[-1]),
     "the weights do not sum to 1": _lle(norm=False),
     "of the neighbours' rows themselves": _lle(rows=lambda x, nb: x[nb]),
     "each Gram matrix is k × k": _d_by_d,
@@ -391,6 +423,7 @@ def transfer(vectors, t, norm, c):
 
 
 TRANSFER_MISTAKES = {
+    "the sign is flipped": lambda v, t, norm, c: -c * norm * F.normalize(v @ t, dim=-1),
     "rescaled the vectors before mapping": lambda v, t, norm, c: (c * norm * F.normalize(v, dim=-1)) @ t,
     "have length norm = 6": lambda v, t, norm, c: norm * F.normalize(v @ t, dim=-1),
     "have length c = 1.5": lambda v, t, norm, c: c * F.normalize(v @ t, dim=-1),

@@ -97,6 +97,11 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1].item()
 
 
+def _uncentred(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a * b).sum() / (a.norm() * b.norm())).item()
+
+
 def _ranks(a: torch.Tensor) -> torch.Tensor:
     return a.argsort().argsort().double()
 
@@ -122,6 +127,11 @@ def _correlation_mistakes(x: torch.Tensor, y: torch.Tensor) -> list[tuple[float,
          "for Pearson's, on the distances themselves (torch.corrcoef)."),
         (-want, "the sign is flipped: you correlated a similarity (cos) with a distance (1 − cos); use the same "
          "kind for both matrices."),
+        (_uncentred(_upper(dx), _upper(dy)), "that is a cosine of the two distance vectors, not their correlation: "
+         "subtract each vector's mean before the dot product, a − a.mean() (or use torch.corrcoef)."),
+        (_pearson(_upper(ref.cosine_distances(x - x.mean(0))), _upper(ref.cosine_distances(y - y.mean(0)))),
+         "you centred the columns before the cosines: the exercise takes cosines of the rows as they are "
+         "(a model's embedding rows are not centred before Lee et al.'s comparison)."),
     ]  # fmt: skip
 
 
@@ -222,9 +232,11 @@ def check_shuffled_null(fn: Callable) -> None:
                           "(or y's columns, or not at all) keeps every token with its own row, so nothing changes. "
                           "Shuffle the rows of y alone, y[torch.randperm(len(y), generator=g)].")  # fmt: skip
     if (out.max() - out.min()).item() < 1e-9:
-        raise CheckFailed(f"`{name}` gives the same value for all {n} draws: a generator made afresh for each draw, "
-                          "torch.Generator().manual_seed(seed) inside the loop, draws the same permutation every "
-                          "time. Make it once, before the loop.")  # fmt: skip
+        raise CheckFailed(f"`{name}` gives the same value for all {n} draws: every draw used the same permutation. "
+                          "Either the generator is made afresh inside the loop (torch.Generator().manual_seed(seed) "
+                          "for each draw), or one permutation is drawn once and reused. Make the generator once, "
+                          "before the loop, and draw a new torch.randperm(len(y), generator=g) inside it, for every "
+                          "draw.")  # fmt: skip
     if torch.equal(outs[0], outs[1]):
         raise CheckFailed(f"`{name}` gives the same values for seeds {seeds[0]} and {seeds[1]}: seed the generator "
                           "with the `seed` argument, torch.Generator().manual_seed(seed).")  # fmt: skip
@@ -285,6 +297,14 @@ def _neighbour_mistakes(x: torch.Tensor, y: torch.Tensor, k: int) -> list[tuple[
          "to 1."),
         ((common / (2 * k - common)).mean().item(), "you divided the shared neighbours by the size of the union "
          "(Jaccard): the share is of the k, |A ∩ B| / k."),
+        ((_knn(x, k) == _knn(y, k)).double().mean().item(), "you compared the two lists position by position (the "
+         "1st nearest with the 1st, ...): compare them as sets, a neighbour counts wherever it is in the other "
+         "list, (a[:, :, None] == b[:, None, :]).any(-1)."),
+        ((_common(_knn(x, k - 1), _knn(y, k - 1)) / k).mean().item(), "you kept only k − 1 other tokens (topk(k) "
+         "with the token itself among them, then dropped it): mask the diagonal with -inf first, then take topk(k)."),
+        ((_common(_knn(x, k - 1), _knn(y, k - 1)) / (k - 1)).mean().item(), "you kept only k − 1 other tokens "
+         "(topk(k) with the token itself among them, then dropped it): mask the diagonal with -inf first, then take "
+         "topk(k)."),
     ]  # fmt: skip
 
 
@@ -316,7 +336,7 @@ def _lle(x: torch.Tensor, nb: torch.Tensor, reg: float, diff: bool = True, ridge
     k = nb.shape[1]
     trace = gram.diagonal(dim1=1, dim2=2).sum(-1)
     size = {"trace": reg * trace, "absolute": reg * torch.ones_like(trace), "none": 0 * trace,
-            "pooled": reg * trace.sum() * torch.ones_like(trace)}[ridge]  # fmt: skip
+            "pooled": reg * trace.sum() * torch.ones_like(trace), "per_neighbour": reg * trace / k}[ridge]  # fmt: skip
     gram = gram + size[:, None, None] * torch.eye(k, dtype=x.dtype)
     return torch.linalg.lstsq(gram, torch.ones(len(x), k, 1, dtype=x.dtype)).solution[..., 0]
 
@@ -353,6 +373,8 @@ def check_lle_weights(fn: Callable) -> None:
             (_sum_to_one(_lle(x, nb, reg, ridge="absolute")), "the regulariser is absolute, G + reg · I: make it "
              "relative to each Gram matrix's size, G + reg · trace(G) · I, so that it means the same whatever the "
              "scale of the rows."),
+            (_sum_to_one(_lle(x, nb, reg, ridge="per_neighbour")), "you divided the trace by k (reg · trace(G) / k, as "
+             "some LLE codes do): the exercise regularises with reg · trace(G) · I."),
             (_sum_to_one(_lle(x, nb, reg, ridge="pooled")), "you took one trace for all the rows together: each "
              "row's Gram matrix is regularised by reg × its *own* trace, gram.diagonal(dim1=1, dim2=2).sum(-1)."),
             (_lle(x, nb, reg), "the weights do not sum to 1: divide each row's solution w by its sum."),
@@ -552,6 +574,8 @@ def check_transfer(fn: Callable) -> None:
         (c * unit, f"the mapped vectors have length c = {c:g}: multiply by norm as well, c × norm."),
         (unit, "the mapped vectors have length 1: rescale them to c × norm."),
         (mapped, "the mapped vectors keep the length t gives them: rescale each to c × norm."),
+        (-c * norm * unit, "the sign is flipped: the vectors point exactly against vectors @ t. Map with t and "
+         "rescale by +c × norm."),
         (c * norm * F.normalize(mapped, dim=0), "you normalised over dim 0 (each column): normalise each row, "
          "F.normalize(mapped, dim=-1)."),
         (c * norm * mapped / mapped.norm(), "you divided by the norm of the whole matrix: each row gets its own "
