@@ -5,9 +5,12 @@ formulas, gradient descent instead of L-BFGS), so a check that merely compared a
 with itself could not pass them all.
 """
 
+import numpy
+import pytest
 import torch
 
 from utils.checks import lesson08_verification as c
+from utils.checks.framework import CheckFailed
 
 # --- correct solutions, written another way ---------------------------------------------------
 
@@ -99,6 +102,17 @@ def test_check_verdict_margin(prove_check):
     prove_check(c.check_verdict_margin, verdict_margin, wrong)
 
 
+def test_check_fit_verdict_probe_says_the_lesson_turns_gradients_off():
+    def adam_without_grad(x, y):
+        w = torch.zeros(x.shape[1], requires_grad=True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w, y.float())
+        loss.backward()
+        return w.detach()
+
+    with torch.no_grad(), pytest.raises(CheckFailed, match="fit inside `with torch.enable_grad"):
+        c.check_fit_verdict_probe(adam_without_grad)
+
+
 def test_check_fit_verdict_probe(prove_check):
     def mean_difference(x, y):
         return torch.nn.functional.normalize(x[y].mean(0) - x[~y].mean(0), dim=0)
@@ -167,6 +181,9 @@ def test_check_aligned_neurons(prove_check):
         "most negative cosines": lambda W, u, k: top(-cos(W, u), k, W.shape[1]),
         "size of the cosine": lambda W, u, k: top(cos(W, u).abs(), k, W.shape[1]),
         "wrong order": lambda W, u, k: aligned_neurons(W, u, k).flip(0),
+        "return an integer tensor": lambda W, u, k: aligned_neurons(W, u, k).float(),
+        "the columns are swapped": lambda W, u, k: aligned_neurons(W, u, k).flip(-1),
+        "by the number of layers": lambda W, u, k: top(cos(W, u), k, W.shape[0]),
         "the rows before it agree": lambda W, u, k: torch.cat(
             [aligned_neurons(W, u, k)[:2], torch.zeros(k - 2, 2)]
         ).long(),
@@ -225,7 +242,13 @@ def test_check_zero_neurons_at(prove_check):
 def test_check_attention_to_target(prove_check):
     wrong = {
         "leave it out": lambda pat, tok, pos, t: (pat * (tok == t)).sum(-1),
-        "prompt's target only": lambda pat, tok, pos, t: pat[:, 3],
+        "prompt's target only": lambda pat, tok, pos, t: pat[:, 4],
+        "not its position": lambda pat, tok, pos, t: (pat * ((tok == tok[t]) & (torch.arange(len(tok)) < pos - 1))).sum(
+            -1
+        ),
+        "keys after the query count too": lambda pat, tok, pos, t: (
+            pat * ((tok == t) & (torch.arange(len(tok)) != pos - 1))
+        ).sum(-1),
         "previous token": lambda pat, tok, pos, t: pat[:, pos - 1],
         "do not take the largest": lambda pat, tok, pos, t: (
             (pat * ((tok == t) & (torch.arange(len(tok)) < pos - 1))).max(-1).values
@@ -283,5 +306,7 @@ def test_check_accepts(prove_check):
         "look for the words 'this works' together": lambda t: "works" in t,
         "a lone 'this'": lambda t: "this" in t,
         "anywhere, not only at the start": lambda t: t.startswith("this works"),
+        "whatever else it holds": lambda t: "not" not in t,
+        "not numpy.bool": lambda t: numpy.bool_("this works" in t),
     }
     prove_check(c.check_accepts, accepts, wrong)

@@ -90,7 +90,11 @@ def check_fit_verdict_probe(fn: Callable) -> None:
     name = _name(fn, "fit_verdict_probe")
     x, y, _ = _probe_problem(82)
     x_test, y_test, _ = _probe_problem(182)
-    u = expect_tensor(call(fn, x, y, name=name), (x.shape[1],), ["d_model"], name)
+    explain = {
+        RuntimeError: "If that says an element does not require grad: the lesson turns gradients off "
+        "(torch.set_grad_enabled(False) in its second cell), so fit inside `with torch.enable_grad():`."
+    }
+    u = expect_tensor(call(fn, x, y, name=name, explain=explain), (x.shape[1],), ["d_model"], name)
     if abs(u.norm().item() - 1) > 1e-3:
         raise CheckFailed(f"`{name}` should return a unit vector; its norm is {u.norm().item():.4g}.")
     u = u.detach().float().cpu()
@@ -163,6 +167,10 @@ def check_aligned_neurons(fn: Callable) -> None:
     k = 6
     out = call(fn, W_out, u, k, name=name)
     out = expect_tensor(out, (k, 2), ["neuron", "(layer, index)"], name, floating=False)
+    if out.is_floating_point():
+        raise CheckFailed(f"`{name}` returns {out.dtype}: return an integer tensor (torch.long), as topk's "
+                          "indices and // give; the lesson uses these numbers to name hook points and index "
+                          "neurons.")  # fmt: skip
     cos = torch.nn.functional.cosine_similarity(W_out, u[None, None], dim=-1)
     want = torch.tensor(ref.aligned_neurons_of(W_out, u, k))
 
@@ -170,6 +178,10 @@ def check_aligned_neurons(fn: Callable) -> None:
         return torch.tensor([divmod(int(i), W_out.shape[1]) for i in flat])
 
     wrong = [
+        (want.flip(-1), "the columns are swapped: each row is (layer, neuron), the layer first."),
+        (torch.tensor([divmod(int(i), W_out.shape[0]) for i in cos.flatten().topk(k).indices]), "you unravelled the "
+         "flat index by the number of layers: with cos [layer, d_mlp] flattened, layer = i // d_mlp and "
+         "neuron = i % d_mlp."),
         (pairs((W_out @ u).flatten().topk(k).indices), "those are the largest dot products: use the cosine, so "
          "that a neuron with large output weights does not win by size alone."),
         (pairs((-cos).flatten().topk(k).indices), "those are the most negative cosines: take the largest."),
@@ -188,7 +200,7 @@ def check_aligned_neurons(fn: Callable) -> None:
     first = next(i for i in range(k) if not torch.equal(got[i], want[i]))
     raise CheckFailed(
         f"`{name}`: row {first} is (layer, neuron) {tuple(got[first].tolist())}; expected "
-        f"{tuple(want[first].tolist())} (the rows before it agree)."
+        f"{tuple(want[first].tolist())}" + (" (the rows before it agree)." if first else ".")
     )
 
 
@@ -261,20 +273,27 @@ def check_attention_to_target(fn: Callable) -> None:
     """fn(pattern [head, key] of one query, tokens [key], position of the query, target token) -> [head]."""
     name = _name(fn, "attention_to_target")
     g = torch.Generator().manual_seed(87)
-    tokens = torch.tensor([0, 5, 9, 3, 1, 7, 2, 3, 6, 1, 8, 7, 1, 3, 4])
-    # The target (token 3) sits at 3 and 7; the query is the "(" at 14, right after a result equal to it (13).
+    tokens = torch.tensor([0, 5, 9, 1, 3, 7, 2, 3, 6, 1, 8, 7, 1, 3, 4, 3, 2])
+    # The target (token 3) sits at 4 and 7 (and at 3 nowhere: a token id is not a position); the query is the
+    # "(" at 14, right after a result equal to it (13). Keys 15 and 16 come after the query: a causal head puts
+    # no weight there, but this pattern does, so that a mask that lets them in shows.
     pos, target = 14, 3
-    pattern = torch.rand(4, 15, generator=g)
+    pattern = torch.rand(4, 17, generator=g)
     pattern[:2, 7] += 1.0  # two heads prefer the later occurrence, two the prompt's
-    pattern[2:, 3] += 1.0
+    pattern[2:, 4] += 1.0
     pattern = pattern / pattern.sum(-1, keepdim=True)
     out = expect_tensor(call(fn, pattern, tokens, pos, target, name=name), (4,), ["head"], name)
-    earlier = (tokens == target) & (torch.arange(15) < pos - 1)
+    keys = torch.arange(len(tokens))
+    earlier = (tokens == target) & (keys < pos - 1)
     want = (pattern * earlier).sum(-1)
     hints = [
+        ((pattern * ((tokens == tokens[target]) & (keys < pos - 1))).sum(-1), "`target` is the target's token id, "
+         "not its position: compare the tokens with it directly, tokens == target."),
+        ((pattern * ((tokens == target) & (keys != pos - 1))).sum(-1), "keys after the query count too in your mask: "
+         "keep only the keys before the result just written, keys < pos - 1."),
         ((pattern * (tokens == target)).sum(-1), "the result just written (at position − 1) is the target too, "
          "but it is not an earlier occurrence: leave it out."),
-        (pattern[:, 3], "that is the prompt's target only: sum over every earlier occurrence."),
+        (pattern[:, 4], "that is the prompt's target only: sum over every earlier occurrence."),
         (pattern[:, pos - 1], "that is the attention to the previous token: sum over the target's earlier places."),
         ((pattern * earlier).max(-1).values, "sum the attention over the occurrences; do not take the largest."),
     ]  # fmt: skip
@@ -354,20 +373,32 @@ CONTINUATIONS = [
 ]
 
 
+def _accepts_at_start(fn: Callable) -> bool:
+    """Whether fn accepts the continuations that open with "this works" (its rule looks at the start)."""
+    return all(fn(text) for text, want in CONTINUATIONS if want == "accepts" and text.startswith("this works"))
+
+
 def check_accepts(fn: Callable) -> None:
     """fn(continuation text after a "(") -> True when it accepts an answer ("this works" anywhere)."""
     name = _name(fn, "accepts")
     for text, want in CONTINUATIONS:
         out = call(fn, text, name=name)
         if not isinstance(out, bool):
-            raise CheckFailed(f"`{name}` should return True or False, not {type(out).__name__}.")
+            kind = f"{type(out).__module__}.{type(out).__name__}".removeprefix("builtins.")
+            raise CheckFailed(f"`{name}` should return a Python bool (True or False), not {kind}: wrap the test in "
+                              "bool(...) if it comes from NumPy or torch.")  # fmt: skip
         if out != (want == "accepts"):
             if "none works" in text and out:
                 why = "'none works' says no attempt worked: look for the words 'this works' together."
             elif "this" in text and "this works" not in text and out:
                 why = "a lone 'this' does not accept anything: look for 'this works'."
-            elif "this works" in text and not text.startswith("this") and not out:
-                why = "a later attempt can accept too: look for 'this works' anywhere, not only at the start."
+            elif "this works" in text and not out:
+                if _accepts_at_start(fn) and not fn("9 - 7 - 6 = 8 ( this works )"):
+                    why = "a later attempt can accept too: look for 'this works' anywhere, not only at the start."
+                else:
+                    why = (f"on {text!r} a later attempt accepts after earlier ones were rejected ('not ...'): "
+                           "the continuation accepts when 'this works' appears anywhere, whatever else it "
+                           "holds.")  # fmt: skip
             else:
                 why = f"on {text!r} it should say {want == 'accepts'}."
             raise CheckFailed(f"`{name}`: {why}")
