@@ -57,6 +57,10 @@ def storyworld(*args: str) -> list[str]:
     return [sys.executable, "-m", "utils.storyworld", *args]
 
 
+def module(name: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", f"utils.{name}", *args]
+
+
 def train(*args: str) -> list[str]:
     return [sys.executable, "-c", TRAIN, *args]
 
@@ -114,6 +118,18 @@ CASES = {
         "argument --tokens: must be a positive number of tokens, got -5; leave --tokens out for the full budget",
         env=MOVED,
     ),
+    "train on a device that does not exist": Case(
+        train("storyworld-4l", "--device", "banana", "--tokens", "1000"),
+        2,
+        "argument --device: unknown device 'banana': this machine has: cpu",
+        env=MOVED,
+    ),
+    "train on CUDA without a GPU": Case(
+        train("storyworld-4l", "--device", "cuda:7", "--tokens", "1000"),
+        2,
+        "argument --device: device 'cuda:7' is not available on this machine",
+        env=MOVED,
+    ),
     "train with a zero budget": Case(
         train(*QUICK, "--tokens", "0"), 2, "must be a positive number of tokens, got 0", env=MOVED
     ),
@@ -140,6 +156,36 @@ CASES = {
         "`git checkout -- {tmp}/tokenizer` or rebuild it with: python -m utils.tokenizer",
         files={"tokenizer": "folder"},
         env={**MOVED, "TEST_TOKENIZER_DIR": "{tmp}/tokenizer"},
+    ),
+    "sample a number that is not one": Case(
+        storyworld("sample", "--seed", "1", "--n", "abc"), 2, "argument --n: must be a positive integer, got 'abc'"
+    ),
+    "evaluate a name outside the zoo": Case(
+        module("evaluate", "nope"),
+        2,
+        "argument name: 'nope' is not a zoo model; the zoo: storyworld-attn2l, storyworld-4l",
+    ),
+    "evaluate on no documents": Case(
+        module("evaluate", "storyworld-attn2l", "--docs", "0"),
+        2,
+        "argument --docs: must be a positive integer, got '0'",
+    ),
+    "evaluate on a negative number of documents": Case(
+        module("evaluate", "storyworld-attn2l", "--docs", "-5"), 2, "must be a positive integer, got '-5'"
+    ),
+    "train an SAE on a negative budget": Case(
+        module("saes", "storyworld-4l-res3-topk", "--tokens", "-3", "--no-card"),
+        2,
+        "argument --tokens: must be a positive integer, got '-3'",
+    ),
+    "run a notebook that is not there": Case(
+        module("course", "--skip-zoo", "{tmp}/missing.ipynb"), 1, "error: {tmp}/missing.ipynb"
+    ),
+    "bundle into a path that is a file": Case(
+        module("bundle", "--out", "{tmp}/taken"),
+        1,
+        "bundle: cannot write the archive into {tmp}/taken: File exists; pass --out a folder you can write to",
+        files={"taken": "file"},
     ),
     "ctrl-c during train": Case(
         train(*QUICK, "--tokens", "10000000"),
@@ -222,7 +268,7 @@ def test_bad_input_ends_in_one_sentence_with_the_fix_and_a_failing_exit_code(cas
     else:
         assert err == "", err
     assert case.stdout in out
-    if "sample" in case.command:  # whatever reached the reader is whole lines of JSON
+    if "sample" in case.command and out:  # whatever reached the reader is whole lines of JSON
         assert out.endswith("\n") and all(json.loads(line) for line in out.splitlines())
     assert snapshot(tmp_path) == sorted(before + list(case.leaves)), "left behind"
 
@@ -274,6 +320,15 @@ def broken_card(folder, monkeypatch):
     (folder / "card.json").write_text('{"name": "storyworld-4l",')
 
 
+def cut_config(folder, monkeypatch):
+    (folder / "config.json").write_text('{"activation_function": "gelu_new",')
+
+
+def card_with_another_format(folder, monkeypatch):
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "format": "weird"}))
+
+
 def card_without_checksum(folder, monkeypatch):
     card = json.loads((folder / "card.json").read_text())
     del card["weights_sha256"]
@@ -303,6 +358,18 @@ LOADING = {
         "python -m utils.evaluate storyworld-4l --write-card",
     ),
     "card.json without a checksum": (card_without_checksum, ZooError, "lacks weights_sha256; restore it with"),
+    "config.json cut off": (
+        cut_config,
+        ZooError,
+        "the config of zoo model 'storyworld-4l' is not valid JSON ({tmp}/storyworld-4l/config.json, line 1 column "
+        "36: Expecting property name enclosed in double quotes); restore it with `git checkout -- "
+        "{tmp}/storyworld-4l/config.json` or rebuild the model with: python -m utils.train storyworld-4l",
+    ),
+    "card.json with an unknown format": (
+        card_with_another_format,
+        ZooError,
+        "gives the weights' format as 'weird', not one of hf, native; restore it with",
+    ),
 }
 
 
@@ -341,3 +408,46 @@ def test_without_a_network_an_unknown_name_fails_after_one_connection_attempt(mo
     assert message.startswith("unknown model 'nope': the hub at https://huggingface.co cannot be reached")
     assert all(name in message for name in models.zoo()) and "loads offline" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:7", "mps:3", 5])
+def test_a_device_this_machine_lacks_is_named_with_what_it_has_and_no_retrain_is_advised(device):
+    with pytest.raises(ValueError) as e:
+        load_model("storyworld-attn2l", device=device)
+    message = str(e.value)
+    assert f"this machine has: {', '.join(models.available_devices())}" in message
+    assert "Rebuild" not in message and "\n" not in message
+
+
+def test_a_device_name_in_capitals_is_accepted():
+    assert models.check_device("CPU") == "cpu" and models.check_device(None) == models.default_device()
+
+
+@pytest.mark.parametrize("name", [None, 4, "", "  "])
+def test_a_model_name_that_is_not_a_name_says_what_a_name_looks_like(name):
+    with pytest.raises(ValueError, match="load_model needs a model's name, a string such as 'storyworld-4l'"):
+        load_model(name, device="cpu")
+
+
+def test_a_near_miss_of_a_hub_name_asks_did_you_mean_without_asking_the_hub(monkeypatch):
+    monkeypatch.setattr(models, "_load_hub", lambda *a: pytest.fail("the hub was asked"))
+    with pytest.raises(ValueError, match=r"unknown model 'gpt2-smal' \(did you mean 'gpt2-small'\?\)"):
+        load_model("gpt2-smal", device="cpu")
+
+
+def test_offline_a_hub_alias_is_called_a_hub_model_not_in_the_cache_never_unknown(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ValueError) as e:
+        load_model("gpt2-small", device="cpu")
+    message = str(e.value)
+    assert message.startswith("'gpt2-small' is a Hugging Face hub model (gpt2) that is not in this machine's hub cache")
+    assert "HF_HUB_OFFLINE=1 is set" in message and "unknown" not in message and "\n" not in message
+
+
+def test_folder_with_a_hub_name_is_refused_not_ignored(tmp_path):
+    with pytest.raises(ValueError, match="folder= loads a zoo model's own files"):
+        load_model("gpt2", device="cpu", folder=tmp_path)

@@ -276,6 +276,16 @@ def test_the_executor_reports_the_kernels_own_peak_memory_not_its_parents(tmp_pa
     assert 0 < result["peak_mb"] < 500, result
 
 
+def test_the_kernel_says_nothing_about_its_local_sockets_while_the_course_runs(tmp_path, capfd):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import sys; print('to stderr', file=sys.stderr)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "quiet.ipynb")
+    assert nbs.execute(tmp_path / "quiet.ipynb")["error"] is None
+    err = capfd.readouterr().err
+    assert "without encryption" not in err and "IPKernelApp" not in err, err
+
+
 def test_executing_in_place_keeps_the_outputs_and_a_failure_leaves_the_file_alone(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("print('hello')")]

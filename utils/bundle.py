@@ -97,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DIST, help="folder for the archive (default: dist/)")
     args = parser.parse_args(argv)
     try:
+        args.out.resolve().mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"bundle: cannot write the archive into {args.out}: {error.strerror or error}; pass --out a folder you "
+              "can write to", file=sys.stderr)  # fmt: skip
+        return 1
+    try:
         archive = write_bundle(args.out.resolve())
     except BundleError as error:
         print(f"bundle: {error}", file=sys.stderr)

@@ -30,7 +30,7 @@ from utils.evaluate import check_targets
 from utils.metrics.countdown import trace_loss
 from utils.metrics.loss import heldout_loss
 from utils.models import ZOO, corpus_of, load_model, read_card, zoo
-from utils.notebooks import execute
+from utils.notebooks import NotebookError, execute, read_notebook
 from utils.paths import SOLUTIONS
 
 QUICK_DOCS = 200
@@ -122,12 +122,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.record and args.notebooks:
         ap.error("--record measures every notebook; leave out the notebook names")
+    paths = args.notebooks or sorted(SOLUTIONS.glob("*.ipynb"))
+    for path in paths:
+        try:
+            read_notebook(path)
+        except NotebookError as e:
+            print(f"python -m utils.course: error: {e}", file=sys.stderr)
+            return 1
     if args.reseed is not None:
         if args.record:
             ap.error("--reseed records its own sweep; run --record separately")
-        return sweep(args.notebooks or sorted(SOLUTIONS.glob("*.ipynb")), args.reseed)
+        return sweep(paths, args.reseed)
     status = 0 if args.skip_zoo else check_zoo()
-    paths = args.notebooks or sorted(SOLUTIONS.glob("*.ipynb"))
     rows = run_notebooks(paths)
     print(records.notebook_table(rows))
     if args.record:

@@ -63,10 +63,11 @@ from utils.metrics.ioi import ioi
 from utils.metrics.loss import heldout_loss, song_copy_loss
 from utils.metrics.probes import emotion_probe
 from utils.metrics.steering import steering_card
-from utils.models import corpus_of, load_model, read_card, sha256_file, zoo
+from utils.models import ZOO, ZooError, corpus_of, load_model, read_card, sha256_file, zoo
 from utils.paths import MODELS, README
 from utils.records import splice
 from utils.registry import COUNTDOWN_MEASUREMENTS, entry
+from utils.storyworld import _positive
 from utils.tokenizer import corpus_tokenizer_hash
 
 PROBE_TRAIN_DOCS = 1000  # narrative documents the emotion probe is fitted on
@@ -508,14 +509,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m utils.evaluate", description="Recompute model-card numbers on held-out Storyworld data."
     )
-    ap.add_argument("names", nargs="*", help="zoo models (default: every built one)")
+    ap.add_argument("names", nargs="*", metavar="name", type=_zoo_name, help="zoo models (default: every built one)")
     ap.add_argument(
         "--seed",
         type=int,
         default=seeds.FRESH_EVAL,
         help="held-out Storyworld seed for the fresh measurement (default %(default)s)",
     )
-    ap.add_argument("--docs", type=int, default=1000, help="documents to measure on")
+    ap.add_argument("--docs", type=_positive, default=1000, help="documents to measure on")
     ap.add_argument(
         "--write-card",
         action="store_true",
@@ -526,6 +527,20 @@ def main(argv=None) -> int:
     if args.readme:
         README.write_text(readme_with_table(README.read_text()))
         return 0
+    try:
+        return _evaluate(args)
+    except ZooError as e:
+        print(f"python -m utils.evaluate: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _zoo_name(text: str) -> str:
+    if text not in ZOO:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a zoo model; the zoo: {', '.join(ZOO)}")
+    return text
+
+
+def _evaluate(args) -> int:
     status = 0
     for name in args.names or zoo():
         if args.write_card:

@@ -43,9 +43,41 @@ def default_device() -> str:
     """cuda, then mps, then cpu."""
     if torch.cuda.is_available():
         return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return "mps"
     return "cpu"
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run on, as ``device=`` takes them: cpu, each CUDA GPU, mps."""
+    gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu"] + (["cuda"] + gpus if gpus else []) + (["mps"] if _mps_available() else [])
+
+
+def check_device(device) -> str:
+    """``device`` as torch takes it (``None``: the default; upper case is accepted), or a ``ValueError``
+    in one sentence listing what this machine has."""
+    if device is None:
+        return default_device()
+    have = ", ".join(available_devices())
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be a name such as 'cpu', not {type(device).__name__}; this machine has: {have}")
+    text = str(device).strip().lower()
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}: this machine has: {have}") from None
+    if parsed.type == "cpu" or text in available_devices():
+        return text
+    cpu_only = "" if torch.backends.cuda.is_built() else ": this torch is built for the CPU only"
+    why = {"cuda": f"torch sees no CUDA GPU{cpu_only}", "mps": "Apple's MPS is not available"}.get(
+        parsed.type, f"torch has no {parsed.type} device here"
+    )
+    raise ValueError(f"device {device!r} is not available on this machine ({why}); this machine has: {have}")
 
 
 def logits_of(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -111,6 +143,7 @@ def restore_hint(path: Path) -> str:
 
 # What every card must hold for load_model to check and boot the weights.
 CARD_KEYS = ("weights_sha256", "format")
+CARD_FORMATS = ("hf", "native")  # a Hugging Face folder (config.json), or TransformerLens's own config
 
 
 def read_card(name: str, folder: Path | None = None) -> dict:
@@ -134,6 +167,11 @@ def read_card(name: str, folder: Path | None = None) -> dict:
             f"the card of {name} ({paths.shown(path)}) lacks {', '.join(missing)}; "
             f"{restore_hint(path)} or rewrite it with: {rewrite}"
         )
+    if card["format"] not in CARD_FORMATS:
+        raise ZooError(
+            f"the card of {name} ({paths.shown(path)}) gives the weights' format as {card['format']!r}, not one of "
+            f"{', '.join(CARD_FORMATS)}; {restore_hint(path)} or rewrite it with: {rewrite}"
+        )
     return card
 
 
@@ -147,11 +185,28 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
     file raises ``ZooError`` with the command that rebuilds the model. An unknown name
     that the hub cannot supply raises ``ValueError`` listing the zoo.
     """
-    device = device or default_device()
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(
+            f"load_model needs a model's name, a string such as 'storyworld-4l', not {name!r}; the zoo: "
+            f"{', '.join(zoo()) or 'nothing built yet'}; hub names: {', '.join(sorted(HUB_ALIASES))}"
+        )
+    device = check_device(device)
     if name in ZOO:
         return _load_zoo(name, device, verify, folder)
+    if folder is not None:
+        raise ValueError(
+            f"folder= loads a zoo model's own files (a training run's --out), and {name!r} is not a zoo model; "
+            f"the zoo: {', '.join(ZOO)}"
+        )
     if name.startswith(("storyworld", "countdown")) or difflib.get_close_matches(name, ZOO, 1, 0.8):
         raise ValueError(_unknown(name, "it looks like a zoo name, so the hub was not asked"))
+    near = difflib.get_close_matches(name, HUB_ALIASES, 1, 0.85)
+    if near and name not in HUB_ALIASES and "/" not in name:
+        raise ValueError(
+            f"unknown model {name!r} (did you mean {near[0]!r}?): the hub names the course knows are "
+            f"{', '.join(sorted(HUB_ALIASES))}, or any hub id such as 'EleutherAI/pythia-70m'; the zoo loads "
+            f"offline: {', '.join(zoo()) or 'nothing built yet'}"
+        )
     return _load_hub(name, device)
 
 
@@ -189,6 +244,14 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
             f"zoo model {name!r} is incomplete: {paths.shown(config)} is missing; "
             f"{restore_hint(config)} or rebuild the model with: {rebuild_command(name)}"
         )
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise ZooError(
+            f"the config of zoo model {name!r} is not valid JSON ({paths.shown(config)}, {where}); "
+            f"{restore_hint(config)} or rebuild the model with: {rebuild_command(name)}"
+        ) from None
     if verify:
         digest = sha256_file(weights)
         if digest != card["weights_sha256"]:
@@ -288,6 +351,14 @@ def _load_hub(name: str, device: str):
         with _quiet(), _hub_offline() if offline or unreachable else contextlib.nullcontext():
             model = TransformerBridge.boot_transformers(hub_id, device=device)
     except Exception as e:  # offline, unknown repo, gated model: all end the same way
+        if (offline or unreachable) and (name in HUB_ALIASES or "/" in name):
+            why = (f"the hub at {constants.ENDPOINT} cannot be reached ({unreachable})" if unreachable
+                   else "HF_HUB_OFFLINE=1 is set")  # fmt: skip
+            raise ValueError(
+                f"{name!r} is a Hugging Face hub model ({hub_id}) that is not in this machine's hub cache, and "
+                f"{why}: connect once to download it (it is cached after that), or pass the path of a folder "
+                f"holding its files; the zoo loads offline: {', '.join(zoo()) or 'nothing built yet'}"
+            ) from None
         if unreachable:
             why = f"the hub at {constants.ENDPOINT} cannot be reached ({unreachable}) and the model is not cached"
             raise ValueError(_unknown(name, why)) from None

@@ -412,6 +412,9 @@ def _execute_once(path: Path, save: bool, timeout: int, env: dict[str, str] | No
         # it is kept, and fails with a KeyError when it is not stored.
         store_widget_state=True,
         resources={"metadata": {"path": str(path.parent)}},
+        # The kernel logs a warning that its local TCP sockets are unencrypted, on every start: true of
+        # every Jupyter kernel on one machine, and alarming in a learner's output. Its errors still show.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
     error, peak = None, None
     t = time.time()

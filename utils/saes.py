@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from utils import paths, seeds, storyworld
 from utils.models import ZooError, default_device, load_model, restore_hint, sha256_file
 from utils.registry import DEFAULT_SAE, DEFAULT_SAES, SAES, SAESpec, sae_entry
+from utils.storyworld import _positive
 from utils.tokenizer import EOT, load_tokenizer
 from utils.train import PackedStream, _device_name
 
@@ -626,7 +627,7 @@ def sae_table() -> str:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m utils.saes", description=__doc__.split("\n\n")[0])
     ap.add_argument("name", choices=sorted(SAES) + ["all"], help="zoo SAE to train (or all)")
-    ap.add_argument("--tokens", type=int, help="override the training budget (quick trials)")
+    ap.add_argument("--tokens", type=_positive, help="override the training budget (quick trials)")
     ap.add_argument("--fresh", action="store_true", help="retrain, recomputing the cached activations")
     ap.add_argument("--retrain", action="store_true", help="retrain an up-to-date SAE, reusing cached activations")
     ap.add_argument("--no-card", action="store_true", help="skip writing the card")

@@ -882,16 +882,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive(s: str) -> int:
-    v = int(s)
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
     if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}")
     return v
 
 
 def _nonnegative(s: str) -> int:
-    v = int(s)
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
     if v < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {s}")
+        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {s!r}")
     return v
 
 

@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from utils import countdown, paths, storyworld
-from utils.models import default_device, logits_of
+from utils.models import check_device, logits_of
 from utils.registry import SPECS, Spec
 from utils.tokenizer import EOT, TokenizerMissing, corpus_tokenizer, corpus_tokenizer_hash, load_tokenizer
 
@@ -331,7 +331,7 @@ def train(
         raise TrainError(f"the token budget must be positive, not {tokens}; leave it out for the full budget")
     budget = spec.tokens if tokens is None else tokens
     steps = math.ceil(budget / (spec.batch * spec.n_ctx))
-    device = device or default_device()
+    device = check_device(device)
     precision = pick_precision(device, precision)
     run = Path(run_dir) if run_dir is not None else paths.RUNS / name
     out = Path(out_dir) if out_dir is not None else paths.MODELS / name
@@ -495,12 +495,19 @@ def _positive_tokens(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    try:
+        return check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m utils.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("name", choices=sorted(SPECS) + ["all"], help="zoo model to train")
     ap.add_argument("--tokens", type=_positive_tokens, help="override the training budget (quick trials)")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    ap.add_argument("--device", help="cuda, mps or cpu (default: the first of these present)")
+    ap.add_argument("--device", type=_device, help="cuda, mps or cpu (default: the first of these present)")
     ap.add_argument("--out", type=Path, help="model directory (default data/models/<name>)")
     ap.add_argument("--runs", type=Path, help="checkpoint folder; each model uses RUNS/<name> (default runs/)")
     ap.add_argument(
