@@ -177,6 +177,39 @@ def test_running_the_cell_again_reuses_the_extraction(tmp_path, notebook_dir, co
     assert sys.path.count(str(course)) == 1
 
 
+def test_a_cut_off_bundle_leaves_nothing_behind_and_the_whole_one_then_extracts(tmp_path, notebook_dir, colab):
+    archive, digest = small_bundle(tmp_path / "drive")
+    cut = tmp_path / "cut" / archive.name
+    cut.parent.mkdir()
+    cut.write_bytes(archive.read_bytes()[:-60])  # an upload or copy that stopped early, no checksum set
+    with pytest.raises(RuntimeError, match="is damaged or cut off .*nothing was extracted: delete it"):
+        fetch(str(cut))
+    assert list(notebook_dir.iterdir()) == []
+    course = Path(fetch(str(archive), digest)["course"])
+    assert (course / "utils" / "__init__.py").read_text() == "MARK = 'from the bundle'\n"
+
+
+def test_a_folder_left_half_extracted_by_an_older_cell_is_extracted_again(tmp_path, notebook_dir, colab, capsys):
+    archive, digest = small_bundle(tmp_path / "drive")
+    (notebook_dir / "handson-mechinterp-9.9.9").mkdir()  # what an interrupted extraction left: no utils/
+    course = Path(fetch(str(archive), digest)["course"])
+    assert (course / "utils" / "__init__.py").is_file()
+    assert "left half-extracted by an earlier run: extracting it again" in capsys.readouterr().out
+    assert sorted(p.name for p in notebook_dir.iterdir()) == ["handson-mechinterp-9.9.9"]
+
+
+def test_a_source_that_is_not_there_is_named_in_one_sentence(notebook_dir, colab):
+    with pytest.raises(FileNotFoundError, match="COURSE_SOURCE '/nonexistent/bundle.tar.gz' is not a file"):
+        fetch("/nonexistent/bundle.tar.gz")
+
+
+def test_a_download_that_fails_names_the_url_and_leaves_nothing(tmp_path, notebook_dir, colab):
+    url = (tmp_path / "host" / "handson-mechinterp-9.9.9.tar.gz").as_uri()  # nothing there
+    with pytest.raises(RuntimeError, match=f"downloading {url} failed .*run this cell again"):
+        fetch(url)
+    assert list(notebook_dir.iterdir()) == []
+
+
 def test_a_checksum_is_accepted_in_capitals_and_with_spaces(tmp_path, notebook_dir, colab):
     archive, digest = small_bundle(tmp_path / "drive")
     fetch(str(archive), f" {digest.upper()}\n")

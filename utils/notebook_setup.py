@@ -133,6 +133,7 @@ if "google.colab" in sys.modules:
     import os
     import pathlib
     import re
+    import shutil
     import subprocess
     import tarfile
     import urllib.request
@@ -157,15 +158,40 @@ if "google.colab" in sys.modules:
         elif "://" in source:  # a URL: download it once, next to the notebook
             url, source = source, os.path.basename(source.split("?")[0])
             if not os.path.exists(source):
-                urllib.request.urlretrieve(url, source + ".part")
+                try:
+                    urllib.request.urlretrieve(url, source + ".part")
+                except OSError as e:
+                    raise RuntimeError(
+                        f"downloading {url} failed ({e}); check the URL and run this cell again"
+                    ) from None
                 os.replace(source + ".part", source)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"COURSE_SOURCE {source!r} is not a file: give the bundle's path or URL, or ''")
         digest = hashlib.sha256(pathlib.Path(source).read_bytes()).hexdigest()
         if COURSE_SHA256 and digest != COURSE_SHA256.strip().lower():
             raise ValueError(f"{source} has sha256 {digest}, not COURSE_SHA256: nothing was extracted")
-        with tarfile.open(source) as bundle:
-            course = os.path.abspath(bundle.next().name.split("/")[0])
-            if not os.path.isdir(course):
-                bundle.extractall(filter="data")
+        part = None
+        try:  # into a folder of its own first, moved into place only when whole
+            with tarfile.open(source) as bundle:
+                top = bundle.next().name.split("/")[0]
+                course = os.path.abspath(top)
+                if not os.path.isfile(os.path.join(course, ".extracted")):
+                    if os.path.isdir(course):
+                        print(f"{top} was left half-extracted by an earlier run: extracting it again")
+                    part = course + ".part"
+                    shutil.rmtree(course, ignore_errors=True)
+                    shutil.rmtree(part, ignore_errors=True)
+                    bundle.extractall(part, filter="data")
+                    pathlib.Path(part, top, ".extracted").touch()
+                    os.replace(os.path.join(part, top), course)
+                    os.rmdir(part)
+        except (EOFError, OSError, tarfile.TarError) as e:
+            if part:
+                shutil.rmtree(part, ignore_errors=True)
+            raise RuntimeError(
+                f"{source} is damaged or cut off ({type(e).__name__}: {e}); nothing was extracted: delete it, "
+                "upload or download it again, and run this cell again"
+            ) from None
     if course not in sys.path:
         sys.path.insert(0, course)"""
 
