@@ -182,3 +182,45 @@ def test_each_lessons_claims_hold_on_a_fresh_sample(path, request):
         request.applymarker(pytest.mark.xfail(reason=NOT_YET_ROBUST[path.name], strict=True))
     result = nbs.execute(path, env={seeds.FRESH_SAMPLE_ENV: str(seeds.CI_FRESH_SAMPLE)})
     assert result["error"] is None, f"{path.name} on fresh sample {seeds.CI_FRESH_SAMPLE}: {result['error']}"
+
+
+def test_an_unfilled_exercise_notebook_run_past_its_errors_says_one_line_per_stub_and_per_cell_that_needs_one():
+    """As nbconvert --allow-errors, VS Code's "run all" and Colab's "continue on error" run it."""
+    from nbclient import NotebookClient
+
+    path = nbs.NOTEBOOKS / "05_steering.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    stubs = sum("raise NotImplementedError(" in c.source for c in code_cells(nb))
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    errors = [o for c in code_cells(nb) for o in c.get("outputs", []) if o.output_type == "error"]
+    kinds = [o.ename for o in errors]
+    assert kinds.count("CheckFailed") == stubs, kinds
+    assert set(kinds) == {"CheckFailed", "Unfinished"}, kinds  # no raw NotImplementedError, NameError, KeyError
+    assert all(len(o.traceback) == 1 for o in errors), [o.traceback for o in errors if len(o.traceback) > 1][:1]
+    first_dependent = next(o for o in errors if o.ename == "Unfinished" and "needs" in o.traceback[0])
+    assert "finish `steering_vector` first" in first_dependent.traceback[0]
+
+
+def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished(tmp_path):
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("from utils.notebook_setup import setup\n\nDEVICE = setup(quiet=True)"),
+        nbformat.v4.new_code_cell("def f(x):\n    raise NotImplementedError('double x')"),
+        nbformat.v4.new_code_cell("y = f(2)"),
+        nbformat.v4.new_code_cell("print(y)"),
+        nbformat.v4.new_code_cell("len(5)"),
+        nbformat.v4.new_code_cell("def f(x):\n    return 2 * x"),
+        nbformat.v4.new_code_cell("print(z)"),
+    ]
+    NotebookClient(
+        nb, timeout=60, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(nbs.ROOT)}}
+    ).execute()
+    errors = [next((o for o in c.outputs if o.output_type == "error"), None) for c in nb.cells]
+    assert "`f` is still the stub" in errors[2].traceback[0]
+    assert "finish `f` first" in errors[3].traceback[0]
+    assert errors[4].ename == "TypeError", "not an unfinished exercise: the usual traceback"
+    assert errors[6].ename == "NameError", "once f is written, a missing name is the learner's own"

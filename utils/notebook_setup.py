@@ -109,6 +109,7 @@ def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = 
     from utils.models import default_device
 
     torch.set_grad_enabled(grad)
+    _report_unfinished_exercises()
     plotting.reset_session()
     plotting.configure(colab=colab)
     device = default_device()
@@ -119,6 +120,63 @@ def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = 
             f"transformer-lens {versions.installed('transformer-lens')}{where}."
         )
     return device
+
+
+class Unfinished(Exception):
+    """A cell stopped by an exercise whose stub is still there; shown as one red line."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[1;31m✗ {self.args[0]}\x1b[0m"]
+
+
+def _stub_name(tb) -> str | None:
+    """The function whose stub raised, if the innermost frame is a stub's ``raise NotImplementedError``."""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return code.co_name if code.co_filename.startswith("<ipython-input") or "ipykernel" in code.co_filename else None
+
+
+def _report_unfinished_exercises() -> None:
+    """In a notebook, answer a cell that an unfinished exercise stops in one line, instead of a traceback.
+
+    A cell that calls a stub says which function to finish; once a stub has stopped a cell, a later
+    cell that fails on a name or key the stopped cell never made says it depends on that exercise.
+    Any other error (the learner's own bug, say) shows as usual."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    unfinished: list[str] = []
+
+    def still_stubs() -> list[str]:
+        # a function still holds its stub while its code refers to NotImplementedError
+        fns = {n: shell.user_ns.get(n) for n in unfinished}
+        return [
+            n for n, f in fns.items() if "NotImplementedError" in getattr(getattr(f, "__code__", None), "co_names", ())
+        ]
+
+    def handler(self, etype, value, tb, tb_offset=None):
+        name = _stub_name(tb) if issubclass(etype, NotImplementedError) else None
+        if name:
+            if name not in unfinished and name != "<module>":
+                unfinished.append(name)
+            where = "this cell" if name == "<module>" else f"`{name}`"
+            message = (f"{where} is still the stub: finish that exercise (replace its `raise NotImplementedError` "
+                       "line), then run this cell again")  # fmt: skip
+        elif issubclass(etype, (NameError, KeyError)) and still_stubs():  # what an earlier, stopped cell never made
+            first, *rest = still_stubs()
+            also = f" (also unfinished: {', '.join(f'`{n}`' for n in rest)})" if rest else ""
+            message = (f"this cell needs what an unfinished exercise would have made: finish `{first}` first{also}, "
+                       "then run the cells from there on again")  # fmt: skip
+        else:
+            return self.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        self.showtraceback((Unfinished, Unfinished(message), None))
+
+    shell.set_custom_exc((Exception,), handler)
 
 
 # The part of the setup cell that runs on Colab before ``utils`` can be imported (so it uses
