@@ -149,6 +149,12 @@ CASES = {
         files={"taken": "file"},
         env=MOVED,
     ),
+    "train into a file system that refuses even root": Case(
+        train(*QUICK, "--tokens", "1000", "--out", "/proc/x/model"),
+        1,
+        "error: cannot write the model to /proc/x/model: /proc is not writable",
+        env=MOVED,
+    ),
     "train without a tokenizer": Case(
         train(*QUICK, "--tokens", "1000"),
         1,

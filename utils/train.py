@@ -30,6 +30,7 @@ import platform
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -261,6 +262,10 @@ def _folder_problem(folder: Path) -> str | None:
                 return f"{paths.shown(p)} is a file, not a folder"
             if not os.access(p, os.W_OK | os.X_OK):
                 return f"{paths.shown(p)} is not writable"
+            try:  # os.access says yes to root everywhere: try it (a file system such as /proc refuses even root)
+                tempfile.TemporaryFile(dir=p).close()
+            except OSError as e:
+                return f"{paths.shown(p)} is not writable ({e.strerror or e})"
             return None
     return None
 
