@@ -212,6 +212,7 @@ def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished
         nbformat.v4.new_code_cell("def f(x):\n    raise NotImplementedError('double x')"),
         nbformat.v4.new_code_cell("y = f(2)"),
         nbformat.v4.new_code_cell("print(y)"),
+        nbformat.v4.new_code_cell("assert sum(range(2)) == 4"),
         nbformat.v4.new_code_cell("len(5)"),
         nbformat.v4.new_code_cell("def f(x):\n    return 2 * x"),
         nbformat.v4.new_code_cell("print(z)"),
@@ -221,6 +222,6 @@ def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished
     ).execute()
     errors = [next((o for o in c.outputs if o.output_type == "error"), None) for c in nb.cells]
     assert "`f` is still the stub" in errors[2].traceback[0]
-    assert "finish `f` first" in errors[3].traceback[0]
-    assert errors[4].ename == "TypeError", "not an unfinished exercise: the usual traceback"
-    assert errors[6].ename == "NameError", "once f is written, a missing name is the learner's own"
+    assert "finish `f` first" in errors[3].traceback[0] and "finish `f` first" in errors[4].traceback[0]
+    assert errors[5].ename == "TypeError", "not an unfinished exercise: the usual traceback"
+    assert errors[7].ename == "NameError", "once f is written, a missing name is the learner's own"

@@ -122,6 +122,11 @@ def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = 
     return device
 
 
+# What a cell raises when an earlier cell, stopped by a stub, left a name undefined, a list or dict
+# half filled, or a result that an asserted claim then rejects.
+DEPENDENT_ERRORS = (NameError, KeyError, IndexError, AssertionError)
+
+
 class Unfinished(Exception):
     """A cell stopped by an exercise whose stub is still there; shown as one red line."""
 
@@ -141,7 +146,8 @@ def _report_unfinished_exercises() -> None:
     """In a notebook, answer a cell that an unfinished exercise stops in one line, instead of a traceback.
 
     A cell that calls a stub says which function to finish; once a stub has stopped a cell, a later
-    cell that fails on a name or key the stopped cell never made says it depends on that exercise.
+    cell that fails on what the stopped cell never made (``DEPENDENT_ERRORS``) says it depends on that
+    exercise.
     Any other error (the learner's own bug, say) shows as usual."""
     try:
         from IPython import get_ipython
@@ -167,7 +173,7 @@ def _report_unfinished_exercises() -> None:
             where = "this cell" if name == "<module>" else f"`{name}`"
             message = (f"{where} is still the stub: finish that exercise (replace its `raise NotImplementedError` "
                        "line), then run this cell again")  # fmt: skip
-        elif issubclass(etype, (NameError, KeyError)) and still_stubs():  # what an earlier, stopped cell never made
+        elif issubclass(etype, DEPENDENT_ERRORS) and not hasattr(value, "_render_traceback_") and still_stubs():
             first, *rest = still_stubs()
             also = f" (also unfinished: {', '.join(f'`{n}`' for n in rest)})" if rest else ""
             message = (f"this cell needs what an unfinished exercise would have made: finish `{first}` first{also}, "
