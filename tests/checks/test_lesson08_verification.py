@@ -191,11 +191,18 @@ def test_check_aligned_neurons(prove_check):
     prove_check(c.check_aligned_neurons, aligned_neurons, wrong)
 
 
+def _paired_auroc(s, y):
+    pos, neg = s[y], s[~y]
+    m = min(len(pos), len(neg))
+    return ((pos[:m] > neg[:m]).float() + 0.5 * (pos[:m] == neg[:m]).float()).mean().item()
+
+
 def test_check_auroc(prove_check):
     wrong = {
         "swap the classes": lambda s, y: 1 - auroc(s, y),
         "ties count half: a positive": lambda s, y: (s[y][:, None] > s[~y][None, :]).float().mean().item(),
         "not as wins": lambda s, y: (s[y][:, None] >= s[~y][None, :]).float().mean().item(),
+        "the i-th positive with the i-th negative": _paired_auroc,
         "accuracy at threshold 0": lambda s, y: ((s > 0) == y).float().mean().item(),
     }
     prove_check(c.check_auroc, auroc, wrong)
@@ -250,6 +257,13 @@ def test_check_attention_to_target(prove_check):
             pat * ((tok == t) & (torch.arange(len(tok)) != pos - 1))
         ).sum(-1),
         "previous token": lambda pat, tok, pos, t: pat[:, pos - 1],
+        "you averaged over the occurrences": lambda pat, tok, pos, t: (
+            (pat * ((tok == t) & (torch.arange(len(tok)) < pos - 1))).sum(-1)
+            / ((tok == t) & (torch.arange(len(tok)) < pos - 1)).sum()
+        ),
+        "the latest earlier occurrence only": lambda pat, tok, pos, t: pat[
+            :, int(torch.nonzero((tok == t) & (torch.arange(len(tok)) < pos - 1)).max())
+        ],
         "do not take the largest": lambda pat, tok, pos, t: (
             (pat * ((tok == t) & (torch.arange(len(tok)) < pos - 1))).max(-1).values
         ),
@@ -296,9 +310,29 @@ def test_check_zero_heads_hook(prove_check):
 
         return hook
 
-    prove_check(
-        c.check_zero_heads_hook, zero_heads_hook, {"not heads": positions, "components of every head": components}
-    )
+    def last_position(heads):
+        def hook(z, hook):
+            z = z.clone()
+            z[:, -1, heads] = 0
+            return z
+
+        return hook
+
+    def first_head(heads):
+        def hook(z, hook):
+            z = z.clone()
+            z[:, :, heads[0]] = 0
+            return z
+
+        return hook
+
+    wrong = {
+        "not heads": positions,
+        "components of every head": components,
+        "at the last position only": last_position,
+        "the first in the list": first_head,
+    }
+    prove_check(c.check_zero_heads_hook, zero_heads_hook, wrong)
 
 
 def test_check_accepts(prove_check):

@@ -219,7 +219,14 @@ def check_auroc(fn: Callable) -> None:
     strict = (pos[:, None] > neg[None, :]).float().mean().item()
     ties_full = (pos[:, None] >= neg[None, :]).float().mean().item()
     acc = ((scores > 0) == labels).float().mean().item()
+    m = min(len(pos), len(neg))
+    paired = ((pos[:m] > neg[:m]).float() + 0.5 * (pos[:m] == neg[:m]).float()).mean().item()
     for value, message in (
+        (
+            paired,
+            "you compared the i-th positive with the i-th negative only: AUROC compares every positive "
+            "with every negative, pos[:, None] against neg[None, :].",
+        ),
         (1 - want, "that is the chance a negative outscores a positive: swap the classes."),
         (strict, "ties count half: a positive and a negative with the same score are a coin flip."),
         (ties_full, "ties count half, not as wins."),
@@ -296,6 +303,10 @@ def check_attention_to_target(fn: Callable) -> None:
         (pattern[:, 4], "that is the prompt's target only: sum over every earlier occurrence."),
         (pattern[:, pos - 1], "that is the attention to the previous token: sum over the target's earlier places."),
         ((pattern * earlier).max(-1).values, "sum the attention over the occurrences; do not take the largest."),
+        ((pattern * earlier).sum(-1) / earlier.sum(), "you averaged over the occurrences: sum the attention over "
+         "them (the share of the head's attention that lands on the target)."),
+        (pattern[:, int(torch.nonzero(earlier).max())], "that is the latest earlier occurrence only: sum over every "
+         "earlier occurrence, the prompt's included."),
     ]  # fmt: skip
     expect_close(out, want, name, "attention", hints=hints)
     passed(name, "attention summed over the target's earlier occurrences")
@@ -352,7 +363,13 @@ def check_zero_heads_hook(fn: Callable) -> None:
     positions[:, heads] = 0
     dims = z.clone()
     dims[..., [h for h in heads if h < z.shape[-1]]] = 0
+    last = z.clone()
+    last[:, -1, heads] = 0
+    first_head = z.clone()
+    first_head[:, :, heads[0]] = 0
     hints = [
+        (last, "you zeroed the heads at the last position only: ablate them at every position, z[:, :, heads]."),
+        (first_head, f"you zeroed only head {heads[0]}, the first in the list: zero every head in `heads`."),
         (positions, "you zeroed positions 1 and 3, not heads: heads are dimension 2 of hook_z."),
         (dims, "you zeroed components of every head: heads are dimension 2 of hook_z."),
     ]
