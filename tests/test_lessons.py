@@ -225,3 +225,41 @@ def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished
     assert "finish `f` first" in errors[3].traceback[0] and "finish `f` first" in errors[4].traceback[0]
     assert errors[5].ename == "TypeError", "not an unfinished exercise: the usual traceback"
     assert errors[7].ename == "NameError", "once f is written, a missing name is the learner's own"
+
+
+def test_the_start_page_is_written_from_the_lessons_first_cells():
+    from utils import start_page
+
+    assert start_page.START_PAGE.read_text(encoding="utf-8") == start_page.render(), (
+        "notebooks/README.md is stale: run python -m utils.start_page"
+    )
+
+
+def test_every_link_on_the_start_page_opens_a_lesson():
+    from utils import start_page
+
+    text = start_page.START_PAGE.read_text(encoding="utf-8")
+    local = [t for t in re.findall(r"\]\(([^)]+)\)", text) if "://" not in t]
+    assert local and all((start_page.START_PAGE.parent / t).exists() for t in local), local
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
+def test_each_lessons_summary_ends_with_the_lessons_to_open_next(path):
+    from utils import start_page
+
+    summary = next(c.source for c in nbformat.read(path, as_version=4).cells if "## Summary" in c.source)
+    line = start_page.next_line(path.name[:2])
+    assert line in summary, f"add to the summary: {line}"
+    for target in re.findall(r"\]\(([^)]+)\)", line):
+        assert (path.parent / target).exists() and (nbs.NOTEBOOKS / target).exists(), target
+
+
+def test_the_readme_counts_each_lessons_exercises():
+    from utils import start_page
+    from utils.paths import README
+
+    counted = {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^\| (\d\d) \| .* \| (\d+) \|$", README.read_text(encoding="utf-8"), re.M)
+    }
+    assert counted == {lesson.number: lesson.exercises for lesson in start_page.lessons()}
