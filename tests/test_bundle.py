@@ -311,6 +311,10 @@ def simulated_colab_runtime(make_venv, tmp_path: Path, torch_version: str) -> Pa
     (colab / "__init__.py").write_text('"""A stand-in for Colab\'s google.colab: the setup cell is given a path."""\n')
     (colab / "files.py").write_text("def upload():\n    raise RuntimeError('the simulation gives a path')\n")
     (colab / "drive.py").write_text("def mount(path):\n    raise RuntimeError('the simulation gives a path')\n")
+    (colab / "output.py").write_text(  # records that the setup cell asked for Colab's widget manager
+        "import os\n\n\ndef enable_custom_widget_manager():\n"
+        "    open(os.environ['COLAB_WIDGET_LOG'], 'a').write('enabled\\n')\n"
+    )
     # After this_environment.pth (the files are read in name order), so the packages are there first.
     (site / "zz_colab_runtime.pth").write_text(f"{colab.parent.parent}\nimport google.colab\n")
     return venv / "bin" / "python"
@@ -373,7 +377,12 @@ def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(
                 "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                 "display_name": "simulated Colab",
                 "language": "python",
-                "env": {"HF_HUB_OFFLINE": "1", "PIP_NO_INDEX": "1", "TOKENIZERS_PARALLELISM": "false"},
+                "env": {
+                    "HF_HUB_OFFLINE": "1",
+                    "PIP_NO_INDEX": "1",
+                    "TOKENIZERS_PARALLELISM": "false",
+                    "COLAB_WIDGET_LOG": str(tmp_path / "widget-manager.log"),
+                },
             }
         )
     )
@@ -399,6 +408,7 @@ def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(
     assert report["sys_path"].count(str(course)) == 1
     assert report["torch"] == "2.9.1+cu126"
     assert f"course files in {course}" in again
+    assert (tmp_path / "widget-manager.log").read_text() == "enabled\n" * 2, "Colab's widget manager, once per run"
     preinstalled_torch = tmp_path / "runtime-packages" / "torch-2.9.1+cu126.dist-info" / "METADATA"
     assert "Version: 2.9.1+cu126\n" in preinstalled_torch.read_text(), "torch was not reinstalled"
     runtime_site = python.parent.parent / "lib"

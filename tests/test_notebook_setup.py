@@ -42,7 +42,10 @@ def colab(monkeypatch):
     module = types.ModuleType("google.colab")
     module.files = types.SimpleNamespace(upload=lambda: pytest.fail("nothing should ask for an upload"))
     module.drive = types.SimpleNamespace(mount=lambda path: pytest.fail("nothing should mount Drive"))
+    module.widget_managers = []
+    module.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: module.widget_managers.append(True))
     monkeypatch.setitem(sys.modules, "google.colab", module)
+    return module
 
 
 @pytest.fixture
@@ -234,3 +237,14 @@ def test_the_fix_the_setup_cell_names_installs_a_missing_package_into_the_kernel
     subprocess.run(fix, shell=True, env=env, check=True, capture_output=True)
     after = subprocess.run([python, "-c", report], env=env, capture_output=True, text=True, check=True).stdout
     assert after.strip().endswith("FIXED"), after
+
+
+def test_on_colab_the_custom_widget_manager_is_enabled_for_the_explorers(installed, colab, pip_calls):
+    installed.update({"torch": "2.9.1+cu126", "numpy": "2.0.2"})
+    ns.setup(quiet=True)
+    assert colab.widget_managers == [True]
+
+
+def test_off_colab_no_widget_manager_is_asked_for(installed):
+    assert "google.colab" not in sys.modules
+    ns.setup(quiet=True)

@@ -109,6 +109,10 @@ def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = 
     from utils.models import default_device
 
     torch.set_grad_enabled(grad)
+    if colab:  # Colab draws ipywidgets 8 only through its custom widget manager
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
     _report_unfinished_exercises()
     plotting.reset_session()
     plotting.configure(colab=colab)
