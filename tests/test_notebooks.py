@@ -3,6 +3,7 @@ learner's answers or handing out a solution; the one executor runs notebooks."""
 
 import json
 import subprocess
+import sys
 import warnings
 
 import nbformat
@@ -343,3 +344,41 @@ def test_a_notebook_that_stalls_twice_fails(monkeypatch):
     monkeypatch.setattr(nbs, "_execute_once", stall)
     with pytest.raises(CellTimeoutError):
         nbs.execute("x.ipynb")
+
+
+def test_a_workshop_build_leaves_out_every_solution_and_keeps_every_exercise_and_check(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "utils.notebooks", "build", "--no-solutions", "--out", str(tmp_path / "workshop")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    built = sorted((tmp_path / "workshop").glob("*.ipynb"))
+    assert [p.name for p in built] == sorted(p.name for p in SOLUTIONS.glob("*.ipynb"))
+    for path in built:
+        mine = nbformat.read(path, as_version=4)
+        usual = nbformat.read(NOTEBOOKS / path.name, as_version=4)
+        assert not any("<summary>Solution</summary>" in c.source for c in mine.cells), path.name
+        assert any("<summary>Solution</summary>" in c.source for c in usual.cells), path.name
+        stubs = [c.source for c in mine.cells if "raise NotImplementedError(" in c.source]
+        assert stubs == [c.source for c in usual.cells if "raise NotImplementedError(" in c.source]
+        assert [c.source for c in mine.cells if c.source.startswith("from utils.checks")] == [
+            c.source for c in usual.cells if c.source.startswith("from utils.checks")
+        ]
+    assert not r.stderr and nbs.check()[0] == [], "the course's own notebooks are untouched"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--no-solutions"], "build --no-solutions needs --out"),
+        (["--no-solutions", "--out", "notebooks"], "writes into a folder of its own, not notebooks"),
+        (["--out", "somewhere"], "--out goes with build --no-solutions"),
+    ],
+)
+def test_a_workshop_build_without_a_folder_of_its_own_is_refused_in_one_sentence(args, message):
+    r = subprocess.run(
+        [sys.executable, "-m", "utils.notebooks", "build", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr

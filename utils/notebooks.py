@@ -144,8 +144,9 @@ def solution_cell(snippets: list[str]) -> nbformat.NotebookNode:
     )
 
 
-def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """The exercise version of a solutions notebook."""
+def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook", solutions: bool = True) -> nbformat.NotebookNode:
+    """The exercise version of a solutions notebook (``solutions=False``: without the solution cells,
+    for a workshop that hands them out later)."""
     out = copy.deepcopy(nb)
     cells = []
     exercises: list[nbformat.NotebookNode] = []  # the cells holding stubs
@@ -157,7 +158,8 @@ def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbforma
         cell = copy.deepcopy(cell)
         is_hint = cell.cell_type == "markdown" and "<summary>Hint</summary>" in cell.source
         if ready and not is_hint:
-            cells.append(solution_cell(ready))
+            if solutions:
+                cells.append(solution_cell(ready))
             ready = []
         if cell.cell_type == "code":
             original = cell.source
@@ -171,7 +173,7 @@ def build_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbforma
             elif pending and "check_" in cell.source:
                 ready, pending = pending, []
         cells.append(cell)
-    if ready:
+    if ready and solutions:
         cells.append(solution_cell(ready))
     if pending:
         raise NotebookError(f"{name}: an exercise has no check cell after it (a code cell calling check_...)")
@@ -281,6 +283,23 @@ def build(overwrite_answers: bool = False) -> tuple[list[str], list[str]]:
         path.write_text(text, encoding="utf-8")
         done.append(f"wrote {shown(path)}")
     return done, refused
+
+
+def build_without_solutions(out: Path) -> list[str]:
+    """Write every lesson's exercise notebook without its solution cells into ``out`` (a folder of its
+    own: the course's notebooks/ keeps the solutions); returns what was written."""
+    out = Path(out)
+    if out.resolve() in (NOTEBOOKS.resolve(), SOLUTIONS.resolve()):
+        raise NotebookError(f"--no-solutions writes into a folder of its own, not {shown(out)}: pass --out another one")
+    if out.exists() and not out.is_dir():
+        raise NotebookError(f"--out {shown(out)} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+        target = out / path.name
+        target.write_text(render(build_notebook(read_notebook(path), path.name, solutions=False)), encoding="utf-8")
+        done.append(f"wrote {shown(target)}")
+    return done
 
 
 def _unchanged_in_git(path: Path) -> bool:
@@ -463,6 +482,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="with build: rebuild exercise notebooks holding a learner's answers, keeping a .bak copy of each",
     )
+    ap.add_argument(
+        "--no-solutions",
+        action="store_true",
+        help="with build: write the exercise notebooks without their solution cells into --out (for a workshop)",
+    )
+    ap.add_argument("--out", type=Path, help="with build --no-solutions: the folder to write them into")
     args = ap.parse_args(argv)
     try:
         return _command(args)
@@ -484,6 +509,16 @@ def _command(args) -> int:
         return status
     if args.paths:
         raise NotebookError(f"{args.command} takes no paths: it works on every notebook in solutions/")
+    if args.command == "build" and args.no_solutions:
+        if args.out is None:
+            raise NotebookError("build --no-solutions needs --out, a folder of its own for the workshop's notebooks")
+        for line in build_without_solutions(args.out):
+            print(line)
+        return 0
+    if args.out is not None:
+        raise NotebookError(
+            "--out goes with build --no-solutions; the exercise notebooks themselves live in notebooks/"
+        )
     if args.command == "build":
         done, refused = build(overwrite_answers=args.overwrite_answers)
         for line in done:
