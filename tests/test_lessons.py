@@ -293,3 +293,16 @@ def test_each_hook_in_the_glossarys_cheat_sheet_is_one_the_lessons_use():
     assert hooks and all(
         re.search(re.escape(h.lower()).replace(r"\{l\}", r"(\d+|\{l\}|\{[a-z_]+\})"), everything) for h in hooks
     ), hooks
+
+
+def test_each_lessons_question_sheet_holds_its_discussion_questions():
+    from utils import handouts
+
+    sheets = handouts.sheets()
+    assert len(sheets) == len(SOLUTIONS)
+    for path, text in sheets.items():
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run python -m utils.handouts"
+    for path in SOLUTIONS:
+        questions = handouts.discussion_questions(path)
+        assert 4 <= len(questions) <= 6, (path.name, len(questions))
+        assert [int(q.split(".")[0]) for q in questions] == list(range(1, len(questions) + 1)), path.name

@@ -1,0 +1,68 @@
+"""Handouts written from the lessons: one question sheet per lesson for a reading group.
+
+The questions live in the notebooks (each lesson's "Discussion questions" list); this module copies
+them, with the lesson's title and time, into ``docs/questions/NN.md``, a page to print or project.
+A test keeps the sheets equal to what this writes.
+
+    python -m utils.handouts      # rewrite docs/questions/
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from utils.notebooks import read_notebook
+from utils.paths import ROOT, SOLUTIONS
+from utils.start_page import lessons
+
+QUESTIONS = ROOT / "docs" / "questions"
+
+
+def discussion_questions(path: Path) -> list[str]:
+    """The numbered discussion questions of one lesson, each as one paragraph."""
+    for cell in read_notebook(path).cells:
+        text = cell.source
+        if cell.cell_type != "markdown" or "Discussion questions" not in text:
+            continue
+        block = text[text.index("Discussion questions") :].split("\n", 1)[1]
+        items = re.split(r"\n(?=\d+\. )", "\n" + block.strip())
+        return [" ".join(item.split()) for item in items if re.match(r"\d+\. ", item.strip())]
+    return []
+
+
+def question_sheet(path: Path) -> str:
+    lesson = next(x for x in lessons() if x.number == path.name[:2])
+    questions = discussion_questions(path)
+    return "\n".join(
+        [
+            f"# {lesson.number} · {lesson.title}: questions for discussion",
+            "",
+            f"<!-- written by python -m utils.handouts from {path.relative_to(ROOT)}: edit the notebook, not this -->",
+            "",
+            f"Lesson: [{path.name}](../../notebooks/{path.name}) ({lesson.time}). Run it, or read its outputs in",
+            f"[the solutions notebook](../../solutions/{path.name}), before the session.",
+            "",
+            *[f"{q}\n" for q in questions],
+        ]
+    )
+
+
+def sheets() -> dict[Path, str]:
+    """{sheet path: its text} for every lesson."""
+    return {
+        QUESTIONS / f"{path.name[:2]}.md": question_sheet(path) for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    QUESTIONS.mkdir(parents=True, exist_ok=True)
+    for path, text in sheets().items():
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
