@@ -15,7 +15,7 @@ from pathlib import Path
 
 from utils.notebooks import read_notebook
 from utils.paths import ROOT, SOLUTIONS
-from utils.start_page import lessons
+from utils.start_page import Lesson, lessons
 
 QUESTIONS = ROOT / "docs" / "questions"
 
@@ -32,8 +32,7 @@ def discussion_questions(path: Path) -> list[str]:
     return []
 
 
-def question_sheet(path: Path) -> str:
-    lesson = next(x for x in lessons() if x.number == path.name[:2])
+def question_sheet(path: Path, lesson: Lesson) -> str:
     questions = discussion_questions(path)
     return "\n".join(
         [
@@ -51,8 +50,10 @@ def question_sheet(path: Path) -> str:
 
 def sheets() -> dict[Path, str]:
     """{sheet path: its text} for every lesson."""
+    by_number = {lesson.number: lesson for lesson in lessons()}
     return {
-        QUESTIONS / f"{path.name[:2]}.md": question_sheet(path) for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
+        QUESTIONS / f"{path.name[:2]}.md": question_sheet(path, by_number[path.name[:2]])
+        for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
     }
 
 

@@ -146,6 +146,17 @@ CARD_KEYS = ("weights_sha256", "format")
 CARD_FORMATS = ("hf", "native")  # a Hugging Face folder (config.json), or TransformerLens's own config
 
 
+def _read_json(path: Path, what: str, fix: str):
+    """The JSON in ``path``, or a ``ZooError`` naming ``what`` it is, where it breaks and ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise ZooError(
+            f"{what} is not valid JSON ({paths.shown(path)}, {where}); {restore_hint(path)} or {fix}"
+        ) from None
+
+
 def read_card(name: str, folder: Path | None = None) -> dict:
     """The model card (``card.json``) of a zoo model, from ``folder`` (default
     ``data/models/<name>``); ``ZooError`` says how to fix a bad one."""
@@ -153,14 +164,7 @@ def read_card(name: str, folder: Path | None = None) -> dict:
     rewrite = f"python -m utils.evaluate {name} --write-card"
     if not path.exists():
         raise ZooError(f"zoo model {name!r} has no card at {path}. Rebuild it with: {rebuild_command(name)}")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        where = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-        raise ZooError(
-            f"the card of {name} is not valid JSON ({paths.shown(path)}, {where}); "
-            f"{restore_hint(path)} or rewrite it with: {rewrite}"
-        ) from None
+    card = _read_json(path, f"the card of {name}", f"rewrite it with: {rewrite}")
     missing = [k for k in CARD_KEYS if not isinstance(card, dict) or k not in card]
     if missing:
         raise ZooError(
@@ -244,14 +248,9 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
             f"zoo model {name!r} is incomplete: {paths.shown(config)} is missing; "
             f"{restore_hint(config)} or rebuild the model with: {rebuild_command(name)}"
         )
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        where = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-        raise ZooError(
-            f"the config of zoo model {name!r} is not valid JSON ({paths.shown(config)}, {where}); "
-            f"{restore_hint(config)} or rebuild the model with: {rebuild_command(name)}"
-        ) from None
+    settings = _read_json(
+        config, f"the config of zoo model {name!r}", f"rebuild the model with: {rebuild_command(name)}"
+    )
     if verify:
         digest = sha256_file(weights)
         if digest != card["weights_sha256"]:
@@ -272,7 +271,7 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
         if card["format"] == "native":
             from transformer_lens.config import TransformerBridgeConfig
 
-            cfg = TransformerBridgeConfig(**json.loads((folder / "config.json").read_text()))
+            cfg = TransformerBridgeConfig(**settings)
             with _quiet():
                 model = TransformerBridge.boot_native(cfg, tokenizer=tokenizer, device="cpu")
             state = {k: v.float() for k, v in load_file(weights).items()}

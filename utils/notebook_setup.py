@@ -177,8 +177,12 @@ def _report_unfinished_exercises() -> None:
             where = "this cell" if name == "<module>" else f"`{name}`"
             message = (f"{where} is still the stub: finish that exercise (replace its `raise NotImplementedError` "
                        "line), then run this cell again")  # fmt: skip
-        elif issubclass(etype, DEPENDENT_ERRORS) and not hasattr(value, "_render_traceback_") and still_stubs():
-            first, *rest = still_stubs()
+        elif (
+            issubclass(etype, DEPENDENT_ERRORS)
+            and not hasattr(value, "_render_traceback_")
+            and (waiting := still_stubs())
+        ):
+            first, *rest = waiting
             also = f" (also unfinished: {', '.join(f'`{n}`' for n in rest)})" if rest else ""
             message = (f"this cell needs what an unfinished exercise would have made: finish `{first}` first{also}, "
                        "then run the cells from there on again")  # fmt: skip
