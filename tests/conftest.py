@@ -100,3 +100,41 @@ def copy_zoo_model(tmp_path, monkeypatch):
         return tmp_path / name
 
     return copy
+
+
+# Small random-weight models of the architectures a learner switches to, saved in the hub's format
+# (save_pretrained: config.json, model.safetensors, the course's tokenizer) so that
+# load_model(<folder>) loads them exactly as it would load the hub's checkpoints, offline.
+ARCHITECTURES = ("gpt2", "llama", "gemma2", "qwen2")
+
+
+def save_random_model(architecture: str, folder: Path, layers: int = 2) -> Path:
+    """A random ``architecture`` model (64 wide, 4 heads) with the Storyworld tokenizer in ``folder``."""
+    import torch
+    import transformers
+
+    from utils.paths import TOKENIZER_DIR
+
+    tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(str(TOKENIZER_DIR))
+    size = dict(vocab_size=len(tokenizer), max_position_embeddings=512, num_hidden_layers=layers)
+    attention = dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2)
+    config = {
+        "gpt2": lambda: transformers.GPT2Config(
+            vocab_size=len(tokenizer), n_positions=512, n_embd=64, n_layer=layers, n_head=4
+        ),
+        "llama": lambda: transformers.LlamaConfig(**size, **attention),
+        "gemma2": lambda: transformers.Gemma2Config(**size, **attention, head_dim=16, sliding_window=256),
+        "qwen2": lambda: transformers.Qwen2Config(**size, **attention),
+    }[architecture]()
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def random_model_folders(tmp_path_factory) -> dict[str, Path]:
+    """{architecture: a folder holding a random-weight model of it in the hub's format}."""
+    root = tmp_path_factory.mktemp("architectures")
+    return {a: save_random_model(a, root / a) for a in ARCHITECTURES}

@@ -191,3 +191,29 @@ def test_device_default_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert models.default_device() == "mps"
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert models.default_device() == "cpu"
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gemma2", "qwen2"])
+def test_a_folder_saved_in_the_hubs_format_loads_offline_as_a_hub_model_would(random_model_folders, architecture):
+    from utils.tokenizer import corpus_tokenizer
+
+    model = load_model(str(random_model_folders[architecture]))
+    text = "Mara felt calm. Tom gave the cup to Mara."
+    assert model.tokenizer.encode(text, add_special_tokens=False) == corpus_tokenizer("storyworld").encode(text)
+    tokens = model.to_tokens(text)
+    logits, cache = model.run_with_cache(tokens)
+    assert logits.shape == (1, tokens.shape[1], len(model.tokenizer))
+    assert model.cfg.n_layers == 2 and f"blocks.{model.cfg.n_layers - 1}.hook_resid_post" in cache
+    assert not model.training
+
+
+def test_a_folder_with_only_pickled_weights_is_refused_without_unpickling(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not to be unpickled")
+    with pytest.raises(ValueError, match=r"only pytorch_model.bin, which the course never unpickles"):
+        load_model(str(tmp_path))
+
+
+def test_a_folder_without_a_config_says_what_load_model_takes(tmp_path):
+    with pytest.raises(ValueError, match="holds no config.json: load_model takes a zoo name, a hub name, or a folder"):
+        load_model(str(tmp_path))

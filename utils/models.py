@@ -3,6 +3,7 @@
     >>> from utils import load_model
     >>> model = load_model("storyworld-4l")     # offline, from data/models/storyworld-4l
     >>> model = load_model("gpt2-small")        # from the Hugging Face hub (needs network)
+    >>> model = load_model("path/to/folder")    # a model saved with save_pretrained, offline
 
 Every model comes back as a TransformerLens ``TransformerBridge`` in eval mode.
 """
@@ -197,6 +198,8 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
     device = check_device(device)
     if name in ZOO:
         return _load_zoo(name, device, verify, folder)
+    if Path(name).expanduser().is_dir() and folder is None:
+        return _load_folder(Path(name).expanduser(), device)
     if folder is not None:
         raise ValueError(
             f"folder= loads a zoo model's own files (a training run's --out), and {name!r} is not a zoo model; "
@@ -286,6 +289,37 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
             _fuse_tanh_gelu(model)
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
         raise ZooError(f"could not load {name} from {folder}: {e}. Rebuild it with: {rebuild_command(name)}") from e
+    model.eval()
+    return model
+
+
+def _load_folder(folder: Path, device: str):
+    """A model saved in the hub's format (``save_pretrained``: config.json, safetensors weights and
+    a tokenizer) in a local folder, loaded exactly as its hub name would load, without the hub."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = paths.shown(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(
+            f"{where} is a folder but holds no config.json: load_model takes a zoo name, a hub name, or a folder "
+            "written by save_pretrained (config.json, model.safetensors and the tokenizer's files)"
+        )
+    if not list(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+        raise ValueError(
+            f"{where} holds no safetensors weights"
+            + (f" (only {', '.join(pickled)}, which the course never unpickles)" if pickled else "")
+            + ": save the model with save_pretrained(folder, safe_serialization=True)"
+        )
+    with _quiet(), _hub_offline():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(folder), local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+        )
+        model = TransformerBridge.boot_transformers(
+            str(folder), device=device, tokenizer=tokenizer, hf_model=hf_model, dtype=torch.float32
+        )
     model.eval()
     return model
 
