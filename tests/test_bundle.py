@@ -110,6 +110,64 @@ def test_a_learners_own_notebook_copy_is_left_out_without_stopping_the_bundle(tm
     assert inside == ["notebooks/00_orientation.ipynb", "pyproject.toml", "utils/tracked.py"]
 
 
+# The workshop's notebooks: stamped with the bundle's address, without solutions
+
+
+def test_with_a_url_the_workshops_notebooks_are_the_exercises_without_solutions_stamped_with_it(built, tmp_path):
+    from utils.notebooks import build_without_solutions, read_notebook
+
+    archive, digest, _ = built
+    url = f"https://example.org/course/{archive.name}"
+    folder = bundler.write_workshop(archive, url, tmp_path / "workshop")
+    plain = tmp_path / "plain"
+    build_without_solutions(plain)
+    names = sorted(p.name for p in folder.glob("*.ipynb"))
+    assert names == sorted(p.name for p in SOLUTIONS.glob("*.ipynb"))
+    for name in names:
+        stamped, unstamped = read_notebook(folder / name), read_notebook(plain / name)
+        first = next(i for i, c in enumerate(stamped.cells) if c.cell_type == "code")
+        assert stamped.cells[first].source == bundler.stamp(ns.SETUP_CELL, url, digest)
+        assert f"COURSE_SOURCE = {url!r}" in stamped.cells[first].source
+        assert f"COURSE_SHA256 = {digest!r}" in stamped.cells[first].source
+        stamped.cells[first].source = ns.SETUP_CELL
+        assert stamped == unstamped, f"{name}: only the first cell's two settings differ"
+        assert not any("<summary>Solution" in c.source for c in stamped.cells), f"{name} holds a solution"
+    assert url in (folder / "README.md").read_text() and digest in (folder / "README.md").read_text()
+
+
+def test_a_stamped_first_cell_fetches_checks_and_extracts_the_bundle_on_a_fake_colab(built, tmp_path, monkeypatch):
+    archive, digest, _ = built
+    cell = bundler.stamp(ns.SETUP_CELL, archive.as_uri(), digest)
+    fetching = cell.split("from utils.notebook_setup import setup")[0]  # the rest is setup(), tested elsewhere
+    content = tmp_path / "content"
+    content.mkdir()
+    monkeypatch.chdir(content)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    module = types.ModuleType("google.colab")
+    module.files = types.SimpleNamespace(upload=lambda: pytest.fail("a stamped cell never asks for an upload"))
+    module.drive = types.SimpleNamespace(mount=lambda path: pytest.fail("a URL never mounts Drive"))
+    monkeypatch.setitem(sys.modules, "google.colab", module)
+    variables: dict = {}
+    exec(fetching, variables)
+    assert variables["course"] == str(content / NAME) and sys.path[0] == str(content / NAME)
+    assert (content / NAME / "utils" / "notebook_setup.py").is_file()
+
+
+def test_a_workshop_url_that_cannot_name_the_bundle_is_refused_before_anything_is_written(tmp_path, capsys):
+    for url, why in [
+        ("https://example.org/course.tar.gz", "must end with the bundle's file name"),
+        (f"ftp://example.org/{NAME}.tar.gz", "neither a web address"),
+    ]:
+        assert bundler.main(["--out", str(tmp_path), "--url", url]) == 1
+        assert why in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stamping_a_cell_that_lost_its_settings_says_so():
+    with pytest.raises(bundler.BundleError, match='COURSE_SHA256 = ""'):
+        bundler.stamp('COURSE_SOURCE = ""\n', "https://example.org/x.tar.gz", "ab")
+
+
 # The setup cell's fetch, on a fake Colab
 
 
@@ -388,9 +446,7 @@ def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    setup_cell = ns.SETUP_CELL.replace('COURSE_SOURCE = ""', f"COURSE_SOURCE = {str(archive)!r}", 1).replace(
-        'COURSE_SHA256 = ""', f"COURSE_SHA256 = {digest!r}", 1
-    )
+    setup_cell = bundler.stamp(ns.SETUP_CELL, str(archive), digest)
     nb = lesson_00_with_setup_cell(setup_cell)
 
     NotebookClient(

@@ -5,6 +5,11 @@ under one top folder named like the archive. It is reproducible: entries are sor
 and mtimes fixed and the gzip header carries no time, so the same tree gives the same
 sha256, which is printed and written next to the archive (``<archive>.sha256``, in the
 format ``sha256sum -c`` reads). See docs/teaching-on-colab.md.
+
+With ``--url`` (``make bundle URL=...``) it also writes the workshop's notebooks,
+``dist/handson-mechinterp-<version>-workshop/``: every lesson's exercise notebook without its
+solution cells, with the bundle's address and checksum already typed into its first cell, so that
+learners open a notebook and press *Run*.
 """
 
 from __future__ import annotations
@@ -92,24 +97,108 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_source(source: str, archive_name: str) -> None:
+    """Refuse an address the setup cell could not fetch this bundle from: a URL or a Drive path must
+    end with the archive's file name (the cell saves and finds the file under that name)."""
+    kinds = ("https://", "http://", "file://", "/content/drive/")
+    if not source.startswith(kinds):
+        raise BundleError(
+            f"--url {source!r} is neither a web address (https://...) nor a path on Google Drive "
+            "(/content/drive/MyDrive/...): give the address learners will fetch the bundle from"
+        )
+    if source.split("?")[0].rsplit("/", 1)[-1] != archive_name:
+        raise BundleError(
+            f"--url {source!r} must end with the bundle's file name, {archive_name}: the first cell "
+            "saves the download under that name"
+        )
+
+
+def stamp(setup_cell: str, source: str, sha256: str) -> str:
+    """The setup cell with ``COURSE_SOURCE`` and ``COURSE_SHA256`` filled in."""
+    for name, value in (("COURSE_SOURCE", source), ("COURSE_SHA256", sha256)):
+        blank = f'{name} = ""'
+        if setup_cell.count(blank) != 1:
+            raise BundleError(
+                f"the setup cell should hold the line {blank} once; it holds it {setup_cell.count(blank)} times"
+            )
+        setup_cell = setup_cell.replace(blank, f"{name} = {value!r}", 1)
+    return setup_cell
+
+
+def write_workshop(archive: Path, source: str, out: Path | None = None) -> Path:
+    """The workshop's notebooks for ``archive`` fetched from ``source``: every exercise notebook without
+    its solutions, its first cell stamped with ``source`` and the archive's sha256, in
+    ``<archive's folder>/<name>-workshop/`` (or ``out``). Returns the folder."""
+    from utils.notebook_setup import SETUP_CELL
+    from utils.notebooks import build_without_solutions, read_notebook, render
+
+    name = archive.name.removesuffix(".tar.gz")
+    check_source(source, archive.name)
+    out = out or archive.parent / f"{name}-workshop"
+    if out.exists():
+        for old in out.glob("*.ipynb"):
+            old.unlink()
+    build_without_solutions(out)
+    digest = sha256(archive)
+    for path in sorted(out.glob("*.ipynb")):
+        notebook = read_notebook(path)
+        first = next(c for c in notebook.cells if c.cell_type == "code")
+        if first.source != SETUP_CELL:
+            raise BundleError(f"{path.name}'s first code cell is not the course's setup cell: rebuild the notebooks")
+        first.source = stamp(SETUP_CELL, source, digest)
+        path.write_text(render(notebook), encoding="utf-8")
+    lessons = sorted(p.name for p in out.glob("*.ipynb"))
+    (out / "README.md").write_text(
+        "\n".join(
+            [
+                f"# {name}: the workshop's notebooks",
+                "",
+                "Open a notebook in Colab (upload it, or open it from Drive) and run its first cell: it fetches",
+                f"the course from {source}, checks its sha256 ({digest}) and installs what Colab lacks.",
+                "These notebooks hold every exercise, check and hint; the solutions are handed out separately.",
+                "",
+                *[f"- {lesson}" for lesson in lessons],
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DIST, help="folder for the archive (default: dist/)")
+    parser.add_argument(
+        "--url",
+        help="where learners will fetch the archive (a URL or a /content/drive/ path ending with its file name): "
+        "also write the workshop's notebooks, without solutions, this address and the checksum in their first cell",
+    )
     args = parser.parse_args(argv)
     try:
         args.out.resolve().mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        print(f"bundle: cannot write the archive into {args.out}: {error.strerror or error}; pass --out a folder you "
-              "can write to", file=sys.stderr)  # fmt: skip
+        print(
+            f"bundle: cannot write the archive into {args.out}: {error.strerror or error}; pass --out a folder you "
+            "can write to",
+            file=sys.stderr,
+        )
         return 1
     try:
+        if args.url:
+            check_source(args.url, f"{bundle_name()}.tar.gz")  # before the archive is written
         archive = write_bundle(args.out.resolve())
+        workshop = write_workshop(archive, args.url) if args.url else None
     except BundleError as error:
         print(f"bundle: {error}", file=sys.stderr)
         return 1
     size = archive.stat().st_size / 1e6
     print(f"bundle: wrote {shown(archive)} ({size:.1f} MB)")
     print(f"sha256 {sha256(archive)}  (also in {shown(archive)}.sha256)")
+    if workshop:
+        count = len(list(workshop.glob("*.ipynb")))
+        print(f"workshop: wrote {count} notebooks without solutions into {shown(workshop)}/, each fetching {args.url}")
+        print("  put the archive at that address, then share that folder with learners (e.g. upload it to Drive)")
     return 0
 
 
