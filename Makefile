@@ -47,8 +47,10 @@ record: setup
 	$(PY) -m utils.evaluate --readme
 
 ## One reproducible archive of the course for Colab workshops: dist/handson-mechinterp-<version>.tar.gz and its sha256.
+## With URL=<where learners fetch it>: also dist/handson-mechinterp-<version>-workshop/, the exercise notebooks
+## without solutions, that URL and the checksum typed into each first cell.
 bundle: setup
-	$(PY) -m utils.bundle
+	$(PY) -m utils.bundle $(if $(URL),--url "$(URL)")
 
 clean:
 	rm -rf .venv build runs .pytest_cache
