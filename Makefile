@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup course test robustness zoo benchmark record notebooks bundle clean
+.PHONY: setup course test robustness zoo benchmark record notebooks bundle figures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -51,6 +51,11 @@ record: setup
 ## without solutions, that URL and the checksum typed into each first cell.
 bundle: setup
 	$(PY) -m utils.bundle $(if $(URL),--url "$(URL)")
+
+## Pictures to project: every lesson's static figures (copied from the executed solutions) and its mechanism diagrams,
+## with a page listing them, in docs/figures/NN/.
+figures: setup
+	$(PY) -m utils.figures
 
 clean:
 	rm -rf .venv build runs .pytest_cache
