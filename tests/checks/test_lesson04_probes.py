@@ -257,10 +257,11 @@ def _probe(
     grad="on",
     returns="linear",
     weight_decay=0.0,
+    start="seeded",
 ):
     """A learner's ``train_probe`` (the notebook's signature) with one part written as given."""
 
-    def train_probe(x, y, n_classes, steps_=300, lr_=1e-2):
+    def train_probe(x, y, n_classes, steps_=300, lr_=1e-2, seed=0):
         n_steps, rate = steps if steps is not None else steps_, lr if lr is not None else lr_
         if standardise == "feature":
             mu, sd = x.mean(0), x.std(0) + 1e-6
@@ -275,7 +276,22 @@ def _probe(
         elif standardise == "one std":
             mu, sd = x.mean(0), x.std() * torch.ones(x.shape[1])
         z = (x - mu) / sd
-        probe = torch.nn.Linear(x.shape[1], n_classes)
+        if start == "seeded":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                probe = torch.nn.Linear(x.shape[1], n_classes)
+        elif start == "global seed":  # torch.manual_seed without fork_rng
+            torch.manual_seed(seed)
+            probe = torch.nn.Linear(x.shape[1], n_classes)
+        elif start == "zeros":  # a sound fit for a convex loss, but `seed` then changes nothing
+            probe = torch.nn.Linear(x.shape[1], n_classes)
+            torch.nn.init.zeros_(probe.weight), torch.nn.init.zeros_(probe.bias)
+        elif start == "fixed seed":  # seeded, but always with 0 whatever `seed` says
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                probe = torch.nn.Linear(x.shape[1], n_classes)
+        else:  # "unseeded": from wherever torch's global generator is
+            probe = torch.nn.Linear(x.shape[1], n_classes)
         params = probe.parameters()
         opt = {
             "adam": lambda: torch.optim.Adam(params, lr=rate, weight_decay=weight_decay),
@@ -344,11 +360,14 @@ class _Standardising(torch.nn.Linear):
         return super().forward((x - self.mu) / self.sd)
 
 
-def train_probe_lbfgs(x, y, n_classes):
-    """Another optimiser, run to convergence: the check's problem has one answer that both reach."""
+def train_probe_lbfgs(x, y, n_classes, seed=0):
+    """Another optimiser, run to convergence from seeded first weights: the check's problem has one answer
+    that both reach, and another seed still gives (slightly) other weights."""
     mu, sd = x.mean(0), x.std(0)
     z = (x - mu) / sd
-    probe = torch.nn.Linear(x.shape[1], n_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe = torch.nn.Linear(x.shape[1], n_classes)
     opt = torch.optim.LBFGS(probe.parameters(), max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
@@ -366,9 +385,19 @@ def train_probe_lbfgs(x, y, n_classes):
     return folded
 
 
-def train_probe_other_start(x, y, n_classes):
-    """Draws something random before creating its Linear, so it starts from other weights than the check's."""
+def train_probe_other_start(x, y, n_classes, seed=0):
+    """Seeded with another seed than the one asked, so it starts from other weights than the check's."""
+    return _probe()(x, y, n_classes, seed=seed + 7)
+
+
+def train_probe_drawing_first(x, y, n_classes, seed=0):
+    """Draws from torch's global generator before its seeded Linear: still the same probe on every run."""
     torch.randn(5)
+    return _probe()(x, y, n_classes, seed=seed)
+
+
+def train_probe_without_seed(x, y, n_classes):
+    """A correct fit whose signature leaves out `seed`: the lesson calls it with seed=1."""
     return _probe()(x, y, n_classes)
 
 
@@ -395,6 +424,11 @@ PROBE_MISTAKES = {
     "does not compute x @ probe.weight.T + probe.bias": _probe(returns="standardising module"),
     "under `with torch.no_grad():`": _probe(grad="fold inside"),
     "reaches a training loss of": _probe(steps=100),
+    "gives another probe each time it runs": _probe(start="unseeded"),
+    "reseeds torch's global generator": _probe(start="global seed"),
+    "gives the same probe for seed=0 and seed=1: it does not use `seed`": _probe(start="fixed seed"),
+    "gives the same probe for seed=0 and seed=1": _probe(start="zeros"),
+    "take `seed` and seed the probe's first weights with it": train_probe_without_seed,
 }
 
 
@@ -412,14 +446,14 @@ def test_each_training_mistake_is_far_from_the_reference_and_nearest_to_itself()
 def test_the_probe_check_runs_the_function_with_gradients_off_and_leaves_the_global_generator_alone(capsys):
     seen = []
 
-    def train_probe(x, y, n_classes):
+    def train_probe(x, y, n_classes, seed=0):
         seen.append(torch.is_grad_enabled())
-        return _probe()(x, y, n_classes)
+        return _probe()(x, y, n_classes, seed=seed)
 
     state = torch.get_rng_state()
     c.check_train_probe(train_probe)
     assert "✓" in capsys.readouterr().out
-    assert seen == [False] and torch.equal(state, torch.get_rng_state())
+    assert seen and not any(seen) and torch.equal(state, torch.get_rng_state())
 
 
 # --- control labels, directions ------------------------------------------------------------------
@@ -700,6 +734,7 @@ CORRECT_VARIANTS = [
     (c.check_train_probe, _probe(steps=3000)),
     (c.check_train_probe, train_probe_lbfgs),
     (c.check_train_probe, train_probe_other_start),
+    (c.check_train_probe, train_probe_drawing_first),
     (c.check_control_labels, _per_type(lambda labels, n, g, seed: _row_labels(labels, n, g))),
     (c.check_pca_2d, pca_2d_from_u_and_s),
     (c.check_pca_2d, pca_2d_lowrank_default),

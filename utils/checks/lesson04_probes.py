@@ -9,9 +9,12 @@ The probe check fits on a problem built so that the ways of training a probe can
 its features differ in scale by a factor of 1,000 and sit far from zero (as some directions of a
 residual stream do), and its classes overlap, so that Adam on standardised features converges to
 one answer in 300 steps while an unstandardised fit, a loop without ``zero_grad`` or one that
-stops early lands elsewhere. The learner's function runs with torch's global generator seeded
-(and restored afterwards), so that its ``torch.nn.Linear`` starts from the same weights as the
-check's own fits of each mistake.
+stops early lands elsewhere. The exercise seeds the probe's first weights (``seed``, 0 by
+default), so the check's own fits of each mistake start from the same weights as the learner's
+function; the check runs that function twice more with ``seed=1``, with torch's global generator
+in two different states (restored afterwards), and asks for the same probe both times and another
+probe than seed 0 gave: a function that ignores ``seed`` would make the lesson's comparison of
+seeds compare a probe with itself.
 """
 
 from __future__ import annotations
@@ -302,7 +305,7 @@ def _count_mistake(counts: list[int], cases: list[tuple[int, int]]) -> str:
 # --- probes ---------------------------------------------------------------------------------
 
 _PROBE_ROWS, _PROBE_FEATURES, _PROBE_CLASSES = 1000, 12, 8
-_PROBE_STEPS, _PROBE_LR = 300, 1e-2
+_PROBE_STEPS, _PROBE_LR, _PROBE_SEED = 300, 1e-2, 0  # the exercise's defaults
 # A probe whose logits differ from the reference's by less than this (relative, after centring each
 # row: a softmax ignores a constant per row) is right. A little weight decay, AdamW, a biased standard
 # deviation: 0.005 or less; another start, 3,000 steps or L-BFGS to convergence: 0.025; 200 steps:
@@ -344,7 +347,7 @@ def _fit(
     """``(weight, bias)`` on raw x of a probe trained as the exercise says, or with one part changed."""
     x, y = _probe_problem()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(LESSON_04_CHECKS)  # as the learner's function runs: the same first weights
+        torch.manual_seed(_PROBE_SEED)  # as the exercise seeds it: the same first weights as the learner's
         probe = torch.nn.Linear(x.shape[1], _PROBE_CLASSES)
     mu, sd = _standardisation(x, standardise)
     z = (x - mu) / sd
@@ -506,12 +509,57 @@ def _probe_weights(probe, name: str, x: torch.Tensor) -> tuple[torch.Tensor, tor
     return weight, bias
 
 
+def _same_on_every_run(fn: Callable, name: str, x: torch.Tensor, y: torch.Tensor, weight, bias) -> None:
+    """Run fn twice with seed=1, from two states of torch's global generator: a seeded fit gives the same
+    probe both times, and another probe than ``(weight, bias)``, the one seed 0 gave.
+
+    Two runs that end with torch's global generator in the same state, other than the state it had,
+    reseeded it (torch.manual_seed outside torch.random.fork_rng): that leaves the lesson's later
+    random draws fixed by the last probe trained, so it is named too.
+    """
+    explain = {
+        TypeError: "The exercise's signature is train_probe(x, y, n_classes, steps=300, lr=1e-2, seed=0): "
+        "take `seed` and seed the probe's first weights with it."
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(LESSON_04_CHECKS)
+        first = call(fn, x.clone(), y.clone(), _PROBE_CLASSES, seed=1, name=name, explain=explain)
+        after_first = torch.get_rng_state()
+        torch.manual_seed(LESSON_04_CHECKS + 1)
+        before = torch.get_rng_state()
+        again = call(fn, x.clone(), y.clone(), _PROBE_CLASSES, seed=1, name=name, explain=explain)
+        after = torch.get_rng_state()
+    w1, b1 = _probe_weights(first, name, x)
+    w2, b2 = _probe_weights(again, name, x)
+    if not (torch.equal(w2, w1) and torch.equal(b2, b1)):
+        raise CheckFailed(
+            f"`{name}` gives another probe each time it runs: its torch.nn.Linear draws its first weights from "
+            "torch's global generator, which has moved on. Seed them with `seed`: create the Linear inside "
+            "`with torch.random.fork_rng(devices=[]):` after `torch.manual_seed(seed)`."
+        )
+    if torch.equal(after, after_first) and not torch.equal(after, before):
+        raise CheckFailed(
+            f"`{name}` reseeds torch's global generator (torch.manual_seed), which fixes every later random draw "
+            "in the notebook: call it inside `with torch.random.fork_rng(devices=[]):`, which puts the "
+            "generator back as it was when the block ends."
+        )
+    if torch.equal(w1, weight) and torch.equal(b1, bias):
+        raise CheckFailed(
+            f"`{name}` gives the same probe for seed=0 and seed=1: it does not use `seed`. Seed the probe's first "
+            "weights with it (`torch.manual_seed(seed)` inside `torch.random.fork_rng(devices=[])`, then create the "
+            "Linear), so that another seed starts the fit from other weights; the lesson's investigation compares "
+            "probes trained from two seeds."
+        )
+
+
 def check_train_probe(fn: Callable) -> None:
     """fn(x [n, d], y [n], n_classes) -> a torch.nn.Linear mapping raw x [n, d] to logits [n, n_classes].
 
-    Compared with the check's own fit, trained exactly as the exercise says (Adam, lr 1e-2, 300
-    full-batch steps of cross-entropy on standardised features, folded back), through the logits
-    it gives on the training rows.
+    Compared with the check's own fit, trained exactly as the exercise says (first weights seeded
+    with 0, Adam, lr 1e-2, 300 full-batch steps of cross-entropy on standardised features, folded
+    back), through the logits it gives on the training rows; run twice with seed=1, it must give the
+    same probe both times, and another probe than with seed 0. A small weight decay (the lesson's
+    1e-4) or none both pass.
     """
     name = _name(fn, "train_probe")
     x, y = _probe_problem()
@@ -521,6 +569,7 @@ def check_train_probe(fn: Callable) -> None:
         except CheckFailed as e:
             raise _training_error(e) from None
         weight, bias = _probe_weights(probe, name, x)
+        _same_on_every_run(fn, name, x, y, weight, bias)
     want = _centred_logits(*_probe_fit(), x)
     got = _centred_logits(weight, bias, x)
     off = _distance(got, want)

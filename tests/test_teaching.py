@@ -1,0 +1,272 @@
+"""The teaching layer around the lessons, kept in step with the lessons themselves: section markers
+and the workshop agendas built from them, paper links and the bibliography, glossary links, each
+lesson's investigation, and the facilitator notes whose model answers quote the lessons' outputs."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from utils import handouts, workshop
+from utils.paths import ROOT, SOLUTIONS
+from utils.start_page import lessons
+
+PATHS = {p.name[:2]: p for p in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))}
+NUMBERS = sorted(PATHS)
+GLOSSARY = ROOT / "docs" / "glossary.md"
+PAPERS = ROOT / "docs" / "papers.md"
+FACILITATOR = ROOT / "docs" / "facilitator"
+# Where a paper lives: a link to one of these is a citation and belongs in docs/papers.md.
+PAPER_HOSTS = (
+    "arxiv.org",
+    "transformer-circuits.pub",
+    "distill.pub",
+    "openreview.net",
+    "aclanthology.org",
+    "cdn.openai.com",
+    "alignmentforum.org",
+    "lesswrong.com",
+    "doi.org",
+    "neelnanda.io",
+)
+# The most minutes of core sections each lesson may mark: the workshop days are built from them.
+CORE_BUDGET = {"00": 35, "01": 75, "02": 75, "03": 100, "04": 90, "05": 80, "06": 70}
+
+
+def _cells(number: str) -> list:
+    return nbformat.read(PATHS[number], as_version=4).cells
+
+
+def _markdown(number: str) -> list[str]:
+    return [c.source for c in _cells(number) if c.cell_type == "markdown"]
+
+
+def _printed(number: str) -> str:
+    """Everything the executed lesson printed or displayed as text, pictures' data left out."""
+    out = []
+    for cell in _cells(number):
+        for o in cell.get("outputs", []):
+            out.append(o.get("text", ""))
+            data = o.get("data", {})
+            out.append(data.get("text/plain", ""))
+            out.append(re.sub(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+", "", data.get("text/html", "")))
+    return "\n".join(out).replace("−", "-")
+
+
+# ---- section markers and the workshop ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_every_numbered_section_of_a_lesson_is_marked_core_or_optional(number):
+    found = workshop.sections(PATHS[number])  # raises, naming the section, where a marker is missing
+    assert found and [s.number for s in found] == list(range(1, len(found) + 1)), [s.number for s in found]
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_a_lessons_sections_add_up_to_its_stated_time(number):
+    lesson = {x.number: x for x in lessons()}[number]
+    total = sum(s.minutes for s in workshop.sections(PATHS[number]))
+    assert abs(total - workshop.stated_minutes(lesson.time)) <= 10, (total, lesson.time)
+
+
+@pytest.mark.parametrize("number", sorted(CORE_BUDGET))
+def test_a_lessons_core_sections_fit_its_share_of_a_workshop_day(number):
+    core = sum(s.minutes for s in workshop.sections(PATHS[number]) if s.core)
+    assert 0 < core <= CORE_BUDGET[number], core
+
+
+def test_a_section_without_a_marker_is_named_in_the_error(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("## 1 · Tokens\n\nText.")]
+    path = tmp_path / "09_x.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(workshop.MarkerError, match=r"section 1 \(Tokens\) needs a marker"):
+        workshop.sections(path)
+
+
+def test_a_lessons_stated_time_reads_as_minutes():
+    assert [workshop.stated_minutes(t) for t in ("about 45 minutes", "about 2 hours", "about two hours")] == [
+        45,
+        120,
+        120,
+    ]
+    assert workshop.stated_minutes("about two and a half hours, 85 minutes of it the exercises") == 150
+
+
+def test_the_workshop_agendas_are_the_ones_the_lessons_markers_give():
+    text = workshop.WORKSHOP.read_text(encoding="utf-8")
+    assert workshop.rewrite(text) == text, "run: python -m utils.workshop"
+
+
+@pytest.mark.parametrize("day", sorted(workshop.DAYS))
+def test_each_workshop_day_ends_on_time_with_its_breaks(day):
+    all_sections = {n: workshop.sections(p) for n, p in PATHS.items()}
+    rows = workshop.schedule(workshop.DAYS[day], all_sections)
+    assert workshop.day_end(rows) <= workshop.DAY_END, workshop.day_end(rows)
+    kinds = [what for _, what, _ in rows]
+    assert kinds.count("Lunch") == 1 and kinds.count("Break") >= 2, kinds
+    assert all(start + m == after for (start, _, m), (after, _, _) in zip(rows, rows[1:], strict=False))
+
+
+# ---- papers --------------------------------------------------------------------------------------
+
+
+def _paper_links(text: str) -> set[str]:
+    return {url for url in re.findall(r"\]\((https?://[^)\s]+)\)", text) if any(h in url for h in PAPER_HOSTS)}
+
+
+def _bibliography() -> dict[str, str]:
+    """{lesson number: its part of docs/papers.md}."""
+    parts = re.split(r"^## (\d\d) · .*$", PAPERS.read_text(encoding="utf-8"), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_each_paper_a_lesson_links_is_in_the_bibliography_under_that_lesson(number):
+    listed = _bibliography()[number]
+    entries = re.findall(r"^- \[\*.+?\*\]\((https?://[^)\s]+)\) — .+\d{4}\. .+", listed, re.M)
+    assert entries, f"docs/papers.md lists no paper for lesson {number}"
+    assert set(entries) == _paper_links(listed)
+    assert _paper_links("\n".join(_markdown(number))) == set(entries)
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_every_title_in_a_lessons_papers_line_is_a_link(number):
+    head = _markdown(number)[0]
+    if "Papers:" not in head:
+        pytest.skip("this lesson's first cell names no papers")
+    paragraph = head[head.index("Papers:") :].split("\n\n")[0]
+    unlinked = re.findall(r"(?<![*\[])\*[^*\s][^*]*\*(?!\*)", re.sub(r"\[[^\]]*\]\([^)]*\)", "", paragraph))
+    assert not unlinked, unlinked
+
+
+# ---- glossary ------------------------------------------------------------------------------------
+
+
+def _glossary() -> list[tuple[str, str, list[str]]]:
+    """(anchor, term, lesson numbers) for every glossary entry."""
+    text = GLOSSARY.read_text(encoding="utf-8")
+    return [
+        (anchor, term, re.findall(r"\d\d", tags))
+        for anchor, term, tags in re.findall(r'^- <a id="([a-z0-9-]+)"></a>\*\*(.+?)\*\* · ([\d, ]+) —', text, re.M)
+    ]
+
+
+def test_every_glossary_link_in_a_lesson_names_an_entry():
+    anchors = {a for a, _, _ in _glossary()}
+    linked = {a for n in NUMBERS for a in re.findall(r"glossary\.md#([\w-]+)\)", "\n".join(_markdown(n)))}
+    assert linked <= anchors, linked - anchors
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_a_lesson_links_each_of_its_glossary_terms_where_it_first_uses_it(number):
+    cells = _markdown(number)
+    wrong = []
+    for anchor, term, tags in _glossary():
+        if number not in tags:
+            continue
+        link = f"glossary.md#{anchor})"
+        linked = [i for i, c in enumerate(cells) if link in c]
+        if not linked:
+            wrong.append(f"{term}: never linked")
+            continue
+        word = re.compile(rf"(?<![\w`]){re.escape(term.lower())}", re.I)
+        used = [i for i, c in enumerate(cells) if word.search(re.sub(r"`[^`]*`", "", c))]
+        if used and used[0] < linked[0]:
+            wrong.append(f"{term}: first used in markdown cell {used[0]}, linked in cell {linked[0]}")
+    assert not wrong, wrong
+
+
+# ---- investigations ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_each_lesson_ends_with_an_open_investigation_before_its_summary(number):
+    cells = _cells(number)
+    starts = [
+        i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Investigation · ")
+    ]
+    assert len(starts) == 1, "one markdown cell starting '## Investigation · <question>'"
+    i = starts[0]
+    assert workshop.MARKER.match(cells[i].source.splitlines()[1].strip() or cells[i].source.splitlines()[2].strip())
+    assert cells[i + 1].cell_type == "code" and cells[i + 1].source.strip(), "starter code after the question"
+    assert cells[i + 2].cell_type == "markdown" and cells[i + 2].source.startswith("**Your conclusion:**")
+    summary = [j for j, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Summary")]
+    assert summary and i < summary[0]
+
+
+# ---- facilitator notes ---------------------------------------------------------------------------
+
+
+def _notes(number: str) -> tuple[str, list[tuple[int, int, str]]]:
+    """(the text before the first question, [(question number, minutes, block)])."""
+    text = (FACILITATOR / f"{number}.md").read_text(encoding="utf-8")
+    parts = re.split(r"^## Question (\d+) · (\d+) min$", text, flags=re.M)
+    blocks = [(int(q), int(m), b) for q, m, b in zip(parts[1::3], parts[2::3], parts[3::3], strict=True)]
+    return parts[0], blocks
+
+
+def _prints(printed: str, number: str) -> bool:
+    """Does ``printed`` hold ``number`` as a whole number (not a piece of a longer one, nor without its sign)?"""
+    return re.search(rf"(?<![\d.-]){re.escape(number)}(?![\d]|\.\d)", printed) is not None
+
+
+def _question(text: str) -> str:
+    return " ".join(re.sub(r"^\d+\.\s+", "", text.strip()).split())
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_every_discussion_question_has_facilitator_notes_that_point_at_the_lesson(number):
+    head, blocks = _notes(number)
+    asked = [_question(q) for q in handouts.discussion_questions(PATHS[number])]
+    assert [q for q, _, _ in blocks] == list(range(1, len(asked) + 1)), "one block per question, in order"
+    assert "Before the session:" in head
+    headings = {f"{s.number} · {s.title}" for s in workshop.sections(PATHS[number])}
+    for (q, minutes, block), question in zip(blocks, asked, strict=True):
+        quoted = _question(" ".join(line[1:] for line in block.splitlines() if line.startswith(">")))
+        assert quoted == question, f"question {q} differs from the notebook's"
+        points = re.search(r"^\*\*Points at:\*\* section (.+)$", block, re.M)
+        assert points and points.group(1).strip() in headings, f"question {q}: {points and points.group(1)}"
+        assert "**Model answer.**" in block and "**Common wrong answer.**" in block, f"question {q}"
+        assert 5 <= minutes <= 15, f"question {q}: {minutes} min"
+    assert 30 <= sum(m for _, m, _ in blocks) <= 90
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_the_facilitator_notes_cover_the_lessons_investigation(number):
+    text = (FACILITATOR / f"{number}.md").read_text(encoding="utf-8")
+    investigation = text.split("\n## Investigation\n", 1)
+    assert len(investigation) == 2, "a '## Investigation' part"
+    assert "**What a good answer finds.**" in investigation[1] and "**Where learners go wrong.**" in investigation[1]
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_each_number_the_facilitator_notes_quote_is_one_the_lesson_prints(number):
+    text = (FACILITATOR / f"{number}.md").read_text(encoding="utf-8").replace("−", "-")
+    printed = _printed(number)
+    quoted = re.findall(r"`(-?\d[\d,]*(?:\.\d+)?%?)`", text)
+    missing = [q for q in quoted if not _prints(printed, q)]
+    assert not missing, f"quoted but not printed by solutions/{PATHS[number].name}: {missing}"
+
+
+def test_a_number_the_lesson_does_not_print_is_caught():
+    printed = "recovers 0.81 of the logit difference; 97% of tokens; -0.20 at layer 3"
+    found = [q for q in ("0.81", "97%", "-0.20", "0.8", "81", "0.20", "3.5") if _prints(printed, q)]
+    assert found == ["0.81", "97%", "-0.20"]
+
+
+def test_the_reading_group_plan_covers_every_lesson_and_names_sections_they_have():
+    text = (FACILITATOR / "README.md").read_text(encoding="utf-8")
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert [int(r[0]) for r in rows] == list(range(1, 10)), "nine weeks"
+    assert sorted({n for r in rows for n in re.findall(r"\b(0\d)\b", r[1])}) == NUMBERS
+    have = {n: {s.number for s in workshop.sections(p)} for n, p in PATHS.items()}
+    for week, lesson, home, live, _, demo in rows:
+        own = re.findall(r"\b(0\d)\b", lesson)
+        for column in (home, live, demo):
+            for m in re.finditer(r"(?:(0\d) )?§(\d+)(?:–(\d+))?", column):
+                number = m.group(1) or own[-1]
+                wanted = set(range(int(m.group(2)), int(m.group(3) or m.group(2)) + 1))
+                assert wanted <= have[number], f"week {week.strip()}: lesson {number} has no §{wanted - have[number]}"
