@@ -103,7 +103,8 @@ def test_the_workshop_agendas_are_the_ones_the_lessons_markers_give():
 @pytest.mark.parametrize("day", sorted(workshop.DAYS))
 def test_each_workshop_day_ends_on_time_with_its_breaks(day):
     all_sections = {n: workshop.sections(p) for n, p in PATHS.items()}
-    rows = workshop.schedule(workshop.DAYS[day], all_sections)
+    by_number = {lesson.number: lesson for lesson in lessons()}
+    rows = workshop.schedule(workshop.DAYS[day], all_sections, workshop.bridges(workshop.DAYS[day], by_number))
     assert workshop.day_end(rows) <= workshop.DAY_END, workshop.day_end(rows)
     kinds = [what for _, what, _ in rows]
     assert kinds.count("Lunch") == 1 and kinds.count("Break") >= 2, kinds

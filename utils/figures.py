@@ -150,21 +150,22 @@ def _alt(text: str) -> str:
 def readme(path: Path, notebook: dict, figures: list[StaticFigure]) -> str:
     """The text of ``docs/figures/NN/README.md`` for the lesson at ``path``."""
     heading = _text(notebook["cells"][0]["source"]).splitlines()[0].lstrip("# ").strip()  # "01 · Induction heads"
-    lines = [
-        f"# {heading}: figures",
-        "",
-        f"<!-- written by python -m utils.figures from {shown(path)}: edit the notebook, not this -->",
-        "",
-        f"The pictures of [the lesson](../../../solutions/{path.name}) as files to project: its mechanism",
-        "diagrams, then every static picture it shows, in order, under the section that shows it (the",
-        "notebook's interactive versions need a live kernel). Rewrite with `make figures`.",
-    ]
     drawn = [
         (f"../{name}", title, f"drawn by hand; section {section}") for name, title, section in hand_drawn(notebook)
     ]
     drawn += [
         (diagrams.filename(d), diagrams.title(d), "drawn by utils/diagrams.py")
         for d in diagrams.for_lesson(path.name[:2])
+    ]
+    lines = [
+        f"# {heading}: figures",
+        "",
+        f"<!-- written by python -m utils.figures from {shown(path)}: edit the notebook, not this -->",
+        "",
+        f"The pictures of [the lesson](../../../solutions/{path.name}) as files to project: "
+        + ("its mechanism diagrams, then " if drawn else "")
+        + "every static picture it shows, in order, under the section that shows it (the notebook's",
+        "interactive versions need a live kernel). Rewrite with `make figures`.",
     ]
     if drawn:
         lines += ["", "## Diagrams"]

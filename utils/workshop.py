@@ -41,7 +41,7 @@ DAYS = {
     "Representations day": ["00", "04", "05", "06"],
 }
 DAY_START, DAY_END = 9 * 60 + 30, 16 * 60 + 30  # 09:30 to 16:30
-WELCOME, WRAP_UP, BREAK, LUNCH = 20, 20, 15, 60  # minutes
+WELCOME, WRAP_UP, BREAK, LUNCH, BRIDGE = 20, 20, 15, 60, 5  # minutes
 BLOCK = 80  # at most this many minutes of sections between two breaks; lunch is the second break
 
 
@@ -114,18 +114,31 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def schedule(day: list[str], all_sections: dict[str, list[Section]]) -> list[tuple[int, str, int]]:
-    """(start minute, what, minutes) for one day: welcome, the core sections with breaks, wrap-up."""
+def bridges(day: list[str], by_number: dict[str, Lesson]) -> dict[str, list[str]]:
+    """{lesson: the lessons it builds on that the day leaves out}."""
+    return {n: [need for need in by_number[n].needs if need not in day] for n in day}
+
+
+def schedule(
+    day: list[str], all_sections: dict[str, list[Section]], left_out: dict[str, list[str]] | None = None
+) -> list[tuple[int, str, int]]:
+    """(start minute, what, minutes) for one day: welcome, the core sections with breaks, wrap-up;
+    before a lesson that builds on one the day leaves out, five minutes on what it takes from it."""
     rows = [(DAY_START, "Welcome; everyone runs the first cell of lesson 00 (Colab installs the course)", WELCOME)]
     now, since_break, breaks = DAY_START + WELCOME, 0, 0
     for lesson in day:
-        for s in (s for s in all_sections[lesson] if s.core):
-            if since_break + s.minutes > BLOCK:
-                what, length = ("Lunch", LUNCH) if breaks == 1 else ("Break", BREAK)
-                rows.append((now, what, length))
+        items = [
+            (f"What {lesson} takes from lesson {need}, which the day leaves out", BRIDGE)
+            for need in (left_out or {}).get(lesson, [])
+        ]
+        items += [(f"{lesson} §{s.number} · {s.title}", s.minutes) for s in all_sections[lesson] if s.core]
+        for what, minutes in items:
+            if since_break + minutes > BLOCK:
+                pause, length = ("Lunch", LUNCH) if breaks == 1 else ("Break", BREAK)
+                rows.append((now, pause, length))
                 now, since_break, breaks = now + length, 0, breaks + 1
-            rows.append((now, f"{lesson} §{s.number} · {s.title}", s.minutes))
-            now, since_break = now + s.minutes, since_break + s.minutes
+            rows.append((now, what, minutes))
+            now, since_break = now + minutes, since_break + minutes
     rows.append((now, "Wrap-up: what each lesson showed, questions, what to do at home", WRAP_UP))
     return rows
 
@@ -136,7 +149,8 @@ def day_end(rows: list[tuple[int, str, int]]) -> int:
 
 
 def agenda(name: str, day: list[str], all_sections: dict[str, list[Section]], by_number: dict[str, Lesson]) -> str:
-    rows = schedule(day, all_sections)
+    left_out = bridges(day, by_number)
+    rows = schedule(day, all_sections, left_out)
     core = sum(s.minutes for n in day for s in all_sections[n] if s.core)
     lines = [
         f"### {name}: " + ", ".join(f"{n} · {by_number[n].title.split(':')[0]}" for n in day),
@@ -152,13 +166,13 @@ def agenda(name: str, day: list[str], all_sections: dict[str, list[Section]], by
         + " on the two-core CPU of the README's table: the day's time goes to reading and exercises, not waiting.",
         "",
     ]
-    left_out = [(n, need) for n in day for need in by_number[n].needs if need not in day]
-    for n, need in left_out:
-        lines += [
-            f"Lesson {n} builds on lesson {need}, which this day leaves out: say in five minutes what {n} "
-            f"takes from it (its first cell's prerequisites name it), or ask learners to read {need} first.",
-            "",
-        ]
+    for n, needs in left_out.items():
+        for need in needs:
+            lines += [
+                f"Lesson {n} builds on lesson {need}, which this day leaves out: the agenda gives five minutes before "
+                f"it to say what {n} takes from {need} (its first cell's prerequisites name it).",
+                "",
+            ]
     lines += ["| time | what | min |", "|---|---|---:|"]
     lines += [f"| {_clock(t)} | {what} | {m} |" for t, what, m in rows]
     skips = [s for n in day for s in all_sections[n] if s.core and s.skip]
@@ -181,7 +195,12 @@ def agenda(name: str, day: list[str], all_sections: dict[str, list[Section]], by
 def agendas() -> str:
     by_number = {lesson.number: lesson for lesson in lessons()}
     all_sections = {p.name[:2]: sections(p) for p in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))}
-    return "\n\n".join(agenda(name, day, all_sections, by_number) for name, day in DAYS.items())
+    every = [s for found in all_sections.values() for s in found]
+    total = (
+        f"All the lessons' sections add up to {sum(s.minutes for s in every) / 60:.1f} hours, "
+        f"{sum(s.minutes for s in every if s.core) / 60:.1f} of them core, before the investigations."
+    )
+    return "\n\n".join([total, *(agenda(name, day, all_sections, by_number) for name, day in DAYS.items())])
 
 
 def rewrite(text: str) -> str:
