@@ -40,11 +40,13 @@ notebooks: setup
 	$(PY) -m utils.notebooks execute
 	$(PY) -m utils.notebooks build
 
-## Re-measure and record: notebook times and memory, zoo speed, the README's tables (the only target that writes them).
+## Re-measure and record: notebook times and memory, zoo speed, the README's tables and the workshop agendas' machine times
+## (the only target that writes them).
 record: setup
 	$(PY) -m utils.course --record
 	$(PY) scripts/benchmark.py
 	$(PY) -m utils.evaluate --readme
+	$(PY) -m utils.workshop
 
 ## One reproducible archive of the course for Colab workshops: dist/handson-mechinterp-<version>.tar.gz and its sha256.
 ## With URL=<where learners fetch it>: also dist/handson-mechinterp-<version>-workshop/, the exercise notebooks

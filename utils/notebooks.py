@@ -384,7 +384,7 @@ def _course_peak_mb():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 import sys
-print("COURSE_PEAK_MB", _course_peak_mb())"""
+print(f"COURSE_PEAK_MB {_course_peak_mb()}")"""
 
 
 def execute(
@@ -456,9 +456,10 @@ def _execute_once(path: Path, save: bool, timeout: int, env: dict[str, str] | No
         nb.cells.append(nbformat.v4.new_code_cell(PEAK_MEMORY_CODE))
         client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
         probe = nb.cells.pop()
-        for out in probe.get("outputs", []):
-            if out.get("name") == "stdout" and "COURSE_PEAK_MB" in out.get("text", ""):
-                peak = float(out["text"].split()[1])
+        # One print, but the kernel may flush its stream in pieces: read the stdout chunks together.
+        printed = "".join(out.get("text", "") for out in probe.get("outputs", []) if out.get("name") == "stdout")
+        found = re.search(r"COURSE_PEAK_MB ([\d.]+)", printed)
+        peak = float(found.group(1)) if found else None
         if save:
             client.set_widgets_metadata()
     if save and error is None:
