@@ -3,14 +3,15 @@ exported byte for byte, a page per lesson listing them, and mechanism diagrams t
 bytes again."""
 
 import base64
-import json
 import re
 
 import matplotlib
+import nbformat
 import pytest
 
 from utils import diagrams, figures, versions
 from utils.figures import FIGURES
+from utils.notebooks import read_notebook
 from utils.paths import ROOT
 
 LESSONS = {path.name[:2]: path for path in figures.lessons()}
@@ -22,7 +23,7 @@ def shown() -> dict[str, tuple[dict, list[figures.StaticFigure]]]:
     """Each lesson's notebook and the static pictures it shows, by lesson number."""
     out = {}
     for number, path in LESSONS.items():
-        notebook = figures.read_lesson(path)
+        notebook = read_notebook(path)
         out[number] = notebook, figures.static_figures(notebook)
     return out
 
@@ -154,8 +155,11 @@ def test_file_names_keep_the_titles_words_in_ascii():
 def test_exporting_again_removes_stale_pictures_and_never_a_diagram(tmp_path):
     lesson = tmp_path / "solutions" / "09_topic.ipynb"
     lesson.parent.mkdir()
-    first = {"cells": [_markdown("# 09 · Topic"), _cell(_display({"image/png": PNG_B64}))]}
-    lesson.write_text(json.dumps(first), encoding="utf-8")
+    picture = nbformat.v4.new_output("display_data", data={"image/png": PNG_B64})
+    first = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# 09 · Topic"), nbformat.v4.new_code_cell(outputs=[picture])]
+    )
+    nbformat.write(first, lesson)
     root = tmp_path / "figures"
     (root / "09").mkdir(parents=True)
     kept = [root / "09" / "diagram-mechanism.svg", root / "by-hand.svg"]

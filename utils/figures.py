@@ -18,7 +18,6 @@ this writes.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import sys
 import unicodedata
@@ -28,6 +27,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from utils import diagrams
+from utils.notebooks import read_notebook
 from utils.paths import ROOT, SOLUTIONS, shown
 
 FIGURES = ROOT / "docs" / "figures"
@@ -100,14 +100,6 @@ def output_pictures(output: dict) -> list[tuple[str, bytes]]:
     if "image/png" in data:
         return [(UNTITLED, base64.b64decode(_text(data["image/png"])))]
     return []
-
-
-def read_lesson(path: Path) -> dict:
-    """The notebook at ``path`` as plain JSON (nbformat's validation is not needed to read outputs)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{shown(path)} cannot be read as a notebook: {error}") from None
 
 
 def _code_cells_by_section(notebook: dict) -> Iterator[tuple[str, dict]]:
@@ -187,7 +179,7 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 def export_lesson(path: Path, root: Path = FIGURES) -> list[Path]:
     """Write the lesson's PNGs and README into ``root / NN`` and remove PNGs it no longer shows."""
-    notebook = read_lesson(path)
+    notebook = read_notebook(path)
     figures = static_figures(notebook)
     folder = root / path.name[:2]
     folder.mkdir(parents=True, exist_ok=True)
