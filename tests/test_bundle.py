@@ -118,7 +118,7 @@ def test_with_a_url_the_workshops_notebooks_are_the_exercises_without_solutions_
 
     archive, digest, _ = built
     url = f"https://example.org/course/{archive.name}"
-    folder = bundler.write_workshop(archive, url, tmp_path / "workshop")
+    folder = bundler.write_workshop(archive, url, digest, tmp_path / "workshop")
     plain = tmp_path / "plain"
     build_without_solutions(plain)
     names = sorted(p.name for p in folder.glob("*.ipynb"))

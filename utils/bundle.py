@@ -125,12 +125,12 @@ def stamp(setup_cell: str, source: str, sha256: str) -> str:
     return setup_cell
 
 
-def write_workshop(archive: Path, source: str, out: Path | None = None) -> Path:
-    """The workshop's notebooks for ``archive`` fetched from ``source``: every exercise notebook without
-    its solutions, its first cell stamped with ``source`` and the archive's sha256, in
-    ``<archive's folder>/<name>-workshop/`` (or ``out``). Returns the folder."""
+def write_workshop(archive: Path, source: str, digest: str, out: Path | None = None) -> Path:
+    """The workshop's notebooks for ``archive`` (whose sha256 is ``digest``) fetched from ``source``:
+    every exercise notebook without its solutions, its first cell stamped with ``source`` and
+    ``digest``, in ``<archive's folder>/<name>-workshop/`` (or ``out``). Returns the folder."""
     from utils.notebook_setup import SETUP_CELL
-    from utils.notebooks import build_without_solutions, read_notebook, render
+    from utils.notebooks import build_without_solutions
 
     name = archive.name.removesuffix(".tar.gz")
     check_source(source, archive.name)
@@ -138,15 +138,13 @@ def write_workshop(archive: Path, source: str, out: Path | None = None) -> Path:
     if out.exists():
         for old in out.glob("*.ipynb"):
             old.unlink()
-    build_without_solutions(out)
-    digest = sha256(archive)
-    for path in sorted(out.glob("*.ipynb")):
-        notebook = read_notebook(path)
-        first = next(c for c in notebook.cells if c.cell_type == "code")
-        if first.source != SETUP_CELL:
-            raise BundleError(f"{path.name}'s first code cell is not the course's setup cell: rebuild the notebooks")
-        first.source = stamp(SETUP_CELL, source, digest)
-        path.write_text(render(notebook), encoding="utf-8")
+
+    def stamped(notebook: str, cell: str) -> str:
+        if cell != SETUP_CELL:
+            raise BundleError(f"{notebook}'s first code cell is not the course's setup cell: rebuild the notebooks")
+        return stamp(cell, source, digest)
+
+    build_without_solutions(out, first_cell=stamped)
     lessons = sorted(p.name for p in out.glob("*.ipynb"))
     (out / "README.md").write_text(
         "\n".join(
@@ -188,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             check_source(args.url, f"{bundle_name()}.tar.gz")  # before the archive is written
         archive = write_bundle(args.out.resolve())
-        workshop = write_workshop(archive, args.url) if args.url else None
+        digest = sha256(archive)
+        workshop = write_workshop(archive, args.url, digest) if args.url else None
     except BundleError as error:
         print(f"bundle: {error}", file=sys.stderr)
         return 1
     size = archive.stat().st_size / 1e6
     print(f"bundle: wrote {shown(archive)} ({size:.1f} MB)")
-    print(f"sha256 {sha256(archive)}  (also in {shown(archive)}.sha256)")
+    print(f"sha256 {digest}  (also in {shown(archive)}.sha256)")
     if workshop:
         count = len(list(workshop.glob("*.ipynb")))
         print(f"workshop: wrote {count} notebooks without solutions into {shown(workshop)}/, each fetching {args.url}")

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -285,9 +286,11 @@ def build(overwrite_answers: bool = False) -> tuple[list[str], list[str]]:
     return done, refused
 
 
-def build_without_solutions(out: Path) -> list[str]:
+def build_without_solutions(out: Path, first_cell: Callable[[str, str], str] | None = None) -> list[str]:
     """Write every lesson's exercise notebook without its solution cells into ``out`` (a folder of its
-    own: the course's notebooks/ keeps the solutions); returns what was written."""
+    own: the course's notebooks/ keeps the solutions); returns what was written. ``first_cell``, when
+    given, rewrites the source of each notebook's first code cell, ``first_cell(notebook's name, source)``
+    (a workshop's stamped setup cell)."""
     out = Path(out)
     if out.resolve() in (NOTEBOOKS.resolve(), SOLUTIONS.resolve()):
         raise NotebookError(f"--no-solutions writes into a folder of its own, not {shown(out)}: pass --out another one")
@@ -297,7 +300,11 @@ def build_without_solutions(out: Path) -> list[str]:
     done = []
     for path in sorted(SOLUTIONS.glob("*.ipynb")):
         target = out / path.name
-        target.write_text(render(build_notebook(read_notebook(path), path.name, solutions=False)), encoding="utf-8")
+        notebook = build_notebook(read_notebook(path), path.name, solutions=False)
+        if first_cell is not None:
+            first = next(c for c in notebook.cells if c.cell_type == "code")
+            first.source = first_cell(path.name, first.source)
+        target.write_text(render(notebook), encoding="utf-8")
         done.append(f"wrote {shown(target)}")
     return done
 
