@@ -293,44 +293,27 @@ def test_check_receptive_field(prove_check):
 
 
 def test_check_zero_heads_hook(prove_check):
-    def positions(heads):
-        def hook(z, hook):
-            z = z.clone()
-            z[:, heads] = 0
-            return z
+    def zeroing(*places):
+        """A wrong hook factory: for ``heads``, a hook that zeroes ``z[place(heads, z)]`` for each place."""
 
-        return hook
+        def factory(heads):
+            def hook(z, hook):
+                z = z.clone()
+                for place in places:
+                    z[place(heads, z)] = 0
+                return z
 
-    def components(heads):
-        def hook(z, hook):
-            z = z.clone()
-            z[..., heads[:1]] = 0
-            z[..., [h for h in heads if h < z.shape[-1]]] = 0
-            return z
+            return hook
 
-        return hook
-
-    def last_position(heads):
-        def hook(z, hook):
-            z = z.clone()
-            z[:, -1, heads] = 0
-            return z
-
-        return hook
-
-    def first_head(heads):
-        def hook(z, hook):
-            z = z.clone()
-            z[:, :, heads[0]] = 0
-            return z
-
-        return hook
+        return factory
 
     wrong = {
-        "not heads": positions,
-        "components of every head": components,
-        "at the last position only": last_position,
-        "the first in the list": first_head,
+        "not heads": zeroing(lambda heads, z: (slice(None), heads)),
+        "components of every head": zeroing(
+            lambda heads, z: (..., heads[:1]), lambda heads, z: (..., [h for h in heads if h < z.shape[-1]])
+        ),
+        "at the last position only": zeroing(lambda heads, z: (slice(None), -1, heads)),
+        "the first in the list": zeroing(lambda heads, z: (slice(None), slice(None), heads[0])),
     }
     prove_check(c.check_zero_heads_hook, zero_heads_hook, wrong)
 
