@@ -265,36 +265,6 @@ def test_the_readme_counts_each_lessons_exercises():
     assert counted == {lesson.number: lesson.exercises for lesson in start_page.lessons()}
 
 
-def _lesson_text(path) -> str:
-    """A lesson's markdown and code, outputs left out, lower case."""
-    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells).lower()
-
-
-def test_each_glossary_term_is_used_by_the_lessons_it_names():
-    from utils.paths import ROOT
-
-    text = (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8")
-    entries = re.findall(r"^- <a id=\"[a-z0-9-]+\"></a>\*\*(.+?)\*\* · ([\d, ]+) —", text, re.M)
-    assert len(entries) >= 40, len(entries)
-    lessons = {p.name[:2]: _lesson_text(p) for p in SOLUTIONS}
-    missing = []
-    for term, tags in entries:
-        key = term.lower().split(" and ")[0].removesuffix(" sae").removesuffix(" correlation").removesuffix(" weights")
-        missing += [f"{term} in {n}" for n in re.findall(r"\d\d", tags) if key not in lessons[n]]
-    assert not missing, missing
-
-
-def test_each_hook_in_the_glossarys_cheat_sheet_is_one_the_lessons_use():
-    from utils.paths import ROOT
-
-    text = (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8")
-    hooks = re.findall(r"^\| `([\w.{}]+)` \|", text, re.M)
-    everything = "\n".join(_lesson_text(p) for p in SOLUTIONS)
-    assert hooks and all(
-        re.search(re.escape(h.lower()).replace(r"\{l\}", r"(\d+|\{l\}|\{[a-z_]+\})"), everything) for h in hooks
-    ), hooks
-
-
 def test_each_lessons_question_sheet_holds_its_discussion_questions():
     from utils import handouts
 

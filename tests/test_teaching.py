@@ -155,6 +155,30 @@ def _glossary() -> list[tuple[str, str, list[str]]]:
     ]
 
 
+def _lesson_text(number: str) -> str:
+    """A lesson's markdown and code, outputs left out, lower case."""
+    return "\n".join(c.source for c in _cells(number)).lower()
+
+
+def test_each_glossary_term_is_used_by_the_lessons_it_names():
+    entries = _glossary()
+    assert len(entries) >= 40, len(entries)
+    texts = {n: _lesson_text(n) for n in NUMBERS}
+    missing = []
+    for _, term, tags in entries:
+        key = term.lower().split(" and ")[0].removesuffix(" sae").removesuffix(" correlation").removesuffix(" weights")
+        missing += [f"{term} in {n}" for n in tags if key not in texts[n]]
+    assert not missing, missing
+
+
+def test_each_hook_in_the_glossarys_cheat_sheet_is_one_the_lessons_use():
+    hooks = re.findall(r"^\| `([\w.{}]+)` \|", GLOSSARY.read_text(encoding="utf-8"), re.M)
+    everything = "\n".join(_lesson_text(n) for n in NUMBERS)
+    assert hooks and all(
+        re.search(re.escape(h.lower()).replace(r"\{l\}", r"(\d+|\{l\}|\{[a-z_]+\})"), everything) for h in hooks
+    ), hooks
+
+
 def test_every_glossary_link_in_a_lesson_names_an_entry():
     anchors = {a for a, _, _ in _glossary()}
     linked = {a for n in NUMBERS for a in re.findall(r"glossary\.md#([\w-]+)\)", "\n".join(_markdown(n)))}
