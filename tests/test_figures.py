@@ -125,7 +125,7 @@ def test_plotly_figures_widgets_and_attention_pictures_each_give_one_png_titled_
             _cell(_display({"image/png": PNG_B64, "text/plain": "<Figure size 640x480>"})),
         ]
     }
-    found = figures.static_figures(notebook)
+    found = figures.static_figures(nbformat.from_dict(notebook))
     assert [(f.order, f.title, f.section) for f in found] == [
         (1, "logit <lens> & 'heads'", ""),
         (2, "attention patterns (static preview)", "1 · First"),

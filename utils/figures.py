@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from nbformat import NotebookNode
+
 from utils import diagrams
 from utils.notebooks import read_notebook
 from utils.paths import ROOT, SOLUTIONS, shown
@@ -84,36 +86,32 @@ class _ImageFinder(HTMLParser):
             self.images.append(((found.get("alt") or UNTITLED).strip(), src[len(PNG_PREFIX) :]))
 
 
-def _text(value: str | list[str]) -> str:
-    return value if isinstance(value, str) else "".join(value)
-
-
 def output_pictures(output: dict) -> list[tuple[str, bytes]]:
     """``(title, PNG bytes)`` of each static picture one cell output shows: the ``<img>`` fallbacks
     of its HTML, or else its ``image/png`` (an attention picture carries the same PNG in both)."""
     data = output.get("data", {})
     finder = _ImageFinder()
-    finder.feed(_text(data.get("text/html", "")))
+    finder.feed(data.get("text/html", ""))
     finder.close()
     if finder.images:
         return [(alt, base64.b64decode(b64)) for alt, b64 in finder.images]
     if "image/png" in data:
-        return [(UNTITLED, base64.b64decode(_text(data["image/png"])))]
+        return [(UNTITLED, base64.b64decode(data["image/png"]))]
     return []
 
 
-def _code_cells_by_section(notebook: dict) -> Iterator[tuple[str, dict]]:
+def _code_cells_by_section(notebook: NotebookNode) -> Iterator[tuple[str, NotebookNode]]:
     """Each code cell with the last ``## `` heading above it ("" before the first)."""
     section = ""
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "markdown":
-            headings = re.findall(r"^## +(.+?)\s*$", _text(cell["source"]), re.M)
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            headings = re.findall(r"^## +(.+?)\s*$", cell.source, re.M)
             section = headings[-1] if headings else section
-        elif cell["cell_type"] == "code":
+        elif cell.cell_type == "code":
             yield section, cell
 
 
-def static_figures(notebook: dict) -> list[StaticFigure]:
+def static_figures(notebook: NotebookNode) -> list[StaticFigure]:
     """Every static picture an executed lesson shows, in order, with its section."""
     figures: list[StaticFigure] = []
     for section, cell in _code_cells_by_section(notebook):
@@ -123,13 +121,13 @@ def static_figures(notebook: dict) -> list[StaticFigure]:
     return figures
 
 
-def hand_drawn(notebook: dict) -> list[tuple[str, str, str]]:
+def hand_drawn(notebook: NotebookNode) -> list[tuple[str, str, str]]:
     """``(file name, title, section)`` of each figure in ``docs/figures/`` itself that the lesson's
     code displays (found by file name); the title is the SVG's own ``<title>``."""
     found = []
     for section, cell in _code_cells_by_section(notebook):
         for svg in sorted(FIGURES.glob("*.svg")):
-            if svg.name in _text(cell["source"]):
+            if svg.name in cell.source:
                 title = re.search(r"<title>(.*?)</title>", svg.read_text(encoding="utf-8"), re.S)
                 found.append((svg.name, title.group(1).strip() if title else svg.stem, section))
     return found
@@ -139,9 +137,9 @@ def _alt(text: str) -> str:
     return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
 
 
-def readme(path: Path, notebook: dict, figures: list[StaticFigure]) -> str:
+def readme(path: Path, notebook: NotebookNode, figures: list[StaticFigure]) -> str:
     """The text of ``docs/figures/NN/README.md`` for the lesson at ``path``."""
-    heading = _text(notebook["cells"][0]["source"]).splitlines()[0].lstrip("# ").strip()  # "01 · Induction heads"
+    heading = notebook.cells[0].source.splitlines()[0].lstrip("# ").strip()  # "01 · Induction heads"
     drawn = [
         (f"../{name}", title, f"drawn by hand; section {section}") for name, title, section in hand_drawn(notebook)
     ]
