@@ -14,18 +14,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Work units for ``pytest -n 2 --dist loadfile`` (``make test``). A file's tests share one
-# worker (nbval runs a notebook's cells in order; module fixtures load once), except these,
+# worker (module fixtures load once), except these,
 # each a long run (a whole notebook, a model's card) that is a unit of its own so that both
 # workers share them:
 OWN_UNITS = (
+    "tests/test_solutions.py::test_each_solution_runs_through",
     "tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model",
     "tests/test_lessons.py::test_each_lessons_claims_hold_on_a_fresh_sample",
     "tests/test_evaluate.py::test_card_metrics_agree_with_a_fresh_small_sample",
 )
 # The longest units go first, so that no worker is left running one while the other idles:
-# the notebooks under nbval, then the units above (the lessons on a second model and on a fresh
-# sample among them), then lesson 03's checks, then the rest.
-HEAVY_FIRST = ("solutions/", *OWN_UNITS, "tests/checks/test_lesson03_patching.py")
+# the units above (the lessons on a second model and on a fresh sample among them; the lessons
+# themselves, where make course has not just run them), then lesson 03's checks, then the rest.
+HEAVY_FIRST = (*OWN_UNITS, "tests/checks/test_lesson03_patching.py")
 
 
 def work_unit(nodeid: str) -> str:

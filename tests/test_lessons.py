@@ -78,7 +78,7 @@ def test_notebook_has_the_required_parts(path):
 def test_committed_solutions_are_executed_and_small(path):
     nb = nbformat.read(path, as_version=4)
     unrun = [i for i, c in enumerate(code_cells(nb)) if c.source.strip() and c.execution_count is None]
-    assert unrun == [], f"cells {unrun} have no execution count: nbval would not compare them"
+    assert unrun == [], f"cells {unrun} have no execution count: the committed notebook was not run through"
     assert path.stat().st_size < 2_000_000
     errors = [o for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
     assert errors == []

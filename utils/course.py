@@ -5,8 +5,10 @@
 2. Executes every ``solutions/`` notebook headless, in order, and prints a table of wall
    time and the kernel's peak memory per notebook.
 
-It exits non-zero if a model or a notebook fails, and it writes nothing: the tree is left as
-it was. ``--record`` (``make record``) also writes the measurement to
+It exits non-zero if a model or a notebook fails, and it leaves every tracked file as it was:
+each executed notebook is kept in ``build/course-runs/`` (ignored by git), stamped with what it
+was run from, and the test suite checks those runs instead of executing the lessons again while
+nothing they depend on has changed. ``--record`` (``make record``) also writes the measurement to
 ``benchmarks/notebooks.json`` and renders the README's notebook table from it.
 
 ``--reseed K`` (``make robustness``) instead runs each notebook on its own sample and on K fresh
@@ -31,7 +33,7 @@ from utils.metrics.countdown import trace_loss
 from utils.metrics.loss import heldout_loss
 from utils.models import ZOO, corpus_of, load_model, read_card, zoo
 from utils.notebooks import NotebookError, execute, read_notebook
-from utils.paths import SOLUTIONS
+from utils.paths import COURSE_RUNS, SOLUTIONS
 
 QUICK_DOCS = 200
 GAP_TOLERANCE = 0.05  # nats/token between the card's gap (2000 docs) and this quick look (200)
@@ -84,7 +86,8 @@ def check_zoo() -> int:
 
 
 def run_notebooks(paths: list[Path]) -> list[dict]:
-    return [execute(path) for path in tqdm(paths, desc="executing notebooks", unit="notebook")]
+    """Execute each notebook, keeping the executed copy in build/ for the test suite."""
+    return [execute(path, keep=COURSE_RUNS) for path in tqdm(paths, desc="executing notebooks", unit="notebook")]
 
 
 def sweep(paths: list[Path], k: int) -> int:

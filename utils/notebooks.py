@@ -49,7 +49,7 @@ from pathlib import Path
 
 import nbformat
 
-from utils.paths import NOTEBOOKS, ROOT, SOLUTIONS, shown
+from utils.paths import DATA, NOTEBOOKS, ROOT, SOLUTIONS, shown
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -395,13 +395,21 @@ print(f"COURSE_PEAK_MB {_course_peak_mb()}")"""
 
 
 def execute(
-    path: Path, *, save: bool = False, timeout: int = 240, env: dict[str, str] | None = None, prelude: str = ""
+    path: Path,
+    *,
+    save: bool = False,
+    keep: Path | None = None,
+    timeout: int = 240,
+    env: dict[str, str] | None = None,
+    prelude: str = "",
 ) -> dict:
     """Run a notebook in a fresh kernel, in its own folder; the course's one executor.
 
     Returns ``{"notebook", "seconds", "peak_mb", "error", "retried"}`` (``error`` is the last
     line of the first failing cell's error, or None). With ``save=True`` the executed notebook is
-    written back in place, with its widget state, as the solutions are committed. ``env`` adds
+    written back in place, with its widget state, as the solutions are committed. With ``keep`` (a
+    folder) a copy of the executed notebook is kept there, stamped with :func:`fingerprint` and its
+    error, for :func:`kept_run` (``make course`` keeps its runs for the test suite). ``env`` adds
     variables to the kernel's environment; ``prelude`` is code the kernel runs before the first
     cell, kept out of the notebook (the robustness sweep uses both).
 
@@ -414,15 +422,17 @@ def execute(
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     try:
-        return {**_execute_once(path, save, timeout, env, prelude), "retried": False}
+        return {**_execute_once(path, save, keep, timeout, env, prelude), "retried": False}
     except (CellTimeoutError, DeadKernelError, TimeoutError) as e:
         print(
             f"{Path(path).name}: the kernel stalled or died ({type(e).__name__}); running it once more", file=sys.stderr
         )
-        return {**_execute_once(path, save, timeout, env, prelude), "retried": True}
+        return {**_execute_once(path, save, keep, timeout, env, prelude), "retried": True}
 
 
-def _execute_once(path: Path, save: bool, timeout: int, env: dict[str, str] | None, prelude: str) -> dict:
+def _execute_once(
+    path: Path, save: bool, keep: Path | None, timeout: int, env: dict[str, str] | None, prelude: str
+) -> dict:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -471,12 +481,50 @@ def _execute_once(path: Path, save: bool, timeout: int, env: dict[str, str] | No
             client.set_widgets_metadata()
     if save and error is None:
         path.write_text(render(nb), encoding="utf-8")
+    if keep is not None and not env and not prelude:
+        nb.metadata[KEPT_RUN] = {"fingerprint": fingerprint(path), "error": error}
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        (Path(keep) / path.name).write_text(render(nb), encoding="utf-8")
     return {
         "notebook": path.name,
         "seconds": round(seconds, 1),
         "peak_mb": round(peak) if peak else None,
         "error": error,
     }
+
+
+KEPT_RUN = "course_run"  # the metadata key of a kept run's stamp
+
+
+def fingerprint(path: Path) -> str:
+    """A digest of everything a notebook's run depends on: its own bytes, every module of
+    ``utils``, every file under ``data/``, the installed versions of the packages the course pins
+    or ranges, Python's, and the fresh-sample switch of the environment. A kept run is reused
+    only while this is unchanged."""
+    digest = hashlib.sha256(Path(path).read_bytes())
+    for base, pattern in ((ROOT / "utils", "*.py"), (DATA, "*")):
+        for file in sorted(p for p in base.rglob(pattern) if p.is_file()):
+            digest.update(f"{base.name}/{file.relative_to(base)}".encode() + b"\0" + file.read_bytes())
+    from utils import versions
+
+    for package in sorted(versions.TESTED):
+        digest.update(f"{package}={versions.installed(package)}".encode())
+    digest.update(sys.version.encode())
+    from utils import seeds
+
+    digest.update(f"{seeds.FRESH_SAMPLE_ENV}={os.environ.get(seeds.FRESH_SAMPLE_ENV)}".encode())
+    return digest.hexdigest()
+
+
+def kept_run(path: Path, folder: Path) -> nbformat.NotebookNode | None:
+    """The run of ``path`` kept in ``folder`` by :func:`execute`, if it was made from this very
+    notebook, code, data and environment; else None."""
+    kept = Path(folder) / Path(path).name
+    if not kept.exists():
+        return None
+    nb = nbformat.reads(kept.read_text(encoding="utf-8"), as_version=4)
+    stamp = nb.metadata.get(KEPT_RUN, {})
+    return nb if stamp.get("fingerprint") == fingerprint(path) else None
 
 
 def main(argv=None) -> int:

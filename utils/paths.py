@@ -20,6 +20,7 @@ README = ROOT / "README.md"
 CONSTRAINTS = ROOT / "constraints.txt"
 RUNS = ROOT / "runs"  # training checkpoints (not tracked)
 DIST = ROOT / "dist"  # course bundles written by ``make bundle`` (not tracked)
+COURSE_RUNS = ROOT / "build" / "course-runs"  # the notebooks as ``make course`` last ran them (not tracked)
 
 
 def shown(path: Path) -> str:
