@@ -25,39 +25,42 @@ robustness: setup
 
 ## Rebuild the tokenizers, every zoo model from scratch (resumable; about 3 h on 2 cores with bf16, one model after another:
 ## attn2l 21 min, 4l 58 min, llama 47 min, countdown-llama 30 min, countdown-llama-3l 26 min, each measured while other
-## work shared the machine), then the SAEs on the new models (about 10 min; cached activations are kept).
+## work shared the machine), each model's card (about 2.5 min each), then the SAEs on the new models and their cards
+## (about 10 min; cached activations are kept).
 zoo: setup
-	$(PY) -m utils.tokenizer
-	$(PY) -m utils.countdown tokenizer
-	$(PY) -m utils.train all
-	$(PY) -m utils.saes all
+	$(PY) -m utils.corpora.tokenizer
+	$(PY) -m utils.corpora.countdown tokenizer
+	$(PY) -m utils.model_zoo.train all
+	$(PY) -m utils.cards.model_cards --write-card
+	$(PY) -m utils.model_zoo.saes all
+	$(PY) -m utils.cards.sae_cards
 
 benchmark: setup
 	$(PY) scripts/benchmark.py
 
 ## Execute the solutions in place, then regenerate the exercise notebooks from them.
 notebooks: setup
-	$(PY) -m utils.notebooks execute
-	$(PY) -m utils.notebooks build
+	$(PY) -m utils.course.notebooks execute
+	$(PY) -m utils.course.notebooks build
 
 ## Re-measure and record: notebook times and memory, zoo speed, the README's tables and the workshop agendas' machine times
 ## (the only target that writes them).
 record: setup
 	$(PY) -m utils.course --record
 	$(PY) scripts/benchmark.py
-	$(PY) -m utils.evaluate --readme
-	$(PY) -m utils.workshop
+	$(PY) -m utils.course.records
+	$(PY) -m utils.course.workshop
 
 ## One reproducible archive of the course for Colab workshops: dist/handson-mechinterp-<version>.tar.gz and its sha256.
 ## With URL=<where learners fetch it>: also dist/handson-mechinterp-<version>-workshop/, the exercise notebooks
 ## without solutions, that URL and the checksum typed into each first cell.
 bundle: setup
-	$(PY) -m utils.bundle $(if $(URL),--url "$(URL)")
+	$(PY) -m utils.course.bundle $(if $(URL),--url "$(URL)")
 
 ## Pictures to project: every lesson's static figures (copied from the executed solutions) and its mechanism diagrams,
 ## with a page listing them, in docs/figures/NN/.
 figures: setup
-	$(PY) -m utils.figures
+	$(PY) -m utils.course.figures
 
 clean:
 	rm -rf .venv build runs .pytest_cache

@@ -8,8 +8,8 @@ measurement, never by timed tests.
   load so that imports are not counted.
 * forward: tokens per second of a no-grad forward pass, batch 16 × 128 tokens.
 * training: tokens per second of a full training step (forward, backward, AdamW) at the
-  model's real batch shape, as in ``utils.train``: in float32, and with bfloat16 autocast
-  where this machine computes bfloat16 natively (what ``utils.train`` then uses).
+  model's real batch shape, as in ``utils.model_zoo.train``: in float32, and with bfloat16 autocast
+  where this machine computes bfloat16 natively (what ``utils.model_zoo.train`` then uses).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script from anywhere
 
 from utils import train as tr  # noqa: E402
-from utils.models import load_model, zoo  # noqa: E402
+from utils.model_zoo.models import load_model, zoo  # noqa: E402
+from utils.model_zoo.registry import SPECS, Spec  # noqa: E402
 from utils.paths import BENCHMARKS as OUT  # noqa: E402
-from utils.registry import SPECS, Spec  # noqa: E402
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -105,7 +105,7 @@ def main() -> int:
         f"Measured by `python scripts/benchmark.py` on {machine['date']}: {machine['cores']} cores "
         f"({machine['cpu']}), {machine['threads']} torch threads, torch {machine['torch']}, "
         f"CUDA {'yes' if machine['cuda'] else 'no'}, native bfloat16 {'yes' if bf16 else 'no'} "
-        "(`utils.train` trains in bf16 autocast where it is native). Raw numbers: `results.json`.",
+        "(`utils.model_zoo.train` trains in bf16 autocast where it is native). Raw numbers: `results.json`.",
         "",
         "| model | load (s) | forward (tokens/s, 16×128) | training, float32 (tokens/s) "
         "| training, bf16 autocast (tokens/s) |",

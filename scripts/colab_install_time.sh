@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from utils import versions
-from utils.notebook_setup import colab_install_command
+from utils.course.notebook_setup import colab_install_command
 
 packages = [p.package for p in versions.problems(versions.RUNTIME) if p.package not in versions.PLATFORM]
 print("installing:", ", ".join(packages), flush=True)

@@ -4,8 +4,8 @@
    in-memory token dataset; the model runs while the SAE trains.
 2. ``SAELens's cache``: SAELens's ``CacheActivationsRunner`` writes the activations to disk,
    then the same runner trains from them (``use_cached_activations``).
-3. ``trainer driven directly``: our own activation cache (``utils.saes.cached_activations``),
-   then SAELens's ``SAETrainer`` fed from memory (``utils.saes.fit``), the path ``make zoo`` uses.
+3. ``trainer driven directly``: our own activation cache (``utils.model_zoo.saes.cached_activations``),
+   then SAELens's ``SAETrainer`` fed from memory (``utils.model_zoo.saes.fit``), the path ``make zoo`` uses.
 
 Each path trains the default SAE's architecture on the same number of tokens; the tokens per
 second count the whole path, activations included. Writes ``benchmarks/sae_paths.json``.
@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils import paths, saes  # noqa: E402
-from utils.models import load_model  # noqa: E402
-from utils.registry import DEFAULT_SAE, SAES  # noqa: E402
+from utils.model_zoo.models import load_model  # noqa: E402
+from utils.model_zoo.registry import DEFAULT_SAE, SAES  # noqa: E402
 
 
 def _two_stages(tokens: int, cached: float, trained: float) -> dict:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup: a virtual environment in .venv with the packages utils/versions.py asks for.
+# Idempotent setup: a virtual environment in .venv with the packages utils/course/versions.py asks for.
 # Every run re-checks the installed set against that policy (a fraction of a second, no torch
 # import) and repairs what differs; the decisions are Python functions there, not shell.
 #
@@ -12,7 +12,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 if [ ! -x "$VENV/bin/python" ]; then
-    options=$("$PYTHON" -m utils.versions venv-options)
+    options=$("$PYTHON" -m utils.course.versions venv-options)
     echo "setup: creating $VENV with $("$PYTHON" --version)${options:+, reusing the system torch}"
     "$PYTHON" -m venv $options "$VENV"
 fi
@@ -21,4 +21,4 @@ fi
 settings=$("$VENV/bin/python" -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings/overrides.d
 mkdir -p "$settings"
 cp scripts/jupyterlab-overrides.json "$settings/handson-mechinterp.json"
-exec "$VENV/bin/python" -m utils.versions repair
+exec "$VENV/bin/python" -m utils.course.versions repair

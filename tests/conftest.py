@@ -157,7 +157,7 @@ def runs_off_the_zoo(tmp_path):
 
     import nbformat
 
-    from utils import notebooks as nbs
+    from utils.course import notebooks as nbs
 
     def check(path: Path, folder: Path) -> list[str]:
         nb = nbformat.read(path, as_version=4)

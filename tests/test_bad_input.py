@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from utils import models, paths
-from utils import storyworld as sw
-from utils.models import ZooError, load_model
+from utils import paths
+from utils.corpora import storyworld as sw
+from utils.corpora.tokenizer import TokenizerMissing
+from utils.model_zoo import models
+from utils.model_zoo.models import ZooError, load_model
 from utils.paths import ROOT
-from utils.tokenizer import TokenizerMissing
 
 GOOD_LINE = sw.sample(0, 0).to_json() + "\n"
 
-# ``python -m utils.train`` with the course's folders moved into the test's own folder
+# ``python -m utils.model_zoo.train`` with the course's folders moved into the test's own folder
 # (TEST_RUNS, TEST_MODELS, TEST_TOKENIZER_DIR), so no case can touch runs/ or data/.
 TRAIN = r"""
 import os, sys
@@ -33,7 +34,7 @@ from utils import paths
 for name in ("RUNS", "MODELS", "TOKENIZER_DIR"):
     if os.environ.get("TEST_" + name):
         setattr(paths, name, Path(os.environ["TEST_" + name]))
-from utils.train import main
+from utils.model_zoo.train import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -54,7 +55,7 @@ class Case:
 
 
 def storyworld(*args: str) -> list[str]:
-    return [sys.executable, "-m", "utils.storyworld", *args]
+    return [sys.executable, "-m", "utils.corpora.storyworld", *args]
 
 
 def module(name: str, *args: str) -> list[str]:
@@ -66,7 +67,7 @@ def train(*args: str) -> list[str]:
 
 
 MOVED = {"TEST_RUNS": "{tmp}/runs", "TEST_MODELS": "{tmp}/models"}
-QUICK = ["storyworld-4l", "--device", "cpu", "--no-eval"]
+QUICK = ["storyworld-4l", "--device", "cpu"]
 GIVE_A_LINE = 'give one JSON object per line like {"text": "Ann was in the park."}'
 
 CASES = {
@@ -97,7 +98,7 @@ CASES = {
         storyworld("score"),
         1,
         "line 2: not a Storyworld document: at character 3 expected ' was', ' and', ' A' or 198 more, "
-        "found '.'; only texts that `python -m utils.storyworld sample` writes can be scored",
+        "found '.'; only texts that `python -m utils.corpora.storyworld sample` writes can be scored",
         stdin=GOOD_LINE.encode() + b'{"text": "Ann."}\n',
         stdout='"logprob"',
     ),
@@ -159,7 +160,7 @@ CASES = {
         train(*QUICK, "--tokens", "1000"),
         1,
         "error: the course tokenizer is missing: there is no {tmp}/tokenizer/tokenizer.json; restore it with "
-        "`git checkout -- {tmp}/tokenizer` or rebuild it with: python -m utils.tokenizer",
+        "`git checkout -- {tmp}/tokenizer` or rebuild it with: python -m utils.corpora.tokenizer",
         files={"tokenizer": "folder"},
         env={**MOVED, "TEST_TOKENIZER_DIR": "{tmp}/tokenizer"},
     ),
@@ -167,20 +168,20 @@ CASES = {
         storyworld("sample", "--seed", "1", "--n", "abc"), 2, "argument --n: must be a positive integer, got 'abc'"
     ),
     "evaluate a name outside the zoo": Case(
-        module("evaluate", "nope"),
+        module("cards.model_cards", "nope"),
         2,
         "argument name: 'nope' is not a zoo model; the zoo: storyworld-attn2l, storyworld-4l",
     ),
     "evaluate on no documents": Case(
-        module("evaluate", "storyworld-attn2l", "--docs", "0"),
+        module("cards.model_cards", "storyworld-attn2l", "--docs", "0"),
         2,
         "argument --docs: must be a positive integer, got '0'",
     ),
     "evaluate on a negative number of documents": Case(
-        module("evaluate", "storyworld-attn2l", "--docs", "-5"), 2, "must be a positive integer, got '-5'"
+        module("cards.model_cards", "storyworld-attn2l", "--docs", "-5"), 2, "must be a positive integer, got '-5'"
     ),
     "train an SAE on a negative budget": Case(
-        module("saes", "storyworld-4l-res3-topk", "--tokens", "-3", "--no-card"),
+        module("model_zoo.saes", "storyworld-4l-res3-topk", "--tokens", "-3"),
         2,
         "argument --tokens: must be a positive integer, got '-3'",
     ),
@@ -188,7 +189,7 @@ CASES = {
         module("course", "--skip-zoo", "{tmp}/missing.ipynb"), 1, "error: {tmp}/missing.ipynb"
     ),
     "bundle into a path that is a file": Case(
-        module("bundle", "--out", "{tmp}/taken"),
+        module("course.bundle", "--out", "{tmp}/taken"),
         1,
         "bundle: cannot write the archive into {tmp}/taken: File exists; pass --out a folder you can write to",
         files={"taken": "file"},
@@ -196,7 +197,7 @@ CASES = {
     "ctrl-c during train": Case(
         train(*QUICK, "--tokens", "10000000"),
         130,
-        "with: python -m utils.train storyworld-4l --tokens 10000000 --device cpu --no-eval",
+        "with: python -m utils.model_zoo.train storyworld-4l --tokens 10000000 --device cpu",
         env=MOVED,
         action="ctrl-c after training storyworld-4l",
         leaves=("runs", "runs/storyworld-4l", "runs/storyworld-4l/train_log.csv"),
@@ -346,14 +347,14 @@ LOADING = {
         no_tokenizer,
         TokenizerMissing,
         "the course tokenizer is missing: there is no {tmp}/tokenizer/tokenizer.json; restore it with "
-        "`git checkout -- {tmp}/tokenizer` or rebuild it with: python -m utils.tokenizer",
+        "`git checkout -- {tmp}/tokenizer` or rebuild it with: python -m utils.corpora.tokenizer",
     ),
     "config.json missing": (
         no_config,
         ZooError,
         "zoo model 'storyworld-4l' is incomplete: {tmp}/storyworld-4l/config.json is missing; restore it with "
         "`git checkout -- {tmp}/storyworld-4l/config.json` or rebuild the model with: "
-        "python -m utils.train storyworld-4l",
+        "python -m utils.model_zoo.train storyworld-4l",
     ),
     "card.json broken": (
         broken_card,
@@ -361,7 +362,7 @@ LOADING = {
         "the card of storyworld-4l is not valid JSON ({tmp}/storyworld-4l/card.json, line 1 column 26: "
         "Expecting property name enclosed in double quotes); restore it with "
         "`git checkout -- {tmp}/storyworld-4l/card.json` or rewrite it with: "
-        "python -m utils.evaluate storyworld-4l --write-card",
+        "python -m utils.cards.model_cards storyworld-4l --write-card",
     ),
     "card.json without a checksum": (card_without_checksum, ZooError, "lacks weights_sha256; restore it with"),
     "config.json cut off": (
@@ -369,7 +370,7 @@ LOADING = {
         ZooError,
         "the config of zoo model 'storyworld-4l' is not valid JSON ({tmp}/storyworld-4l/config.json, line 1 column "
         "36: Expecting property name enclosed in double quotes); restore it with `git checkout -- "
-        "{tmp}/storyworld-4l/config.json` or rebuild the model with: python -m utils.train storyworld-4l",
+        "{tmp}/storyworld-4l/config.json` or rebuild the model with: python -m utils.model_zoo.train storyworld-4l",
     ),
     "card.json with an unknown format": (
         card_with_another_format,

@@ -1,4 +1,4 @@
-"""The course bundle (``python -m utils.bundle``) and the setup cell's Colab path that installs
+"""The course bundle (``python -m utils.course.bundle``) and the setup cell's Colab path that installs
 from it: one reproducible archive with its checksum; the cell fetches it once, checks the
 checksum, extracts it next to the notebook and puts it on sys.path; lesson 00 then runs on a
 simulated Colab runtime without replacing its torch."""
@@ -18,8 +18,8 @@ import pytest
 import tomllib
 from nbclient import NotebookClient
 
-from utils import bundle as bundler
-from utils import notebook_setup as ns
+from utils.course import bundle as bundler
+from utils.course import notebook_setup as ns
 from utils.paths import ROOT, SOLUTIONS
 
 NAME = bundler.bundle_name()
@@ -30,7 +30,7 @@ def built(tmp_path_factory) -> tuple[Path, str, str]:
     """The bundle as ``make bundle`` writes it (into a temporary folder): its path, sha256 and printout."""
     out = tmp_path_factory.mktemp("dist")
     result = subprocess.run(
-        [sys.executable, "-m", "utils.bundle", "--out", str(out)], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "utils.course.bundle", "--out", str(out)], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     archive = out / f"{NAME}.tar.gz"
@@ -58,8 +58,8 @@ def test_the_bundle_holds_the_tracked_course_files_under_one_top_folder(built):
     ).stdout.split()
     assert inside == sorted(tracked)
     assert {
-        "utils/notebook_setup.py",
-        "utils/versions.py",
+        "utils/course/notebook_setup.py",
+        "utils/course/versions.py",
         "constraints.txt",
         "pyproject.toml",
         "README.md",
@@ -114,7 +114,7 @@ def test_a_learners_own_notebook_copy_is_left_out_without_stopping_the_bundle(tm
 
 
 def test_with_a_url_the_workshops_notebooks_are_the_exercises_without_solutions_stamped_with_it(built, tmp_path):
-    from utils.notebooks import build_without_solutions, read_notebook
+    from utils.course.notebooks import build_without_solutions, read_notebook
 
     archive, digest, _ = built
     url = f"https://example.org/course/{archive.name}"
@@ -138,7 +138,7 @@ def test_with_a_url_the_workshops_notebooks_are_the_exercises_without_solutions_
 def test_a_stamped_first_cell_fetches_checks_and_extracts_the_bundle_on_a_fake_colab(built, tmp_path, monkeypatch):
     archive, digest, _ = built
     cell = bundler.stamp(ns.SETUP_CELL, archive.as_uri(), digest)
-    fetching = cell.split("from utils.notebook_setup import setup")[0]  # the rest is setup(), tested elsewhere
+    fetching = cell.split("from utils.course.notebook_setup import setup")[0]  # the rest is setup(), tested elsewhere
     content = tmp_path / "content"
     content.mkdir()
     monkeypatch.chdir(content)
@@ -150,7 +150,7 @@ def test_a_stamped_first_cell_fetches_checks_and_extracts_the_bundle_on_a_fake_c
     variables: dict = {}
     exec(fetching, variables)
     assert variables["course"] == str(content / NAME) and sys.path[0] == str(content / NAME)
-    assert (content / NAME / "utils" / "notebook_setup.py").is_file()
+    assert (content / NAME / "utils" / "course" / "notebook_setup.py").is_file()
 
 
 def test_a_workshop_url_that_cannot_name_the_bundle_is_refused_before_anything_is_written(tmp_path, capsys):

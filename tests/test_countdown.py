@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from utils import countdown as cd
 from utils import paths
+from utils.corpora import countdown as cd
 from utils.paths import ROOT
 
 TRACES = cd.sample_traces(4242, 2000)
@@ -148,15 +148,17 @@ def test_shipped_tokenizer_is_what_the_builder_writes(tmp_path):
 
 
 def test_missing_tokenizer_says_how_to_rebuild(tmp_path):
-    from utils.tokenizer import TokenizerMissing
+    from utils.corpora.tokenizer import TokenizerMissing
 
-    with pytest.raises(TokenizerMissing, match=r"countdown tokenizer is missing.*python -m utils.countdown tokenizer"):
+    with pytest.raises(
+        TokenizerMissing, match=r"countdown tokenizer is missing.*python -m utils.corpora.countdown tokenizer"
+    ):
         cd.load_tokenizer(tmp_path)
 
 
 def run_cli(*args, stdin=""):
     return subprocess.run(
-        [sys.executable, "-m", "utils.countdown", *args], input=stdin, capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "utils.corpora.countdown", *args], input=stdin, capture_output=True, text=True, cwd=ROOT
     )
 
 

@@ -4,7 +4,7 @@ import subprocess
 
 import nbformat
 
-from utils import course
+from utils.course import runner as course
 from utils.paths import ROOT
 
 

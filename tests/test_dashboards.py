@@ -2,7 +2,7 @@
 
 import torch
 
-from utils.dashboards import histogram_svg, latent_dashboard
+from utils.pictures.dashboards import histogram_svg, latent_dashboard
 
 
 def test_a_dashboard_shows_contexts_logit_effects_and_a_histogram():

@@ -8,7 +8,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from utils import versions
+from utils.course import versions
 from utils.paths import CONSTRAINTS, ROOT
 
 

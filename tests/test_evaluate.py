@@ -5,10 +5,11 @@ import math
 import pytest
 from safetensors import safe_open
 
-from utils import evaluate as ev
 from utils import paths, seeds
-from utils.models import corpus_of, read_card, zoo
-from utils.registry import entry
+from utils.cards import model_cards as ev
+from utils.course import records
+from utils.model_zoo.models import corpus_of, read_card, zoo
+from utils.model_zoo.registry import entry
 
 BUILT = zoo()
 COUNTDOWN = [n for n in BUILT if corpus_of(n) == "countdown"]  # measured on countdown traces
@@ -62,7 +63,7 @@ def test_card_records_architecture_training_and_measurements(name):
     assert ev.card_markdown(card) == readme, (
         f"the model card's README.md is not the rendering of its card.json: restore both with "
         f"git checkout -- data/models/{name}/ (a maintainer who changed the model re-measures with "
-        f"python -m utils.evaluate {name} --write-card)"
+        f"python -m utils.cards.model_cards {name} --write-card)"
     )
 
 
@@ -135,9 +136,9 @@ def test_countdown_card_holds_on_fresh_traces(name):
 
 def test_readme_zoo_table_is_generated_from_the_cards():
     text = paths.README.read_text()
-    assert ev.readme_with_table(text) == text, (
+    assert records.readme_with_tables(text) == text, (
         "README.md's zoo table is not the rendering of the model cards: restore it with git checkout -- README.md "
-        "(a maintainer who rewrote a card renders the table again with python -m utils.evaluate --readme)"
+        "(a maintainer who rewrote a card renders the table again with python -m utils.course.records)"
     )
 
 

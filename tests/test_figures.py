@@ -1,4 +1,4 @@
-"""docs/figures/NN/ (``make figures``, ``python -m utils.figures``): every static picture a lesson shows,
+"""docs/figures/NN/ (``make figures``, ``python -m utils.course.figures``): every static picture a lesson shows,
 exported byte for byte, a page per lesson listing them, and mechanism diagrams that draw the same
 bytes again."""
 
@@ -9,13 +9,14 @@ import matplotlib
 import nbformat
 import pytest
 
-from utils import diagrams, figures, versions
-from utils.figures import FIGURES
-from utils.notebooks import read_notebook
+from utils.course import figures, versions
+from utils.course.figures import FIGURES
+from utils.course.notebooks import read_notebook
 from utils.paths import ROOT
+from utils.pictures import diagrams
 
 LESSONS = {path.name[:2]: path for path in figures.lessons()}
-FIX = "run: make figures (python -m utils.figures)"
+FIX = "run: make figures (python -m utils.course.figures)"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def shown() -> dict[str, tuple[dict, list[figures.StaticFigure]]]:
 
 
 def _inline_pngs(notebook: dict) -> int:
-    """How many static PNGs the lesson's outputs hold, counted without utils.figures: each inline
+    """How many static PNGs the lesson's outputs hold, counted without utils.course.figures: each inline
     ``<img>`` in an output's HTML, or its ``image/png`` when its HTML has none."""
     count = 0
     for cell in notebook["cells"]:
@@ -106,7 +107,7 @@ PNG_B64 = base64.b64encode(PNG).decode()
 
 
 def test_plotly_figures_widgets_and_attention_pictures_each_give_one_png_titled_by_its_alt_text():
-    # the display bundles utils.plotting writes (without importing it: it imports torch)
+    # the display bundles utils.pictures.plotting writes (without importing it: it imports torch)
     def img(alt: str) -> str:
         return f'<img alt="{alt}" src="data:image/png;base64,{PNG_B64}"/>'
 

@@ -5,10 +5,10 @@ import re
 import nbformat
 import pytest
 
-from utils import notebooks as nbs
 from utils.checks import CheckFailed
-from utils.notebook_setup import SETUP_CELL
-from utils.registry import entry
+from utils.course import notebooks as nbs
+from utils.course.notebook_setup import SETUP_CELL
+from utils.model_zoo.registry import entry
 
 SOLUTIONS = sorted(nbs.SOLUTIONS.glob("*.ipynb"))
 ids = [p.name for p in SOLUTIONS]
@@ -43,7 +43,7 @@ def test_each_lesson_imports_only_its_own_checks(path):
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
 def test_first_code_cell_is_the_shared_setup_cell(path):
     nb = nbformat.read(path, as_version=4)
-    assert code_cells(nb)[0].source == SETUP_CELL, "copy utils.notebook_setup.SETUP_CELL exactly"
+    assert code_cells(nb)[0].source == SETUP_CELL, "copy utils.course.notebook_setup.SETUP_CELL exactly"
     second = code_cells(nb)[1].source
     # The countdown lesson's alternative is the zoo's other countdown model (the hub has no
     # model trained on these traces); every other lesson's is a hub model.
@@ -108,7 +108,8 @@ CASES = [(p, k) for p in SOLUTIONS for k in range(len(exercises(p)))]
 
 @pytest.fixture(scope="module")
 def models():
-    from utils import load_model, saes
+    from utils import load_model
+    from utils.model_zoo import saes
 
     cache = {}
 
@@ -214,7 +215,7 @@ def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("from utils.notebook_setup import setup\n\nDEVICE = setup(quiet=True)"),
+        nbformat.v4.new_code_cell("from utils.course.notebook_setup import setup\n\nDEVICE = setup(quiet=True)"),
         nbformat.v4.new_code_cell("def f(x):\n    raise NotImplementedError('double x')"),
         nbformat.v4.new_code_cell("y = f(2)"),
         nbformat.v4.new_code_cell("print(y)"),
@@ -234,15 +235,15 @@ def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished
 
 
 def test_the_start_page_is_written_from_the_lessons_first_cells():
-    from utils import start_page
+    from utils.course import start_page
 
     assert start_page.START_PAGE.read_text(encoding="utf-8") == start_page.render(), (
-        "notebooks/README.md is stale: run python -m utils.start_page"
+        "notebooks/README.md is stale: run python -m utils.course.start_page"
     )
 
 
 def test_every_link_on_the_start_page_opens_a_lesson():
-    from utils import start_page
+    from utils.course import start_page
 
     text = start_page.START_PAGE.read_text(encoding="utf-8")
     local = [t for t in re.findall(r"\]\(([^)]+)\)", text) if "://" not in t]
@@ -251,7 +252,7 @@ def test_every_link_on_the_start_page_opens_a_lesson():
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
 def test_each_lessons_summary_ends_with_the_lessons_to_open_next(path):
-    from utils import start_page
+    from utils.course import start_page
 
     summary = next(c.source for c in nbformat.read(path, as_version=4).cells if "## Summary" in c.source)
     line = start_page.next_line(path.name[:2])
@@ -261,7 +262,7 @@ def test_each_lessons_summary_ends_with_the_lessons_to_open_next(path):
 
 
 def test_the_readme_counts_each_lessons_exercises():
-    from utils import start_page
+    from utils.course import start_page
     from utils.paths import README
 
     counted = {
@@ -272,12 +273,12 @@ def test_the_readme_counts_each_lessons_exercises():
 
 
 def test_each_lessons_question_sheet_holds_its_discussion_questions():
-    from utils import handouts
+    from utils.course import handouts
 
     sheets = handouts.sheets()
     assert len(sheets) == len(SOLUTIONS)
     for path, text in sheets.items():
-        assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run python -m utils.handouts"
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run python -m utils.course.handouts"
     for path in SOLUTIONS:
         questions = handouts.discussion_questions(path)
         assert 4 <= len(questions) <= 6, (path.name, len(questions))

@@ -5,9 +5,10 @@ import pickle
 import pytest
 import torch
 
-from utils import models, paths
-from utils.models import ZooError, load_model, read_card, sha256_file, zoo
-from utils.tokenizer import corpus_tokenizer, corpus_tokenizer_hash, encode_doc
+from utils import paths
+from utils.corpora.tokenizer import corpus_tokenizer, corpus_tokenizer_hash, encode_doc
+from utils.model_zoo import models
+from utils.model_zoo.models import ZooError, load_model, read_card, sha256_file, zoo
 
 BUILT = zoo()
 
@@ -18,7 +19,7 @@ def test_every_zoo_model_is_built():
 
 @pytest.mark.parametrize("name", BUILT)
 def test_zoo_model_loads_offline_and_runs(name):
-    from utils import countdown
+    from utils.corpora import countdown
 
     model = load_model(name, device="cpu")
     corpus = models.corpus_of(name)
@@ -72,7 +73,7 @@ def test_hub_name_offline_fails_with_the_flag_named_and_the_zoo_listed():
 
 def test_unbuilt_model_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "MODELS", tmp_path)
-    with pytest.raises(ZooError, match="python -m utils.train countdown-llama"):
+    with pytest.raises(ZooError, match="python -m utils.model_zoo.train countdown-llama"):
         load_model("countdown-llama")
 
 
@@ -89,20 +90,20 @@ def test_corrupt_weights_fail_with_the_rebuild_command(copied_zoo):
     (folder / "model.safetensors").write_bytes(bytes(raw))
     with pytest.raises(ZooError) as e:
         load_model(name, device="cpu")
-    assert f"python -m utils.train {name}" in str(e.value) and "sha256" in str(e.value)
+    assert f"python -m utils.model_zoo.train {name}" in str(e.value) and "sha256" in str(e.value)
 
 
 def test_truncated_weights_fail_clearly_even_without_the_checksum(copied_zoo):
     name, folder = copied_zoo
     (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
-    with pytest.raises(ZooError, match=f"python -m utils.train {name}"):
+    with pytest.raises(ZooError, match=f"python -m utils.model_zoo.train {name}"):
         load_model(name, device="cpu", verify=False)
 
 
 def test_missing_weights_say_how_to_rebuild(copied_zoo):
     name, folder = copied_zoo
     (folder / "model.safetensors").unlink()
-    with pytest.raises(ZooError, match=f"python -m utils.train {name}"):
+    with pytest.raises(ZooError, match=f"python -m utils.model_zoo.train {name}"):
         load_model(name, device="cpu")
 
 
@@ -137,7 +138,7 @@ def test_load_model_reads_the_folder_it_is_given(halved_copy):
 
 
 def test_a_card_written_for_another_folder_measures_that_folders_model(halved_copy, monkeypatch):
-    from utils import evaluate
+    from utils.cards import model_cards as evaluate
 
     name, folder = halved_copy
     seen = []
@@ -173,7 +174,7 @@ def test_a_pickled_checkpoint_beside_the_weights_is_never_unpickled(copied_hf_mo
     load_model("storyworld-4l", device="cpu")
     assert not marker.exists()
     (copied_hf_model / "model.safetensors").unlink()
-    with pytest.raises(ZooError, match="python -m utils.train storyworld-4l"):
+    with pytest.raises(ZooError, match="python -m utils.model_zoo.train storyworld-4l"):
         load_model("storyworld-4l", device="cpu")
     assert not marker.exists()
 
@@ -195,7 +196,7 @@ def test_device_default_prefers_cuda_then_mps_then_cpu(monkeypatch):
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama", "gemma2", "qwen2"])
 def test_a_folder_saved_in_the_hubs_format_loads_offline_as_a_hub_model_would(random_model_folders, architecture):
-    from utils.tokenizer import corpus_tokenizer
+    from utils.corpora.tokenizer import corpus_tokenizer
 
     model = load_model(str(random_model_folders[architecture]))
     text = "Mara felt calm. Tom gave the cup to Mara."

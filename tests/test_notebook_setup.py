@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import notebook_setup as ns
-from utils import versions
+from utils.course import notebook_setup as ns
+from utils.course import versions
 from utils.paths import CONSTRAINTS, ROOT
 
 
@@ -226,7 +226,7 @@ def test_the_fix_the_setup_cell_names_installs_a_missing_package_into_the_kernel
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
     report = (
-        "from utils import notebook_setup as ns, versions\n"
+        "from utils.course import notebook_setup as ns, versions\n"
         "print(ns._report(versions.problems(['tqdm'])))\n"
         "print('STILL MISSING' if versions.problems(['tqdm']) else 'FIXED')"
     )

@@ -9,7 +9,7 @@ import warnings
 import nbformat
 import pytest
 
-from utils import notebooks as nbs
+from utils.course import notebooks as nbs
 from utils.paths import NOTEBOOKS, ROOT, SOLUTIONS
 
 SOLUTION = '''def double(x):
@@ -173,12 +173,12 @@ def test_build_refuses_to_overwrite_a_learners_answers(tmp_path, monkeypatch, ca
     nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
     assert nbs.main(["check"]) == 1
     advice = capsys.readouterr().out.strip().splitlines()[-1]
-    assert advice == nbs.FIX_STALE and advice.startswith("run: python -m utils.notebooks build ")
+    assert advice == nbs.FIX_STALE and advice.startswith("run: python -m utils.course.notebooks build ")
     assert nbs.main(["build"]) == 1, "following the advice must not erase the answers"
     assert exercise.read_text(encoding="utf-8") == learners
     assert capsys.readouterr().err == (
         f"{exercise} holds a learner's work (answers in cell 2), so it was not rebuilt; to rebuild it anyway, "
-        "with a copy kept next to it, run: python -m utils.notebooks build --overwrite-answers\n"
+        "with a copy kept next to it, run: python -m utils.course.notebooks build --overwrite-answers\n"
     )
     assert list(exercise.parent.glob("*.bak")) == []
 
@@ -324,7 +324,7 @@ def test_a_stalled_kernel_is_run_once_more_and_said_so(monkeypatch, capsys):
 
     calls = []
 
-    def once(path, save, timeout, env, prelude):
+    def once(path, save, keep, timeout, env, prelude):
         calls.append(path)
         if len(calls) == 1:
             raise CellTimeoutError("no reply from the kernel")
@@ -338,7 +338,7 @@ def test_a_stalled_kernel_is_run_once_more_and_said_so(monkeypatch, capsys):
 def test_a_notebook_that_stalls_twice_fails(monkeypatch):
     from nbclient.exceptions import CellTimeoutError
 
-    def stall(path, save, timeout, env, prelude):
+    def stall(path, save, keep, timeout, env, prelude):
         raise CellTimeoutError("no reply from the kernel")
 
     monkeypatch.setattr(nbs, "_execute_once", stall)
@@ -348,7 +348,15 @@ def test_a_notebook_that_stalls_twice_fails(monkeypatch):
 
 def test_a_workshop_build_leaves_out_every_solution_and_keeps_every_exercise_and_check(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "utils.notebooks", "build", "--no-solutions", "--out", str(tmp_path / "workshop")],
+        [
+            sys.executable,
+            "-m",
+            "utils.course.notebooks",
+            "build",
+            "--no-solutions",
+            "--out",
+            str(tmp_path / "workshop"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -379,6 +387,6 @@ def test_a_workshop_build_leaves_out_every_solution_and_keeps_every_exercise_and
 )
 def test_a_workshop_build_without_a_folder_of_its_own_is_refused_in_one_sentence(args, message):
     r = subprocess.run(
-        [sys.executable, "-m", "utils.notebooks", "build", *args], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "utils.course.notebooks", "build", *args], cwd=ROOT, capture_output=True, text=True
     )
     assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -5,7 +5,7 @@ not asserted. The representation lessons and the capstone: ``test_off_the_zoo_re
 
 import pytest
 
-from utils import notebooks as nbs
+from utils.course import notebooks as nbs
 
 
 @pytest.mark.parametrize("path", sorted(nbs.SOLUTIONS.glob("0[0-3]_*.ipynb")), ids=lambda p: p.name[:2])

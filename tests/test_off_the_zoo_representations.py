@@ -3,7 +3,7 @@ does for 00–03. The capstone needs a model trained on countdown traces, and sa
 
 import pytest
 
-from utils import notebooks as nbs
+from utils.course import notebooks as nbs
 
 
 @pytest.mark.parametrize("path", sorted(nbs.SOLUTIONS.glob("0[4-7]_*.ipynb")), ids=lambda p: p.name[:2])

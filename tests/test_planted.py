@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from utils import planted, storyworld
-from utils.tokenizer import load_tokenizer
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import load_tokenizer
+from utils.metrics import planted
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from utils import plotting
+from utils.pictures import plotting
 
 
 @pytest.fixture(autouse=True)

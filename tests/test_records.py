@@ -2,7 +2,7 @@
 
 import json
 
-from utils import records
+from utils.course import records
 from utils.paths import README, SOLUTIONS
 
 RESTORE = records.RESTORE

@@ -2,7 +2,7 @@
 
 import pytest
 
-from utils import models, registry, train
+from utils.model_zoo import models, registry, train
 
 
 def test_every_entry_is_filed_under_its_own_name():

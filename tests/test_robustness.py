@@ -5,7 +5,9 @@ import json
 import nbformat
 import pytest
 
-from utils import course, records, robustness, seeds
+from utils import seeds
+from utils.course import records, robustness
+from utils.course import runner as course
 from utils.paths import SOLUTIONS
 
 

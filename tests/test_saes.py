@@ -7,10 +7,13 @@ import shutil
 import pytest
 import torch
 
-from utils import saes, seeds, storyworld
+from utils import seeds
+from utils.cards import sae_cards
+from utils.corpora import storyworld
 from utils.metrics.saes import evaluate_sae
-from utils.models import load_model
-from utils.registry import DEFAULT_SAE, SAE_TOLERANCE, SAES
+from utils.model_zoo import saes
+from utils.model_zoo.models import load_model
+from utils.model_zoo.registry import DEFAULT_SAE, SAE_TOLERANCE, SAES
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def test_unknown_sae_name_lists_the_zoo_saes():
 
 def test_missing_sae_weights_say_how_to_rebuild(copied_sae):
     (copied_sae / saes.WEIGHTS).unlink()
-    with pytest.raises(saes.SAEError, match=f"python -m utils.saes {DEFAULT_SAE}"):
+    with pytest.raises(saes.SAEError, match=f"python -m utils.model_zoo.saes {DEFAULT_SAE}"):
         saes.load_sae(DEFAULT_SAE, folder=copied_sae)
 
 
@@ -58,7 +61,7 @@ def test_corrupt_sae_weights_fail_with_the_rebuild_command(copied_sae):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(saes.SAEError, match="does not match the card.*python -m utils.saes"):
+    with pytest.raises(saes.SAEError, match="does not match the card.*python -m utils.model_zoo.saes"):
         saes.load_sae(DEFAULT_SAE, folder=copied_sae)
 
 
@@ -73,7 +76,7 @@ def test_a_changed_config_fails_its_checksum(copied_sae):
 @pytest.mark.parametrize("name", list(SAES))
 def test_sae_card_readme_is_what_the_card_writer_writes(name):
     card = saes.read_card(name)
-    assert (saes.SAES_DIR / name / "README.md").read_text() == saes.card_markdown(card)
+    assert (saes.SAES_DIR / name / "README.md").read_text() == sae_cards.card_markdown(card)
 
 
 def test_the_default_sae_loses_least_at_about_the_same_l0():
@@ -113,7 +116,7 @@ def test_cached_activations_reuse_finished_chunks(model, tmp_path, monkeypatch):
 
 
 def test_activations_leave_out_the_boundary_tokens(model):
-    from utils.tokenizer import EOT, load_tokenizer
+    from utils.corpora.tokenizer import EOT, load_tokenizer
 
     eot = load_tokenizer().convert_tokens_to_ids(EOT)
     rows = torch.tensor([[eot, 5, 6, eot, 7]])
@@ -165,7 +168,7 @@ def test_load_sae_for_a_model_without_an_sae_names_those_that_have_one():
 
 
 def test_a_hub_sae_without_the_hub_fails_in_one_sentence(monkeypatch):
-    monkeypatch.setattr("utils.models.hub_unreachable", lambda: "offline")
+    monkeypatch.setattr("utils.model_zoo.models.hub_unreachable", lambda: "offline")
     with pytest.raises(saes.SAEError, match="not reachable"):
         saes.load_sae_for("gpt2-small")
 

@@ -1,7 +1,7 @@
 """Seeds: no training run ever sees the documents that held-out measurements draw."""
 
 from utils import seeds
-from utils.registry import SPECS
+from utils.model_zoo.registry import SPECS
 
 NOT_SEEDS = {"TOKENIZER", "SLOTS", "CI_FRESH_SAMPLE"}  # the tokenizer's training seed; the sweep's settings
 MEASUREMENT_SEEDS = {

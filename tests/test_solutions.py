@@ -14,7 +14,7 @@ import re
 import nbformat
 import pytest
 
-from utils import notebooks as nbs
+from utils.course import notebooks as nbs
 from utils.paths import COURSE_RUNS, ROOT, SOLUTIONS
 
 CHECK_OUTPUT = "# CHECK_OUTPUT"

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from utils import steering, storyworld
+from utils.corpora import storyworld
+from utils.interventions import steering
 
 
 def test_a_sentence_is_read_as_the_emotion_whose_words_it_uses():

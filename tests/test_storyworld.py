@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from utils import storyworld as sw
+from utils.corpora import storyworld as sw
 from utils.paths import ROOT
 
 DOCS = sw.sample_docs(4242, 600)
@@ -40,7 +40,7 @@ def test_output_is_byte_identical_to_the_recorded_stream():
 
 
 def test_command_line_output_is_byte_identical_across_runs():
-    cmd = [sys.executable, "-m", "utils.storyworld", "sample", "--seed", "3", "--n", "20"]
+    cmd = [sys.executable, "-m", "utils.corpora.storyworld", "sample", "--seed", "3", "--n", "20"]
     a = subprocess.run(cmd, capture_output=True, cwd=ROOT, check=True).stdout
     b = subprocess.run(cmd, capture_output=True, cwd=ROOT, check=True).stdout
     assert a == b and a.count(b"\n") == 20
@@ -61,7 +61,9 @@ def test_command_line_output_is_byte_identical_across_runs():
     ],
 )
 def test_bad_command_line_arguments_print_usage_and_exit_2(args):
-    r = subprocess.run([sys.executable, "-m", "utils.storyworld", *args], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "utils.corpora.storyworld", *args], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 2
     assert "usage:" in r.stderr
 
@@ -95,7 +97,7 @@ def test_scoring_with_the_family_known_gives_the_same_doc_and_rejects_other_fami
 def test_score_command_reads_json_lines():
     lines = "".join(d.to_json() + "\n" for d in DOCS[:5])
     r = subprocess.run(
-        [sys.executable, "-m", "utils.storyworld", "score"],
+        [sys.executable, "-m", "utils.corpora.storyworld", "score"],
         input=lines,
         capture_output=True,
         text=True,

@@ -9,9 +9,9 @@ import re
 import nbformat
 import pytest
 
-from utils import handouts, workshop
+from utils.course import handouts, workshop
+from utils.course.start_page import lessons
 from utils.paths import ROOT, SOLUTIONS
-from utils.start_page import lessons
 
 PATHS = {p.name[:2]: p for p in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))}
 NUMBERS = sorted(PATHS)
@@ -97,7 +97,7 @@ def test_a_lessons_stated_time_reads_as_minutes():
 
 def test_the_workshop_agendas_are_the_ones_the_lessons_markers_give():
     text = workshop.WORKSHOP.read_text(encoding="utf-8")
-    assert workshop.rewrite(text) == text, "run: python -m utils.workshop"
+    assert workshop.rewrite(text) == text, "run: python -m utils.course.workshop"
 
 
 @pytest.mark.parametrize("day", sorted(workshop.DAYS))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from utils import storyworld as sw
-from utils.tokenizer import (
+from utils.corpora import storyworld as sw
+from utils.corpora.tokenizer import (
     EOT,
     TOKENIZER_DIR,
     TokenizerMissing,
@@ -62,7 +62,7 @@ def test_retraining_reproduces_the_shipped_tokenizer(tmp_path):
 
 def test_a_missing_tokenizer_file_says_how_to_rebuild_it_when_loaded_or_hashed(tmp_path):
     for read in (load_tokenizer, tokenizer_hash):
-        with pytest.raises(TokenizerMissing, match="rebuild it with: python -m utils.tokenizer$"):
+        with pytest.raises(TokenizerMissing, match="rebuild it with: python -m utils.corpora.tokenizer$"):
             read(tmp_path)
 
 
@@ -75,7 +75,7 @@ def test_the_default_tokenizer_folder_is_looked_up_when_called(tmp_path, monkeyp
 
 
 def test_help_prints_usage_and_leaves_the_tokenizer_alone(monkeypatch, capsys):
-    from utils import tokenizer
+    from utils.corpora import tokenizer
 
     def must_not_train(*a, **k):
         raise AssertionError("--help retrained the tokenizer")
@@ -104,7 +104,7 @@ def _a_tokenizer_that_splits_rare_names():
 
 
 def test_split_words_names_each_word_a_tokenizer_cuts_in_pieces_and_its_pieces():
-    from utils.tokenizer import split_words
+    from utils.corpora.tokenizer import split_words
 
     tok = _a_tokenizer_that_splits_rare_names()
     split = split_words(tok, [" Ann", " Zelda", " happy"])
@@ -115,7 +115,7 @@ def test_split_words_names_each_word_a_tokenizer_cuts_in_pieces_and_its_pieces()
 def test_two_names_fit_a_prompt_only_if_they_take_as_many_tokens_and_start_differently():
     from types import SimpleNamespace
 
-    from utils.ioi_batch import names_fit
+    from utils.corpora.ioi_batch import names_fit
 
     tok = _a_tokenizer_that_splits_rare_names()
 

@@ -15,10 +15,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from utils import train as tr
+from utils.corpora.tokenizer import load_tokenizer
+from utils.model_zoo import train as tr
+from utils.model_zoo.registry import Spec
 from utils.paths import ROOT
-from utils.registry import Spec
-from utils.tokenizer import load_tokenizer
 
 TINY = {
     "gpt2": dict(n_layer=1, n_embd=32, n_head=2, n_inner=64),
@@ -49,11 +49,11 @@ def checkpoint_meta(run_dir) -> dict:
 def test_resuming_gives_the_same_weights_as_one_straight_run(tmp_path, arch):
     spec = tiny(arch)
     straight = tmp_path / "straight"
-    tr.train(spec, run_dir=straight, out_dir=tmp_path / "m1", evaluate=False, device="cpu")
+    tr.train(spec, run_dir=straight, out_dir=tmp_path / "m1", device="cpu")
     halves = tmp_path / "halves"
-    assert tr.train(spec, run_dir=halves, evaluate=False, device="cpu", max_steps=3) is None
+    assert tr.train(spec, run_dir=halves, device="cpu", max_steps=3) is None
     assert checkpoint_meta(halves)["step"] == 3
-    tr.train(spec, run_dir=halves, out_dir=tmp_path / "m2", evaluate=False, device="cpu")
+    tr.train(spec, run_dir=halves, out_dir=tmp_path / "m2", device="cpu")
     a, b = weights(straight), weights(halves)
     assert a.keys() == b.keys()
     for k in a:
@@ -62,7 +62,7 @@ def test_resuming_gives_the_same_weights_as_one_straight_run(tmp_path, arch):
 
 def test_training_logs_a_loss_curve_that_goes_down(tmp_path):
     spec = Spec("tiny", "gpt2", TINY["gpt2"], seed=1, data_seed=2, tokens=40 * 8 * 32, batch=8, n_ctx=32, lr=3e-3)
-    out = tr.train(spec, run_dir=tmp_path / "run", out_dir=tmp_path / "model", evaluate=False, device="cpu")
+    out = tr.train(spec, run_dir=tmp_path / "run", out_dir=tmp_path / "model", device="cpu")
     rows = list(csv.DictReader(open(out / "train_log.csv")))
     assert [int(r["step"]) for r in rows] == list(range(10, 41, 10))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 0.5
@@ -72,7 +72,7 @@ def test_training_logs_a_loss_curve_that_goes_down(tmp_path):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "attn-only"])
 def test_every_architecture_trains_and_saves_float16_safetensors(tmp_path, arch):
-    out = tr.train(tiny(arch), run_dir=tmp_path / "run", out_dir=tmp_path / "model", evaluate=False, device="cpu")
+    out = tr.train(tiny(arch), run_dir=tmp_path / "run", out_dir=tmp_path / "model", device="cpu")
     w = load_file(out / "model.safetensors")
     assert all(v.dtype == torch.float16 for v in w.values())
     assert (out / "config.json").exists()
@@ -86,7 +86,6 @@ def test_bf16_autocast_changes_the_arithmetic_and_is_recorded(tmp_path):
             spec,
             run_dir=tmp_path / precision,
             out_dir=tmp_path / f"m-{precision}",
-            evaluate=False,
             device="cpu",
             precision=precision,
         )
@@ -127,9 +126,9 @@ import json, os, signal, sys
 from pathlib import Path
 import torch
 from safetensors.torch import save_file as real_save_file
-from utils import train as tr
+from utils.model_zoo import train as tr
 from utils.paths import ROOT
-from utils.registry import Spec
+from utils.model_zoo.registry import Spec
 
 spec, run, kind, at = Spec(**json.loads(sys.argv[1])), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 count = 0
@@ -168,7 +167,7 @@ else:
         if count == at:
             die()
     os.replace = replace
-tr.train(spec, run_dir=run, out_dir=run.parent / "never", evaluate=False, device="cpu", precision="fp32")
+tr.train(spec, run_dir=run, out_dir=run.parent / "never", device="cpu", precision="fp32")
 """
 
 # Step 11 falls after the loss log's row for step 10 and before the checkpoint of step 12;
@@ -185,9 +184,7 @@ def straight_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("straight")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
-        out = tr.train(
-            KILLED, run_dir=base / "run", out_dir=base / "model", evaluate=False, device="cpu", precision="fp32"
-        )
+        out = tr.train(KILLED, run_dir=base / "run", out_dir=base / "model", device="cpu", precision="fp32")
     return base / "run", out
 
 
@@ -228,18 +225,18 @@ def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_weights(tmp_pat
     )
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    out = tr.train(KILLED, run_dir=run, out_dir=tmp_path / "model", evaluate=False, device="cpu", precision="fp32")
+    out = tr.train(KILLED, run_dir=run, out_dir=tmp_path / "model", device="cpu", precision="fp32")
     assert_same_run(run, out, straight_run)
     assert sorted(p.name for p in run.iterdir()) == [tr.CHECKPOINT, "train_log.csv"]
 
 
-# Runs ``python -m utils.train`` with the spec in argv[1] added to the zoo; Ctrl-C arrives
+# Runs ``python -m utils.model_zoo.train`` with the spec in argv[1] added to the zoo; Ctrl-C arrives
 # just before optimiser step argv[2] (0: never). The remaining arguments go to the command.
 MAIN_DRIVER = r"""
 import json, signal, sys
 import torch
-from utils import train as tr
-from utils.registry import SPECS, Spec
+from utils.model_zoo import train as tr
+from utils.model_zoo.registry import SPECS, Spec
 
 spec, at = Spec(**json.loads(sys.argv[1])), int(sys.argv[2])
 SPECS[spec.name] = spec
@@ -269,14 +266,14 @@ def run_main(spec, interrupt_at: int, args: list[str]) -> subprocess.CompletedPr
 
 
 def test_ctrl_c_prints_the_command_that_resumes_and_that_command_finishes_the_same_run(tmp_path, straight_run):
-    args = [KILLED.name, "--device", "cpu", "--precision", "fp32", "--no-eval"]
+    args = [KILLED.name, "--device", "cpu", "--precision", "fp32"]
     args += ["--out", str(tmp_path / "model"), "--runs", str(tmp_path / "runs")]
     stopped = run_main(KILLED, 8, args)
     assert stopped.returncode == 130 and "Traceback" not in stopped.stderr
     last = stopped.stderr.strip().splitlines()[-1]
     assert last.startswith(f"interrupted {KILLED.name} at step 7/12; ") and "checkpoint of step 6" in last
     command = shlex.split(last.split("resume with: ")[1])
-    assert command[:4] == ["python", "-m", "utils.train", KILLED.name]
+    assert command[:4] == ["python", "-m", "utils.model_zoo.train", KILLED.name]
     resumed = run_main(KILLED, 0, command[3:])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming tiny-killed at step 6/12" in resumed.stderr
@@ -285,16 +282,16 @@ def test_ctrl_c_prints_the_command_that_resumes_and_that_command_finishes_the_sa
 
 def test_the_resume_command_keeps_every_option_but_fresh():
     args = tr._parser().parse_args(["storyworld-4l", "--tokens", "5000", "--fresh", "--out", "my model"])
-    assert tr.resume_command(args) == "python -m utils.train storyworld-4l --tokens 5000 --out 'my model'"
+    assert tr.resume_command(args) == "python -m utils.model_zoo.train storyworld-4l --tokens 5000 --out 'my model'"
 
 
 def test_a_checkpoint_of_the_earlier_two_file_layout_still_resumes(tmp_path, monkeypatch, straight_run):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = tmp_path / "run"
-    assert tr.train(KILLED, run_dir=run, evaluate=False, device="cpu", precision="fp32", max_steps=6) is None
+    assert tr.train(KILLED, run_dir=run, device="cpu", precision="fp32", max_steps=6) is None
     meta = checkpoint_meta(run)
     (run / tr.CHECKPOINT).rename(run / "state.safetensors")
     (run / "state.json").write_text(json.dumps(meta))
-    out = tr.train(KILLED, run_dir=run, out_dir=tmp_path / "model", evaluate=False, device="cpu", precision="fp32")
+    out = tr.train(KILLED, run_dir=run, out_dir=tmp_path / "model", device="cpu", precision="fp32")
     assert_same_run(run, out, straight_run)
     assert not (run / "state.json").exists()

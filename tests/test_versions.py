@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from utils import versions
+from utils.course import versions
 from utils.paths import CONSTRAINTS, ROOT
 
 KERNEL = "/opt/kernel/bin/python"  # the interpreter the fixes are for
@@ -157,7 +157,7 @@ def test_every_dependency_of_the_course_has_a_tested_version():
 
 def test_constraints_file_is_generated_from_the_policy():
     assert CONSTRAINTS.read_text() == versions.constraints(), (
-        "constraints.txt is stale: python -m utils.versions constraints > constraints.txt"
+        "constraints.txt is stale: python -m utils.course.versions constraints > constraints.txt"
     )
 
 
@@ -227,7 +227,7 @@ def test_platform_pins_hold_the_installed_builds_where_they_are(fake_installed):
 
 
 def test_the_policy_runs_on_a_bare_python_before_anything_is_installed():
-    bare = [sys._base_executable, "-S", "-E", "-m", "utils.versions"]  # no site-packages at all
+    bare = [sys._base_executable, "-S", "-E", "-m", "utils.course.versions"]  # no site-packages at all
     constraints = subprocess.run([*bare, "constraints"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert constraints.stdout == CONSTRAINTS.read_text()
     options = subprocess.run([*bare, "venv-options"], cwd=ROOT, capture_output=True, text=True, check=True)

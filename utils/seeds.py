@@ -1,7 +1,7 @@
 """Every Storyworld seed the course uses, in one place.
 
 A seed names a whole stream of documents (``storyworld.sample_docs(seed, n)``). Training
-runs use small seeds (each zoo model's ``data_seed`` in ``utils.registry``); everything that
+runs use small seeds (each zoo model's ``data_seed`` in ``utils.model_zoo.registry``); everything that
 must be unseen by every model (held-out measurement, tests, lessons' fresh examples) draws
 from ``HELD_OUT``, which no training run may use.
 
@@ -30,7 +30,7 @@ STEERING_PROMPTS = 9004  # stories cut before their first feeling, which the car
 
 # Fresh looks at the same quantities on documents the cards never saw.
 COURSE_CHECK = 9050  # ``make course``'s quick look at each model
-FRESH_EVAL = 9100  # ``python -m utils.evaluate``'s default fresh sample
+FRESH_EVAL = 9100  # ``python -m utils.cards.model_cards``'s default fresh sample
 TEST_SAMPLE = 9300  # the test suite's small re-measurement of every card
 TEST_SONGS = 9400  # the test suite's held-out songs
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from utils.checks import lesson03_patching as c
-from utils.sweeps import patch_sweep
+from utils.interventions.sweeps import patch_sweep
 
 # --- correct solutions ---------------------------------------------------------------
 

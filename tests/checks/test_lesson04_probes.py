@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils import storyworld
 from utils.checks import CheckFailed
 from utils.checks import lesson04_probes as c
+from utils.corpora import storyworld
 
 F = torch.nn.functional
 

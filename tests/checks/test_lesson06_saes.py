@@ -8,8 +8,8 @@ all. The SAE checks run on each model's default zoo SAE.
 import pytest
 import torch
 
-from utils import saes
 from utils.checks import lesson06_saes as c
+from utils.model_zoo import saes
 
 # --- correct solutions, written another way ---------------------------------------------------
 

@@ -4,7 +4,7 @@ mistake, on both zoo models stored as Hugging Face checkpoints (GPT-2's module n
 import torch
 
 from utils.checks import lessonA1_nnsight as c
-from utils.nnsight_model import blocks
+from utils.model_zoo.nnsight_model import blocks
 
 # --- correct solutions, through nnsight -----------------------------------------------
 

@@ -4,8 +4,8 @@ import pytest
 
 from utils import seeds
 from utils.metrics.circuit import RULES, classify
-from utils.models import load_model, read_card, zoo
-from utils.registry import entry
+from utils.model_zoo.models import load_model, read_card, zoo
+from utils.model_zoo.registry import entry
 
 
 def head(**numbers) -> dict:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils import countdown
+from utils.corpora import countdown
 from utils.metrics import countdown as cdm
 
 TRACES = countdown.sample_traces(9350, 40)

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from utils import storyworld
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import load_tokenizer
 from utils.metrics import geometry as geo
-from utils.tokenizer import load_tokenizer
 
 TOK = load_tokenizer()
 

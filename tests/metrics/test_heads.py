@@ -2,9 +2,10 @@
 
 import torch
 
-from utils import seeds, storyworld
+from utils import seeds
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import load_tokenizer
 from utils.metrics import heads
-from utils.tokenizer import load_tokenizer
 
 
 def one_hot_pattern(n: int, key_of) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """IOI prompts come from the transfer annotations: the answer follows the prompt."""
 
-from utils import seeds, storyworld
+from utils import seeds
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import load_tokenizer
 from utils.metrics import ioi
-from utils.tokenizer import load_tokenizer
 
 
 def test_each_prompt_stops_just_before_the_answer_which_differs_from_the_distractor():

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from utils import seeds, storyworld
+from utils import seeds
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import load_tokenizer
 from utils.metrics import loss
-from utils.models import load_model
-from utils.tokenizer import load_tokenizer
+from utils.model_zoo.models import load_model
 
 
 class Uniform(torch.nn.Module):

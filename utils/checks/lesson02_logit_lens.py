@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from utils.checks.framework import CheckFailed, call, expect_close, expect_tensor, passed
-from utils.ioi_batch import transfer_batch
+from utils.corpora.ioi_batch import transfer_batch
 from utils.seeds import LESSON_02_CHECKS
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from utils.checks.framework import CheckFailed, as_number, call, expect_close, expect_tensor, passed
-from utils.ioi_pairs import exchange_names, patching_pairs
+from utils.corpora.ioi_pairs import exchange_names, patching_pairs
 from utils.seeds import LESSON_03_CHECKS
 
 

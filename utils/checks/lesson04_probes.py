@@ -25,7 +25,6 @@ from collections.abc import Callable
 
 import torch
 
-from utils import storyworld
 from utils.checks.framework import (
     CheckFailed,
     as_number,
@@ -36,7 +35,8 @@ from utils.checks.framework import (
     expect_tensor,
     passed,
 )
-from utils.emotions import label_tokens as _label_tokens
+from utils.corpora import storyworld
+from utils.corpora.emotions import label_tokens as _label_tokens
 from utils.seeds import LESSON_04_CHECKS
 
 

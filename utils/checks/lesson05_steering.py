@@ -2,7 +2,7 @@
 
 Each check runs the learner's function on fresh inputs (small synthetic problems whose answer is
 known, fresh Storyworld stories, or the model itself on fresh prompts) and compares with a
-reference written in ``utils.metrics.steering`` and ``utils.steering``. When an answer is wrong,
+reference written in ``utils.metrics.steering`` and ``utils.interventions.steering``. When an answer is wrong,
 the check computes the common wrong answers the same way and names the mistake whose result the
 learner's matches.
 """
@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import torch
 
-from utils import storyworld
 from utils.checks.framework import (
     CheckFailed,
     call,
@@ -25,10 +24,11 @@ from utils.checks.framework import (
     expect_tensor,
     passed,
 )
+from utils.corpora import storyworld
+from utils.interventions.steering import feeling_free_positions as _feeling_free_positions
+from utils.interventions.steering import story_prompts
 from utils.metrics import steering as ref
 from utils.seeds import LESSON_05_CHECKS
-from utils.steering import feeling_free_positions as _feeling_free_positions
-from utils.steering import story_prompts
 
 
 def _name(fn: Callable, default: str) -> str:

@@ -11,17 +11,18 @@ from collections.abc import Callable
 
 import torch
 
-from utils import seeds, steering
+from utils import seeds
 from utils.checks.framework import CheckFailed, call, expect_close, expect_tensor, passed
-from utils.ioi_batch import transfer_batch
-from utils.ioi_pairs import patching_pairs
+from utils.corpora.ioi_batch import transfer_batch
+from utils.corpora.ioi_pairs import patching_pairs
+from utils.interventions import steering
 
 _TWINS: dict[str, object] = {}
 
 
 def _twin(model):
     """The nnsight twin of ``model``, loaded once per model."""
-    from utils.nnsight_model import nnsight_twin
+    from utils.model_zoo.nnsight_model import nnsight_twin
 
     key = model.cfg.model_name
     if key not in _TWINS:

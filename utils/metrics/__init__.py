@@ -10,5 +10,5 @@
 
 No model names appear here: a lesson's reference solution and a zoo model's card call the
 same function, so a number in a lesson and on a card share one definition. What is measured
-for which model is ``utils.registry``'s business; writing the cards is ``utils.evaluate``'s.
+for which model is ``utils.model_zoo.registry``'s business; writing the cards is ``utils.cards.model_cards``'s.
 """

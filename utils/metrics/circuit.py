@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from utils.ioi_pairs import patching_pairs
-from utils.models import norm_weight
-from utils.sweeps import patch_sweep
+from utils.corpora.ioi_pairs import patching_pairs
+from utils.interventions.sweeps import patch_sweep
+from utils.model_zoo.models import norm_weight
 
 STRONG = 0.1  # a share of the logit difference (or a normalised patching score) that counts
 QUIET = 0.05  # a patching score this small counts as "patching does not see it"

@@ -14,7 +14,7 @@ def device_of(model) -> torch.device:
 
 def forward_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     """Logits ``[batch, position, d_vocab]`` without gradients, from a bridge or an HF model."""
-    from utils.models import logits_of
+    from utils.model_zoo.models import logits_of
 
     with torch.no_grad():
         return logits_of(model, tokens)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from utils import countdown
+from utils.corpora import countdown
 from utils.metrics.common import device_of, right_padded
 from utils.metrics.probes import fit_probe
-from utils.models import norm_weight
+from utils.model_zoo.models import norm_weight
 
 
 @dataclass

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from utils import storyworld
+from utils.corpora import storyworld
 
 # ---------------------------------------------------------------------------------------
 # Which rows count
@@ -232,8 +232,8 @@ def initial_rows(name: str, seed_offset: int = 0) -> tuple[torch.Tensor, torch.T
     step (``seed_offset`` ≠ 0: another initialisation of the same architecture)."""
     from dataclasses import replace
 
-    from utils.registry import SPECS
-    from utils.train import build_model, corpus_tokenizer
+    from utils.model_zoo.registry import SPECS
+    from utils.model_zoo.train import build_model, corpus_tokenizer
 
     spec = SPECS[name]
     return embedding_rows(build_model(replace(spec, seed=spec.seed + seed_offset), len(corpus_tokenizer(spec.corpus))))

@@ -14,10 +14,11 @@ from functools import cache
 
 import torch
 
-from utils import seeds, storyworld
+from utils import seeds
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import EOT, load_tokenizer, word_id
 from utils.metrics.common import device_of
 from utils.metrics.loss import per_token_loss
-from utils.tokenizer import EOT, load_tokenizer, word_id
 
 # ---------------------------------------------------------------------------------------
 # Scores read off a pattern

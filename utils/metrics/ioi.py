@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from utils import storyworld
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import EOT, load_tokenizer, word_id
 from utils.metrics.common import device_of, forward_logits, right_padded
-from utils.tokenizer import EOT, load_tokenizer, word_id
 
 
 def ioi_prompts(docs: list[storyworld.Doc]) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:

@@ -11,9 +11,9 @@ import math
 
 import torch
 
-from utils import storyworld
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import encode_doc, load_tokenizer, token_spans
 from utils.metrics.common import device_of, forward_logits, right_padded
-from utils.tokenizer import encode_doc, load_tokenizer, token_spans
 
 
 def per_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from utils import storyworld
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import encode_doc, load_tokenizer, token_spans
 from utils.metrics.common import device_of
-from utils.tokenizer import encode_doc, load_tokenizer, token_spans
 
 PROBE_ROLES = ("subject", "predicate", "punctuation")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from utils import storyworld
+from utils.corpora import storyworld
+from utils.corpora.tokenizer import encode_doc, load_tokenizer
 from utils.metrics.common import device_of, length_groups, right_padded
 from utils.metrics.loss import per_token_loss
-from utils.tokenizer import encode_doc, load_tokenizer
 
 DENSE = 0.1  # a latent active on more than this share of tokens is called dense
 

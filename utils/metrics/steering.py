@@ -14,8 +14,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from utils import seeds, storyworld
-from utils.emotions import ANGLES, emotion_tokens, residual_stack, stage_names
+from utils import seeds
+from utils.corpora import storyworld
+from utils.corpora.emotions import ANGLES, emotion_tokens, residual_stack, stage_names
 
 N_EMOTIONS = len(storyworld.EMOTIONS)
 STRENGTHS = (0.125, 0.25, 0.5, 1.0)  # in units of the mean residual norm at the stage
@@ -127,7 +128,7 @@ def steering_card(model, train_seed: int = seeds.PROBE_TRAIN, prompt_seed: int =
     circle (12 angles × the prompts) gives the Fisher–Lee correlation between the angle steered
     to and the angle the continuation expresses. ``settings`` limits the sweep to these
     ``(stage, strength)`` pairs (a re-measurement of a card's chosen setting)."""
-    from utils.steering import generate, steering_hook, story_prompts
+    from utils.interventions.steering import generate, steering_hook, story_prompts
 
     means, norms = name_directions(model, n_docs, train_seed)
     geometry = [circle_geometry(m) for m in means]

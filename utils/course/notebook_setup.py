@@ -1,0 +1,282 @@
+"""What the first code cell of every notebook does (``SETUP_CELL``).
+
+* On Colab the cell first gets the course onto ``sys.path`` from ``COURSE_SOURCE`` (a bundle
+  made by ``make bundle``, or a pinned git URL); ``setup()`` then installs the tested versions
+  of the course's runtime packages that differ, never replacing a platform package (torch,
+  numpy, matplotlib: see ``utils.course.versions``).
+* Everywhere ``setup()`` checks the runtime packages against the version policy and stops
+  with the exact command that fixes each difference.
+* It picks the device (``utils.model_zoo.models.default_device``), turns gradients off (lessons that
+  train turn them on locally), and prepares pictures to render offline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from utils.course import versions
+from utils.paths import CONSTRAINTS, ROOT
+
+ALLOW_ENV = "COURSE_ALLOW_VERSION_MISMATCH"
+
+
+class SetupError(RuntimeError):
+    """The environment does not match what the course was tested on."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[1;31m{self.args[0]}\x1b[0m"]
+
+
+def on_colab() -> bool:
+    """Is this kernel a Colab runtime?"""
+    return "google.colab" in sys.modules
+
+
+def colab_install_command(packages: list[str], pins: Path) -> list[str]:
+    """The pip call that installs the tested versions of ``packages`` with constraints.txt and
+    ``pins`` (``versions.platform_pins()``), so that pip fails rather than replaces a platform package."""
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "-c",
+        str(CONSTRAINTS),
+        "-c",
+        str(pins),
+        *(f"{p}=={versions.TESTED[p]}" for p in packages),
+    ]
+
+
+def _run(command: list[str]) -> None:
+    subprocess.run(command, check=True)
+
+
+def _install_on_colab(packages: list[str]) -> None:
+    """Install the tested versions of ``packages``, keeping every platform package as Colab ships it."""
+    kept = ", ".join(f"{p} {versions.installed(p)}" for p in versions.PLATFORM)
+    print(
+        f"Colab: installing the tested {', '.join(f'{p} {versions.TESTED[p]}' for p in packages)}; "
+        f"Colab's {kept} stay as they are…"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        pins = Path(tmp) / "platform-pins.txt"
+        pins.write_text(versions.platform_pins())
+        command = colab_install_command(packages, pins)
+        try:
+            _run(command)
+        except subprocess.CalledProcessError as error:
+            raise SetupError(
+                f"pip could not install the tested versions without replacing Colab's {kept} "
+                f"(see its output above). The command was:\n  {' '.join(command)}"
+            ) from error
+    importlib.invalidate_caches()
+
+
+def _report(found: list[versions.Problem]) -> str:
+    rows = "\n".join(f"  {p}\n    fix: {p.fix}" + (f"\n    ({p.hint})" if p.hint else "") for p in found)
+    return (
+        f"These packages differ from what this course was tested with:\n{rows}\n"
+        "Run each fix in a terminal (or in a cell, after a !), then restart the kernel.\n"
+        f"(To carry on anyway, set {ALLOW_ENV}=1 or call setup(allow_mismatch=True).)"
+    )
+
+
+def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = False) -> str:
+    """Prepare the notebook; returns the device name to use."""
+    colab = on_colab()
+    found = versions.problems(versions.RUNTIME)
+    installable = [p.package for p in found if p.package not in versions.PLATFORM]
+    if colab and installable and len(installable) == len(found):
+        _install_on_colab(installable)
+        found = versions.problems(versions.RUNTIME)
+    if allow_mismatch is None:
+        allow_mismatch = os.environ.get(ALLOW_ENV) == "1"
+    if found:
+        if not allow_mismatch:
+            raise SetupError(_report(found))
+        print("Warning: " + _report(found))
+
+    import torch
+
+    from utils.model_zoo.models import default_device
+    from utils.pictures import plotting
+
+    torch.set_grad_enabled(grad)
+    if colab:  # Colab draws ipywidgets 8 only through its custom widget manager
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
+    _report_unfinished_exercises()
+    plotting.reset_session()
+    plotting.configure(colab=colab)
+    device = default_device()
+    if not quiet:
+        where = f", course files in {ROOT}" if colab else ""
+        print(
+            f"Course ready: torch {torch.__version__} on {device}, "
+            f"transformer-lens {versions.installed('transformer-lens')}{where}."
+        )
+    return device
+
+
+# What a cell raises when an earlier cell, stopped by a stub, left a name undefined, a list or dict
+# half filled, or a result that an asserted claim then rejects.
+DEPENDENT_ERRORS = (NameError, KeyError, IndexError, AssertionError)
+
+
+class Unfinished(Exception):
+    """A cell stopped by an exercise whose stub is still there; shown as one red line."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[1;31m✗ {self.args[0]}\x1b[0m"]
+
+
+def _stub_name(tb) -> str | None:
+    """The function whose stub raised, if the innermost frame is a stub's ``raise NotImplementedError``."""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return code.co_name if code.co_filename.startswith("<ipython-input") or "ipykernel" in code.co_filename else None
+
+
+def _report_unfinished_exercises() -> None:
+    """In a notebook, answer a cell that an unfinished exercise stops in one line, instead of a traceback.
+
+    A cell that calls a stub says which function to finish; once a stub has stopped a cell, a later
+    cell that fails on what the stopped cell never made (``DEPENDENT_ERRORS``) says it depends on that
+    exercise.
+    Any other error (the learner's own bug, say) shows as usual."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    unfinished: list[str] = []
+
+    def still_stubs() -> list[str]:
+        # a function still holds its stub while its code refers to NotImplementedError
+        fns = {n: shell.user_ns.get(n) for n in unfinished}
+        return [
+            n for n, f in fns.items() if "NotImplementedError" in getattr(getattr(f, "__code__", None), "co_names", ())
+        ]
+
+    def handler(self, etype, value, tb, tb_offset=None):
+        name = _stub_name(tb) if issubclass(etype, NotImplementedError) else None
+        if name:
+            if name not in unfinished and name != "<module>":
+                unfinished.append(name)
+            where = "this cell" if name == "<module>" else f"`{name}`"
+            message = (f"{where} is still the stub: finish that exercise (replace its `raise NotImplementedError` "
+                       "line), then run this cell again")  # fmt: skip
+        elif (
+            issubclass(etype, DEPENDENT_ERRORS)
+            and not hasattr(value, "_render_traceback_")
+            and (waiting := still_stubs())
+        ):
+            first, *rest = waiting
+            also = f" (also unfinished: {', '.join(f'`{n}`' for n in rest)})" if rest else ""
+            message = (f"this cell needs what an unfinished exercise would have made: finish `{first}` first{also}, "
+                       "then run the cells from there on again")  # fmt: skip
+        else:
+            return self.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        self.showtraceback((Unfinished, Unfinished(message), None))
+
+    shell.set_custom_exc((Exception,), handler)
+
+
+# The part of the setup cell that runs on Colab before ``utils`` can be imported (so it uses
+# the standard library only): it fetches the course once, next to the notebook, and puts it
+# on sys.path without changing the working directory. Written as ruff formats it, so that
+# formatting the notebooks leaves every copy equal to ``SETUP_CELL``.
+COLAB_FETCH = """import sys
+
+if "google.colab" in sys.modules:
+    import glob
+    import hashlib
+    import os
+    import pathlib
+    import re
+    import shutil
+    import subprocess
+    import tarfile
+    import urllib.request
+
+    from google.colab import drive, files
+
+    source = COURSE_SOURCE
+    if source.startswith("git+"):  # a git repository, pinned to a tag or commit
+        head, _, tail = source[4:].rpartition("/")
+        name, _, ref = tail.partition("@")
+        if not re.fullmatch(r"v?\\d[\\w.+-]*|[0-9a-f]{7,40}", ref):
+            raise ValueError(f"Pin COURSE_SOURCE to a tag or commit: git+{head}/{name}@v0.1.0 or @<commit>")
+        course = os.path.abspath(name.removesuffix(".git") + "-" + ref)
+        if not os.path.isdir(course):
+            subprocess.run(["git", "clone", "-q", f"{head}/{name}", course], check=True)
+            subprocess.run(["git", "-C", course, "checkout", "-q", ref], check=True)
+    else:  # a bundle made by `make bundle`
+        if not source:  # the bundle uploaded before, else ask for it
+            source = (sorted(glob.glob("handson-mechinterp-*.tar.gz")) or list(files.upload()))[-1]
+        elif source.startswith("/content/drive/") and not os.path.exists(source):
+            drive.mount("/content/drive")
+        elif "://" in source:  # a URL: download it once, next to the notebook
+            url, source = source, os.path.basename(source.split("?")[0])
+            if not os.path.exists(source):
+                try:
+                    urllib.request.urlretrieve(url, source + ".part")
+                except OSError as e:
+                    raise RuntimeError(
+                        f"downloading {url} failed ({e}); check the URL and run this cell again"
+                    ) from None
+                os.replace(source + ".part", source)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"COURSE_SOURCE {source!r} is not a file: give the bundle's path or URL, or ''")
+        digest = hashlib.sha256(pathlib.Path(source).read_bytes()).hexdigest()
+        if COURSE_SHA256 and digest != COURSE_SHA256.strip().lower():
+            raise ValueError(f"{source} has sha256 {digest}, not COURSE_SHA256: nothing was extracted")
+        part = None
+        try:  # into a folder of its own first, moved into place only when whole
+            with tarfile.open(source) as bundle:
+                top = bundle.next().name.split("/")[0]
+                course = os.path.abspath(top)
+                if not os.path.isfile(os.path.join(course, ".extracted")):
+                    if os.path.isdir(course):
+                        print(f"{top} was left half-extracted by an earlier run: extracting it again")
+                    part = course + ".part"
+                    shutil.rmtree(course, ignore_errors=True)
+                    shutil.rmtree(part, ignore_errors=True)
+                    bundle.extractall(part, filter="data")
+                    pathlib.Path(part, top, ".extracted").touch()
+                    os.replace(os.path.join(part, top), course)
+                    os.rmdir(part)
+        except (EOFError, OSError, tarfile.TarError) as e:
+            if part:
+                shutil.rmtree(part, ignore_errors=True)
+            raise RuntimeError(
+                f"{source} is damaged or cut off ({type(e).__name__}: {e}); nothing was extracted: delete it, "
+                "upload or download it again, and run this cell again"
+            ) from None
+    if course not in sys.path:
+        sys.path.insert(0, course)"""
+
+SETUP_CELL = f"""# Setup: run this cell first. It checks the installed packages against the tested versions
+# and picks a device. On Colab it first fetches the course from COURSE_SOURCE: the course
+# bundle's URL or path (e.g. /content/drive/MyDrive/handson-mechinterp-0.1.0.tar.gz), "" to
+# upload it, or a git URL pinned to a tag or commit (git+https://host/repo.git@v0.1.0); set
+# COURSE_SHA256 to the bundle's checksum when you have it.
+COURSE_SOURCE = ""
+COURSE_SHA256 = ""
+
+{COLAB_FETCH}
+
+from utils.course.notebook_setup import setup
+
+DEVICE = setup()"""
