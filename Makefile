@@ -23,17 +23,12 @@ test: setup
 robustness: setup
 	$(PY) -m utils.course --reseed 5
 
-## Rebuild the tokenizers, every zoo model from scratch (resumable; about 3 h on 2 cores with bf16, one model after another:
-## attn2l 21 min, 4l 58 min, llama 47 min, countdown-llama 30 min, countdown-llama-3l 26 min, each measured while other
-## work shared the machine), each model's card (about 2.5 min each), then the SAEs on the new models and their cards
-## (about 10 min; cached activations are kept).
+## Rebuild the tokenizers, every zoo model from scratch and its card, then the SAEs and theirs (resumable). The models train
+## in two lanes side by side, one thread each (LANES=1: one after another, all threads); see utils/course/rebuild_zoo.py.
+## One after another took about 3 h on 2 cores with bf16 (attn2l 21 min, 4l 58 min, llama 47 min, countdown-llama 30 min,
+## countdown-llama-3l 26 min, each measured while other work shared the machine), the SAEs about 10 min.
 zoo: setup
-	$(PY) -m utils.corpora.tokenizer
-	$(PY) -m utils.corpora.countdown tokenizer
-	$(PY) -m utils.model_zoo.train all
-	$(PY) -m utils.cards.model_cards --write-card
-	$(PY) -m utils.model_zoo.saes all
-	$(PY) -m utils.cards.sae_cards
+	$(PY) -m utils.course.rebuild_zoo $(if $(LANES),--lanes $(LANES))
 
 benchmark: setup
 	$(PY) scripts/benchmark.py
