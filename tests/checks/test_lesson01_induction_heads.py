@@ -5,8 +5,6 @@ The correct solutions here are written independently of the references in utils.
 with itself could not pass them all.
 """
 
-import re
-
 import pytest
 import torch
 
@@ -193,70 +191,50 @@ CASES = {
 }
 
 
-def run(check, fn):
-    if check is c.check_repeated_tokens:
-        return check(fn, POOL, 0)
-    return check(fn)
-
-
 @pytest.mark.parametrize("exercise", sorted(CASES))
-def test_check_accepts_a_correct_solution(exercise, capsys):
-    check, solution, _ = CASES[exercise]
-    run(check, solution)
-    assert "✓" in capsys.readouterr().out
+def test_check_accepts_a_correct_solution_and_rejects_the_stub_and_each_mistake(exercise, prove_check):
+    check, solution, wrong = CASES[exercise]
+    prove_check(check, solution, wrong)
 
 
-@pytest.mark.parametrize("exercise", sorted(CASES) + ["repeated_tokens"])
-def test_check_rejects_the_stub(exercise):
-    check = CASES[exercise][0] if exercise in CASES else c.check_repeated_tokens
-    with pytest.raises(CheckFailed, match="still the stub"):
-        run(check, stub)
+def no_bos(pool, p, b, s, bos):
+    return repeated_tokens(pool, p, b, s, bos)[:, 1:].repeat(1, 1)[:, :15]
 
 
-@pytest.mark.parametrize("exercise,message", [(e, m) for e in sorted(CASES) for m in CASES[e][2]])
-def test_check_rejects_a_plausible_mistake_and_says_why(exercise, message):
-    check, _, wrong = CASES[exercise]
-    with pytest.raises(CheckFailed, match=re.escape(message)):
-        run(check, wrong[message])
+def unrepeated(pool, p, b, s, bos):
+    draws = torch.randint(len(pool), (b, 2 * p), generator=torch.Generator().manual_seed(s))
+    return torch.cat([torch.full((b, 1), bos), torch.tensor(pool)[draws]], 1)
 
 
-def test_repeated_tokens_check_accepts_a_solution_and_names_mistakes(capsys):
-    c.check_repeated_tokens(repeated_tokens, POOL, 0)
-    assert "✓" in capsys.readouterr().out
+def floats(pool, p, b, s, bos):
+    return repeated_tokens(pool, p, b, s, bos).float()
 
-    def no_bos(pool, p, b, s, bos):
-        return repeated_tokens(pool, p, b, s, bos)[:, 1:].repeat(1, 1)[:, :15]
 
+def unseeded(pool, p, b, s, bos):
+    return repeated_tokens(pool, p, b, int(torch.randint(10**6, ())), bos)
+
+
+def bos_zero(pool, p, b, s, bos):
+    return repeated_tokens(pool, p, b, s, 0)
+
+
+REPEATED_TOKENS_MISTAKES = {
+    "second copy repeats the first": unrepeated,
+    "integers": floats,
+    "same seed": unseeded,
+    "use the `bos` argument": bos_zero,
+}
+
+
+def test_repeated_tokens_check_accepts_a_solution_and_rejects_the_stub_and_each_mistake(prove_check):
+    prove_check(c.check_repeated_tokens, repeated_tokens, REPEATED_TOKENS_MISTAKES, POOL, 0)
     with pytest.raises(CheckFailed):
         c.check_repeated_tokens(no_bos, POOL, 0)
 
-    def unrepeated(pool, p, b, s, bos):
-        draws = torch.randint(len(pool), (b, 2 * p), generator=torch.Generator().manual_seed(s))
-        return torch.cat([torch.full((b, 1), bos), torch.tensor(pool)[draws]], 1)
 
-    with pytest.raises(CheckFailed, match="second copy repeats the first"):
-        c.check_repeated_tokens(unrepeated, POOL, 0)
-
-    def floats(pool, p, b, s, bos):
-        return repeated_tokens(pool, p, b, s, bos).float()
-
-    with pytest.raises(CheckFailed, match="integers"):
-        c.check_repeated_tokens(floats, POOL, 0)
-
-    def unseeded(pool, p, b, s, bos):
-        return repeated_tokens(pool, p, b, int(torch.randint(10**6, ())), bos)
-
-    with pytest.raises(CheckFailed, match="same seed"):
-        c.check_repeated_tokens(unseeded, POOL, 0)
-
-    def bos_zero(pool, p, b, s, bos):
-        return repeated_tokens(pool, p, b, s, 0)
-
-    with pytest.raises(CheckFailed, match="use the `bos` argument"):
-        c.check_repeated_tokens(bos_zero, POOL, 0)
-    c.check_repeated_tokens(repeated_tokens, POOL, 50256)
-    with pytest.raises(CheckFailed, match="must start with the BOS token passed as `bos` \\(50256\\)"):
-        c.check_repeated_tokens(bos_zero, POOL, 50256)
+def test_repeated_tokens_check_names_the_bos_token_it_was_given(prove_check):
+    message = "must start with the BOS token passed as `bos` (50256)"
+    prove_check(c.check_repeated_tokens, repeated_tokens, {message: bos_zero}, POOL, 50256)
 
 
 def ablate_in_place_and_return(z, hook, head):
