@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script from anywhere
 
-from utils import train as tr  # noqa: E402
+from utils.model_zoo import train as tr  # noqa: E402
 from utils.model_zoo.models import load_model, zoo  # noqa: E402
 from utils.model_zoo.registry import SPECS, Spec  # noqa: E402
 from utils.paths import BENCHMARKS as OUT  # noqa: E402

@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils import paths, saes  # noqa: E402
+from utils import paths  # noqa: E402
+from utils.model_zoo import saes  # noqa: E402
 from utils.model_zoo.models import load_model  # noqa: E402
 from utils.model_zoo.registry import DEFAULT_SAE, SAES  # noqa: E402
 
