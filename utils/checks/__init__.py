@@ -3,6 +3,9 @@
 ``framework`` holds what every check shares (``CheckFailed``, ``call``, ``expect_*``). Each
 lesson's module defines only its own ``check_*`` functions, so names cannot collide across
 lessons (a test keeps it so).
+
+Imports ``metrics``, ``interventions``, ``model_zoo``, ``corpora``, ``pictures`` and the base
+modules; only the course's machinery (and the lessons) import it.
 """
 
 from utils.checks.framework import CheckFailed
