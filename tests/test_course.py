@@ -4,6 +4,7 @@ import subprocess
 
 import nbformat
 
+from utils.course import notebooks as nbs
 from utils.course import runner as course
 from utils.paths import ROOT
 
@@ -20,15 +21,18 @@ def tree_state() -> str:
     return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
 
 
-def test_running_the_course_prints_the_table_and_writes_nothing(tmp_path, capsys):
+def test_running_the_course_prints_the_table_writes_nothing_tracked_and_keeps_the_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(course, "COURSE_RUNS", tmp_path / "runs")
     before = tree_state()
     ok = notebook(tmp_path / "00_ok.ipynb", "x = 1")
     assert course.main(["--skip-zoo", str(ok)]) == 0
     assert "| 00_ok.ipynb |" in capsys.readouterr().out
     assert tree_state() == before
+    assert nbs.kept_run(ok, tmp_path / "runs") is not None, "the tests read the run make course kept"
 
 
-def test_a_failing_notebook_fails_the_course_and_names_the_error(tmp_path, capsys):
+def test_a_failing_notebook_fails_the_course_and_names_the_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(course, "COURSE_RUNS", tmp_path / "runs")
     bad = notebook(tmp_path / "01_bad.ipynb", "x = 1", "raise ValueError('the claim no longer holds')")
     assert course.main(["--skip-zoo", str(bad)]) == 1
     assert "FAILED: ValueError: the claim no longer holds" in capsys.readouterr().out
