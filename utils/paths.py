@@ -13,6 +13,7 @@ DATA = ROOT / "data"
 MODELS = DATA / "models"
 TOKENIZER_DIR = DATA / "tokenizer"
 COUNTDOWN_TOKENIZER_DIR = DATA / "countdown-tokenizer"  # the countdown traces' word-level vocabulary
+BELIEFS_TOKENIZER_DIR = DATA / "beliefs-tokenizer"  # the belief stories' word-level vocabulary
 SOLUTIONS = ROOT / "solutions"
 NOTEBOOKS = ROOT / "notebooks"
 BENCHMARKS = ROOT / "benchmarks"

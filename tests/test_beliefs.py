@@ -1,0 +1,146 @@
+"""Belief stories: seeded, exact, annotated, every belief known, with twins that keep positions."""
+
+import collections
+import itertools
+import math
+
+import pytest
+
+from utils.corpora import beliefs as b
+
+DOCSTRING_STORY = (
+    "Ann and Bob . Bob can see Ann . Ann fills the cup with tea . Bob fills the jar with milk . "
+    "Bob cannot see Ann . Ann fills the cup with beer . Q Bob cup ? A tea"
+)
+
+
+def test_the_same_seed_gives_the_same_stories_and_each_index_its_own():
+    assert [s.text for s in b.sample_stories(3, 5)] == [s.text for s in b.sample_stories(3, 5)]
+    assert b.sample(3, 7).text == b.sample_stories(3, 3, start=6)[1].text
+    assert len({s.text for s in b.sample_stories(3, 50)}) == 50
+
+
+def test_the_docstrings_story_is_a_false_belief():
+    story = b.score(DOCSTRING_STORY)
+    assert story.kind == "false" and story.answer == "tea"
+    assert story.beliefs["Bob"]["cup"] == "tea" and story.reality["cup"] == "beer"
+    assert story.beliefs["Ann"] == {"cup": "beer", "jar": "unknown"}, "nobody sees anybody unless told"
+
+
+def test_a_fill_is_known_to_its_actor_and_whoever_can_see_the_actor_at_that_moment():
+    plan = b.Plan(("Ann", "Bob"), ("cup", "jar"), ("tea", "milk"), (1, 0, True), (0, "beer"), None, (1, 0))
+    story = b.make_story(plan)
+    assert story.beliefs["Bob"]["cup"] == "beer" and story.kind == "seen", "still watching: he saw the refill"
+    cannot = b.make_story(b.Plan(("Ann", "Bob"), ("cup", "jar"), ("tea", "milk"), (1, 0, False), None, None, (1, 0)))
+    assert cannot.beliefs["Bob"]["cup"] == "unknown" and cannot.kind == "unknown"
+
+
+def test_every_story_reads_back_to_its_plan_and_log_probability():
+    for story in b.sample_stories(11, 300) + b.sample_stories(12, 100, more_characters=True):
+        again = b.score(story.text)
+        assert again.plan == story.plan and again.logprob == pytest.approx(story.logprob, abs=1e-12)
+
+
+@pytest.mark.parametrize("more", [False, True], ids=["two characters", "three characters"])
+def test_the_probabilities_of_every_story_with_the_same_cast_sum_to_the_casts_probability(more):
+    cast = b.sample(4, 0, more_characters=more).plan
+    n = len(cast.characters)
+    sentences = [None, *((o, a, can) for o, a in b.pairs(n) for can in (True, False))]
+    refills = [None, *((a, d) for a in range(n) for d in b.DRINKS if d != cast.drinks[a])]
+    total = 0.0
+    for before, refill in itertools.product(sentences, refills):
+        for after, question in itertools.product(
+            sentences if refill else [None], itertools.product(range(n), repeat=2)
+        ):
+            plan = b.Plan(cast.characters, cast.containers, cast.drinks, before, refill, after, question)
+            total += math.exp(b.plan_logprob(plan))
+    cast_p = math.prod(1 / ((len(b.NAMES) - i) * (len(b.CONTAINERS) - i) * len(b.DRINKS)) for i in range(n))
+    assert total == pytest.approx(cast_p, rel=1e-9)
+
+
+def test_the_sampler_draws_plans_as_often_as_their_probability_says():
+    stories = b.sample_stories(13, 3000)
+    shapes = collections.Counter((s.plan.see_before is None, s.plan.refill is None) for s in stories)
+    assert shapes[(True, True)] / 3000 == pytest.approx((1 - b.SEE_BEFORE) * (1 - b.REFILL), abs=0.03)
+    kinds = collections.Counter(s.kind for s in stories)
+    assert set(kinds) == set(b.KINDS) and kinds["false"] / 3000 > 0.03, kinds
+
+
+def test_annotations_point_at_the_words_they_name():
+    for story in b.sample_stories(14, 200):
+        words, a = story.words, story.annotations
+        assert [words[i] for i in a["characters"]] == list(story.plan.characters)
+        for fill in a["fills"]:
+            assert words[fill["actor"]] in b.NAMES and words[fill["container"]] in b.CONTAINERS
+            assert words[fill["drink"]] in b.DRINKS and words[fill["end"]] == "."
+        for sentence in a["visibility"]:
+            assert words[sentence["verb"]] in ("can", "cannot") and words[sentence["actor"]] in b.NAMES
+        q = a["question"]
+        assert words[q["answer_at"]] == "A" and q["answer_at"] == len(words) - 2
+        assert story.beliefs[words[q["character"]]][words[q["container"]]] == story.answer
+
+
+def test_three_character_stories_are_held_apart_from_training_stories():
+    assert all(len(s.plan.characters) == 3 for s in b.sample_stories(15, 20, more_characters=True))
+    assert all(len(s.plan.characters) == 2 for s in b.sample_stories(15, 20))
+
+
+def differing(a, c):
+    assert len(a.words) == len(c.words), "a twin keeps every word at its position"
+    return [i for i, (x, y) in enumerate(zip(a.words, c.words)) if x != y]
+
+
+def test_a_drink_twin_changes_one_fill_and_every_belief_that_rests_on_it():
+    story = b.score(DOCSTRING_STORY)
+    twin = b.with_drink(story, 0, "coffee")
+    assert differing(story, twin) == [story.annotations["fills"][0]["drink"], len(story.words) - 1]
+    assert twin.answer == "coffee" and twin.reality["cup"] == "beer"
+    with pytest.raises(ValueError, match="3 fills, numbered from 0; not 5"):
+        b.with_drink(story, 5, "tea")
+
+
+def test_a_visibility_twin_flips_one_word_and_the_beliefs_follow():
+    story = b.score(DOCSTRING_STORY)
+    twin = b.with_visibility_flipped(story, 0)
+    assert differing(story, twin) == [story.annotations["visibility"][0]["verb"], len(story.words) - 1]
+    assert twin.answer == "unknown" and twin.kind == "unknown", "Bob never saw Ann fill the cup"
+    seen = b.with_visibility_flipped(story, 1)
+    assert seen.answer == "beer" and seen.kind == "seen", "Bob kept watching and saw the refill"
+    plain = b.make_story(b.Plan(("Ann", "Bob"), ("cup", "jar"), ("tea", "milk"), None, None, None, (0, 0)))
+    with pytest.raises(ValueError, match="0 visibility sentences"):
+        b.with_visibility_flipped(plain)
+
+
+def test_a_character_twin_tells_the_same_events_of_the_other_character():
+    story = b.score(DOCSTRING_STORY)
+    twin = b.with_characters_swapped(story)
+    assert twin.text.startswith("Bob and Ann . Ann can see Bob . Bob fills the cup with tea .")
+    assert twin.beliefs["Ann"]["cup"] == "tea" and twin.answer == "tea"
+    assert set(differing(story, twin)) == {i for i, w in enumerate(story.words) if w in ("Ann", "Bob")}
+
+
+def test_a_text_that_is_not_a_belief_story_is_refused_with_the_shape_it_should_have():
+    for text in ["hello there", "Ann and Bob . Ann fills the cup with tea . Q Bob cup ? A tea"]:
+        with pytest.raises(b.ParseError, match="not a belief story|not the story its choices make"):
+            b.score(text)
+
+
+def test_a_plan_outside_the_stories_rules_is_refused_in_a_sentence():
+    with pytest.raises(ValueError, match="all different"):
+        b.make_story(b.Plan(("Ann", "Ann"), ("cup", "jar"), ("tea", "milk"), None, None, None, (0, 0)))
+    with pytest.raises(ValueError, match="only before a refill"):
+        b.make_story(b.Plan(("Ann", "Bob"), ("cup", "jar"), ("tea", "milk"), None, None, (0, 1, True), (0, 0)))
+    with pytest.raises(ValueError, match="other than the one in the container"):
+        b.make_story(b.Plan(("Ann", "Bob"), ("cup", "jar"), ("tea", "milk"), None, (0, "tea"), None, (0, 0)))
+
+
+def test_every_word_is_one_token_of_the_committed_tokenizer_and_it_rebuilds_byte_for_byte(tmp_path):
+    from utils.paths import BELIEFS_TOKENIZER_DIR
+
+    tokenizer = b.load_tokenizer()
+    for story in b.sample_stories(16, 100) + b.sample_stories(16, 30, more_characters=True):
+        ids = b.encode(story.text, tokenizer)
+        assert ids[0] == 0 and tokenizer.convert_ids_to_tokens(ids[1:]) == story.words
+    b.build_tokenizer(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / name).read_bytes() == (BELIEFS_TOKENIZER_DIR / name).read_bytes(), name
