@@ -28,7 +28,7 @@ robustness: setup
 ## One after another took about 3 h on 2 cores with bf16 (attn2l 21 min, 4l 58 min, llama 47 min, countdown-llama 30 min,
 ## countdown-llama-3l 26 min, each measured while other work shared the machine), the SAEs about 10 min. On a quiet machine,
 ## scripts/zoo_lanes_speed.py projects the models' training at 1.8 h one after another and 1.5 h in two lanes
-## (benchmarks/zoo_lanes.json: a one-thread lane trains at 0.57-0.66 of the two-thread speed).
+## (benchmarks/zoo_lanes.json: a one-thread lane trains at 0.57-0.65 of the two-thread speed).
 zoo: setup
 	$(PY) -m utils.course.rebuild_zoo $(if $(LANES),--lanes $(LANES))
 
