@@ -144,3 +144,46 @@ def test_every_word_is_one_token_of_the_committed_tokenizer_and_it_rebuilds_byte
     b.build_tokenizer(tmp_path)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / name).read_bytes() == (BELIEFS_TOKENIZER_DIR / name).read_bytes(), name
+
+
+def test_the_answer_fill_is_the_last_fill_of_the_container_the_asked_character_knows_of():
+    story = b.score(DOCSTRING_STORY)
+    assert b.answer_fill(story.plan) == 0, "Bob saw the tea (fill 0), not the beer (fill 2)"
+    assert b.answer_fill(b.with_visibility_flipped(story, 1).plan) == 2, "watching, he saw the refill"
+    assert b.answer_fill(b.with_visibility_flipped(story, 0).plan) is None, "he saw no fill of the cup"
+    for s in b.sample_stories(17, 300):
+        fill = b.answer_fill(s.plan)
+        drink = None if fill is None else s.words[s.annotations["fills"][fill]["drink"]]
+        assert (drink or b.UNKNOWN) == s.answer
+
+
+def test_a_question_twin_changes_only_the_question_and_the_answer():
+    story = b.score(DOCSTRING_STORY)
+    twin = b.with_question(story, (0, 1))
+    q = story.annotations["question"]
+    assert differing(story, twin) == [q["character"], q["container"], len(story.words) - 1]
+    assert twin.text.endswith("Q Ann jar ? A unknown")
+
+
+def test_a_new_cast_keeps_the_shape_and_shares_no_name_container_or_drink():
+    import random
+
+    rng = random.Random(0)
+    for story in b.sample_stories(18, 200):
+        twin = b.with_new_cast(story, rng)
+        assert len(twin.words) == len(story.words) and twin.annotations == story.annotations
+        assert twin.kind == story.kind and b.answer_fill(twin.plan) == b.answer_fill(story.plan)
+        content = set(b.NAMES) | set(b.CONTAINERS) | set(b.DRINKS)
+        assert not (set(story.words) & set(twin.words) & content)
+        assert [w for w in story.words if w not in content] == [w for w in twin.words if w not in content]
+
+
+def test_belief_stories_pack_into_training_rows_that_start_at_a_story():
+    from utils.model_zoo.packing import PackedStream
+
+    tokenizer = b.load_tokenizer()
+    stream = PackedStream(31, 64, tokenizer, corpus="beliefs")
+    rows = stream.batch(4)
+    assert rows.shape == (4, 65) and (rows[:, 0] == 0).all()
+    first = b.sample(31, 0)
+    assert rows[0, 1 : 1 + len(first.words)].tolist() == b.encode(first.text, tokenizer)[1:]

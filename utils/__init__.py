@@ -25,6 +25,7 @@ import importlib
 MODULES = {
     "storyworld": "utils.corpora.storyworld",
     "countdown": "utils.corpora.countdown",
+    "beliefs": "utils.corpora.beliefs",
     "tokenizer": "utils.corpora.tokenizer",
     "emotions": "utils.corpora.emotions",
     "registry": "utils.model_zoo.registry",

@@ -147,6 +147,15 @@ def beliefs_of(plan: Plan) -> dict[str, dict[str, str]]:
     return beliefs
 
 
+def answer_fill(plan: Plan) -> int | None:
+    """The fill (story order, from 0) whose drink answers the question: the last fill of the asked
+    container that the asked character knows of; None when the answer is ``unknown``. This is the
+    causal model's pointer: the answer is that fill's drink, wherever it sits in the story."""
+    who, which = plan.question
+    known = [i for i, (actor, _, knowers) in enumerate(events(plan)) if actor == which and who in knowers]
+    return known[-1] if known else None
+
+
 def reality_of(plan: Plan) -> dict[str, str]:
     """What each container holds at the end."""
     held = {}
@@ -413,6 +422,31 @@ def with_visibility_flipped(story: Story, sentence: int = 0) -> Story:
         raise ValueError(f"the story has {len(said)} visibility sentences, numbered from 0; not {sentence}")
     o, a, can = getattr(plan, said[sentence])
     return make_story(replace(plan, **{said[sentence]: (o, a, not can)}), story.seed, story.index)
+
+
+def with_question(story: Story, question: tuple[int, int]) -> Story:
+    """The same story asking another question, ``(character, container)`` indices: only the two
+    question words change."""
+    return make_story(replace(story.plan, question=tuple(question)), story.seed, story.index)
+
+
+def with_new_cast(story: Story, rng: random.Random) -> Story:
+    """A story of the same shape (the same sentences in the same places, the same question by
+    index) told with other names, containers and drinks, drawn from ``rng`` so that no name,
+    container or drink of the story's fills comes back (a refill's drink differs from the one it
+    replaces)."""
+    plan = story.plan
+    n = len(plan.characters)
+    used = set(plan.characters) | set(plan.containers) | set(plan.drinks)
+    if plan.refill:
+        used.add(plan.refill[1])
+    characters = tuple(rng.sample([x for x in NAMES if x not in used], n))
+    containers = tuple(rng.sample([x for x in CONTAINERS if x not in used], n))
+    fresh = [x for x in DRINKS if x not in used]
+    drinks = tuple(rng.sample(fresh, n + 1))
+    refill = (plan.refill[0], drinks[n]) if plan.refill else None
+    twin = replace(plan, characters=characters, containers=containers, drinks=drinks[:n], refill=refill)
+    return make_story(twin, story.seed, story.index)
 
 
 # ---------------------------------------------------------------------------------------

@@ -34,11 +34,16 @@ def _tokenizer_file(path: str | Path | None, rebuild: str = REBUILD) -> Path:
     file = folder / "tokenizer.json"
     if not file.is_file():
         raise TokenizerMissing(
-            f"the {'course' if rebuild == REBUILD else 'countdown'} tokenizer is missing: "
+            f"the {_tokenizer_name(rebuild)} tokenizer is missing: "
             f"there is no {paths.shown(file)}; "
             f"restore it with `git checkout -- {paths.shown(folder)}` or rebuild it with: {rebuild}"
         )
     return file
+
+
+def _tokenizer_name(rebuild: str) -> str:
+    """``course`` for the course tokenizer, else the corpus its rebuild command names (``countdown``)."""
+    return "course" if rebuild == REBUILD else rebuild.split()[2].rsplit(".", 1)[-1]
 
 
 def train(out_dir: Path = TOKENIZER_DIR) -> Path:
@@ -89,16 +94,17 @@ def tokenizer_hash(path: str | Path | None = None) -> str:
 CORPORA = {
     "storyworld": ("TOKENIZER_DIR", REBUILD),
     "countdown": ("COUNTDOWN_TOKENIZER_DIR", "python -m utils.corpora.countdown tokenizer"),
+    "beliefs": ("BELIEFS_TOKENIZER_DIR", "python -m utils.corpora.beliefs tokenizer"),
 }
 
 
 def corpus_tokenizer_dir(corpus: str = "storyworld") -> Path:
-    """The folder of a training corpus's tokenizer (``"storyworld"`` or ``"countdown"``)."""
+    """The folder of a training corpus's tokenizer (``"storyworld"``, ``"countdown"`` or ``"beliefs"``)."""
     return getattr(paths, CORPORA[corpus][0])
 
 
 def corpus_tokenizer(corpus: str = "storyworld"):
-    """The tokenizer of a training corpus (``"storyworld"`` or ``"countdown"``)."""
+    """The tokenizer of a training corpus (``"storyworld"``, ``"countdown"`` or ``"beliefs"``)."""
     return load_tokenizer(corpus_tokenizer_dir(corpus), CORPORA[corpus][1])
 
 

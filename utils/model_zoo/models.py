@@ -117,7 +117,7 @@ def norm_weight(model, layer: int | None = None) -> torch.Tensor:
 
 
 def corpus_of(name: str) -> str:
-    """The corpus a zoo model was trained on (``"storyworld"`` or ``"countdown"``): it picks the tokenizer."""
+    """The corpus a zoo model was trained on (``storyworld``, ``countdown`` or ``beliefs``): it picks the tokenizer."""
     spec = registry.ZOO[name].spec if name in registry.ZOO else None
     return spec.corpus if spec is not None else "storyworld"
 
@@ -206,7 +206,7 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
             f"folder= loads a zoo model's own files (a training run's --out), and {name!r} is not a zoo model; "
             f"the zoo: {', '.join(ZOO)}"
         )
-    if name.startswith(("storyworld", "countdown")) or difflib.get_close_matches(name, ZOO, 1, 0.8):
+    if name.startswith(("storyworld", "countdown", "beliefs")) or difflib.get_close_matches(name, ZOO, 1, 0.8):
         raise ValueError(_unknown(name, "it looks like a zoo name, so the hub was not asked"))
     near = difflib.get_close_matches(name, HUB_ALIASES, 1, 0.85)
     if near and name not in HUB_ALIASES and "/" not in name:

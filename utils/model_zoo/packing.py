@@ -1,4 +1,4 @@
-"""Token streams for training: Storyworld documents or countdown traces packed into rows.
+"""Token streams for training: Storyworld documents, countdown traces or belief stories packed into rows.
 
 Shared by the zoo's model training (``utils.model_zoo.train``) and its SAEs' activation caches
 (``utils.model_zoo.saes``), which imports nothing else of training.
@@ -10,7 +10,7 @@ import platform
 
 import torch
 
-from utils.corpora import countdown, storyworld
+from utils.corpora import beliefs, countdown, storyworld
 from utils.corpora.tokenizer import EOT
 
 
@@ -19,13 +19,17 @@ class PackedStream:
 
     The row ends with as much of its last document as fits. ``cursor`` (the index of the
     next document of the corpus's stream) is all the state needed to resume. ``corpus`` is
-    ``"storyworld"`` or ``"countdown"`` (whose documents are traces).
+    ``"storyworld"``, ``"countdown"`` (whose documents are traces) or ``"beliefs"`` (stories).
     """
 
     def __init__(self, seed: int, n_ctx: int, tokenizer, cursor: int = 0, corpus: str = "storyworld"):
         self.seed, self.n_ctx, self.tok, self.cursor = seed, n_ctx, tokenizer, cursor
         self.eot = tokenizer.convert_tokens_to_ids(EOT)
-        self.sample = {"storyworld": storyworld.sample_docs, "countdown": countdown.sample_traces}[corpus]
+        self.sample = {
+            "storyworld": storyworld.sample_docs,
+            "countdown": countdown.sample_traces,
+            "beliefs": beliefs.sample_stories,
+        }[corpus]
         self._buffer: list[list[int]] = []
 
     def _next_doc(self) -> list[int]:

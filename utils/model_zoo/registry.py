@@ -30,7 +30,7 @@ class Spec:
     warmup: float = 0.03  # fraction of steps
     weight_decay: float = 0.1
     checkpoint_every: int = 50
-    corpus: str = "storyworld"  # or "countdown" (utils.corpora.countdown), with its own tokenizer
+    corpus: str = "storyworld"  # or "countdown" or "beliefs" (modules of utils.corpora), each with its own tokenizer
 
     @property
     def format(self) -> str:

@@ -1,0 +1,145 @@
+"""What a model trained on belief stories answers: the measurements of lesson 09 and of its card.
+
+A story is fed as ``[BOS] + tokens(text)`` and the model is scored where it predicts the answer,
+the word after ``A``. Positions count the BOS token, so a story's word ``i`` sits at position
+``i + 1``. The answer is read off the whole vocabulary (argmax of the logits): the model is not
+told which words could be answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from utils.corpora import beliefs
+from utils.metrics.common import device_of, forward_logits, right_padded
+
+
+@dataclass
+class Questions:
+    """Stories ready for a model.
+
+    ``tokens`` [story, position]: ``[BOS] + tokens(story)`` without the answer, right-padded with
+    BOS; ``at`` [story]: the position of ``A``, where the answer is predicted; ``answer`` [story]:
+    the answer's token id.
+    """
+
+    tokens: torch.Tensor
+    at: torch.Tensor
+    answer: torch.Tensor
+    stories: list
+
+    def __len__(self) -> int:
+        return len(self.stories)
+
+
+def questions(stories: Sequence[beliefs.Story], tokenizer=None) -> Questions:
+    """The stories as one padded batch, each cut just before its answer."""
+    tokenizer = tokenizer or beliefs.load_tokenizer()
+    rows = [beliefs.encode(s.text, tokenizer) for s in stories]
+    at = [len(r) - 2 for r in rows]  # the last position is the answer itself; A is just before it
+    return Questions(
+        right_padded([r[:-1] for r in rows], 0),
+        torch.tensor(at),
+        torch.tensor([r[-1] for r in rows]),
+        list(stories),
+    )
+
+
+def answer_logits(model, qs: Questions, batch: int = 256) -> torch.Tensor:
+    """[story, d_vocab]: the model's logits where it predicts each story's answer."""
+    device = device_of(model)
+    out = []
+    for start in range(0, len(qs), batch):
+        rows = slice(start, start + batch)
+        logits = forward_logits(model, qs.tokens[rows].to(device))
+        out.append(logits[torch.arange(logits.shape[0]), qs.at[rows].to(device)].float().cpu())
+    return torch.cat(out)
+
+
+def correct(model, qs: Questions) -> torch.Tensor:
+    """[story] bool: whether the model's top word is the story's answer."""
+    return answer_logits(model, qs).argmax(-1) == qs.answer
+
+
+def accuracy_by_kind(model, qs: Questions) -> dict[str, float]:
+    """The share of questions answered right, for each question kind and for all of them (``all``)."""
+    right = correct(model, qs)
+    kinds = [s.kind for s in qs.stories]
+    out = {
+        k: right[[i for i, x in enumerate(kinds) if x == k]].float().mean().item() for k in beliefs.KINDS if k in kinds
+    }
+    out["all"] = right.float().mean().item()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Interchange interventions: run a base story with some of its activations taken from a source
+
+
+def resid_name(layer: int) -> str:
+    """The residual stream after block ``layer`` (``-1``: the embeddings, before block 0)."""
+    return "blocks.0.hook_resid_pre" if layer < 0 else f"blocks.{layer}.hook_resid_post"
+
+
+def activations(model, qs: Questions, name: str, batch: int = 256) -> torch.Tensor:
+    """[story, position, ...]: the activation ``name`` on every story of ``qs``."""
+    device = device_of(model)
+    out = []
+    for start in range(0, len(qs), batch):
+        _, cache = model.run_with_cache(qs.tokens[start : start + batch].to(device), names_filter=[name])
+        out.append(cache[name].detach().cpu())
+    return torch.cat(out)
+
+
+def interchange(
+    model,
+    base: Questions,
+    source: Questions,
+    name: str,
+    base_pos: torch.Tensor,
+    source_pos: torch.Tensor | None = None,
+    basis: torch.Tensor | None = None,
+    batch: int = 256,
+) -> torch.Tensor:
+    """[story, d_vocab]: the answer logits of each base story with activation ``name`` at
+    ``base_pos`` [story] (one position per story) replaced by the source story's at
+    ``source_pos`` [story] (default: the same positions).
+
+    With ``basis`` [d_model, r] (orthonormal columns) only the part of the activation in that
+    subspace is replaced: ``x + (x_source - x) B Bᵀ``; the rest stays the base's.
+    """
+    if len(base) != len(source):
+        raise ValueError(f"base and source must pair up one to one: {len(base)} base and {len(source)} source stories")
+    source_pos = base_pos if source_pos is None else source_pos
+    device = device_of(model)
+    src = activations(model, source, name, batch)
+    take = src[torch.arange(len(source)), source_pos]  # [story, d_model]
+    out = []
+    for start in range(0, len(base), batch):
+        rows = slice(start, start + batch)
+        new, pos = take[rows].to(device), base_pos[rows].to(device)
+
+        def patch(act, hook, new=new, pos=pos):
+            act = act.clone()
+            r = torch.arange(act.shape[0], device=act.device)
+            old = act[r, pos]
+            if basis is None:
+                act[r, pos] = new.to(act.dtype)
+            else:
+                b = basis.to(act.device, act.dtype)
+                act[r, pos] = old + ((new.to(act.dtype) - old) @ b) @ b.T
+            return act
+
+        with torch.no_grad():
+            logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=[(name, patch)])
+        out.append(logits[torch.arange(logits.shape[0]), base.at[rows].to(device)].float().cpu())
+    return torch.cat(out)
+
+
+def agreement(logits: torch.Tensor, predicted: Sequence[int] | torch.Tensor) -> float:
+    """Interchange-intervention accuracy: the share of stories whose top word is the one the
+    causal model predicts under the same intervention."""
+    return (logits.argmax(-1) == torch.as_tensor(predicted)).float().mean().item()
