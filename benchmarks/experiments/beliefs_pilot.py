@@ -91,7 +91,8 @@ def main(argv=None) -> int:
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         if step % args.every == 0 or step == steps:
             model.eval()
-            a2, a3 = measure.accuracy_by_kind(model, two), measure.accuracy_by_kind(model, three)
+            a2 = measure.accuracy_by_kind(measure.correct(model, two), two.stories)
+            a3 = measure.accuracy_by_kind(measure.correct(model, three), three.stories)
             model.train()
             show = lambda acc: " ".join(f"{k} {v:.3f}" for k, v in acc.items())  # noqa: E731
             print(

@@ -64,13 +64,11 @@ def correct(model, qs: Questions) -> torch.Tensor:
     return answer_logits(model, qs).argmax(-1) == qs.answer
 
 
-def accuracy_by_kind(model, qs: Questions) -> dict[str, float]:
-    """The share of questions answered right, for each question kind and for all of them (``all``)."""
-    right = correct(model, qs)
-    kinds = [s.kind for s in qs.stories]
-    out = {
-        k: right[[i for i, x in enumerate(kinds) if x == k]].float().mean().item() for k in beliefs.KINDS if k in kinds
-    }
+def accuracy_by_kind(right: torch.Tensor, stories: Sequence[beliefs.Story]) -> dict[str, float]:
+    """The share of questions answered right (``right`` [story] bool, as :func:`correct` gives),
+    for each question kind present and for all of them (``all``)."""
+    kinds = [s.kind for s in stories]
+    out = {k: right[[x == k for x in kinds]].float().mean().item() for k in beliefs.KINDS if k in kinds}
     out["all"] = right.float().mean().item()
     return out
 
@@ -143,3 +141,105 @@ def agreement(logits: torch.Tensor, predicted: Sequence[int] | torch.Tensor) -> 
     """Interchange-intervention accuracy: the share of stories whose top word is the one the
     causal model predicts under the same intervention."""
     return (logits.argmax(-1) == torch.as_tensor(predicted)).float().mean().item()
+
+
+# ---------------------------------------------------------------------------------------
+# Subspaces: where in the stream a variable lives
+
+
+def orthonormal(vectors: torch.Tensor) -> torch.Tensor:
+    """[d_model, r]: an orthonormal basis of the span of the columns of ``vectors`` [d_model, r]."""
+    q, _ = torch.linalg.qr(vectors.float())
+    return q
+
+
+def random_basis(d_model: int, rank: int, seed: int) -> torch.Tensor:
+    """[d_model, rank]: a random subspace of the stream (uniform over subspaces), from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return orthonormal(torch.randn(d_model, rank, generator=g))
+
+
+def mean_difference_basis(x: torch.Tensor, labels: torch.Tensor, rank: int) -> torch.Tensor:
+    """[d_model, rank]: the baseline subspace of a variable, from activations ``x`` [n, d_model]
+    whose values are ``labels`` [n]: the span of the class means minus the overall mean, its top
+    ``rank`` principal directions (one class fewer than there are values at most)."""
+    classes = labels.unique()
+    means = torch.stack([x[labels == c].mean(0) for c in classes]) - x.mean(0)
+    _, _, vh = torch.linalg.svd(means.float(), full_matrices=False)
+    return vh[:rank].T.contiguous()
+
+
+def fit_subspace(
+    model,
+    base: Questions,
+    source: Questions,
+    name: str,
+    base_pos: torch.Tensor,
+    target: torch.Tensor,
+    rank: int,
+    source_pos: torch.Tensor | None = None,
+    steps: int = 200,
+    lr: float = 1e-2,
+    batch: int = 64,
+    seed: int = 0,
+) -> torch.Tensor:
+    """[d_model, rank]: distributed alignment search. Learns the rank-``rank`` subspace at ``name``
+    whose interchange (base ← source, at ``base_pos``/``source_pos``) makes the model answer
+    ``target`` [story] (the causal model's prediction), by gradient descent on the cross-entropy
+    of the patched answers; the model's weights stay as they are."""
+    from torch.nn.utils.parametrizations import orthogonal
+
+    source_pos = base_pos if source_pos is None else source_pos
+    device = device_of(model)
+    src = activations(model, source, name)[torch.arange(len(source)), source_pos].to(device)
+    d_model = src.shape[-1]
+    g = torch.Generator().manual_seed(seed)
+    layer = torch.nn.Linear(rank, d_model, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(random_basis(d_model, rank, seed))
+    rotation = orthogonal(layer).to(device)  # weight [d_model, rank] stays orthonormal
+    opt = torch.optim.Adam(rotation.parameters(), lr=lr)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            rows = torch.randint(len(base), (min(batch, len(base)),), generator=g)
+            basis = rotation.weight
+            new, pos = src[rows], base_pos[rows].to(device)
+
+            def patch(act, hook, new=new, pos=pos, basis=basis):
+                r = torch.arange(act.shape[0], device=act.device)
+                old = act[r, pos]
+                act = act.clone()
+                act[r, pos] = old + ((new - old) @ basis) @ basis.T
+                return act
+
+            logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=[(name, patch)])
+            at = logits[torch.arange(len(rows)), base.at[rows].to(device)]
+            loss = torch.nn.functional.cross_entropy(at.float(), target[rows].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return rotation.weight.detach().cpu()
+
+
+# ---------------------------------------------------------------------------------------
+# Heads: who looks where from the answer's position
+
+
+def attention_from_answer(model, qs: Questions, batch: int = 256) -> torch.Tensor:
+    """[story, layer, head, key]: every head's attention from the ``A`` of each story."""
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    device = device_of(model)
+    out = []
+    for start in range(0, len(qs), batch):
+        rows = slice(start, start + batch)
+        _, cache = model.run_with_cache(qs.tokens[rows].to(device), names_filter=names)
+        at = qs.at[rows].to(device)
+        r = torch.arange(len(at), device=device)
+        out.append(torch.stack([cache[n][r, :, at] for n in names], 1).detach().cpu())
+    return torch.cat(out)

@@ -1,0 +1,137 @@
+"""The belief measurements: answers read where the model predicts them, interchange interventions
+that do exactly what they say, subspaces that are subspaces. On a small random Llama with the
+beliefs vocabulary (what it answers does not matter here, only that the plumbing is exact)."""
+
+import random
+
+import pytest
+import torch
+
+from utils.corpora import beliefs as b
+from utils.metrics import beliefs as m
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    import transformers
+
+    from utils.model_zoo.models import load_model
+
+    folder = tmp_path_factory.mktemp("beliefs-random")
+    tokenizer = b.load_tokenizer()
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=128,
+        num_hidden_layers=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    )
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return load_model(str(folder))
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    base = b.sample_stories(9101, 24)
+    rng = random.Random(0)
+    return base, [b.with_new_cast(s, rng) for s in base]
+
+
+def test_questions_cut_each_story_before_its_answer_and_point_at_its_A():
+    stories = b.sample_stories(9100, 20)
+    qs = m.questions(stories)
+    tokenizer = b.load_tokenizer()
+    for i, s in enumerate(stories):
+        assert tokenizer.convert_ids_to_tokens(int(qs.tokens[i, qs.at[i]])) == "A"
+        assert tokenizer.convert_ids_to_tokens(int(qs.answer[i])) == s.answer
+        assert qs.at[i] == s.annotations["question"]["answer_at"] + 1, "positions count the BOS token"
+
+
+def test_answer_logits_are_the_logits_at_A_whatever_the_padding(model):
+    stories = b.sample_stories(9100, 12)
+    qs = m.questions(stories)
+    together = m.answer_logits(model, qs)
+    for i in (0, 5, 11):
+        alone = m.answer_logits(model, m.questions([stories[i]]))
+        torch.testing.assert_close(together[i], alone[0], atol=1e-4, rtol=0)
+
+
+def test_accuracy_by_kind_counts_each_kind_apart():
+    stories = b.sample_stories(9100, 200)
+    right = torch.tensor([s.kind == "unknown" for s in stories])  # a model that always says unknown
+    acc = m.accuracy_by_kind(right, stories)
+    assert acc["unknown"] == 1.0 and acc["own"] == acc["seen"] == acc["false"] == 0.0
+    assert acc["all"] == pytest.approx(sum(s.kind == "unknown" for s in stories) / 200)
+    assert set(m.accuracy_by_kind(right[:3], stories[:3])) == {s.kind for s in stories[:3]} | {"all"}
+
+
+def test_an_interchange_from_the_story_itself_changes_nothing(model, pairs):
+    base, _ = pairs
+    qs = m.questions(base)
+    at = qs.at
+    patched = m.interchange(model, qs, qs, m.resid_name(0), at)
+    torch.testing.assert_close(patched, m.answer_logits(model, qs), atol=1e-4, rtol=0)
+
+
+def test_the_last_streams_interchange_at_A_gives_the_sources_answer_logits(model, pairs):
+    base, source = pairs
+    qb, qs = m.questions(base), m.questions(source)
+    last = m.resid_name(model.cfg.n_layers - 1)
+    patched = m.interchange(model, qb, qs, last, qb.at, qs.at)
+    torch.testing.assert_close(patched, m.answer_logits(model, qs), atol=1e-4, rtol=0)
+
+
+def test_a_full_rank_subspace_is_the_whole_interchange_and_an_empty_one_is_none(model, pairs):
+    base, source = pairs
+    qb, qs = m.questions(base), m.questions(source)
+    name, d = m.resid_name(0), model.cfg.d_model
+    whole = m.interchange(model, qb, qs, name, qb.at)
+    full = m.interchange(model, qb, qs, name, qb.at, basis=m.random_basis(d, d, seed=1))
+    none = m.interchange(model, qb, qs, name, qb.at, basis=torch.zeros(d, 0))
+    torch.testing.assert_close(full, whole, atol=1e-3, rtol=0)
+    torch.testing.assert_close(none, m.answer_logits(model, qb), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="pair up one to one: 24 base and 3 source"):
+        m.interchange(model, qb, m.questions(source[:3]), name, qb.at)
+
+
+def test_subspaces_have_orthonormal_columns_and_the_mean_difference_spans_the_class_means():
+    basis = m.random_basis(32, 4, seed=0)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(4), atol=1e-5, rtol=0)
+    assert not torch.allclose(basis, m.random_basis(32, 4, seed=1))
+    g = torch.Generator().manual_seed(0)
+    direction = torch.randn(32, generator=g)
+    labels = torch.arange(200) % 2
+    x = torch.randn(200, 32, generator=g) * 0.1 + labels[:, None] * direction
+    found = m.mean_difference_basis(x, labels, 1)[:, 0]
+    assert abs(torch.nn.functional.cosine_similarity(found, direction, 0)) > 0.99
+
+
+def test_distributed_alignment_search_learns_an_orthonormal_subspace_that_moves_the_answer(model, pairs):
+    base, source = pairs
+    qb, qs = m.questions(base), m.questions(source)
+    name = m.resid_name(0)
+    target = qs.answer  # ask the subspace to carry the source's answer across
+
+    def target_logprob(basis):
+        logits = m.interchange(model, qb, qs, name, qb.at, basis=basis)
+        return logits.log_softmax(-1)[torch.arange(len(qb)), target].mean().item()
+
+    basis = m.fit_subspace(model, qb, qs, name, qb.at, target, rank=4, steps=60, lr=0.05)
+    assert basis.shape == (64, 4)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(4), atol=1e-4, rtol=0)
+    assert target_logprob(basis) > target_logprob(m.random_basis(64, 4, 0)) + 0.01
+    assert all(p.requires_grad for p in model.parameters()), "the model is left as it was found"
+
+
+def test_attention_from_A_is_each_heads_row_at_the_answers_position(model):
+    qs = m.questions(b.sample_stories(9100, 6))
+    att = m.attention_from_answer(model, qs)
+    assert att.shape == (6, model.cfg.n_layers, model.cfg.n_heads, qs.tokens.shape[1])
+    rows = att.sum(-1)
+    torch.testing.assert_close(rows, torch.ones_like(rows), atol=1e-4, rtol=0)
+    for i in range(6):
+        assert (att[i, :, :, qs.at[i] + 1 :] == 0).all(), "nothing after A is attended to"
