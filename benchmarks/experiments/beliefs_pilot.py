@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 2))
+    ap.add_argument("--out", type=Path, help="save the trained model here (save_pretrained, with the tokenizer)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec = Spec(
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
                 f"{time.time() - t0:.0f}s | two: {show(a2)} | three: {show(a3)}",
                 flush=True,
             )
+    if args.out:
+        model.save_pretrained(args.out, safe_serialization=True)
+        tok.save_pretrained(args.out)
     return 0
 
 
