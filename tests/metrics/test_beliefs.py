@@ -135,3 +135,30 @@ def test_attention_from_A_is_each_heads_row_at_the_answers_position(model):
     torch.testing.assert_close(rows, torch.ones_like(rows), atol=1e-4, rtol=0)
     for i in range(6):
         assert (att[i, :, :, qs.at[i] + 1 :] == 0).all(), "nothing after A is attended to"
+
+
+def test_the_story_loss_is_each_storys_summed_surprise_and_the_floor_its_log_probability(model):
+    from utils.metrics.loss import sequence_loss
+
+    stories = b.sample_stories(9100, 7)
+    seqs = [b.encode(s.text) + [0] for s in stories]
+    res = sequence_loss(model, seqs, [s.logprob for s in stories], batch=3)
+    total = 0.0
+    for seq in seqs:
+        x = torch.tensor([seq])
+        with torch.no_grad():
+            logits = model(x[:, :-1])
+        total += torch.nn.functional.cross_entropy(logits[0].float(), x[0, 1:], reduction="sum").item()
+    count = sum(len(seq) - 1 for seq in seqs)
+    assert res["tokens"] == count
+    assert res["loss"] == pytest.approx(total / count, rel=1e-5)
+    assert res["floor"] == pytest.approx(-sum(s.logprob for s in stories) / count)
+
+
+def test_the_visibility_blind_reader_is_right_on_own_and_unknown_questions_only():
+    stories = b.sample_stories(9100, 400)
+    for s in stories:
+        if s.kind in ("seen", "false"):
+            assert m.visibility_blind(s) != s.answer
+    own = [s for s in stories if s.kind == "own"]
+    assert all(m.visibility_blind(s) == s.answer for s in own)

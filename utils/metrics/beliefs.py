@@ -243,3 +243,36 @@ def attention_from_answer(model, qs: Questions, batch: int = 256) -> torch.Tenso
         r = torch.arange(len(at), device=device)
         out.append(torch.stack([cache[n][r, :, at] for n in names], 1).detach().cpu())
     return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------
+# The card: behaviour on held-out stories
+
+
+def visibility_blind(story: beliefs.Story) -> str:
+    """The answer of a reader who ignores who can see whom: what the container holds if the asked
+    character filled it, ``unknown`` otherwise. Right on about four questions in five, wrong on
+    every question that needs visibility (``seen``, ``false``)."""
+    who, which = story.plan.question
+    return story.reality[story.plan.containers[which]] if who == which else beliefs.UNKNOWN
+
+
+def beliefs_card(model, seed: int, n_stories: int = 2000) -> dict:
+    """The belief model's card: loss against the generator's floor, accuracy by question kind on
+    two-character stories (as trained) and on three-character ones (never trained on), and the
+    visibility-blind reader's accuracy on both, the baseline a model must beat."""
+    from utils.metrics.loss import sequence_loss
+
+    tok = model.tokenizer
+    two = beliefs.sample_stories(seed, n_stories)
+    three = beliefs.sample_stories(seed, n_stories, more_characters=True)
+    out = sequence_loss(model, [beliefs.encode(s.text, tok) + [0] for s in two], [s.logprob for s in two])
+    out["stories"] = n_stories
+    for label, stories in (("", two), ("_three", three)):
+        qs = questions(stories, tok)
+        acc = accuracy_by_kind(correct(model, qs), stories)
+        out[f"accuracy{label}"] = acc.pop("all")
+        out.update({f"accuracy{label}_{kind}": v for kind, v in acc.items()})
+        out[f"visibility_blind{label}"] = sum(visibility_blind(s) == s.answer for s in stories) / len(stories)
+        out[f"kinds{label}"] = {k: sum(s.kind == k for s in stories) for k in beliefs.KINDS}
+    return out

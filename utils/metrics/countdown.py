@@ -25,6 +25,7 @@ import torch
 
 from utils.corpora import countdown
 from utils.metrics.common import device_of, right_padded
+from utils.metrics.loss import sequence_loss
 from utils.metrics.probes import fit_probe
 from utils.model_zoo.models import norm_weight
 
@@ -542,32 +543,10 @@ def every_draw_of(n_layers: int, n_heads: int, k: int, exclude: Sequence[tuple[i
 
 
 def trace_loss(model, traces: Sequence[countdown.Trace], batch: int = 256) -> dict:
-    """Mean next-token loss on ``[BOS] + trace + [EOS]`` and the generator's exact floor (nats/token).
-
-    ``gap_se`` is the standard error of the gap over traces (each trace's excess loss, summed
-    over its tokens, divided by the mean number of tokens per trace).
-    """
-    tok = model.tokenizer
-    seqs = [countdown.encode(t.text, tok) + [0] for t in traces]
-    per_trace = []
-    dev = device_of(model)
-    for start in range(0, len(seqs), batch):
-        chunk = seqs[start : start + batch]
-        x = right_padded(chunk, 0).to(dev)
-        mask = torch.zeros(x.shape[0], x.shape[1] - 1, dtype=torch.bool)
-        for r, s in enumerate(chunk):
-            mask[r, : len(s) - 1] = True
-        with torch.no_grad():
-            logits = model(x[:, :-1]).float().cpu()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:].cpu(), reduction="none")
-        per_trace += (nll * mask).sum(1).tolist()
-    nll = torch.tensor(per_trace, dtype=torch.float64)
-    lp = torch.tensor([t.logprob for t in traces], dtype=torch.float64)
-    count = sum(len(s) - 1 for s in seqs)
-    mean_len = count / len(seqs)
-    loss, floor = nll.sum().item() / count, -lp.sum().item() / count
-    gap_se = ((nll + lp) / mean_len).std().item() / len(seqs) ** 0.5
-    return {"loss": loss, "floor": floor, "gap": loss - floor, "gap_se": gap_se, "tokens": count}
+    """Mean next-token loss on ``[BOS] + trace + [EOS]`` and the generator's exact floor (nats/token),
+    with the gap's standard error over traces (:func:`utils.metrics.loss.sequence_loss`)."""
+    seqs = [countdown.encode(t.text, model.tokenizer) + [0] for t in traces]
+    return sequence_loss(model, seqs, [t.logprob for t in traces], batch)
 
 
 def greedy_traces(model, traces: Sequence[countdown.Trace], max_new: int = 100) -> list[dict]:

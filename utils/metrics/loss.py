@@ -59,6 +59,35 @@ def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
     return {"loss": total / count, "floor": floor, "gap": gap, "gap_se": gap_se, "tokens": count}
 
 
+def sequence_loss(model, seqs: list[list[int]], logprobs: list[float], batch: int = 256) -> dict:
+    """Mean next-token loss on ``seqs`` (each ``[BOS] + tokens + [EOS]``) and the generator's exact
+    floor, ``-Σ logprobs / Σ predictions`` (nats/token), for corpora whose every sequence knows its
+    log-probability (countdown traces, belief stories).
+
+    ``gap_se`` is the standard error of the gap over sequences (each sequence's excess loss, summed
+    over its tokens, divided by the mean number of predictions per sequence).
+    """
+    per_seq = []
+    dev = device_of(model)
+    for start in range(0, len(seqs), batch):
+        chunk = seqs[start : start + batch]
+        x = right_padded(chunk, 0).to(dev)
+        mask = torch.zeros(x.shape[0], x.shape[1] - 1, dtype=torch.bool)
+        for r, seq in enumerate(chunk):
+            mask[r, : len(seq) - 1] = True
+        with torch.no_grad():
+            logits = model(x[:, :-1]).float().cpu()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:].cpu(), reduction="none")
+        per_seq += (nll * mask).sum(1).tolist()
+    nll = torch.tensor(per_seq, dtype=torch.float64)
+    lp = torch.tensor(logprobs, dtype=torch.float64)
+    count = sum(len(seq) - 1 for seq in seqs)
+    mean_len = count / len(seqs)
+    loss, floor = nll.sum().item() / count, -lp.sum().item() / count
+    gap_se = ((nll + lp) / mean_len).std().item() / len(seqs) ** 0.5
+    return {"loss": loss, "floor": floor, "gap": loss - floor, "gap_se": gap_se, "tokens": count}
+
+
 def song_copy_loss(model, docs: list[storyworld.Doc]) -> dict:
     """Mean NLL on the words of each held-out song's first copy and of its second copy.
 
