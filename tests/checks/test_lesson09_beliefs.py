@@ -1,0 +1,95 @@
+"""Lesson 09's checks accept a right answer written another way and reject the stub and each likely mistake."""
+
+import torch
+
+from utils.checks import lesson09_beliefs as c
+from utils.corpora import beliefs
+
+
+def reader(forget_on_cannot=True, last=True, watch=True, reality=False):
+    """A story reader with switches for each mistake: the right one with the defaults."""
+
+    def believed_drink(words):
+        q = len(words) - 1 - words[::-1].index("Q")
+        who, container = words[q + 1], words[q + 2]
+        watching, seen = set(), []
+        sentences = " ".join(words[words.index(".") + 1 : q]).split(" . ")
+        for sentence in sentences:
+            w = sentence.strip(" .").split()
+            if w[1] in ("can", "cannot"):
+                if w[1] == "can":
+                    watching.add((w[0], w[3]))
+                elif forget_on_cannot:
+                    watching.discard((w[0], w[3]))
+            elif w[3] == container and (reality or w[0] == who or (watch and (who, w[0]) in watching)):
+                seen.append(w[5])
+        if not seen:
+            return "unknown"
+        return seen[-1] if last else seen[0]
+
+    return believed_drink
+
+
+def test_check_believed_drink(prove_check):
+    prove_check(
+        c.check_believed_drink,
+        reader(),
+        {
+            "what the container holds now": reader(reality=True),
+            "you ignore who can see whom": reader(watch=False),
+            "the first fill": reader(last=False),
+            "ends what an earlier 'can see' started": reader(forget_on_cannot=False),
+            "is wrong on": lambda words: "unknown",
+        },
+    )
+
+
+def test_check_believed_drink_refuses_a_non_word():
+    import pytest
+
+    with pytest.raises(c.CheckFailed, match="should return a word"):
+        c.check_believed_drink(lambda words: 3)
+
+
+def test_check_subspace_interchange(prove_check):
+    def solution(x, xs, basis):
+        inside = basis.T @ (xs - x).T  # [r, n]
+        return x + (basis @ inside).T
+
+    prove_check(
+        c.check_subspace_interchange,
+        solution,
+        {
+            "dropped the rest of the base": lambda x, xs, b: xs @ b @ b.T,
+            "without taking out the base's own part": lambda x, xs, b: x + xs @ b @ b.T,
+            "the wrong way round": lambda x, xs, b: xs + (x - xs) @ b @ b.T,
+            "whole source activation": lambda x, xs, b: xs.clone(),
+            "the base unchanged": lambda x, xs, b: x.clone(),
+            "the first r coordinates": lambda x, xs, b: torch.cat([xs[:, : b.shape[1]], x[:, b.shape[1] :]], 1),
+            "dimension 1 (d_model)": lambda x, xs, b: (xs - x) @ b,
+            "wrong patched activations": lambda x, xs, b: x + (xs - x) @ b @ b.T * 0.5,
+        },
+    )
+
+
+def test_check_pointer_prediction(prove_check):
+    def solution(base, source):
+        fill = beliefs.answer_fill(source.plan)
+        return base.words[base.annotations["fills"][fill]["drink"]]
+
+    prove_check(
+        c.check_pointer_prediction,
+        solution,
+        {
+            "the source's own answer": lambda base, source: source.answer,
+            "predicts no change": lambda base, source: base.answer,
+            "is wrong on": lambda base, source: base.words[base.annotations["fills"][0]["drink"]],
+        },
+    )
+
+
+def test_the_checks_stories_hold_every_mistake_apart():
+    """Each wrong reader differs from the truth somewhere, so none of the hints can shadow another."""
+    stories = beliefs.sample_stories(c.CHECK_SEED, 300)
+    for key in ("reality", "blind", "first", "cannot"):
+        assert any(c._wrong_answers(list(s.words[:-1]))[key] != s.answer for s in stories), key

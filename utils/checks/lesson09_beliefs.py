@@ -1,0 +1,174 @@
+"""Checks for lesson 09, how a model tracks who believes what: ``check_<exercise>(your_function)``.
+
+Each check runs the learner's function on fresh belief stories (two and three characters) or on
+random activations whose answer is known, and compares it with the generator's ground truth or
+the reference in ``utils.metrics.beliefs``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import torch
+
+from utils.checks.framework import CheckFailed, call, expect_close, expect_tensor, passed
+from utils.corpora import beliefs
+from utils.metrics import beliefs as ref
+
+CHECK_SEED = 9_409  # the checks' own stories, apart from every lesson sample
+
+
+def _name(fn: Callable, default: str) -> str:
+    return getattr(fn, "__name__", default)
+
+
+# --- the causal model as code -------------------------------------------------------------------
+
+
+def _story_events(words: list[str]):
+    """(fills, where each fill is (actor, container, drink, knowers)) read off a story's words."""
+    n = words.index(".") // 2 + 1
+    characters = words[0 : 2 * n : 2]
+    sees: set[tuple[str, str]] = set()
+    fills, i = [], 2 * n
+    while words[i] != "Q":
+        if words[i + 1] == "fills":
+            actor = words[i]
+            fills.append((actor, words[i + 3], words[i + 5], {actor} | {o for o, a in sees if a == actor}))
+            i += 7
+        else:
+            pair = (words[i], words[i + 3])
+            (sees.add if words[i + 1] == "can" else sees.discard)(pair)
+            i += 5
+    return characters, fills, i
+
+
+def _wrong_answers(words: list[str]) -> dict[str, str]:
+    """What the likely mistakes answer for one story (the question is at the end of ``words``)."""
+    _, fills, q = _story_events(words)
+    who, container = words[q + 1], words[q + 2]
+    of_it = [f for f in fills if f[1] == container]
+    known = [f for f in of_it if who in f[3]]
+    done_by = [f for f in of_it if f[0] == who]
+    forever: set[tuple[str, str]] = set()  # a reader for whom "cannot" never ends a "can"
+    blind_to_cannot = []
+    i = words.index(".") + 1
+    while words[i] != "Q":
+        if words[i + 1] == "fills":
+            actor = words[i]
+            blind_to_cannot.append((words[i + 3], words[i + 5], {actor} | {o for o, a in forever if a == actor}))
+            i += 7
+        else:
+            if words[i + 1] == "can":
+                forever.add((words[i], words[i + 3]))
+            i += 5
+    kept = [d for c, d, k in blind_to_cannot if c == container and who in k]
+    return {
+        "reality": of_it[-1][2],
+        "blind": done_by[-1][2] if done_by else beliefs.UNKNOWN,
+        "first": known[0][2] if known else beliefs.UNKNOWN,
+        "cannot": kept[-1] if kept else beliefs.UNKNOWN,
+    }
+
+
+def check_believed_drink(fn: Callable) -> None:
+    """fn(words: list[str]) -> str: the answer to the story's question (``words`` end with ``A``)."""
+    name = _name(fn, "believed_drink")
+    stories = beliefs.sample_stories(CHECK_SEED, 300) + beliefs.sample_stories(CHECK_SEED, 100, more_characters=True)
+    answers = []
+    for s in stories:
+        out = call(fn, list(s.words[:-1]), name=name)
+        if not isinstance(out, str):
+            raise CheckFailed(f"`{name}` should return a word (a drink or 'unknown'), not {type(out).__name__}.")
+        answers.append(out)
+    wrong = [(s, a) for s, a in zip(stories, answers) if a != s.answer]
+    if not wrong:
+        passed(name, f"the right belief on all {len(stories)} stories, three-character ones included")
+        return
+    mistakes = {
+        "reality": "you answer what the container holds now: a character who did not see the last fill still "
+        "believes the drink they saw (and one who saw no fill believes nothing: 'unknown').",
+        "blind": "you ignore who can see whom: a character also learns of a fill by watching its actor "
+        "at that moment (a 'can see' sentence before the fill).",
+        "first": "you take the first fill the character knows of: a later fill they saw replaces it.",
+        "cannot": "a 'cannot see' sentence ends what an earlier 'can see' started: after it the observer "
+        "misses the actor's fills.",
+    }
+    for key, message in mistakes.items():
+        if all(a == _wrong_answers(list(s.words[:-1]))[key] for s, a in zip(stories, answers)):
+            raise CheckFailed(f"`{name}`: {message}")
+    s, a = wrong[0]
+    raise CheckFailed(
+        f"`{name}` is wrong on {len(wrong)} of {len(stories)} stories ({sum(x.kind == 'false' for x, _ in wrong)} "
+        f"of them false beliefs). For example, on\n  {s.text[: s.text.rindex(' ')]}\nyou answer {a!r}; "
+        f"the right answer is {s.answer!r} (a {s.kind!r} question)."
+    )
+
+
+# --- interchange in a subspace -------------------------------------------------------------------
+
+
+def check_subspace_interchange(fn: Callable) -> None:
+    """fn(x_base [n, d_model], x_source [n, d_model], basis [d_model, r]) -> [n, d_model]."""
+    name = _name(fn, "subspace_interchange")
+    g = torch.Generator().manual_seed(CHECK_SEED)
+    n, d, r = 6, 16, 3
+    x, xs = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    basis = ref.random_basis(d, r, seed=CHECK_SEED)
+    out = expect_tensor(call(fn, x, xs, basis, name=name), (n, d), ["story", "d_model"], name)
+    proj = basis @ basis.T
+    want = x + (xs - x) @ proj
+    hints = [
+        (xs @ proj, "you kept only the source's part in the subspace and dropped the rest of the base: add "
+         "back what the base has outside the subspace, x_base − x_base B Bᵀ."),
+        (x + xs @ proj, "you added the source's part without taking out the base's own part in the subspace: "
+         "replace it, x_base + (x_source − x_base) B Bᵀ."),
+        (xs + (x - xs) @ proj, "base and source are the wrong way round: the result keeps the *base* outside "
+         "the subspace and takes the *source* inside it."),
+        (xs, "that is the whole source activation: only the subspace's part should move."),
+        (x, "that is the base unchanged: the source's part in the subspace should replace the base's."),
+        (x + (xs - x)[:, :r] @ torch.eye(r, d), "you replaced the first r coordinates: the subspace is spanned "
+         "by the basis's columns, which are not coordinate axes; project with basis @ basis.T."),
+    ]  # fmt: skip
+    expect_close(out, want, name, "patched activations", atol=1e-4, hints=hints)
+    passed(name, "inside the subspace from the source, outside it from the base")
+
+
+# --- the causal model's prediction under an interchange -------------------------------------------
+
+
+def check_pointer_prediction(fn: Callable) -> None:
+    """fn(base: Story, source: Story) -> str: the base's answer once its pointer (which fill to read)
+    is the source's."""
+    name = _name(fn, "pointer_prediction")
+    rng = random.Random(CHECK_SEED)
+    pairs = []
+    for s in beliefs.sample_stories(CHECK_SEED + 1, 200):
+        if beliefs.answer_fill(s.plan) is None:
+            continue
+        cast = beliefs.with_new_cast(s, rng)
+        n = len(s.plan.characters)
+        for q in rng.sample([(w, x) for w in range(n) for x in range(n)], n * n):
+            src = beliefs.with_question(cast, q)
+            g = beliefs.answer_fill(src.plan)
+            if g is not None and g != beliefs.answer_fill(s.plan):
+                pairs.append((s, src))
+                break
+    got = [call(fn, base, source, name=name) for base, source in pairs]
+    want = [base.words[base.annotations["fills"][beliefs.answer_fill(src.plan)]["drink"]] for base, src in pairs]
+    if got == want:
+        passed(name, f"the base's drink at the source's fill, on {len(pairs)} pairs")
+        return
+    if got == [src.answer for _, src in pairs]:
+        raise CheckFailed(
+            f"`{name}` predicts the source's own answer: that is what moving the *payload* (the drink itself) "
+            "would do. The pointer says which fill to read; the drink is then read from the base story."
+        )
+    if got == [base.answer for base, _ in pairs]:
+        raise CheckFailed(f"`{name}` predicts no change: the pointer decides which of the base's fills is read.")
+    k = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+    raise CheckFailed(
+        f"`{name}` is wrong on {sum(a != b for a, b in zip(got, want))} of {len(pairs)} pairs, e.g. base "
+        f"{pairs[k][0].text!r} with source {pairs[k][1].text!r}: you say {got[k]!r}, the causal model {want[k]!r}."
+    )
