@@ -80,3 +80,18 @@ def test_the_readme_names_the_thread_count_each_committed_model_was_trained_with
     for name in zoo():
         threads = json.loads((MODELS / name / "card.json").read_text())["training"]["device"].split(", ")[-1]
         assert f"`{name}`" in named[threads], (name, threads)
+
+
+def test_the_readme_and_the_makefile_quote_the_recorded_rebuild_time():
+    import json
+
+    from utils.paths import BENCHMARKS, README, ROOT
+
+    record = json.loads((BENCHMARKS / "zoo_rebuild.json").read_text())
+    total, models = round(record["total_seconds"] / 60), round(record["models_seconds"] / 60)
+    longer_lane = max(sum(r["seconds"] for r in record["steps"] if r["lane"] == k) for k in (1, 2))
+    assert longer_lane == pytest.approx(record["models_seconds"], abs=5), "the models' time is the longer lane's"
+    text = " ".join(README.read_text().split())
+    assert f"took **{total} min**" in text and f"{models} min in the two lanes" in text
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"{total} min" in makefile and f"models {models} min" in makefile

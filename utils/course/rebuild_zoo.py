@@ -15,10 +15,12 @@ Every step is a ``python -m`` command of its own, resumable as it is: run ``make
 an interruption and each training run continues from its last checkpoint. Each lane's output
 goes to ``runs/zoo-lanes/lane-K.log``; the driver prints a line as each step starts and ends.
 
-The thread count is part of the recipe: a model trained with another number of threads sums its
-floating-point products in another order and comes out a sibling of the committed one (the same
-recipe, slightly different weights). Each card records the threads its weights were trained
-with (``training.device``), and the README says how to reproduce them.
+The thread count can be part of the recipe: a model trained with another number of threads may
+sum its floating-point products in another order and come out a sibling of the committed one (the
+same recipe, slightly different weights). Each card records the threads its weights were trained
+with (``training.device``). A full rebuild in two one-thread lanes gave back every committed model
+byte for byte except ``storyworld-4l``, the GPT-2-style one (``--record`` keeps the timing in
+``benchmarks/zoo_rebuild.json``; the README says which came back).
 """
 
 from __future__ import annotations
