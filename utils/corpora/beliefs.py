@@ -455,17 +455,11 @@ def with_new_cast(story: Story, rng: random.Random) -> Story:
 
 def build_tokenizer(out_dir: Path | None = None) -> Path:
     """Write the beliefs tokenizer (the fixed word-level vocabulary :data:`VOCAB`) as HF tokenizer files."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import pre_tokenizers
 
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token=EOT))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
-    fast.model_max_length = 256
-    out_dir = Path(out_dir or paths.BELIEFS_TOKENIZER_DIR)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(out_dir)
-    return out_dir
+    from utils.corpora.tokenizer import save_word_level
+
+    return save_word_level(VOCAB, pre_tokenizers.WhitespaceSplit(), 256, out_dir or paths.BELIEFS_TOKENIZER_DIR)
 
 
 def load_tokenizer(path: str | Path | None = None):

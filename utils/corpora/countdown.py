@@ -366,18 +366,13 @@ def judge(text: str) -> dict:
 
 def build_tokenizer(out_dir: Path | None = None) -> Path:
     """Write the countdown tokenizer (a fixed word-level vocabulary) as HF tokenizer files."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Regex, pre_tokenizers
 
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token=EOT))
+    from utils.corpora.tokenizer import save_word_level
+
     # Words are separated by spaces; a newline is a word of its own.
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\S+|\n"), behavior="removed", invert=True)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
-    fast.model_max_length = 1024
-    out_dir = Path(out_dir or paths.COUNTDOWN_TOKENIZER_DIR)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(out_dir)
-    return out_dir
+    words = pre_tokenizers.Split(Regex(r"\S+|\n"), behavior="removed", invert=True)
+    return save_word_level(VOCAB, words, 1024, out_dir or paths.COUNTDOWN_TOKENIZER_DIR)
 
 
 def load_tokenizer(path: str | Path | None = None):

@@ -70,6 +70,23 @@ def train(out_dir: Path = TOKENIZER_DIR) -> Path:
     return out_dir
 
 
+def save_word_level(vocab: Sequence[str], pre_tokenizer, max_length: int, out_dir: Path) -> Path:
+    """Write a word-level tokenizer as HF tokenizer files: token ``i`` is ``vocab[i]``, ``vocab[0]``
+    (``<|endoftext|>``) is BOS, EOS, padding and unknown; ``pre_tokenizer`` cuts a text into words.
+    The countdown traces and the belief stories each have one."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=EOT))
+    tok.pre_tokenizer = pre_tokenizer
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
+    fast.model_max_length = max_length
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return out_dir
+
+
 def load_tokenizer(path: str | Path | None = None, rebuild: str = REBUILD):
     """The course tokenizer (default ``data/tokenizer``; another folder with ``path``) as a
     ``transformers`` fast tokenizer, loaded from disk only; ``TokenizerMissing`` says how to
