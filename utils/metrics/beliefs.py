@@ -92,6 +92,25 @@ def activations(model, qs: Questions, name: str, batch: int = 256) -> torch.Tens
     return torch.cat(out)
 
 
+def replace_at(new: torch.Tensor, pos: torch.Tensor, basis: torch.Tensor | None = None):
+    """A hook that puts ``new`` [story, d_model] into the activation at ``pos`` [story] (one
+    position per story); with ``basis`` [d_model, r] only the part in that subspace:
+    ``x + (new - x) B Bᵀ``."""
+
+    def hook(act, hook):
+        act = act.clone()
+        r = torch.arange(act.shape[0], device=act.device)
+        old = act[r, pos]
+        if basis is None:
+            act[r, pos] = new.to(act.dtype)
+        else:
+            b = basis.to(act.device, act.dtype)
+            act[r, pos] = old + ((new.to(act.dtype) - old) @ b) @ b.T
+        return act
+
+    return hook
+
+
 def interchange(
     model,
     base: Questions,
@@ -118,19 +137,7 @@ def interchange(
     out = []
     for start in range(0, len(base), batch):
         rows = slice(start, start + batch)
-        new, pos = take[rows].to(device), base_pos[rows].to(device)
-
-        def patch(act, hook, new=new, pos=pos):
-            act = act.clone()
-            r = torch.arange(act.shape[0], device=act.device)
-            old = act[r, pos]
-            if basis is None:
-                act[r, pos] = new.to(act.dtype)
-            else:
-                b = basis.to(act.device, act.dtype)
-                act[r, pos] = old + ((new.to(act.dtype) - old) @ b) @ b.T
-            return act
-
+        patch = replace_at(take[rows].to(device), base_pos[rows].to(device), basis)
         with torch.no_grad():
             logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=[(name, patch)])
         out.append(logits[torch.arange(logits.shape[0]), base.at[rows].to(device)].float().cpu())
@@ -205,16 +212,7 @@ def fit_subspace(
     try:
         for _ in range(steps):
             rows = torch.randint(len(base), (min(batch, len(base)),), generator=g)
-            basis = rotation.weight
-            new, pos = src[rows], base_pos[rows].to(device)
-
-            def patch(act, hook, new=new, pos=pos, basis=basis):
-                r = torch.arange(act.shape[0], device=act.device)
-                old = act[r, pos]
-                act = act.clone()
-                act[r, pos] = old + ((new - old) @ basis) @ basis.T
-                return act
-
+            patch = replace_at(src[rows], base_pos[rows].to(device), rotation.weight)
             logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=[(name, patch)])
             at = logits[torch.arange(len(rows)), base.at[rows].to(device)]
             loss = torch.nn.functional.cross_entropy(at.float(), target[rows].to(device))
