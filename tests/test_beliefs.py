@@ -3,6 +3,7 @@
 import collections
 import itertools
 import math
+import random
 
 import pytest
 
@@ -176,6 +177,19 @@ def test_a_new_cast_keeps_the_shape_and_shares_no_name_container_or_drink():
         content = set(b.NAMES) | set(b.CONTAINERS) | set(b.DRINKS)
         assert not (set(story.words) & set(twin.words) & content)
         assert [w for w in story.words if w not in content] == [w for w in twin.words if w not in content]
+
+
+def test_a_pointer_twin_asks_about_another_known_fill_of_a_story_of_the_same_shape():
+    rng = random.Random(5)
+    stories = b.sample_stories(13, 200)
+    twins = [(s, b.pointer_twin(s, rng)) for s in stories]
+    assert all(t is None for s, t in twins if b.answer_fill(s.plan) is None)
+    found = [(s, t) for s, t in twins if t is not None]
+    assert len(found) > 50
+    for s, t in found:
+        assert t.annotations["fills"] == s.annotations["fills"]
+        assert b.answer_fill(t.plan) not in (None, b.answer_fill(s.plan))
+        assert not set(s.plan.drinks) & set(t.plan.drinks)
 
 
 def test_belief_stories_pack_into_training_rows_that_start_at_a_story():

@@ -35,24 +35,8 @@ def word_id(tok, word: str) -> int:
 
 
 def pointer_pairs(stories, rng):
-    """(base, source) pairs: the source has the base's shape, another cast, and asks about a fill
-    other than the base's answer fill (both answers known)."""
-    out = []
-    for s in stories:
-        f = b.answer_fill(s.plan)
-        if f is None:
-            continue
-        cast = b.with_new_cast(s, rng)
-        n = len(s.plan.characters)
-        options = [(w, x) for w in range(n) for x in range(n)]
-        rng.shuffle(options)
-        for q in options:
-            src = b.with_question(cast, q)
-            g = b.answer_fill(src.plan)
-            if g is not None and g != f:
-                out.append((s, src))
-                break
-    return out
+    """(base, source) pairs for moving the pointer (:func:`beliefs.pointer_twin`)."""
+    return [(s, t) for s in stories if (t := b.pointer_twin(s, rng)) is not None]
 
 
 def main(argv=None) -> int:

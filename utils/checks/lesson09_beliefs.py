@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -26,49 +27,21 @@ def _name(fn: Callable, default: str) -> str:
 # --- the causal model as code -------------------------------------------------------------------
 
 
-def _story_events(words: list[str]):
-    """(fills, where each fill is (actor, container, drink, knowers)) read off a story's words."""
-    n = words.index(".") // 2 + 1
-    characters = words[0 : 2 * n : 2]
-    sees: set[tuple[str, str]] = set()
-    fills, i = [], 2 * n
-    while words[i] != "Q":
-        if words[i + 1] == "fills":
-            actor = words[i]
-            fills.append((actor, words[i + 3], words[i + 5], {actor} | {o for o, a in sees if a == actor}))
-            i += 7
-        else:
-            pair = (words[i], words[i + 3])
-            (sees.add if words[i + 1] == "can" else sees.discard)(pair)
-            i += 5
-    return characters, fills, i
-
-
-def _wrong_answers(words: list[str]) -> dict[str, str]:
-    """What the likely mistakes answer for one story (the question is at the end of ``words``)."""
-    _, fills, q = _story_events(words)
-    who, container = words[q + 1], words[q + 2]
-    of_it = [f for f in fills if f[1] == container]
-    known = [f for f in of_it if who in f[3]]
-    done_by = [f for f in of_it if f[0] == who]
-    forever: set[tuple[str, str]] = set()  # a reader for whom "cannot" never ends a "can"
-    blind_to_cannot = []
-    i = words.index(".") + 1
-    while words[i] != "Q":
-        if words[i + 1] == "fills":
-            actor = words[i]
-            blind_to_cannot.append((words[i + 3], words[i + 5], {actor} | {o for o, a in forever if a == actor}))
-            i += 7
-        else:
-            if words[i + 1] == "can":
-                forever.add((words[i], words[i + 3]))
-            i += 5
-    kept = [d for c, d, k in blind_to_cannot if c == container and who in k]
+def _wrong_answers(story: beliefs.Story) -> dict[str, str]:
+    """What the likely misreadings of the rules answer for one story."""
+    plan = story.plan
+    who, which = plan.question
+    known = [drink for actor, drink, knowers in beliefs.events(plan) if actor == which and who in knowers]
+    # a reader for whom "cannot" never ends a "can": the story without its "cannot" sentences
+    never_ends = replace(
+        plan,
+        **{k: None for k in ("see_before", "see_after") if getattr(plan, k) is not None and not getattr(plan, k)[2]},
+    )
     return {
-        "reality": of_it[-1][2],
-        "blind": done_by[-1][2] if done_by else beliefs.UNKNOWN,
-        "first": known[0][2] if known else beliefs.UNKNOWN,
-        "cannot": kept[-1] if kept else beliefs.UNKNOWN,
+        "reality": story.reality[plan.containers[which]],
+        "blind": ref.visibility_blind(story),
+        "first": known[0] if known else beliefs.UNKNOWN,
+        "cannot": beliefs.make_story(never_ends).answer,
     }
 
 
@@ -96,7 +69,7 @@ def check_believed_drink(fn: Callable) -> None:
         "misses the actor's fills.",
     }
     for key, message in mistakes.items():
-        if all(a == _wrong_answers(list(s.words[:-1]))[key] for s, a in zip(stories, answers)):
+        if all(a == _wrong_answers(s)[key] for s, a in zip(stories, answers)):
             raise CheckFailed(f"`{name}`: {message}")
     s, a = wrong[0]
     raise CheckFailed(
@@ -145,16 +118,9 @@ def check_pointer_prediction(fn: Callable) -> None:
     rng = random.Random(CHECK_SEED)
     pairs = []
     for s in beliefs.sample_stories(CHECK_SEED + 1, 200):
-        if beliefs.answer_fill(s.plan) is None:
-            continue
-        cast = beliefs.with_new_cast(s, rng)
-        n = len(s.plan.characters)
-        for q in rng.sample([(w, x) for w in range(n) for x in range(n)], n * n):
-            src = beliefs.with_question(cast, q)
-            g = beliefs.answer_fill(src.plan)
-            if g is not None and g != beliefs.answer_fill(s.plan):
-                pairs.append((s, src))
-                break
+        twin = beliefs.pointer_twin(s, rng)
+        if twin is not None:
+            pairs.append((s, twin))
     got = [call(fn, base, source, name=name) for base, source in pairs]
     want = [base.words[base.annotations["fills"][beliefs.answer_fill(src.plan)]["drink"]] for base, src in pairs]
     if got == want:

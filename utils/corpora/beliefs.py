@@ -449,6 +449,24 @@ def with_new_cast(story: Story, rng: random.Random) -> Story:
     return make_story(twin, story.seed, story.index)
 
 
+def pointer_twin(story: Story, rng: random.Random) -> Story | None:
+    """A source story for moving the causal model's pointer: the story's shape told with a new cast
+    (:func:`with_new_cast`), asking a question whose answer is a known fill other than the
+    story's own answer fill. None when the story's answer is ``unknown`` or no question fits.
+    The questions are tried in an order drawn from ``rng``."""
+    own = answer_fill(story.plan)
+    if own is None:
+        return None
+    cast = with_new_cast(story, rng)
+    n = len(story.plan.characters)
+    for question in rng.sample([(w, x) for w in range(n) for x in range(n)], n * n):
+        twin = with_question(cast, question)
+        fill = answer_fill(twin.plan)
+        if fill is not None and fill != own:
+            return twin
+    return None
+
+
 # ---------------------------------------------------------------------------------------
 # Tokenizer: one token per word
 
