@@ -192,6 +192,20 @@ def test_a_pointer_twin_asks_about_another_known_fill_of_a_story_of_the_same_sha
         assert not set(s.plan.drinks) & set(t.plan.drinks)
 
 
+def test_a_training_story_is_the_lesson_story_followed_by_every_other_question_answered():
+    for i in range(50):
+        story, trained = b.sample(31, i), b.sample(31, i, follow_up=True)
+        assert trained.text.startswith(story.text + " Q ") and trained.answer == story.answer
+        assert trained.kind == story.kind and trained.annotations["question"] == story.annotations["question"]
+        n = len(story.plan.characters)
+        asked = [story.plan.question, *trained.plan.follow_up]
+        assert sorted(asked) == [(w, x) for w in range(n) for x in range(n)]
+        for q, where in zip(trained.plan.follow_up, trained.annotations["follow_up"]):
+            assert trained.words[where["answer_at"] + 1] == b.with_question(story, q).answer
+        assert math.isclose(trained.logprob, story.logprob - math.log(math.factorial(n * n - 1)))
+        assert b.score(trained.text).plan == trained.plan
+
+
 def test_belief_stories_pack_into_training_rows_that_start_at_a_story():
     from utils.model_zoo.packing import PackedStream
 
@@ -199,5 +213,5 @@ def test_belief_stories_pack_into_training_rows_that_start_at_a_story():
     stream = PackedStream(31, 64, tokenizer, corpus="beliefs")
     rows = stream.batch(4)
     assert rows.shape == (4, 65) and (rows[:, 0] == 0).all()
-    first = b.sample(31, 0)
+    first = b.sample(31, 0, follow_up=True)  # the training stream asks every question of a story
     assert rows[0, 1 : 1 + len(first.words)].tolist() == b.encode(first.text, tokenizer)[1:]

@@ -68,6 +68,8 @@ LESSON_07_PROMPTS = 9532  # the prompts lesson 07 steers
 LESSON_07_RANDOM = 9533  # lesson 07's token splits, shuffles and random vectors (offsets from it)
 LESSON_07_CHECKS = 9534  # what lesson 07's checks use
 LESSON_A1_CHECKS = 9535  # the prompts the appendix's checks run both ways in on (the appendix reuses lessons' seeds)
+LESSON_09 = 9536  # lesson 09's belief stories (two sets from one stream) and its random subspaces (offsets from it)
+LESSON_09_CHECKS = 9537  # the belief stories lesson 09's checks use
 
 # Fresh samples for the robustness sweep: sample k takes the SLOTS seeds from
 # FRESH_SAMPLES.start + SLOTS * (k - 1), one per lesson seed, in the order they are defined above.

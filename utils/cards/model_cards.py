@@ -66,7 +66,7 @@ from utils.metrics.loss import heldout_loss, song_copy_loss
 from utils.metrics.probes import emotion_probe
 from utils.metrics.steering import steering_card
 from utils.model_zoo.models import ZOO, ZooError, corpus_of, load_model, read_card, sha256_file, zoo
-from utils.model_zoo.registry import COUNTDOWN_MEASUREMENTS, entry
+from utils.model_zoo.registry import BELIEFS_MEASUREMENTS, COUNTDOWN_MEASUREMENTS, entry
 from utils.paths import MODELS
 
 PROBE_TRAIN_DOCS = 1000  # narrative documents the emotion probe is fitted on
@@ -89,6 +89,10 @@ def measure(
     steps = entry(name).measurements
     if steps == COUNTDOWN_MEASUREMENTS:
         return measure_countdown(model, seed, n_docs, progress, name, every_draw)
+    if steps == BELIEFS_MEASUREMENTS:
+        from utils.metrics.beliefs import beliefs_card
+
+        return {"seed": seed, **beliefs_card(model, seed, n_docs)}
     bar = tqdm(steps, desc=f"measuring {name}", disable=not progress, leave=False)
     out: dict = {"seed": seed, "docs": n_docs}
     docs = storyworld.sample_docs(seed, n_docs)
@@ -259,6 +263,8 @@ def card_header(card: dict, architecture: str, corpus: str, sample: str) -> list
 def card_markdown(card: dict) -> str:
     if "verdict_accuracy" in card["eval"]:
         return countdown_card_markdown(card)
+    if "accuracy_false" in card["eval"]:
+        return beliefs_card_markdown(card)
     a, ev = card["architecture"], card["eval"]
     lines = card_header(
         card,
@@ -404,6 +410,31 @@ def countdown_card_markdown(card: dict) -> str:
         f"in {ev['generation_rejects_top3']:.1%} with the top 3 heads ablated, "
         f"{ev['generation_rejects_random3']:.1%} with random heads, {ev['generation_rejects_without_ablation']:.1%} "
         "without |",
+    ]
+    lines += checksums_and_targets(card)
+    lines += ["", f"Used by lessons: {', '.join(card['lessons'])}.", ""]
+    return "\n".join(lines)
+
+
+def beliefs_card_markdown(card: dict) -> str:
+    """A belief-stories model's card: the same header and targets, accuracy by question kind."""
+    a, ev = card["architecture"], card["eval"]
+
+    def kinds(label: str) -> str:
+        counts = ev[f"kinds{label}"]
+        return ", ".join(f"{k} {ev[f'accuracy{label}_{k}']:.1%} ({counts[k]})" for k in counts if counts[k])
+
+    lines = card_header(
+        card,
+        f"{a['n_layers']} layers, d_model {a['d_model']}, {a['n_heads']} heads × {a['d_head']}, gated MLP (SiLU) "
+        f"d_mlp {a['d_mlp']}, {a['normalization_type']} norm, {a['positional_embedding_type']} positions",
+        "belief stories",
+        f"{ev['stories']} stories",
+    ) + [
+        f"| belief questions, two characters (as trained) | {ev['accuracy']:.1%}: {kinds('')}; a reader "
+        f"that ignores who can see whom: {ev['visibility_blind']:.1%} |",
+        f"| three characters (never trained on) | {ev['accuracy_three']:.1%}: {kinds('_three')}; the "
+        f"visibility-blind reader: {ev['visibility_blind_three']:.1%} |",
     ]
     lines += checksums_and_targets(card)
     lines += ["", f"Used by lessons: {', '.join(card['lessons'])}.", ""]

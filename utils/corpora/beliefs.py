@@ -28,6 +28,13 @@ predicted at the ``A`` before it. Annotations are indices into ``words`` (no BOS
 model's input). Every choice is uniform among the ones the story structure allows, so
 ``logprob`` is exact, and :func:`score` recovers a story's choices from its text alone.
 
+Models train on :func:`sample_training`: each story followed by every other question it could
+ask, answered, in a drawn order (``Q Ann jar ? A milk Q ...``). The text up to the first
+answer is the story itself, so what a model does at a lesson story's ``A`` is what it learnt to
+do at a training story's first ``A``; the follow-ups give four answers to learn from per story
+instead of one (a model of the zoo's size trained on single-question stories was still at
+chance after 13M tokens).
+
 Command line::
 
     python -m utils.corpora.beliefs sample --seed 0 --n 5 [--more-characters]
@@ -80,7 +87,9 @@ class Plan:
     (``can`` False: the sentence says ``cannot``), or None; ``refill`` is ``(actor, drink)``, a
     second fill of the actor's own container after the first ones (or None), and ``see_after`` a
     visibility sentence just before it (only with a refill; or None). ``question`` is
-    ``(character, container index)``.
+    ``(character, container index)``. ``follow_up`` (training stories only, see
+    :func:`draw_plan`): every other question of the story, asked and answered after it, in a
+    drawn order; empty in the stories lessons and cards read.
     """
 
     characters: tuple[str, ...]
@@ -90,6 +99,7 @@ class Plan:
     refill: tuple[int, str] | None
     see_after: tuple[int, int, bool] | None
     question: tuple[int, int]
+    follow_up: tuple[tuple[int, int], ...] = ()
 
 
 def pairs(n: int) -> list[tuple[int, int]]:
@@ -103,7 +113,7 @@ def visibility_sentence(plan: Plan, sentence: tuple[int, int, bool]) -> list[str
 
 
 def story_words(plan: Plan) -> list[str]:
-    """The story of a plan as words, the answer last."""
+    """The story of a plan as words, the answer last (the follow-up questions' answers after it)."""
     c, k, d = plan.characters, plan.containers, plan.drinks
     words = [*" and ".join(c).split(), "."]
     if plan.see_before:
@@ -115,8 +125,10 @@ def story_words(plan: Plan) -> list[str]:
         if plan.see_after:
             words += visibility_sentence(plan, plan.see_after)
         words += [c[actor], "fills", "the", k[actor], "with", drink, "."]
-    who, which = plan.question
-    return [*words, "Q", c[who], k[which], "?", "A", beliefs_of(plan)[c[who]][k[which]]]
+    believed = beliefs_of(plan)
+    for who, which in (plan.question, *plan.follow_up):
+        words += ["Q", c[who], k[which], "?", "A", believed[c[who]][k[which]]]
+    return words
 
 
 def events(plan: Plan) -> list[tuple[int, str, frozenset[int]]]:
@@ -213,17 +225,23 @@ def plan_logprob(plan: Plan) -> float:
 
 def _question_logprob(plan: Plan) -> float:
     kinds = questions_by_kind(plan)
-    return -math.log(len(kinds)) - math.log(len(kinds[question_kind(plan)]))
+    lp = -math.log(len(kinds)) - math.log(len(kinds[question_kind(plan)]))
+    if plan.follow_up:  # every other question, in one of (n² - 1)! orders
+        lp -= math.lgamma(len(plan.characters) ** 2)
+    return lp
 
 
-def draw_plan(rng: random.Random, more_characters: bool = False) -> Plan:
+def draw_plan(rng: random.Random, more_characters: bool = False, follow_up: bool = False) -> Plan:
     """A plan. Names, containers and drinks are uniform; a visibility sentence comes before the
     fills with chance ``SEE_BEFORE`` (a pair of characters uniform, ``can`` with chance ``CAN``);
     a refill with chance ``REFILL``, by the watched character with chance ``FOLLOW`` when the
     first sentence says ``can`` (else by anyone), and before it a visibility sentence with chance
     ``SEE_AFTER``, with chance ``FOLLOW`` the first one's pair saying the opposite (else any pair,
     either word), so that false beliefs are common. The question: a kind uniform among the kinds
-    the story holds, then a question of that kind uniformly."""
+    the story holds, then a question of that kind uniformly. With ``follow_up`` (the training
+    stream), every other question of the story follows, in a uniformly drawn order: four
+    answers to learn from per two-character story instead of one, while the text up to the first
+    answer is the story without follow-ups."""
     n = N_CHARACTERS + int(more_characters)
     characters = tuple(rng.sample(NAMES, n))
     containers = tuple(rng.sample(CONTAINERS, n))
@@ -243,7 +261,11 @@ def draw_plan(rng: random.Random, more_characters: bool = False) -> Plan:
     plan = Plan(characters, containers, drinks, before, refill, after, (0, 0))
     kinds = questions_by_kind(plan)
     kind = rng.choice(sorted(kinds, key=KINDS.index))
-    return replace(plan, question=rng.choice(kinds[kind]))
+    question = rng.choice(kinds[kind])
+    if not follow_up:
+        return replace(plan, question=question)
+    others = [(w, x) for w in range(n) for x in range(n) if (w, x) != question]
+    return replace(plan, question=question, follow_up=tuple(rng.sample(others, len(others))))
 
 
 @dataclass
@@ -266,7 +288,8 @@ class Story:
 
     @property
     def answer(self) -> str:
-        return self.words[-1]
+        """The answer to the story's question (the last word, unless follow-up questions come after it)."""
+        return self.words[self.annotations["question"]["answer_at"] + 1]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -279,7 +302,8 @@ def annotate(words: Sequence[str], plan: Plan) -> dict:
     story order its ``actor``, ``container``, ``drink`` and closing ``end`` (the ``.``);
     ``visibility``: each visibility sentence's ``observer``, ``verb`` (``can``/``cannot``) and
     ``actor``; ``question``: the asked ``character`` and ``container``, and ``answer_at``, the
-    ``A`` at which the model predicts the answer (the last word is the answer itself).
+    ``A`` at which the model predicts the answer (the last word is the answer itself);
+    ``follow_up``: the same for each follow-up question (training stories only).
     """
     n = len(plan.characters)
     characters = [2 * i for i in range(n)]
@@ -291,8 +315,11 @@ def annotate(words: Sequence[str], plan: Plan) -> dict:
         else:
             visibility.append({"observer": i, "verb": i + 1, "actor": i + 3})
             i += 5
-    question = {"character": i + 1, "container": i + 2, "answer_at": i + 4}
-    return {"characters": characters, "fills": fills, "visibility": visibility, "question": question}
+    asked = [{"character": j + 1, "container": j + 2, "answer_at": j + 4} for j in range(i, len(words), 6)]
+    out = {"characters": characters, "fills": fills, "visibility": visibility, "question": asked[0]}
+    if plan.follow_up:
+        out["follow_up"] = asked[1:]
+    return out
 
 
 def make_story(plan: Plan, seed: int | None = None, index: int | None = None) -> Story:
@@ -332,17 +359,28 @@ def _check_plan(plan: Plan) -> None:
         raise ValueError("a refill is by a character of the story, with a drink other than the one in the container")
     if not all(0 <= q < n for q in plan.question):
         raise ValueError(f"the question asks about a character and a container of the story, not {plan.question}")
+    others = {(w, x) for w in range(n) for x in range(n)} - {tuple(plan.question)}
+    if plan.follow_up and (len(plan.follow_up) != len(others) or set(map(tuple, plan.follow_up)) != others):
+        raise ValueError("the follow-up questions are every other question of the story, each once")
 
 
-def sample(seed: int, index: int, more_characters: bool = False) -> Story:
-    """Story number ``index`` of the stream with this ``seed`` (its own random stream)."""
+def sample(seed: int, index: int, more_characters: bool = False, follow_up: bool = False) -> Story:
+    """Story number ``index`` of the stream with this ``seed`` (its own random stream); with
+    ``follow_up``, the same story followed by every other question (see :func:`draw_plan`)."""
     rng = random.Random(f"beliefs/{seed}/{index}/{int(more_characters)}")  # str seeds hash with sha512
-    return make_story(draw_plan(rng, more_characters), seed, index)
+    return make_story(draw_plan(rng, more_characters, follow_up), seed, index)
 
 
-def sample_stories(seed: int, n: int, start: int = 0, more_characters: bool = False) -> list[Story]:
+def sample_stories(
+    seed: int, n: int, start: int = 0, more_characters: bool = False, follow_up: bool = False
+) -> list[Story]:
     """Stories ``start`` .. ``start + n - 1`` of the stream with this seed."""
-    return [sample(seed, i, more_characters) for i in range(start, start + n)]
+    return [sample(seed, i, more_characters, follow_up) for i in range(start, start + n)]
+
+
+def sample_training(seed: int, n: int, start: int = 0) -> list[Story]:
+    """The training stream: two-character stories, each with its follow-up questions."""
+    return sample_stories(seed, n, start, follow_up=True)
 
 
 class ParseError(ValueError):
@@ -373,8 +411,9 @@ def score(text: str) -> Story:
         see_before = next(((o, a, can) for o, a, can, at in see if at == 0), None)
         see_after = next(((o, a, can) for o, a, can, at in see if at == n), None)
         refill = (fills[n][0], fills[n][2]) if len(fills) > n else None
-        question = (characters.index(words[i + 1]), containers.index(words[i + 2]))
-        story = make_story(Plan(characters, containers, drinks, see_before, refill, see_after, question))
+        asked = [(characters.index(words[j + 1]), containers.index(words[j + 2])) for j in range(i, len(words), 6)]
+        plan = Plan(characters, containers, drinks, see_before, refill, see_after, asked[0], tuple(asked[1:]))
+        story = make_story(plan)
     except (ValueError, IndexError):
         raise ParseError(
             "not a belief story: it opens with the characters ('Ann and Bob .'), fills each container "

@@ -39,11 +39,11 @@ def questions(stories: Sequence[beliefs.Story], tokenizer=None) -> Questions:
     """The stories as one padded batch, each cut just before its answer."""
     tokenizer = tokenizer or beliefs.load_tokenizer()
     rows = [beliefs.encode(s.text, tokenizer) for s in stories]
-    at = [len(r) - 2 for r in rows]  # the last position is the answer itself; A is just before it
+    at = [s.annotations["question"]["answer_at"] + 1 for s in stories]  # the A (+1: the BOS)
     return Questions(
-        right_padded([r[:-1] for r in rows], 0),
+        right_padded([r[: a + 1] for r, a in zip(rows, at)], 0),
         torch.tensor(at),
-        torch.tensor([r[-1] for r in rows]),
+        torch.tensor([r[a + 1] for r, a in zip(rows, at)]),
         list(stories),
     )
 
@@ -273,4 +273,5 @@ def beliefs_card(model, seed: int, n_stories: int = 2000) -> dict:
         out.update({f"accuracy{label}_{kind}": v for kind, v in acc.items()})
         out[f"visibility_blind{label}"] = sum(visibility_blind(s) == s.answer for s in stories) / len(stories)
         out[f"kinds{label}"] = {k: sum(s.kind == k for s in stories) for k in beliefs.KINDS}
+    out["accuracy_three_over_blind"] = out["accuracy_three"] - out["visibility_blind_three"]
     return out

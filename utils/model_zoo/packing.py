@@ -19,7 +19,8 @@ class PackedStream:
 
     The row ends with as much of its last document as fits. ``cursor`` (the index of the
     next document of the corpus's stream) is all the state needed to resume. ``corpus`` is
-    ``"storyworld"``, ``"countdown"`` (whose documents are traces) or ``"beliefs"`` (stories).
+    ``"storyworld"``, ``"countdown"`` (whose documents are traces) or ``"beliefs"`` (stories, each with its follow-up
+    questions: ``beliefs.sample_training``).
     """
 
     def __init__(self, seed: int, n_ctx: int, tokenizer, cursor: int = 0, corpus: str = "storyworld"):
@@ -28,7 +29,7 @@ class PackedStream:
         self.sample = {
             "storyworld": storyworld.sample_docs,
             "countdown": countdown.sample_traces,
-            "beliefs": beliefs.sample_stories,
+            "beliefs": beliefs.sample_training,
         }[corpus]
         self._buffer: list[list[int]] = []
 

@@ -128,6 +128,28 @@ MEASUREMENTS = ("loss", "heads", "ioi", "probe", "steering")
 # The countdown model is measured on its own traces (utils.metrics.countdown).
 COUNTDOWN_MEASUREMENTS = ("countdown",)
 
+# The belief-stories models are measured on held-out stories (utils.metrics.beliefs): accuracy by
+# question kind on two characters (as trained) and on three (never trained on).
+BELIEFS_MEASUREMENTS = ("beliefs",)
+BELIEFS_TARGETS = {
+    "accuracy_own": (">=", 0.95),
+    "accuracy_seen": (">=", 0.95),
+    "accuracy_false": (">=", 0.95),
+    "accuracy_unknown": (">=", 0.95),
+    # three characters: above the reader that ignores visibility, right on about 81% there
+    "accuracy_three_over_blind": (">=", 0.0),
+}
+BELIEFS_TOLERANCE = {
+    "loss": 0.02,
+    "gap": 0.02,
+    "accuracy": 0.02,
+    "accuracy_own": 0.03,
+    "accuracy_seen": 0.04,
+    "accuracy_false": 0.06,
+    "accuracy_unknown": 0.03,
+    "accuracy_three": 0.04,
+}
+
 
 @dataclass(frozen=True)
 class ZooModel:
