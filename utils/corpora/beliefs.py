@@ -32,8 +32,8 @@ Models train on :func:`sample_training`: each story followed by every other ques
 ask, answered, in a drawn order (``Q Ann jar ? A milk Q ...``). The text up to the first
 answer is the story itself, so what a model does at a lesson story's ``A`` is what it learnt to
 do at a training story's first ``A``; the follow-ups give four answers to learn from per story
-instead of one (a model of the zoo's size trained on single-question stories was still at
-chance after 13M tokens).
+instead of one (a model of the zoo's size trained on single-question stories answered 35% of
+held-out questions after 13M tokens, fewer than a reader who always says ``unknown``).
 
 Command line::
 
