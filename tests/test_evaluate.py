@@ -13,7 +13,8 @@ from utils.model_zoo.registry import entry
 
 BUILT = zoo()
 COUNTDOWN = [n for n in BUILT if corpus_of(n) == "countdown"]  # measured on countdown traces
-STORYWORLD = [n for n in BUILT if n not in COUNTDOWN]
+BELIEFS = [n for n in BUILT if corpus_of(n) == "beliefs"]  # measured on belief stories
+STORYWORLD = [n for n in BUILT if n not in COUNTDOWN + BELIEFS]
 # A fresh held-out sample, smaller than the card's: how far each number may move. Accuracies
 # get three binomial standard errors of the small sample on top of a floor (a 100%-accurate
 # model must stay at 100%), the gap three standard errors over documents on top of a floor;
@@ -55,7 +56,13 @@ def test_card_records_architecture_training_and_measurements(name):
     assert card["n_params"] == stored  # the checkpoint's own parameters (the bridge adds a zero unembed bias)
     for key in ("tokens", "seconds", "seed", "data_seed", "device"):
         assert key in card["training"]
-    measured = ("verdict_accuracy", "probe_best_accuracy") if name in COUNTDOWN else ("ioi_accuracy", "induction_score")
+    measured = (
+        ("verdict_accuracy", "probe_best_accuracy")
+        if name in COUNTDOWN
+        else ("accuracy_false", "accuracy_three")
+        if name in BELIEFS
+        else ("ioi_accuracy", "induction_score")
+    )
     for key in ("loss", "floor", "gap", *measured):
         assert key in card["eval"]
     assert card["eval"]["gap"] == pytest.approx(card["eval"]["loss"] - card["eval"]["floor"])
@@ -132,6 +139,23 @@ def test_countdown_card_holds_on_fresh_traces(name):
             assert t["met"] == card["targets"][metric]["met"], (metric, fresh[metric], card["eval"][metric])
             checked += 1
     assert checked >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BELIEFS)
+def test_belief_card_holds_on_fresh_stories(name):
+    # Accuracy by kind on 1,000 other held-out stories: each within three binomial standard errors
+    # of the fresh sample (on top of a floor) of the card's, and every target met or missed again.
+    card = read_card(name)
+    fresh = ev.measure(name, seed=seeds.TEST_SAMPLE, n_docs=1000, progress=False)
+    assert abs(fresh["gap"] - card["eval"]["gap"]) <= 0.02 + 3 * fresh["gap_se"]
+    for kind in ("", "_own", "_seen", "_false", "_unknown", "_three"):
+        metric, was = f"accuracy{kind}", card["eval"][f"accuracy{kind}"]
+        label = kind[1:] if kind not in ("", "_three") else None
+        n = fresh["kinds"][label] if label else fresh["stories"]
+        assert abs(fresh[metric] - was) <= 0.02 + 3 * (max(was * (1 - was), 0.01) / n) ** 0.5, (metric, fresh[metric])
+    for metric, t in ev.check_targets(name, fresh).items():
+        assert t["met"] == card["targets"][metric]["met"], (metric, fresh[metric], card["eval"][metric])
 
 
 def test_readme_zoo_table_is_generated_from_the_cards():

@@ -45,9 +45,10 @@ def test_first_code_cell_is_the_shared_setup_cell(path):
     nb = nbformat.read(path, as_version=4)
     assert code_cells(nb)[0].source == SETUP_CELL, "copy utils.course.notebook_setup.SETUP_CELL exactly"
     second = code_cells(nb)[1].source
-    # The countdown lesson's alternative is the zoo's other countdown model (the hub has no
-    # model trained on these traces); every other lesson's is a hub model.
-    alternative = '"countdown-llama-3l"' if default_model(path).startswith("countdown") else '"gpt2-small"'
+    # The countdown and belief lessons' alternative is the zoo's other model of their corpus (the
+    # hub has no model trained on these traces or stories); every other lesson's is a hub model.
+    siblings = {"countdown-llama": '"countdown-llama-3l"', "beliefs-llama": '"beliefs-llama-3l"'}
+    alternative = siblings.get(default_model(path), '"gpt2-small"')
     assert re.search(rf'^MODEL = "[\w.-]+"\s+# or {alternative}', second, re.M), (
         "then MODEL = ... with the one-line alternative"
     )
@@ -153,10 +154,12 @@ def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, 
 
 def second_model(path) -> str:
     """The zoo model a lesson is also run on: the Llama-style one, or the GPT-2-style one for its own
-    lessons; the countdown lesson's other countdown model."""
+    lessons; the countdown and belief lessons' sibling of their own corpus."""
     default = default_model(path)
     if default.startswith("countdown"):
         return "countdown-llama-3l" if default == "countdown-llama" else "countdown-llama"
+    if default.startswith("beliefs"):
+        return "beliefs-llama-3l" if default == "beliefs-llama" else "beliefs-llama"
     return "storyworld-4l" if default == "storyworld-llama" else "storyworld-llama"
 
 

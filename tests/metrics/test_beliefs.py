@@ -98,6 +98,23 @@ def test_a_full_rank_subspace_is_the_whole_interchange_and_an_empty_one_is_none(
         m.interchange(model, qb, m.questions(source[:3]), name, qb.at)
 
 
+def test_a_sweep_gives_each_positions_and_layers_interchange_accuracy_as_one_interchange_would(model, pairs):
+    base, source = pairs
+    qb, qs = m.questions(base), m.questions(source)
+    drink = torch.tensor([s.annotations["fills"][0]["drink"] + 1 for s in base])
+    positions = {"first drink": drink, "A": qb.at}
+    said = m.answer_logits(model, qs).argmax(-1)  # the source's own top words (the model is random)
+    sweep = m.interchange_sweep(model, qb, qs, positions, [-1, 0, 1], said, batch=5)
+    assert sweep.shape == (2, 3)
+    for i, pos in enumerate(positions.values()):
+        for j, layer in enumerate([-1, 0, 1]):
+            one = m.interchange(model, qb, qs, m.resid_name(layer), pos)
+            assert sweep[i, j].item() == pytest.approx(m.agreement(one, said))
+    assert sweep[1, 2] == 1.0  # the last stream at A gives the source's own answer
+    story_loss = m.story_loss(model, base[:4])
+    assert story_loss["tokens"] == sum(len(s.words) + 1 for s in base[:4])
+
+
 def test_subspaces_have_orthonormal_columns_and_the_mean_difference_spans_the_class_means():
     basis = m.random_basis(32, 4, seed=0)
     torch.testing.assert_close(basis.T @ basis, torch.eye(4), atol=1e-5, rtol=0)
@@ -162,3 +179,21 @@ def test_the_visibility_blind_reader_is_right_on_own_and_unknown_questions_only(
             assert m.visibility_blind(s) != s.answer
     own = [s for s in stories if s.kind == "own"]
     assert all(m.visibility_blind(s) == s.answer for s in own)
+
+
+def test_the_belief_card_measures_each_kind_against_the_visibility_blind_reader_and_renders(model):
+    from utils.cards import model_cards
+    from utils.model_zoo.models import read_card
+
+    card = m.beliefs_card(model, 9102, n_stories=60)
+    stories = b.sample_stories(9102, 60, more_characters=True)
+    blind = sum(m.visibility_blind(s) == s.answer for s in stories) / 60
+    assert card["visibility_blind_three"] == pytest.approx(blind)
+    assert card["accuracy_three_over_blind"] == pytest.approx(card["accuracy_three"] - blind)
+    assert sum(card["kinds"].values()) == card["stories"] == 60
+    right = m.correct(model, m.questions(b.sample_stories(9102, 60)))
+    assert card["accuracy"] == pytest.approx(right.float().mean().item())
+    shown = dict(read_card("countdown-llama"), eval={"seed": 9102, **card}, targets={}, lessons=["09"])
+    text = model_cards.card_markdown(shown)
+    assert f"| belief questions, two characters (as trained) | {card['accuracy']:.1%}" in text
+    assert f"the visibility-blind reader: {blind:.1%}" in text

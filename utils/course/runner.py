@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 
 from utils import seeds
 from utils.cards.model_cards import check_targets
-from utils.corpora import countdown, storyworld
+from utils.corpora import beliefs, countdown, storyworld
 from utils.course import records, robustness
 from utils.course.notebooks import NotebookError, execute, read_notebook
+from utils.metrics.beliefs import story_loss
 from utils.metrics.countdown import trace_loss
 from utils.metrics.loss import heldout_loss
 from utils.model_zoo.models import ZOO, corpus_of, load_model, read_card, zoo
@@ -65,6 +66,8 @@ def check_zoo() -> int:
         load_s = time.time() - t
         if corpus_of(name) == "countdown":
             quick = trace_loss(model, countdown.sample_traces(seeds.COURSE_CHECK, QUICK_DOCS))
+        elif corpus_of(name) == "beliefs":
+            quick = story_loss(model, beliefs.sample_stories(seeds.COURSE_CHECK, QUICK_DOCS))
         else:
             quick = heldout_loss(model, docs)
         ev = card["eval"]

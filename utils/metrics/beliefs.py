@@ -144,6 +144,44 @@ def interchange(
     return torch.cat(out)
 
 
+def interchange_sweep(
+    model,
+    base: Questions,
+    source: Questions,
+    positions: dict[str, torch.Tensor],
+    layers: Sequence[int],
+    predicted: torch.Tensor,
+    batch: int = 256,
+) -> torch.Tensor:
+    """[position kind, layer]: the interchange accuracy (:func:`agreement` with ``predicted``
+    [story]) of the residual stream after each of ``layers`` (``-1``: the embeddings), patched
+    from source into base at each kind of position (``{name: [story] positions}``, the same in
+    both stories). The source's streams are recorded once for every layer."""
+    if len(base) != len(source):
+        raise ValueError(f"base and source must pair up one to one: {len(base)} base and {len(source)} source stories")
+    names = [resid_name(layer) for layer in layers]
+    device = device_of(model)
+    recorded = {n: [] for n in names}
+    for start in range(0, len(source), batch):
+        _, cache = model.run_with_cache(source.tokens[start : start + batch].to(device), names_filter=names)
+        for n in names:
+            recorded[n].append(cache[n].detach().cpu())
+    out = torch.zeros(len(positions), len(layers))
+    for i, pos in enumerate(positions.values()):
+        for j, n in enumerate(names):
+            acts = torch.cat(recorded[n])[torch.arange(len(source)), pos]
+            right = 0
+            for start in range(0, len(base), batch):
+                rows = slice(start, start + batch)
+                hook = replace_at(acts[rows].to(device), pos[rows].to(device))
+                with torch.no_grad():
+                    logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=[(n, hook)])
+                at = logits[torch.arange(logits.shape[0]), base.at[rows].to(device)].argmax(-1).cpu()
+                right += (at == predicted[rows]).sum().item()
+            out[i, j] = right / len(base)
+    return out
+
+
 def agreement(logits: torch.Tensor, predicted: Sequence[int] | torch.Tensor) -> float:
     """Interchange-intervention accuracy: the share of stories whose top word is the one the
     causal model predicts under the same intervention."""
@@ -255,16 +293,23 @@ def visibility_blind(story: beliefs.Story) -> str:
     return story.reality[story.plan.containers[which]] if who == which else beliefs.UNKNOWN
 
 
+def story_loss(model, stories: Sequence[beliefs.Story]) -> dict:
+    """Loss on whole stories (``[BOS] + tokens + [EOT]``) against the generator's exact floor
+    (``utils.metrics.loss.sequence_loss``)."""
+    from utils.metrics.loss import sequence_loss
+
+    tok = model.tokenizer
+    return sequence_loss(model, [beliefs.encode(s.text, tok) + [0] for s in stories], [s.logprob for s in stories])
+
+
 def beliefs_card(model, seed: int, n_stories: int = 2000) -> dict:
     """The belief model's card: loss against the generator's floor, accuracy by question kind on
     two-character stories (as trained) and on three-character ones (never trained on), and the
     visibility-blind reader's accuracy on both, the baseline a model must beat."""
-    from utils.metrics.loss import sequence_loss
-
     tok = model.tokenizer
     two = beliefs.sample_stories(seed, n_stories)
     three = beliefs.sample_stories(seed, n_stories, more_characters=True)
-    out = sequence_loss(model, [beliefs.encode(s.text, tok) + [0] for s in two], [s.logprob for s in two])
+    out = story_loss(model, two)
     out["stories"] = n_stories
     for label, stories in (("", two), ("_three", three)):
         qs = questions(stories, tok)
