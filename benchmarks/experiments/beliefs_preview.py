@@ -1,5 +1,6 @@
 """A quick look at a belief model's mechanism (a few minutes on one thread): the pointer interchange at A
-layer by layer, the payload patched position by position, attention from A to the answer's drink.
+layer by layer, the same story's other question patched at A, the payload patched position by position,
+attention from A to the answer's drink.
 
     .venv/bin/python benchmarks/experiments/beliefs_preview.py <model folder>
 """
@@ -36,6 +37,25 @@ def main() -> int:
         print(
             f"pointer at A after {layer}: pointer {m.agreement(logits, pointer):.2f} "
             f"payload {m.agreement(logits, qs.answer):.2f} nothing {m.agreement(logits, qb.answer):.2f}",
+            flush=True,
+        )
+
+    # the same story asking another question whose answer differs: patched at A, by layer
+    twins_q = []
+    for s in stories:
+        n = len(s.plan.characters)
+        for q in rng.sample([(w, x) for w in range(n) for x in range(n)], n * n):
+            t = b.with_question(s, q)
+            if t.answer != s.answer:
+                twins_q.append((s, t))
+                break
+    twins_q = twins_q[:200]
+    qb, qs = m.questions([p[0] for p in twins_q], tok), m.questions([p[1] for p in twins_q], tok)
+    for layer in layers:
+        logits = m.interchange(model, qb, qs, m.resid_name(layer), qb.at, qs.at)
+        print(
+            f"question twin at A after {layer}: the twin's answer {m.agreement(logits, qs.answer):.2f} "
+            f"the base's {m.agreement(logits, qb.answer):.2f}",
             flush=True,
         )
 
