@@ -19,12 +19,14 @@ def test_every_zoo_model_is_built():
 
 @pytest.mark.parametrize("name", BUILT)
 def test_zoo_model_loads_offline_and_runs(name):
-    from utils.corpora import countdown
+    from utils.corpora import beliefs, countdown
 
     model = load_model(name, device="cpu")
     corpus = models.corpus_of(name)
     if corpus == "countdown":
         ids = torch.tensor([countdown.encode(countdown.sample(0, 0).text)])
+    elif corpus == "beliefs":
+        ids = torch.tensor([beliefs.encode(beliefs.sample(0, 0).text)])
     else:
         ids = torch.tensor([encode_doc("Ann was in the park. Ann felt happy.")])
     logits = model(ids)

@@ -303,13 +303,16 @@ def story_loss(model, stories: Sequence[beliefs.Story]) -> dict:
 
 
 def beliefs_card(model, seed: int, n_stories: int = 2000) -> dict:
-    """The belief model's card: loss against the generator's floor, accuracy by question kind on
+    """The belief model's card: loss against the generator's floor (on training-like stories, each
+    with its follow-up questions), accuracy by question kind on
     two-character stories (as trained) and on three-character ones (never trained on), and the
     visibility-blind reader's accuracy on both, the baseline a model must beat."""
     tok = model.tokenizer
     two = beliefs.sample_stories(seed, n_stories)
     three = beliefs.sample_stories(seed, n_stories, more_characters=True)
-    out = story_loss(model, two)
+    # the loss on what the model was trained on: the same stories with their follow-up questions
+    # (after a lesson story's answer the model expects the next question, not the end of the text)
+    out = story_loss(model, beliefs.sample_stories(seed, n_stories, follow_up=True))
     out["stories"] = n_stories
     for label, stories in (("", two), ("_three", three)):
         qs = questions(stories, tok)

@@ -131,6 +131,7 @@ COUNTDOWN_MEASUREMENTS = ("countdown",)
 # The belief-stories models are measured on held-out stories (utils.metrics.beliefs): accuracy by
 # question kind on two characters (as trained) and on three (never trained on).
 BELIEFS_MEASUREMENTS = ("beliefs",)
+BELIEFS_LLAMA = dict(COUNTDOWN_LLAMA)  # the countdown models' shape: 4 layers x 128, 4 heads, d_mlp 512
 BELIEFS_TARGETS = {
     "accuracy_own": (">=", 0.95),
     "accuracy_seen": (">=", 0.95),
@@ -148,6 +149,7 @@ BELIEFS_TOLERANCE = {
     "accuracy_false": 0.06,
     "accuracy_unknown": 0.03,
     "accuracy_three": 0.04,
+    "accuracy_three_over_blind": 0.05,
 }
 
 
@@ -299,6 +301,31 @@ ZOO: dict[str, ZooModel] = {
             lessons=("08",),
             measurements=COUNTDOWN_MEASUREMENTS,
             tolerance=dict(COUNTDOWN_TOLERANCE),
+        ),
+        ZooModel(
+            "beliefs-llama",
+            Spec(
+                "beliefs-llama",
+                "llama",
+                BELIEFS_LLAMA,
+                seed=107,
+                data_seed=31,
+                tokens=60_000_000,
+                batch=32,
+                n_ctx=64,  # one story (with its follow-ups) a row: no earlier story's containers to look up
+                corpus="beliefs",
+            ),
+            targets=BELIEFS_TARGETS,
+            lessons=("09",),
+            missed={
+                "accuracy_three_over_blind": (
+                    "on three-character stories, never trained on, it answers 58.8% of 2,000 questions (own 65.4%, "
+                    "seen 70.3%, false 0.0%, unknown 56.5%), below the visibility-blind reader's 79.0%: what it "
+                    "learnt on two characters does not carry to a third"
+                ),
+            },
+            measurements=BELIEFS_MEASUREMENTS,
+            tolerance=dict(BELIEFS_TOLERANCE),
         ),
     ]
 }
