@@ -67,7 +67,7 @@ def check_zoo() -> int:
         if corpus_of(name) == "countdown":
             quick = trace_loss(model, countdown.sample_traces(seeds.COURSE_CHECK, QUICK_DOCS))
         elif corpus_of(name) == "beliefs":
-            quick = story_loss(model, beliefs.sample_stories(seeds.COURSE_CHECK, QUICK_DOCS, follow_up=True))
+            quick = story_loss(model, beliefs.sample_training(seeds.COURSE_CHECK, QUICK_DOCS))
         else:
             quick = heldout_loss(model, docs)
         ev = card["eval"]

@@ -131,13 +131,26 @@ def interchange(
     if len(base) != len(source):
         raise ValueError(f"base and source must pair up one to one: {len(base)} base and {len(source)} source stories")
     source_pos = base_pos if source_pos is None else source_pos
-    device = device_of(model)
     src = activations(model, source, name, batch)
-    take = src[torch.arange(len(source)), source_pos]  # [story, d_model]
+    return _patched_answer_logits(model, base, name, src[torch.arange(len(source)), source_pos], base_pos, basis, batch)
+
+
+def _patched_answer_logits(
+    model,
+    base: Questions,
+    name: str,
+    new: torch.Tensor,
+    base_pos: torch.Tensor,
+    basis: torch.Tensor | None = None,
+    batch: int = 256,
+) -> torch.Tensor:
+    """[story, d_vocab]: the answer logits of each base story with ``name`` at ``base_pos`` [story]
+    replaced by ``new`` [story, d_model] (inside ``basis`` only, if given)."""
+    device = device_of(model)
     out = []
     for start in range(0, len(base), batch):
         rows = slice(start, start + batch)
-        patch = replace_at(take[rows].to(device), base_pos[rows].to(device), basis)
+        patch = replace_at(new[rows].to(device), base_pos[rows].to(device), basis)
         with torch.no_grad():
             logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=[(name, patch)])
         out.append(logits[torch.arange(logits.shape[0]), base.at[rows].to(device)].float().cpu())
@@ -166,19 +179,12 @@ def interchange_sweep(
         _, cache = model.run_with_cache(source.tokens[start : start + batch].to(device), names_filter=names)
         for n in names:
             recorded[n].append(cache[n].detach().cpu())
+    streams = {n: torch.cat(chunks) for n, chunks in recorded.items()}  # [story, position, d_model]
     out = torch.zeros(len(positions), len(layers))
     for i, pos in enumerate(positions.values()):
         for j, n in enumerate(names):
-            acts = torch.cat(recorded[n])[torch.arange(len(source)), pos]
-            right = 0
-            for start in range(0, len(base), batch):
-                rows = slice(start, start + batch)
-                hook = replace_at(acts[rows].to(device), pos[rows].to(device))
-                with torch.no_grad():
-                    logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=[(n, hook)])
-                at = logits[torch.arange(logits.shape[0]), base.at[rows].to(device)].argmax(-1).cpu()
-                right += (at == predicted[rows]).sum().item()
-            out[i, j] = right / len(base)
+            new = streams[n][torch.arange(len(source)), pos]
+            out[i, j] = agreement(_patched_answer_logits(model, base, n, new, pos, batch=batch), predicted)
     return out
 
 
@@ -312,7 +318,7 @@ def beliefs_card(model, seed: int, n_stories: int = 2000) -> dict:
     three = beliefs.sample_stories(seed, n_stories, more_characters=True)
     # the loss on what the model was trained on: the same stories with their follow-up questions
     # (after a lesson story's answer the model expects the next question, not the end of the text)
-    out = story_loss(model, beliefs.sample_stories(seed, n_stories, follow_up=True))
+    out = story_loss(model, beliefs.sample_training(seed, n_stories))
     out["stories"] = n_stories
     for label, stories in (("", two), ("_three", three)):
         qs = questions(stories, tok)
