@@ -215,3 +215,17 @@ def test_belief_stories_pack_into_training_rows_that_start_at_a_story():
     assert rows.shape == (4, 65) and (rows[:, 0] == 0).all()
     first = b.sample(31, 0, follow_up=True)  # the training stream asks every question of a story
     assert rows[0, 1 : 1 + len(first.words)].tolist() == b.encode(first.text, tokenizer)[1:]
+
+
+def test_a_question_twin_is_the_same_story_asking_a_question_with_another_answer():
+    rng = random.Random(3)
+    for s in b.sample_stories(14, 100):
+        twin = b.question_twin(s, rng)
+        answers = {b.with_question(s, q).answer for q in b.all_questions(len(s.plan.characters))}
+        if twin is None:
+            assert answers == {s.answer}
+            continue
+        assert twin.answer != s.answer and twin.annotations == s.annotations
+        assert [
+            w for i, w in enumerate(twin.words) if i not in (len(s.words) - 5, len(s.words) - 4, len(s.words) - 1)
+        ] == [w for i, w in enumerate(s.words) if i not in (len(s.words) - 5, len(s.words) - 4, len(s.words) - 1)]

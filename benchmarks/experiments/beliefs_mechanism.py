@@ -93,14 +93,7 @@ def main(argv=None) -> int:
     print("control, another fill's drink changed: answer unchanged by layer:", " ".join(f"{x:.2f}" for x in row))
 
     # 2b. the question: the same story asking another question, patched position by position
-    qpairs = []
-    for s in stories:
-        n = len(s.plan.characters)
-        for q in rng.sample([(w, x) for w in range(n) for x in range(n)], n * n):
-            t = b.with_question(s, q)
-            if t.answer != s.answer:
-                qpairs.append((s, t))
-                break
+    qpairs = [(s, t) for s in stories if (t := b.question_twin(s, rng)) is not None]
     qb, qs_ = m.questions([p[0] for p in qpairs], tok), m.questions([p[1] for p in qpairs], tok)
     print(f"question twins whose answer differs: {len(qpairs)}; IIA (the twin's answer) by layer:")
     for offset, label in ((-4, "Q"), (-3, "who"), (-2, "container"), (-1, "?"), (0, "A")):

@@ -41,14 +41,7 @@ def main() -> int:
         )
 
     # the same story asking another question whose answer differs: patched at A, by layer
-    twins_q = []
-    for s in stories:
-        n = len(s.plan.characters)
-        for q in rng.sample([(w, x) for w in range(n) for x in range(n)], n * n):
-            t = b.with_question(s, q)
-            if t.answer != s.answer:
-                twins_q.append((s, t))
-                break
+    twins_q = [(s, t) for s in stories if (t := b.question_twin(s, rng)) is not None]
     twins_q = twins_q[:200]
     qb, qs = m.questions([p[0] for p in twins_q], tok), m.questions([p[1] for p in twins_q], tok)
     for layer in layers:

@@ -107,6 +107,11 @@ def pairs(n: int) -> list[tuple[int, int]]:
     return [(o, a) for o in range(n) for a in range(n) if o != a]
 
 
+def all_questions(n: int) -> list[tuple[int, int]]:
+    """Every ``(character, container)`` question a story of ``n`` characters can ask, in order."""
+    return [(w, x) for w in range(n) for x in range(n)]
+
+
 def visibility_sentence(plan: Plan, sentence: tuple[int, int, bool]) -> list[str]:
     o, a, can = sentence
     return [plan.characters[o], "can" if can else "cannot", "see", plan.characters[a], "."]
@@ -193,7 +198,7 @@ def question_kind(plan: Plan) -> str:
 def questions_by_kind(plan: Plan) -> dict[str, list[tuple[int, int]]]:
     """Every question the story could ask, grouped by its kind (only the kinds present)."""
     n, out = len(plan.characters), {}
-    for question in [(w, x) for w in range(n) for x in range(n)]:
+    for question in all_questions(n):
         out.setdefault(question_kind(replace(plan, question=question)), []).append(question)
     return out
 
@@ -264,7 +269,7 @@ def draw_plan(rng: random.Random, more_characters: bool = False, follow_up: bool
     question = rng.choice(kinds[kind])
     if not follow_up:
         return replace(plan, question=question)
-    others = [(w, x) for w in range(n) for x in range(n) if (w, x) != question]
+    others = [q for q in all_questions(n) if q != question]
     return replace(plan, question=question, follow_up=tuple(rng.sample(others, len(others))))
 
 
@@ -359,7 +364,7 @@ def _check_plan(plan: Plan) -> None:
         raise ValueError("a refill is by a character of the story, with a drink other than the one in the container")
     if not all(0 <= q < n for q in plan.question):
         raise ValueError(f"the question asks about a character and a container of the story, not {plan.question}")
-    others = {(w, x) for w in range(n) for x in range(n)} - {tuple(plan.question)}
+    others = set(all_questions(n)) - {tuple(plan.question)}
     if plan.follow_up and (len(plan.follow_up) != len(others) or set(map(tuple, plan.follow_up)) != others):
         raise ValueError("the follow-up questions are every other question of the story, each once")
 
@@ -497,11 +502,21 @@ def pointer_twin(story: Story, rng: random.Random) -> Story | None:
     if own is None:
         return None
     cast = with_new_cast(story, rng)
-    n = len(story.plan.characters)
-    for question in rng.sample([(w, x) for w in range(n) for x in range(n)], n * n):
+    for question in rng.sample(all_questions(len(story.plan.characters)), len(story.plan.characters) ** 2):
         twin = with_question(cast, question)
         fill = answer_fill(twin.plan)
         if fill is not None and fill != own:
+            return twin
+    return None
+
+
+def question_twin(story: Story, rng: random.Random) -> Story | None:
+    """The same story asking another question whose answer differs (:func:`with_question`); None when
+    every question has the story's answer. The questions are tried in an order drawn from ``rng``."""
+    n = len(story.plan.characters)
+    for question in rng.sample(all_questions(n), n * n):
+        twin = with_question(story, question)
+        if twin.answer != story.answer:
             return twin
     return None
 
