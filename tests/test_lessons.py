@@ -47,8 +47,8 @@ def test_first_code_cell_is_the_shared_setup_cell(path):
     second = code_cells(nb)[1].source
     # The countdown and belief lessons' alternative is the zoo's other model of their corpus (the
     # hub has no model trained on these traces or stories); every other lesson's is a hub model.
-    siblings = {"countdown-llama": '"countdown-llama-3l"', "beliefs-llama": '"beliefs-llama-3l"'}
-    alternative = siblings.get(default_model(path), '"gpt2-small"')
+    own_corpus = not default_model(path).startswith("storyworld")
+    alternative = f'"{second_model(path)}"' if own_corpus else '"gpt2-small"'
     assert re.search(rf'^MODEL = "[\w.-]+"\s+# or {alternative}', second, re.M), (
         "then MODEL = ... with the one-line alternative"
     )
