@@ -229,3 +229,22 @@ def test_a_question_twin_is_the_same_story_asking_a_question_with_another_answer
         assert [
             w for i, w in enumerate(twin.words) if i not in (len(s.words) - 5, len(s.words) - 4, len(s.words) - 1)
         ] == [w for i, w in enumerate(s.words) if i not in (len(s.words) - 5, len(s.words) - 4, len(s.words) - 1)]
+
+
+def test_an_order_twin_asks_by_index_about_another_character_or_container_of_a_new_cast():
+    rng = random.Random(5)
+    for change, moved in (("character", (True, False)), ("container", (False, True)), ("both", (True, True))):
+        kept = 0
+        for s in b.sample_stories(15, 60) + b.sample_stories(15, 20, more_characters=True):
+            twin = b.order_twin(s, rng, change)
+            if twin is None:
+                continue
+            kept += 1
+            (w, x), (w2, x2) = s.plan.question, twin.plan.question
+            assert ((w2 != w), (x2 != x)) == moved
+            assert b.with_question(s, (w2, x2)).answer != s.answer  # the move shows in the answer
+            assert not set(twin.plan.characters + twin.plan.containers) & set(s.plan.characters + s.plan.containers)
+            assert twin.annotations["fills"] == s.annotations["fills"]  # the same shape: every fill where it was
+        assert kept >= 20, change
+    with pytest.raises(ValueError, match="'character', 'container' or 'both'"):
+        b.order_twin(b.sample(15, 0), rng, "drink")

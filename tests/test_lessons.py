@@ -159,7 +159,7 @@ def second_model(path) -> str:
     if default.startswith("countdown"):
         return "countdown-llama-3l" if default == "countdown-llama" else "countdown-llama"
     if default.startswith("beliefs"):
-        return "beliefs-llama-3l" if default == "beliefs-llama" else "beliefs-llama"
+        return "beliefs-llama-rerun" if default == "beliefs-llama" else "beliefs-llama"
     return "storyworld-4l" if default == "storyworld-llama" else "storyworld-llama"
 
 

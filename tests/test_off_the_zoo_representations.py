@@ -1,5 +1,6 @@
 """The one-line switch off the zoo, representation lessons (04–07): as ``test_off_the_zoo_circuits.py``
-does for 00–03. The capstone needs a model trained on countdown traces, and says so in one sentence."""
+does for 00–03. The capstone needs a model trained on countdown traces, and lesson 09 one trained on belief
+stories: each says so in one sentence."""
 
 import pytest
 
@@ -27,4 +28,23 @@ def test_the_capstone_on_a_model_not_trained_on_countdown_says_so_in_one_sentenc
     assert error == (
         f"ValueError: this lesson takes apart a model trained on countdown traces, and {random_model_folder} "
         "is not one: set MODEL to one of countdown-llama, countdown-llama-3l"
+    )
+
+
+def test_the_belief_lesson_on_a_model_not_trained_on_belief_stories_says_so_in_one_sentence(
+    random_model_folder, tmp_path
+):
+    import re
+
+    import nbformat
+
+    [path] = nbs.SOLUTIONS.glob("09_*.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    cell = [c for c in nb.cells if c.cell_type == "code"][1]
+    cell.source = re.sub(r'^MODEL = "[^"]+"', f'MODEL = "{random_model_folder}"', cell.source, count=1, flags=re.M)
+    nbformat.write(nb, tmp_path / path.name)
+    error = nbs.execute(tmp_path / path.name)["error"]
+    assert error == (
+        f"ValueError: this lesson takes apart a model trained on belief stories, and {random_model_folder} "
+        "is not one: set MODEL to one of beliefs-llama, beliefs-llama-rerun"
     )

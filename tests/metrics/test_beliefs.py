@@ -115,6 +115,19 @@ def test_a_sweep_gives_each_positions_and_layers_interchange_accuracy_as_one_int
     assert story_loss["tokens"] == sum(len(s.words) + 1 for s in base[:4])
 
 
+def test_interchanging_several_sites_at_once_is_one_interchange_per_site_when_alone_and_composes(model, pairs):
+    base, source = pairs
+    qb, qs = m.questions(base), m.questions(source)
+    drink = torch.tensor([s.annotations["fills"][0]["drink"] + 1 for s in base])
+    one = m.interchange(model, qb, qs, m.resid_name(0), drink)
+    torch.testing.assert_close(m.interchange_sites(model, qb, qs, [(0, drink)], batch=5), one)
+    # the last stream at A from the source, with anything earlier also moved: the source's own answer logits
+    both = m.interchange_sites(model, qb, qs, [(0, drink), (1, qb.at)])
+    torch.testing.assert_close(both, m.answer_logits(model, qs), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="pair up one to one"):
+        m.interchange_sites(model, qb, m.questions(source[:3]), [(0, drink)])
+
+
 def test_subspaces_have_orthonormal_columns_and_the_mean_difference_spans_the_class_means():
     basis = m.random_basis(32, 4, seed=0)
     torch.testing.assert_close(basis.T @ basis, torch.eye(4), atol=1e-5, rtol=0)

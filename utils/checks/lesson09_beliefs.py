@@ -109,31 +109,42 @@ def check_subspace_interchange(fn: Callable) -> None:
     passed(name, "inside the subspace from the source, outside it from the base")
 
 
-# --- the causal model's prediction under an interchange -------------------------------------------
+# --- the causal model's prediction under an interchange of ordering IDs -------------------------------------------
 
 
-def check_pointer_prediction(fn: Callable) -> None:
-    """fn(base: Story, source: Story) -> str: the base's answer once its pointer (which fill to read)
-    is the source's."""
-    name = _name(fn, "pointer_prediction")
+def _believed(story: beliefs.Story, who: int, which: int) -> str:
+    """What character ``who`` of the story believes container ``which`` holds (indices in order of mention)."""
+    return beliefs.beliefs_of(story.plan)[story.plan.characters[who]][story.plan.containers[which]]
+
+
+def check_order_prediction(fn: Callable) -> None:
+    """fn(base: Story, source: Story) -> str: the base's answer once its question's ordering IDs (which
+    character, which container, by order of mention) are the source's."""
+    name = _name(fn, "order_prediction")
     rng = random.Random(CHECK_SEED)
-    pairs = []
-    for s in beliefs.sample_stories(CHECK_SEED + 1, 200):
-        twin = beliefs.pointer_twin(s, rng)
-        if twin is not None:
-            pairs.append((s, twin))
+    stories = beliefs.sample_stories(CHECK_SEED + 1, 200) + beliefs.sample_stories(CHECK_SEED + 1, 60, True)
+    pairs = [(s, t) for s in stories if (t := beliefs.order_twin(s, rng, "both")) is not None]
     got = [call(fn, base, source, name=name) for base, source in pairs]
-    want = [base.words[base.annotations["fills"][beliefs.answer_fill(src.plan)]["drink"]] for base, src in pairs]
+    want = [_believed(base, *source.plan.question) for base, source in pairs]
     if got == want:
-        passed(name, f"the base's drink at the source's fill, on {len(pairs)} pairs")
+        passed(name, f"the base's belief for the source's question by order, on {len(pairs)} pairs")
         return
-    if got == [src.answer for _, src in pairs]:
-        raise CheckFailed(
-            f"`{name}` predicts the source's own answer: that is what moving the *payload* (the drink itself) "
-            "would do. The pointer says which fill to read; the drink is then read from the base story."
-        )
-    if got == [base.answer for base, _ in pairs]:
-        raise CheckFailed(f"`{name}` predicts no change: the pointer decides which of the base's fills is read.")
+    mistakes = [
+        ([src.answer for _, src in pairs], "predicts the source's own answer, a drink the base story does not "
+         "contain: that is what moving the *payload* would do. The IDs say which character and which container "
+         "by order; the belief is then read from the base story."),
+        ([base.answer for base, _ in pairs], "predicts no change: the IDs decide which of the base's characters "
+         "and containers the question is about."),
+        ([_believed(b, b.plan.question[0], s.plan.question[1]) for b, s in pairs], "moves only the container: "
+         "the character's ordering ID comes from the source too."),
+        ([_believed(b, s.plan.question[0], b.plan.question[1]) for b, s in pairs], "moves only the character: "
+         "the container's ordering ID comes from the source too."),
+        ([b.reality[b.plan.containers[s.plan.question[1]]] for b, s in pairs], "gives what the container holds: "
+         "the question asks what the character *believes* it holds (a false belief differs)."),
+    ]  # fmt: skip
+    for wrong, message in mistakes:
+        if got == wrong:
+            raise CheckFailed(f"`{name}` {message}")
     k = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
     raise CheckFailed(
         f"`{name}` is wrong on {sum(a != b for a, b in zip(got, want))} of {len(pairs)} pairs, e.g. base "

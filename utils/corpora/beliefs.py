@@ -510,6 +510,24 @@ def pointer_twin(story: Story, rng: random.Random) -> Story | None:
     return None
 
 
+def order_twin(story: Story, rng: random.Random, change: str = "container") -> Story | None:
+    """A source for moving the question's ordering IDs: the story's shape told with a new cast
+    (:func:`with_new_cast`), asking about another character (``change="character"``), another
+    container (``"container"``) or both (``"both"``), by index, drawn from ``rng``. None when the
+    story itself asked that question would keep its answer (the move could not be seen)."""
+    if change not in ("character", "container", "both"):
+        raise ValueError(f"change is 'character', 'container' or 'both', not {change!r}")
+    n = len(story.plan.characters)
+    who, which = story.plan.question
+    if change in ("character", "both"):
+        who = rng.choice([i for i in range(n) if i != who])
+    if change in ("container", "both"):
+        which = rng.choice([i for i in range(n) if i != which])
+    if with_question(story, (who, which)).answer == story.answer:
+        return None
+    return with_question(with_new_cast(story, rng), (who, which))
+
+
 def question_twin(story: Story, rng: random.Random) -> Story | None:
     """The same story asking another question whose answer differs (:func:`with_question`); None when
     every question has the story's answer. The questions are tried in an order drawn from ``rng``."""

@@ -54,6 +54,7 @@ TESTED = {
     "ipywidgets": "8.1.9",
     "tqdm": "4.70.1",
     "nnsight": "0.8.1",  # the appendix's second way in, and the road to NDIF
+    "pyvene": "0.1.8",  # interchange interventions and DAS (lesson 09 checks its interchange against it)
     # the test suite's tools
     "pytest": "9.2.0",
     "pytest-xdist": "3.8.0",
@@ -79,6 +80,7 @@ RUNTIME = (
     "ipywidgets",
     "tqdm",
     "nnsight",
+    "pyvene",
 )
 COURSE = "handson-mechinterp"  # the course's own distribution (an editable install of this repository)
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"

@@ -188,6 +188,34 @@ def interchange_sweep(
     return out
 
 
+def interchange_sites(
+    model,
+    base: Questions,
+    source: Questions,
+    sites: Sequence[tuple[int, torch.Tensor]],
+    batch: int = 256,
+) -> torch.Tensor:
+    """[story, d_vocab]: the answer logits of each base story with the residual stream after
+    ``layer`` at ``positions`` [story] replaced by the source story's there (the same positions in
+    both), for every ``(layer, positions)`` of ``sites`` at once: several variables moved together."""
+    if len(base) != len(source):
+        raise ValueError(f"base and source must pair up one to one: {len(base)} base and {len(source)} source stories")
+    rows = torch.arange(len(source))
+    new = [activations(model, source, resid_name(layer), batch)[rows, pos] for layer, pos in sites]
+    device = device_of(model)
+    out = []
+    for start in range(0, len(base), batch):
+        part = slice(start, start + batch)
+        hooks = [
+            (resid_name(layer), replace_at(x[part].to(device), pos[part].to(device)))
+            for (layer, pos), x in zip(sites, new)
+        ]
+        with torch.no_grad():
+            logits = model.run_with_hooks(base.tokens[part].to(device), fwd_hooks=hooks)
+        out.append(logits[torch.arange(logits.shape[0]), base.at[part].to(device)].float().cpu())
+    return torch.cat(out)
+
+
 def agreement(logits: torch.Tensor, predicted: Sequence[int] | torch.Tensor) -> float:
     """Interchange-intervention accuracy: the share of stories whose top word is the one the
     causal model predicts under the same intervention."""
@@ -250,6 +278,8 @@ def fit_subspace(
         layer.weight.copy_(random_basis(d_model, rank, seed))
     rotation = orthogonal(layer).to(device)  # weight [d_model, rank] stays orthonormal
     opt = torch.optim.Adam(rotation.parameters(), lr=lr)
+    # the rate falls linearly to zero: the last steps settle instead of jumping around the optimum
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -263,6 +293,7 @@ def fit_subspace(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            schedule.step()
     finally:
         for p in frozen:
             p.requires_grad_(True)
