@@ -45,6 +45,21 @@ def test_solution_region_becomes_a_stub_with_the_task_and_indentation():
         ns["double"](3)
 
 
+def test_a_stubs_task_with_quotes_is_written_as_the_formatter_writes_it():
+    for task, literal in [
+        ('the drink ("unknown" if none)', """'the drink ("unknown" if none)'"""),
+        ("the model's answer", '"the model\'s answer"'),
+        ("""both ' and \"""", '"both \' and \\""'),
+    ]:
+        source, _ = nbs.stub_source(SOLUTION.replace("return twice the input", task))
+        assert f"raise NotImplementedError({literal})" in source, source
+        ns = {}
+        exec(source, ns)
+        with pytest.raises(NotImplementedError) as raised:
+            ns["double"](3)
+        assert str(raised.value) == task
+
+
 def test_exercise_notebook_has_no_outputs_and_a_solution_cell_after_the_check():
     nb = make_nb(
         "#md # Title", SOLUTION, "check_double(double)", "#md <details><summary>Hint</summary>x</details>", "print(1)"

@@ -128,8 +128,12 @@ def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
 
 
 def _string_literal(text: str) -> str:
-    """``text`` as a double-quoted Python literal, as the formatter writes strings."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``text`` as a Python literal, as the formatter writes strings: double-quoted, or single-quoted
+    when the text holds double quotes and no single ones."""
+    text = text.replace("\\", "\\\\")
+    if '"' in text and "'" not in text:
+        return "'" + text + "'"
+    return '"' + text.replace('"', '\\"') + '"'
 
 
 def solution_code(source: str) -> str:
