@@ -248,3 +248,37 @@ def test_an_order_twin_asks_by_index_about_another_character_or_container_of_a_n
         assert kept >= 20, change
     with pytest.raises(ValueError, match="'character', 'container' or 'both'"):
         b.order_twin(b.sample(15, 0), rng, "drink")
+
+
+def test_recency_puts_the_refilled_container_first_and_the_others_latest_first():
+    plan = b.score("Ann and Bob . Ann fills the cup with tea . Bob fills the jar with milk . Q Ann jar ? A unknown").plan
+    assert b.by_recency(plan) == [1, 0]
+    refilled = b.score(
+        "Ann and Bob . Ann fills the cup with tea . Bob fills the jar with milk . Ann fills the cup with beer . "
+        "Q Ann jar ? A unknown"
+    ).plan
+    assert b.by_recency(refilled) == [0, 1]
+    three = next(s for s in b.sample_stories(16, 50, more_characters=True) if s.plan.refill is None)
+    assert b.by_recency(three.plan) == [2, 1, 0]
+
+
+def test_a_refill_given_to_another_character_keeps_every_word_in_place_and_changes_recency():
+    rng = random.Random(6)
+    moved = 0
+    for s in b.sample_stories(17, 80):
+        if s.plan.refill is None:
+            with pytest.raises(ValueError, match="no refill"):
+                b.with_refill_by(s, 0)
+            continue
+        other = 1 - s.plan.refill[0]
+        if s.plan.drinks[other] == s.plan.refill[1]:
+            with pytest.raises(ValueError):
+                b.with_refill_by(s, other)
+            continue
+        t = b.with_refill_by(s, other)
+        moved += 1
+        assert len(t.words) == len(s.words) and t.annotations["fills"] == s.annotations["fills"]
+        assert t.words[: s.annotations["fills"][-1]["actor"]] == s.words[: s.annotations["fills"][-1]["actor"]]
+        assert b.by_recency(t.plan) == b.by_recency(s.plan)[::-1]
+        assert b.with_new_cast(t, rng).plan.refill[0] == other
+    assert moved >= 10

@@ -100,3 +100,16 @@ def test_the_checks_stories_hold_every_mistake_apart():
     stories = beliefs.sample_stories(c.CHECK_SEED, 300)
     for key in ("reality", "blind", "first", "cannot"):
         assert any(c._wrong_answers(s)[key] != s.answer for s in stories), key
+
+
+def test_check_order_prediction_rejects_a_rule_that_ignores_the_source():
+    import pytest
+
+    def other_of_both(base, source):  # right on two-character "both" twins only
+        n = len(base.plan.characters)
+        who, which = base.plan.question
+        believed = beliefs.beliefs_of(base.plan)
+        return believed[base.plan.characters[(who + 1) % n]][base.plan.containers[(which + 1) % n]]
+
+    with pytest.raises(c.CheckFailed):
+        c.check_order_prediction(other_of_both)

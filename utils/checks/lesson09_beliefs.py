@@ -122,8 +122,15 @@ def check_order_prediction(fn: Callable) -> None:
     character, which container, by order of mention) are the source's."""
     name = _name(fn, "order_prediction")
     rng = random.Random(CHECK_SEED)
-    stories = beliefs.sample_stories(CHECK_SEED + 1, 200) + beliefs.sample_stories(CHECK_SEED + 1, 60, True)
-    pairs = [(s, t) for s in stories if (t := beliefs.order_twin(s, rng, "both")) is not None]
+    stories = beliefs.sample_stories(CHECK_SEED + 1, 200) + beliefs.sample_stories(
+        CHECK_SEED + 1, 90, more_characters=True
+    )
+    # each index moved alone and both together, so that no fixed rule about the base alone can pass
+    pairs = [
+        (s, t)
+        for i, s in enumerate(stories)
+        if (t := beliefs.order_twin(s, rng, ("character", "container", "both")[i % 3])) is not None
+    ]
     got = [call(fn, base, source, name=name) for base, source in pairs]
     want = [_believed(base, *source.plan.question) for base, source in pairs]
     if got == want:

@@ -528,6 +528,31 @@ def order_twin(story: Story, rng: random.Random, change: str = "container") -> S
     return with_question(with_new_cast(story, rng), (who, which))
 
 
+def by_recency(plan: Plan) -> list[int]:
+    """The containers (indices, each the container of the character with that index) from the one
+    filled most recently to the one filled longest ago: the refilled container first, then the
+    others in reverse order of their first fill."""
+    n = len(plan.characters)
+    last = {i: i for i in range(n)}  # the story-order number of each container's last fill
+    if plan.refill:
+        last[plan.refill[0]] = n
+    return sorted(range(n), key=lambda i: -last[i])
+
+
+def with_refill_by(story: Story, actor: int) -> Story:
+    """The story with its refill done by character ``actor`` (of their own container) instead, in
+    the same place with the same drink, every other sentence as it was: every word stays where it
+    was and the order of first mention is the same, while which container was filled most recently
+    (:func:`by_recency`) follows ``actor``. ``ValueError`` when the story has no refill, or when the
+    drink is already in ``actor``'s container."""
+    plan = story.plan
+    if plan.refill is None:
+        raise ValueError("the story has no refill to give to another character")
+    if not 0 <= actor < len(plan.characters):
+        raise ValueError(f"the story has {len(plan.characters)} characters, numbered from 0; not {actor}")
+    return make_story(replace(plan, refill=(actor, plan.refill[1])), story.seed, story.index)
+
+
 def question_twin(story: Story, rng: random.Random) -> Story | None:
     """The same story asking another question whose answer differs (:func:`with_question`); None when
     every question has the story's answer. The questions are tried in an order drawn from ``rng``."""

@@ -201,7 +201,8 @@ def interchange_sites(
     if len(base) != len(source):
         raise ValueError(f"base and source must pair up one to one: {len(base)} base and {len(source)} source stories")
     rows = torch.arange(len(source))
-    new = [activations(model, source, resid_name(layer), batch)[rows, pos] for layer, pos in sites]
+    recorded = {layer: activations(model, source, resid_name(layer), batch) for layer in {layer for layer, _ in sites}}
+    new = [recorded[layer][rows, pos] for layer, pos in sites]  # each layer's source run recorded once
     device = device_of(model)
     out = []
     for start in range(0, len(base), batch):
