@@ -251,7 +251,8 @@ def test_an_order_twin_asks_by_index_about_another_character_or_container_of_a_n
 
 
 def test_recency_puts_the_refilled_container_first_and_the_others_latest_first():
-    plan = b.score("Ann and Bob . Ann fills the cup with tea . Bob fills the jar with milk . Q Ann jar ? A unknown").plan
+    story = "Ann and Bob . Ann fills the cup with tea . Bob fills the jar with milk . Q Ann jar ? A unknown"
+    plan = b.score(story).plan
     assert b.by_recency(plan) == [1, 0]
     refilled = b.score(
         "Ann and Bob . Ann fills the cup with tea . Bob fills the jar with milk . Ann fills the cup with beer . "
