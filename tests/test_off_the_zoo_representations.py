@@ -14,37 +14,28 @@ def test_each_representations_lesson_runs_on_a_random_model_of_each_architecture
     runs_off_the_zoo(path, random_model_folder)
 
 
-def test_the_capstone_on_a_model_not_trained_on_countdown_says_so_in_one_sentence(random_model_folder, tmp_path):
-    import re
-
-    import nbformat
-
-    [path] = nbs.SOLUTIONS.glob("08_*.ipynb")
-    nb = nbformat.read(path, as_version=4)
-    cell = [c for c in nb.cells if c.cell_type == "code"][1]
-    cell.source = re.sub(r'^MODEL = "[^"]+"', f'MODEL = "{random_model_folder}"', cell.source, count=1, flags=re.M)
-    nbformat.write(nb, tmp_path / path.name)
-    error = nbs.execute(tmp_path / path.name)["error"]
-    assert error == (
-        f"ValueError: this lesson takes apart a model trained on countdown traces, and {random_model_folder} "
-        "is not one: set MODEL to one of countdown-llama, countdown-llama-3l"
-    )
-
-
-def test_the_belief_lesson_on_a_model_not_trained_on_belief_stories_says_so_in_one_sentence(
-    random_model_folder, tmp_path
+@pytest.mark.parametrize(
+    "lesson, trained_on, models",
+    [
+        ("08", "countdown traces", "countdown-llama, countdown-llama-3l"),
+        ("09", "belief stories", "beliefs-llama, beliefs-llama-rerun"),
+    ],
+    ids=["capstone", "beliefs"],
+)
+def test_a_lesson_for_one_corpus_on_a_model_not_trained_on_it_says_so_in_one_sentence(
+    lesson, trained_on, models, random_model_folder, tmp_path
 ):
     import re
 
     import nbformat
 
-    [path] = nbs.SOLUTIONS.glob("09_*.ipynb")
+    [path] = nbs.SOLUTIONS.glob(f"{lesson}_*.ipynb")
     nb = nbformat.read(path, as_version=4)
     cell = [c for c in nb.cells if c.cell_type == "code"][1]
     cell.source = re.sub(r'^MODEL = "[^"]+"', f'MODEL = "{random_model_folder}"', cell.source, count=1, flags=re.M)
     nbformat.write(nb, tmp_path / path.name)
     error = nbs.execute(tmp_path / path.name)["error"]
     assert error == (
-        f"ValueError: this lesson takes apart a model trained on belief stories, and {random_model_folder} "
-        "is not one: set MODEL to one of beliefs-llama, beliefs-llama-rerun"
+        f"ValueError: this lesson takes apart a model trained on {trained_on}, and {random_model_folder} "
+        f"is not one: set MODEL to one of {models}"
     )
