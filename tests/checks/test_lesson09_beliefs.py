@@ -78,17 +78,14 @@ def test_check_order_prediction(prove_check):
         twin = beliefs.with_question(base, (who, which))  # another way to the same answer
         return twin.answer
 
-    def believed(story, who, which):
-        return beliefs.beliefs_of(story.plan)[story.plan.characters[who]][story.plan.containers[which]]
-
     prove_check(
         c.check_order_prediction,
         solution,
         {
             "the source's own answer": lambda base, source: source.answer,
             "predicts no change": lambda base, source: base.answer,
-            "moves only the container": lambda b, s: believed(b, b.plan.question[0], s.plan.question[1]),
-            "moves only the character": lambda b, s: believed(b, s.plan.question[0], b.plan.question[1]),
+            "moves only the container": lambda b, s: beliefs.believed(b.plan, b.plan.question[0], s.plan.question[1]),
+            "moves only the character": lambda b, s: beliefs.believed(b.plan, s.plan.question[0], b.plan.question[1]),
             "what the container holds": lambda b, s: b.reality[b.plan.containers[s.plan.question[1]]],
             "is wrong on": lambda base, source: base.words[base.annotations["fills"][0]["drink"]],
         },

@@ -112,11 +112,6 @@ def check_subspace_interchange(fn: Callable) -> None:
 # --- the causal model's prediction under an interchange of ordering IDs -------------------------------------------
 
 
-def _believed(story: beliefs.Story, who: int, which: int) -> str:
-    """What character ``who`` of the story believes container ``which`` holds (indices in order of mention)."""
-    return beliefs.beliefs_of(story.plan)[story.plan.characters[who]][story.plan.containers[which]]
-
-
 def check_order_prediction(fn: Callable) -> None:
     """fn(base: Story, source: Story) -> str: the base's answer once its question's ordering IDs (which
     character, which container, by order of mention) are the source's."""
@@ -132,7 +127,7 @@ def check_order_prediction(fn: Callable) -> None:
         if (t := beliefs.order_twin(s, rng, ("character", "container", "both")[i % 3])) is not None
     ]
     got = [call(fn, base, source, name=name) for base, source in pairs]
-    want = [_believed(base, *source.plan.question) for base, source in pairs]
+    want = [beliefs.believed(base.plan, *source.plan.question) for base, source in pairs]
     if got == want:
         passed(name, f"the base's belief for the source's question by order, on {len(pairs)} pairs")
         return
@@ -142,10 +137,10 @@ def check_order_prediction(fn: Callable) -> None:
          "by order; the belief is then read from the base story."),
         ([base.answer for base, _ in pairs], "predicts no change: the IDs decide which of the base's characters "
          "and containers the question is about."),
-        ([_believed(b, b.plan.question[0], s.plan.question[1]) for b, s in pairs], "moves only the container: "
-         "the character's ordering ID comes from the source too."),
-        ([_believed(b, s.plan.question[0], b.plan.question[1]) for b, s in pairs], "moves only the character: "
-         "the container's ordering ID comes from the source too."),
+        ([beliefs.believed(b.plan, b.plan.question[0], s.plan.question[1]) for b, s in pairs],
+         "moves only the container: the character's ordering ID comes from the source too."),
+        ([beliefs.believed(b.plan, s.plan.question[0], b.plan.question[1]) for b, s in pairs],
+         "moves only the character: the container's ordering ID comes from the source too."),
         ([b.reality[b.plan.containers[s.plan.question[1]]] for b, s in pairs], "gives what the container holds: "
          "the question asks what the character *believes* it holds (a false belief differs)."),
     ]  # fmt: skip

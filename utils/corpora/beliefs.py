@@ -164,6 +164,11 @@ def beliefs_of(plan: Plan) -> dict[str, dict[str, str]]:
     return beliefs
 
 
+def believed(plan: Plan, who: int, which: int) -> str:
+    """What character ``who`` believes container ``which`` holds (indices in order of mention)."""
+    return beliefs_of(plan)[plan.characters[who]][plan.containers[which]]
+
+
 def answer_fill(plan: Plan) -> int | None:
     """The fill (story order, from 0) whose drink answers the question: the last fill of the asked
     container that the asked character knows of; None when the answer is ``unknown``. This is the

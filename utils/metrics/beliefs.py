@@ -128,31 +128,34 @@ def interchange(
     With ``basis`` [d_model, r] (orthonormal columns) only the part of the activation in that
     subspace is replaced: ``x + (x_source - x) B Bᵀ``; the rest stays the base's.
     """
+    _check_pairs(base, source)
+    source_pos = base_pos if source_pos is None else source_pos
+    src = activations(model, source, name, batch)[torch.arange(len(source)), source_pos]
+    return _patched_answer_logits(model, base, [(name, src, base_pos)], basis, batch)
+
+
+def _check_pairs(base: Questions, source: Questions) -> None:
     if len(base) != len(source):
         raise ValueError(f"base and source must pair up one to one: {len(base)} base and {len(source)} source stories")
-    source_pos = base_pos if source_pos is None else source_pos
-    src = activations(model, source, name, batch)
-    return _patched_answer_logits(model, base, name, src[torch.arange(len(source)), source_pos], base_pos, basis, batch)
 
 
 def _patched_answer_logits(
     model,
     base: Questions,
-    name: str,
-    new: torch.Tensor,
-    base_pos: torch.Tensor,
+    patches: Sequence[tuple[str, torch.Tensor, torch.Tensor]],
     basis: torch.Tensor | None = None,
     batch: int = 256,
 ) -> torch.Tensor:
-    """[story, d_vocab]: the answer logits of each base story with ``name`` at ``base_pos`` [story]
-    replaced by ``new`` [story, d_model] (inside ``basis`` only, if given)."""
+    """[story, d_vocab]: the answer logits of each base story with every ``(name, new, pos)`` of
+    ``patches`` put in at once: activation ``name`` at ``pos`` [story] replaced by ``new``
+    [story, d_model] (inside ``basis`` only, if given)."""
     device = device_of(model)
     out = []
     for start in range(0, len(base), batch):
         rows = slice(start, start + batch)
-        patch = replace_at(new[rows].to(device), base_pos[rows].to(device), basis)
+        hooks = [(name, replace_at(new[rows].to(device), pos[rows].to(device), basis)) for name, new, pos in patches]
         with torch.no_grad():
-            logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=[(name, patch)])
+            logits = model.run_with_hooks(base.tokens[rows].to(device), fwd_hooks=hooks)
         out.append(logits[torch.arange(logits.shape[0]), base.at[rows].to(device)].float().cpu())
     return torch.cat(out)
 
@@ -170,8 +173,7 @@ def interchange_sweep(
     [story]) of the residual stream after each of ``layers`` (``-1``: the embeddings), patched
     from source into base at each kind of position (``{name: [story] positions}``, the same in
     both stories). The source's streams are recorded once for every layer."""
-    if len(base) != len(source):
-        raise ValueError(f"base and source must pair up one to one: {len(base)} base and {len(source)} source stories")
+    _check_pairs(base, source)
     names = [resid_name(layer) for layer in layers]
     device = device_of(model)
     recorded = {n: [] for n in names}
@@ -184,7 +186,7 @@ def interchange_sweep(
     for i, pos in enumerate(positions.values()):
         for j, n in enumerate(names):
             new = streams[n][torch.arange(len(source)), pos]
-            out[i, j] = agreement(_patched_answer_logits(model, base, n, new, pos, batch=batch), predicted)
+            out[i, j] = agreement(_patched_answer_logits(model, base, [(n, new, pos)], batch=batch), predicted)
     return out
 
 
@@ -198,23 +200,11 @@ def interchange_sites(
     """[story, d_vocab]: the answer logits of each base story with the residual stream after
     ``layer`` at ``positions`` [story] replaced by the source story's there (the same positions in
     both), for every ``(layer, positions)`` of ``sites`` at once: several variables moved together."""
-    if len(base) != len(source):
-        raise ValueError(f"base and source must pair up one to one: {len(base)} base and {len(source)} source stories")
+    _check_pairs(base, source)
     rows = torch.arange(len(source))
     recorded = {layer: activations(model, source, resid_name(layer), batch) for layer in {layer for layer, _ in sites}}
-    new = [recorded[layer][rows, pos] for layer, pos in sites]  # each layer's source run recorded once
-    device = device_of(model)
-    out = []
-    for start in range(0, len(base), batch):
-        part = slice(start, start + batch)
-        hooks = [
-            (resid_name(layer), replace_at(x[part].to(device), pos[part].to(device)))
-            for (layer, pos), x in zip(sites, new)
-        ]
-        with torch.no_grad():
-            logits = model.run_with_hooks(base.tokens[part].to(device), fwd_hooks=hooks)
-        out.append(logits[torch.arange(logits.shape[0]), base.at[part].to(device)].float().cpu())
-    return torch.cat(out)
+    patches = [(resid_name(layer), recorded[layer][rows, pos], pos) for layer, pos in sites]  # each layer run once
+    return _patched_answer_logits(model, base, patches, batch=batch)
 
 
 def agreement(logits: torch.Tensor, predicted: Sequence[int] | torch.Tensor) -> float:

@@ -11,7 +11,7 @@ card records, the lessons' tests which model each lesson uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,18 @@ COUNTDOWN_MEASUREMENTS = ("countdown",)
 # question kind on two characters (as trained) and on three (never trained on).
 BELIEFS_MEASUREMENTS = ("beliefs",)
 BELIEFS_LLAMA = dict(COUNTDOWN_LLAMA)  # the countdown models' shape: 4 layers x 128, 4 heads, d_mlp 512
+# beliefs-llama's recipe; its rerun changes only the seeds
+BELIEFS_SPEC = Spec(
+    "beliefs-llama",
+    "llama",
+    BELIEFS_LLAMA,
+    seed=107,
+    data_seed=31,
+    tokens=60_000_000,
+    batch=32,
+    n_ctx=64,  # one story (with its follow-ups) a row: no earlier story's containers to look up
+    corpus="beliefs",
+)
 BELIEFS_TARGETS = {
     "accuracy_own": (">=", 0.95),
     "accuracy_seen": (">=", 0.95),
@@ -304,17 +316,7 @@ ZOO: dict[str, ZooModel] = {
         ),
         ZooModel(
             "beliefs-llama",
-            Spec(
-                "beliefs-llama",
-                "llama",
-                BELIEFS_LLAMA,
-                seed=107,
-                data_seed=31,
-                tokens=60_000_000,
-                batch=32,
-                n_ctx=64,  # one story (with its follow-ups) a row: no earlier story's containers to look up
-                corpus="beliefs",
-            ),
+            BELIEFS_SPEC,
             targets=BELIEFS_TARGETS,
             lessons=("09",),
             missed={
@@ -329,17 +331,7 @@ ZOO: dict[str, ZooModel] = {
         ),
         ZooModel(
             "beliefs-llama-rerun",
-            Spec(
-                "beliefs-llama-rerun",
-                "llama",
-                BELIEFS_LLAMA,
-                seed=108,
-                data_seed=32,
-                tokens=60_000_000,
-                batch=32,
-                n_ctx=64,
-                corpus="beliefs",
-            ),
+            replace(BELIEFS_SPEC, name="beliefs-llama-rerun", seed=108, data_seed=32),
             # The second model lesson 09 runs on: the same recipe from another seed and another stream of stories.
             # (A 3-layer run of this recipe reached 56% of held-out questions and was not kept.)
             targets={k: BELIEFS_TARGETS[k] for k in BELIEFS_TARGETS if k != "accuracy_three_over_blind"},
