@@ -173,11 +173,16 @@ def test_stamping_a_cell_that_lost_its_settings_says_so():
 
 
 def small_bundle(folder: Path, name: str = "handson-mechinterp-9.9.9") -> tuple[Path, str]:
-    """A bundle-shaped archive holding ``<name>/utils/__init__.py``; its path and sha256."""
+    """A bundle-shaped archive holding ``<name>/utils/__init__.py``, ``<name>/utils/course/notebook_setup.py``
+    and ``<name>/README.md``; its path and sha256."""
     folder.mkdir(parents=True, exist_ok=True)
     archive = folder / f"{name}.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        for member, text in [("utils/__init__.py", b"MARK = 'from the bundle'\n"), ("README.md", b"course\n")]:
+        for member, text in [
+            ("utils/__init__.py", b"MARK = 'from the bundle'\n"),
+            ("utils/course/notebook_setup.py", b"SETUP = 'from the bundle'\n"),
+            ("README.md", b"course\n"),
+        ]:
             info = tarfile.TarInfo(f"{name}/{member}")
             info.size = len(text)
             tar.addfile(info, io.BytesIO(text))
@@ -246,15 +251,6 @@ def test_a_cut_off_bundle_leaves_nothing_behind_and_the_whole_one_then_extracts(
     assert list(notebook_dir.iterdir()) == []
     course = Path(fetch(str(archive), digest)["course"])
     assert (course / "utils" / "__init__.py").read_text() == "MARK = 'from the bundle'\n"
-
-
-def test_a_folder_left_half_extracted_by_an_older_cell_is_extracted_again(tmp_path, notebook_dir, colab, capsys):
-    archive, digest = small_bundle(tmp_path / "drive")
-    (notebook_dir / "handson-mechinterp-9.9.9").mkdir()  # what an interrupted extraction left: no utils/
-    course = Path(fetch(str(archive), digest)["course"])
-    assert (course / "utils" / "__init__.py").is_file()
-    assert "left half-extracted by an earlier run: extracting it again" in capsys.readouterr().out
-    assert sorted(p.name for p in notebook_dir.iterdir()) == ["handson-mechinterp-9.9.9"]
 
 
 def test_a_source_that_is_not_there_is_named_in_one_sentence(notebook_dir, colab):
@@ -337,6 +333,200 @@ def test_a_git_url_pinned_to_a_tag_or_commit_is_cloned_at_that_point(tmp_path, n
     assert course == notebook_dir / f"course-{ref}"
     assert (course / "utils" / "__init__.py").read_text() == "RELEASE = 1\n"
     assert sys.path[0] == str(course)
+
+
+# The setup cell's fetch never deletes what it did not make: every member is checked before anything
+# is written, the bundle is extracted into a new folder of the cell's own, and an existing course
+# folder is never deleted or overwritten. Each test has a learner's notebook beside the one that runs.
+
+
+@pytest.fixture
+def learners_files(notebook_dir: Path) -> Path:
+    """The learner's own notebook, beside the one whose setup cell runs."""
+    notes = notebook_dir / "my_notes.ipynb"
+    notes.write_text('{"cells": ["my answers"]}')
+    return notes
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def hostile_bundle(path: Path, members: list[tuple[str, object]]) -> tuple[Path, str]:
+    """An archive at ``path`` holding ``members`` in this order: (name, bytes) a file, (name, None) a
+    folder, (name, ("symlink", target)) a link, (name, ("device", 0)) a character device; its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, what in members:
+            info = tarfile.TarInfo(name)
+            if what is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            elif isinstance(what, tuple) and what[0] == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, what[1]
+            elif isinstance(what, tuple):
+                info.type = tarfile.CHRTYPE
+            else:
+                info.size = len(what)
+            tar.addfile(info, io.BytesIO(what) if isinstance(what, bytes) else None)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+GOOD = [("handson-mechinterp-9.9.9/utils/__init__.py", b"MARK = 'from the bundle'\n")]
+
+
+def refused(tmp_path: Path, archive: Path, digest: str, why: str) -> None:
+    """The cell refuses ``archive`` in one sentence saying ``why``, and nothing on disk changes."""
+    before = tree(tmp_path)
+    with pytest.raises(Exception) as error:
+        fetch(str(archive), digest)
+    assert tree(tmp_path) == before, "something on disk changed"
+    message = str(error.value)
+    assert error.type is ValueError and why in message and message.endswith("nothing was extracted"), message
+    assert "damaged or cut off" not in message and "\n" not in message
+
+
+def test_a_bundle_whose_first_member_climbs_out_is_refused_and_nothing_is_deleted(
+    tmp_path, notebook_dir, colab, learners_files
+):
+    archive, digest = hostile_bundle(tmp_path / "drive" / "b.tar.gz", [("../ESCAPED_FIRST", b"x"), *GOOD])
+    refused(tmp_path, archive, digest, "holds '../ESCAPED_FIRST', a path outside its folder")
+    assert learners_files.read_text() == '{"cells": ["my answers"]}'
+
+
+def test_a_bundle_whose_first_member_is_an_absolute_path_is_refused_and_nothing_is_deleted(
+    tmp_path, notebook_dir, colab, learners_files
+):
+    outside = tmp_path / "ESCAPED_ABS_FIRST"
+    archive, digest = hostile_bundle(tmp_path / "drive" / "b.tar.gz", [(str(outside), b"x"), *GOOD])
+    refused(tmp_path, archive, digest, f"holds {str(outside)!r}, a path outside its folder")
+    assert not outside.exists() and learners_files.read_text() == '{"cells": ["my answers"]}'
+
+
+def test_a_bundle_packed_from_inside_its_folder_is_refused_with_how_to_pack_it(
+    tmp_path, notebook_dir, colab, learners_files
+):
+    packed = tmp_path / "packed"
+    small_bundle(tmp_path / "laptop")
+    with tarfile.open(tmp_path / "laptop" / "handson-mechinterp-9.9.9.tar.gz") as tar:
+        tar.extractall(packed, filter="data")
+    archive = tmp_path / "drive" / "handson-mechinterp-9.9.9.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:  # as `tar -C packed -czf bundle.tar.gz .` packs it
+        tar.add(packed, arcname=".")
+    with tarfile.open(archive) as tar:
+        assert tar.getnames()[:2] == [".", "./handson-mechinterp-9.9.9"]
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    refused(tmp_path, archive, digest, "was packed from inside its folder (as `tar -C folder .` does): make it with")
+    assert learners_files.read_text() == '{"cells": ["my answers"]}'
+
+
+def test_a_bundle_whose_folder_is_not_the_courses_is_refused_and_a_folder_of_that_name_is_kept(
+    tmp_path, notebook_dir, colab, learners_files
+):
+    (notebook_dir / "drive").mkdir()  # on Colab, where the cell mounts Google Drive
+    (notebook_dir / "drive" / "thesis.txt").write_text("mine")
+    archive, digest = hostile_bundle(tmp_path / "laptop" / "b.tar.gz", [("drive/utils/__init__.py", b"x")])
+    refused(tmp_path, archive, digest, "holds 'drive/utils/__init__.py', outside a folder named handson-mechinterp-")
+    assert (notebook_dir / "drive" / "thesis.txt").read_text() == "mine"
+    assert sorted(p.name for p in (notebook_dir / "drive").iterdir()) == ["thesis.txt"]
+
+
+@pytest.mark.parametrize(
+    "members, why",
+    [
+        ([*GOOD, ("handson-mechinterp-9.9.9/../../ESCAPED", b"x")], "'handson-mechinterp-9.9.9/../../ESCAPED', a path"),
+        ([*GOOD, ("/ESCAPED_ABS", b"x")], "holds '/ESCAPED_ABS', a path outside its folder"),
+        (
+            [*GOOD, ("handson-mechinterp-9.9.9/l", ("symlink", "/etc"))],
+            "'handson-mechinterp-9.9.9/l', a link to '/etc'",
+        ),
+        ([*GOOD, ("handson-mechinterp-9.9.9/l", ("symlink", "../.."))], "a link to '../..', outside its folder"),
+        ([*GOOD, ("handson-mechinterp-9.9.0/x", b"x")], "holds two folders, handson-mechinterp-9.9.9 and"),
+        ([*GOOD, ("handson-mechinterp-9.9.9/tty", ("device", 0))], "neither a file, a folder nor a link"),
+    ],
+    ids=["climbs-out", "absolute", "absolute-link", "link-out", "two-folders", "device"],
+)
+def test_a_bundle_with_a_bad_member_after_good_ones_is_refused_before_anything_is_written(
+    tmp_path, notebook_dir, colab, learners_files, members, why
+):
+    archive, digest = hostile_bundle(tmp_path / "drive" / "b.tar.gz", members)
+    refused(tmp_path, archive, digest, why)
+
+
+def test_a_course_extracted_by_hand_and_filled_in_is_used_as_it_is(
+    tmp_path, notebook_dir, colab, learners_files, capsys
+):
+    archive, digest = small_bundle(tmp_path / "drive")
+    with tarfile.open(archive) as tar:  # `!tar xzf` in a cell: no marker of the setup cell's
+        tar.extractall(notebook_dir, filter="data")
+    answers = notebook_dir / "handson-mechinterp-9.9.9" / "notebooks" / "05_steering.ipynb"
+    answers.parent.mkdir()
+    answers.write_text("the learner's answers")
+    before = tree(tmp_path)
+    for _ in range(2):
+        course = Path(fetch(str(archive), digest)["course"])
+        assert course == notebook_dir / "handson-mechinterp-9.9.9" and sys.path[0] == str(course)
+        assert (
+            capsys.readouterr().out
+            == "Using handson-mechinterp-9.9.9 as it is: it was extracted before, not by this cell\n"
+        )
+    assert tree(tmp_path) == before
+
+
+def test_a_folder_of_the_courses_name_that_is_not_a_whole_course_is_kept_and_named(
+    tmp_path, notebook_dir, colab, learners_files
+):
+    archive, digest = small_bundle(tmp_path / "drive")
+    (notebook_dir / "handson-mechinterp-9.9.9").mkdir()  # made by hand, or left by an older cell: no utils/
+    (notebook_dir / "handson-mechinterp-9.9.9" / "draft.py").write_text("mine")
+    before = tree(tmp_path)
+    with pytest.raises(FileExistsError) as error:
+        fetch(str(archive), digest)
+    assert str(error.value) == (
+        f"{notebook_dir / 'handson-mechinterp-9.9.9'} is in the way: it is not a whole course, and this cell "
+        "changes nothing in it; move or rename it, then run this cell again"
+    )
+    assert tree(tmp_path) == before
+
+
+def test_an_extraction_that_fails_halfway_leaves_nothing_behind(tmp_path, notebook_dir, colab, learners_files):
+    archive, digest = hostile_bundle(  # a file, then a file inside it as if it were a folder
+        tmp_path / "drive" / "b.tar.gz",
+        [*GOOD, ("handson-mechinterp-9.9.9/data", b"x"), ("handson-mechinterp-9.9.9/data/y", b"y")],
+    )
+    before = tree(tmp_path)
+    with pytest.raises(RuntimeError, match=r"^extracting .*b\.tar\.gz failed \(.*\); nothing was kept"):
+        fetch(str(archive), digest)
+    assert tree(tmp_path) == before
+
+
+def test_only_the_cells_own_leftover_staging_folders_are_removed(tmp_path, notebook_dir, colab, learners_files):
+    archive, digest = small_bundle(tmp_path / "drive")
+    left = notebook_dir / ".extracting-handson-mechinterp-abc123"  # an interrupted run's, with its marker
+    (left / "handson-mechinterp-9.9.9").mkdir(parents=True)
+    (left / ".made-by-the-setup-cell").touch()
+    mine = notebook_dir / ".extracting-handson-mechinterp-mine"  # the same name pattern, without the marker
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    before = tree(tmp_path)
+    course = Path(fetch(str(archive), digest)["course"])
+    after = tree(tmp_path)
+    assert not left.exists()
+    assert {k: v for k, v in before.items() if not k.startswith(f"content/{left.name}")}.items() <= after.items()
+    assert sorted(p.name for p in notebook_dir.iterdir()) == [mine.name, "handson-mechinterp-9.9.9", "my_notes.ipynb"]
+    assert (course / ".extracted").is_file() and (course / "utils" / "__init__.py").is_file()
+
+
+def test_a_good_bundle_beside_the_learners_files_extracts_without_touching_them(
+    tmp_path, notebook_dir, colab, learners_files
+):
+    archive, digest = small_bundle(tmp_path / "drive")
+    before = tree(tmp_path)
+    fetch(str(archive), digest)
+    after = tree(tmp_path)
+    assert before.items() <= after.items()
+    assert sorted(p.name for p in notebook_dir.iterdir()) == ["handson-mechinterp-9.9.9", "my_notes.ipynb"]
 
 
 # Lesson 00 on a simulated Colab runtime

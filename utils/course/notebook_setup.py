@@ -204,10 +204,12 @@ if "google.colab" in sys.modules:
     import hashlib
     import os
     import pathlib
+    import posixpath
     import re
     import shutil
     import subprocess
     import tarfile
+    import tempfile
     import urllib.request
 
     from google.colab import drive, files
@@ -242,28 +244,63 @@ if "google.colab" in sys.modules:
         digest = hashlib.sha256(pathlib.Path(source).read_bytes()).hexdigest()
         if COURSE_SHA256 and digest != COURSE_SHA256.strip().lower():
             raise ValueError(f"{source} has sha256 {digest}, not COURSE_SHA256: nothing was extracted")
-        part = None
-        try:  # into a folder of its own first, moved into place only when whole
+        try:  # every member is read and checked before anything is written
             with tarfile.open(source) as bundle:
-                top = bundle.next().name.split("/")[0]
-                course = os.path.abspath(top)
-                if not os.path.isfile(os.path.join(course, ".extracted")):
-                    if os.path.isdir(course):
-                        print(f"{top} was left half-extracted by an earlier run: extracting it again")
-                    part = course + ".part"
-                    shutil.rmtree(course, ignore_errors=True)
-                    shutil.rmtree(part, ignore_errors=True)
-                    bundle.extractall(part, filter="data")
-                    pathlib.Path(part, top, ".extracted").touch()
-                    os.replace(os.path.join(part, top), course)
-                    os.rmdir(part)
+                members = bundle.getmembers()
         except (EOFError, OSError, tarfile.TarError) as e:
-            if part:
-                shutil.rmtree(part, ignore_errors=True)
             raise RuntimeError(
                 f"{source} is damaged or cut off ({type(e).__name__}: {e}); nothing was extracted: delete it, "
                 "upload or download it again, and run this cell again"
             ) from None
+        top = members[0].name.split("/")[0] if members else ""
+        for m in members:  # one folder, handson-mechinterp-<version>, and nothing outside it
+            parts = m.name.split("/")  # and, for a link, where it points from the archive's root:
+            link = posixpath.normpath(posixpath.join(posixpath.dirname(m.name) if m.issym() else "", m.linkname))
+            if parts[0] == ".":
+                wrong = "was packed from inside its folder (as `tar -C folder .` does): make it with `make bundle`"
+            elif m.name.startswith("/") or ".." in parts:
+                wrong = f"holds {m.name!r}, a path outside its folder"
+            elif not re.fullmatch(r"handson-mechinterp-\\d[\\w.+-]*", parts[0]):
+                wrong = f"holds {m.name!r}, outside a folder named handson-mechinterp-<version>"
+            elif parts[0] != top:
+                wrong = f"holds two folders, {top} and {parts[0]}"
+            elif (m.issym() or m.islnk()) and not (link + "/").startswith(top + "/"):
+                wrong = f"holds {m.name!r}, a link to {m.linkname!r}, outside its folder"
+            elif not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+                wrong = f"holds {m.name!r}, which is neither a file, a folder nor a link"
+            else:
+                continue
+            raise ValueError(f"{source} is not a course bundle: it {wrong}; nothing was extracted")
+        if not top:
+            raise ValueError(f"{source} is empty: nothing was extracted")
+        course = os.path.abspath(top)
+        if os.path.isfile(os.path.join(course, ".extracted")):
+            pass  # extracted by an earlier run: never twice
+        elif os.path.lexists(course):  # never deleted nor overwritten: it may hold the learner's work
+            if not os.path.isfile(os.path.join(course, "utils", "course", "notebook_setup.py")):
+                raise FileExistsError(
+                    f"{course} is in the way: it is not a whole course, and this cell changes nothing in it; "
+                    "move or rename it, then run this cell again"
+                )
+            print(f"Using {top} as it is: it was extracted before, not by this cell")
+        else:  # into a new folder of its own, moved into place only when whole
+            for old in glob.glob(".extracting-handson-mechinterp-*"):  # what an interrupted run left
+                if os.path.isfile(os.path.join(old, ".made-by-the-setup-cell")):
+                    shutil.rmtree(old, ignore_errors=True)
+            staging = os.path.abspath(tempfile.mkdtemp(prefix=".extracting-handson-mechinterp-", dir="."))
+            try:
+                pathlib.Path(staging, ".made-by-the-setup-cell").touch()
+                with tarfile.open(source) as bundle:
+                    bundle.extractall(staging, filter="data")
+                pathlib.Path(staging, top, ".extracted").touch()
+                os.rename(os.path.join(staging, top), course)
+            except (EOFError, OSError, tarfile.TarError) as e:
+                raise RuntimeError(
+                    f"extracting {source} failed ({type(e).__name__}: {e}); nothing was kept: free some disk "
+                    "space or fetch the bundle again, and run this cell again"
+                ) from None
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)  # the folder this cell made, and only that
     if course not in sys.path:
         sys.path.insert(0, course)"""
 
