@@ -2,12 +2,18 @@
 
 import collections
 import itertools
+import json
 import math
+import os
 import random
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from utils.corpora import beliefs as b
+from utils.paths import ROOT
 
 DOCSTRING_STORY = (
     "Ann and Bob . Bob can see Ann . Ann fills the cup with tea . Bob fills the jar with milk . "
@@ -283,3 +289,71 @@ def test_a_refill_given_to_another_character_keeps_every_word_in_place_and_chang
         assert b.by_recency(t.plan) == b.by_recency(s.plan)[::-1]
         assert b.with_new_cast(t, rng).plan.refill[0] == other
     assert moved >= 10
+
+
+# ---------------------------------------------------------------------------------------
+# The command line: quiet under `| head` and Ctrl-C, one sentence per line it cannot score
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "utils.corpora.beliefs", *args]
+
+
+def _popen(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        _cli(*args),
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # Ctrl-C as in a terminal, even when the suite itself runs as a background job (which ignores SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kwargs,
+    )
+
+
+def test_sample_into_head_ends_quietly_with_the_broken_pipe_code():
+    proc = _popen("sample", "--seed", "7", "--n", "100000", stdin=subprocess.DEVNULL)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `| head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141, err
+    assert err == "" and json.loads(first)["seed"] == 7
+
+
+def test_ctrl_c_during_sample_ends_quietly_and_leaves_whole_lines():
+    proc = _popen("sample", "--seed", "7", "--n", "10000000", stdin=subprocess.DEVNULL)
+    early = proc.stdout.read1(1)  # stories are being written
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    out = early + out
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert err == b""
+    assert out.endswith(b"\n") and all(json.loads(line) for line in out.splitlines())
+
+
+def _score(data: bytes, strict: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+    if strict:  # how stdin decodes under a real en_US.UTF-8 locale
+        env["PYTHONIOENCODING"] = "utf-8:strict"
+    return subprocess.run(_cli("score"), input=data, capture_output=True, cwd=ROOT, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["surrogate escapes", "strict utf-8"])
+def test_score_names_bytes_that_are_not_utf8_and_scores_the_lines_after_them(strict):
+    good = b.sample(7, 0).to_json().encode() + b"\n"
+    r = _score(b"\xb5\x00junk\xff\n" + good, strict)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 1 and "Traceback" not in err, err
+    assert err.splitlines() == [
+        f"line 1: not UTF-8 text (byte 0xb5 at column 1); give UTF-8 JSON lines like {b.EXAMPLE_LINE}"
+    ]
+    assert json.loads(r.stdout)["text"] == b.sample(7, 0).text
+
+
+def test_score_names_a_line_that_is_cut_off_without_doubling_its_words():
+    text = b.sample(7, 0).to_json()
+    r = _score((text + "\n" + text[:40] + "\n").encode(), strict=True)
+    assert r.returncode == 1 and r.stdout.decode().count("\n") == 1
+    (line,) = r.stderr.decode().splitlines()
+    assert line.startswith("line 2: not JSON (Unterminated string starting at column 10); give one JSON object")

@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from utils import paths
+from utils.corpora import cli
 from utils.corpora.storyworld import _nonnegative, _positive  # the same argument types as Storyworld's command line
 
 NAMES = ("Ann", "Bob", "Cid", "Dan", "Eve", "Fay", "Gus", "Hal", "Ida", "Jon", "Kim", "Liv")
@@ -599,7 +600,14 @@ def encode(text: str, tokenizer=None) -> list[int]:
 # Command line
 
 
+EXAMPLE_LINE = json.dumps(
+    {"text": "Ann and Bob . Ann fills the cup with tea . Bob fills the jar with milk . Q Bob cup ? A unknown"}
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. A reader that goes away (``| head``) ends ``sample`` quietly with exit 141,
+    Ctrl-C with 130; ``score`` names each line it cannot score on stderr, scores the others and exits 1."""
     ap = argparse.ArgumentParser(
         prog="python -m utils.corpora.beliefs",
         description="Sample belief stories as JSON lines, re-score texts, or rebuild the beliefs tokenizer.",
@@ -613,28 +621,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("score", help='read JSON lines {"text": ...} from stdin, write each story with its beliefs')
     sub.add_parser("tokenizer", help=f"rebuild {paths.shown(paths.BELIEFS_TOKENIZER_DIR)} (the same file every time)")
     args = ap.parse_args(argv)
-    if args.command == "sample":
-        for i in range(args.start, args.start + args.n):
-            sys.stdout.write(sample(args.seed, i, args.more_characters).to_json() + "\n")
-        return 0
     if args.command == "tokenizer":
         print(f"wrote {paths.shown(build_tokenizer())} ({len(VOCAB)} tokens)", file=sys.stderr)
         return 0
+    if args.command == "sample":
+
+        def command() -> int:
+            for i in range(args.start, args.start + args.n):
+                sys.stdout.write(sample(args.seed, i, args.more_characters).to_json() + "\n")
+            return 0
+
+    else:
+
+        def command() -> int:
+            return _score_lines(cli.stdin_lines(), sys.stdout, sys.stderr)
+
+    return cli.run_quietly(command)
+
+
+def _score_lines(lines, out, err) -> int:
+    """Score every line (bytes or str); a bad line is named on ``err`` and the rest go on."""
     bad = 0
-    for lineno, line in enumerate(sys.stdin, 1):
-        if not line.strip():
-            continue
+    for lineno, raw in enumerate(lines, 1):
         try:
-            obj = json.loads(line)
+            line = cli.line_text(raw, EXAMPLE_LINE)
+            if line is None:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ParseError(
+                    f"not JSON ({cli.json_problem(e)}); give one JSON object per line like {EXAMPLE_LINE}"
+                ) from None
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise ParseError('give one JSON object per line with a "text" string')
-            sys.stdout.write(score(obj["text"]).to_json() + "\n")
-        except json.JSONDecodeError as e:
+                raise ParseError(f'give one JSON object per line with a "text" string, like {EXAMPLE_LINE}')
+            out.write(score(obj["text"]).to_json() + "\n")
+        except (ParseError, cli.BadLine) as e:
             bad += 1
-            print(f"line {lineno}: not JSON ({e.msg} at column {e.colno})", file=sys.stderr)
-        except ParseError as e:
-            bad += 1
-            print(f"line {lineno}: {e}", file=sys.stderr)
+            print(f"line {lineno}: {e}", file=err)
+    out.flush()
     return 1 if bad else 0
 
 
