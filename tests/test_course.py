@@ -1,6 +1,8 @@
 """make course: checks the zoo and runs every lesson, and leaves the tree exactly as it was."""
 
+import os
 import subprocess
+import sys
 
 import nbformat
 
@@ -40,3 +42,21 @@ def test_a_failing_notebook_fails_the_course_and_names_the_error(tmp_path, capsy
 
 def test_every_built_zoo_model_loads_and_agrees_with_its_card(capsys):
     assert course.check_zoo() == 0, capsys.readouterr().out
+
+
+def run_course(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "utils.course", *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_bad_fresh_sample_stops_the_course_in_one_line_before_anything_runs():
+    r = run_course("--skip-zoo", "solutions/00_orientation.ipynb", COURSE_FRESH_SAMPLE="0")
+    assert r.returncode == 1 and r.stdout == ""
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("python -m utils.course: error: COURSE_FRESH_SAMPLE=0 is not a fresh sample's number")

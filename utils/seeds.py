@@ -100,15 +100,30 @@ def fresh_sample_seeds(k: int) -> dict[str, int]:
     return {name: start + i for i, name in enumerate(names)}
 
 
+class FreshSampleError(ValueError):
+    """``COURSE_FRESH_SAMPLE`` holds no sample number; a notebook shows the sentence as one red line."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython hook: no traceback, just the sentence
+        return [f"\x1b[1;31m{self.args[0]}\x1b[0m"]
+
+
 def fresh_sample() -> int | None:
     """The fresh sample this process was asked for (``COURSE_FRESH_SAMPLE``), or None."""
     value = os.environ.get(FRESH_SAMPLE_ENV, "").strip()
     if not value:
         return None
+    n_samples = len(FRESH_SAMPLES) // SLOTS
     try:
-        return int(value)
+        k = int(value)
     except ValueError:
-        raise ValueError(f"{FRESH_SAMPLE_ENV} should be a sample number such as 1, not {value!r}") from None
+        k = None
+    if k is None or not 1 <= k <= n_samples:
+        raise FreshSampleError(
+            f"{FRESH_SAMPLE_ENV}={value} is not a fresh sample's number (they are numbered 1 to {n_samples}): set it "
+            f"to one of those, or unset it for the lessons' own seeds (`unset {FRESH_SAMPLE_ENV}` in the shell that "
+            "starts JupyterLab or python, then restart the kernel)"
+        )
+    return k
 
 
 _OWN = {n: v for n, v in globals().items() if n.startswith("LESSON_") and isinstance(v, int)}  # as defined above
