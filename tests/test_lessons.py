@@ -232,7 +232,8 @@ def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished
     ).execute()
     errors = [next((o for o in c.outputs if o.output_type == "error"), None) for c in nb.cells]
     assert "`f` is still the stub" in errors[2].traceback[0]
-    assert "finish `f` first" in errors[3].traceback[0] and "finish `f` first" in errors[4].traceback[0]
+    assert "finish `f` first" in errors[3].traceback[0], "`y` is what the stopped cell would have made"
+    assert errors[4].ename == "AssertionError", "an assert that reads nothing the stub stopped is the learner's own"
     assert errors[5].ename == "TypeError", "not an unfinished exercise: the usual traceback"
     assert errors[7].ename == "NameError", "once f is written, a missing name is the learner's own"
 

@@ -12,11 +12,14 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import linecache
 import os
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 from utils.course import versions
@@ -130,6 +133,11 @@ def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = 
 # half filled, or a result that an asserted claim then rejects.
 DEPENDENT_ERRORS = (NameError, KeyError, IndexError, AssertionError)
 
+# Methods that change the object they are called on: a stopped ``results.append(...)`` leaves ``results``
+# short. (A tensor's in-place methods end with ``_``.)
+MUTATING_METHODS = {"append", "extend", "insert", "update", "add", "setdefault", "pop", "popitem", "remove"}
+MUTATING_METHODS |= {"discard", "clear", "sort", "reverse"}
+
 
 class Unfinished(Exception):
     """A cell stopped by an exercise whose stub is still there; shown as one red line."""
@@ -146,13 +154,123 @@ def _stub_name(tb) -> str | None:
     return code.co_name if code.co_filename.startswith("<ipython-input") or "ipykernel" in code.co_filename else None
 
 
+def _roots(target: ast.AST, names: set[str]) -> None:
+    """Add the names an assignment to ``target`` binds or changes: ``x``, ``x[i]``, ``x.a``, ``x, *y``."""
+    if isinstance(target, ast.Name):
+        names.add(target.id)
+    elif isinstance(target, (ast.Subscript, ast.Attribute, ast.Starred)):
+        _roots(target.value, names)
+    elif isinstance(target, (ast.Tuple, ast.List)):
+        for element in target.elts:
+            _roots(element, names)
+
+
+def made_by(statements: list[ast.stmt]) -> set[str]:
+    """The names these statements would bind or change, not counting the insides of the functions
+    and classes they define: assignment, augmented assignment, for and with targets (subscripts and
+    attributes count as their object), imports, defs, and objects a mutating method is called on."""
+    names: set[str] = set()
+    todo: list[ast.AST] = list(statements)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            continue  # their variables are their own
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                _roots(target, names)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.NamedExpr)):
+            _roots(node.target, names)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    _roots(item.optional_vars, names)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method = node.func.attr
+            if method in MUTATING_METHODS or (method.endswith("_") and not method.startswith("_")):
+                _roots(node.func.value, names)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _parse(filename: str) -> ast.Module | None:
+    """The cell's code, as IPython keeps it for tracebacks."""
+    try:
+        return ast.parse("".join(linecache.getlines(filename)))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _statements_at(tree: ast.Module, line: int) -> list[ast.stmt]:
+    """The statements that contain ``line``, outermost first."""
+    found: list[ast.stmt] = []
+    body = tree.body
+    while here := next((s for s in body if s.lineno <= line <= (s.end_lineno or s.lineno)), None):
+        found.append(here)
+        children = list(ast.iter_child_nodes(here))  # a compound statement's blocks, and its handlers' and cases'
+        body = [c for c in children if isinstance(c, ast.stmt)]
+        body += [s for c in children if isinstance(c, (ast.excepthandler, ast.match_case)) for s in c.body]
+    return found
+
+
+def used_at(tree: ast.Module, line: int) -> set[str]:
+    """The names the innermost statement at ``line`` reads (of a compound statement, its header's)."""
+    statements = _statements_at(tree, line)
+    if not statements:
+        return set()
+    names: set[str] = set()
+    todo: list[ast.AST] = [statements[-1]]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        todo.extend(
+            child for child in ast.iter_child_nodes(node) if not isinstance(child, (ast.stmt, ast.excepthandler))
+        )
+    return names
+
+
+def _cell_frames(tb, is_cell) -> list[tuple[str, str, int, tuple[str, ...]]]:
+    """(file, function, line, local names) of each frame of the traceback that runs a notebook cell's code,
+    outermost first: the first is the cell that was run."""
+    frames = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if is_cell(code.co_filename):
+            frames.append((code.co_filename, code.co_name, tb.tb_lineno, code.co_varnames + code.co_cellvars))
+        tb = tb.tb_next
+    return frames
+
+
+def stopped_names(frames: list[tuple[str, str, int, tuple[str, ...]]]) -> set[str]:
+    """What a cell stopped at these frames (``_cell_frames``) would have made or changed: the names its
+    statements from the one that stopped onwards would bind or change, and the globals that the
+    notebook's functions it was inside would have changed from their stopped line onwards."""
+    names: set[str] = set()
+    for filename, function, line, local in frames:
+        tree = _parse(filename)
+        statements = _statements_at(tree, line) if tree is not None else []
+        if function == "<module>" and statements:  # the cell that was run
+            names |= made_by(tree.body[tree.body.index(statements[0]) :])
+        defs = [s for s in statements if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        if defs and defs[-1].name == function:  # a function a notebook cell defined: the globals it changes
+            rest = [s for s in defs[-1].body if (s.end_lineno or s.lineno) >= line]
+            names |= made_by(rest) - set(local)
+    return names
+
+
 def _report_unfinished_exercises() -> None:
     """In a notebook, answer a cell that an unfinished exercise stops in one line, instead of a traceback.
 
-    A cell that calls a stub says which function to finish; once a stub has stopped a cell, a later
-    cell that fails on what the stopped cell never made (``DEPENDENT_ERRORS``) says it depends on that
-    exercise.
-    Any other error (the learner's own bug, say) shows as usual."""
+    A cell that calls a stub says which function to finish, and the names that cell would have made
+    or changed from there on are remembered for that stub. A later cell whose failing line
+    (``DEPENDENT_ERRORS``) reads one of them, while the stub is still there, says it needs that exercise,
+    and what it would have made is remembered in turn. Any other error (the learner's own typo, key,
+    index or assert, say) shows as usual."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -161,6 +279,13 @@ def _report_unfinished_exercises() -> None:
     if shell is None:
         return
     unfinished: list[str] = []
+    missing: dict[str, set[str]] = {}  # stub -> the names the cells it stopped would have made or changed
+    cells = getattr(getattr(shell, "compile", None), "_filename_map", None)  # IPython's cell files
+
+    def is_cell(filename: str) -> bool:
+        if cells is not None:
+            return filename in cells
+        return filename.startswith("<ipython-input") or "ipykernel_" in filename
 
     def still_stubs() -> list[str]:
         # a function still holds its stub while its code refers to NotImplementedError
@@ -169,24 +294,53 @@ def _report_unfinished_exercises() -> None:
             n for n, f in fns.items() if "NotImplementedError" in getattr(getattr(f, "__code__", None), "co_names", ())
         ]
 
-    def handler(self, etype, value, tb, tb_offset=None):
+    def stopped(frames) -> set[str]:
+        """``stopped_names`` but modules, never half made (``torch.nn.init.normal_(w)`` leaves torch whole)."""
+        try:
+            names = stopped_names(frames)
+        except Exception:  # a cell this reading cannot follow: its stub still gets its one line
+            return set()
+        return {n for n in names if not isinstance(shell.user_ns.get(n), types.ModuleType)}
+
+    def needed(etype, value, frames) -> list[str]:
+        """The unfinished exercises whose stopped cells' names the failing line reads."""
+        if not (issubclass(etype, DEPENDENT_ERRORS) and frames) or hasattr(value, "_render_traceback_"):
+            return []
+        if issubclass(etype, NameError) and getattr(value, "name", None):
+            read = {value.name}
+        else:
+            filename, _, line, _ = frames[-1]  # the innermost line of the learner's code
+            tree = _parse(filename)
+            read = used_at(tree, line) if tree is not None else set()
+        return [n for n in still_stubs() if missing.get(n, set()) & read]
+
+    def answer(etype, value, tb) -> str | None:
+        """The one line for a cell an unfinished exercise stopped; None for any other error."""
+        frames = _cell_frames(tb, is_cell)
         name = _stub_name(tb) if issubclass(etype, NotImplementedError) else None
         if name:
             if name not in unfinished and name != "<module>":
                 unfinished.append(name)
+            if name != "<module>":
+                missing.setdefault(name, set()).update(stopped(frames))
             where = "this cell" if name == "<module>" else f"`{name}`"
-            message = (f"{where} is still the stub: finish that exercise (replace its `raise NotImplementedError` "
-                       "line), then run this cell again")  # fmt: skip
-        elif (
-            issubclass(etype, DEPENDENT_ERRORS)
-            and not hasattr(value, "_render_traceback_")
-            and (waiting := still_stubs())
-        ):
-            first, *rest = waiting
+            return (f"{where} is still the stub: finish that exercise (replace its `raise NotImplementedError` "
+                    "line), then run this cell again")  # fmt: skip
+        if blamed := needed(etype, value, frames):
+            for stub in blamed:  # this cell is stopped for them too
+                missing[stub] |= stopped(frames)
+            first, *rest = blamed + [n for n in still_stubs() if n not in blamed]
             also = f" (also unfinished: {', '.join(f'`{n}`' for n in rest)})" if rest else ""
-            message = (f"this cell needs what an unfinished exercise would have made: finish `{first}` first{also}, "
-                       "then run the cells from there on again")  # fmt: skip
-        else:
+            return (f"this cell needs what an unfinished exercise would have made: finish `{first}` first{also}, "
+                    "then run the cells from there on again")  # fmt: skip
+        return None
+
+    def handler(self, etype, value, tb, tb_offset=None):
+        try:
+            message = answer(etype, value, tb)
+        except Exception:  # a cell this reading cannot follow shows its own traceback
+            message = None
+        if message is None:
             return self.showtraceback((etype, value, tb), tb_offset=tb_offset)
         self.showtraceback((Unfinished, Unfinished(message), None))
 
