@@ -11,6 +11,11 @@ was run from, and the test suite checks those runs instead of executing the less
 nothing they depend on has changed. ``--record`` (``make record``) also writes the measurement to
 ``benchmarks/notebooks.json`` and renders the README's notebook table from it.
 
+The lessons run offline: their kernels start without ``NDIF_API_KEY`` (nor NDIF's host, nor nnsight's
+own config file, where a saved key lives), so the appendix's NDIF cell sends nothing anywhere. A
+checkout where ``build/`` cannot be written runs the lessons without keeping them; Ctrl-C stops the
+run in one line (exit 130).
+
 ``--reseed K`` (``make robustness``) instead runs each notebook on its own sample and on K fresh
 ones, asserts recorded rather than raised (``utils.course.robustness``), prints which claims fail on
 which sample with the spread of every asserted value, records the sweep in
@@ -21,8 +26,13 @@ when a claim fails on any sample.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -36,8 +46,10 @@ from utils.metrics.beliefs import story_loss
 from utils.metrics.countdown import trace_loss
 from utils.metrics.loss import heldout_loss
 from utils.model_zoo.models import ZOO, corpus_of, load_model, read_card, zoo
-from utils.paths import COURSE_RUNS, SOLUTIONS
+from utils.paths import BENCHMARKS, COURSE_RUNS, SOLUTIONS, shown
 
+PROG = "python -m utils.course"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
 QUICK_DOCS = 200
 GAP_TOLERANCE = 0.05  # nats/token between the card's gap (2000 docs) and this quick look (200)
 
@@ -90,9 +102,69 @@ def check_zoo() -> int:
     return status
 
 
-def run_notebooks(paths: list[Path]) -> list[dict]:
-    """Execute each notebook, keeping the executed copy in build/ for the test suite."""
-    return [execute(path, keep=COURSE_RUNS) for path in tqdm(paths, desc="executing notebooks", unit="notebook")]
+class DiskFull(Exception):
+    """A lesson ran, but its run could not be kept: the message says which and what to do."""
+
+
+def run_notebooks(paths: list[Path], keep: Path | None = COURSE_RUNS) -> list[dict]:
+    """Execute each notebook, keeping the executed copy in ``keep`` (build/) for the test suite."""
+    rows = []
+    for path in tqdm(paths, desc="executing notebooks", unit="notebook"):
+        try:
+            rows.append(execute(path, keep=keep))
+        except OSError as e:
+            if keep is None or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            (Path(keep) / path.name).unlink(missing_ok=True)  # never leave a cut copy for the tests to read
+            raise DiskFull(
+                f"{path.name} ran, but its run could not be kept in {shown(keep)} ({e.strerror}): "
+                "free some space and run the course again"
+            ) from None
+    return rows
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (made if missing), or None when they can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"x")
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+# What would let a lesson's kernel send work elsewhere: nnsight reads NDIF's key and host from the
+# environment, else from its own config file (where CONFIG.save() keeps a key), which the kernels skip.
+REMOTE_ENV = ("NDIF_API_KEY", "NDIF_HOST")
+NNSIGHT_CONFIG = "NNSIGHT_CONFIG"
+
+
+@contextmanager
+def offline_kernels() -> Iterator[str | None]:
+    """While in it, the lessons' kernels (which start with this process's environment) get no NDIF key
+    or host and no nnsight config file; yields the line that says so when there was something to leave
+    out. The environment is put back after."""
+    saved = {k: os.environ[k] for k in (*REMOTE_ENV, NNSIGHT_CONFIG) if k in os.environ}
+    user_config = os.environ.get(NNSIGHT_CONFIG) or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "nnsight", "config.yaml"
+    )
+    left_out = [k for k in REMOTE_ENV if os.environ.get(k)]
+    if os.path.isfile(user_config) and user_config != os.devnull:
+        left_out.append(f"nnsight's config file {user_config}")
+    for k in REMOTE_ENV:
+        os.environ.pop(k, None)
+    os.environ[NNSIGHT_CONFIG] = os.devnull
+    try:
+        yield (
+            f"The lessons run offline: their kernels start without {' and '.join(left_out)}, so nothing is sent to NDIF"
+            if left_out
+            else None
+        )
+    finally:
+        for k in (*REMOTE_ENV, NNSIGHT_CONFIG):
+            os.environ.pop(k, None)
+        os.environ.update(saved)
 
 
 def sweep(paths: list[Path], k: int) -> int:
@@ -112,8 +184,31 @@ def sweep(paths: list[Path], k: int) -> int:
     return int(any(s["fresh_samples_held"] < s["fresh_samples"] or not s["own_sample_holds"] for s in summaries))
 
 
+def _sample_count(s: str) -> int:
+    n = len(seeds.FRESH_SAMPLES) // seeds.SLOTS
+    try:
+        k = int(s)
+    except ValueError:
+        k = 0
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"there are {n} fresh samples: give a number from 1 to {n}, not {s!r}")
+    return k
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m utils.course", description=__doc__.split("\n\n")[0])
+    """The command line; Ctrl-C stops it with one line and exit 130, its kernel shut down."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted (Ctrl-C): the lesson it was running and its kernel are stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DiskFull as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main(argv) -> int:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: all of solutions/)")
     ap.add_argument(
         "--record",
@@ -123,26 +218,44 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-zoo", action="store_true", help="only execute notebooks")
     ap.add_argument(
         "--reseed",
-        type=int,
+        type=_sample_count,
         metavar="K",
         help="run each notebook on its own sample and K fresh ones, asserts recorded; record the sweep",
     )
     args = ap.parse_args(argv)
     if args.record and args.notebooks:
         ap.error("--record measures every notebook; leave out the notebook names")
+    if args.reseed is not None and args.record:
+        ap.error("--reseed records its own sweep; run --record separately")
     paths = args.notebooks or sorted(SOLUTIONS.glob("*.ipynb"))
     for path in paths:
         try:
             read_notebook(path)
         except NotebookError as e:
-            print(f"python -m utils.course: error: {e}", file=sys.stderr)
+            print(f"{PROG}: error: {e}", file=sys.stderr)
             return 1
-    if args.reseed is not None:
-        if args.record:
-            ap.error("--reseed records its own sweep; run --record separately")
-        return sweep(paths, args.reseed)
-    status = 0 if args.skip_zoo else check_zoo()
-    rows = run_notebooks(paths)
+    records_to = [BENCHMARKS] if args.record else [BENCHMARKS, robustness.RUNS] if args.reseed is not None else []
+    for folder in records_to:
+        if (why := unwritable(folder)) is not None:
+            print(
+                f"{PROG}: error: {shown(folder)} cannot be written ({why}), so nothing could be recorded",
+                file=sys.stderr,
+            )
+            return 1
+    keep: Path | None = COURSE_RUNS
+    if args.reseed is None and (why := unwritable(COURSE_RUNS)) is not None:
+        print(
+            f"{shown(COURSE_RUNS)} cannot be written ({why}): running the lessons without keeping their runs "
+            "(the test suite will run them again)"
+        )
+        keep = None
+    with offline_kernels() as note:
+        if note:
+            print(note)
+        if args.reseed is not None:
+            return sweep(paths, args.reseed)
+        status = 0 if args.skip_zoo else check_zoo()
+        rows = run_notebooks(paths, keep)
     print(records.notebook_table(rows))
     if args.record:
         records.record_notebooks(rows)
