@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -458,3 +459,162 @@ def test_offline_a_hub_alias_is_called_a_hub_model_not_in_the_cache_never_unknow
 def test_folder_with_a_hub_name_is_refused_not_ignored(tmp_path):
     with pytest.raises(ValueError, match="folder= loads a zoo model's own files"):
         load_model("gpt2", device="cpu", folder=tmp_path)
+
+
+@pytest.mark.parametrize("name, hub_id", [("gpt2", "gpt2"), ("gpt2-medium", "gpt2-medium")])
+def test_offline_a_bare_hub_id_is_called_a_hub_model_not_in_the_cache_never_unknown(
+    monkeypatch, tmp_path, name, hub_id
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(ValueError) as e:
+        load_model(name, device="cpu")
+    message = str(e.value)
+    assert message.startswith(
+        f"'{name}' is a Hugging Face hub model ({hub_id}) that is not in this machine's hub cache"
+    )
+    assert "HF_HUB_OFFLINE=1 is set" in message and "unknown" not in message and "\n" not in message
+
+
+def test_offline_any_name_shaped_like_a_hub_id_is_called_not_cached_never_unknown(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ValueError) as e:
+        load_model("tinystories-33m", device="cpu")
+    message = str(e.value)
+    assert "'tinystories-33m' is not a zoo model or a folder here" in message
+    assert "not in this machine's hub cache, and HF_HUB_OFFLINE=1 is set" in message
+    assert "unknown" not in message and "\n" not in message
+
+
+def test_without_a_network_a_bare_hub_id_is_called_not_cached_never_unknown(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    def refuse(sock, address):
+        raise AssertionError(f"a connection to {address} was attempted")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "hub_unreachable", lambda: "ConnectError: [Errno 111] Connection refused")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(ValueError) as e:
+        load_model("gpt2", device="cpu")
+    message = str(e.value)
+    assert message.startswith(
+        "'gpt2' is a Hugging Face hub model (gpt2) that is not in this machine's hub cache, and the hub at "
+        "https://huggingface.co cannot be reached (ConnectError: [Errno 111] Connection refused)"
+    )
+    assert "unknown" not in message and "\n" not in message
+
+
+# ---------------------------------------------------------------------------------------
+# Loading a file, or a folder that is not what save_pretrained writes: one sentence, never a silent load.
+
+GGUF = b"GGUF\x03\x00\x00\x00" + bytes(56)  # the magic and version of a GGUF file
+
+
+def refused(name) -> str:
+    """load_model's one sentence for ``name``."""
+    with pytest.raises(ValueError) as e:
+        load_model(str(name), device="cpu")
+    message = str(e.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.fixture
+def gpt2_folder(random_model_folders, tmp_path):
+    """A copy of a random GPT-2 saved with save_pretrained (the Storyworld tokenizer beside it)."""
+    folder = tmp_path / "tiny-gpt2"
+    shutil.copytree(random_model_folders["gpt2"], folder)
+    return folder
+
+
+def edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def test_a_gguf_file_is_called_a_gguf_file_with_how_to_convert_it_not_a_hub_model(tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(GGUF)
+    message = refused(gguf)
+    assert message.startswith(f"{gguf} is a GGUF file, which load_model does not load directly"), message
+    assert f"AutoModelForCausalLM.from_pretrained('{tmp_path}', gguf_file='model.gguf')" in message
+    assert "save_pretrained(" in message and "safe_serialization=True" in message and "hub" not in message
+
+
+def test_a_path_to_another_file_says_load_model_takes_the_folder_that_holds_it(gpt2_folder):
+    weights = gpt2_folder / "model.safetensors"
+    message = refused(weights)
+    assert message.startswith(f"{weights} is a file: load_model takes a folder written by save_pretrained")
+    assert f"load_model('{gpt2_folder}')" in message and "hub" not in message
+
+
+@pytest.mark.parametrize("beside", [(), ("config.json", "tokenizer.json", "tokenizer_config.json")])
+def test_a_folder_holding_gguf_weights_names_gguf(gpt2_folder, tmp_path, beside):
+    folder = tmp_path / "quantised"
+    folder.mkdir()
+    (folder / "model.Q4_0.gguf").write_bytes(GGUF)
+    for name in beside:
+        shutil.copy(gpt2_folder / name, folder / name)
+    message = refused(folder)
+    assert "model.Q4_0.gguf, a GGUF file, which load_model does not load directly" in message, message
+    assert "gguf_file='model.Q4_0.gguf'" in message
+
+
+@pytest.mark.parametrize("vocabulary", ["the course's", "another"])
+def test_a_folder_without_tokenizer_files_is_refused_never_loaded_with_an_empty_tokenizer(gpt2_folder, vocabulary):
+    for path in gpt2_folder.glob("tokenizer*"):
+        path.unlink()
+    if vocabulary == "another":
+        edit_config(gpt2_folder, vocab_size=1000)
+    message = refused(gpt2_folder)
+    assert message.startswith(f"{gpt2_folder} holds no tokenizer files (tokenizer.json"), message
+    assert "tokenizer.save_pretrained(" in message
+    course = "corpus_tokenizer('storyworld').save_pretrained("
+    assert (course in message) == (vocabulary == "the course's"), message
+
+
+def test_an_unknown_model_type_names_the_pinned_transformers_and_never_advises_an_upgrade(gpt2_folder):
+    from utils.course.versions import TESTED
+
+    edit_config(gpt2_folder, model_type="bananaformer")
+    message = refused(gpt2_folder)
+    assert "model type 'bananaformer'" in message and f"transformers {TESTED['transformers']}" in message, message
+    assert "gpt2" in message and "llama" in message  # what it does know
+    assert "pip" not in message and "upgrade" not in message
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut off"])
+def test_empty_or_cut_off_weights_in_a_folder_are_named(gpt2_folder, damage):
+    weights = gpt2_folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    message = refused(gpt2_folder)
+    assert message.startswith(f"{weights} is {damage}"), message
+    assert "save_pretrained(" in message
+
+
+@pytest.mark.parametrize(
+    "change, shapes",
+    [
+        ({"n_embd": 128}, "transformer.wte.weight is [985, 64] in model.safetensors but [985, 128] by config.json"),
+        (
+            {"vocab_size": 1200},
+            "transformer.wte.weight is [985, 64] in model.safetensors but [1200, 64] by config.json",
+        ),
+    ],
+    ids=["width", "vocabulary"],
+)
+def test_weights_that_do_not_fit_the_config_are_named_with_both_shapes(gpt2_folder, change, shapes):
+    edit_config(gpt2_folder, **change)
+    message = refused(gpt2_folder)
+    assert message.startswith(f"the weights in {gpt2_folder} do not fit its config.json: "), message
+    assert shapes in message, message

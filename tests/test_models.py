@@ -220,3 +220,17 @@ def test_a_folder_with_only_pickled_weights_is_refused_without_unpickling(tmp_pa
 def test_a_folder_without_a_config_says_what_load_model_takes(tmp_path):
     with pytest.raises(ValueError, match="holds no config.json: load_model takes a zoo name, a hub name, or a folder"):
         load_model(str(tmp_path))
+
+
+def test_the_rebuild_command_in_every_message_replaces_the_zoo_model_by_name():
+    import shlex
+
+    from utils.model_zoo import saes, train
+
+    words = shlex.split(models.rebuild_command("storyworld-4l"))
+    assert words[:3] == ["python", "-m", "utils.model_zoo.train"]
+    assert train._parser().parse_args(words[3:]).replace_zoo_model
+    words = shlex.split(saes.rebuild_command(saes.DEFAULT_SAE))
+    assert words[:3] == ["python", "-m", "utils.model_zoo.saes"]
+    args = saes._parser().parse_args(words[3:])
+    assert args.replace_zoo_sae and args.retrain  # an SAE whose files are damaged may still look up to date

@@ -95,3 +95,8 @@ def test_the_readme_and_the_makefile_quote_the_recorded_rebuild_time():
     assert f"took **{total} min**" in text and f"{models} min in the two lanes" in text
     makefile = (ROOT / "Makefile").read_text()
     assert f"{total} min" in makefile and f"models {models} min" in makefile
+
+
+def test_make_zoo_replaces_the_zoo_models_and_saes_by_name():
+    assert rz.model_steps("storyworld-4l")[0] == ["-m", "utils.model_zoo.train", "storyworld-4l", "--replace-zoo-model"]
+    assert ["-m", "utils.model_zoo.saes", "all", "--replace-zoo-sae"] in rz.SAE_STEPS

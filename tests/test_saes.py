@@ -3,11 +3,12 @@ measurement reproduces, and the training paths (ours and SAELens's runners) on a
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from utils import seeds
+from utils import paths, seeds
 from utils.cards import sae_cards
 from utils.corpora import storyworld
 from utils.metrics.saes import evaluate_sae
@@ -176,3 +177,60 @@ def test_a_hub_sae_without_the_hub_fails_in_one_sentence(monkeypatch):
 def test_decoder_rows_are_unit_directions(model):
     sae = saes.load_sae(DEFAULT_SAE, "cpu")
     assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(sae.cfg.d_sae), atol=1e-4)
+
+
+def test_a_cut_card_is_named_with_how_to_restore_or_rewrite_it(copied_sae):
+    card = copied_sae / "card.json"
+    card.write_text(card.read_text()[:30])
+    with pytest.raises(saes.SAEError) as e:
+        saes.load_sae(DEFAULT_SAE, folder=copied_sae)
+    message = str(e.value)
+    assert message.startswith(f"the card of the SAE {DEFAULT_SAE} is not valid JSON ({card}, line "), message
+    assert f"python -m utils.cards.sae_cards {DEFAULT_SAE}" in message and "\n" not in message
+
+
+@pytest.fixture
+def sae_folders(tmp_path, monkeypatch):
+    """runs/ and data/saes/ of the test's own, the latter holding a copy of the default SAE (returned)."""
+    shutil.copytree(saes.SAES_DIR / DEFAULT_SAE, tmp_path / "saes" / DEFAULT_SAE)
+    monkeypatch.setattr(saes, "SAES_DIR", tmp_path / "saes")
+    monkeypatch.setattr(paths, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(saes, "ROWS_PER_CHUNK", 8)
+    return tmp_path / "saes" / DEFAULT_SAE
+
+
+def test_an_sae_trained_without_out_goes_under_runs_and_the_zoos_copy_takes_a_flag(sae_folders, capsys):
+    before = {p.name: p.read_bytes() for p in sae_folders.iterdir()}
+    assert saes.main([DEFAULT_SAE, "--tokens", "2048"]) == 0
+    assert {p.name: p.read_bytes() for p in sae_folders.iterdir()} == before
+    out = paths.RUNS / "saes" / DEFAULT_SAE
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith(f"wrote {out} (the zoo's own {DEFAULT_SAE} is unchanged); load it with "), last
+    assert f"load_sae('{DEFAULT_SAE}', folder='{out}')" in last and f"write_card('{DEFAULT_SAE}', '{out}')" in last
+    sae = saes.load_sae(DEFAULT_SAE, "cpu", folder=out)  # checked against the card training wrote
+    assert sae.cfg.d_sae == SAES[DEFAULT_SAE].d_sae
+    assert saes.main([DEFAULT_SAE, "--tokens", "2048", "--out", str(sae_folders)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is the zoo's own" in last and "--replace-zoo-sae" in last, last
+    assert {p.name: p.read_bytes() for p in sae_folders.iterdir()} == before
+
+
+def test_a_full_disk_while_writing_an_sae_leaves_nothing_half_written_and_says_so(sae_folders, monkeypatch, capsys):
+    import errno
+    import os
+
+    from sae_lens.saes.sae import SAE
+
+    def full(self, folder, *args, **kwargs):
+        (Path(folder) / saes.WEIGHTS).write_bytes(b"half an SAE")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(SAE, "save_model", full)
+    out = paths.RUNS / "saes" / DEFAULT_SAE
+    assert saes.main([DEFAULT_SAE, "--tokens", "2048"]) == 1
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith(
+        f"python -m utils.model_zoo.saes: error: the disk holding {out} is full: the SAE was not "
+    ), last
+    assert "free some space on that disk and run the same command again" in last
+    assert not out.exists()

@@ -1,6 +1,7 @@
 """Training: seeded, resumable to the bit, writes a loadable model directory."""
 
 import csv
+import errno
 import json
 import os
 import random
@@ -9,15 +10,18 @@ import signal
 import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from utils import paths
 from utils.corpora.tokenizer import load_tokenizer
 from utils.model_zoo import train as tr
-from utils.model_zoo.registry import Spec
+from utils.model_zoo.models import load_model
+from utils.model_zoo.registry import SPECS, Spec
 from utils.paths import ROOT
 
 TINY = {
@@ -295,3 +299,163 @@ def test_a_checkpoint_of_the_earlier_two_file_layout_still_resumes(tmp_path, mon
     out = tr.train(KILLED, run_dir=run, out_dir=tmp_path / "model", device="cpu", precision="fp32")
     assert_same_run(run, out, straight_run)
     assert not (run / "state.json").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Where a run writes its model: under runs/ unless told, never over the zoo's copy by default.
+
+ATTN = "storyworld-attn2l"
+ONE_STEP = str(SPECS[ATTN].batch * SPECS[ATTN].n_ctx)  # a budget of one step
+
+
+def last_line(err: str) -> str:
+    return err.replace("\r", "\n").strip().splitlines()[-1]
+
+
+@pytest.fixture
+def course_folders(tmp_path, monkeypatch, copy_zoo_model):
+    """runs/ and data/models/ of the test's own, the latter holding a copy of the zoo's storyworld-attn2l
+    (returned)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    zoo_copy = copy_zoo_model(ATTN)
+    monkeypatch.setattr(paths, "RUNS", tmp_path / "runs")
+    return zoo_copy
+
+
+def contents(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_trial_without_out_trains_under_runs_and_leaves_the_zoo_model_alone(course_folders, capsys):
+    before = contents(course_folders)
+    assert tr.main([ATTN, "--tokens", ONE_STEP, "--device", "cpu"]) == 0
+    assert contents(course_folders) == before
+    out = paths.RUNS / ATTN / "model"
+    last = last_line(capsys.readouterr().err)
+    assert last.startswith(f"wrote {out} (the zoo's own {ATTN} is unchanged); load it with ")
+    assert f"load_model('{ATTN}', folder='{out}')" in last and f"write_card('{ATTN}', '{out}')" in last
+    model = load_model(ATTN, device="cpu", folder=out)  # checked against the card training wrote
+    assert model.cfg.n_layers == 2
+
+
+def test_replacing_the_zoo_model_takes_an_explicit_flag(course_folders, capsys):
+    weights = course_folders / "model.safetensors"
+    before = weights.read_bytes()
+    assert tr.main([ATTN, "--tokens", ONE_STEP, "--device", "cpu", "--out", str(course_folders)]) == 1
+    last = last_line(capsys.readouterr().err)
+    assert "is the zoo's own storyworld-attn2l" in last and "--replace-zoo-model" in last, last
+    assert weights.read_bytes() == before and not paths.RUNS.exists(), "refused before anything was written"
+    assert tr.main([ATTN, "--tokens", ONE_STEP, "--device", "cpu", "--replace-zoo-model"]) == 0
+    last = last_line(capsys.readouterr().err)
+    assert last.endswith(f"measure its card with: python -m utils.cards.model_cards {ATTN} --write-card"), last
+    assert weights.read_bytes() != before
+    load_model(ATTN, device="cpu")  # the new weights, with the card training wrote
+
+
+def test_the_replace_flag_and_another_out_are_refused_together(course_folders, tmp_path):
+    with pytest.raises(tr.TrainError, match="--replace-zoo-model writes"):
+        tr.train(ATTN, tokens=int(ONE_STEP), device="cpu", out_dir=tmp_path / "elsewhere", replace_zoo_model=True)
+
+
+@pytest.mark.parametrize("held", ["notes", "another model"])
+def test_out_naming_a_folder_of_other_files_is_refused_before_training(tmp_path, held):
+    out = tmp_path / "mine"
+    out.mkdir()
+    if held == "notes":
+        (out / "notes.txt").write_text("my notes")
+    else:
+        (out / "training.json").write_text(json.dumps({"name": "storyworld-4l"}))
+        (out / "model.safetensors").write_bytes(b"another model's weights")
+    before = contents(out)
+    with pytest.raises(tr.TrainError) as e:
+        tr.train(tiny("gpt2"), run_dir=tmp_path / "run", out_dir=out, device="cpu")
+    message = str(e.value)
+    assert "already holds files this training did not write" in message and "\n" not in message
+    assert ("notes.txt" if held == "notes" else "model.safetensors") in message
+    assert contents(out) == before and not (tmp_path / "run").exists()
+
+
+def test_out_holding_an_earlier_run_of_the_same_model_is_written_again_and_other_files_kept(tmp_path):
+    spec, out = tiny("gpt2"), tmp_path / "model"
+    tr.train(spec, run_dir=tmp_path / "run", out_dir=out, device="cpu")
+    (out / "my notes.txt").write_text("kept")
+    tr.train(spec, run_dir=tmp_path / "run", out_dir=out, device="cpu", fresh=True)
+    assert (out / "my notes.txt").read_text() == "kept" and (out / "model.safetensors").exists()
+
+
+def test_written_files_are_as_readable_as_the_umask_allows(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = tr.train(tiny("attn-only"), run_dir=tmp_path / "run", out_dir=tmp_path / "model", device="cpu")
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [*out.iterdir(), *(tmp_path / "run").iterdir()]}
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+# ---------------------------------------------------------------------------------------
+# A full disk: one sentence, no half-written file, the checkpoint kept and the command that resumes.
+
+NO_SPACE = {
+    "safetensors": lambda: SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    "oserror": lambda: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+}
+
+
+@pytest.mark.parametrize("error", NO_SPACE)
+def test_a_full_disk_at_a_checkpoint_ends_in_one_sentence_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, capsys, error
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setitem(SPECS, KILLED.name, KILLED)
+    real, calls = tr.save_file, []
+
+    def full(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:  # the second checkpoint (step 6) does not fit
+            Path(path).write_bytes(b"half a checkpoint")
+            raise NO_SPACE[error]()
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(tr, "save_file", full)
+    runs, out = tmp_path / "runs", tmp_path / "model"
+    args = [KILLED.name, "--device", "cpu", "--precision", "fp32", "--runs", str(runs), "--out", str(out)]
+    assert tr.main(args) == 1
+    last = last_line(capsys.readouterr().err)
+    run = runs / KILLED.name
+    assert last.startswith(f"python -m utils.model_zoo.train: error: the disk holding {run} is full"), last
+    assert "the checkpoint of step 3 is kept" in last
+    assert f"resume with: python -m utils.model_zoo.train {KILLED.name}" in last
+    assert sorted(p.name for p in run.iterdir()) == [tr.CHECKPOINT, "train_log.csv"]
+    assert checkpoint_meta(run)["step"] == 3 and not out.exists()
+
+
+@pytest.mark.parametrize("error", NO_SPACE)
+def test_a_full_disk_while_writing_the_model_leaves_no_half_file_and_the_rerun_writes_it(
+    tmp_path, monkeypatch, capsys, error
+):
+    from transformers import PreTrainedModel
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = tiny("gpt2")
+    monkeypatch.setitem(SPECS, spec.name, spec)
+    real = PreTrainedModel.save_pretrained
+
+    def full(self, folder, *args, **kwargs):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half a model")
+        raise NO_SPACE[error]()
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    runs, out = tmp_path / "runs", tmp_path / "model"
+    args = [spec.name, "--device", "cpu", "--runs", str(runs), "--out", str(out)]
+    assert tr.main(args) == 1
+    last = last_line(capsys.readouterr().err)
+    assert last.startswith(f"python -m utils.model_zoo.train: error: the disk holding {out} is full"), last
+    assert f"{runs / spec.name} keeps the checkpoint of step 6 (the end of training)" in last
+    assert f"resume with: python -m utils.model_zoo.train {spec.name}" in last
+    assert not out.exists() or not any(out.rglob("*")), "a half-written model was left"
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", real)
+    assert tr.main(args) == 0
+    assert f"resuming {spec.name} at step 6/6" in capsys.readouterr().err
+    assert load_file(out / "model.safetensors").keys()

@@ -4,10 +4,11 @@
     python -m utils.course.rebuild_zoo --lanes 1    # one model after another, all threads
     python -m utils.course.rebuild_zoo --record     # also write the timing to benchmarks/zoo_rebuild.json
 
-First the two tokenizers; then every zoo model, each trained (``utils.model_zoo.train``) and
-then measured for its card (``utils.cards.model_cards --write-card``), the models dealt into
-lanes that run at the same time, longest first (by the training time on each card); then the
-SAEs (they need the rebuilt models) and their cards. Each lane is one process at a time with
+First the two tokenizers; then every zoo model, each trained (``utils.model_zoo.train
+--replace-zoo-model``, over the committed copy in ``data/models/``) and then measured for its
+card (``utils.cards.model_cards --write-card``), the models dealt into lanes that run at the
+same time, longest first (by the training time on each card); then the SAEs (they need the
+rebuilt models; ``utils.model_zoo.saes all --replace-zoo-sae``) and their cards. Each lane is one process at a time with
 one thread: on two cores, two one-thread lanes keep both cores busy through the parts of a
 training step that one process runs on one core anyway.
 
@@ -64,11 +65,16 @@ def plan_lanes(costs: dict[str, float], lanes: int) -> list[list[str]]:
 
 
 def model_steps(name: str) -> list[list[str]]:
-    """The commands that rebuild one model and its card, in order."""
+    """The commands that rebuild one model and its card, in order (training writes over the zoo's
+    own copy only when told to)."""
     return [
-        ["-m", "utils.model_zoo.train", name],
+        ["-m", "utils.model_zoo.train", name, "--replace-zoo-model"],
         ["-m", "utils.cards.model_cards", name, "--write-card"],
     ]
+
+
+# The SAEs (over the zoo's own copies) and their cards, once every model is rebuilt.
+SAE_STEPS = (["-m", "utils.model_zoo.saes", "all", "--replace-zoo-sae"], ["-m", "utils.cards.sae_cards"])
 
 
 def lane_environment(lanes: int) -> dict[str, str]:
@@ -148,7 +154,7 @@ def main(argv=None) -> int:
         print("a model failed to build; its lane's log says why (run make zoo again to resume)", file=sys.stderr)
         return 1
     t = time.time()
-    for step in (["-m", "utils.model_zoo.saes", "all"], ["-m", "utils.cards.sae_cards"]):
+    for step in SAE_STEPS:
         if run_step(step, dict(os.environ), log):
             print(f"python {' '.join(step)} failed (see {log})", file=sys.stderr)
             return 1

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import hashlib
 import io
 import json
 import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -127,8 +132,12 @@ def zoo() -> list[str]:
     return [n for n in ZOO if (paths.MODELS / n / "card.json").exists()]
 
 
-def rebuild_command(name: str) -> str:
-    return f"python -m utils.model_zoo.train {name}"
+def rebuild_command(name: str, folder: Path | None = None) -> str:
+    """The command that trains zoo model ``name`` again into ``folder``: by default the zoo's own
+    copy, which training replaces only when told to (``--replace-zoo-model``)."""
+    if folder is not None and Path(folder).resolve() != (paths.MODELS / name).resolve():
+        return f"python -m utils.model_zoo.train {name} --out {paths.shown(folder)}"
+    return f"python -m utils.model_zoo.train {name} --replace-zoo-model"
 
 
 def sha256_file(path: Path) -> str:
@@ -165,7 +174,7 @@ def read_card(name: str, folder: Path | None = None) -> dict:
     path = Path(folder or paths.MODELS / name) / "card.json"
     rewrite = f"python -m utils.cards.model_cards {name} --write-card"
     if not path.exists():
-        raise ZooError(f"zoo model {name!r} has no card at {path}. Rebuild it with: {rebuild_command(name)}")
+        raise ZooError(f"zoo model {name!r} has no card at {path}. Rebuild it with: {rebuild_command(name, folder)}")
     card = _read_json(path, f"the card of {name}", f"rewrite it with: {rewrite}")
     missing = [k for k in CARD_KEYS if not isinstance(card, dict) or k not in card]
     if missing:
@@ -199,8 +208,11 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
     device = check_device(device)
     if name in ZOO:
         return _load_zoo(name, device, verify, folder)
-    if Path(name).expanduser().is_dir() and folder is None:
-        return _load_folder(Path(name).expanduser(), device)
+    path = Path(name).expanduser()
+    if path.is_file() and folder is None:
+        raise ValueError(_not_a_folder(path))
+    if path.is_dir() and folder is None:
+        return _load_folder(path, device)
     if folder is not None:
         raise ValueError(
             f"folder= loads a zoo model's own files (a training run's --out), and {name!r} is not a zoo model; "
@@ -208,6 +220,11 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
         )
     if name.startswith(("storyworld", "countdown", "beliefs")) or difflib.get_close_matches(name, ZOO, 1, 0.8):
         raise ValueError(_unknown(name, "it looks like a zoo name, so the hub was not asked"))
+    if not looks_like_hub_id(name) and (name.startswith(("~", ".")) or "/" in name or "\\" in name):
+        raise ValueError(
+            f"there is no file or folder {name}: load_model takes a zoo name, a hub name, or a folder written by "
+            "save_pretrained (config.json, model.safetensors and the tokenizer's files)"
+        )
     near = difflib.get_close_matches(name, HUB_ALIASES, 1, 0.85)
     if near and name not in HUB_ALIASES and "/" not in name:
         raise ValueError(
@@ -239,22 +256,21 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
     folder = Path(folder or paths.MODELS / name)
     corpus = corpus_of(name)
     weights = folder / "model.safetensors"
+    rebuild = rebuild_command(name, folder)  # into the folder that was asked for
+
     if not weights.exists():
         built = ", ".join(zoo()) or "none"
         raise ZooError(
-            f"zoo model {name!r} is not built: {weights} is missing (built: {built}). "
-            f"Rebuild it with: {rebuild_command(name)}"
+            f"zoo model {name!r} is not built: {weights} is missing (built: {built}). Rebuild it with: {rebuild}"
         )
     card = read_card(name, folder)
     config = folder / "config.json"
     if not config.is_file():
         raise ZooError(
             f"zoo model {name!r} is incomplete: {paths.shown(config)} is missing; "
-            f"{restore_hint(config)} or rebuild the model with: {rebuild_command(name)}"
+            f"{restore_hint(config)} or rebuild the model with: {rebuild}"
         )
-    settings = _read_json(
-        config, f"the config of zoo model {name!r}", f"rebuild the model with: {rebuild_command(name)}"
-    )
+    settings = _read_json(config, f"the config of zoo model {name!r}", f"rebuild the model with: {rebuild}")
     if verify:
         digest = sha256_file(weights)
         if digest != card["weights_sha256"]:
@@ -262,13 +278,12 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
                 f"{weights} does not match its model card (sha256 {digest[:12]}… != "
                 f"{card['weights_sha256'][:12]}…): the file is corrupt or from another run. "
                 f"Restore it with `git checkout -- {paths.shown(weights)}` "
-                f"or rebuild it with: {rebuild_command(name)}"
+                f"or rebuild it with: {rebuild}"
             )
         if card.get("tokenizer_sha256") != corpus_tokenizer_hash(corpus):
             where = paths.shown(corpus_tokenizer_dir(corpus))
             raise ZooError(
-                f"{name} was trained with another tokenizer than {where}. "
-                f"Restore {where} or rebuild with: {rebuild_command(name)}"
+                f"{name} was trained with another tokenizer than {where}. Restore {where} or rebuild with: {rebuild}"
             )
     tokenizer = corpus_tokenizer(corpus)
     try:
@@ -289,40 +304,75 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
                 )
             _fuse_tanh_gelu(model)
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
-        raise ZooError(f"could not load {name} from {folder}: {e}. Rebuild it with: {rebuild_command(name)}") from e
+        raise ZooError(f"could not load {name} from {folder}: {e}. Rebuild it with: {rebuild}") from e
     model.eval()
     return model
 
 
 def _load_folder(folder: Path, device: str):
     """A model saved in the hub's format (``save_pretrained``: config.json, safetensors weights and
-    a tokenizer) in a local folder, loaded exactly as its hub name would load, without the hub."""
+    a tokenizer) in a local folder, loaded exactly as its hub name would load, without the hub.
+
+    What would load wrongly or fail deep inside transformers is refused first, in one sentence:
+    GGUF files, a missing tokenizer, a model type the pinned transformers does not know, empty or
+    cut-off weights, and weights whose shapes do not fit config.json."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where = paths.shown(folder)
+    weights = sorted(folder.glob("*.safetensors"))
+    ggufs = sorted(folder.glob("*.gguf"))
+    if ggufs and not weights:
+        raise ValueError(
+            f"{where} holds {ggufs[0].name}, a GGUF file, which load_model does not load directly"
+            + _gguf_conversion(ggufs[0])
+        )
     if not (folder / "config.json").is_file():
         raise ValueError(
             f"{where} is a folder but holds no config.json: load_model takes a zoo name, a hub name, or a folder "
             "written by save_pretrained (config.json, model.safetensors and the tokenizer's files)"
         )
-    if not list(folder.glob("*.safetensors")):
+    if not weights:
         pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
         raise ValueError(
             f"{where} holds no safetensors weights"
             + (f" (only {', '.join(pickled)}, which the course never unpickles)" if pickled else "")
             + ": save the model with save_pretrained(folder, safe_serialization=True)"
         )
+    config = _folder_config(folder)
+    _check_tokenizer_files(folder, config)
+    for path in weights:
+        problem = safetensors_problem(path)
+        if problem:
+            raise ValueError(
+                f"{paths.shown(path)} is {problem}: save the model again with "
+                "save_pretrained(folder, safe_serialization=True), or copy the file again"
+            )
+    try:
+        with _quiet(), _hub_offline():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                str(folder),
+                local_files_only=True,
+                use_safetensors=True,
+                trust_remote_code=False,
+                dtype=torch.float32,
+                attn_implementation="eager",  # the attention pattern's hook needs the written-out softmax
+            ).to(device)
+    except Exception:
+        misfits = _misfits(folder)  # the loader's own report of them goes to the hidden output
+        if misfits:
+            key, found, wanted, file = misfits[0]
+            more = f" (and {len(misfits) - 1} more)" if len(misfits) > 1 else ""
+            raise ValueError(
+                f"the weights in {where} do not fit its config.json: {key} is {_shape(found)} in {file} but "
+                f"{_shape(wanted)} by config.json{more}; config.json must describe the model the weights were "
+                "saved from (save both with save_pretrained)"
+            ) from None
+        raise
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise ValueError(_no_tokenizer(folder, config, "has tokenizer files that hold no vocabulary"))
     with _quiet(), _hub_offline():
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            str(folder),
-            local_files_only=True,
-            use_safetensors=True,
-            trust_remote_code=False,
-            dtype=torch.float32,
-            attn_implementation="eager",  # the attention pattern's hook needs the written-out softmax
-        ).to(device)
         overrides, note = ungroup_key_value_heads(hf_model, where)
         model = TransformerBridge.boot_transformers(
             str(folder),
@@ -336,6 +386,168 @@ def _load_folder(folder: Path, device: str):
         print(note)
     model.eval()
     return model
+
+
+GGUF_MAGIC = b"GGUF"
+# Files a saved tokenizer is read from (the fast tokenizer's file, GPT-2-style BPE, SentencePiece, WordPiece).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+
+
+def _is_gguf(path: Path) -> bool:
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def _gguf_conversion(path: Path) -> str:
+    """': convert it once ...': how to turn the GGUF file ``path`` into a folder load_model takes."""
+    folder, file = str(path.absolute().parent), path.name
+    return (
+        f": convert it once with transformers (it needs the gguf package), "
+        f"AutoModelForCausalLM.from_pretrained('{folder}', gguf_file='{file}') and "
+        f"AutoTokenizer.from_pretrained('{folder}', gguf_file='{file}'), then save both with "
+        "save_pretrained(out) (the model with safe_serialization=True) and call load_model(out)"
+    )
+
+
+def _not_a_folder(path: Path) -> str:
+    """One sentence for a path to a file: load_model takes folders."""
+    if _is_gguf(path):
+        return f"{paths.shown(path)} is a GGUF file, which load_model does not load directly{_gguf_conversion(path)}"
+    beside = path.absolute().parent
+    hint = f"; pass the folder that holds it: load_model('{beside}')" if (beside / "config.json").is_file() else ""
+    return (
+        f"{paths.shown(path)} is a file: load_model takes a folder written by save_pretrained (config.json, "
+        f"model.safetensors and the tokenizer's files){hint}"
+    )
+
+
+def _folder_config(folder: Path) -> dict:
+    """config.json of a save_pretrained folder, checked to name a causal language model that the
+    installed transformers knows."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise ValueError(
+            f"{paths.shown(path)} is not valid JSON ({where}): save the model again with save_pretrained(folder)"
+        ) from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{paths.shown(path)} holds no settings: save the model again with save_pretrained(folder)")
+    kind = config.get("model_type")
+    known = ", ".join(
+        k for k in ("gpt2", "llama", "gemma2", "qwen2", "mistral") if k in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    )
+    which = (
+        f"load_model loads the causal language models it knows, such as {known} "
+        f"({len(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)} in all: "
+        "transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)"
+    )
+    if isinstance(kind, str) and kind not in CONFIG_MAPPING_NAMES:
+        raise ValueError(
+            f"{paths.shown(path)} gives the model type {kind!r}, which transformers {transformers.__version__} "
+            f"(the version the course pins, in utils/course/versions.py) does not know: {which}"
+        )
+    if isinstance(kind, str) and kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(
+            f"{paths.shown(path)} gives the model type {kind!r}, which is not a causal language model "
+            f"(one that predicts the next token): {which}"
+        )
+    return config
+
+
+def _no_tokenizer(folder: Path, config: dict, what: str) -> str:
+    """One sentence: ``folder`` has no usable tokenizer; how to add one (the course's, when the
+    model's vocabulary is the size of one of the course's tokenizers)."""
+    from utils.corpora.tokenizer import CORPORA
+
+    vocab = config.get("vocab_size") or config.get("d_vocab") or (config.get("text_config") or {}).get("vocab_size")
+    course = ""
+    for corpus in CORPORA:
+        try:
+            size = len(corpus_tokenizer(corpus))
+        except Exception:  # a missing course tokenizer says so where it is used
+            continue
+        if size == vocab:
+            course = (
+                f"; its vocabulary ({vocab} tokens) is the size of the course's {corpus} tokenizer: if it was "
+                f"trained with it, corpus_tokenizer('{corpus}').save_pretrained('{folder.absolute()}') adds it "
+                "(from utils.corpora.tokenizer)"
+            )
+            break
+    return (
+        f"{paths.shown(folder)} {what}, so every text would become end-of-text tokens: add the tokenizer the "
+        f"model was trained with, tokenizer.save_pretrained('{folder.absolute()}'){course}"
+    )
+
+
+def _check_tokenizer_files(folder: Path, config: dict) -> None:
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            _no_tokenizer(folder, config, "holds no tokenizer files (tokenizer.json, vocab.json, or tokenizer.model)")
+        )
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file ("empty (0 bytes)", "cut off (...)", ...), from
+    its size and its header alone; ``None`` when it is whole."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty (0 bytes)"
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"cut off ({size} bytes, shorter than a safetensors header)"
+            length = int.from_bytes(head, "little")
+            if length > 100_000_000:
+                return "not a safetensors file (its first bytes give no header length)"
+            if 8 + length > size:
+                return f"cut off ({size:,} bytes, shorter than its own header)"
+            header = json.loads(f.read(length))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return "not a safetensors file (its header cannot be read)"
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    if 8 + length + end > size:
+        return f"cut off ({size:,} of its {8 + length + end:,} bytes)"
+    return None
+
+
+def _shape(shape) -> str:
+    return f"[{', '.join(str(n) for n in shape)}]"
+
+
+def _misfits(folder: Path) -> list[tuple[str, list, list, str]]:
+    """(name, shape in the file, shape config.json gives, file) of each weight whose shape is not
+    the one the model built from ``folder``'s config.json has; [] when all fit or it cannot tell."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with _quiet(), _hub_offline():
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config)
+        wanted = {k: list(v.shape) for k, v in model.state_dict().items()}
+        found = {}
+        for path in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(path), "pt") as f:
+                for key in f.keys():
+                    found[key] = (list(f.get_slice(key).get_shape()), path.name)
+    except Exception:
+        return []
+    return [(k, found[k][0], shape, found[k][1]) for k, shape in wanted.items() if k in found and found[k][0] != shape]
 
 
 def ungroup_key_value_heads(hf_model, name: str) -> tuple[dict | None, str]:
@@ -430,6 +642,25 @@ def _hub_offline():
         constants.HF_HUB_OFFLINE = was
 
 
+# A hub id: a name, or an owner and a name, of letters, digits, '-', '_' and '.' (as the hub allows them).
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Whether ``name`` has the shape of a Hugging Face hub id (``gpt2``, ``EleutherAI/pythia-70m``)."""
+    return bool(_HUB_ID.fullmatch(name)) and ".." not in name and not name.endswith(".")
+
+
+def _hub_cached(hub_id: str) -> bool:
+    """Whether this machine's hub cache holds ``hub_id``'s config (looked up without the network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except Exception:  # not a valid id, or no cache at all
+        return False
+
+
 def _load_hub(name: str, device: str):
     from huggingface_hub import constants
     from transformer_lens.model_bridge import TransformerBridge
@@ -451,20 +682,32 @@ def _load_hub(name: str, device: str):
                 hub_id, device=device, hf_model=hf_model, dtype=torch.float32, hf_config_overrides=overrides
             )
     except Exception as e:  # offline, unknown repo, gated model: all end the same way
-        if (offline or unreachable) and (name in HUB_ALIASES or "/" in name):
+        flag = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        failed = f"{type(e).__name__}: {first}"
+        if (offline or unreachable) and _hub_cached(hub_id):
+            raise ValueError(f"{name!r} is in this machine's hub cache but did not load{flag}: {failed}") from None
+        if offline or unreachable:
             why = (f"the hub at {constants.ENDPOINT} cannot be reached ({unreachable})" if unreachable
                    else "HF_HUB_OFFLINE=1 is set")  # fmt: skip
-            raise ValueError(
-                f"{name!r} is a Hugging Face hub model ({hub_id}) that is not in this machine's hub cache, and "
-                f"{why}: connect once to download it (it is cached after that), or pass the path of a folder "
-                f"holding its files; the zoo loads offline: {', '.join(zoo()) or 'nothing built yet'}"
-            ) from None
+            fix = (
+                f"connect once to download it (it is cached after that), or pass the path of a folder holding its "
+                f"files; the zoo loads offline: {', '.join(zoo()) or 'nothing built yet'}"
+            )
+            if name in HUB_ALIASES or hub_id in HUB_ALIASES.values() or "/" in name:
+                raise ValueError(
+                    f"{name!r} is a Hugging Face hub model ({hub_id}) that is not in this machine's hub cache, and "
+                    f"{why}: {fix}"
+                ) from None
+            if offline and looks_like_hub_id(name):  # the hub was not asked, so the name is not known to be wrong
+                raise ValueError(
+                    f"{name!r} is not a zoo model or a folder here, so it would come from the Hugging Face hub, but it "
+                    f"is not in this machine's hub cache, and {why}: {fix}"
+                ) from None
         if unreachable:
             why = f"the hub at {constants.ENDPOINT} cannot be reached ({unreachable}) and the model is not cached"
             raise ValueError(_unknown(name, why)) from None
-        flag = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise ValueError(_unknown(name, f"loading it from the hub failed{flag}: {type(e).__name__}: {first}")) from None
+        raise ValueError(_unknown(name, f"loading it from the hub failed{flag}: {failed}")) from None
     if note:
         print(note)
     model.eval()
@@ -484,3 +727,88 @@ def _quiet():
     finally:
         if was:
             hf_logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------
+# Writing a model's or an SAE's folder (training's side of the same files)
+
+STAGING = ".writing-"  # the hidden folder inside the output folder where its new files are written first
+
+
+def file_mode() -> int:
+    """The permissions a new file gets under this process's umask (0644 under the usual 022):
+    safetensors writes its files as 0600 whatever the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (an ``OSError``, or safetensors' own error) says the disk is full."""
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
+
+
+def write_problem(error: BaseException, folder: Path) -> str | None:
+    """'the disk holding <folder> is full' or 'could not write to <folder> (<why>)' for an error
+    raised while writing there; ``None`` when ``error`` is not about writing files."""
+    if disk_full(error):
+        return f"the disk holding {paths.shown(folder)} is full"
+    if isinstance(error, OSError):
+        return f"could not write to {paths.shown(folder)} ({error.strerror or error})"
+    return None
+
+
+def write_folder(out: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(staging)`` to write files into an empty hidden folder inside ``out``, then give
+    them the umask's permissions and move each over its namesake in ``out`` (a rename: the files
+    already there are replaced whole). If ``write`` fails (a full disk...), nothing in ``out``
+    changes and the hidden folder is removed, as is ``out`` when this made it."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
+    try:
+        write(staging)
+        mode = file_mode()
+        for path in sorted(staging.iterdir()):
+            path.chmod(mode)
+            os.replace(path, out / path.name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    staging.rmdir()
+    return out
+
+
+def earlier_run_of(folder: Path, name: str) -> bool:
+    """Whether ``folder`` holds what training ``name`` writes (its ``training.json`` names it)."""
+    try:
+        training = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(training, dict) and training.get("name") == name
+
+
+def output_problem(out: Path, name: str, zoos_own: Path, replace: bool, flag: str, default: Path) -> str | None:
+    """Why training ``name`` must not write into ``out`` (``None`` when it may): ``out`` is the zoo's
+    own copy ``zoos_own`` and ``replace`` (the command's ``flag``) was not given, or ``out`` already
+    holds files this training did not write (anything but an earlier run of ``name``). ``default``
+    is where the command writes without ``--out``."""
+    if out.resolve() == zoos_own.resolve():
+        if replace:
+            return None
+        return (
+            f"{paths.shown(out)} is the zoo's own {name}, which the lessons load: leave out --out to train into "
+            f"{paths.shown(default)}, or pass {flag} to replace the zoo's copy"
+        )
+    if not out.is_dir() or earlier_run_of(out, name):
+        return None
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith(STAGING))
+    if not others:
+        return None
+    listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    return (
+        f"{paths.shown(out)} already holds files this training did not write ({listed}): name a new or empty "
+        "folder with --out, or move those files away"
+    )

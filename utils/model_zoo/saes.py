@@ -2,10 +2,15 @@
 in SAELens's own format under ``data/saes/<name>/``, loaded offline with SAELens's own loader,
 each with a card measured on held-out Storyworld by ``utils.cards.sae_cards``.
 
-Command line (``make zoo`` runs ``all`` after the models, then writes the cards)::
+Command line (``make zoo`` runs ``all --replace-zoo-sae`` after the models, then writes the cards)::
 
-    python -m utils.model_zoo.saes all
-    python -m utils.model_zoo.saes storyworld-4l-res3-topk [--fresh | --retrain] [--tokens N]
+    python -m utils.model_zoo.saes all --replace-zoo-sae
+    python -m utils.model_zoo.saes storyworld-4l-res3-topk [--fresh | --retrain] [--tokens N] [--out DIR]
+
+A trained SAE goes to ``runs/saes/<name>/`` (or the folder ``--out`` names: new, empty, or an
+earlier run of the same SAE) with a card holding its checksums, so that ``load_sae(name,
+folder=...)`` loads it at once; the zoo's own copy in ``data/saes/<name>/``, which the lessons
+load, is replaced only with ``--replace-zoo-sae``.
 
 How an SAE is trained: the model runs once over the SAE's Storyworld stream and its activations
 at the hook are cached in chunks under ``runs/saes/`` (a rerun reuses every finished chunk, and
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -43,7 +49,17 @@ from utils import paths
 from utils.corpora import storyworld
 from utils.corpora.storyworld import _positive
 from utils.corpora.tokenizer import EOT, load_tokenizer
-from utils.model_zoo.models import ZooError, default_device, load_model, restore_hint, sha256_file
+from utils.model_zoo.models import (
+    ZooError,
+    default_device,
+    disk_full,
+    load_model,
+    output_problem,
+    restore_hint,
+    sha256_file,
+    write_folder,
+    write_problem,
+)
 from utils.model_zoo.packing import PackedStream, device_name
 from utils.model_zoo.registry import DEFAULT_SAE, DEFAULT_SAES, SAES, SAESpec, sae_entry
 
@@ -72,7 +88,9 @@ class SAEError(ZooError):
 
 
 def rebuild_command(name: str) -> str:
-    return f"python -m utils.model_zoo.saes {name}"
+    """The command that trains the zoo's own copy of ``name`` again (even where its training record
+    says it is up to date: its files may be damaged)."""
+    return f"python -m utils.model_zoo.saes {name} --retrain --replace-zoo-sae"
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,12 +284,29 @@ def _unit_decoder_rows(sae) -> None:
         sae.cfg.rescale_acts_by_decoder_norm = False
 
 
-def train(name: str, tokens: int | None = None, fresh: bool = False, out_dir: Path | None = None) -> Path:
+def train(
+    name: str,
+    tokens: int | None = None,
+    fresh: bool = False,
+    out_dir: Path | None = None,
+    replace_zoo_sae: bool = False,
+) -> Path:
     """Train the zoo SAE ``name`` (its activations cached, see the module's docstring) and save it in
-    SAELens's format with ``training.json`` and its training curve (``utils.cards.sae_cards``
-    measures its card)."""
+    SAELens's format with ``training.json``, its training curve and a first card (its checksums;
+    ``utils.cards.sae_cards`` measures the rest) into ``out_dir`` (default ``runs/saes/<name>``; a
+    folder holding other files is refused), or over the zoo's own copy with ``replace_zoo_sae``."""
     spec = sae_entry(name)
-    out = Path(out_dir or SAES_DIR / name)
+    zoos_own = SAES_DIR / name
+    if replace_zoo_sae and out_dir is not None and Path(out_dir).resolve() != zoos_own.resolve():
+        raise SAEError(
+            f"--replace-zoo-sae writes the zoo's own {paths.shown(zoos_own)}, not {paths.shown(out_dir)}: "
+            "leave out one of the two"
+        )
+    default = paths.RUNS / "saes" / name
+    out = zoos_own if replace_zoo_sae else Path(out_dir) if out_dir is not None else default
+    problem = output_problem(out, name, zoos_own, replace_zoo_sae, "--replace-zoo-sae", default)
+    if problem:
+        raise SAEError(problem)
     tokens = tokens or spec.tokens
     device = default_device()
     model = load_model(spec.model, device)
@@ -286,11 +321,9 @@ def train(name: str, tokens: int | None = None, fresh: bool = False, out_dir: Pa
         acts, spec.architecture, spec.d_sae, spec.k or spec.target_l0, tokens, spec.batch, spec.lr, spec.seed
     )
     t_fit = time.time() - t0
-    out.mkdir(parents=True, exist_ok=True)
     sae.cfg.metadata.model_name = spec.model
     sae.cfg.metadata.hook_name = spec.hook
     sae.cfg.metadata.context_size = N_CTX
-    sae.save_model(out)
     import sae_lens
 
     training = {
@@ -314,10 +347,30 @@ def train(name: str, tokens: int | None = None, fresh: bool = False, out_dir: Pa
         "sae_lens": sae_lens.__version__,
         "torch": torch.__version__,
     }
-    (out / "training.json").write_text(json.dumps(training, indent=1))
     lines = ["step,mse,l0"] + [f"{h['step']},{h['mse']:.5g},{h['l0']:.4g}" for h in history]
-    (out / "train_log.csv").write_text("\n".join(lines) + "\n")
-    return out
+
+    def write(folder: Path) -> None:
+        sae.save_model(folder)
+        (folder / "training.json").write_text(json.dumps(training, indent=1))
+        (folder / "train_log.csv").write_text("\n".join(lines) + "\n")
+        card = {
+            "name": name,
+            "weights_sha256": sha256_file(folder / WEIGHTS),
+            "config_sha256": sha256_file(folder / CONFIG),
+        }
+        (folder / "card.json").write_text(json.dumps(card, indent=1))  # what load_sae checks
+
+    try:
+        return write_folder(out, write)
+    except Exception as e:
+        problem = write_problem(e, out)
+        if problem is None:
+            raise
+        fix = "free some space on that disk" if disk_full(e) else "make it writable"
+        raise SAEError(
+            f"{problem}: the SAE was not written (the cached activations in {paths.shown(run)} are kept); {fix} and "
+            "run the same command again"
+        ) from None
 
 
 def runner_config(spec: SAESpec, tokens: int, batch: int | None = None):
@@ -456,7 +509,7 @@ def load_sae(name: str = DEFAULT_SAE, device: str | None = None, *, verify: bool
                 f"zoo SAE {name!r} has no card ({paths.shown(card_path)}); {restore_hint(card_path)} "
                 f"or write it with: python -m utils.cards.sae_cards {name}"
             )
-        card = json.loads(card_path.read_text())
+        card = _read_card_file(name, card_path)
         for path, key in ((weights, "weights_sha256"), (config, "config_sha256")):
             digest = sha256_file(path)
             if digest != card.get(key):
@@ -542,7 +595,25 @@ def read_card(name: str) -> dict:
             f"zoo SAE {name!r} has no card at {paths.shown(path)}; "
             f"write it with: python -m utils.cards.sae_cards {name}"
         )
-    return json.loads(path.read_text())
+    return _read_card_file(name, path)
+
+
+def _read_card_file(name: str, path: Path) -> dict:
+    """The card at ``path``, or an ``SAEError`` naming the file, where it breaks and how to fix it."""
+    rewrite = f"rewrite it with: python -m utils.cards.sae_cards {name}"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise SAEError(
+            f"the card of the SAE {name} is not valid JSON ({paths.shown(path)}, {where}); {restore_hint(path)} or "
+            f"{rewrite}"
+        ) from None
+    if not isinstance(card, dict):
+        raise SAEError(
+            f"the card of the SAE {name} ({paths.shown(path)}) holds no settings; {restore_hint(path)} or {rewrite}"
+        )
+    return card
 
 
 # ---------------------------------------------------------------------------------------
@@ -555,11 +626,34 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--tokens", type=_positive, help="override the training budget (quick trials)")
     ap.add_argument("--fresh", action="store_true", help="retrain, recomputing the cached activations")
     ap.add_argument("--retrain", action="store_true", help="retrain an up-to-date SAE, reusing cached activations")
+    ap.add_argument(
+        "--out", type=Path, help="the SAE's folder: new, empty, or an earlier run of it (default runs/saes/<name>)"
+    )
+    ap.add_argument(
+        "--replace-zoo-sae",
+        action="store_true",
+        help="write the SAE over the zoo's own copy in data/saes/<name>, which the lessons load (make zoo)",
+    )
     return ap
 
 
+def written(name: str, out: Path, replaced_zoo: bool) -> str:
+    """The last line of a run: where the SAE went, how to load it and how to measure its card."""
+    if replaced_zoo:
+        return f"wrote {paths.shown(out)}; measure its card with: python -m utils.cards.sae_cards {name}"
+    where = str(Path(out).absolute())
+    measure = f"from utils.cards.sae_cards import write_card; write_card({name!r}, {where!r})"
+    return (
+        f"wrote {paths.shown(out)} (the zoo's own {name} is unchanged); load it with "
+        f'load_sae({name!r}, folder={where!r}), and measure its card with: python -c "{measure}"'
+    )
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.name == "all" and args.out is not None:
+        ap.error("--out names one SAE's folder: with all, each SAE goes to runs/saes/<name>")
     names = list(SAES) if args.name == "all" else [args.name]
     refreshed: set[Path] = set()  # --fresh recomputes each activation cache once, not once per SAE on it
     try:
@@ -569,13 +663,15 @@ def main(argv=None) -> int:
             else:
                 fresh = args.fresh and activation_folder(SAES[name]) not in refreshed
                 refreshed.add(activation_folder(SAES[name]))
-                out = paths.shown(train(name, args.tokens, fresh))
-                print(f"wrote {out}; measure its card with: python -m utils.cards.sae_cards {name}", file=sys.stderr)
+                out = train(name, args.tokens, fresh, args.out, args.replace_zoo_sae)
+                print(written(name, out, args.replace_zoo_sae), file=sys.stderr)
     except KeyboardInterrupt:
-        print(
-            f"interrupted; the cached activations are kept, resume with: python -m utils.model_zoo.saes {args.name}",
-            file=sys.stderr,
-        )
+        words = ["python", "-m", "utils.model_zoo.saes", args.name]
+        words += ["--tokens", str(args.tokens)] if args.tokens else []
+        words += ["--retrain"] if args.retrain or args.fresh else []
+        words += ["--out", str(args.out)] if args.out is not None else []
+        words += ["--replace-zoo-sae"] if args.replace_zoo_sae else []
+        print(f"interrupted; the cached activations are kept, resume with: {shlex.join(words)}", file=sys.stderr)
         return 130
     except (ZooError, ValueError) as e:
         print(f"python -m utils.model_zoo.saes: error: {e}", file=sys.stderr)

@@ -8,8 +8,15 @@ bit. Ctrl-C stops at once and prints the command that resumes. The loss curve is
 ``runs/<name>/train_log.csv`` (a resumed run first drops the rows logged after its
 checkpoint); ``--runs DIR`` keeps the checkpoints in ``DIR/<name>`` instead. Problems found
 before training (the budget, the folders, the tokenizer) stop it with one sentence and exit
-1 before anything is written. At the end the model directory ``data/models/<name>/`` is
-written (weights in float16); its card is measured afterwards, one layer up, by
+1 before anything is written; a disk that fills up on the way stops it with one sentence
+too, the last checkpoint kept and nothing half-written.
+
+At the end the model's folder is written (weights in float16, its config, ``training.json``,
+the loss log and a card holding the weights' checksum, so that ``load_model(name,
+folder=...)`` loads it at once): ``runs/<name>/model/`` by default, or the folder ``--out``
+names (new, empty, or holding an earlier run of the same model). The zoo's own copy in
+``data/models/<name>/``, which the lessons load, is replaced only with ``--replace-zoo-model``
+(``make zoo`` passes it). Its card is measured afterwards, one layer up, by
 ``python -m utils.cards.model_cards <name> --write-card`` (``make zoo`` runs both).
 
 Runs on the course's default device (CUDA, then Apple's MPS, then the CPU). Matrix products
@@ -40,7 +47,16 @@ from tqdm.auto import tqdm
 
 from utils import paths
 from utils.corpora.tokenizer import TokenizerMissing, corpus_tokenizer, corpus_tokenizer_hash, load_tokenizer
-from utils.model_zoo.models import check_device, logits_of
+from utils.model_zoo.models import (
+    check_device,
+    disk_full,
+    file_mode,
+    logits_of,
+    output_problem,
+    sha256_file,
+    write_folder,
+    write_problem,
+)
 from utils.model_zoo.packing import PackedStream, device_name
 from utils.model_zoo.registry import SPECS, Spec
 
@@ -50,6 +66,25 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
 
 class TrainError(RuntimeError):
     """Training cannot start or go on; the message says why and what to do, in one sentence."""
+
+
+class Unwritten(TrainError):
+    """A checkpoint or the model could not be written (a full disk...): ``what`` says which folder and
+    what is kept, ``fix`` what to do before resuming (the message says both)."""
+
+    def __init__(self, what: str, fix: str):
+        super().__init__(f"{what}; {fix} and run the same training again to resume")
+        self.what, self.fix = what, fix
+
+
+def _unwritten(error: BaseException, folder: Path, what: str) -> Unwritten | None:
+    """:class:`Unwritten` for an ``error`` raised while writing into ``folder`` (``what`` says what
+    is lost and kept), or ``None`` when ``error`` is not about writing files."""
+    problem = write_problem(error, folder)
+    if problem is None:
+        return None
+    fix = "free some space on that disk" if disk_full(error) else "make it writable"
+    return Unwritten(f"{problem}: {what}", fix)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -146,6 +181,7 @@ def _save_state(run: Path, model, opt, meta: dict) -> None:
     tmp = run / f"{CHECKPOINT}.tmp"
     try:
         save_file(tensors, tmp, metadata={"meta": json.dumps(meta)})
+        tmp.chmod(file_mode())  # safetensors writes 0600 whatever the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         _commit(tmp, run / CHECKPOINT)
@@ -231,20 +267,29 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
+RUN_FILES = (CHECKPOINT, f"{CHECKPOINT}.tmp", "state.json", "state.safetensors", "train_log.csv")  # --fresh drops them
+
+
+def _run_folder_error(run: Path, problem: str) -> TrainError:
+    return TrainError(
+        f"cannot keep checkpoints in {paths.shown(run)}: {problem}; "
+        "move it away or pass --runs a folder you can write to"
+    )
+
+
 def _prepare_run(run: Path, fresh: bool) -> None:
+    """Make the run's folder; with ``fresh``, drop its checkpoint and log (a model written there stays)."""
     problem = _folder_problem(run)
     if problem is None:
         try:
-            if fresh and run.exists():
-                shutil.rmtree(run)
+            if fresh:
+                for name in RUN_FILES:
+                    (run / name).unlink(missing_ok=True)
             run.mkdir(parents=True, exist_ok=True)
             return
         except OSError as e:
             problem = e.strerror or str(e)
-    raise TrainError(
-        f"cannot keep checkpoints in {paths.shown(run)}: {problem}; "
-        "move it away or pass --runs a folder you can write to"
-    )
+    raise _run_folder_error(run, problem)
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,14 +326,19 @@ def train(
     run_dir: Path | None = None,
     max_steps: int | None = None,
     precision: str = "auto",
+    replace_zoo_model: bool = False,
 ) -> Path | None:
     """Train a zoo model (resuming when a checkpoint exists) and write its model directory.
 
     ``name`` is a zoo name or a ``Spec``. ``run_dir`` holds the checkpoints (default
-    ``runs/<name>``). ``max_steps`` stops early after that many steps in this call, leaving
-    a checkpoint to resume from (returns None then). ``precision`` is "auto", "bf16" or
-    "fp32" (see :func:`pick_precision`). A problem found before training starts raises
-    ``TrainError`` without writing anything; Ctrl-C raises :class:`Interrupted`.
+    ``runs/<name>``); ``out_dir`` receives the model (default ``<run_dir>/model``; a folder that
+    holds other files is refused), and ``replace_zoo_model`` writes it over the zoo's own copy
+    in ``data/models/<name>`` instead. ``max_steps`` stops early after that many steps in this
+    call, leaving a checkpoint to resume from (returns None then). ``precision`` is "auto",
+    "bf16" or "fp32" (see :func:`pick_precision`). A problem found before training starts
+    raises ``TrainError`` without writing anything; a checkpoint or model that cannot be
+    written raises :class:`Unwritten`, the last checkpoint kept; Ctrl-C raises
+    :class:`Interrupted`.
     """
     spec = name if isinstance(name, Spec) else SPECS[name]
     name = spec.name
@@ -299,12 +349,25 @@ def train(
     device = check_device(device)
     precision = pick_precision(device, precision)
     run = Path(run_dir) if run_dir is not None else paths.RUNS / name
-    out = Path(out_dir) if out_dir is not None else paths.MODELS / name
+    problem = _folder_problem(run)
+    if problem:
+        raise _run_folder_error(run, problem)
+    zoos_own = paths.MODELS / name
+    if replace_zoo_model and out_dir is not None and Path(out_dir).resolve() != zoos_own.resolve():
+        raise TrainError(
+            f"--replace-zoo-model writes the zoo's own {paths.shown(zoos_own)}, not {paths.shown(out_dir)}: "
+            "leave out one of the two"
+        )
+    default = run / "model"
+    out = zoos_own if replace_zoo_model else Path(out_dir) if out_dir is not None else default
     problem = _folder_problem(out)
     if problem:
         raise TrainError(
             f"cannot write the model to {paths.shown(out)}: {problem}; pass --out a folder you can write to"
         )
+    problem = output_problem(out, name, zoos_own, replace_zoo_model, "--replace-zoo-model", default)
+    if problem:
+        raise TrainError(problem)
     tok = corpus_tokenizer(spec.corpus)  # before anything is written: a missing tokenizer stops here
     vocab = len(tok)
     # All cores unless OMP_NUM_THREADS says otherwise (two small runs side by side on a
@@ -389,52 +452,77 @@ def train(
                     saved = step
     except KeyboardInterrupt:
         raise Interrupted(name, step, steps, saved, run) from None
+    except Exception as e:
+        kept = f"the checkpoint of step {saved} is kept" if saved else "no checkpoint was kept yet"
+        unwritten = _unwritten(e, run, f"the checkpoint of step {step} could not be written, and {kept}")
+        if unwritten is None:
+            raise
+        raise unwritten from None
     if step < steps:
         return None
-    out = write_model_dir(
-        spec,
-        model,
-        out,
-        training={
-            "tokens": steps * spec.batch * spec.n_ctx,
-            "steps": steps,
-            "batch": spec.batch,
-            "n_ctx": spec.n_ctx,
-            "lr": spec.lr,
-            "seconds": round(elapsed, 1),
-            "device": device_name(device),
-            "precision": precision,
-            "seed": spec.seed,
-            "data_seed": spec.data_seed,
-            "torch": torch.__version__,
-        },
-    )
-    shutil.copy(log_path, out / "train_log.csv")
-    return out
-
-
-def write_model_dir(spec: Spec, model, out: Path, training: dict) -> Path:
-    """Save weights (float16 safetensors) and config; the card is written by utils.cards.model_cards."""
-    out.mkdir(parents=True, exist_ok=True)
-    model = model.to("cpu").eval()
-    if spec.arch == "attn-only":
-        sd = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-        save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
-        cfg = native_config(spec, model.cfg.d_vocab)
-        (out / "config.json").write_text(json.dumps(cfg, indent=1))
-    else:
-        model.to(torch.float16).save_pretrained(out, safe_serialization=True)
-        model.to(torch.float32)
-    meta = {
-        "name": spec.name,
-        "arch": spec.arch,
-        "format": spec.format,
-        "training": training,
-        "tokenizer_sha256": corpus_tokenizer_hash(spec.corpus),
-        "n_params": sum(p.numel() for p in model.parameters()),
+    training = {
+        "tokens": steps * spec.batch * spec.n_ctx,
+        "steps": steps,
+        "batch": spec.batch,
+        "n_ctx": spec.n_ctx,
+        "lr": spec.lr,
+        "seconds": round(elapsed, 1),
+        "device": device_name(device),
+        "precision": precision,
+        "seed": spec.seed,
+        "data_seed": spec.data_seed,
+        "torch": torch.__version__,
     }
-    (out / "training.json").write_text(json.dumps(meta, indent=1))
-    return out
+    try:
+        return write_model_dir(spec, model, out, training, log_path)
+    except Exception as e:
+        kept = f"{paths.shown(run)} keeps the checkpoint of step {steps} (the end of training)"
+        unwritten = _unwritten(e, out, f"the model was not written, and {kept}")
+        if unwritten is None:
+            raise
+        raise unwritten from None
+
+
+def write_model_dir(spec: Spec, model, out: Path, training: dict, log: Path | None = None) -> Path:
+    """Save weights (float16 safetensors), config, ``training.json``, the loss ``log`` and a first
+    card (the checksums ``load_model`` checks; ``utils.cards.model_cards`` measures the rest) into
+    ``out``. The files are written elsewhere first and moved in whole: a failure (a full disk)
+    leaves ``out`` as it was."""
+    model = model.to("cpu").eval()
+
+    def write(folder: Path) -> None:
+        if spec.arch == "attn-only":
+            sd = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+            save_file(sd, folder / "model.safetensors", metadata={"format": "pt"})
+            cfg = native_config(spec, model.cfg.d_vocab)
+            (folder / "config.json").write_text(json.dumps(cfg, indent=1))
+        else:
+            try:
+                model.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+            finally:
+                model.to(torch.float32)
+        meta = {
+            "name": spec.name,
+            "arch": spec.arch,
+            "format": spec.format,
+            "training": training,
+            "tokenizer_sha256": corpus_tokenizer_hash(spec.corpus),
+            "n_params": sum(p.numel() for p in model.parameters()),
+        }
+        (folder / "training.json").write_text(json.dumps(meta, indent=1))
+        if log is not None:
+            shutil.copyfile(log, folder / "train_log.csv")
+        card = {  # what load_model checks; python -m utils.cards.model_cards measures the rest
+            "name": spec.name,
+            "format": spec.format,
+            "arch": spec.arch,
+            "weights_sha256": sha256_file(folder / "model.safetensors"),
+            "tokenizer_sha256": meta["tokenizer_sha256"],
+            "training": training,
+        }
+        (folder / "card.json").write_text(json.dumps(card, indent=1))
+
+    return write_folder(out, write)
 
 
 def _positive_tokens(text: str) -> int:
@@ -462,8 +550,17 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--tokens", type=_positive_tokens, help="override the training budget (quick trials)")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--device", type=_device, help="cuda, mps or cpu (default: the first of these present)")
-    ap.add_argument("--out", type=Path, help="model directory (default data/models/<name>)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="model directory: new, empty, or an earlier run of the same model (default RUNS/<name>/model)",
+    )
     ap.add_argument("--runs", type=Path, help="checkpoint folder; each model uses RUNS/<name> (default runs/)")
+    ap.add_argument(
+        "--replace-zoo-model",
+        action="store_true",
+        help="write the model over the zoo's own copy in data/models/<name>, which the lessons load (make zoo)",
+    )
     ap.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
@@ -483,11 +580,28 @@ def resume_command(args: argparse.Namespace) -> str:
         words += ["--runs", str(args.runs)]
     if args.precision != "auto":
         words += ["--precision", args.precision]
+    if getattr(args, "replace_zoo_model", False):
+        words += ["--replace-zoo-model"]
     return shlex.join(words)
 
 
+def written(name: str, out: Path, replaced_zoo: bool) -> str:
+    """The last line of a run: where the model went, how to load it and how to measure its card."""
+    if replaced_zoo:
+        return f"wrote {paths.shown(out)}; measure its card with: python -m utils.cards.model_cards {name} --write-card"
+    where = str(Path(out).absolute())
+    measure = f"from utils.cards.model_cards import write_card; write_card({name!r}, {where!r})"
+    return (
+        f"wrote {paths.shown(out)} (the zoo's own {name} is unchanged); load it with "
+        f'load_model({name!r}, folder={where!r}), and measure its card with: python -c "{measure}"'
+    )
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.name == "all" and args.out is not None:
+        ap.error("--out names one model's folder: with all, each model goes to RUNS/<name>/model")
     names = sorted(SPECS) if args.name == "all" else [args.name]
     try:
         for name in names:
@@ -496,14 +610,12 @@ def main(argv=None) -> int:
                 args.tokens,
                 args.fresh,
                 args.device,
-                args.out if len(names) == 1 else None,
+                args.out,
                 run_dir=None if args.runs is None else args.runs / name,
                 precision=args.precision,
+                replace_zoo_model=args.replace_zoo_model,
             )
-            print(
-                f"wrote {out}; measure its card with: python -m utils.cards.model_cards {name} --write-card",
-                file=sys.stderr,
-            )
+            print(written(name, out, args.replace_zoo_model), file=sys.stderr)
     except Interrupted as e:
         if e.saved:
             kept = f"{paths.shown(e.run)} keeps the checkpoint of step {e.saved}; resume with"
@@ -514,6 +626,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted; resume with: {resume_command(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Unwritten as e:
+        print(
+            f"python -m utils.model_zoo.train: error: {e.what}; {e.fix} and resume with: {resume_command(args)}",
+            file=sys.stderr,
+        )
+        return 1
     except (TrainError, TokenizerMissing) as e:
         print(f"python -m utils.model_zoo.train: error: {e}", file=sys.stderr)
         return 1
