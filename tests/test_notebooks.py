@@ -1,10 +1,17 @@
 """Exercise notebooks are generated from solutions and kept in sync without ever erasing a
 learner's answers or handing out a solution; the one executor runs notebooks."""
 
+import builtins
+import errno
+import io
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -179,7 +186,8 @@ def test_an_exercise_notebook_built_from_other_solutions_is_stale_even_with_answ
     solution, exercise = course(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
     answer(exercise)
     nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
-    assert nbs.check()[0] == [f"{exercise} is out of date with solutions/00_x.ipynb"]
+    [problem] = nbs.check()[0]
+    assert problem.startswith(f"{exercise} is out of date with solutions/00_x.ipynb and holds a learner's work")
 
 
 def test_build_refuses_to_overwrite_a_learners_answers(tmp_path, monkeypatch, capsys):
@@ -188,14 +196,15 @@ def test_build_refuses_to_overwrite_a_learners_answers(tmp_path, monkeypatch, ca
     nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
     assert nbs.main(["check"]) == 1
     advice = capsys.readouterr().out.strip().splitlines()[-1]
-    assert advice == nbs.FIX_STALE and advice.startswith("run: python -m utils.course.notebooks build ")
-    assert nbs.main(["build"]) == 1, "following the advice must not erase the answers"
+    assert advice.endswith("which build leaves alone; to rebuild it, keeping the learner's notebook next to it, "
+                           "run: python -m utils.course.notebooks build --overwrite-answers")  # fmt: skip
+    assert nbs.main(["build"]) == 1, "plain build must not erase the answers"
     assert exercise.read_text(encoding="utf-8") == learners
     assert capsys.readouterr().err == (
         f"{exercise} holds a learner's work (answers in cell 2), so it was not rebuilt; to rebuild it anyway, "
         "with a copy kept next to it, run: python -m utils.course.notebooks build --overwrite-answers\n"
     )
-    assert list(exercise.parent.glob("*.bak")) == []
+    assert [p.name for p in exercise.parent.iterdir()] == ["00_x.ipynb"]
 
 
 def test_overwriting_answers_keeps_a_copy_next_to_the_notebook_and_says_so(tmp_path, monkeypatch, capsys):
@@ -203,7 +212,7 @@ def test_overwriting_answers_keeps_a_copy_next_to_the_notebook_and_says_so(tmp_p
     learners = answer(exercise)
     nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
     assert nbs.main(["build", "--overwrite-answers"]) == 0
-    [backup] = exercise.parent.glob("00_x.ipynb.*.bak")
+    [backup] = exercise.parent.glob("00_x.answers-*.ipynb")
     assert backup.read_text(encoding="utf-8") == learners
     assert "A new title" in exercise.read_text(encoding="utf-8")
     assert capsys.readouterr().out == (
@@ -405,3 +414,295 @@ def test_a_workshop_build_without_a_folder_of_its_own_is_refused_in_one_sentence
         [sys.executable, "-m", "utils.course.notebooks", "build", *args], cwd=ROOT, capture_output=True, text=True
     )
     assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Answers are a learner's whether or not git holds them
+
+
+def git(folder, *args):
+    subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.name=Learner", "-c", "user.email=learner@example.org", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def committed_course(tmp_path, monkeypatch, *sources):
+    """``course(...)`` in a git repository of its own (the learner's clone), everything committed."""
+    solution, exercise = course(tmp_path, monkeypatch, *sources)
+    monkeypatch.setattr(nbs, "ROOT", tmp_path)
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "the course")
+    return solution, exercise
+
+
+@pytest.mark.parametrize("upstream_change", [False, True])
+def test_committed_answers_are_kept_by_build_as_uncommitted_ones_are(tmp_path, monkeypatch, capsys, upstream_change):
+    solution, exercise = committed_course(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
+    learners = answer(exercise)
+    git(tmp_path, "commit", "-q", "-am", "my answers to lesson 00")
+    if upstream_change:
+        nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
+    assert nbs.main(["build"]) == 1
+    assert exercise.read_text(encoding="utf-8") == learners, "the answers are still in the notebook"
+    assert [p.name for p in exercise.parent.iterdir()] == ["00_x.ipynb"]
+    assert capsys.readouterr().err == (
+        f"{exercise} holds a learner's work (answers in cell 2; added cell 5), so it was not rebuilt; to rebuild "
+        "it anyway, with a copy kept next to it, run: python -m utils.course.notebooks build --overwrite-answers\n"
+    )
+    assert nbs.main(["build", "--overwrite-answers"]) == 0
+    [kept] = exercise.parent.glob("00_x.answers-*.ipynb")
+    assert kept.read_text(encoding="utf-8") == learners
+
+
+def test_check_counts_committed_answers_as_a_learners_work_and_its_advice_keeps_them(tmp_path, monkeypatch, capsys):
+    solution, exercise = committed_course(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
+    learners = answer(exercise)
+    git(tmp_path, "commit", "-q", "-am", "my answers to lesson 00")
+    assert nbs.main(["check"]) == 0
+    assert capsys.readouterr().out == (
+        f"{exercise} holds a learner's work (answers in cell 2; added cell 5); "
+        "compared only the cells the build writes\n"
+    )
+    nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
+    assert nbs.main(["check"]) == 1
+    printed = capsys.readouterr().out
+    assert printed == (
+        f"{exercise} is out of date with solutions/00_x.ipynb and holds a learner's work (answers in cell 2; added "
+        "cell 5), which build leaves alone; to rebuild it, keeping the learner's notebook next to it, run: "
+        "python -m utils.course.notebooks build --overwrite-answers\n"
+    )
+    assert nbs.main(["build"]) == 1 and exercise.read_text(encoding="utf-8") == learners
+    assert nbs.main(["build", "--overwrite-answers"]) == 0
+    [kept] = exercise.parent.glob("00_x.answers-*.ipynb")
+    assert kept.read_text(encoding="utf-8") == learners and "A new title" in exercise.read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert nbs.main(["check"]) == 0 and capsys.readouterr().out == "", "the kept copy is not a stale notebook"
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_an_untouched_notebook_from_an_older_build_is_rebuilt_without_a_flag(tmp_path, monkeypatch, capsys, committed):
+    make = committed_course if committed else course
+    solution, exercise = make(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
+    nbformat.write(make_nb("#md # A new title", SOLUTION.replace("twice", "2 times"), "check_double(double)"), solution)
+    assert nbs.main(["check"]) == 1
+    assert capsys.readouterr().out == f"{exercise} is out of date with solutions/00_x.ipynb\n{nbs.FIX_STALE}\n"
+    assert nbs.main(["build"]) == 0
+    assert capsys.readouterr().out == f"wrote {exercise}\n"
+    assert exercise.read_text(encoding="utf-8") == nbs.expected()[exercise]
+    assert [p.name for p in exercise.parent.iterdir()] == ["00_x.ipynb"]
+
+
+def test_an_untouched_notebook_that_differs_outside_its_cells_is_out_of_date_not_a_learners_work(tmp_path, monkeypatch):
+    _, exercise = course(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
+    nb = nbformat.read(exercise, as_version=4)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    exercise.write_text(nbs.render(nb), encoding="utf-8")  # what an older build wrote: the same cells
+    assert nbs.check() == ([f"{exercise} is out of date with solutions/00_x.ipynb"], [])
+    assert nbs.build() == ([f"wrote {exercise}"], [])
+
+
+def test_the_kept_copy_of_a_learners_answers_opens_as_a_notebook_and_git_ignores_it(tmp_path, monkeypatch):
+    solution, exercise = course(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
+    answer(exercise)
+    nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
+    done, refused = nbs.build(overwrite_answers=True)
+    [kept] = exercise.parent.glob("*.answers-*.ipynb")
+    assert re.fullmatch(r"00_x\.answers-\d{8}-\d{6}\.ipynb", kept.name), kept.name
+    assert nbs.read_notebook(kept).cells[1].source.endswith("return x + x")
+    assert nbs.check() == ([], []), "a kept copy is neither stale nor a notebook without a source"
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"notebooks/{kept.name}"], cwd=ROOT)
+    assert ignored.returncode == 0, f"git would offer to commit notebooks/{kept.name}"
+
+
+def test_two_kept_copies_in_the_same_second_do_not_overwrite_each_other(tmp_path, monkeypatch):
+    solution, exercise = course(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
+    monkeypatch.setattr(nbs.time, "strftime", lambda *args: "20261126-114030")
+    for title in ("A new title", "Another title"):
+        answer(exercise, add_cell=False)
+        nbformat.write(make_nb(f"#md # {title}", SOLUTION, "check_double(double)"), solution)
+        nbs.build(overwrite_answers=True)
+    names = sorted(p.name for p in exercise.parent.glob("*.answers-*.ipynb"))
+    assert names == ["00_x.answers-20261126-114030-2.ipynb", "00_x.answers-20261126-114030.ipynb"]
+
+
+# ---------------------------------------------------------------------------------------
+# A full disk, an unwritable folder, a cut-off file: one sentence, nothing half-written
+
+
+class SimulatedDisk:
+    """Writes under ``folder`` fail as they would on a full disk (once ``free`` bytes are written, part
+    of the last write lands, then ENOSPC) or in a folder the user may not write to (EACCES), or are
+    stopped by Ctrl-C when the ``interrupt_at``-th file is opened. ``open`` and ``os.mkdir`` are patched,
+    so it behaves the same on any machine and for root, whom file modes do not stop."""
+
+    def __init__(self, monkeypatch, folder, *, free=None, writable=True, interrupt_at=None):
+        self.folder, self.free, self.opened = Path(folder).resolve(), free, 0
+        real_open, real_mkdir = builtins.open, os.mkdir
+
+        def inside(path) -> bool:
+            if isinstance(path, int):
+                return False
+            where = Path(os.fsdecode(path)).resolve()
+            return where != self.folder and self.folder in where.parents
+
+        def fake_open(file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wxa+") and inside(file):
+                if not writable:
+                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(file))
+                self.opened += 1
+                if interrupt_at is not None and self.opened >= interrupt_at:
+                    raise KeyboardInterrupt
+                return Budgeted(real_open(file, mode, *args, **kwargs), self)
+            return real_open(file, mode, *args, **kwargs)
+
+        def fake_mkdir(path, *args, **kwargs):
+            if not writable and inside(path):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        monkeypatch.setattr(io, "open", fake_open)
+        monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+
+class Budgeted:
+    def __init__(self, file, disk):
+        self._file, self._disk = file, disk
+
+    def write(self, data):
+        if self._disk.free is not None and len(data) > self._disk.free:
+            self._file.write(data[: self._disk.free])
+            self._file.flush()
+            self._disk.free = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if self._disk.free is not None:
+            self._disk.free -= len(data)
+        return self._file.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def test_a_workshop_build_on_a_full_disk_leaves_no_cut_notebook_and_says_so(tmp_path, monkeypatch, capsys):
+    SimulatedDisk(monkeypatch, tmp_path, free=220_000)
+    assert nbs.main(["build", "--no-solutions", "--out", str(tmp_path / "ws")]) == 1
+    needed = sum(len(text.encode()) for text in nbs.workshop_notebooks().values()) / 1e6
+    assert capsys.readouterr().err == (
+        f"error: the disk holding {tmp_path / 'ws'} is full: the notebooks need {needed:.1f} MB; nothing was "
+        "left half-written: free some space, or pass --out a folder on another disk\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+    usage = shutil.disk_usage(tmp_path)._replace(free=220_000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
+    assert nbs.main(["build", "--no-solutions", "--out", str(tmp_path / "ws")]) == 1
+    assert f"the notebooks need {needed:.1f} MB and it has 0.2 MB free; " in capsys.readouterr().err
+
+
+def test_a_workshop_build_that_fills_the_disk_of_an_existing_folder_leaves_it_as_it_was(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ws"
+    out.mkdir()
+    (out / "slides.md").write_text("the teacher's own file\n")
+    (out / "00_orientation.ipynb").write_text("an older build\n")
+    SimulatedDisk(monkeypatch, tmp_path, free=220_000)
+    assert nbs.main(["build", "--no-solutions", "--out", str(out)]) == 1
+    assert "is full" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["00_orientation.ipynb", "slides.md"]
+    assert (out / "00_orientation.ipynb").read_text() == "an older build\n"
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_workshop_build_into_a_folder_it_may_not_write_says_so_in_one_sentence(tmp_path, monkeypatch, capsys, exists):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    out = folder if exists else folder / "ws"
+    SimulatedDisk(monkeypatch, folder, writable=False)
+    assert nbs.main(["build", "--no-solutions", "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot write into {out}: Permission denied; pass --out a folder you can write to\n"
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_build_on_a_full_disk_keeps_the_old_notebook_whole(tmp_path, monkeypatch, capsys):
+    solution, exercise = course(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
+    before = exercise.read_text(encoding="utf-8")
+    nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
+    SimulatedDisk(monkeypatch, exercise.parent, free=100)
+    assert nbs.main(["build"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the disk holding {exercise.parent} is full: ") and err.count("\n") == 1
+    assert exercise.read_text(encoding="utf-8") == before
+    assert [p.name for p in exercise.parent.iterdir()] == ["00_x.ipynb"]
+
+
+def test_a_kept_run_cut_off_counts_as_no_run(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('hello')")]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    (tmp_path / "runs").mkdir()
+    nb.metadata[nbs.KEPT_RUN] = {"fingerprint": nbs.fingerprint(tmp_path / "x.ipynb"), "error": None}
+    whole = nbs.render(nb)
+    (tmp_path / "runs" / "x.ipynb").write_text(whole, encoding="utf-8")
+    assert nbs.kept_run(tmp_path / "x.ipynb", tmp_path / "runs") is not None
+    for cut in (whole[: len(whole) // 2], "", "\x00\x01"):
+        (tmp_path / "runs" / "x.ipynb").write_text(cut, encoding="utf-8")
+        assert nbs.kept_run(tmp_path / "x.ipynb", tmp_path / "runs") is None
+
+
+def test_a_kept_run_that_does_not_fit_on_the_disk_leaves_nothing_behind(tmp_path, monkeypatch):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('hello ' * 200)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    SimulatedDisk(monkeypatch, runs, free=1000)
+    with pytest.raises(OSError, match=f"the disk holding {runs} is full"):
+        nbs.execute(tmp_path / "x.ipynb", keep=runs)
+    assert list(runs.iterdir()) == []
+
+
+def test_every_write_goes_through_a_temporary_file_renamed_when_whole(tmp_path, monkeypatch):
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    seen = []
+    real = os.replace
+
+    def replace(source, destination):
+        seen.append((Path(source).parent, Path(destination).name, Path(source).read_text()))
+        return real(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    nbs.write_atomically(target, "new")
+    assert seen == [(tmp_path, "x.txt", "new")] and target.read_text() == "new"
+    with pytest.raises(RuntimeError, match="stopped half-way"):
+        with nbs.atomic_file(target) as f:
+            f.write(b"half")
+            raise RuntimeError("stopped half-way")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_the_workshop_agendas_are_written_whole_or_left_as_they_were(tmp_path, monkeypatch):
+    from utils.course import workshop
+
+    (tmp_path / "docs").mkdir()
+    agendas = tmp_path / "docs" / "workshop.md"
+    shutil.copy(workshop.WORKSHOP, agendas)
+    before = agendas.read_text(encoding="utf-8")
+    monkeypatch.setattr(workshop, "WORKSHOP", agendas)
+    monkeypatch.setattr(workshop, "ROOT", tmp_path)
+    monkeypatch.setattr(workshop, "rewrite", lambda text: text + "a newer agenda\n")
+    SimulatedDisk(monkeypatch, tmp_path / "docs", free=100)
+    with pytest.raises(OSError, match="is full"):
+        workshop.main([])
+    assert agendas.read_text(encoding="utf-8") == before
+    assert [p.name for p in agendas.parent.iterdir()] == ["workshop.md"]

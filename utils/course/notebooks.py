@@ -20,9 +20,16 @@ JSON, and the kernelspec JupyterLab sets), so opening a notebook and letting Jup
 autosave it changes no byte. Each exercise-notebook cell's id ends in a digest of the source
 the build wrote (``exercise-1a2b3c4d`` for a cell holding a stub, ``cell-...`` for the rest):
 a cell whose source no longer matches its id was edited by a learner, and a cell without such
-an id was added by one. ``build`` refuses to overwrite those answers unless given
-``--overwrite-answers``, and then keeps a copy of the learner's notebook next to it
-(``NN_topic.ipynb.<time>.bak``).
+an id was added by one. That is read from the notebook alone, so committing the answers to git
+changes nothing. ``build`` refuses to overwrite those answers unless given ``--overwrite-answers``,
+and then keeps the learner's notebook next to it as ``NN_topic.answers-<time>.ipynb`` (which git
+ignores); a notebook the build wrote and nobody typed into, from this build or an older one, is
+simply rewritten.
+
+Every file these modules write (a notebook, a kept run, an archive) is written to a temporary name in
+its folder and renamed when whole (:func:`write_atomically`), and a folder of notebooks is written
+whole or not at all (:func:`write_folder`): a full disk, an unwritable folder or Ctrl-C leaves no cut
+file, and :class:`CannotWrite` says what happened in one sentence.
 
 ``python -m utils.course.notebooks check`` exits 1 when ``notebooks/`` is out of date with
 ``solutions/`` (a learner's answers in an exercise notebook do not count), and
@@ -34,17 +41,19 @@ too, for the wall time and the kernel's own peak memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import errno
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -61,10 +70,141 @@ KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "nam
 # The ids the build gives exercise-notebook cells: the kind, then a digest of the source.
 BUILT_ID = re.compile(r"(cell|exercise)-([0-9a-f]{8})(-\d+)?")
 OVERWRITE_FLAG = "--overwrite-answers"
+# The copy of a learner's notebook that ``build --overwrite-answers`` keeps next to it.
+KEPT_ANSWERS = re.compile(r".+\.answers-\d{8}-\d{6}(-\d+)?\.ipynb")
 
 
 class NotebookError(ValueError):
     pass
+
+
+# ---------------------------------------------------------------------------------------
+# Writing files whole or not at all
+
+
+class CannotWrite(OSError):
+    """A write that failed and left nothing half-written; ``str()`` is one sentence that names the folder
+    (and, for a full disk, how much space the write needs); ``errno`` and ``strerror`` are the failure's."""
+
+    def __init__(self, error: OSError, folder: Path, what: str = "the file", needed: int | None = None):
+        self.full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        if self.full:
+            need = f": {what} {'need' if what.endswith('s') else 'needs'} {_mb(needed)}" if needed else ""
+            free = _free_bytes(folder)
+            if needed and free is not None and free < needed:
+                need += f" and it has {_mb(free)} free"
+            sentence = f"the disk holding {shown(folder)} is full{need}; nothing was left half-written"
+        else:
+            sentence = f"cannot write into {shown(folder)}: {error.strerror or error}"
+        super().__init__(error.errno, error.strerror or str(error))
+        self.sentence = sentence
+
+    def __str__(self) -> str:
+        return self.sentence
+
+    def advice(self, option: str | None = "--out") -> str:
+        """The sentence with what to do, for a command whose ``option`` names the folder (None: a command
+        that writes where it must)."""
+        if option is None:
+            return f"{self.sentence}: free some space and run it again" if self.full else self.sentence
+        if self.full:
+            return f"{self.sentence}: free some space, or pass {option} a folder on another disk"
+        return f"{self.sentence}; pass {option} a folder you can write to"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} KB"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    for where in (Path(folder), *Path(folder).parents):
+        try:
+            return shutil.disk_usage(where).free
+        except OSError:
+            continue
+    return None
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+def _default_mode(kind: int = 0o666) -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return kind & ~mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, what: str = "the file", needed: int | None = None) -> Iterator:
+    """A binary file to write ``path`` through: it is a temporary file in the same folder, renamed to
+    ``path`` once the block ends without error and removed otherwise (Ctrl-C included), so ``path`` is
+    either its old self or whole. An OSError becomes :class:`CannotWrite` (``what`` and ``needed``, the
+    size in bytes, go into its sentence). The file keeps the mode of the one it replaces."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        mode = path.stat().st_mode & 0o7777 if path.is_file() else _default_mode()
+        with open(temporary, "xb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException as error:
+        _remove(temporary)
+        if isinstance(error, OSError) and not isinstance(error, CannotWrite):
+            raise CannotWrite(error, path.parent, what, needed) from None
+        raise
+
+
+def write_atomically(path: Path, content: str | bytes, what: str | None = None) -> None:
+    """Write ``content`` (text as UTF-8) to ``path`` whole or not at all (see :func:`atomic_file`)."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    with atomic_file(path, what or Path(path).name, len(data)) as file:
+        file.write(data)
+
+
+def write_folder(out: Path, files: dict[str, str | bytes], what: str = "the notebooks") -> list[Path]:
+    """Write ``files`` ({name: content}) into the folder ``out`` whole or not at all; returns their paths.
+
+    They are written into a temporary folder first: when ``out`` does not exist yet, one next to it that
+    is then renamed ``out``; else one inside it, whose files then replace their namesakes in ``out``
+    (files of ``out`` the build did not write are left alone). A failure or Ctrl-C while writing removes
+    the temporary folder and leaves ``out`` as it was; an OSError becomes :class:`CannotWrite`."""
+    out = Path(out)
+    needed = sum(len(c.encode("utf-8") if isinstance(c, str) else c) for c in files.values())
+    fresh = not out.exists()
+    if not fresh and not out.is_dir():
+        raise NotebookError(f"--out {shown(out)} is a file, not a folder")
+    staging = None
+    try:
+        if fresh:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        staging = (out.parent if fresh else out) / f".{out.name}.{secrets.token_hex(4)}.part"
+        staging.mkdir()
+        for name, content in files.items():
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            with open(staging / name, "xb") as file:
+                file.write(data)
+        if fresh:
+            os.chmod(staging, _default_mode(0o777))
+            os.rename(staging, out)
+        else:
+            for name in files:
+                os.replace(staging / name, out / name)
+            staging.rmdir()
+    except BaseException as error:
+        if staging is not None:
+            _remove(staging)
+        if isinstance(error, OSError):
+            raise CannotWrite(error, out, what, needed) from None
+        raise
+    return [out / name for name in files]
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
@@ -259,17 +399,20 @@ def build(overwrite_answers: bool = False) -> tuple[list[str], list[str]]:
     """Write every exercise notebook that differs from its solutions notebook's build.
 
     Returns (what was done, what was refused): a notebook holding a learner's work (answers,
-    edits, added cells, or a file that is no longer a notebook; a file git shows unchanged since
-    its commit holds none) is left alone unless
-    ``overwrite_answers``, and then copied to ``NN_topic.ipynb.<time>.bak`` first.
+    edits, added cells, or a file that is no longer a notebook), committed to git or not, is left
+    alone unless ``overwrite_answers``, and then copied to ``NN_topic.answers-<time>.ipynb`` first.
+    A notebook the build wrote, now or in an older version, that nobody typed into is rewritten.
     """
-    NOTEBOOKS.mkdir(exist_ok=True)
+    try:
+        NOTEBOOKS.mkdir(exist_ok=True)
+    except OSError as error:
+        raise CannotWrite(error, NOTEBOOKS) from None
     done, refused = [], []
     for path, text in expected().items():
         current = _read_text(path) if path.exists() else None
         if current == text:
             continue
-        if path.exists() and not _unchanged_in_git(path):  # a committed, unchanged file holds no one's answers
+        if path.exists():
             try:
                 work = describe_work(learners_work(read_notebook(path)))
             except NotebookError as error:
@@ -282,49 +425,57 @@ def build(overwrite_answers: bool = False) -> tuple[list[str], list[str]]:
                         f"python -m utils.course.notebooks build {OVERWRITE_FLAG}"
                     )
                     continue
-                backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
-                shutil.copy2(path, backup)
+                backup = kept_answers_path(path)
+                write_atomically(backup, path.read_bytes(), "the copy of the learner's notebook")
+                shutil.copystat(path, backup)
                 done.append(f"kept the learner's work ({work}) from {shown(path)} in {shown(backup)}")
-        path.write_text(text, encoding="utf-8")
+        write_atomically(path, text)
         done.append(f"wrote {shown(path)}")
     return done, refused
 
 
+def kept_answers_path(path: Path) -> Path:
+    """Where ``build --overwrite-answers`` keeps a learner's ``NN_topic.ipynb``: next to it, as
+    ``NN_topic.answers-<time>.ipynb`` (a notebook JupyterLab opens; git ignores it), never over another."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidates = (f"{path.stem}.answers-{stamp}{'' if n == 1 else f'-{n}'}.ipynb" for n in range(1, 1000))
+    return next(path.with_name(name) for name in candidates if not path.with_name(name).exists())
+
+
+def workshop_notebooks(
+    first_cell: Callable[[str, str], str] | None = None, solutions: Path | None = None
+) -> dict[str, str]:
+    """{file name: text} of every lesson's exercise notebook without its solution cells, built from the
+    notebooks in ``solutions`` (default: the course's solutions/). ``first_cell``, when given, rewrites the
+    source of each notebook's first code cell, ``first_cell(notebook's name, source)`` (a workshop's
+    stamped setup cell)."""
+    out = {}
+    for path in sorted(Path(solutions or SOLUTIONS).glob("*.ipynb")):
+        notebook = build_notebook(read_notebook(path), path.name, solutions=False)
+        if first_cell is not None:
+            first = next(c for c in notebook.cells if c.cell_type == "code")
+            first.source = first_cell(path.name, first.source)
+        out[path.name] = render(notebook)
+    return out
+
+
 def build_without_solutions(out: Path, first_cell: Callable[[str, str], str] | None = None) -> list[str]:
     """Write every lesson's exercise notebook without its solution cells into ``out`` (a folder of its
-    own: the course's notebooks/ keeps the solutions); returns what was written. ``first_cell``, when
-    given, rewrites the source of each notebook's first code cell, ``first_cell(notebook's name, source)``
-    (a workshop's stamped setup cell)."""
+    own: the course's notebooks/ keeps the solutions), all of them or, on a failure, none; returns what
+    was written. ``first_cell`` is as for :func:`workshop_notebooks`."""
     out = Path(out)
     if out.resolve() in (NOTEBOOKS.resolve(), SOLUTIONS.resolve()):
         raise NotebookError(f"--no-solutions writes into a folder of its own, not {shown(out)}: pass --out another one")
     if out.exists() and not out.is_dir():
         raise NotebookError(f"--out {shown(out)} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    done = []
-    for path in sorted(SOLUTIONS.glob("*.ipynb")):
-        target = out / path.name
-        notebook = build_notebook(read_notebook(path), path.name, solutions=False)
-        if first_cell is not None:
-            first = next(c for c in notebook.cells if c.cell_type == "code")
-            first.source = first_cell(path.name, first.source)
-        target.write_text(render(notebook), encoding="utf-8")
-        done.append(f"wrote {shown(target)}")
-    return done
+    written = write_folder(out, workshop_notebooks(first_cell))
+    return [f"wrote {shown(path)}" for path in written]
 
 
-def _unchanged_in_git(path: Path) -> bool:
-    """Is ``path`` tracked and identical to its committed version? False where git cannot say."""
-    try:
-        result = subprocess.run(
-            ["git", "status", "--porcelain", "--", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30
-        )
-        tracked = subprocess.run(
-            ["git", "ls-files", "--error-unmatch", "--", str(path)], cwd=ROOT, capture_output=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return result.returncode == 0 and result.stdout.strip() == "" and tracked.returncode == 0
+def _untouched(nb: nbformat.NotebookNode) -> bool:
+    """Is ``nb`` as a build wrote it, as far as a learner goes: no work typed in, no cell run?"""
+    ran = any(c.get("outputs") or c.get("execution_count") is not None for c in nb.cells if c.cell_type == "code")
+    return not ran and not describe_work(learners_work(nb))
 
 
 def check() -> tuple[list[str], list[str]]:
@@ -334,7 +485,8 @@ def check() -> tuple[list[str], list[str]]:
     ``solutions/``. An exercise notebook a learner has worked in differs too: when its cells are
     the ones this build writes (the same ids, in order, with the learner's own cells between
     them), it is up to date and the learner's work is listed as a note, not as a problem. A
-    notebook that git shows unchanged since its commit is compared byte for byte.
+    notebook nobody typed into or ran is compared byte for byte. Whether git holds the notebook
+    makes no difference. The copies ``build --overwrite-answers`` keeps are neither.
     """
     problems, notes = [], []
     want = expected_notebooks()
@@ -351,12 +503,19 @@ def check() -> tuple[list[str], list[str]]:
             problems.append(str(error))
             continue
         built = _built_ids(have)
-        if not _unchanged_in_git(path) and built and _is_subsequence(built, _built_ids(nb)):
-            work = describe_work(learners_work(have)) or "outputs only"
+        work = describe_work(learners_work(have))
+        if not _untouched(have) and built and _is_subsequence(built, _built_ids(nb)):
+            work = work or "outputs only"
             notes.append(f"{shown(path)} holds a learner's work ({work}); compared only the cells the build writes")
+        elif work:
+            problems.append(
+                f"{shown(path)} is out of date with solutions/{path.name} and holds a learner's work ({work}), which "
+                f"build leaves alone; to rebuild it, keeping the learner's notebook next to it, run: "
+                f"python -m utils.course.notebooks build {OVERWRITE_FLAG}"
+            )
         else:
             problems.append(f"{shown(path)} is out of date with solutions/{path.name}")
-    extra = set(NOTEBOOKS.glob("*.ipynb")) - set(want)
+    extra = {p for p in NOTEBOOKS.glob("*.ipynb") if not KEPT_ANSWERS.fullmatch(p.name)} - set(want)
     problems += [f"{shown(p)} has no source in solutions/" for p in sorted(extra)]
     return problems, notes
 
@@ -375,6 +534,11 @@ FIX_STALE = (
     f"run: python -m utils.course.notebooks build (it leaves a notebook holding a learner's answers alone "
     f"unless given {OVERWRITE_FLAG}, and then keeps a copy)"
 )
+
+
+def _fixed_by_build(problem: str) -> bool:
+    """Does plain ``build`` fix this problem of :func:`check`'s (not one that says what to run itself)?"""
+    return OVERWRITE_FLAG not in problem
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in IPython's error lines
@@ -484,11 +648,14 @@ def _execute_once(
         if save:
             client.set_widgets_metadata()
     if save and error is None:
-        path.write_text(render(nb), encoding="utf-8")
+        write_atomically(path, render(nb))
     if keep is not None and not env and not prelude:
         nb.metadata[KEPT_RUN] = {"fingerprint": fingerprint(path), "error": error}
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        (Path(keep) / path.name).write_text(render(nb), encoding="utf-8")
+        try:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+        except OSError as failed:
+            raise CannotWrite(failed, Path(keep)) from None
+        write_atomically(Path(keep) / path.name, render(nb), "the kept run")
     return {
         "notebook": path.name,
         "seconds": round(seconds, 1),
@@ -526,7 +693,10 @@ def kept_run(path: Path, folder: Path) -> nbformat.NotebookNode | None:
     kept = Path(folder) / Path(path).name
     if not kept.exists():
         return None
-    nb = nbformat.reads(kept.read_text(encoding="utf-8"), as_version=4)
+    try:
+        nb = read_notebook(kept)
+    except NotebookError:  # cut off (by a full disk, say): no run to reuse
+        return None
     stamp = nb.metadata.get(KEPT_RUN, {})
     return nb if stamp.get("fingerprint") == fingerprint(path) else None
 
@@ -553,6 +723,9 @@ def main(argv=None) -> int:
         return _command(args)
     except NotebookError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except CannotWrite as error:
+        print(f"error: {error.advice('--out' if args.out is not None else None)}", file=sys.stderr)
         return 1
 
 
@@ -591,7 +764,7 @@ def _command(args) -> int:
         print(line)
     for line in problems:
         print(line)
-    if problems:
+    if any(_fixed_by_build(p) for p in problems):
         print(FIX_STALE)
     return 1 if problems else 0
 

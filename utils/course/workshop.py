@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.course.notebooks import read_notebook
+from utils.course.notebooks import read_notebook, write_atomically
 from utils.course.records import recorded_notebooks
 from utils.course.start_page import Lesson, lessons
 from utils.paths import ROOT, SOLUTIONS
@@ -212,7 +212,7 @@ def rewrite(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    WORKSHOP.write_text(rewrite(WORKSHOP.read_text(encoding="utf-8")), encoding="utf-8")
+    write_atomically(WORKSHOP, rewrite(WORKSHOP.read_text(encoding="utf-8")))  # whole, or left as it was
     print(f"wrote the agendas in {WORKSHOP.relative_to(ROOT)}")
     return 0
 
