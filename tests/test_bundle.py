@@ -3,9 +3,13 @@ from it: one reproducible archive with its checksum; the cell fetches it once, c
 checksum, extracts it next to the notebook and puts it on sys.path; lesson 00 then runs on a
 simulated Colab runtime without replacing its torch."""
 
+import builtins
+import errno
 import hashlib
 import io
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -114,10 +118,13 @@ def test_a_learners_own_notebook_copy_is_left_out_without_stopping_the_bundle(tm
 # The workshop's notebooks: stamped with the bundle's address, without solutions
 
 
-def test_with_a_url_the_workshops_notebooks_are_the_exercises_without_solutions_stamped_with_it(built, tmp_path):
+def test_with_a_url_the_workshops_notebooks_are_the_exercises_without_solutions_stamped_with_it(
+    workshop_built, tmp_path
+):
     from utils.course.notebooks import build_without_solutions, read_notebook
 
-    archive, digest, _ = built
+    archive = workshop_built[0] / f"{WORKSHOP}.tar.gz"
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     url = f"https://example.org/course/{archive.name}"
     folder = bundler.write_workshop(archive, url, digest, tmp_path / "workshop")
     plain = tmp_path / "plain"
@@ -156,8 +163,8 @@ def test_a_stamped_first_cell_fetches_checks_and_extracts_the_bundle_on_a_fake_c
 
 def test_a_workshop_url_that_cannot_name_the_bundle_is_refused_before_anything_is_written(tmp_path, capsys):
     for url, why in [
-        ("https://example.org/course.tar.gz", "must end with the bundle's file name"),
-        (f"ftp://example.org/{NAME}.tar.gz", "neither a web address"),
+        ("https://example.org/course.tar.gz", f"must end with the workshop archive's file name, {NAME}-workshop"),
+        (f"ftp://example.org/{NAME}-workshop.tar.gz", "neither a web address"),
     ]:
         assert bundler.main(["--out", str(tmp_path), "--url", url]) == 1
         assert why in capsys.readouterr().err
@@ -167,6 +174,298 @@ def test_a_workshop_url_that_cannot_name_the_bundle_is_refused_before_anything_i
 def test_stamping_a_cell_that_lost_its_settings_says_so():
     with pytest.raises(bundler.BundleError, match='COURSE_SHA256 = ""'):
         bundler.stamp('COURSE_SOURCE = ""\n', "https://example.org/x.tar.gz", "ab")
+
+
+# The workshop's own archive: the course without its solutions
+
+
+WORKSHOP = f"{NAME}-workshop"
+WORKSHOP_URL = f"https://example.org/course/{WORKSHOP}.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def workshop_built(tmp_path_factory) -> tuple[Path, str]:
+    """What ``make bundle URL=...`` writes (into a temporary folder): the folder and the printout."""
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, "-m", "utils.course.bundle", "--out", str(out), "--url", WORKSHOP_URL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def test_with_a_url_both_archives_are_written_and_the_workshop_notebooks_fetch_the_one_without_solutions(
+    workshop_built,
+):
+    out, printed = workshop_built
+    assert {p.name for p in out.iterdir()} == {
+        f"{NAME}.tar.gz",
+        f"{NAME}.tar.gz.sha256",
+        WORKSHOP,
+        f"{WORKSHOP}.tar.gz",
+        f"{WORKSHOP}.tar.gz.sha256",
+    }
+    digest = hashlib.sha256((out / f"{WORKSHOP}.tar.gz").read_bytes()).hexdigest()
+    complete = hashlib.sha256((out / f"{NAME}.tar.gz").read_bytes()).hexdigest()
+    assert (out / f"{WORKSHOP}.tar.gz.sha256").read_text() == f"{digest}  {WORKSHOP}.tar.gz\n"
+    assert digest in printed and complete in printed
+    for notebook in (out / WORKSHOP).glob("*.ipynb"):
+        first = next(c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code")
+        assert first.source == bundler.stamp(ns.SETUP_CELL, WORKSHOP_URL, digest), notebook.name
+    readme = (out / WORKSHOP / "README.md").read_text()
+    assert WORKSHOP_URL in readme and digest in readme and complete not in readme
+    assert "without solutions" in readme
+
+
+def test_the_workshop_archive_is_the_course_without_solutions_under_the_same_top_folder(built, workshop_built):
+    from utils.course.notebooks import workshop_notebooks
+
+    out, _ = workshop_built
+    workshop, complete = members(out / f"{WORKSHOP}.tar.gz"), members(built[0])
+    assert {name.split("/")[0] for name in workshop} == {NAME}, "the setup cell takes the top folder's name"
+    withheld = [n for n in complete if n.startswith((f"{NAME}/solutions/", f"{NAME}/docs/facilitator/"))]
+    assert withheld and not set(withheld) & set(workshop)
+    exercises = {f"{NAME}/notebooks/{name}": text.encode() for name, text in workshop_notebooks().items()}
+    assert sorted(workshop) == sorted(set(complete) - set(withheld))
+    for name, content in workshop.items():
+        assert content == exercises.get(name, complete[name]), name
+    notebooks = [name for name in workshop if name.endswith(".ipynb")]
+    assert sorted(notebooks) == sorted(exercises)
+    for name in notebooks:
+        cells = nbformat.reads(workshop[name].decode(), as_version=4).cells
+        assert not any("<summary>Solution" in c.source or "### BEGIN SOLUTION" in c.source for c in cells), name
+
+
+def test_the_workshop_archive_is_reproducible(workshop_built, tmp_path):
+    again = bundler.write_workshop_bundle(tmp_path)
+    assert again.read_bytes() == (workshop_built[0] / f"{WORKSHOP}.tar.gz").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def extracted_workshop(workshop_built, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("content")
+    with tarfile.open(workshop_built[0] / f"{WORKSHOP}.tar.gz") as tar:
+        tar.extractall(folder, filter="data")
+    return folder / NAME
+
+
+def lesson_imports() -> list[str]:
+    """The modules of ``utils`` that the lessons' code cells import."""
+    found = set()
+    for path in SOLUTIONS.glob("*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                found |= set(re.findall(r"^\s*(?:from|import) (utils[\w.]*)", cell.source, re.MULTILINE))
+    return sorted(found)
+
+
+def test_no_module_a_lesson_imports_reads_the_solutions(extracted_workshop):
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {lesson_imports()!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps({n: getattr(m, '__file__', None) for n, m in sys.modules.items() if n.startswith('utils')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=extracted_workshop.parent,
+        env={**os.environ, "PYTHONPATH": str(extracted_workshop)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert len(loaded) > 20
+    for name, file in loaded.items():
+        assert file is None or Path(file).is_relative_to(extracted_workshop), (name, file)
+        source = Path(file).read_text() if file else ""
+        uses = [line for line in source.splitlines() if "SOLUTIONS" in line or '"solutions"' in line]
+        assert name == "utils.paths" or uses == [], f"{name} reads the solutions: {uses}"
+
+
+@pytest.mark.slow
+def test_lesson_00_runs_from_the_extracted_workshop_archive(extracted_workshop, tmp_path):
+    from utils.course import notebooks as nbs
+
+    lesson = nbformat.read(SOLUTIONS / "00_orientation.ipynb", as_version=4)
+    lesson.cells.append(
+        nbformat.v4.new_code_cell(
+            "import pathlib, utils\n"
+            f"assert pathlib.Path(utils.__file__).is_relative_to({str(extracted_workshop)!r}), utils.__file__\n"
+            f"assert not pathlib.Path({str(extracted_workshop)!r}, 'solutions').exists()"
+        )
+    )
+    (tmp_path / "content").mkdir()
+    nbformat.write(lesson, tmp_path / "content" / "00_orientation.ipynb")
+    result = nbs.execute(tmp_path / "content" / "00_orientation.ipynb", env={"PYTHONPATH": str(extracted_workshop)})
+    assert result["error"] is None, result
+
+
+def test_a_url_with_a_scheme_in_capitals_is_accepted():
+    for url in (f"HTTPS://example.org/{WORKSHOP}.tar.gz", f"Http://example.org/{WORKSHOP}.tar.gz"):
+        bundler.check_source(url, f"{WORKSHOP}.tar.gz")
+
+
+def test_a_workshop_url_naming_the_complete_archive_is_refused_before_anything_is_written(tmp_path, capsys):
+    url = f"https://example.org/course/{NAME}.tar.gz"
+    assert bundler.main(["--out", str(tmp_path), "--url", url]) == 1
+    assert capsys.readouterr().err == (
+        f"bundle: --url {url!r} must end with the workshop archive's file name, {WORKSHOP}.tar.gz: the workshop's "
+        f"notebooks fetch the course without its solutions, and {NAME}.tar.gz is the complete one, for "
+        "self-learners\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_workshop_notebooks_are_stamped_only_for_the_archive_without_solutions(built, tmp_path):
+    archive, digest, _ = built
+    with pytest.raises(bundler.BundleError, match="without solutions"):
+        bundler.write_workshop(archive, f"https://example.org/{archive.name}", digest, tmp_path / "workshop")
+    assert list(tmp_path.iterdir()) == []
+
+
+# A full disk, an unwritable folder, Ctrl-C: one sentence, nothing half-written
+
+
+class SimulatedDisk:
+    """Writes under ``folder`` fail as on a full disk (once ``free`` bytes are written: part of the last
+    write lands, then ENOSPC) or in a folder the user may not write to (EACCES); ``interrupt(path)``
+    says which file's opening a Ctrl-C stops. ``open`` and ``os.mkdir`` are patched, so it behaves the
+    same on any machine and for root, whom file modes do not stop."""
+
+    def __init__(self, monkeypatch, folder, *, free=None, writable=True, interrupt=None):
+        self.folder, self.free = Path(folder).resolve(), free
+        real_open, real_mkdir = builtins.open, os.mkdir
+
+        def inside(path) -> bool:
+            if isinstance(path, int):
+                return False
+            where = Path(os.fsdecode(path)).resolve()
+            return where != self.folder and self.folder in where.parents
+
+        def fake_open(file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wxa+") and inside(file):
+                if not writable:
+                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(file))
+                if interrupt is not None and interrupt(Path(os.fsdecode(file))):
+                    raise KeyboardInterrupt
+                return Budgeted(real_open(file, mode, *args, **kwargs), self)
+            return real_open(file, mode, *args, **kwargs)
+
+        def fake_mkdir(path, *args, **kwargs):
+            if not writable and inside(path):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        monkeypatch.setattr(io, "open", fake_open)
+        monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+
+class Budgeted:
+    def __init__(self, file, disk):
+        self._file, self._disk = file, disk
+
+    def write(self, data):
+        if self._disk.free is not None and len(data) > self._disk.free:
+            self._file.write(data[: self._disk.free])
+            self._file.flush()
+            self._disk.free = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if self._disk.free is not None:
+            self._disk.free -= len(data)
+        return self._file.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def test_a_bundle_on_a_full_disk_leaves_nothing_and_says_how_much_it_needs(built, tmp_path, monkeypatch, capsys):
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    SimulatedDisk(monkeypatch, dist, free=5_000_000)
+    usage = shutil.disk_usage(tmp_path)._replace(free=5_000_000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
+    assert bundler.main(["--out", str(dist)]) == 1
+    size = built[0].stat().st_size / 1e6
+    assert capsys.readouterr().err == (
+        f"bundle: the disk holding {dist} is full: the archive needs {size:.1f} MB and it has 5.0 MB free; "
+        "nothing was left half-written: free some space, or pass --out a folder on another disk\n"
+    )
+    assert list(dist.iterdir()) == []
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_bundle_into_a_folder_it_may_not_write_is_refused_in_one_sentence(tmp_path, monkeypatch, capsys, exists):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    out = folder if exists else folder / "sub"
+    SimulatedDisk(monkeypatch, folder, writable=False)
+    assert bundler.main(["--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == f"bundle: cannot write the archive into {out}: Permission denied; pass --out a folder you can write to\n"
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_a_bundle_into_a_file_says_it_is_a_file(tmp_path, capsys):
+    (tmp_path / "README.md").write_text("notes\n")
+    assert bundler.main(["--out", str(tmp_path / "README.md")]) == 1
+    assert capsys.readouterr().err == (
+        f"bundle: --out {tmp_path / 'README.md'} is a file, not a folder; pass --out a folder you can write to\n"
+    )
+
+
+@pytest.mark.parametrize("before", ["nothing", "a complete workshop folder"])
+def test_ctrl_c_while_the_workshop_notebooks_are_written_leaves_the_folder_whole_or_absent(
+    workshop_built, tmp_path, monkeypatch, capsys, before
+):
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    if before != "nothing":
+        shutil.copytree(workshop_built[0] / WORKSHOP, dist / WORKSHOP)
+    old = {p.name: p.read_bytes() for p in (dist / WORKSHOP).iterdir()} if before != "nothing" else None
+    notebooks = []
+
+    def fourth_notebook(path: Path) -> bool:
+        notebooks.extend([path.name] if path.suffix == ".ipynb" else [])
+        return len(notebooks) == 4
+
+    SimulatedDisk(monkeypatch, dist, interrupt=fourth_notebook)
+    try:
+        status = bundler.main(["--out", str(dist), "--url", WORKSHOP_URL])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended in a traceback")
+    assert status == 130 and len(notebooks) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("bundle: interrupted") and err.count("\n") == 1, err
+    left = sorted(p.name for p in dist.iterdir())
+    assert set(left) <= {
+        f"{NAME}.tar.gz",
+        f"{NAME}.tar.gz.sha256",
+        f"{WORKSHOP}.tar.gz",
+        f"{WORKSHOP}.tar.gz.sha256",
+        WORKSHOP,
+    }
+    if before == "nothing":
+        assert WORKSHOP not in left
+    else:
+        assert {p.name: p.read_bytes() for p in (dist / WORKSHOP).iterdir()} == old
 
 
 # The setup cell's fetch, on a fake Colab

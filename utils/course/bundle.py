@@ -6,10 +6,21 @@ and mtimes fixed and the gzip header carries no time, so the same tree gives the
 sha256, which is printed and written next to the archive (``<archive>.sha256``, in the
 format ``sha256sum -c`` reads). See docs/teaching-on-colab.md.
 
-With ``--url`` (``make bundle URL=...``) it also writes the workshop's notebooks,
-``dist/handson-mechinterp-<version>-workshop/``: every lesson's exercise notebook without its
-solution cells, with the bundle's address and checksum already typed into its first cell, so that
-learners open a notebook and press *Run*.
+With ``--url`` (``make bundle URL=...``) it also writes what a workshop hands out:
+
+* ``dist/handson-mechinterp-<version>-workshop.tar.gz`` (and its ``.sha256``): the same course
+  without its solutions (``WITHHELD``: ``solutions/`` and the facilitator guide's model answers;
+  ``notebooks/`` built without solution cells), under the same top folder
+  ``handson-mechinterp-<version>/``, which is the name the setup cell extracts. Nothing a lesson runs
+  reads ``solutions/``. The URL is where learners will fetch this archive, so it must end with its name;
+  the complete archive stays for self-learners.
+* ``dist/handson-mechinterp-<version>-workshop/``: every lesson's exercise notebook without its
+  solution cells, with the workshop archive's address and checksum already typed into its first cell,
+  so that learners open a notebook and press *Run*.
+
+Every file is written to a temporary name and renamed when whole, and the workshop folder is written
+whole or not at all: a full disk, an unwritable folder or Ctrl-C leaves nothing half-written and ends
+in one sentence.
 """
 
 from __future__ import annotations
@@ -17,6 +28,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import io
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +39,9 @@ from pathlib import Path
 from utils.paths import DIST, ROOT, shown
 
 CONTENTS = ("utils", "notebooks", "solutions", "data", "docs", "constraints.txt", "pyproject.toml", "README.md")
+# What the workshop's archive leaves out: the solutions, and the model answers of the facilitator guide.
+WITHHELD = ("solutions/", "docs/facilitator/")
+WORKSHOP_SUFFIX = "-workshop"
 
 
 class BundleError(RuntimeError):
@@ -62,30 +78,74 @@ def bundle_name(root: Path = ROOT) -> str:
     return f"{fields['name']}-{fields['version']}"
 
 
+def workshop_archive_name(root: Path = ROOT) -> str:
+    """``handson-mechinterp-<version>-workshop.tar.gz``, the archive the workshop's notebooks fetch."""
+    return f"{bundle_name(root)}{WORKSHOP_SUFFIX}.tar.gz"
+
+
+def archive_bytes(top: str, entries: list[tuple[str, Path | bytes]]) -> bytes:
+    """A reproducible .tar.gz of ``entries`` ((path inside ``top``/, a file or its bytes), in the order
+    given): no times, owners or names of owners; a file keeps only whether it is executable."""
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for rel, content in entries:
+            info = tarfile.TarInfo(f"{top}/{rel}")
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if isinstance(content, Path):
+                status = content.stat()
+                info.size = status.st_size
+                info.mode = 0o755 if status.st_mode & 0o111 else 0o644
+                with content.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                info.size, info.mode = len(content), 0o644
+                tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _write_archive(out_dir: Path, file_name: str, data: bytes) -> Path:
+    """Write an archive and its ``.sha256`` into ``out_dir``, each whole or not at all; returns its path.
+    The old checksum goes first, so that an interrupted run never leaves one that names other bytes."""
+    from utils.course.notebooks import write_atomically
+
+    archive = out_dir / file_name
+    checksum = archive.with_name(archive.name + ".sha256")
+    checksum.unlink(missing_ok=True)
+    write_atomically(archive, data, "the archive")
+    write_atomically(checksum, f"{hashlib.sha256(data).hexdigest()}  {archive.name}\n", "its checksum")
+    return archive
+
+
 def write_bundle(out_dir: Path = DIST, root: Path = ROOT) -> Path:
     """Write the archive and its ``.sha256`` into ``out_dir``; returns the archive's path."""
     name = bundle_name(root)
     files = bundled_files(root)
+    data = archive_bytes(name, [(rel, root / rel) for rel in files])
     out_dir.mkdir(parents=True, exist_ok=True)
-    archive = out_dir / f"{name}.tar.gz"
-    partial = archive.with_name(archive.name + ".part")
-    with (
-        partial.open("wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for rel in files:
-            path = root / rel
-            info = tarfile.TarInfo(f"{name}/{rel}")
-            info.size = path.stat().st_size
-            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-            with path.open("rb") as f:
-                tar.addfile(info, f)
-    partial.replace(archive)
-    digest = sha256(archive)
-    archive.with_name(archive.name + ".sha256").write_text(f"{digest}  {archive.name}\n")
-    return archive
+    return _write_archive(out_dir, f"{name}.tar.gz", data)
+
+
+def workshop_entries(root: Path = ROOT) -> list[tuple[str, Path | bytes]]:
+    """What the workshop archive holds: the bundle's files less ``WITHHELD``, with every lesson's
+    exercise notebook built without its solution cells."""
+    from utils.course.notebooks import workshop_notebooks
+
+    exercises = {
+        f"notebooks/{n}": text.encode("utf-8") for n, text in workshop_notebooks(None, root / "solutions").items()
+    }
+    files = [rel for rel in bundled_files(root) if not rel.startswith(WITHHELD)]
+    return [(rel, exercises.get(rel, root / rel)) for rel in sorted(set(files) | set(exercises))]
+
+
+def write_workshop_bundle(out_dir: Path = DIST, root: Path = ROOT) -> Path:
+    """Write the workshop archive (the course without its solutions) and its ``.sha256`` into ``out_dir``;
+    returns its path. Its top folder is the complete archive's, ``handson-mechinterp-<version>/``."""
+    data = archive_bytes(bundle_name(root), workshop_entries(root))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _write_archive(out_dir, workshop_archive_name(root), data)
 
 
 def sha256(path: Path) -> str:
@@ -98,19 +158,26 @@ def sha256(path: Path) -> str:
 
 
 def check_source(source: str, archive_name: str) -> None:
-    """Refuse an address the setup cell could not fetch this bundle from: a URL or a Drive path must
-    end with the archive's file name (the cell saves and finds the file under that name)."""
-    kinds = ("https://", "http://", "file://", "/content/drive/")
-    if not source.startswith(kinds):
+    """Refuse an address the setup cell could not fetch this archive from: a URL (its scheme in any case)
+    or a Drive path must end with the archive's file name (the cell saves and finds the file under that
+    name)."""
+    if not (source.lower().startswith(("https://", "http://", "file://")) or source.startswith("/content/drive/")):
         raise BundleError(
             f"--url {source!r} is neither a web address (https://...) nor a path on Google Drive "
             "(/content/drive/MyDrive/...): give the address learners will fetch the bundle from"
         )
-    if source.split("?")[0].rsplit("/", 1)[-1] != archive_name:
+    if source.split("?")[0].rsplit("/", 1)[-1] == archive_name:
+        return
+    if archive_name.endswith(f"{WORKSHOP_SUFFIX}.tar.gz"):
+        complete = archive_name.replace(f"{WORKSHOP_SUFFIX}.tar.gz", ".tar.gz")
         raise BundleError(
-            f"--url {source!r} must end with the bundle's file name, {archive_name}: the first cell "
-            "saves the download under that name"
+            f"--url {source!r} must end with the workshop archive's file name, {archive_name}: the workshop's "
+            f"notebooks fetch the course without its solutions, and {complete} is the complete one, for self-learners"
         )
+    raise BundleError(
+        f"--url {source!r} must end with the archive's file name, {archive_name}: the first cell saves the "
+        "download under that name"
+    )
 
 
 def stamp(setup_cell: str, source: str, sha256: str) -> str:
@@ -126,41 +193,43 @@ def stamp(setup_cell: str, source: str, sha256: str) -> str:
 
 
 def write_workshop(archive: Path, source: str, digest: str, out: Path | None = None) -> Path:
-    """The workshop's notebooks for ``archive`` (whose sha256 is ``digest``) fetched from ``source``:
-    every exercise notebook without its solutions, its first cell stamped with ``source`` and
-    ``digest``, in ``<archive's folder>/<name>-workshop/`` (or ``out``). Returns the folder."""
+    """The workshop's notebooks for the workshop ``archive`` (whose sha256 is ``digest``) fetched from
+    ``source``: every exercise notebook without its solutions, its first cell stamped with ``source`` and
+    ``digest``, and a README, in ``<archive's folder>/<name>-workshop/`` (or ``out``), written whole or
+    not at all. Returns the folder."""
     from utils.course.notebook_setup import SETUP_CELL
-    from utils.course.notebooks import build_without_solutions
+    from utils.course.notebooks import workshop_notebooks, write_folder
 
+    if not archive.name.endswith(f"{WORKSHOP_SUFFIX}.tar.gz"):
+        raise BundleError(
+            f"the workshop's notebooks fetch the workshop archive, the course without solutions "
+            f"(…{WORKSHOP_SUFFIX}.tar.gz), not {archive.name}"
+        )
     name = archive.name.removesuffix(".tar.gz")
     check_source(source, archive.name)
-    out = out or archive.parent / f"{name}-workshop"
-    if out.exists():
-        for old in out.glob("*.ipynb"):
-            old.unlink()
+    out = out or archive.parent / name
 
     def stamped(notebook: str, cell: str) -> str:
         if cell != SETUP_CELL:
             raise BundleError(f"{notebook}'s first code cell is not the course's setup cell: rebuild the notebooks")
         return stamp(cell, source, digest)
 
-    build_without_solutions(out, first_cell=stamped)
-    lessons = sorted(p.name for p in out.glob("*.ipynb"))
-    (out / "README.md").write_text(
-        "\n".join(
-            [
-                f"# {name}: the workshop's notebooks",
-                "",
-                "Open a notebook in Colab (upload it, or open it from Drive) and run its first cell: it fetches",
-                f"the course from {source}, checks its sha256 ({digest}) and installs what Colab lacks.",
-                "These notebooks hold every exercise, check and hint; the solutions are handed out separately.",
-                "",
-                *[f"- {lesson}" for lesson in lessons],
-                "",
-            ]
-        ),
-        encoding="utf-8",
+    files: dict[str, str | bytes] = dict(workshop_notebooks(stamped))
+    files["README.md"] = "\n".join(
+        [
+            f"# {name.removesuffix(WORKSHOP_SUFFIX)}: the workshop's notebooks",
+            "",
+            "Open a notebook in Colab (upload it, or open it from Drive) and run its first cell: it fetches",
+            f"the course without solutions from {source},",
+            f"checks its sha256 ({digest}) and installs what Colab lacks.",
+            "These notebooks hold every exercise, check and hint; neither they nor that archive hold the solutions,",
+            "which are handed out separately.",
+            "",
+            *[f"- {lesson}" for lesson in sorted(files)],
+            "",
+        ]
     )
+    write_folder(out, files, "the workshop's notebooks")
     return out
 
 
@@ -169,35 +238,66 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DIST, help="folder for the archive (default: dist/)")
     parser.add_argument(
         "--url",
-        help="where learners will fetch the archive (a URL or a /content/drive/ path ending with its file name): "
-        "also write the workshop's notebooks, without solutions, this address and the checksum in their first cell",
+        help="where learners will fetch the workshop archive (a URL or a /content/drive/ path ending with its file "
+        "name, handson-mechinterp-<version>-workshop.tar.gz): also write that archive, the course without "
+        "solutions, and the workshop's notebooks, this address and the checksum in their first cell",
     )
     args = parser.parse_args(argv)
     try:
-        args.out.resolve().mkdir(parents=True, exist_ok=True)
+        return _bundle(args.out, args.url)
+    except KeyboardInterrupt:
+        print(
+            "bundle: interrupted: no file was left half-written, but the archives and the workshop's notebooks "
+            "may not match yet; run it again before handing anything out",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _bundle(out: Path, url: str | None) -> int:
+    from utils.course.notebooks import CannotWrite, NotebookError
+
+    if out.exists() and not out.is_dir():
+        print(
+            f"bundle: --out {shown(out)} is a file, not a folder; pass --out a folder you can write to", file=sys.stderr
+        )
+        return 1
+    try:
+        out.resolve().mkdir(parents=True, exist_ok=True)
+        probe = out.resolve() / f".write-test-{os.getpid()}"  # refused at once, not after building the archive
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
     except OSError as error:
         print(
-            f"bundle: cannot write the archive into {args.out}: {error.strerror or error}; pass --out a folder you "
+            f"bundle: cannot write the archive into {shown(out)}: {error.strerror or error}; pass --out a folder you "
             "can write to",
             file=sys.stderr,
         )
         return 1
     try:
-        if args.url:
-            check_source(args.url, f"{bundle_name()}.tar.gz")  # before the archive is written
-        archive = write_bundle(args.out.resolve())
+        if url:
+            check_source(url, workshop_archive_name())  # before anything is written
+        archive = write_bundle(out.resolve())
         digest = sha256(archive)
-        workshop = write_workshop(archive, args.url, digest) if args.url else None
-    except BundleError as error:
+        print(f"bundle: wrote {shown(archive)} ({archive.stat().st_size / 1e6:.1f} MB)")
+        print(f"sha256 {digest}  (also in {shown(archive)}.sha256)")
+        if not url:
+            return 0
+        ours = write_workshop_bundle(out.resolve())
+        ours_digest = sha256(ours)
+        print(f"workshop: wrote {shown(ours)} ({ours.stat().st_size / 1e6:.1f} MB), the course without solutions")
+        print(f"sha256 {ours_digest}  (also in {shown(ours)}.sha256)")
+        workshop = write_workshop(ours, url, ours_digest)
+    except (BundleError, NotebookError) as error:
         print(f"bundle: {error}", file=sys.stderr)
         return 1
-    size = archive.stat().st_size / 1e6
-    print(f"bundle: wrote {shown(archive)} ({size:.1f} MB)")
-    print(f"sha256 {digest}  (also in {shown(archive)}.sha256)")
-    if workshop:
-        count = len(list(workshop.glob("*.ipynb")))
-        print(f"workshop: wrote {count} notebooks without solutions into {shown(workshop)}/, each fetching {args.url}")
-        print("  put the archive at that address, then share that folder with learners (e.g. upload it to Drive)")
+    except CannotWrite as error:
+        print(f"bundle: {error.advice()}", file=sys.stderr)
+        return 1
+    count = len(list(workshop.glob("*.ipynb")))
+    print(f"workshop: wrote {count} notebooks without solutions into {shown(workshop)}/, each fetching {url}")
+    print(f"  put {ours.name} at that address, then share that folder with learners (e.g. upload it to Drive)")
     return 0
 
 
