@@ -1,9 +1,17 @@
 """The shared machinery behind every exercise check."""
 
+import numpy as np
 import pytest
 import torch
 
-from utils.checks.framework import CheckFailed, call, expect_close, expect_number, expect_tensor
+from utils.checks.framework import CheckFailed, as_number, call, expect_close, expect_number, expect_tensor
+from utils.checks.lesson00_orientation import check_mean_loss
+from utils.checks.lesson01_induction_heads import _attention_pattern as attention_pattern
+from utils.checks.lesson01_induction_heads import check_attention_pattern, check_previous_token_scores
+from utils.checks.lesson05_steering import check_steering_vector
+from utils.metrics.heads import previous_token_scores
+from utils.metrics.loss import per_token_loss
+from utils.metrics.steering import steering_vector
 
 
 def stub(x):
@@ -90,3 +98,71 @@ def test_an_expected_exception_gets_its_likely_cause():
         call(overrun, torch.zeros(3), explain={IndexError: "Use the argument."})
     with pytest.raises(CheckFailed, match=r"raised IndexError: [^.]*\.?$"):
         call(overrun, torch.zeros(3), explain={KeyError: "Use the argument."})
+
+
+def _scores(p):
+    return previous_token_scores(p)
+
+
+def _loss(logits, tokens):
+    return per_token_loss(logits, tokens).mean()
+
+
+@pytest.mark.parametrize(
+    "check, right",
+    [(check_previous_token_scores, _scores), (check_mean_loss, _loss), (check_steering_vector, steering_vector)],
+    ids=["tensor", "number", "vector"],
+)
+def test_a_tensor_on_the_meta_device_is_named_in_one_sentence(check, right):
+    def on_meta(*args):
+        return right(*args).to("meta")
+
+    with pytest.raises(CheckFailed, match="on the meta device, which holds no values") as e:
+        check(on_meta)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "check, right",
+    [
+        (check_previous_token_scores, _scores),
+        (check_attention_pattern, attention_pattern),
+        (check_mean_loss, _loss),
+        (check_steering_vector, steering_vector),
+    ],
+    ids=["tensor", "masked", "number", "vector"],
+)
+def test_a_right_answer_on_the_gpu_passes_a_check_that_gave_cpu_tensors(check, right, capsys):
+    def on_gpu(*args):
+        return right(*args).cuda()
+
+    check(on_gpu)
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", [np.float32, np.float64, np.array])
+def test_a_numpy_number_is_a_number(kind, capsys):
+    def as_numpy(logits, tokens):
+        return kind(_loss(logits, tokens).item())
+
+    check_mean_loss(as_numpy)
+    assert "✓" in capsys.readouterr().out
+    assert expect_number(kind(2.5), 2.5, "f", "x", 1e-6) == 2.5 and as_number(kind(2.5)) == 2.5
+    with pytest.raises(CheckFailed, match="should return a number"):
+        expect_number(np.array([2.5, 1.0]), 2.5, "f", "x", 1e-6)
+
+
+def test_a_sparse_tensor_is_compared_as_the_dense_one_and_a_nested_one_is_named(capsys):
+    def sparse(p):
+        return _scores(p).to_sparse()
+
+    check_previous_token_scores(sparse)
+    assert "✓" in capsys.readouterr().out
+
+    def nested(p):
+        return torch.nested.nested_tensor([_scores(p)], layout=torch.jagged)
+
+    with pytest.raises(CheckFailed, match="nested tensor") as e:
+        check_previous_token_scores(nested)
+    assert "\n" not in str(e.value)

@@ -4,7 +4,8 @@ A check runs the learner's function on fresh inputs, compares it with a referenc
 prints one success line. Problems raise ``CheckFailed``, which Jupyter shows as a single
 red message instead of a traceback. ``call`` turns a stub, an exception or an in-place edit
 into a sentence; ``expect_tensor`` names the dimension that is off; ``expect_close`` and
-``expect_number`` compare with the reference and recognise known wrong answers;
+``expect_number`` compare with the reference and recognise known wrong answers (a tensor returned on
+a GPU, as a sparse tensor, or a NumPy number is compared as the same values on the CPU);
 ``call_own_generator`` calls a function that takes a seed and says so if it used a global
 random generator instead of its own; ``call_seeded`` runs one under a fixed global seed.
 """
@@ -12,6 +13,7 @@ random generator instead of its own; ``call_seeded`` runs one under a fixed glob
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -63,15 +65,57 @@ def call(
         raise CheckFailed(
             f"`{name}` raised {type(e).__name__}: {_first_line(e)}" + (f" {why}" if why else "")
         ) from None
-    if in_place_ok:
-        return out
-    after = [a for a in args if isinstance(a, torch.Tensor)]
-    for k, (before, now) in enumerate(zip(snapshot, after)):
-        if before.shape != now.shape or not torch.equal(before, now):
-            raise CheckFailed(
-                f"`{name}` changed its input tensor (argument {k + 1}) in place. "
-                f"Work on a copy, or use out-of-place operations (x = x * 2, not x *= 2)."
-            )
+    if not in_place_ok:
+        after = [a for a in args if isinstance(a, torch.Tensor)]
+        for k, (before, now) in enumerate(zip(snapshot, after)):
+            if before.shape != now.shape or not torch.equal(before, now):
+                raise CheckFailed(
+                    f"`{name}` changed its input tensor (argument {k + 1}) in place. "
+                    f"Work on a copy, or use out-of-place operations (x = x * 2, not x *= 2)."
+                )
+    given = _devices([*args, *kwargs.values()])
+    if isinstance(out, torch.Tensor):
+        return comparable(out, name, given)
+    if type(out) in (tuple, list):  # several results: each as the check compares it
+        return type(out)(comparable(o, name, given) if isinstance(o, torch.Tensor) else o for o in out)
+    return out
+
+
+def _devices(values: Sequence[Any]) -> set[torch.device]:
+    """The devices of what a check gives the learner's function: its tensors (also in a list or tuple),
+    and the device of a model's weights."""
+    found: set[torch.device] = set()
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            found.add(v.device)
+        elif isinstance(v, (list, tuple)):
+            found |= {x.device for x in v if isinstance(x, torch.Tensor)}
+        elif callable(getattr(v, "parameters", None)):
+            try:
+                found.add(next(iter(v.parameters())).device)
+            except Exception:  # no weights, or a wrapper that cannot list them here
+                pass
+    return found
+
+
+def comparable(out: torch.Tensor, name: str, given: set[torch.device] | None = None) -> torch.Tensor:
+    """A learner's tensor as a check compares it: a sparse tensor as its dense values; a tensor on a
+    device none of the check's inputs were on (a GPU) moved to the CPU (with ``given``, those devices).
+    A meta or nested tensor fails in one sentence: the first holds no values, the second no one shape."""
+    if out.is_nested:
+        raise CheckFailed(
+            f"`{name}` returned a nested tensor, which has no single shape to compare: return one ordinary "
+            "tensor (torch.stack the pieces when they have the same shape)."
+        )
+    if out.is_meta:
+        raise CheckFailed(
+            f"`{name}` returned a tensor on the meta device, which holds no values (only a shape): compute it "
+            "from the inputs, on their device."
+        )
+    if out.layout != torch.strided:  # sparse
+        out = out.to_dense()
+    if given is not None and out.device.type != "cpu" and out.device not in given:
+        out = out.cpu()
     return out
 
 
@@ -162,6 +206,7 @@ def expect_tensor(
     """Check type, shape (naming the dimension that is off), dtype and finiteness."""
     if not isinstance(out, torch.Tensor):
         raise CheckFailed(f"`{name}` should return a torch.Tensor, but returned {type(out).__name__}.")
+    out = comparable(out, name)
     shape = tuple(shape)
     if out.ndim != len(shape):
         raise CheckFailed(
@@ -213,25 +258,37 @@ def expect_close(
     )
 
 
+def _real(x: Any) -> float | int | None:
+    """``x`` as a Python number when it is one real number: an int or float, a NumPy number or array of
+    one, or a tensor of one element on any device that holds values; else None."""
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1 or x.is_meta or x.is_nested or x.is_complex():
+            return None
+        x = x.item()
+    elif type(x).__module__ == "numpy" and getattr(x, "size", None) == 1 and hasattr(x, "item"):
+        x = x.item()  # np.float32(2.3), np.array(2.3)
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return None
+    return x
+
+
 def expect_number(out: Any, ref: float, name: str, what: str, tol: float) -> float:
     if isinstance(out, torch.Tensor) and out.numel() == 1:
-        out = out.item()
-    if not isinstance(out, (int, float)) or isinstance(out, bool):
+        out = comparable(out, name)  # a meta tensor is named as such
+    number = _real(out)
+    if number is None:
         raise CheckFailed(f"`{name}` should return a number, but returned {type(out).__name__}.")
-    if not math.isfinite(out):
-        raise CheckFailed(f"`{name}` returned {out}; expected a finite number.")
-    if abs(out - ref) > tol:
-        raise CheckFailed(f"`{name}` gives {what} = {out:.4g}; expected {ref:.4g} (within {tol:g}).")
-    return float(out)
+    if not math.isfinite(number):
+        raise CheckFailed(f"`{name}` returned {number}; expected a finite number.")
+    if abs(number - ref) > tol:
+        raise CheckFailed(f"`{name}` gives {what} = {number:.4g}; expected {ref:.4g} (within {tol:g}).")
+    return float(number)
 
 
 def as_number(x) -> float:
-    """A Python float from a number or a one-element tensor; NaN for anything else."""
-    if isinstance(x, torch.Tensor) and x.numel() == 1:
-        return x.item()
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        return float(x)
-    return float("nan")
+    """A Python float from a number (also a NumPy one) or a one-element tensor; NaN for anything else."""
+    number = _real(x)
+    return float("nan") if number is None else float(number)
 
 
 def random_pattern(n_heads: int = 3, n: int = 9, seed: int = 0) -> torch.Tensor:
