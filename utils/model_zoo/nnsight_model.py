@@ -4,10 +4,16 @@ TransformerLens gives every architecture the same hook names (``blocks.1.hook_re
 nnsight gives you the Hugging Face model's own module tree, wrapped so that any module's input
 and output can be read and written inside a ``with lm.trace(...)`` block: GPT-2's blocks are
 ``transformer.h``, Llama's ``model.layers``. The few functions here find the same parts in either.
-The same code runs on NDIF's servers with ``remote=True``, for models no laptop holds.
+The same code runs on NDIF's servers with ``remote=True``, for models no laptop holds:
+``ndif_model(name)`` prepares one (its config and tokenizer from the hub, no weights), and stops in
+one line, before anything is sent to NDIF, when the hub cannot give them.
 """
 
 from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
 
 import torch
 
@@ -43,6 +49,58 @@ def load_nnsight(name: str, device: str | None = None):
         dtype=torch.float32,
         device_map=check_device(device),
     )
+
+
+HUB_PROBE_SECONDS = 5.0  # how long ndif_model waits for the hub to answer before saying it cannot be reached
+
+
+class NDIFNotTried(RuntimeError):
+    """The model to run on NDIF could not be prepared here, so nothing was sent to NDIF; a notebook
+    shows the sentence as one red line."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython hook: no traceback, just the sentence
+        return [f"\x1b[1;31m{self.args[0]}\x1b[0m"]
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be asked for files now (offline mode, or no answer within
+    ``HUB_PROBE_SECONDS``), or None. One connection attempt: the hub's client retries for about 25 s."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        set_by = next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v)), "HF_HUB_OFFLINE")
+        return f"{set_by}={os.environ.get(set_by, '1')} is set: unset it to go online"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        return f"the hub at {constants.ENDPOINT} cannot be reached: {why}"
+    return None
+
+
+def ndif_model(name: str):
+    """``name`` (a hub id) as an nnsight ``TransformersModel`` to trace on NDIF's servers
+    (``lm.trace(..., remote=True)``): its config and tokenizer come from the hub (or the hub's cache),
+    its weights stay on NDIF. When the hub cannot give them, ``NDIFNotTried`` says so in one sentence
+    at once, and nothing has been sent to NDIF."""
+    from huggingface_hub import try_to_load_from_cache
+    from nnsight.modeling.transformers import TransformersModel
+
+    not_sent = "so nothing was sent to NDIF"
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if not cached and (why := _hub_unreachable()):
+        raise NDIFNotTried(f"NDIF not tried: the config of {name} could not be fetched from the Hugging Face hub "
+                           f"({why}), {not_sent}")  # fmt: skip
+    try:
+        return TransformersModel(name, task="text-generation")  # config and tokenizer only: no weights
+    except OSError as e:  # the hub's errors reach here as OSError: gated, unknown, or the connection lost
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NDIFNotTried(
+            f"NDIF not tried: the config and tokenizer of {name} could not be fetched from the Hugging Face hub "
+            f"({first}), {not_sent}"
+        ) from None
 
 
 def nnsight_twin(model):
