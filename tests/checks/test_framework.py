@@ -166,3 +166,16 @@ def test_a_sparse_tensor_is_compared_as_the_dense_one_and_a_nested_one_is_named(
     with pytest.raises(CheckFailed, match="nested tensor") as e:
         check_previous_token_scores(nested)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_result_on_the_device_of_the_model_the_check_gave_stays_there():
+    model = torch.nn.Linear(2, 2).cuda()
+
+    def forward(model, x):
+        return model(x)
+
+    assert call(forward, model, torch.zeros(1, 2, device="cuda")).device.type == "cuda"
+    assert call(forward, model, torch.zeros(1, 2).cuda()).is_cuda
+    assert call(lambda x: (x * 2).cuda(), torch.ones(2)).device.type == "cpu", "inputs on the CPU: compared there"
+    assert [t.device.type for t in call(lambda x: (x.cuda(), x), torch.ones(2))] == ["cpu", "cpu"]
