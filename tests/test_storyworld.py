@@ -108,6 +108,19 @@ def test_score_command_reads_json_lines():
     assert got == [d.logprob for d in DOCS[:5]]
 
 
+def test_score_command_names_a_cut_off_json_line_without_a_doubled_at():
+    r = subprocess.run(
+        [sys.executable, "-m", "utils.corpora.storyworld", "score"],
+        input=b'{"text": "Ann was in\n',
+        capture_output=True,
+        cwd=ROOT,
+    )
+    err = r.stderr.decode()
+    assert r.returncode == 1
+    assert "line 1: not JSON (Unterminated string starting at column 10);" in err
+    assert "at at" not in err
+
+
 @pytest.mark.parametrize(
     "edit",
     [

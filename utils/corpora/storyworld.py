@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from utils.corpora import cli
+
 __all__ = [
     "EMOTIONS",
     "NAMES",
@@ -902,34 +904,27 @@ def _nonnegative(s: str) -> int:
     return v
 
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader went away (``... | head``)
 MAX_REPORTED = 10  # score names at most this many bad lines, then counts the rest
 EXAMPLE_LINE = '{"text": "Ann was in the park."}'
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. A reader that goes away (``| head``) ends ``sample`` quietly with exit 141,
+    Ctrl-C with 130; ``score`` names each line it cannot score on stderr, scores the others and exits 1."""
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "sample":
+    if args.command == "sample":
+
+        def command() -> int:
             for i in range(args.start, args.start + args.n):
                 sys.stdout.write(sample(args.seed, i, args.family).to_json() + "\n")
-            sys.stdout.flush()  # a closed pipe shows up here, not at exit
             return 0
-        return _score_lines(getattr(sys.stdin, "buffer", sys.stdin), args.plain, sys.stdout, sys.stderr)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        _drop_stdout()
-        return EXIT_BROKEN_PIPE
 
+    else:
 
-def _drop_stdout() -> None:
-    """Point stdout at /dev/null so the exit-time flush cannot fail on the closed pipe again."""
-    if sys.stdout is sys.__stdout__:
-        import os
+        def command() -> int:
+            return _score_lines(cli.stdin_lines(), args.plain, sys.stdout, sys.stderr)
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return cli.run_quietly(command)
 
 
 def _score_lines(lines, plain: bool, out, err) -> int:
@@ -943,7 +938,7 @@ def _score_lines(lines, plain: bool, out, err) -> int:
             line = score(text).to_json() + "\n"
         except ParseError as e:
             problem = f"{e}; only texts that `python -m utils.corpora.storyworld sample` writes can be scored"
-        except _BadLine as e:
+        except cli.BadLine as e:
             problem = str(e)
         else:
             out.write(line)
@@ -957,30 +952,16 @@ def _score_lines(lines, plain: bool, out, err) -> int:
     return 1 if bad else 0
 
 
-class _BadLine(ValueError):
-    """An input line that is not a text to score (its message says what to give instead)."""
-
-
 def _line_text(raw: bytes | str, plain: bool) -> str | None:
     """The text on one input line, ``None`` for a blank line."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise _BadLine(
-                f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
-                f"give UTF-8 JSON lines like {EXAMPLE_LINE}"
-            ) from None
-    line = raw.rstrip("\r\n")
-    if not line.strip():
-        return None
-    if plain:
+    line = cli.line_text(raw, EXAMPLE_LINE)
+    if line is None or plain:
         return line
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise _BadLine(
-            f"not JSON ({e.msg} at column {e.colno}); give one JSON object per line like "
+        raise cli.BadLine(
+            f"not JSON ({cli.json_problem(e)}); give one JSON object per line like "
             f"{EXAMPLE_LINE}, or pass --plain for one text per line"
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("text"), str):
@@ -991,7 +972,7 @@ def _line_text(raw: bytes | str, plain: bool) -> str | None:
         what = f'no "text" in {_short(line)}'
     else:
         what = f'"text" is a {_json_kind(obj["text"])}, not a string'
-    raise _BadLine(f"{what}; give one JSON object per line like {EXAMPLE_LINE}")
+    raise cli.BadLine(f"{what}; give one JSON object per line like {EXAMPLE_LINE}")
 
 
 def _json_kind(value) -> str:
