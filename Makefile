@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup course test robustness zoo benchmark record notebooks bundle figures clean
+.PHONY: setup course test validate robustness zoo benchmark record notebooks bundle figures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,13 @@ course: setup
 ## threads each keep waiting on each other (lesson 03 ran three times slower beside lesson 04 that way).
 test: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
+
+## nbval over every lesson on whatever device is present (a GPU if torch sees one): every cell runs and the cells marked
+## NBVAL_CHECK_OUTPUT must print what the committed notebook shows (docs/validation.md). Two threads per kernel, as many
+## kernels side by side as the cores allow; prints the device, torch's build and each notebook's time.
+## RECORD=<file>: also write them there as JSON (benchmarks/validate-*.json).
+validate: setup
+	$(PY) -m utils.course.validate $(if $(RECORD),--record "$(RECORD)")
 
 ## Do the lessons' claims hold on other samples? Runs every lesson on its own seeds and on 5 fresh samples
 ## (asserts recorded, not raised), prints which claims fail where with the spread of every asserted value,

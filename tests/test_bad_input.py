@@ -192,7 +192,7 @@ CASES = {
     "bundle into a path that is a file": Case(
         module("course.bundle", "--out", "{tmp}/taken"),
         1,
-        "bundle: cannot write the archive into {tmp}/taken: File exists; pass --out a folder you can write to",
+        "bundle: --out {tmp}/taken is a file, not a folder; pass --out a folder you can write to",
         files={"taken": "file"},
     ),
     "ctrl-c during train": Case(

@@ -598,6 +598,19 @@ def execute(
         return {**_execute_once(path, save, keep, timeout, env, prelude), "retried": True}
 
 
+# What would let a lesson's kernel send work elsewhere: nnsight reads NDIF's key and host from the
+# environment, else from its own config file (where CONFIG.save() keeps a key), which the kernels skip.
+REMOTE_ENV = ("NDIF_API_KEY", "NDIF_HOST")
+NNSIGHT_CONFIG = "NNSIGHT_CONFIG"
+
+
+def kernel_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a lesson's kernel starts with: this process's, without what would send work to
+    NDIF (the lessons run offline), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in REMOTE_ENV}
+    return {**env, NNSIGHT_CONFIG: os.devnull, **(extra or {})}
+
+
 def _execute_once(
     path: Path, save: bool, keep: Path | None, timeout: int, env: dict[str, str] | None, prelude: str
 ) -> dict:
@@ -619,12 +632,15 @@ def _execute_once(
         # The kernel logs a warning that its local TCP sockets are unencrypted, on every start: true of
         # every Jupyter kernel on one machine, and alarming in a learner's output. Its errors still show.
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        # The notebook is done by the time the kernel stops: stop it at once (asked to shut down gently while
+        # it answers a Ctrl-C, a kernel logs a traceback of its own).
+        shutdown_kernel="immediate",
     )
     error, peak = None, None
     t = time.time()
     client.reset_execution_trackers()
 
-    with client.setup_kernel(**({"env": {**os.environ, **env}} if env else {})):
+    with client.setup_kernel(env=kernel_environment(env)):
         info = client.wait_for_reply(client.kc.kernel_info())
         if info is not None and "language_info" in info["content"]:
             nb.metadata["language_info"] = info["content"]["language_info"]

@@ -67,8 +67,9 @@ def notebook_table(rows: list[dict], sweep: dict | None = None) -> str:
         status = ("ok" if not r["error"] else "FAILED: " + r["error"]) + (
             " (run twice: the kernel stalled)" if r.get("retried") else ""
         )
+        seconds = "?" if r["seconds"] is None else f"{r['seconds']:.1f}"
         lines.append(
-            f"| {r['notebook']} | {r['seconds']:.1f} | {r['peak_mb'] if r['peak_mb'] else '?'} | {status} "
+            f"| {r['notebook']} | {seconds} | {r['peak_mb'] if r['peak_mb'] else '?'} | {status} "
             f"| {robustness.column(r['notebook'], sweep)} |"
         )
     return "\n".join(lines)

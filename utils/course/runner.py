@@ -26,7 +26,6 @@ when a claim fails on any sample.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 import tempfile
@@ -40,8 +39,8 @@ from tqdm.auto import tqdm
 from utils import seeds
 from utils.cards.model_cards import check_targets
 from utils.corpora import beliefs, countdown, storyworld
-from utils.course import records, robustness
-from utils.course.notebooks import NotebookError, execute, read_notebook
+from utils.course import records, robustness, validate
+from utils.course.notebooks import NNSIGHT_CONFIG, REMOTE_ENV, NotebookError, read_notebook
 from utils.metrics.beliefs import story_loss
 from utils.metrics.countdown import trace_loss
 from utils.metrics.loss import heldout_loss
@@ -107,19 +106,12 @@ class DiskFull(Exception):
 
 
 def run_notebooks(paths: list[Path], keep: Path | None = COURSE_RUNS) -> list[dict]:
-    """Execute each notebook, keeping the executed copy in ``keep`` (build/) for the test suite."""
-    rows = []
-    for path in tqdm(paths, desc="executing notebooks", unit="notebook"):
-        try:
-            rows.append(execute(path, keep=keep))
-        except OSError as e:
-            if keep is None or e.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            (Path(keep) / path.name).unlink(missing_ok=True)  # never leave a cut copy for the tests to read
-            raise DiskFull(
-                f"{path.name} ran, but its run could not be kept in {shown(keep)} ({e.strerror}): "
-                "free some space and run the course again"
-            ) from None
+    """Validate each notebook with nbval (:func:`utils.course.validate.run`), keeping the executed
+    copy in ``keep`` (build/) for the test suite; one record per notebook."""
+    rows = validate.run(paths, keep)
+    for row in rows:
+        if "not_kept" in row:
+            raise DiskFull(f"{row['notebook']} ran, but its run could not be kept in {shown(keep)}: {row['not_kept']}")
     return rows
 
 
@@ -132,12 +124,6 @@ def unwritable(folder: Path) -> str | None:
     except OSError as e:
         return e.strerror or str(e)
     return None
-
-
-# What would let a lesson's kernel send work elsewhere: nnsight reads NDIF's key and host from the
-# environment, else from its own config file (where CONFIG.save() keeps a key), which the kernels skip.
-REMOTE_ENV = ("NDIF_API_KEY", "NDIF_HOST")
-NNSIGHT_CONFIG = "NNSIGHT_CONFIG"
 
 
 @contextmanager

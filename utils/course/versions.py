@@ -58,6 +58,7 @@ TESTED = {
     # the test suite's tools
     "pytest": "9.2.0",
     "pytest-xdist": "3.8.0",
+    "nbval": "0.11.0",  # validates the lessons: pytest --nbval-lax solutions/ (make course, make validate)
     "nbformat": "5.11.1",
     "nbconvert": "7.17.2",
     "jupyterlab": "4.6.6",
