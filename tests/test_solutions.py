@@ -1,12 +1,12 @@
-"""Every solutions notebook runs through in a fresh kernel, and the cells marked ``# CHECK_OUTPUT``
-print what the committed notebook shows (ids, addresses, timings and paths masked by
-``tests/sanitize.cfg``).
+"""Every solutions notebook passes nbval in a fresh kernel: every cell runs, and the cells marked
+``# NBVAL_CHECK_OUTPUT`` print what the committed notebook shows (ids, addresses, timings and paths
+masked by ``tests/sanitize.cfg``).
 
-``make course`` executes every lesson and keeps each run in ``build/course-runs/``, stamped with
-a fingerprint of what it was run from (the notebook, ``utils``, ``data/``, the installed versions).
-When that stamp matches this tree the test reads the kept run instead of executing the lesson
-again (CI runs ``make course`` just before ``make test``); otherwise it executes the notebook
-itself. Either way the run judged is one of this very tree."""
+``make course`` validates every lesson with nbval and keeps each run in ``build/course-runs/``,
+stamped with a fingerprint of what it was run from (the notebook, ``utils``, ``data/``, the
+installed versions). When that stamp matches this tree the test reads the kept run instead of
+executing the lesson again (CI runs ``make course`` just before ``make test``); otherwise it runs
+nbval on the notebook itself. Either way the run judged is one of this very tree."""
 
 import configparser
 import re
@@ -15,10 +15,16 @@ import nbformat
 import pytest
 
 from utils.course import notebooks as nbs
+from utils.course import validate
 from utils.paths import COURSE_RUNS, ROOT, SOLUTIONS
 
-CHECK_OUTPUT = "# CHECK_OUTPUT"
+CHECK_OUTPUT = "# NBVAL_CHECK_OUTPUT"
 LESSONS = sorted(SOLUTIONS.glob("*.ipynb"))
+
+
+def compared(cell) -> bool:
+    """Does nbval compare this cell's output? (a comment line that is exactly its marker)"""
+    return cell.cell_type == "code" and any(line.strip() == CHECK_OUTPUT for line in cell.source.splitlines())
 
 
 def sanitisers() -> list[tuple[re.Pattern, str]]:
@@ -50,17 +56,17 @@ def checked_differences(committed, ran) -> list[str]:
     new = [c for c in ran.cells if c.cell_type == "code"]
     assert [c.source for c in old] == [c.source for c in new], "the run is not of this notebook"
     for index, (a, b) in enumerate(zip(old, new)):
-        if a.source.lstrip().startswith(CHECK_OUTPUT) and shown_text(a, masks) != shown_text(b, masks):
+        if compared(a) and shown_text(a, masks) != shown_text(b, masks):
             found.append(f"code cell {index}: committed {shown_text(a, masks)!r}, now {shown_text(b, masks)!r}")
     return found
 
 
 def the_run(path, tmp_path):
-    """make course's kept run of ``path`` when it is of this tree, else a fresh execution."""
+    """make course's kept run of ``path`` when it is of this tree, else a fresh nbval run of it."""
     kept = nbs.kept_run(path, COURSE_RUNS)
     if kept is not None:
         return kept
-    nbs.execute(path, keep=tmp_path)
+    validate.run([path], keep=tmp_path)
     return nbs.kept_run(path, tmp_path)
 
 
@@ -72,9 +78,20 @@ def test_each_solution_runs_through_and_prints_its_checked_outputs(path, tmp_pat
     assert checked_differences(nbformat.read(path, as_version=4), ran) == []
 
 
-def test_lesson_00_checks_some_printed_outputs():
-    nb = nbformat.read(SOLUTIONS / "00_orientation.ipynb", as_version=4)
-    assert sum(c.source.lstrip().startswith(CHECK_OUTPUT) for c in nb.cells if c.cell_type == "code") >= 2
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_every_lesson_compares_at_least_three_printed_results(path):
+    nb = nbformat.read(path, as_version=4)
+    assert sum(map(compared, nb.cells)) >= 3
+
+
+def test_docs_list_every_compared_cell_and_no_other():
+    listed = set(re.findall(r"^\| (\w\d) \| (\d+) \|", (ROOT / "docs" / "validation.md").read_text(), re.M))
+    marked = set()
+    for path in LESSONS:
+        code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        marked |= {(path.name[:2], str(i)) for i, cell in enumerate(code) if compared(cell)}
+    assert marked - listed == set(), "compared in a lesson, missing from docs/validation.md"
+    assert listed - marked == set(), "listed in docs/validation.md, not compared in the lesson"
 
 
 def small_notebook(path, *sources):
