@@ -102,9 +102,10 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     run["failed"] += report.failed
     if report.failed and run["error"] is None:
-        text = ANSI.sub("", str(call.excinfo.value.args[0] if call.excinfo else report.longrepr))
+        text = ANSI.sub("", str(call.excinfo.value.args[0] if call.excinfo else report.longrepr)).strip()
         detail = getattr(call.excinfo.value, "inner_traceback", None) if call.excinfo else None
-        last = ANSI.sub("", detail).strip().splitlines()[-1] if detail and detail.strip() else text
+        raised = text == "Cell execution caused an exception" and detail and detail.strip()
+        last = ANSI.sub("", detail).strip().splitlines()[-1] if raised else text.splitlines()[-1]
         run["error"] = f"{last[:280]} (code cell {item.cell_num})"
 
 
