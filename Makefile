@@ -54,8 +54,9 @@ record: setup
 	$(PY) -m utils.course.workshop
 
 ## One reproducible archive of the course for Colab workshops: dist/handson-mechinterp-<version>.tar.gz and its sha256.
-## With URL=<where learners fetch it>: also dist/handson-mechinterp-<version>-workshop/, the exercise notebooks
-## without solutions, that URL and the checksum typed into each first cell.
+## With URL=<where learners fetch the workshop archive, ending in handson-mechinterp-<version>-workshop.tar.gz>: also
+## that archive (the course without solutions/ or the facilitator's answers) and dist/handson-mechinterp-<version>-workshop/,
+## the exercise notebooks without solutions, with that URL and the workshop archive's checksum typed into each first cell.
 bundle: setup
 	$(PY) -m utils.course.bundle $(if $(URL),--url "$(URL)")
 

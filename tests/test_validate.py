@@ -104,3 +104,15 @@ def test_make_validate_records_the_device_the_versions_and_each_notebook(tmp_pat
     assert saved["device"] == "cpu" and saved["torch"] and saved["threads_per_kernel"] >= 1
     (row,) = saved["notebooks"]
     assert row["notebook"] == "00_x.ipynb" and row["error"] is None and row["failed_cells"] == 0
+
+
+def test_the_docs_quote_the_recorded_validation_runs():
+    docs = (ROOT / "docs" / "validation.md").read_text() + (ROOT / "docs" / "teaching-on-colab.md").read_text()
+    for name in ("validate-cpu.json", "validate-h100.json"):
+        run = json.loads((ROOT / "benchmarks" / name).read_text())
+        seconds = [n["seconds"] for n in run["notebooks"]]
+        assert run["cells_failed"] == 0 and all(n["error"] is None for n in run["notebooks"])
+        assert (
+            f"{run['cells_passed']} of {run['cells_passed']} cells passed, {run['wall_seconds']:.0f} s in all" in docs
+        )
+        assert f"{min(seconds):.0f}–{max(seconds):.0f} s a lesson" in docs
