@@ -362,6 +362,11 @@ def _dead_below_a_percent(latents):
     return l0, (_rates(latents) < 0.01).float().mean().item(), dense
 
 
+def _dead_below_a_tenth_of_a_percent(latents):
+    l0, dead, dense = sparsity(latents)
+    return l0, (_rates(latents) < 1e-3).float().mean().item(), dense
+
+
 def _dead_at_most_one_token(latents):
     l0, dead, dense = sparsity(latents)
     rates = _rates(latents)
@@ -513,10 +518,11 @@ CASES = {
             "dead is a percentage": _percent,
             "strictly more than 10%": _at_least,
             "dense is a property of a latent": _dense_tokens,
-            "active on up to 3 of the 400 tokens as dead": _dead_below_a_percent,
-            "active on up to 1 of the 400 tokens as dead": _dead_at_most_one_token,
+            "active on up to 5 of the 2000 tokens as dead": _dead_below_a_percent,
+            "counts a latent that fired once as dead": _dead_at_most_one_token,
+            "a latent that fired once is not dead: dead means never active": _dead_below_a_tenth_of_a_percent,
             "a threshold off 10%": _dense_above_a_shade_more,
-            "active on 39 or more of the 400 tokens as dense": _dense_at_least_a_shade_less,
+            "active on 199 or more of the 2000 tokens as dense": _dense_at_least_a_shade_less,
             "negative values are not active either": _dead_nonzero,
         },
     ),  # fmt: skip

@@ -322,6 +322,7 @@ def test_check_accepts(prove_check):
     wrong = {
         "look for the words 'this works' together": lambda t: "works" in t,
         "a lone 'this'": lambda t: "this" in t,
+        "'this' and 'works' apart": lambda t: "this" in t and "works" in t,
         "anywhere, not only at the start": lambda t: t.startswith("this works"),
         "whatever else it holds": lambda t: "not" not in t,
         "not numpy.bool": lambda t: numpy.bool_("this works" in t),

@@ -72,6 +72,13 @@ def test_check_subspace_interchange(prove_check):
     )
 
 
+def by_recency(base, source):
+    """The question's indices mapped by which character filled their container last, not by order."""
+    in_source, in_base = beliefs.by_recency(source.plan), beliefs.by_recency(base.plan)
+    who, which = (in_base[in_source.index(i)] for i in source.plan.question)
+    return beliefs.believed(base.plan, who, which)
+
+
 def test_check_order_prediction(prove_check):
     def solution(base, source):
         who, which = source.plan.question
@@ -87,6 +94,7 @@ def test_check_order_prediction(prove_check):
             "moves only the container": lambda b, s: beliefs.believed(b.plan, b.plan.question[0], s.plan.question[1]),
             "moves only the character": lambda b, s: beliefs.believed(b.plan, s.plan.question[0], b.plan.question[1]),
             "what the container holds": lambda b, s: b.reality[b.plan.containers[s.plan.question[1]]],
+            "that is the recency rule; the exercise asks for order of first mention": by_recency,
             "is wrong on": lambda base, source: base.words[base.annotations["fills"][0]["drink"]],
         },
     )

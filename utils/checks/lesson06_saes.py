@@ -102,12 +102,13 @@ def check_topk_sae(fn: Callable, sae) -> None:
 
 
 def _sparsity_latents() -> torch.Tensor:
-    """``[400, 50]`` latents whose firing counts sit at the edges of both definitions: seven latents
-    active on no token (dead), one on a single token (alive), others on 39, 40 and 41 tokens of 400
-    (just under, exactly at and just over 10%: only 41 is dense), the rest spread up to 30%."""
+    """``[2000, 50]`` latents whose firing counts sit at the edges of both definitions: seven latents
+    active on no token (dead), one on a single token (alive, a rate of 0.05%: below any small
+    threshold such as rate < 1e-3), others on 199, 200 and 201 tokens of 2000 (just under, exactly at
+    and just over 10%: only 201 is dense), the rest spread up to 30%."""
     g = torch.Generator().manual_seed(62)
-    n = 400
-    counts = [0] * 7 + [1, 2, 3, 39, 40, 41] + torch.linspace(5, 120, 37).round().long().tolist()
+    n = 2000
+    counts = [0] * 7 + [1, 2, 3, 199, 200, 201] + torch.linspace(5, 600, 37).round().long().tolist()
     fire = torch.zeros(n, len(counts), dtype=torch.bool)
     for j, count in enumerate(counts):
         fire[torch.randperm(n, generator=g)[:count], j] = True
@@ -160,6 +161,9 @@ def check_sparsity(fn: Callable) -> None:
              "dead latent is one that is active on no token."),
             ((latents != 0).float().mean(0).eq(0).float().mean().item(), "counts only latents that are exactly 0 "
              "everywhere: negative values are not active either, so a dead latent is one never above 0."),
+            (rate.le(1 / len(latents)).float().mean().item(), "counts a latent that fired once as dead (a "
+             "threshold on the rate, such as rate < 1e-3): a latent that fired once is not dead: dead means "
+             "never active, rate == 0."),
             (rate.eq(0).float().sum().item(), counts),
             (100 * rate.eq(0).float().mean().item(), percent),
         ],

@@ -387,6 +387,7 @@ CONTINUATIONS = [
     ("not 8 )\nSo none works", "rejects"),
     ("not 8 ) this", "rejects"),
     ("this is not 8", "rejects"),
+    ("not 8 )\n9 - 7 - 6 = -4 ( not 8 )\nSo none works ( this", "rejects"),  # cut mid-way: nothing accepted
 ]
 
 
@@ -405,7 +406,11 @@ def check_accepts(fn: Callable) -> None:
             raise CheckFailed(f"`{name}` should return a Python bool (True or False), not {kind}: wrap the test in "
                               "bool(...) if it comes from NumPy or torch.")  # fmt: skip
         if out != (want == "accepts"):
-            if "none works" in text and out:
+            if "this" in text and "works" in text and "this works" not in text and out:
+                why = (f"on {text!r} 'this' and 'works' apart accept nothing (here 'none works' rejects and the "
+                       "'this' that follows was cut off): a continuation accepts only where the words 'this "
+                       "works' stand together.")  # fmt: skip
+            elif "none works" in text and out:
                 why = "'none works' says no attempt worked: look for the words 'this works' together."
             elif "this" in text and "this works" not in text and out:
                 why = "a lone 'this' does not accept anything: look for 'this works'."

@@ -112,6 +112,34 @@ def check_subspace_interchange(fn: Callable) -> None:
 # --- the causal model's prediction under an interchange of ordering IDs -------------------------------------------
 
 
+def _by_recency(base: beliefs.Story, source: beliefs.Story) -> str:
+    """The recency rule: the source's question indices mapped onto the base by which character
+    filled their container most recently (:func:`beliefs.by_recency`), not by order of mention."""
+    in_source, in_base = beliefs.by_recency(source.plan), beliefs.by_recency(base.plan)
+    who, which = (in_base[in_source.index(i)] for i in source.plan.question)
+    return beliefs.believed(base.plan, who, which)
+
+
+def _refill_moved(pairs: list, rng: random.Random) -> list:
+    """For each pair whose source has a refill, the pair with that refill given to another character
+    (:func:`beliefs.with_refill_by`: every word in place, so the order of mention and the answer by
+    order stay, while recency changes), where that makes the recency rule answer otherwise."""
+    moved = []
+    for base, source in pairs:
+        if source.plan.refill is None:
+            continue
+        actors = [a for a in range(len(source.plan.characters)) if a != source.plan.refill[0]]
+        for actor in rng.sample(actors, len(actors)):
+            try:
+                twin = beliefs.with_refill_by(source, actor)
+            except ValueError:
+                continue
+            if _by_recency(base, twin) != beliefs.believed(base.plan, *twin.plan.question):
+                moved.append((base, twin))
+                break
+    return moved
+
+
 def check_order_prediction(fn: Callable) -> None:
     """fn(base: Story, source: Story) -> str: the base's answer once its question's ordering IDs (which
     character, which container, by order of mention) are the source's."""
@@ -126,6 +154,8 @@ def check_order_prediction(fn: Callable) -> None:
         for i, s in enumerate(stories)
         if (t := beliefs.order_twin(s, rng, ("character", "container", "both")[i % 3])) is not None
     ]
+    # sources whose refill another character does, so that recency and order of mention disagree
+    pairs += _refill_moved(pairs, rng)
     got = [call(fn, base, source, name=name) for base, source in pairs]
     want = [beliefs.believed(base.plan, *source.plan.question) for base, source in pairs]
     if got == want:
@@ -141,6 +171,9 @@ def check_order_prediction(fn: Callable) -> None:
          "moves only the container: the character's ordering ID comes from the source too."),
         ([beliefs.believed(b.plan, s.plan.question[0], b.plan.question[1]) for b, s in pairs],
          "moves only the character: the container's ordering ID comes from the source too."),
+        ([_by_recency(b, s) for b, s in pairs], "maps the question's character and container by which was "
+         "filled most recently: that is the recency rule; the exercise asks for order of first mention (a "
+         "refill done by another character, every word in place, changes recency, not the ordering IDs)."),
         ([b.reality[b.plan.containers[s.plan.question[1]]] for b, s in pairs], "gives what the container holds: "
          "the question asks what the character *believes* it holds (a false belief differs)."),
     ]  # fmt: skip
