@@ -330,6 +330,12 @@ CASES = {
             ),
             "'Al' is also the start of 'Alma'": lambda t, a, b: t.replace(a, "#").replace(b, a).replace("#", b),
             "inside a longer word": lambda t, a, b: re.sub(f"{a}|{b}", lambda m: b if m.group(0) == a else a, t),
+            "unchanged when no space comes before it": lambda t, a, b: re.sub(
+                rf"(?<=\s)({a}|{b})\b", lambda m: b if m.group(0) == a else a, t
+            ),
+            "changes a longer word that begins with 'Al'": lambda t, a, b: (
+                re.sub(rf"\b{a}\b", "\0", t).replace(f" {b}", f" {a}").replace("\0", b)
+            ),
         },
     ),
     "normalised_logit_diff": (

@@ -388,6 +388,12 @@ def _perturbed(vector, seed):
     return vector + 0.3 * vector.norm() * torch.randn(vector.shape, generator=g) / math.sqrt(len(vector))
 
 
+def _laplace(vector, g):
+    """Laplace entries, -sign(u) log(1 - 2|u|) for u uniform in (-0.5, 0.5): heavy tails, excess kurtosis 3."""
+    u = torch.rand(vector.shape, generator=g) - 0.5
+    return -u.sign() * torch.log1p(-2 * u.abs())
+
+
 _GAUSS = lambda v, g: torch.randn(v.shape, generator=g)  # noqa: E731
 
 RANDOM_MISTAKES = {
@@ -404,6 +410,7 @@ RANDOM_MISTAKES = {
     "shuffles the vector's own entries": _random(lambda v, g: v[torch.randperm(len(v), generator=g)]),
     "spread evenly over an interval": _random(lambda v, g: torch.rand(v.shape, generator=g) - 0.5),
     "(or are ±1)": _random(lambda v, g: torch.randint(2, v.shape, generator=g) * 2.0 - 1),
+    "heavy-tailed": _random(_laplace),
 }
 
 

@@ -35,6 +35,8 @@ _EXCHANGE_CASES = [
     ("While Al and Alma were at the beach, Alma passed the cup to", "Al", "Alma"),
     ("Then Bob, who had the kite, gave it to Ann. Ann thanked Bob.", "Ann", "Bob"),
     ("While Al and Alma were at the beach, Al passed the cup to", "Alma", "Al"),
+    ("Ann gave Bob the kite.", "Ann", "Bob"),
+    ("Bob and Al saw Alma at the park, and Al waved to", "Bob", "Al"),
 ]
 
 
@@ -77,6 +79,14 @@ _INSIDE = (
     "changes a name inside a longer word: {short!r} is also the start of {long!r} in {text!r}. Replace whole words "
     "only, e.g. with `\\b` around each name in a regular expression."
 )
+_START = (
+    "leaves a name unchanged when no space comes before it ({a!r} at the start of {text!r}): a name can begin "
+    "the text or follow punctuation. Mark the edge of the word with `\\b`, not with a space or `(?<=\\s)`."
+)
+_AFTER = (
+    "changes a longer word that begins with {b!r} ({text!r}): replacing {space_b!r} matches the start of any "
+    "word that begins with the name. Match whole words only, with `\\b` on both sides of each name."
+)
 _EXCHANGE_MISTAKES: list[tuple[Callable[[str, str, str], str], str]] = [
     (lambda t, a, b: t.replace(a, b).replace(b, a), _ONE_NAME),
     (lambda t, a, b: t.replace(b, a).replace(a, b), _ONE_NAME),
@@ -93,6 +103,8 @@ _EXCHANGE_MISTAKES: list[tuple[Callable[[str, str, str], str], str]] = [
     (lambda t, a, b: t.replace(a, "\0").replace(b, a).replace("\0", b), _INSIDE),
     (lambda t, a, b: t.replace(b, "\0").replace(a, b).replace("\0", a), _INSIDE),
     (lambda t, a, b: re.sub(f"{re.escape(a)}|{re.escape(b)}", lambda m: b if m.group(0) == a else a, t), _INSIDE),
+    (lambda t, a, b: re.sub(rf"(?<=\s)({_word(a)}|{_word(b)})", lambda m: b if m.group(0) == a else a, t), _START),
+    (lambda t, a, b: re.sub(_word(a), "\0", t).replace(f" {b}", f" {a}").replace("\0", b), _AFTER),
 ]
 
 
@@ -114,7 +126,8 @@ def check_exchange_names(fn: Callable) -> None:
             # name the case that shows the mistake: the first one this mistake gets wrong
             text, a, b = next(case for case in _EXCHANGE_CASES if mistake(*case) != exchange_names(*case))
             short, long = sorted((a, b), key=len)
-            raise CheckFailed(f"`{name}` " + message.format(text=text, a=a, b=b, short=short, long=long))
+            fields = dict(text=text, a=a, b=b, short=short, long=long, space_b=f" {b}")
+            raise CheckFailed(f"`{name}` " + message.format(**fields))
     (text, a, b), out = wrong[0]
     want = exchange_names(text, a, b)
     short, long = sorted((a, b), key=len)

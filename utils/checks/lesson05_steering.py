@@ -476,7 +476,8 @@ def check_random_like(fn: Callable) -> None:
 
     A direction is uniform when its entries are independent Gaussians: the check pools the
     entries of eight draws and rejects a fourth moment far from a Gaussian's (uniform entries,
-    from torch.rand − 0.5, or random signs fill a cube, whose corners are over-represented).
+    from torch.rand − 0.5, or random signs fill a cube, whose corners are over-represented;
+    heavy-tailed entries, such as Laplace ones, lean towards the axes).
     """
     name = _name(fn, "random_like")
     g = torch.Generator().manual_seed(56)
@@ -513,7 +514,14 @@ def check_random_like(fn: Callable) -> None:
         raise CheckFailed(f"`{name}` gives the same direction for seeds 0 and 1.")
     entries = torch.stack(outs) / vector.norm() * math.sqrt(d)  # about unit variance
     excess_kurtosis = (entries.pow(4).mean() / entries.pow(2).mean().pow(2) - 3).item()
-    if excess_kurtosis < -0.6:  # a Gaussian's is 0 (± 0.11 over these 2,048 entries); a uniform's −1.2
+    # A Gaussian's excess kurtosis is 0: over these 2,048 entries it spread -0.25 to 0.30 (sd 0.11) across 200
+    # seeds, so ±0.6 is over 5 sd away. A uniform's is -1.2, random signs' -2, a Laplace's +3.
+    if excess_kurtosis > 0.6:
+        raise CheckFailed(f"`{name}`'s entries are heavy-tailed (excess kurtosis {excess_kurtosis:.1f}; a Gaussian's "
+                          "is 0): a few large entries dominate, so the direction leans towards the axes and is not "
+                          "uniform. Draw the entries with torch.randn: independent Gaussians point in a uniformly "
+                          "random direction.")  # fmt: skip
+    if excess_kurtosis < -0.6:
         raise CheckFailed(f"`{name}`'s entries are spread evenly over an interval (or are ±1), not Gaussian: such "
                           "vectors fill a cube, whose corners are over-represented among their directions. Draw "
                           "the entries with torch.randn: independent Gaussians point in a uniformly random "
