@@ -1,3 +1,6 @@
+import builtins
+import errno
+import io
 import os
 import shutil
 import subprocess
@@ -183,3 +186,69 @@ def runs_off_the_zoo(tmp_path):
         return reported
 
     return check
+
+
+class SimulatedDisk:
+    """Writes under ``folder`` fail as on a full disk (once ``free`` bytes are written: part of the last
+    write lands, then ENOSPC) or in a folder the user may not write to (EACCES); ``interrupt(path)``
+    says which file's opening a Ctrl-C stops. ``open`` and ``os.mkdir`` are patched, so it behaves the
+    same on any machine and for root, whom file modes do not stop."""
+
+    def __init__(self, monkeypatch, folder, *, free=None, writable=True, interrupt=None):
+        self.folder, self.free = Path(folder).resolve(), free
+        real_open, real_mkdir = builtins.open, os.mkdir
+
+        def inside(path) -> bool:
+            if isinstance(path, int):
+                return False
+            where = Path(os.fsdecode(path)).resolve()
+            return where != self.folder and self.folder in where.parents
+
+        def fake_open(file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wxa+") and inside(file):
+                if not writable:
+                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(file))
+                if interrupt is not None and interrupt(Path(os.fsdecode(file))):
+                    raise KeyboardInterrupt
+                return Budgeted(real_open(file, mode, *args, **kwargs), self)
+            return real_open(file, mode, *args, **kwargs)
+
+        def fake_mkdir(path, *args, **kwargs):
+            if not writable and inside(path):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        monkeypatch.setattr(io, "open", fake_open)
+        monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+
+class Budgeted:
+    def __init__(self, file, disk):
+        self._file, self._disk = file, disk
+
+    def write(self, data):
+        if self._disk.free is not None and len(data) > self._disk.free:
+            self._file.write(data[: self._disk.free])
+            self._file.flush()
+            self._disk.free = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if self._disk.free is not None:
+            self._disk.free -= len(data)
+        return self._file.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+@pytest.fixture
+def simulated_disk(monkeypatch):
+    """``simulated_disk(folder, free=..., writable=..., interrupt=...)``: a :class:`SimulatedDisk` under ``folder``
+    for this test (a full disk, a folder the user may not write to, Ctrl-C at a file's opening)."""
+    return lambda folder, **how: SimulatedDisk(monkeypatch, folder, **how)

@@ -3,8 +3,6 @@ from it: one reproducible archive with its checksum; the cell fetches it once, c
 checksum, extracts it next to the notebook and puts it on sys.path; lesson 00 then runs on a
 simulated Colab runtime without replacing its torch."""
 
-import builtins
-import errno
 import hashlib
 import io
 import json
@@ -335,69 +333,12 @@ def test_the_workshop_notebooks_are_stamped_only_for_the_archive_without_solutio
 # A full disk, an unwritable folder, Ctrl-C: one sentence, nothing half-written
 
 
-class SimulatedDisk:
-    """Writes under ``folder`` fail as on a full disk (once ``free`` bytes are written: part of the last
-    write lands, then ENOSPC) or in a folder the user may not write to (EACCES); ``interrupt(path)``
-    says which file's opening a Ctrl-C stops. ``open`` and ``os.mkdir`` are patched, so it behaves the
-    same on any machine and for root, whom file modes do not stop."""
-
-    def __init__(self, monkeypatch, folder, *, free=None, writable=True, interrupt=None):
-        self.folder, self.free = Path(folder).resolve(), free
-        real_open, real_mkdir = builtins.open, os.mkdir
-
-        def inside(path) -> bool:
-            if isinstance(path, int):
-                return False
-            where = Path(os.fsdecode(path)).resolve()
-            return where != self.folder and self.folder in where.parents
-
-        def fake_open(file, mode="r", *args, **kwargs):
-            if any(c in mode for c in "wxa+") and inside(file):
-                if not writable:
-                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(file))
-                if interrupt is not None and interrupt(Path(os.fsdecode(file))):
-                    raise KeyboardInterrupt
-                return Budgeted(real_open(file, mode, *args, **kwargs), self)
-            return real_open(file, mode, *args, **kwargs)
-
-        def fake_mkdir(path, *args, **kwargs):
-            if not writable and inside(path):
-                raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
-            return real_mkdir(path, *args, **kwargs)
-
-        monkeypatch.setattr(builtins, "open", fake_open)
-        monkeypatch.setattr(io, "open", fake_open)
-        monkeypatch.setattr(os, "mkdir", fake_mkdir)
-
-
-class Budgeted:
-    def __init__(self, file, disk):
-        self._file, self._disk = file, disk
-
-    def write(self, data):
-        if self._disk.free is not None and len(data) > self._disk.free:
-            self._file.write(data[: self._disk.free])
-            self._file.flush()
-            self._disk.free = 0
-            raise OSError(errno.ENOSPC, "No space left on device")
-        if self._disk.free is not None:
-            self._disk.free -= len(data)
-        return self._file.write(data)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._file.close()
-
-    def __getattr__(self, name):
-        return getattr(self._file, name)
-
-
-def test_a_bundle_on_a_full_disk_leaves_nothing_and_says_how_much_it_needs(built, tmp_path, monkeypatch, capsys):
+def test_a_bundle_on_a_full_disk_leaves_nothing_and_says_how_much_it_needs(
+    simulated_disk, built, tmp_path, monkeypatch, capsys
+):
     dist = tmp_path / "dist"
     dist.mkdir()
-    SimulatedDisk(monkeypatch, dist, free=5_000_000)
+    simulated_disk(dist, free=5_000_000)
     usage = shutil.disk_usage(tmp_path)._replace(free=5_000_000)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
     assert bundler.main(["--out", str(dist)]) == 1
@@ -410,11 +351,13 @@ def test_a_bundle_on_a_full_disk_leaves_nothing_and_says_how_much_it_needs(built
 
 
 @pytest.mark.parametrize("exists", [True, False])
-def test_a_bundle_into_a_folder_it_may_not_write_is_refused_in_one_sentence(tmp_path, monkeypatch, capsys, exists):
+def test_a_bundle_into_a_folder_it_may_not_write_is_refused_in_one_sentence(
+    simulated_disk, tmp_path, monkeypatch, capsys, exists
+):
     folder = tmp_path / "read-only"
     folder.mkdir()
     out = folder if exists else folder / "sub"
-    SimulatedDisk(monkeypatch, folder, writable=False)
+    simulated_disk(folder, writable=False)
     assert bundler.main(["--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert (
@@ -433,7 +376,7 @@ def test_a_bundle_into_a_file_says_it_is_a_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("before", ["nothing", "a complete workshop folder"])
 def test_ctrl_c_while_the_workshop_notebooks_are_written_leaves_the_folder_whole_or_absent(
-    workshop_built, tmp_path, monkeypatch, capsys, before
+    simulated_disk, workshop_built, tmp_path, monkeypatch, capsys, before
 ):
     dist = tmp_path / "dist"
     dist.mkdir()
@@ -446,7 +389,7 @@ def test_ctrl_c_while_the_workshop_notebooks_are_written_leaves_the_folder_whole
         notebooks.extend([path.name] if path.suffix == ".ipynb" else [])
         return len(notebooks) == 4
 
-    SimulatedDisk(monkeypatch, dist, interrupt=fourth_notebook)
+    simulated_disk(dist, interrupt=fourth_notebook)
     try:
         status = bundler.main(["--out", str(dist), "--url", WORKSHOP_URL])
     except KeyboardInterrupt:

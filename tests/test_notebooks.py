@@ -1,9 +1,6 @@
 """Exercise notebooks are generated from solutions and kept in sync without ever erasing a
 learner's answers or handing out a solution; the one executor runs notebooks."""
 
-import builtins
-import errno
-import io
 import json
 import os
 import re
@@ -532,68 +529,10 @@ def test_two_kept_copies_in_the_same_second_do_not_overwrite_each_other(tmp_path
 # A full disk, an unwritable folder, a cut-off file: one sentence, nothing half-written
 
 
-class SimulatedDisk:
-    """Writes under ``folder`` fail as they would on a full disk (once ``free`` bytes are written, part
-    of the last write lands, then ENOSPC) or in a folder the user may not write to (EACCES), or are
-    stopped by Ctrl-C when the ``interrupt_at``-th file is opened. ``open`` and ``os.mkdir`` are patched,
-    so it behaves the same on any machine and for root, whom file modes do not stop."""
-
-    def __init__(self, monkeypatch, folder, *, free=None, writable=True, interrupt_at=None):
-        self.folder, self.free, self.opened = Path(folder).resolve(), free, 0
-        real_open, real_mkdir = builtins.open, os.mkdir
-
-        def inside(path) -> bool:
-            if isinstance(path, int):
-                return False
-            where = Path(os.fsdecode(path)).resolve()
-            return where != self.folder and self.folder in where.parents
-
-        def fake_open(file, mode="r", *args, **kwargs):
-            if any(c in mode for c in "wxa+") and inside(file):
-                if not writable:
-                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(file))
-                self.opened += 1
-                if interrupt_at is not None and self.opened >= interrupt_at:
-                    raise KeyboardInterrupt
-                return Budgeted(real_open(file, mode, *args, **kwargs), self)
-            return real_open(file, mode, *args, **kwargs)
-
-        def fake_mkdir(path, *args, **kwargs):
-            if not writable and inside(path):
-                raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
-            return real_mkdir(path, *args, **kwargs)
-
-        monkeypatch.setattr(builtins, "open", fake_open)
-        monkeypatch.setattr(io, "open", fake_open)
-        monkeypatch.setattr(os, "mkdir", fake_mkdir)
-
-
-class Budgeted:
-    def __init__(self, file, disk):
-        self._file, self._disk = file, disk
-
-    def write(self, data):
-        if self._disk.free is not None and len(data) > self._disk.free:
-            self._file.write(data[: self._disk.free])
-            self._file.flush()
-            self._disk.free = 0
-            raise OSError(errno.ENOSPC, "No space left on device")
-        if self._disk.free is not None:
-            self._disk.free -= len(data)
-        return self._file.write(data)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._file.close()
-
-    def __getattr__(self, name):
-        return getattr(self._file, name)
-
-
-def test_a_workshop_build_on_a_full_disk_leaves_no_cut_notebook_and_says_so(tmp_path, monkeypatch, capsys):
-    SimulatedDisk(monkeypatch, tmp_path, free=220_000)
+def test_a_workshop_build_on_a_full_disk_leaves_no_cut_notebook_and_says_so(
+    simulated_disk, tmp_path, monkeypatch, capsys
+):
+    simulated_disk(tmp_path, free=220_000)
     assert nbs.main(["build", "--no-solutions", "--out", str(tmp_path / "ws")]) == 1
     needed = sum(len(text.encode()) for text in nbs.workshop_notebooks().values()) / 1e6
     assert capsys.readouterr().err == (
@@ -607,12 +546,14 @@ def test_a_workshop_build_on_a_full_disk_leaves_no_cut_notebook_and_says_so(tmp_
     assert f"the notebooks need {needed:.1f} MB and it has 0.2 MB free; " in capsys.readouterr().err
 
 
-def test_a_workshop_build_that_fills_the_disk_of_an_existing_folder_leaves_it_as_it_was(tmp_path, monkeypatch, capsys):
+def test_a_workshop_build_that_fills_the_disk_of_an_existing_folder_leaves_it_as_it_was(
+    simulated_disk, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "ws"
     out.mkdir()
     (out / "slides.md").write_text("the teacher's own file\n")
     (out / "00_orientation.ipynb").write_text("an older build\n")
-    SimulatedDisk(monkeypatch, tmp_path, free=220_000)
+    simulated_disk(tmp_path, free=220_000)
     assert nbs.main(["build", "--no-solutions", "--out", str(out)]) == 1
     assert "is full" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["00_orientation.ipynb", "slides.md"]
@@ -620,11 +561,13 @@ def test_a_workshop_build_that_fills_the_disk_of_an_existing_folder_leaves_it_as
 
 
 @pytest.mark.parametrize("exists", [True, False])
-def test_a_workshop_build_into_a_folder_it_may_not_write_says_so_in_one_sentence(tmp_path, monkeypatch, capsys, exists):
+def test_a_workshop_build_into_a_folder_it_may_not_write_says_so_in_one_sentence(
+    simulated_disk, tmp_path, monkeypatch, capsys, exists
+):
     folder = tmp_path / "read-only"
     folder.mkdir()
     out = folder if exists else folder / "ws"
-    SimulatedDisk(monkeypatch, folder, writable=False)
+    simulated_disk(folder, writable=False)
     assert nbs.main(["build", "--no-solutions", "--out", str(out)]) == 1
     assert capsys.readouterr().err == (
         f"error: cannot write into {out}: Permission denied; pass --out a folder you can write to\n"
@@ -632,11 +575,11 @@ def test_a_workshop_build_into_a_folder_it_may_not_write_says_so_in_one_sentence
     assert list(folder.iterdir()) == []
 
 
-def test_build_on_a_full_disk_keeps_the_old_notebook_whole(tmp_path, monkeypatch, capsys):
+def test_build_on_a_full_disk_keeps_the_old_notebook_whole(simulated_disk, tmp_path, monkeypatch, capsys):
     solution, exercise = course(tmp_path, monkeypatch, "#md # Title", SOLUTION, "check_double(double)")
     before = exercise.read_text(encoding="utf-8")
     nbformat.write(make_nb("#md # A new title", SOLUTION, "check_double(double)"), solution)
-    SimulatedDisk(monkeypatch, exercise.parent, free=100)
+    simulated_disk(exercise.parent, free=100)
     assert nbs.main(["build"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: the disk holding {exercise.parent} is full: ") and err.count("\n") == 1
@@ -658,14 +601,14 @@ def test_a_kept_run_cut_off_counts_as_no_run(tmp_path):
         assert nbs.kept_run(tmp_path / "x.ipynb", tmp_path / "runs") is None
 
 
-def test_a_kept_run_that_does_not_fit_on_the_disk_leaves_nothing_behind(tmp_path, monkeypatch):
+def test_a_kept_run_that_does_not_fit_on_the_disk_leaves_nothing_behind(simulated_disk, tmp_path, monkeypatch):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("print('hello ' * 200)")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "x.ipynb")
     runs = tmp_path / "runs"
     runs.mkdir()
-    SimulatedDisk(monkeypatch, runs, free=1000)
+    simulated_disk(runs, free=1000)
     with pytest.raises(OSError, match=f"the disk holding {runs} is full"):
         nbs.execute(tmp_path / "x.ipynb", keep=runs)
     assert list(runs.iterdir()) == []
@@ -691,7 +634,7 @@ def test_every_write_goes_through_a_temporary_file_renamed_when_whole(tmp_path, 
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 
 
-def test_the_workshop_agendas_are_written_whole_or_left_as_they_were(tmp_path, monkeypatch):
+def test_the_workshop_agendas_are_written_whole_or_left_as_they_were(simulated_disk, tmp_path, monkeypatch):
     from utils.course import workshop
 
     (tmp_path / "docs").mkdir()
@@ -701,7 +644,7 @@ def test_the_workshop_agendas_are_written_whole_or_left_as_they_were(tmp_path, m
     monkeypatch.setattr(workshop, "WORKSHOP", agendas)
     monkeypatch.setattr(workshop, "ROOT", tmp_path)
     monkeypatch.setattr(workshop, "rewrite", lambda text: text + "a newer agenda\n")
-    SimulatedDisk(monkeypatch, tmp_path / "docs", free=100)
+    simulated_disk(tmp_path / "docs", free=100)
     with pytest.raises(OSError, match="is full"):
         workshop.main([])
     assert agendas.read_text(encoding="utf-8") == before
