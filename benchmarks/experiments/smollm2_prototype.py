@@ -3,8 +3,8 @@ that `utils.load_model(folder)` loads offline.
 
 Run with the course's python, the `gguf` package and the wheel's files on the path:
 
-    OMP_NUM_THREADS=1 PYTHONPATH=/tmp/smol/site:/tmp/smol/wheelsite:/work/main \
-        /work/main/.venv/bin/python /tmp/smol/prototype.py <step> [args]
+    OMP_NUM_THREADS=1 PYTHONPATH=<work>/site:<work>/wheelsite:/work/main \
+        /work/main/.venv/bin/python <work>/prototype.py <step> [args]
 
 Steps: locate | verify-wheel WHEEL | convert OUT [--bos endoftext|im_start] | check OUT |
        bos OUT | ioi OUT | time OUT | heldout OUT | failures
@@ -399,7 +399,7 @@ def bos(out: Path, n_docs: int = 8) -> dict:
         "no_start": storyworld_loss(m, tok, docs, None),
     }
     res["cpu_s_three_variants"] = round(time.process_time() - t0, 2)
-    # What the course's own metric returns on this model (reads the zoo tokenizer, see DESIGN.md).
+    # What the course's own metric returns on this model (reads the zoo tokenizer, see smollm2-loader.md).
     res["course_heldout_loss"] = {
         k: round(v, 4) if isinstance(v, float) else v for k, v in heldout_loss(m, docs).items()
     }
