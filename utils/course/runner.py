@@ -101,6 +101,25 @@ def check_zoo() -> int:
     return status
 
 
+def check_pretrained() -> int:
+    """Make SmolLM2-135M ready before the lessons need it (converted once from the wheel that setup fetched,
+    about 20 s) and load it offline; 1 if that fails, with the fix in one sentence."""
+    from utils.model_zoo import pretrained
+
+    t = time.time()
+    try:
+        pretrained.ensure()
+        model = load_model(pretrained.NAME, device="cpu")
+    except pretrained.PretrainedError as e:
+        print(f"{pretrained.NAME:20s} NOT READY: {e}\n")
+        return 1
+    print(
+        f"Pretrained elsewhere: {pretrained.NAME} ({sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"ready and loaded in {time.time() - t:.1f} s from {shown(pretrained.converted_folder())})\n"
+    )
+    return 0
+
+
 class DiskFull(Exception):
     """A lesson ran, but its run could not be kept: the message says which and what to do."""
 
@@ -240,7 +259,7 @@ def _main(argv) -> int:
             print(note)
         if args.reseed is not None:
             return sweep(paths, args.reseed)
-        status = 0 if args.skip_zoo else check_zoo()
+        status = 0 if args.skip_zoo else check_zoo() | check_pretrained()
         rows = run_notebooks(paths, keep)
     print(records.notebook_table(rows))
     if args.record:

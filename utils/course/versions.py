@@ -54,6 +54,7 @@ TESTED = {
     "ipywidgets": "8.1.9",
     "tqdm": "4.70.1",
     "nnsight": "0.8.1",  # the appendix's second way in, and the road to NDIF
+    "gguf": "0.19.0",  # reads SmolLM2's 4-bit file once, to convert it (0.10 and 0.11 fail on numpy 2)
     "pyvene": "0.1.8",  # interchange interventions and DAS (lesson 09 checks its interchange against it)
     # the test suite's tools
     "pytest": "9.2.0",
@@ -82,6 +83,7 @@ RUNTIME = (
     "tqdm",
     "nnsight",
     "pyvene",
+    "gguf",
 )
 COURSE = "handson-mechinterp"  # the course's own distribution (an editable install of this repository)
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"

@@ -27,7 +27,7 @@ import torch
 
 from utils import paths
 from utils.corpora.tokenizer import corpus_tokenizer, corpus_tokenizer_dir, corpus_tokenizer_hash
-from utils.model_zoo import registry
+from utils.model_zoo import pretrained, registry
 
 # Zoo models the course plans (``utils.model_zoo.registry``); those without a directory are not built yet.
 ZOO = tuple(registry.ZOO)
@@ -39,6 +39,7 @@ HUB_ALIASES = {
     "pythia-160m": "EleutherAI/pythia-160m",
     "gemma-2-2b": "google/gemma-2-2b",
     "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    **pretrained.HUB_ORIGINALS,  # the published SmolLM2 weights; the course's offline copy is "smollm2-135m"
 }
 
 
@@ -208,6 +209,8 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
     device = check_device(device)
     if name in ZOO:
         return _load_zoo(name, device, verify, folder)
+    if name in pretrained.PRETRAINED and folder is None:
+        return _load_folder(pretrained.ensure(), device)
     path = Path(name).expanduser()
     if path.is_file() and folder is None:
         raise ValueError(_not_a_folder(path))
