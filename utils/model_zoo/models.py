@@ -221,7 +221,11 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
             f"folder= loads a zoo model's own files (a training run's --out), and {name!r} is not a zoo model; "
             f"the zoo: {', '.join(ZOO)}"
         )
-    if name.startswith(("storyworld", "countdown", "beliefs")) or difflib.get_close_matches(name, ZOO, 1, 0.8):
+    offline = (*ZOO, *pretrained.PRETRAINED)
+    if name not in HUB_ALIASES and (
+        name.lower().startswith(("storyworld", "countdown", "beliefs", "smollm"))
+        or difflib.get_close_matches(name, offline, 1, 0.8)
+    ):
         raise ValueError(_unknown(name, "it looks like a zoo name, so the hub was not asked"))
     if not looks_like_hub_id(name) and (name.startswith(("~", ".")) or "/" in name or "\\" in name):
         raise ValueError(
@@ -240,13 +244,14 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
 
 def _unknown(name: str, why: str) -> str:
     """One sentence: the name, why it did not load, what loads instead."""
-    close = difflib.get_close_matches(name, ZOO, n=1)
+    close = difflib.get_close_matches(name.lower(), (*ZOO, *pretrained.PRETRAINED), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     planned = [n for n in ZOO if n not in zoo()]
     later = f"; planned, not built yet: {', '.join(planned)}" if planned else ""
     return (
         f"unknown model {name!r}{hint}: {why}; the embedded zoo loads offline "
-        f"({', '.join(zoo()) or 'nothing built yet'}{later}), other names come from the "
+        f"({', '.join(zoo()) or 'nothing built yet'}{later}), and so does {', '.join(pretrained.PRETRAINED)} "
+        f"(pretrained elsewhere, fetched by make setup); other names come from the "
         f"Hugging Face hub ({', '.join(sorted(HUB_ALIASES))}, or any hub id)"
     )
 
@@ -695,7 +700,8 @@ def _load_hub(name: str, device: str):
                    else "HF_HUB_OFFLINE=1 is set")  # fmt: skip
             fix = (
                 f"connect once to download it (it is cached after that), or pass the path of a folder holding its "
-                f"files; the zoo loads offline: {', '.join(zoo()) or 'nothing built yet'}"
+                f"files; the zoo loads offline: {', '.join(zoo()) or 'nothing built yet'}, and so does "
+                f"{', '.join(pretrained.PRETRAINED)} (pretrained elsewhere)"
             )
             if name in HUB_ALIASES or hub_id in HUB_ALIASES.values() or "/" in name:
                 raise ValueError(
