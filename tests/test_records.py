@@ -39,7 +39,7 @@ def test_recording_writes_the_json_and_renders_the_readme_table_from_it(tmp_path
     monkeypatch.setattr(records, "BENCHMARKS", tmp_path)
     monkeypatch.setattr(records, "NOTEBOOKS_JSON", tmp_path / "notebooks.json")
     rows = [
-        {"notebook": "00_x.ipynb", "seconds": 1.5, "peak_mb": 300, "error": None},
+        {"notebook": "00_x.ipynb", "seconds": 1.5, "peak_mb": 300, "error": None, "real_model_seconds": 0.7},
         {"notebook": "01_y.ipynb", "seconds": 2.0, "peak_mb": None, "error": "NameError: x"},
     ]
     sweep = {"00_x.ipynb": {"fresh_samples_held": 4, "fresh_samples": 5}}
@@ -48,5 +48,5 @@ def test_recording_writes_the_json_and_renders_the_readme_table_from_it(tmp_path
     assert json.loads((tmp_path / "notebooks.json").read_text()) == rows
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "\nold\n" not in text
-    assert "| 00_x.ipynb | 1.5 | 300 | ok | 4/5 |" in text
-    assert "| 01_y.ipynb | 2.0 | ? | FAILED: NameError: x | not run |" in text
+    assert "| 00_x.ipynb | 1.5 | 0.7 | 300 | ok | 4/5 |" in text
+    assert "| 01_y.ipynb | 2.0 | – | ? | FAILED: NameError: x | not run |" in text

@@ -88,6 +88,15 @@ def test_a_validated_run_is_kept_for_the_tests_and_recorded_with_its_time_memory
     assert nbs.kept_run(bad, tmp_path / "runs").metadata[nbs.KEPT_RUN]["error"] == rows[1]["error"]
 
 
+def test_the_real_model_sections_time_is_recorded_apart_from_the_rest_of_its_notebook(tmp_path):
+    path = executed_notebook(tmp_path / "00_x.ipynb", "import time\ntime.sleep(0.2)", "time.sleep(0.6)")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].metadata["tags"] = [nbs.REAL_MODEL_TAG]
+    nbformat.write(nb, path)
+    [row] = validate.run([path], keep=tmp_path / "runs")
+    assert 0.6 <= row["real_model_seconds"] < 0.6 + 0.5 and row["seconds"] >= 0.8
+
+
 def test_make_validate_records_the_device_the_versions_and_each_notebook(tmp_path):
     path = executed_notebook(tmp_path / "00_x.ipynb", f"{MARK}\nprint(6 * 7)")
     record = tmp_path / "validate.json"

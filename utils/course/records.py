@@ -60,16 +60,17 @@ def notebook_table(rows: list[dict], sweep: dict | None = None) -> str:
     on how many fresh samples its asserted claims all hold (``benchmarks/robustness.json``)."""
     sweep = robustness.recorded() if sweep is None else sweep
     lines = [
-        "| notebook | wall time (s) | peak memory (MB) | status | claims hold on fresh samples |",
-        "|---|---:|---:|---|---:|",
+        "| notebook | wall time (s) | of which on SmolLM2 (s) | peak memory (MB) | status | claims hold on fresh samples |",
+        "|---|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         status = ("ok" if not r["error"] else "FAILED: " + r["error"]) + (
             " (run twice: the kernel stalled)" if r.get("retried") else ""
         )
         seconds = "?" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        real = f"{r['real_model_seconds']:.1f}" if r.get("real_model_seconds") else "–"
         lines.append(
-            f"| {r['notebook']} | {seconds} | {r['peak_mb'] if r['peak_mb'] else '?'} | {status} "
+            f"| {r['notebook']} | {seconds} | {real} | {r['peak_mb'] if r['peak_mb'] else '?'} | {status} "
             f"| {robustness.column(r['notebook'], sweep)} |"
         )
     return "\n".join(lines)

@@ -33,7 +33,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils.course.notebooks import ANSI, KEPT_RUN, PEAK_MEMORY_CODE, CannotWrite, fingerprint, render, write_atomically
+from utils.course.notebooks import (
+    ANSI,
+    KEPT_RUN,
+    PEAK_MEMORY_CODE,
+    REAL_MODEL_TAG,
+    CannotWrite,
+    fingerprint,
+    render,
+    write_atomically,
+)
 from utils.paths import ROOT
 
 
@@ -63,7 +72,9 @@ def _is_cell(item) -> bool:
 def _run_of(item) -> dict:
     """What this plugin gathers about the notebook ``item`` is a cell of."""
     runs = item.config.stash[_RUNS]
-    return runs.setdefault(str(item.path), {"start": time.time(), "cells": {}, "error": None, "failed": 0})
+    return runs.setdefault(
+        str(item.path), {"start": time.time(), "cells": {}, "error": None, "failed": 0, "real_model": 0.0}
+    )
 
 
 def _kernel_peak_mb(kernel) -> float | None:
@@ -101,6 +112,8 @@ def pytest_runtest_makereport(item, call):
     run["cells"][item.cell_num] = (item.test_outputs or [], item.cell.execution_count)
     report = outcome.get_result()
     run["failed"] += report.failed
+    if REAL_MODEL_TAG in item.cell.get("metadata", {}).get("tags", []):
+        run["real_model"] += report.duration  # the "On a real model" section's own time
     if report.failed and run["error"] is None:
         text = ANSI.sub("", str(call.excinfo.value.args[0] if call.excinfo else report.longrepr)).strip()
         detail = getattr(call.excinfo.value, "inner_traceback", None) if call.excinfo else None
@@ -129,6 +142,7 @@ def pytest_runtest_teardown(item, nextitem) -> None:
         "error": run["error"],
         "cells": sum(c.cell_type == "code" for c in item.parent.nb.cells),
         "failed_cells": run["failed"],
+        "real_model_seconds": round(run["real_model"], 1),
     }
     if options.course_keep is not None and (why := keep_run(item.parent.nb, run, path, options.course_keep)):
         result["not_kept"] = why
