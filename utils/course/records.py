@@ -60,7 +60,8 @@ def notebook_table(rows: list[dict], sweep: dict | None = None) -> str:
     on how many fresh samples its asserted claims all hold (``benchmarks/robustness.json``)."""
     sweep = robustness.recorded() if sweep is None else sweep
     lines = [
-        "| notebook | wall time (s) | of which on SmolLM2 (s) | peak memory (MB) | status | claims hold on fresh samples |",
+        "| notebook | wall time (s) | of which on SmolLM2 (s) | peak memory (MB) | status "
+        "| claims hold on fresh samples |",
         "|---|---:|---:|---:|---|---:|",
     ]
     for r in rows:
