@@ -107,26 +107,39 @@ def copy_zoo_model(tmp_path, monkeypatch):
 
 
 # Small random-weight models of the architectures a learner switches to, saved in the hub's format
-# (save_pretrained: config.json, model.safetensors, the course's tokenizer) so that
-# load_model(<folder>) loads them exactly as it would load the hub's checkpoints, offline.
+# (save_pretrained: config.json, model.safetensors, a tokenizer) so that load_model(<folder>) loads them
+# exactly as it would load the hub's checkpoints, offline. The Llama carries a real model's tokenizer,
+# SmolLM2's (49,152 tokens, where most Storyworld names are two tokens or more), so that every lesson
+# meets a vocabulary that is not the course's; the others carry the course's own.
 ARCHITECTURES = ("gpt2", "llama", "gemma2", "qwen2")
+REAL_TOKENIZER = "llama"  # the architecture whose random model has SmolLM2's tokenizer
+
+
+def random_model_tokenizer(architecture: str):
+    """The tokenizer ``save_random_model`` gives ``architecture``: SmolLM2's for the Llama, else Storyworld's."""
+    import transformers
+
+    from utils.model_zoo import pretrained
+    from utils.paths import TOKENIZER_DIR
+
+    if architecture == REAL_TOKENIZER:
+        return transformers.AutoTokenizer.from_pretrained(str(pretrained.ensure()), local_files_only=True)
+    return transformers.PreTrainedTokenizerFast.from_pretrained(str(TOKENIZER_DIR))
 
 
 def save_random_model(architecture: str, folder: Path, layers: int = 2) -> Path:
-    """A random ``architecture`` model (64 wide, 4 heads) with the Storyworld tokenizer in ``folder``."""
+    """A random ``architecture`` model (64 wide, 4 heads) with its tokenizer (above) in ``folder``."""
     import torch
     import transformers
 
-    from utils.paths import TOKENIZER_DIR
-
-    tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(str(TOKENIZER_DIR))
+    tokenizer = random_model_tokenizer(architecture)
     size = dict(vocab_size=len(tokenizer), max_position_embeddings=512, num_hidden_layers=layers)
     attention = dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2)
     config = {
         "gpt2": lambda: transformers.GPT2Config(
             vocab_size=len(tokenizer), n_positions=512, n_embd=64, n_layer=layers, n_head=4
         ),
-        "llama": lambda: transformers.LlamaConfig(**size, **attention),
+        "llama": lambda: transformers.LlamaConfig(**size, **attention, bos_token_id=0, eos_token_id=0, pad_token_id=0),
         "gemma2": lambda: transformers.Gemma2Config(**size, **attention, head_dim=16, sliding_window=256),
         "qwen2": lambda: transformers.Qwen2Config(**size, **attention),
     }[architecture]()

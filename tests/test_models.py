@@ -198,11 +198,18 @@ def test_device_default_prefers_cuda_then_mps_then_cpu(monkeypatch):
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama", "gemma2", "qwen2"])
 def test_a_folder_saved_in_the_hubs_format_loads_offline_as_a_hub_model_would(random_model_folders, architecture):
+    from transformers import AutoTokenizer
+
     from utils.corpora.tokenizer import corpus_tokenizer
+    from utils.model_zoo import pretrained
 
     model = load_model(str(random_model_folders[architecture]))
     text = "Mara felt calm. Tom gave the cup to Mara."
-    assert model.tokenizer.encode(text, add_special_tokens=False) == corpus_tokenizer("storyworld").encode(text)
+    # the Llama was saved with SmolLM2's tokenizer, the others with the course's
+    real = architecture == "llama"
+    saved_with = AutoTokenizer.from_pretrained(str(pretrained.ensure())) if real else corpus_tokenizer("storyworld")
+    assert model.tokenizer.encode(text, add_special_tokens=False) == saved_with.encode(text, add_special_tokens=False)
+    assert model.cfg.d_vocab == len(saved_with) == (49152 if architecture == "llama" else 985)
     tokens = model.to_tokens(text)
     logits, cache = model.run_with_cache(tokens)
     assert logits.shape == (1, tokens.shape[1], len(model.tokenizer))
