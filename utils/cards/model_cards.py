@@ -60,6 +60,7 @@ from utils.corpora import storyworld
 from utils.corpora.storyworld import _positive
 from utils.corpora.tokenizer import corpus_tokenizer_hash
 from utils.metrics.circuit import RULES, ioi_circuit
+from utils.metrics.common import tokenizer_of
 from utils.metrics.heads import all_word_pool, head_scores, repeated_random_tokens
 from utils.metrics.ioi import ioi
 from utils.metrics.loss import heldout_loss, song_copy_loss
@@ -143,17 +144,19 @@ def measure_countdown(
 
 
 def _head_measurements(model, seed: int, n_random: int) -> dict:
-    """Head scores on content words, on all words and on song-like sequences, and the best heads."""
-    h = head_scores(model, repeated_random_tokens(n_random, seed=seed))
+    """Head scores on content words, on all words and on song-like sequences, and the best heads
+    (the sequences in the model's own tokens)."""
+    tok = tokenizer_of(model)
+    h = head_scores(model, repeated_random_tokens(n_random, seed=seed, tokenizer=tok))
     out = dict(h)
-    wide = head_scores(model, repeated_random_tokens(n_random // 2, seed=seed, pool=all_word_pool()))
+    wide = head_scores(model, repeated_random_tokens(n_random // 2, seed=seed, pool=all_word_pool(tok), tokenizer=tok))
     for suffix, scores in (("", h), ("_all_words", wide)):  # the best head of each kind, and its score
         for score, key in (("prev_token", "prev_token_scores"), ("induction", "induction_scores")):
             table = torch.tensor(scores[key])
             out[f"{score}_score{suffix}"] = table.max().item()
             out[f"{score}_head{suffix}"] = list(divmod(int(table.argmax()), table.shape[1]))
     out.update({f"{k}_all_words": wide[k] for k in ("loss_first_copy", "loss_second_copy", "repeat_loss_drop")})
-    song = head_scores(model, repeated_random_tokens(n_random, seed=seed, song_like=True))
+    song = head_scores(model, repeated_random_tokens(n_random, seed=seed, song_like=True, tokenizer=tok))
     out["induction_score_song_like"] = max(max(row) for row in song["induction_scores"])
     out.update({f"{k}_song_like": song[k] for k in ("loss_first_copy", "loss_second_copy", "repeat_loss_drop")})
     prev, ind = torch.tensor(h["prev_token_scores"]), torch.tensor(h["induction_scores"])

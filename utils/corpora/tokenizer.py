@@ -131,15 +131,32 @@ def corpus_tokenizer_hash(corpus: str = "storyworld") -> str:
     return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
-def encode_doc(text: str, tokenizer=None) -> list[int]:
-    """``[BOS] + tokens(text) + [EOS]``: the unit every loss and floor is computed over."""
+def document_ends(tokenizer=None) -> tuple[int, int]:
+    """The ids ``(BOS, EOS)`` a document starts and ends with in ``tokenizer`` (default the course's):
+    its own start and end tokens, as ``model.to_tokens`` prepends them (``<|endoftext|>``, id 0, for
+    both in the course tokenizer and in SmolLM2's); a tokenizer that names only one uses it for both,
+    one that names neither ``<|endoftext|>``."""
     tokenizer = tokenizer or load_tokenizer()
-    eot = tokenizer.convert_tokens_to_ids(EOT)
-    return [eot] + tokenizer(text, add_special_tokens=False)["input_ids"] + [eot]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None and eos is None:
+        if EOT not in tokenizer.get_vocab():
+            raise ValueError(f"this tokenizer names no start or end token and has no {EOT}: a document has no ends")
+        eot = tokenizer.convert_tokens_to_ids(EOT)
+        return eot, eot
+    return (eos if bos is None else bos), (bos if eos is None else eos)
+
+
+def encode_doc(text: str, tokenizer=None) -> list[int]:
+    """``[BOS] + tokens(text) + [EOS]``: the unit every loss and floor is computed over, in
+    ``tokenizer``'s tokens (default the course's; a measurement of a model passes ``model.tokenizer``)."""
+    tokenizer = tokenizer or load_tokenizer()
+    bos, eos = document_ends(tokenizer)
+    return [bos] + tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
 
 
 def word_id(word: str, tokenizer=None) -> int:
-    """The single token of ``" " + word`` (every Storyworld name and content word is one)."""
+    """The single token of ``" " + word`` in ``tokenizer`` (default the course's, in which every
+    Storyworld name and content word is one); ``ValueError`` when it is several."""
     tokenizer = tokenizer or load_tokenizer()
     ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
@@ -162,7 +179,8 @@ def split_words(tokenizer, words: Sequence[str]) -> dict[str, list[str]]:
 
 
 def token_spans(text: str, tokenizer=None) -> list[tuple[int, int]]:
-    """Character span ``[start, end)`` of each token of ``text`` (no BOS).
+    """Character span ``[start, end)`` of each token of ``text`` (no BOS) in ``tokenizer``'s tokens
+    (default the course's).
 
     Byte-level BPE puts the space before a word into the word's token; spans here cover
     the token's characters including that space.

@@ -16,7 +16,7 @@ import torch
 
 from utils import seeds
 from utils.corpora import storyworld
-from utils.corpora.tokenizer import EOT, load_tokenizer, word_id
+from utils.corpora.tokenizer import document_ends, load_tokenizer, word_id
 from utils.metrics.common import device_of
 from utils.metrics.loss import per_token_loss
 
@@ -45,25 +45,45 @@ def induction_scores(pattern: torch.Tensor, period: int) -> torch.Tensor:
 # Sequences to measure them on
 
 
-def content_word_pool() -> list[int]:
+def _single_tokens(tokenizer, words) -> list[int]:
+    """The token of ``" " + word`` for each of ``words`` that ``tokenizer`` keeps in one token, in order."""
+    ids = []
+    for w in words:
+        one = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+        if len(one) == 1:
+            ids.append(one[0])
+    return ids
+
+
+def content_word_pool(tokenizer=None) -> list[int]:
     """Storyworld's content words as tokens: names, places, objects, emotions, list and rhyme
     words, behaviours and manners (``storyworld.CONTENT_WORDS``, each one token with its leading
-    space)."""
-    tok = load_tokenizer()
-    return sorted(word_id(w, tok) for w in storyworld.CONTENT_WORDS)
+    space in the course tokenizer, the default). With another tokenizer (``model.tokenizer``), the
+    words it keeps in one token."""
+    if tokenizer is None:
+        tok = load_tokenizer()
+        return sorted(word_id(w, tok) for w in storyworld.CONTENT_WORDS)
+    return sorted(set(_single_tokens(tokenizer, storyworld.CONTENT_WORDS)))
 
 
 @cache
-def all_word_pool() -> tuple[int, ...]:
+def _course_word_pool() -> tuple[int, ...]:
+    return tuple(sorted(_single_tokens(load_tokenizer(), storyworld.WORDS)))
+
+
+def all_word_pool(tokenizer=None) -> tuple[int, ...]:
     """Every word Storyworld text uses, function words such as " the", " felt" and " said"
-    included (``storyworld.WORDS``), as single tokens with their leading space, sorted (cached)."""
-    tok = load_tokenizer()
-    ids = []
-    for w in storyworld.WORDS:
-        one = tok(" " + w, add_special_tokens=False)["input_ids"]
-        if len(one) == 1:
-            ids.append(one[0])
-    return tuple(sorted(ids))
+    included (``storyworld.WORDS``), as single tokens with their leading space, sorted: in the
+    course tokenizer (the default, cached) or in ``tokenizer`` (the words it keeps in one token)."""
+    if tokenizer is None:
+        return _course_word_pool()
+    return tuple(sorted(set(_single_tokens(tokenizer, storyworld.WORDS))))
+
+
+def _unspaced(tokenizer, token: int) -> int | None:
+    """The one token of ``token``'s word without its leading space, or None when that is several."""
+    ids = tokenizer(tokenizer.decode([token]).lstrip(" "), add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
 
 
 def repeated_random_tokens(
@@ -73,24 +93,38 @@ def repeated_random_tokens(
     max_period: int = 60,
     pool: Sequence[int] | None = None,
     song_like: bool = False,
+    tokenizer=None,
 ) -> list[tuple[list[int], int]]:
     """``n`` sequences ``[BOS] + r + r`` with ``r`` distinct random tokens from ``pool``
-    (default: ``content_word_pool()``) and the period drawn per sequence; (ids, period) pairs.
+    (default: ``content_word_pool(tokenizer)``) and the period drawn per sequence; (ids, period)
+    pairs. ``tokenizer`` is the model's (``model.tokenizer``; default the course's): it gives the
+    BOS and the pool, so every id is one of the model's tokens.
 
     The pool's words carry a leading space, and no Storyworld document starts with one.
     ``song_like=True`` writes the very first word without its space, as a Storyworld song
-    begins (the repeat keeps the space, as in a song), with the same words and periods.
+    begins (the repeat keeps the space, as in a song). The pool is first narrowed to the words
+    whose unspaced form is one token too; in the course tokenizer that is every word, so the
+    sequences have the same words and periods as without ``song_like``.
     """
     rng = random.Random(seed)
-    pool = list(pool) if pool is not None else content_word_pool()
-    tok = load_tokenizer()
-    eot = tok.convert_tokens_to_ids(EOT)
+    tok = tokenizer or load_tokenizer()
+    pool = list(pool) if pool is not None else content_word_pool(tokenizer)
+    unspaced = {}
+    if song_like:
+        unspaced = {t: _unspaced(tok, t) for t in pool}
+        pool = [t for t in pool if unspaced[t] is not None]
+    if len(pool) < max_period:
+        raise ValueError(
+            f"the pool has {len(pool)} tokens{' that stay one token without their space' if song_like else ''}, "
+            f"fewer than the longest period ({max_period}): lower max_period or pass a larger pool"
+        )
+    bos = document_ends(tok)[0]
     out = []
     for _ in range(n):
         period = rng.randint(min_period, max_period)
         r = rng.sample(pool, period)
-        start = [tok.convert_tokens_to_ids(tok.convert_ids_to_tokens(r[0]).lstrip("Ġ"))] if song_like else r[:1]
-        out.append(([eot] + start + r[1:] + r, period))
+        start = [unspaced[r[0]]] if song_like else r[:1]
+        out.append(([bos] + start + r[1:] + r, period))
     return out
 
 

@@ -1,8 +1,8 @@
 """Next-token loss: per token, per held-out document against the entropy floor, on song copies.
 
 Conventions (the cards, the lessons and the tests use exactly these): a document is fed as
-``[BOS] + tokens(text)`` and scored on predicting ``tokens(text) + [EOS]``; the logits at
-position ``t`` predict the token at ``t + 1``.
+``[BOS] + tokens(text)`` and scored on predicting ``tokens(text) + [EOS]``, in the model's own
+tokens (``model.tokenizer``); the logits at position ``t`` predict the token at ``t + 1``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,16 @@ import math
 import torch
 
 from utils.corpora import storyworld
-from utils.corpora.tokenizer import encode_doc, load_tokenizer, token_spans
-from utils.metrics.common import device_of, forward_logits, right_padded
+from utils.corpora.tokenizer import encode_doc, token_spans
+from utils.metrics.common import (
+    LOGITS_PER_BATCH,
+    device_of,
+    forward_logits,
+    length_groups,
+    right_padded,
+    tokenizer_of,
+    vocabulary_size,
+)
 
 
 def per_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -34,19 +42,25 @@ def heldout_loss(model, docs: list[storyworld.Doc], batch: int = 64) -> dict:
     Returns ``loss``, ``floor`` (``-Σ logprob / Σ tokens``, each document's exact
     log-probability under the generator), ``gap`` = loss - floor, its standard error over
     documents ``gap_se`` and the token count.
+
+    The documents are tokenized by the model's own tokenizer, so "per token" means per token of
+    that tokenizer (the floor too). At most ``batch`` documents run together, fewer when their
+    logits would pass ``LOGITS_PER_BATCH`` (a large vocabulary).
     """
-    tok = load_tokenizer()
+    tok = tokenizer_of(model)
     seqs = [encode_doc(d.text, tok) for d in docs]
     eot = seqs[0][0]
     count = 0
     doc_nll = [0.0] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
-    for b in range(0, len(order), batch):
-        group = [seqs[i] for i in order[b : b + batch]]
+    columns = vocabulary_size(model) or len(tok)
+    spans = length_groups([len(seqs[i]) for i in order], max(1, LOGITS_PER_BATCH // columns), max_members=batch)
+    for start, stop in spans:
+        group = [seqs[i] for i in order[start:stop]]
         x = right_padded(group, eot)
         x = x.to(device_of(model))
         nll = per_token_loss(forward_logits(model, x), x).cpu()
-        for r, i in enumerate(order[b : b + batch]):
+        for r, i in enumerate(order[start:stop]):
             n = len(group[r]) - 1
             doc_nll[i] = nll[r, :n].sum().item()
             count += n
@@ -93,9 +107,10 @@ def song_copy_loss(model, docs: list[storyworld.Doc]) -> dict:
 
     The in-distribution twin of the repeated-random-token test. The first word of each copy
     is left out: the first is predicted from BOS alone and the repeat's first word is the
-    song's stopping decision, not something to copy.
+    song's stopping decision, not something to copy. Tokens are the model's own: with a tokenizer
+    that cuts a word in pieces, every piece counts (those of each copy's first word left out).
     """
-    tok = load_tokenizer()
+    tok = tokenizer_of(model)
     first, second = [], []
     for d in docs:
         if d.family != "song":
@@ -107,10 +122,19 @@ def song_copy_loss(model, docs: list[storyworld.Doc]) -> dict:
         words = [i for i, (a, b) in enumerate(spans) if any(ch.isalnum() for ch in d.text[a:b])]
         in_first = [i for i in words if rep["first"][0] <= spans[i][0] < rep["first"][1]]
         in_second = [i for i in words if spans[i][0] >= rep["repeat"][0] - 1]
-        first += nll[in_first[1:]].tolist()
-        second += nll[in_second[1:]].tolist()
+        first += nll[_without_first_word(d.text, spans, in_first)].tolist()
+        second += nll[_without_first_word(d.text, spans, in_second)].tolist()
     return {
         "song_loss_first_copy": sum(first) / len(first),
         "song_loss_second_copy": sum(second) / len(second),
         "song_tokens": len(first) + len(second),
     }
+
+
+def _without_first_word(text: str, spans: list[tuple[int, int]], tokens: list[int]) -> list[int]:
+    """``tokens`` (indices of a copy's word tokens, in order) without those of its first word: the
+    first token and the pieces that continue it (the next tokens that do not start with a space)."""
+    k = 1
+    while k < len(tokens) and tokens[k] == tokens[k - 1] + 1 and not text[spans[tokens[k]][0]].isspace():
+        k += 1
+    return tokens[k:]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from utils.corpora import storyworld
-from utils.corpora.tokenizer import encode_doc, load_tokenizer, token_spans
-from utils.metrics.common import device_of
+from utils.corpora.tokenizer import encode_doc, token_spans
+from utils.metrics.common import device_of, tokenizer_of
 
 PROBE_ROLES = ("subject", "predicate", "punctuation")
 
@@ -25,9 +25,10 @@ def emotion_dataset(
     Returns activations ``[n_layers, n_tokens, d_model]``, labels ``[n_tokens]``, each
     token's role ``[n_tokens]`` (an index into ``PROBE_ROLES``: the subject's name, a word
     of the predicate, or punctuation), the size of its story's cast ``[n_tokens]`` (1 or 2
-    characters), and the number of sentences they come from.
+    characters), and the number of sentences they come from. Documents are tokenized by the
+    model's own tokenizer; a token belongs to a sentence when its characters overlap it.
     """
-    tok = load_tokenizer()
+    tok = tokenizer_of(model)
     L = model.cfg.n_layers
     names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
     acts, labels, roles, casts, n_sentences = [[] for _ in range(L)], [], [], [], 0

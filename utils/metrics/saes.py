@@ -14,7 +14,7 @@ import torch
 
 from utils.corpora import storyworld
 from utils.corpora.tokenizer import encode_doc, load_tokenizer
-from utils.metrics.common import device_of, length_groups, right_padded
+from utils.metrics.common import LOGITS_PER_BATCH, device_of, length_groups, right_padded, tokenizer_of, vocabulary_size
 from utils.metrics.loss import per_token_loss
 
 DENSE = 0.1  # a latent active on more than this share of tokens is called dense
@@ -98,13 +98,16 @@ def evaluate_sae(model, sae, hook: str, docs: list[storyworld.Doc]) -> dict:
     ``l0``, ``explained_variance``, ``mse`` (per token, summed over dimensions) on the
     document tokens after BOS; the model's next-token loss clean, with the SAE spliced in at
     ``hook`` and with the activation zeroed, ``loss_recovered``; ``dead`` and ``dense`` shares
-    of latents; ``tokens``.
+    of latents; ``tokens``. Documents are tokenized by the model's own tokenizer, in batches
+    whose logits stay within ``LOGITS_PER_BATCH``.
     """
     device = device_of(model)
+    tok = tokenizer_of(model)
+    batch_tokens = min(8000, max(1, LOGITS_PER_BATCH // (vocabulary_size(model) or len(tok))))
     acts, recons, latents = [], [], []
     losses = {"clean": [], "spliced": [], "zero": []}
     hooks = {"clean": [], "spliced": [(hook, splice_hook(sae))], "zero": [(hook, zero_hook())]}
-    for x, mask in document_batches(docs):
+    for x, mask in document_batches(docs, batch_tokens, tokenizer=tok):
         x, mask = x.to(device), mask.to(device)
         for kind, fwd_hooks in hooks.items():
             if kind == "clean":
