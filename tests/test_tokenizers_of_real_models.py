@@ -2,15 +2,14 @@
 
 The zoo's models share the course's 985-token Storyworld tokenizer; SmolLM2-135M has its own
 (49,152 tokens, ``<|endoftext|>`` id 0 as BOS and EOS) and cuts 7 of the 24 Storyworld names in
-pieces. Each number here is computed again by hand with ``model.tokenizer`` and must agree. A
-small random-weight Llama carrying SmolLM2's tokenizer files checks the same on a model the
-course knows nothing about (loaded from a folder, as a learner's own would be).
+pieces. Each number here is computed again by hand with ``model.tokenizer`` and must agree. The
+suite's small random-weight Llama, which carries SmolLM2's tokenizer files, checks the same on a
+model the course knows nothing about (loaded from a folder, as a learner's own would be).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from utils.corpora import storyworld
 from utils.corpora.ioi_pairs import patching_pairs
 from utils.corpora.tokenizer import load_tokenizer
 from utils.metrics import common, heads, ioi, loss, probes, saes
-from utils.model_zoo import pretrained
 
 SMOLLM2_VOCAB = 49_152
 
@@ -32,28 +30,11 @@ def smollm2():
 
 
 @pytest.fixture(scope="module")
-def random_llama(tmp_path_factory):
-    """A 2-layer Llama (d_model 64) with random weights and SmolLM2's tokenizer files, loaded from its folder."""
-    import transformers
-
-    folder = tmp_path_factory.mktemp("llama-with-smollm2-tokenizer")
-    config = transformers.LlamaConfig(
-        vocab_size=SMOLLM2_VOCAB,
-        hidden_size=64,
-        intermediate_size=256,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=2,
-        max_position_embeddings=512,
-        bos_token_id=0,
-        eos_token_id=0,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(pretrained.converted_folder() / name, folder / name)
-    return load_model(str(folder), device="cpu")
+def random_llama(random_model_folders):
+    """The suite's 2-layer random Llama (d_model 64) carrying SmolLM2's tokenizer files, loaded from its folder."""
+    model = load_model(str(random_model_folders["llama"]), device="cpu")
+    assert len(model.tokenizer) == model.cfg.d_vocab == SMOLLM2_VOCAB
+    return model
 
 
 def nll_by_hand(model, text: str) -> torch.Tensor:
