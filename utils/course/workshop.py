@@ -33,7 +33,7 @@ BEGIN, END = "<!-- agendas: written by python -m utils.course.workshop -->", "<!
 HEADING = re.compile(r"^## (\d+) · (.+)$")
 MARKER = re.compile(r"^\*(Core|Optional) · (\d+) min(?: · if behind, skip: (.+))?\*$")
 # Headings that close a lesson rather than open a section of it.
-UNNUMBERED = ("Summary", "Going further", "Discussion questions", "Investigation", "Open problems")
+UNNUMBERED = ("Summary", "Going further", "Discussion questions", "Investigation", "Open problems", "On a real model")
 
 # The two days: which lessons, in order.
 DAYS = {
