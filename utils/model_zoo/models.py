@@ -210,7 +210,7 @@ def load_model(name: str, device: str | None = None, *, verify: bool = True, fol
     if name in ZOO:
         return _load_zoo(name, device, verify, folder)
     if name in pretrained.PRETRAINED and folder is None:
-        return _load_folder(pretrained.ensure(), device)
+        return _load_folder(pretrained.ensure(), device, shown_as=name)
     path = Path(name).expanduser()
     if path.is_file() and folder is None:
         raise ValueError(_not_a_folder(path))
@@ -317,7 +317,7 @@ def _load_zoo(name: str, device: str, verify: bool, folder: Path | None = None):
     return model
 
 
-def _load_folder(folder: Path, device: str):
+def _load_folder(folder: Path, device: str, shown_as: str | None = None):
     """A model saved in the hub's format (``save_pretrained``: config.json, safetensors weights and
     a tokenizer) in a local folder, loaded exactly as its hub name would load, without the hub.
 
@@ -327,7 +327,7 @@ def _load_folder(folder: Path, device: str):
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    where = paths.shown(folder)
+    where = shown_as or paths.shown(folder)  # a model loaded by name is named so in its messages
     weights = sorted(folder.glob("*.safetensors"))
     ggufs = sorted(folder.glob("*.gguf"))
     if ggufs and not weights:
