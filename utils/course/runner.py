@@ -114,7 +114,7 @@ def check_pretrained() -> int:
         print(f"{pretrained.NAME:20s} NOT READY: {e}\n")
         return 1
     print(
-        f"Pretrained elsewhere: {pretrained.NAME} ({sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"Pretrained elsewhere: {pretrained.NAME} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model}, "
         f"ready and loaded in {time.time() - t:.1f} s from {shown(pretrained.converted_folder())})\n"
     )
     return 0
