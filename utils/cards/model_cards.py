@@ -66,6 +66,7 @@ from utils.metrics.ioi import ioi
 from utils.metrics.loss import heldout_loss, song_copy_loss
 from utils.metrics.probes import emotion_probe
 from utils.metrics.steering import steering_card
+from utils.model_zoo import pretrained
 from utils.model_zoo.models import ZOO, ZooError, corpus_of, load_model, read_card, sha256_file, zoo
 from utils.model_zoo.registry import BELIEFS_MEASUREMENTS, COUNTDOWN_MEASUREMENTS, entry
 from utils.paths import MODELS
@@ -527,7 +528,19 @@ def zoo_table() -> str:
             f"{tr['tokens'] / 1e6:.1f}M tokens, {tr['seconds'] / 60:.0f} min | "
             f"{e['loss']:.3f} | {e['floor']:.3f} | {e['gap']:.3f} | {targets} |"
         )
-    return "\n".join(lines)
+    smollm2 = pretrained.card()  # measured by the course, trained elsewhere (utils.cards.pretrained_card)
+    return "\n".join(lines + ([pretrained_row(smollm2)] if smollm2 else []))
+
+
+def pretrained_row(c: dict) -> str:
+    """The zoo table's row for a model trained elsewhere, from its card: its loss is per token of its
+    own tokenizer, so per character too."""
+    a, e = c["architecture"], c["eval"]
+    return (
+        f"| [{c['name']}](data/models/{c['name']}/README.md) | {c['arch']}, {a['n_layers']}L, d_model {a['d_model']}, "
+        f"{a['n_heads']} heads | {c['n_params']:,} | pretrained elsewhere | {e['loss']:.3f} per token of its own "
+        f"({e['loss_per_character']:.3f} per character) | {e['floor']:.3f} | {e['gap']:.3f} | – |"
+    )
 
 
 def main(argv=None) -> int:

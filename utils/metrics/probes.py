@@ -17,7 +17,7 @@ PROBE_ROLES = ("subject", "predicate", "punctuation")
 
 
 def emotion_dataset(
-    model, docs: list[storyworld.Doc]
+    model, docs: list[storyworld.Doc], layers: list[int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Residual stream after every layer at every token of the narrative sentences that do
     not name the emotion, labelled with the subject's current emotion.
@@ -27,10 +27,11 @@ def emotion_dataset(
     of the predicate, or punctuation), the size of its story's cast ``[n_tokens]`` (1 or 2
     characters), and the number of sentences they come from. Documents are tokenized by the
     model's own tokenizer; a token belongs to a sentence when its characters overlap it.
+    ``layers`` keeps the stream after these layers only (``[len(layers), n_tokens, d_model]``).
     """
     tok = tokenizer_of(model)
-    L = model.cfg.n_layers
-    names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
+    names = [f"blocks.{l}.hook_resid_post" for l in (range(model.cfg.n_layers) if layers is None else layers)]
+    L = len(names)
     acts, labels, roles, casts, n_sentences = [[] for _ in range(L)], [], [], [], 0
     for d in docs:
         if d.family != "narrative":
@@ -106,13 +107,17 @@ def story_standard_error(values: torch.Tensor, story: torch.Tensor) -> float:
     return float((g / (g - 1) * sums.pow(2).sum()).sqrt() / n)
 
 
-def emotion_probe(model, train_docs, test_docs) -> dict:
+def emotion_probe(model, train_docs, test_docs, layers: list[int] | None = None) -> dict:
     """Fit a probe per layer on the word tokens (the subject's name and the predicate's
     words) of ``train_docs``; report its accuracy on the word tokens of ``test_docs``, by
     layer and by role. A second probe per layer, fitted and tested on all tokens
-    punctuation included, gives ``emotion_probe_accuracy_all_tokens``."""
-    xtr, ytr, rtr, _, _ = emotion_dataset(model, train_docs)
-    xte, yte, rte, cte, n_test_sentences = emotion_dataset(model, test_docs)
+    punctuation included, gives ``emotion_probe_accuracy_all_tokens``.
+
+    ``layers`` probes after these layers only (every layer when None, as on the zoo's cards); then
+    ``emotion_probe_accuracy_by_layer`` follows their order and ``emotion_probe_layer`` is the best
+    one's number."""
+    xtr, ytr, rtr, _, _ = emotion_dataset(model, train_docs, layers)
+    xte, yte, rte, cte, n_test_sentences = emotion_dataset(model, test_docs, layers)
     word_tr, word_te = rtr != PROBE_ROLES.index("punctuation"), rte != PROBE_ROLES.index("punctuation")
     accs, accs_all, hits = [], [], []
     for l in range(xtr.shape[0]):
@@ -134,7 +139,7 @@ def emotion_probe(model, train_docs, test_docs) -> dict:
     }
     return {
         "emotion_probe_accuracy": accs[best],
-        "emotion_probe_layer": best,
+        "emotion_probe_layer": best if layers is None else list(layers)[best],
         "emotion_probe_accuracy_by_layer": accs,
         "emotion_probe_accuracy_by_role": by_role,
         "emotion_probe_accuracy_by_cast": by_cast,
