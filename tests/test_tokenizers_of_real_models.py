@@ -223,3 +223,37 @@ def test_a_model_without_a_tokenizer_is_refused_unless_its_vocabulary_is_the_cou
         common.tokenizer_of(Bare(SMOLLM2_VOCAB))
     assert common.tokenizer_of(Bare(len(load_tokenizer()))) is load_tokenizer()
     assert common.tokenizer_of(random_llama) is random_llama.tokenizer
+
+
+def test_a_transfer_batch_draws_more_stories_when_the_tokenizer_splits_many_names(random_llama):
+    """SmolLM2 tells apart the names of only about half the stories: twice n stories can come up short."""
+    from utils.corpora.ioi_batch import names_fit, transfer_batch
+
+    n, seed = 6, 3  # stream 3's first 12 transfer stories hold fewer than 6 with two names SmolLM2 keeps whole
+    first = storyworld.sample_docs(seed, 2 * n, "transfer")
+    fit = sum(names_fit(random_llama, d.annotations["answer"], d.annotations["distractor"]) for d in first)
+    assert fit < n  # the first draw alone would have refused
+    big, small = transfer_batch(random_llama, n, seed), transfer_batch(random_llama, 2, seed)
+    assert len(big.texts) == n == len(set(big.texts)) == len(big.tokens)
+    assert big.texts[:2] == small.texts  # the stories that fit come in the order drawn, whatever n
+
+
+def test_a_transfer_batch_refuses_in_one_sentence_after_eight_times_n_stories(random_llama, monkeypatch):
+    from utils.corpora import ioi_batch
+
+    monkeypatch.setattr(ioi_batch, "names_fit", lambda model, a, b: a.startswith("A"))  # a rare fit
+    with pytest.raises(ValueError, match=r"^only \d+ of 80 stories have two names this tokenizer tells apart$"):
+        ioi_batch.transfer_batch(random_llama, 10, seeds.TEST_SAMPLE)
+
+
+def test_the_zoo_sae_activation_cache_refuses_a_model_that_reads_another_tokenizer(random_llama, tmp_path):
+    from utils.model_zoo import saes as zoo_saes
+    from utils.model_zoo.registry import DEFAULT_SAE, sae_entry
+
+    spec = sae_entry(DEFAULT_SAE)
+    with pytest.raises(ValueError, match=r"reads its own tokenizer \(49,152 tokens\), not the course tokenizer"):
+        zoo_saes.cached_activations(spec, random_llama, 256, tmp_path / "acts")
+    assert not (tmp_path / "acts").exists()  # refused before anything is cached
+    rows = torch.zeros(1, 8, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"saes\.fit on its stream over its own tokens"):
+        zoo_saes.activations(random_llama, "blocks.0.hook_resid_post", rows)

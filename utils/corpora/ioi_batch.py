@@ -50,16 +50,20 @@ def names_fit(model, a: str, b: str) -> bool:
 
 def transfer_batch(model, n: int, seed: int) -> TransferBatch:
     """The first transfer of the first ``n`` Storyworld transfer documents (``seed``) whose two names
-    ``model``'s tokenizer tells apart by their first tokens (all of them, with the course tokenizer),
+    ``model``'s tokenizer tells apart by their first tokens (all of them, with the course tokenizer; up to
+    ``8 n`` stories are drawn, for tokenizers that split many names),
     cut before the answer.
 
     Returns tokens ``[n, position]`` (the model's BOS, then the prompt; shorter prompts padded
     on the right with BOS), ``last`` ``[n]``, and the answer's and distractor's ids ``[n]``.
     """
-    drawn = storyworld.sample_docs(seed=seed, n=2 * n, family="transfer")
-    docs = [d for d in drawn if names_fit(model, d.annotations["answer"], d.annotations["distractor"])][:n]
-    if len(docs) < n:
-        raise ValueError(f"only {len(docs)} of {2 * n} stories have two names this tokenizer tells apart")
+    for drawn_n in (2 * n, 4 * n, 8 * n):  # the draw is a prefix of the next: the first n that fit stay first
+        drawn = storyworld.sample_docs(seed=seed, n=drawn_n, family="transfer")
+        docs = [d for d in drawn if names_fit(model, d.annotations["answer"], d.annotations["distractor"])][:n]
+        if len(docs) == n:
+            break
+    else:
+        raise ValueError(f"only {len(docs)} of {drawn_n} stories have two names this tokenizer tells apart")
     texts = [d.text[: d.annotations["prompt_end"]] for d in docs]
     rows = [model.to_tokens(t)[0].cpu() for t in texts]
     bos = model.tokenizer.bos_token_id

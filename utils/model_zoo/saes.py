@@ -98,9 +98,23 @@ def rebuild_command(name: str) -> str:
 
 
 @torch.no_grad()
+def require_course_tokens(model) -> None:
+    """Refuse, in one sentence, a model that reads another tokenizer than the course's: the cached
+    activations are Storyworld in the course tokenizer's ids, which mean other words to it."""
+    tokenizer, course = getattr(model, "tokenizer", None), load_tokenizer()
+    if tokenizer is not None and tokenizer.get_vocab() != course.get_vocab():
+        name = getattr(getattr(model, "cfg", None), "model_name", None) or type(model).__name__
+        raise ValueError(
+            f"{name} reads its own tokenizer ({len(tokenizer):,} tokens), not the course tokenizer "
+            f"({len(course):,}) these activations are cut in: fit its SAE with saes.fit on its stream over its own "
+            "tokens (lesson 06's section on SmolLM2 does, from planted.planted_tokens(model.tokenizer, ...))"
+        )
+
+
 def activations(model, hook: str, rows: torch.Tensor) -> torch.Tensor:
-    """The residual stream at ``hook`` on token ``rows [row, pos]``, with the document-boundary
-    tokens left out: ``[token, d_model]`` float16 on the CPU."""
+    """The residual stream at ``hook`` on token ``rows [row, pos]`` (course-tokenizer ids), with the
+    document-boundary tokens left out: ``[token, d_model]`` float16 on the CPU."""
+    require_course_tokens(model)
     eot = load_tokenizer().convert_tokens_to_ids(EOT)
     _, cache = model.run_with_cache(rows.to(next(model.parameters()).device), names_filter=lambda n: n == hook)
     return cache[hook][rows != eot].to("cpu", torch.float16)
@@ -124,6 +138,7 @@ def cached_activations(spec: SAESpec, model, tokens: int, folder: Path | None = 
     256 tokens of Storyworld stream ``spec.data_seed``, computed chunk by chunk into ``folder``
     (default :func:`activation_folder`). Chunks already there are read back
     instead of computed, so an interrupted run loses at most one chunk."""
+    require_course_tokens(model)
     folder = Path(folder or activation_folder(spec))
     folder.mkdir(parents=True, exist_ok=True)
     stream = PackedStream(spec.data_seed, N_CTX - 1, load_tokenizer())
