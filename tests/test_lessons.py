@@ -183,14 +183,18 @@ NOT_YET_ROBUST: dict[str, str] = {}
 
 @pytest.mark.fresh_sample
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
-def test_each_lessons_claims_hold_on_a_fresh_sample(path, request):
-    """Every asserted claim of the lesson also holds with its seeds swapped for the fixed fresh
-    sample ``seeds.CI_FRESH_SAMPLE`` (``make robustness`` runs five)."""
+def test_each_lessons_claims_hold_on_a_fresh_sample(path, request, tmp_path):
+    """Every asserted claim of the lesson on its zoo model also holds with its seeds swapped for the
+    fixed fresh sample ``seeds.CI_FRESH_SAMPLE``. The section on SmolLM2 is left out here for time (it
+    ran with its asserts live in ``make course``); ``make robustness`` runs every lesson whole, that
+    section included, on five fresh samples and records the result."""
     from utils import seeds
 
     if path.name in NOT_YET_ROBUST:
         request.applymarker(pytest.mark.xfail(reason=NOT_YET_ROBUST[path.name], strict=True))
-    result = nbs.execute(path, env={seeds.FRESH_SAMPLE_ENV: str(seeds.CI_FRESH_SAMPLE)})
+    copy = tmp_path / path.name
+    nbformat.write(nbs.without_real_model(nbformat.read(path, as_version=4)), copy)
+    result = nbs.execute(copy, env={seeds.FRESH_SAMPLE_ENV: str(seeds.CI_FRESH_SAMPLE)})
     assert result["error"] is None, f"{path.name} on fresh sample {seeds.CI_FRESH_SAMPLE}: {result['error']}"
 
 

@@ -214,7 +214,8 @@ REAL_MODEL_TAG = "real-model"
 def without_real_model(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``nb`` without the cells tagged ``real-model``: a run that swaps the ``MODEL`` line tests
     the lesson on that model, and the real-model section (which ignores ``MODEL``) adds nothing there but
-    time; the lesson's own run and its fresh samples run the section."""
+    time. The lesson's own run (``make course``) and ``make robustness``'s fresh samples run the section;
+    the test suite's fresh-sample run leaves it out for time."""
     nb = copy.deepcopy(nb)
     nb.cells = [c for c in nb.cells if REAL_MODEL_TAG not in c.get("metadata", {}).get("tags", [])]
     return nb
