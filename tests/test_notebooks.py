@@ -367,6 +367,17 @@ def test_a_notebook_that_stalls_twice_fails(monkeypatch):
         nbs.execute("x.ipynb")
 
 
+def test_a_cell_that_outlasts_the_timeout_is_named_in_the_retry_message_and_the_error(tmp_path, capsys):
+    from nbclient.exceptions import CellTimeoutError
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
+    nbformat.write(nb, tmp_path / "slow.ipynb")
+    with pytest.raises(CellTimeoutError, match=r"^cell 1, 'import time'$"):
+        nbs.execute(tmp_path / "slow.ipynb", timeout=2)
+    assert "slow.ipynb: the kernel stalled or died (CellTimeoutError at cell 1, 'import time')" in capsys.readouterr().err
+
+
 def test_a_workshop_build_leaves_out_every_solution_and_keeps_every_exercise_and_check(tmp_path):
     r = subprocess.run(
         [

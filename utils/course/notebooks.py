@@ -607,7 +607,8 @@ def execute(
         return {**_execute_once(path, save, keep, timeout, env, prelude), "retried": False}
     except (CellTimeoutError, DeadKernelError, TimeoutError) as e:
         print(
-            f"{Path(path).name}: the kernel stalled or died ({type(e).__name__}); running it once more", file=sys.stderr
+            f"{Path(path).name}: the kernel stalled or died ({type(e).__name__} at {e}); running it once more",
+            file=sys.stderr,
         )
         return {**_execute_once(path, save, keep, timeout, env, prelude), "retried": True}
 
@@ -629,7 +630,7 @@ def _execute_once(
     path: Path, save: bool, keep: Path | None, timeout: int, env: dict[str, str] | None, prelude: str
 ) -> dict:
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     path = Path(path)
     nb = read_notebook(path)
@@ -667,6 +668,9 @@ def _execute_once(
                 client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
         except CellExecutionError as e:
             error = ANSI.sub("", str(e)).strip().splitlines()[-1][:300]
+        except (CellTimeoutError, DeadKernelError) as e:  # name the cell: the retry's message says where it stalled
+            first = (cell.source.strip().splitlines() or [""])[0][:80]
+            raise type(e)(f"cell {index}, {first!r}") from e
         seconds = time.time() - t
         nb.cells.append(nbformat.v4.new_code_cell(PEAK_MEMORY_CODE))
         client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
