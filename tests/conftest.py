@@ -25,10 +25,14 @@ OWN_UNITS = (
     "tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model",
     "tests/test_lessons.py::test_each_lessons_claims_hold_on_a_fresh_sample",
     "tests/test_evaluate.py::test_card_metrics_agree_with_a_fresh_small_sample",
+    # each lesson off the zoo on a random model of one architecture (a whole notebook; on the Llama with
+    # SmolLM2's 49,152-token vocabulary, lesson 05 takes about two minutes)
+    "tests/test_off_the_zoo_circuits.py::test_each_circuits_lesson_runs_on_a_random_model",
+    "tests/test_off_the_zoo_representations.py::test_each_representations_lesson_runs_on_a_random",
 )
 # The longest units go first, so that no worker is left running one while the other idles:
-# the units above (the lessons on a second model and on a fresh sample among them; the lessons
-# themselves, where make course has not just run them), then lesson 03's checks, then the rest.
+# the units above (the lessons on a second model, on a fresh sample and off the zoo among them;
+# the lessons themselves, where make course has not just run them), then lesson 03's checks, then the rest.
 HEAVY_FIRST = (*OWN_UNITS, "tests/checks/test_lesson03_patching.py")
 
 
