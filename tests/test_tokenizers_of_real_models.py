@@ -257,3 +257,16 @@ def test_the_zoo_sae_activation_cache_refuses_a_model_that_reads_another_tokeniz
     rows = torch.zeros(1, 8, dtype=torch.long)
     with pytest.raises(ValueError, match=r"saes\.fit on its stream over its own tokens"):
         zoo_saes.activations(random_llama, "blocks.0.hook_resid_post", rows)
+
+
+def test_document_batches_keep_the_logits_of_a_large_vocabulary_small(random_llama):
+    from utils.metrics.common import LOGITS_PER_BATCH
+    from utils.metrics.saes import document_batches
+
+    docs = storyworld.sample_docs(seeds.TEST_SAMPLE, 60)
+    big = list(document_batches(docs, tokenizer=random_llama.tokenizer))
+    assert all(x.numel() * SMOLLM2_VOCAB <= LOGITS_PER_BATCH or len(x) == 1 for x, _ in big)
+    assert sum(int(m.sum()) for _, m in big) == sum(
+        len(random_llama.tokenizer(d.text, add_special_tokens=False)["input_ids"]) + 1 for d in docs
+    )  # every token and the end, once
+    assert len(list(document_batches(docs))) < len(big)  # the course tokenizer's 985 tokens: larger batches

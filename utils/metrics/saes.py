@@ -78,9 +78,11 @@ def zero_hook(keep_first: bool = True):
 def document_batches(docs: list[storyworld.Doc], batch_tokens: int = 8000, tokenizer=None):
     """``(tokens [b, pos], mask [b, pos])`` batches of documents fed as ``[BOS] + tokens + [EOS]``
     in ``tokenizer``'s tokens (default the zoo's), documents of similar length together (about
-    ``batch_tokens`` tokens a batch, little padding); ``mask`` marks the positions whose next
+    ``batch_tokens`` tokens a batch, fewer where the vocabulary is so large that a batch's logits
+    would pass ``LOGITS_PER_BATCH``; little padding); ``mask`` marks the positions whose next
     token is part of the document."""
     tok = tokenizer or load_tokenizer()
+    batch_tokens = min(batch_tokens, max(1, LOGITS_PER_BATCH // len(tok)))  # 8,000 for the zoo, 682 for SmolLM2
     seqs = sorted((encode_doc(d.text, tok) for d in docs), key=len)
     for start, stop in length_groups([len(s) for s in seqs], batch_tokens):
         group = seqs[start:stop]
