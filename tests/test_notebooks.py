@@ -375,7 +375,8 @@ def test_a_cell_that_outlasts_the_timeout_is_named_in_the_retry_message_and_the_
     nbformat.write(nb, tmp_path / "slow.ipynb")
     with pytest.raises(CellTimeoutError, match=r"^cell 1, 'import time'$"):
         nbs.execute(tmp_path / "slow.ipynb", timeout=2)
-    assert "slow.ipynb: the kernel stalled or died (CellTimeoutError at cell 1, 'import time')" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "slow.ipynb: the kernel stalled or died (CellTimeoutError at cell 1, 'import time')" in said
 
 
 def test_a_workshop_build_leaves_out_every_solution_and_keeps_every_exercise_and_check(tmp_path):
