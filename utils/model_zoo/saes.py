@@ -97,7 +97,6 @@ def rebuild_command(name: str) -> str:
 # Activations
 
 
-@torch.no_grad()
 def require_course_tokens(model) -> None:
     """Refuse, in one sentence, a model that reads another tokenizer than the course's: the cached
     activations are Storyworld in the course tokenizer's ids, which mean other words to it."""
@@ -111,6 +110,7 @@ def require_course_tokens(model) -> None:
         )
 
 
+@torch.no_grad()
 def activations(model, hook: str, rows: torch.Tensor) -> torch.Tensor:
     """The residual stream at ``hook`` on token ``rows [row, pos]`` (course-tokenizer ids), with the
     document-boundary tokens left out: ``[token, d_model]`` float16 on the CPU."""
