@@ -3,8 +3,8 @@ that `utils.load_model(folder)` loads offline.
 
 Run with the course's python, the `gguf` package and the wheel's files on the path:
 
-    OMP_NUM_THREADS=1 PYTHONPATH=<work>/site:<work>/wheelsite:/work/main \
-        /work/main/.venv/bin/python <work>/prototype.py <step> [args]
+    OMP_NUM_THREADS=1 PYTHONPATH=<work>/site:<work>/wheelsite:<repo> \
+        <repo>/.venv/bin/python <work>/prototype.py <step> [args]
 
 Steps: locate | verify-wheel WHEEL | convert OUT [--bos endoftext|im_start] | check OUT |
        bos OUT | ioi OUT | time OUT | heldout OUT | failures
