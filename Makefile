@@ -24,11 +24,12 @@ test: setup
 validate: setup
 	$(PY) -m utils.course.validate $(if $(RECORD),--record "$(RECORD)")
 
-## Do the lessons' claims hold on other samples? Runs every lesson on its own seeds and on 5 fresh samples
+## Do the lessons' claims hold on other samples? Runs every lesson on its own seeds and on 10 fresh samples
 ## (asserts recorded, not raised), prints which claims fail where with the spread of every asserted value,
-## and records the sweep in benchmarks/robustness.json and the README's table. About 6 runs per lesson.
+## and each assert's margin (how far its number sat from the threshold, the thinnest listed), and records the sweep in
+## benchmarks/robustness.json and the README's table. Eleven runs per lesson.
 robustness: setup
-	$(PY) -m utils.course --reseed 5
+	$(PY) -m utils.course --reseed 10
 
 ## Rebuild the tokenizers, every zoo model from scratch and its card, then the SAEs and theirs (resumable). The models train
 ## in two lanes side by side, one thread each (LANES=1: one after another, all threads); see utils/course/rebuild_zoo.py.

@@ -187,7 +187,7 @@ def test_each_lessons_claims_hold_on_a_fresh_sample(path, request, tmp_path):
     """Every asserted claim of the lesson on its zoo model also holds with its seeds swapped for the
     fixed fresh sample ``seeds.CI_FRESH_SAMPLE``. The section on SmolLM2 is left out here for time (it
     ran with its asserts live in ``make course``); ``make robustness`` runs every lesson whole, that
-    section included, on five fresh samples and records the result."""
+    section included, on ten fresh samples and records the result."""
     from utils import seeds
 
     if path.name in NOT_YET_ROBUST:

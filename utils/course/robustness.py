@@ -4,10 +4,18 @@ Every claim a lesson makes is an ``assert`` in its solutions notebook, checked o
 the lesson draws from its seeds (``utils.seeds``). A claim about the model must also hold on
 prompts the lesson never drew. The sweep runs each notebook on its own sample and on ``K``
 fresh ones (``COURSE_FRESH_SAMPLE=k``, which swaps every lesson seed for a fresh held-out one),
-with every ``assert`` rewritten to record instead of raise: whether it held, and the value of
-each side of every comparison in it. It prints, per lesson, which claims fail on which sample
-and the spread of every asserted number across samples, and writes the record
+with every ``assert`` rewritten to record instead of raise: whether it held, the value of
+each side of every comparison in it, and its **margin**: how far the asserted number sat from
+its threshold, as a share of the larger side (0.07 against a bound of 0.08 is a margin of
+12.5%; a claim that held by a hair has a margin near 0, one that failed a negative margin).
+It prints, per lesson, which claims fail on which sample, the spread of every asserted number
+across samples and the claims with the thinnest margins, and writes the record
 ``benchmarks/robustness.json``, which the README's notebook table shows as a column.
+
+A margin is measured for each ordering comparison (``<``, ``<=``, ``>``, ``>=``) that the claim
+needs to hold: the assert's own comparison, those joined by ``and``, and those inside ``all(...)``
+or ``.all()`` (over every element; the smallest counts). Comparisons under ``or``, ``not`` or in a
+function's argument do not decide the claim alone and get none.
 
 The rewrite happens in the kernel (an IPython AST transformer installed by :func:`install`
 before the notebook's first cell), so the notebook itself is run unchanged.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import operator
 import os
 import tempfile
 from pathlib import Path
@@ -69,10 +78,94 @@ def _value(key: str, slot: int, x):
     return x
 
 
+_margins: dict[str, dict[int, dict]] = {}
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_OTHER = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "is": operator.is_,
+    "is not": operator.is_not,
+    "in": lambda a, b: a in b,
+    "not in": lambda a, b: a not in b,
+}
+_OP_NAMES = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+    ast.In: "in",
+    ast.NotIn: "not in",
+}
+
+
+def _numbers(x):
+    """A float tensor of an operand's numbers, or None when it holds none (a string, a set, a None)."""
+    import numpy as np
+    import torch
+
+    if isinstance(x, bool) or x is None:
+        return None
+    if isinstance(x, (int, float)):
+        return torch.tensor(float(x))
+    if isinstance(x, torch.Tensor):
+        return x.detach().double().cpu() if x.numel() and x.dtype != torch.bool else None
+    if isinstance(x, (np.ndarray, np.generic)) and np.issubdtype(np.asarray(x).dtype, np.number):
+        return torch.as_tensor(np.asarray(x, dtype=np.float64))
+    return None
+
+
+def margin(left, op: str, right) -> tuple[float, float, object, object] | None:
+    """How far ``left op right`` is from flipping: ``(relative, slack, left, right)`` at the element
+    nearest to flipping, or None when the sides are not numbers. The slack is positive when the
+    comparison holds (``right - left`` for ``<``); relative divides it by the larger side's size."""
+    import torch
+
+    a, b = _numbers(left), _numbers(right)
+    if a is None or b is None:
+        return None
+    try:
+        a, b = torch.broadcast_tensors(a, b)
+    except RuntimeError:  # shapes that do not broadcast: the comparison itself will say so
+        return None
+    slack = (b - a) if op in ("<", "<=") else (a - b)
+    scale = a.abs().maximum(b.abs())
+    relative = (slack / scale).nan_to_num(0.0)  # 0 against 0: the comparison sits on its edge
+    i = int(relative.flatten().argmin())
+    return (float(relative.flatten()[i]), float(slack.flatten()[i]), float(a.flatten()[i]), float(b.flatten()[i]))
+
+
+def _compare(key: str, at: int, ops: tuple[str, ...], *operands):
+    """An ordering comparison that decides a claim: evaluated as Python would (lazily, left to
+    right, a chain stopping at its first false link), each ordering link's margin noted; the
+    smallest margin seen for this comparison (in a loop: over every element) is kept."""
+    left = operands[0]()
+    result = True
+    for op, thunk in zip(ops, operands[1:]):
+        right = thunk()
+        result = (_ORDER.get(op) or _OTHER[op])(left, right)
+        if op in _ORDER:
+            m = margin(left, op, right)
+            if m is not None:
+                best = _margins.setdefault(key, {}).get(at)
+                if best is None or m[0] < best["margin"]:
+                    _margins[key][at] = {"margin": m[0], "slack": m[1], "sides": [m[2], m[3]], "op": op}
+        if len(ops) > 1 and not result:
+            return result
+        left = right
+    return result
+
+
 def _claim(key: str, text: str, truth, message) -> None:
     """Record an assert's outcome instead of raising."""
     held = bool(truth)
     record = {"key": key, "assert": text, "held": held, "values": _pending.pop(key, {})}
+    measured = _margins.pop(key, {})
+    if measured:
+        record["margins"] = [dict(at=at, **m) for at, m in sorted(measured.items())]
     if not held:
         try:
             record["message"] = str(message()) if message is not None else ""
@@ -110,6 +203,55 @@ class _Operands(ast.NodeTransformer):
     visit_Lambda = visit_GeneratorExp = visit_ListComp = visit_SetComp = visit_DictComp = _leave
 
 
+class _Deciding(ast.NodeTransformer):
+    """Turn each ordering comparison that decides the claim (see the module's docstring) into
+    ``_course_compare(key, at, ops, lambda: a, lambda: b, ...)``, which notes its margin."""
+
+    def __init__(self, key: str):
+        self.key, self.at = key, 0
+
+    def deciding(self, node: ast.expr) -> ast.expr:
+        if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+            node.values = [self.deciding(v) for v in node.values]
+            return node
+        if isinstance(node, ast.Call) and not node.keywords and len(node.args) <= 1:
+            f = node.func
+            is_all = (isinstance(f, ast.Name) and f.id == "all") or (
+                isinstance(f, ast.Attribute) and f.attr == "all" and isinstance(f.value, ast.Name)
+            )
+            if is_all and len(node.args) == 1:  # all(...), torch.all(...), np.all(...)
+                arg = node.args[0]
+                if isinstance(arg, (ast.GeneratorExp, ast.ListComp)):
+                    arg.elt = self.deciding(arg.elt)
+                else:
+                    node.args[0] = self.deciding(arg)
+                return node
+            if isinstance(f, ast.Attribute) and f.attr == "all" and not node.args:  # (x < y).all()
+                f.value = self.deciding(f.value)
+                return node
+        if isinstance(node, ast.Compare) and any(type(op) in _ORDER_NODES for op in node.ops):
+            at, self.at = self.at, self.at + 1
+            thunks = [
+                ast.Lambda(ast.arguments([], [], None, [], [], None, []), operand)
+                for operand in [node.left, *node.comparators]
+            ]
+            call = ast.Call(
+                func=ast.Name("_course_compare", ast.Load()),
+                args=[
+                    ast.Constant(self.key),
+                    ast.Constant(at),
+                    ast.Tuple([ast.Constant(_OP_NAMES[type(op)]) for op in node.ops], ast.Load()),
+                    *thunks,
+                ],
+                keywords=[],
+            )
+            return ast.copy_location(call, node)
+        return node
+
+
+_ORDER_NODES = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+
+
 def cell_digest(source: str) -> str:
     """What names a cell in the claims file: a digest of its source."""
     import hashlib
@@ -131,7 +273,7 @@ class SoftAsserts(ast.NodeTransformer):
     def visit_Assert(self, node: ast.Assert) -> ast.stmt:
         key = f"{self.cell}:{node.lineno}"
         text = ast.unparse(node.test)
-        test = _Operands(key).visit(node.test)
+        test = _Deciding(key).deciding(_Operands(key).visit(node.test))
         message = (
             ast.Lambda(ast.arguments([], [], None, [], [], None, []), node.msg) if node.msg else ast.Constant(None)
         )
@@ -146,7 +288,7 @@ class SoftAsserts(ast.NodeTransformer):
 def install() -> None:
     """In a kernel: from the next cell on, every assert records its outcome in the claims file."""
     shell = get_ipython()  # noqa: F821 (IPython's own global)
-    shell.user_ns.update(_course_value=_value, _course_claim=_claim)
+    shell.user_ns.update(_course_value=_value, _course_claim=_claim, _course_compare=_compare)
     rewrite = SoftAsserts()
     shell.input_transformers_post.append(rewrite.remember)
     shell.ast_transformers.append(rewrite)
@@ -209,9 +351,26 @@ def claim_table(runs: list[dict]) -> list[dict]:
             row["samples"][str(run["sample"])] = {
                 "held": c["held"],
                 "values": [c["values"][k] for k in sorted(c["values"], key=int)],
+                **({"margin": claim_margin(c)} if claim_margin(c) is not None else {}),
                 **({"message": c["message"]} if "message" in c else {}),
             }
-    return [rows[k] for k in sorted(rows)]
+    table = [rows[k] for k in sorted(rows)]
+    for row in table:
+        margins = [o["margin"] for o in row["samples"].values() if "margin" in o]
+        if margins:
+            row["margin"] = min(margins)
+    return table
+
+
+def claim_margin(claim: dict) -> float | None:
+    """A claim's margin on one sample: the smallest of its deciding comparisons' (None: it has none)."""
+    margins = [m["margin"] for m in claim.get("margins", [])]
+    return round(min(margins), 4) if margins else None
+
+
+def thinnest(table: list[dict], n: int = 8) -> list[dict]:
+    """The n claims with the smallest margin over every sample (the ones nearest to failing)."""
+    return sorted((r for r in table if "margin" in r), key=lambda r: r["margin"])[:n]
 
 
 def summarise(name: str, runs: list[dict]) -> dict:
@@ -276,7 +435,11 @@ def report(summary: dict) -> str:
         mark = "FAILS on " + ", ".join("own" if k == str(OWN) else k for k in failed) if failed else "holds"
         lines.append(f"  {mark:>22}  {where}: {row['assert'][:90]}")
         if sides:
-            lines.append(f"  {'':>22}  values across samples: " + " | ".join(sides))
+            lines.append(
+                f"  {'':>22}  values across samples: "
+                + " | ".join(sides)
+                + (f"  (margin at least {row['margin']:.1%})" if "margin" in row else "")
+            )
         for k in failed:
             o = outcomes[k]
             lines.append(
@@ -284,6 +447,10 @@ def report(summary: dict) -> str:
                 + " | ".join(json.dumps(v) for v in o["values"])
                 + (f"  ({o.get('message')})" if o.get("message") else "")
             )
+    if thin := thinnest(summary["claims"]):
+        lines.append("  thinnest margins (the smallest over every sample; under 10% is close to failing):")
+        for row in thin:
+            lines.append(f"  {row['margin']:>21.1%}  cell {row['cell']} line {row['line']}: {row['assert'][:90]}")
     return "\n".join(lines)
 
 
