@@ -124,3 +124,15 @@ def test_a_failed_comparison_has_a_negative_margin_and_the_chain_stays_lazy(tmp_
     assert run["error"] is None, "a chain stops at its first false link, as Python's does"
     assert [c["held"] for c in run["claims"]] == [False, False]
     assert robustness.claim_margin(run["claims"][1]) == pytest.approx(-0.5)
+
+
+def test_a_claim_with_the_same_values_on_every_sample_is_not_listed_among_the_thinnest(tmp_path):
+    path = notebook(
+        tmp_path / "02_x.ipynb",
+        "from utils import seeds",
+        "assert 0.99 < 1.0, 'a fixed fact'\nassert seeds.LESSON_02 < 20000, 'moves with the sample'",
+    )
+    runs = [robustness.run_sample(path, k) for k in (robustness.OWN, 1)]
+    table = robustness.claim_table(runs)
+    assert [robustness.fixed(r) for r in table] == [True, False]
+    assert [r["assert"] for r in robustness.thinnest(table)] == ["seeds.LESSON_02 < 20000"]

@@ -368,9 +368,17 @@ def claim_margin(claim: dict) -> float | None:
     return round(min(margins), 4) if margins else None
 
 
+def fixed(row: dict) -> bool:
+    """Whether a claim compared the same values on every sample (more than one): it is about a fixed
+    prompt or the weights, so its margin, however thin, does not move with the sample."""
+    values = [json.dumps(o["values"]) for o in row["samples"].values()]
+    return len(values) > 1 and len(set(values)) == 1 and bool(row["samples"][next(iter(row["samples"]))]["values"])
+
+
 def thinnest(table: list[dict], n: int = 8) -> list[dict]:
-    """The n claims with the smallest margin over every sample (the ones nearest to failing)."""
-    return sorted((r for r in table if "margin" in r), key=lambda r: r["margin"])[:n]
+    """The n claims with the smallest margin over every sample (the ones nearest to failing), leaving
+    out those whose values are the same on every sample."""
+    return sorted((r for r in table if "margin" in r and not fixed(r)), key=lambda r: r["margin"])[:n]
 
 
 def summarise(name: str, runs: list[dict]) -> dict:
@@ -448,7 +456,10 @@ def report(summary: dict) -> str:
                 + (f"  ({o.get('message')})" if o.get("message") else "")
             )
     if thin := thinnest(summary["claims"]):
-        lines.append("  thinnest margins (the smallest over every sample; under 10% is close to failing):")
+        lines.append(
+            "  thinnest margins (the smallest over every sample; under 10% is close to failing; claims that compare "
+            "the same values on every sample left out):"
+        )
         for row in thin:
             lines.append(f"  {row['margin']:>21.1%}  cell {row['cell']} line {row['line']}: {row['assert'][:90]}")
     return "\n".join(lines)
