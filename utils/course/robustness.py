@@ -369,10 +369,12 @@ def claim_margin(claim: dict) -> float | None:
 
 
 def fixed(row: dict) -> bool:
-    """Whether a claim compared the same values on every sample (more than one): it is about a fixed
-    prompt or the weights, so its margin, however thin, does not move with the sample."""
-    values = [json.dumps(o["values"]) for o in row["samples"].values()]
-    return len(values) > 1 and len(set(values)) == 1 and bool(row["samples"][next(iter(row["samples"]))]["values"])
+    """Whether a claim compared the same values (and had the same margin: the values inside ``all(...)``
+    are not kept) on every sample, more than one: it is about a fixed prompt or the weights, so its
+    margin, however thin, does not move with the sample."""
+    seen = [json.dumps([o["values"], o.get("margin")]) for o in row["samples"].values()]
+    first = next(iter(row["samples"].values()))
+    return len(seen) > 1 and len(set(seen)) == 1 and bool(first["values"] or "margin" in first)
 
 
 def thinnest(table: list[dict], n: int = 8) -> list[dict]:
