@@ -6,7 +6,7 @@ from utils.checks import lesson09_beliefs as c
 from utils.corpora import beliefs
 
 
-def reader(forget_on_cannot=True, last=True, watch=True, reality=False):
+def reader(forget_on_cannot=True, last=True, watch=True, reality=False, reversed_sight=False, unseen_unknown=False):
     """A story reader with switches for each mistake: the right one with the defaults."""
 
     def believed_drink(words):
@@ -17,12 +17,16 @@ def reader(forget_on_cannot=True, last=True, watch=True, reality=False):
         for sentence in sentences:
             w = sentence.strip(" .").split()
             if w[1] in ("can", "cannot"):
+                if reversed_sight:
+                    w[0], w[3] = w[3], w[0]
                 if w[1] == "can":
                     watching.add((w[0], w[3]))
                 elif forget_on_cannot:
                     watching.discard((w[0], w[3]))
             elif w[3] == container and (reality or w[0] == who or (watch and (who, w[0]) in watching)):
                 seen.append(w[5])
+            elif w[3] == container and unseen_unknown:
+                seen.append("unknown")  # a missed fill read as wiping the belief
         if not seen:
             return "unknown"
         return seen[-1] if last else seen[0]
@@ -39,6 +43,8 @@ def test_check_believed_drink(prove_check):
             "you ignore who can see whom": reader(watch=False),
             "the first fill": reader(last=False),
             "ends what an earlier 'can see' started": reader(forget_on_cannot=False),
+            "visibility is reversed": reader(reversed_sight=True),
+            "you answer 'unknown' for a false belief": reader(unseen_unknown=True),
             "is wrong on": lambda words: "unknown",
         },
     )
@@ -67,6 +73,9 @@ def test_check_subspace_interchange(prove_check):
             "the base unchanged": lambda x, xs, b: x.clone(),
             "the first r coordinates": lambda x, xs, b: torch.cat([xs[:, : b.shape[1]], x[:, b.shape[1] :]], 1),
             "dimension 1 (d_model)": lambda x, xs, b: (xs - x) @ b,
+            "the projector onto span(basis) is basis @ basis.T": lambda x, xs, b: x + (xs - x) @ b.T @ b,
+            "only the basis's first column": lambda x, xs, b: x + (xs - x) @ b[:, :1] @ b[:, :1].T,
+            "the sign is flipped": lambda x, xs, b: x - (xs - x) @ b @ b.T,
             "wrong patched activations": lambda x, xs, b: x + (xs - x) @ b @ b.T * 0.5,
         },
     )

@@ -38,7 +38,14 @@ def _wrong_answers(story: beliefs.Story) -> dict[str, str]:
         plan,
         **{k: None for k in ("see_before", "see_after") if getattr(plan, k) is not None and not getattr(plan, k)[2]},
     )
+    # a reader for whom "O can see X" means that X sees O
+    reversed_sight = replace(
+        plan,
+        **{k: (v[1], v[0], v[2]) for k in ("see_before", "see_after") if (v := getattr(plan, k)) is not None},
+    )
     return {
+        "reversed": beliefs.make_story(reversed_sight).answer,
+        "false_unknown": beliefs.UNKNOWN if story.kind == "false" else story.answer,
         "reality": story.reality[plan.containers[which]],
         "blind": ref.visibility_blind(story),
         "first": known[0] if known else beliefs.UNKNOWN,
@@ -61,6 +68,10 @@ def check_believed_drink(fn: Callable) -> None:
         passed(name, f"the right belief on all {len(stories)} stories, three-character ones included")
         return
     mistakes = {
+        "reversed": "visibility is reversed: 'O can see X' means the observer O watches X's fills, so O (not X) "
+        "learns of them.",
+        "false_unknown": "you answer 'unknown' for a false belief: a character who missed the last fill still "
+        "believes the drink of the last fill they did see.",
         "reality": "you answer what the container holds now: a character who did not see the last fill still "
         "believes the drink they saw (and one who saw no fill believes nothing: 'unknown').",
         "blind": "you ignore who can see whom: a character also learns of a fill by watching its actor "
@@ -90,7 +101,11 @@ def check_subspace_interchange(fn: Callable) -> None:
     n, d, r = 6, 16, 3
     x, xs = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
     basis = ref.random_basis(d, r, seed=CHECK_SEED)
-    out = expect_tensor(call(fn, x, xs, basis, name=name), (n, d), ["story", "d_model"], name)
+    explain = {
+        RuntimeError: "the projector onto span(basis) is basis @ basis.T, [d_model, d_model] (basis.T @ basis is "
+        "[r, r], the identity); a row vector's part in the subspace is x @ basis @ basis.T."
+    }
+    out = expect_tensor(call(fn, x, xs, basis, name=name, explain=explain), (n, d), ["story", "d_model"], name)
     proj = basis @ basis.T
     want = x + (xs - x) @ proj
     hints = [
@@ -102,6 +117,10 @@ def check_subspace_interchange(fn: Callable) -> None:
          "the subspace and takes the *source* inside it."),
         (xs, "that is the whole source activation: only the subspace's part should move."),
         (x, "that is the base unchanged: the source's part in the subspace should replace the base's."),
+        (x + (xs - x) @ basis[:, :1] @ basis[:, :1].T, "you used only the basis's first column: the subspace is "
+         "spanned by all r columns, so project with the whole basis, basis @ basis.T."),
+        (x - (xs - x) @ proj, "the sign is flipped: the base's part in the subspace is *replaced* by the source's, "
+         "x_base + (x_source − x_base) B Bᵀ, not moved away from it."),
         (x + (xs - x)[:, :r] @ torch.eye(r, d), "you replaced the first r coordinates: the subspace is spanned "
          "by the basis's columns, which are not coordinate axes; project with basis @ basis.T."),
     ]  # fmt: skip
