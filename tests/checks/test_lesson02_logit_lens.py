@@ -213,6 +213,13 @@ CASES = {
                 _centred(x, center) / (_centred(x, center).pow(2).sum(-1, keepdim=True) + eps).sqrt()
             ),
             "the root of the *mean* square plus `eps`": _l2_norm,
+            "`eps` squared": lambda x, center, eps: (
+                _centred(x, center) / (_centred(x, center).pow(2).mean(-1, keepdim=True) + eps**2).sqrt()
+            ),
+            "mean over the batch axis": lambda x, center, eps: (
+                (x - x.mean(1, keepdim=True) if center else x)
+                / ((x - x.mean(1, keepdim=True) if center else x).pow(2).mean(-1, keepdim=True) + eps).sqrt()
+            ),
             "before centring": lambda x, center, eps: (
                 (x - x.mean(-1, keepdim=True) if center else x) / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
             ),
@@ -244,6 +251,9 @@ CASES = {
             "only the name's last position": _last_occurrence,
             "predicts the name, not `last[i] - 1`": lambda p, t, last, n: attention_to_names(p, t, last - 1, n),
             "averaged the attention over every query": _mean_over_queries,
+            "largest attention over the name's positions": lambda p, t, last, n: (
+                p[torch.arange(len(last)), :, last] * (t == n[:, None])[:, None, :]
+            ).amax(-1),
         },
     ),
 }
@@ -263,6 +273,12 @@ MODEL_CASES = {
             "already been through the final norm": _normalised_last_stage,
             "leave the final norm out here": _each_stage_normed,
             "leave the final norm out here (the lens": _each_stage_by_final_scale,
+            "`hook_embed` holds the token embeddings alone": lambda model, cache, last: torch.cat(
+                [
+                    cache["hook_embed"][torch.arange(len(last)), last][None],
+                    accumulated_residual(model, cache, last)[1:],
+                ]
+            ),
         },
     ),
     "decomposed_residual": (
@@ -290,6 +306,7 @@ MODEL_CASES = {
             "`hook_v` holds the values": _values_not_z,
             "not layer 0's": _layer_0_weights,
             "not their sum shared out": _summed_then_shared,
+            "reverse order": lambda model, cache, layer, last: head_results(model, cache, layer, last).flip(0),
         },
     ),
 }
@@ -297,6 +314,8 @@ MODEL_CASES = {
 
 # Mistakes that need an output bias `b_O` (GPT-2 style attention) or an MLP to be made at all.
 BIAS_MISTAKES = ("it belongs to no head (TransformerLens", "not a share to each", "*plus* the bias `b_O`")
+# A mistake that needs learned position embeddings (rotary models add none to the stream).
+POSITION_MISTAKES = ("`hook_embed` holds the token embeddings alone",)
 
 
 COMPATIBILITY_MODE = True  # the lesson folds the layer norms into the weights: conftest's `model` does too
@@ -313,6 +332,8 @@ def test_model_check_accepts_a_correct_solution_and_rejects_the_stub_and_mistake
     check, solution, wrong = MODEL_CASES[exercise]
     if not c._has_output_bias(model):  # Llama-style attention has no output bias: its mistakes cannot be made
         wrong = {message: fn for message, fn in wrong.items() if message not in BIAS_MISTAKES}
+    if model.cfg.positional_embedding_type == "rotary":  # the embeddings are the whole first stage
+        wrong = {message: fn for message, fn in wrong.items() if message not in POSITION_MISTAKES}
     prove_check(check, solution, wrong, model)
 
 

@@ -132,7 +132,22 @@ def check_final_norm(fn: Callable) -> None:
                 "*mean* square plus `eps`: `(x.pow(2).mean(-1, keepdim=True) + eps).sqrt()`.",
             ),
         ]
+        hints.append(
+            (
+                xc / (xc.pow(2).mean(-1, keepdim=True) + eps**2).sqrt(),
+                "you added `eps` squared inside the root; add `eps` itself: `(x.pow(2).mean(-1) + eps).sqrt()`.",
+            )
+        )
         if center:
+            for dim, axis in ((0, "layer"), (1, "batch")):
+                xb = x - x.mean(dim, keepdim=True)
+                hints.append(
+                    (
+                        xb / (xb.pow(2).mean(-1, keepdim=True) + eps).sqrt(),
+                        f"you subtracted the mean over the {axis} axis; LayerNorm centres each vector on its "
+                        "own mean, over its d_model entries: `x - x.mean(-1, keepdim=True)`.",
+                    )
+                )
             hints.append(
                 (
                     xc / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt(),
@@ -241,6 +256,14 @@ def check_accumulated_residual(fn: Callable, model) -> None:
             "`ln_final.hook_normalized` has already been through the final norm.",
         ),
     ]
+    if "hook_pos_embed" in cache:
+        hints.append(
+            (
+                torch.cat([cache["hook_embed"][idx, batch.last][None], ref[1:]]),
+                "`hook_embed` holds the token embeddings alone; the stream before layer 0 also holds the "
+                "position embeddings: use `blocks.0.hook_resid_pre`.",
+            )
+        )
     if f"blocks.{L - 1}.hook_resid_mid" in cache:
         hints.append(
             (
@@ -357,6 +380,7 @@ def check_head_results(fn: Callable, model) -> None:
                     "use the output weights of the same layer, `W_O[layer]`, not layer 0's.",
                 )
             )
+        hints.append((ref.flip(0), "the heads come out in reverse order: entry h should be head h."))
         hints.append(
             (
                 ref.mean(0, keepdim=True).expand_as(ref),
@@ -419,6 +443,13 @@ def check_attention_to_names(fn: Callable) -> None:
         ),
     ]
     holds = (tokens == names[:, None]).to(pattern.dtype)  # [batch, key]
+    hints.append(
+        (
+            (pattern[b, :, last] * holds[:, None, :]).amax(-1),
+            "you took the largest attention over the name's positions; add the attention to every position "
+            "that holds it.",
+        )
+    )
     upto = (torch.arange(P)[None, :] <= last[:, None]).to(pattern.dtype)  # [batch, query]: the prompt's queries
     mean_rows = [
         pattern.mean(2),
