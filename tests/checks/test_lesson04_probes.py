@@ -569,6 +569,7 @@ def _svd_axes(points):
 
 PCA_MISTAKES = {
     "centre the points first": lambda p: p @ _svd_axes(p)[:2].T,
+    "raw points on the centred points' axes": lambda p: p @ _svd_axes(p - p.mean(0))[:2].T,
     "each point's own mean": lambda p: (p - p.mean(1, keepdim=True)) @ _svd_axes(p - p.mean(1, keepdim=True))[:2].T,
     "U's first two columns": lambda p: torch.linalg.svd(p - p.mean(0), full_matrices=False)[0][:, :2],
     "whose *rows* are the axes": lambda p: (p - p.mean(0)) @ _svd_axes(p - p.mean(0))[:, :2],
@@ -605,6 +606,13 @@ def _jammalamadaka(a, b):
     return float((sa * sb).sum() / (sa.pow(2).sum() * sb.pow(2).sum()).sqrt())
 
 
+def _cosine_pairs(a, b):
+    """The pairs i < j, as the exercise asks, but with cosines in place of sines."""
+    i, j = torch.triu_indices(len(a), len(a), 1)
+    x, z = torch.cos(a[i] - a[j]), torch.cos(b[i] - b[j])
+    return float((x * z).sum() / (x.pow(2).sum() * z.pow(2).sum()).sqrt())
+
+
 CIRCULAR_MISTAKES = {
     "ordinary correlation of the angles": lambda a, b: torch.corrcoef(torch.stack([a, b]))[0, 1].item(),
     "drops the sign": lambda a, b: abs(circular_correlation(a, b)),
@@ -617,6 +625,7 @@ CIRCULAR_MISTAKES = {
             torch.cos(a[:, None] - a[None]), torch.cos(b[:, None] - b[None])
         )
     ),
+    "cosines of the differences over the pairs": lambda a, b: _cosine_pairs(a, b),
     "correlates sin a with sin b": lambda a, b: torch.corrcoef(torch.stack([a.sin(), b.sin()]))[0, 1].item(),
     "Jammalamadaka and SenGupta": _jammalamadaka,
     "the Fisher–Lee correlation is": lambda a, b: float((lambda x, z: (x * z).sum())(*_sines(a, b))),

@@ -731,6 +731,11 @@ def check_pca_2d(fn: Callable) -> None:
             "centre the points first (subtract their mean); otherwise the first axis points at the mean.",
         ),
         (
+            points @ vh[:2].T,
+            "you projected the raw points on the centred points' axes: subtract the mean point before projecting, "
+            "(points − points.mean(0)) @ Vh[:2].T; otherwise every coordinate is shifted by the mean's own.",
+        ),
+        (
             (points - points.mean(1, keepdim=True)) @ torch.linalg.svd(points - points.mean(1, keepdim=True))[2][:2].T,
             "you subtracted each point's own mean over its coordinates: subtract the mean point, points.mean(0).",
         ),
@@ -785,6 +790,13 @@ def _fisher_lee(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((x * z).sum() / (x.pow(2).sum() * z.pow(2).sum()).sqrt())
 
 
+def _pairs_ratio(a: torch.Tensor, b: torch.Tensor, f: Callable) -> float:
+    """Fisher–Lee's ratio over the pairs i < j with f in place of the sine."""
+    i, j = torch.triu_indices(len(a), len(a), 1)
+    x, z = f(a[i] - a[j]), f(b[i] - b[j])
+    return float((x * z).sum() / (x.pow(2).sum() * z.pow(2).sum()).sqrt())
+
+
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
@@ -827,6 +839,11 @@ _CIRCULAR_MISTAKES: list[tuple[Callable[[torch.Tensor, torch.Tensor], float], st
         ),
         "uses the cosines of the differences: Fisher–Lee uses their sines, sin(aᵢ − aⱼ) sin(bᵢ − bⱼ), whose sign "
         "says which way round the circle one angle is from the other.",
+    ),
+    (
+        lambda a, b: _pairs_ratio(a, b, torch.cos),
+        "uses the cosines of the differences over the pairs: Fisher–Lee uses their sines, sin(aᵢ − aⱼ) "
+        "sin(bᵢ − bⱼ), whose sign says which way round the circle one angle is from the other.",
     ),
     (
         lambda a, b: _pearson(a.sin(), b.sin()),
