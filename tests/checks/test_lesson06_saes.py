@@ -128,6 +128,20 @@ def _k_minus_one(x, W_enc, b_enc, W_dec, b_dec, k):
     return latents, latents @ W_dec + b_dec
 
 
+def _over_tokens(x, W_enc, b_enc, W_dec, b_dec, k):
+    latents = _topk(((x - b_dec) @ W_enc + b_enc).T, k).T.relu()  # each latent's k largest tokens
+    return latents, latents @ W_dec + b_dec
+
+
+def _median_l0(latents):
+    l0, dead, dense = sparsity(latents)
+    return (latents > 0).float().sum(-1).median().item(), dead, dense
+
+
+def _active_above_a_threshold(latents):
+    return sparsity(latents * (latents > 0.05))
+
+
 def _tied(x, W_enc, b_enc, W_dec, b_dec, k):
     latents, _ = topk_sae(x, W_enc, b_enc, W_dec, b_dec, k)
     return latents, latents @ W_enc.T + b_dec
@@ -524,6 +538,8 @@ CASES = {
             "a threshold off 10%": _dense_above_a_shade_more,
             "active on 199 or more of the 2000 tokens as dense": _dense_at_least_a_shade_less,
             "negative values are not active either": _dead_nonzero,
+            "is the median over tokens": _median_l0,
+            "active only above 0.05": _active_above_a_threshold,
         },
     ),  # fmt: skip
     "explained_variance": (
@@ -596,6 +612,7 @@ SAE_CASES = {
             "you keep k + 1": _k_plus_one,
             "you keep k - 1": _k_minus_one,
             "tied decoder": _tied,
+            "top k over the tokens": _over_tokens,
         },
     ),  # fmt: skip
     "splice": (

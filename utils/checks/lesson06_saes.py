@@ -87,6 +87,8 @@ def check_topk_sae(fn: Callable, sae) -> None:
              f"top-k): keep exactly k = {k}."),
             (_keep_top(pre, k - 1).relu(), f"you keep k - 1 = {k - 1} latents per token (an off-by-one in the "
              f"top-k): keep exactly k = {k}."),
+            (_keep_top(pre.T, k).T.relu(), "you took the top k over the tokens (dim=0), each latent's k largest "
+             "tokens: take it over the latents of each token, topk(k, dim=-1)."),
         ]  # fmt: skip
         expect_close(latents, want, name, f"latents ({case})", atol=1e-3, hints=hints)
         hints = [
@@ -113,7 +115,7 @@ def _sparsity_latents() -> torch.Tensor:
     for j, count in enumerate(counts):
         fire[torch.randperm(n, generator=g)[:count], j] = True
     latents = torch.zeros(n, len(counts))
-    latents[fire] = torch.rand(int(fire.sum()), generator=g) + 0.1
+    latents[fire] = torch.rand(int(fire.sum()), generator=g) + 0.001  # some active values are small
     latents[~fire] = -torch.rand(int((~fire).sum()), generator=g)  # pre-activation-like negatives: not active
     return latents
 
@@ -155,6 +157,10 @@ def check_sparsity(fn: Callable) -> None:
             ((latents > 0).float().sum().item(), "is the total over all tokens: take the mean per token."),
             ((latents > 0).float().mean().item(), "is the share of active entries: count the active latents per "
              "token, then average over tokens."),
+            ((latents > 0).float().sum(-1).median().item(), "is the median over tokens: L0 is the mean number of "
+             "active latents per token, .mean()."),
+            *[((latents > t).float().sum(-1).mean().item(), f"counts a latent as active only above {t}: active "
+               "means above 0, latents > 0.") for t in (0.01, 0.05, 0.1, 0.5)],
         ],
         "dead": [
             ((latents > 0).float().mean(-1).eq(0).float().mean().item(), "counts tokens with no active latent: a "
