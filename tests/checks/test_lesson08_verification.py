@@ -160,7 +160,16 @@ def test_check_add_at_sites(prove_check):
 
         return hook
 
+    def one_early(v, r, p):
+        def hook(act, hook):
+            act = act.clone()
+            act[r, p - 1] += v
+            return act
+
+        return hook
+
     wrong = {
+        "one position before each site": one_early,
         "added everywhere": everywhere,
         "every position of the sites' rows": whole_rows,
         "in every row": every_row,
@@ -200,6 +209,7 @@ def _paired_auroc(s, y):
 def test_check_auroc(prove_check):
     wrong = {
         "swap the classes": lambda s, y: 1 - auroc(s, y),
+        "mean scores": lambda s, y: float(s[y].mean() > s[~y].mean()),
         "ties count half: a positive": lambda s, y: (s[y][:, None] > s[~y][None, :]).float().mean().item(),
         "not as wins": lambda s, y: (s[y][:, None] >= s[~y][None, :]).float().mean().item(),
         "the i-th positive with the i-th negative": _paired_auroc,
@@ -237,7 +247,15 @@ def test_check_zero_neurons_at(prove_check):
 
         return hook
 
+    def first_site(r, p, n):
+        def hook(act, hook):
+            act[r[0], p[0], n] = 0
+            return act
+
+        return hook
+
     wrong = {
+        "only the first site": first_site,
         "at every position": every_position,
         "every neuron was zeroed": every_neuron,
         "only one neuron": diagonal,
@@ -279,6 +297,7 @@ def test_check_receptive_field(prove_check):
 
     wrong = {
         "not ReLU": lambda o, g, u: (torch.relu(o @ g) * (o @ u)).mean(-1),
+        "not through the sigmoid alone": lambda o, g, u: (torch.sigmoid(o @ g) * (o @ u)).mean(-1),
         "not GELU": lambda o, g, u: (torch.nn.functional.gelu(o @ g) * (o @ u)).mean(-1),
         "not the up one": lambda o, g, u: (silu(o @ u) * (o @ g)).mean(-1),
         "not SiLU of the product": lambda o, g, u: silu((o @ g) * (o @ u)).mean(-1),

@@ -145,7 +145,14 @@ def check_add_at_sites(fn: Callable) -> None:
     every_position[rows] += vector
     every_row = act.clone()
     every_row[:, positions] += vector
+    one_early = act.clone()
+    one_early[rows, positions - 1] += vector
     hints = [
+        (
+            one_early,
+            "the vector landed one position before each site: the positions are already those of the "
+            "'(' in the model's input ([BOS] included), use them as they are.",
+        ),  # fmt: skip
         (act + vector, "the vector was added everywhere: add it only at each site's row and position."),
         (replaced, "the activation at the sites was replaced by the vector: add the vector to what is there."),
         (every_position, "the vector was added at every position of the sites' rows: only at their positions."),
@@ -221,7 +228,13 @@ def check_auroc(fn: Callable) -> None:
     acc = ((scores > 0) == labels).float().mean().item()
     m = min(len(pos), len(neg))
     paired = ((pos[:m] > neg[:m]).float() + 0.5 * (pos[:m] == neg[:m]).float()).mean().item()
+    means = float(pos.mean() > neg.mean())
     for value, message in (
+        (
+            means,
+            "that compares the two classes' mean scores (0 or 1): AUROC is the share of (positive, negative) "
+            "pairs in which the positive scores higher, pos[:, None] > neg[None, :], ties counting half.",
+        ),
         (
             paired,
             "you compared the i-th positive with the i-th negative only: AUROC compares every positive "
@@ -259,7 +272,10 @@ def check_zero_neurons_at(fn: Callable) -> None:
     all_neurons[rows, positions] = 0
     diagonal = act.clone()
     diagonal[rows, positions, neurons] = 0
+    first_site = act.clone()
+    first_site[rows[0], positions[0], neurons] = 0
     hints = [
+        (first_site, "only the first site lost its neurons: zero them at every site (rows[i], positions[i])."),
         (
             act,
             "nothing was zeroed. Indexing twice, as in act[rows, positions][:, neurons] = 0, writes into a "
@@ -329,6 +345,8 @@ def check_receptive_field(fn: Callable) -> None:
     unit = torch.nn.functional.normalize(o, dim=-1)
     hints = [
         ((torch.relu(o @ W_gate) * (o @ W_in)).mean(-1), "the gate goes through SiLU (x·sigmoid(x)), not ReLU."),
+        ((torch.sigmoid(o @ W_gate) * (o @ W_in)).mean(-1), "the gate goes through SiLU, x·sigmoid(x), not "
+         "through the sigmoid alone."),
         ((torch.nn.functional.gelu(o @ W_gate) * (o @ W_in)).mean(-1), "the gate goes through SiLU, not GELU."),
         ((silu(o @ W_in) * (o @ W_gate)).mean(-1), "the activation goes on the gate's projection, not the up one."),
         (silu((o @ W_gate) * (o @ W_in)).mean(-1), "apply SiLU to the gate's projection alone, then multiply by "
