@@ -367,6 +367,8 @@ CASES = {
             "absolute values of the products": lambda cl, co, g: torch.einsum("bphd->h", ((cl - co) * g).abs()),
             "keep the sign of each score": lambda cl, co, g: attribution_scores(cl, co, g).abs(),
             "final position only": lambda cl, co, g: torch.einsum("bhd,bhd->h", cl[:, -1] - co[:, -1], g[:, -1]),
+            "averaged over the prompts": lambda cl, co, g: ((cl - co) * g).mean(0).sum((0, 2)),
+            "you multiplied the sums": lambda cl, co, g: (cl - co).sum((0, 1, 3)) * g.sum((0, 1, 3)),
         },
     ),
     "rank_correlation": (
@@ -391,6 +393,9 @@ CASES = {
             "swap the two": lambda z, keep, means: ablate_except(z, ~keep, means),
             "not by zero": lambda z, keep, means: ablate_except(z, keep, torch.zeros_like(means)),
             "its own mean": lambda z, keep, means: ablate_except(z, keep, means.mean(0).expand_as(means)),
+            "the first position's mean at every position": lambda z, keep, means: ablate_except(
+                z, keep, means[:1].expand_as(means)
+            ),
             "a mean of `z`, this batch's own": lambda z, keep, means: ablate_except(z, keep, z.mean(0)),
             "a mean of `z`": lambda z, keep, means: ablate_except(z, keep, z.mean((0, 1)).expand_as(means)),
         },

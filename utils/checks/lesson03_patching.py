@@ -670,6 +670,15 @@ def check_attribution_scores(fn: Callable) -> None:
         ((clean * grad).sum((0, 1, 3)), "multiply the gradient by the *change* of the activation, clean − corrupted."),
         (product.mean((0, 1, 3)), "sum over prompts, positions and d_head, do not average."),
         (
+            product.mean(0).sum((0, 2)),
+            "you averaged over the prompts; sum over them too: the gradient already comes from the batch's "
+            "mean logit difference, so each prompt's share is in it.",
+        ),
+        (
+            (clean - corrupted).sum((0, 1, 3)) * grad.sum((0, 1, 3)),
+            "you multiplied the sums; multiply the change and the gradient element by element, then sum.",
+        ),
+        (
             product.abs().sum((0, 1, 3)),
             "you summed the absolute values of the products: sum the products with their signs. Patching a head "
             "changes all its positions and dimensions at once, and their effects can cancel.",
@@ -757,6 +766,10 @@ def check_ablate_except(fn: Callable) -> None:
         (
             torch.where(k, z, means.mean(0).expand_as(z)),
             "each position has its own mean: `means` is [position, head, d_head].",
+        ),
+        (
+            torch.where(k, z, means[:1].expand_as(z)),
+            "you used the first position's mean at every position: each position has its own, `means[pos]`.",
         ),
         (torch.where(k, z, z.mean(0, keepdim=True).expand_as(z)), own_mean),
         (torch.where(k, z, z.mean((0, 1), keepdim=True).expand_as(z)), own_mean),
