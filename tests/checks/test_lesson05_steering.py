@@ -100,6 +100,7 @@ ADD_MISTAKES = {
     "the vector was subtracted": _adder(sign=-1),
     "vector[:, None]": _adder(per_row=False),
     "`stop` may be None": _range_loop,
+    "a stop of None was read as -1": _adder(where=lambda act, start, stop: (slice(None), slice(start, stop or -1))),
     "should return a hook function": lambda vector, start, stop=None: None,
 }
 
@@ -408,6 +409,9 @@ RANDOM_MISTAKES = {
     "uses (or reseeds) NumPy's global random generator": _random(_GAUSS, generator="numpy"),
     "different direction for the same seed": _random(_GAUSS, generator="fresh"),
     "shuffles the vector's own entries": _random(lambda v, g: v[torch.randperm(len(v), generator=g)]),
+    "flips the signs of the vector's own entries": _random(
+        lambda v, g: v * (torch.randint(2, v.shape, generator=g) * 2.0 - 1)
+    ),
     "spread evenly over an interval": _random(lambda v, g: torch.rand(v.shape, generator=g) - 0.5),
     "(or are ±1)": _random(lambda v, g: torch.randint(2, v.shape, generator=g) * 2.0 - 1),
     "heavy-tailed": _random(_laplace),

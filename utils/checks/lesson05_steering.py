@@ -109,6 +109,12 @@ def check_add_vector(fn: Callable) -> None:
             past[:, start : stop + 1] += v
             hints.append((past, f"the vector was added at position {stop} as well: act[:, {start}:{stop}] stops "
                           f"before position {stop}, as a Python slice does."))  # fmt: skip
+        if stop is None:
+            short = act.clone()
+            short[:, start:-1] += v
+            hints.append((short, "the last position was left out: a stop of None was read as -1, and act[:, start:-1] "
+                          "stops before the last position. Slice act[:, start:stop], which takes None as 'to the "
+                          "end'."))  # fmt: skip
         minus = act.clone()
         minus[:, start:stop] -= v
         hints.append((minus, "the vector was subtracted: add it."))
@@ -498,6 +504,11 @@ def check_random_like(fn: Callable) -> None:
                 f"`{name}`'s entries all have one sign: torch.rand draws from [0, 1), which points into one corner "
                 "of the space, not in a uniformly random direction. Use torch.randn."
             )
+        if torch.allclose(out.abs(), vector.abs(), atol=1e-5):
+            raise CheckFailed(f"`{name}` flips the signs of the vector's own entries: every entry keeps its size, so "
+                              "the result stays tied to the vector (it is one of the 2^d corners of the box the vector "
+                              "spans) and is no random direction. Draw fresh Gaussian entries, torch.randn, and "
+                              "rescale them.")  # fmt: skip
         if torch.allclose(out.abs().sort().values, vector.abs().sort().values, atol=1e-5):
             raise CheckFailed(f"`{name}` shuffles the vector's own entries: that keeps their distribution (here "
                               "their mean, so the result still leans along the all-ones direction) and is no random "
