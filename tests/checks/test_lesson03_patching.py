@@ -207,7 +207,7 @@ def _path_patch(mistake=None):
             for j, (sl, sh) in enumerate(senders):
                 if mistake == "sender's layer only" and sl == layer:
                     z[j] = corrupted_cache[f"blocks.{layer}.attn.hook_z"]
-                if sl == layer and mistake != "sender never clean":
+                if (sl == layer or mistake == "sender's head everywhere") and mistake != "sender never clean":
                     z[j, :, :, sh] = clean_cache[f"blocks.{layer}.attn.hook_z"][:, :, sh]
             return z.view(shape)
 
@@ -243,6 +243,8 @@ def _path_patch(mistake=None):
         hooks = [(f"blocks.{l}.attn.hook_{receiver_input}", lambda a, hook, l=l: patch(a, hook, l)) for l in layers]
         if mistake == "sender in step 2":
             hooks += [(f"blocks.{l}.attn.hook_z", lambda z, hook, l=l: sender_clean(z, hook, l)) for l in range(L)]
+        if mistake == "step 1 kept":
+            hooks += [(f"blocks.{l}.attn.hook_z", lambda z, hook, l=l: step1(z, hook, l)) for l in range(L)]
         logits = model.run_with_hooks(rep, fwd_hooks=hooks)
         return torch.stack([torch.as_tensor(metric(lg)) for lg in logits.view(k, batch, *logits.shape[1:])])
 
@@ -442,6 +444,8 @@ MODEL_CASES = {
             "step 2 patched every head of a receiver's layer": _path_patch("whole layers"),
             "step 2 also put in the sender's clean output": _path_patch("sender in step 2"),
             "in step 1 the sender kept its corrupted output": _path_patch("sender never clean"),
+            "head (1, 3) is not head (2, 3)": _path_patch("sender's head everywhere"),
+            "step 2 kept step 1's freezing hooks": _path_patch("step 1 kept"),
         },
     ),
 }

@@ -520,6 +520,15 @@ _PATH_MISTAKES = {
         "step 2 also put in the sender's clean output: in step 2 patch only the receivers' inputs, so that the "
         "sender acts only through them."
     ),
+    "sender's head in every layer": (
+        "step 1 made the sender's head index clean in every layer: head (1, 3) is not head (2, 3). Give only the "
+        "sender's own layer its clean output; in every other layer that head is frozen like the rest."
+    ),
+    "step 1's hooks in step 2": (
+        "step 2 kept step 1's freezing hooks: every head's output is pinned to the corrupted run (the sender's to "
+        "the clean one), so the receivers' patched inputs never reach their outputs and you measured the sender's "
+        "own path to the logits. In step 2 hook only the receivers' inputs and let every head recompute."
+    ),
 }
 
 
@@ -543,8 +552,8 @@ def _path_patch_one(
 
     def freeze(z, hook, layer):
         z = corrupted_cache[f"blocks.{layer}.attn.hook_z"].clone()
-        if layer == sl and mistake != "sender kept corrupted":
-            z[:, :, sh] = clean_cache[f"blocks.{sl}.attn.hook_z"][:, :, sh]
+        if (layer == sl or mistake == "sender's head in every layer") and mistake != "sender kept corrupted":
+            z[:, :, sh] = clean_cache[f"blocks.{layer}.attn.hook_z"][:, :, sh]
         return z
 
     kept = {}
@@ -576,6 +585,8 @@ def _path_patch_one(
     hooks = [(f"blocks.{l}.attn.hook_{receiver_input}", lambda a, hook, l=l: patch(a, hook, l)) for l in layers]
     if mistake == "sender in step 2":
         hooks.append((f"blocks.{sl}.attn.hook_z", clean_sender))
+    if mistake == "step 1's hooks in step 2":
+        hooks += [(f"blocks.{l}.attn.hook_z", lambda z, hook, l=l: freeze(z, hook, l)) for l in range(L)]
     return metric(model.run_with_hooks(corrupted, fwd_hooks=hooks))
 
 
