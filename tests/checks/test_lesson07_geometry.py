@@ -440,6 +440,52 @@ TRANSFER_MISTAKES = {
 }
 
 
+# --- random_drops ---------------------------------------------------------------------------------
+
+
+def random_drops(score, used, feeling, k, seed):
+    keep_out = torch.isin(used, feeling)
+    pool, n = used[~keep_out], int(keep_out.sum())
+    g = torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(k):
+        drop = pool[torch.randperm(len(pool), generator=g)[:n]]
+        scores.append(score(used[~torch.isin(used, drop)]))
+    return torch.tensor(scores)
+
+
+def _drops(pool="non-feeling", n="in used", passed="kept", generator="once", order="used"):
+    """A learner's ``random_drops`` with one choice made wrongly."""
+
+    def random_drops(score, used, feeling, k, seed):
+        source = used if order == "used" else used.sort().values
+        candidates = source[~torch.isin(source, feeling)] if pool == "non-feeling" else source
+        size = int(torch.isin(used, feeling).sum()) if n == "in used" else len(feeling)
+        g = torch.Generator().manual_seed(seed)
+        scores = []
+        for _ in range(k):
+            if generator == "in loop":
+                g = torch.Generator().manual_seed(seed)
+            drop = candidates[torch.randperm(len(candidates), generator=g)[:size]]
+            kept = used[~torch.isin(used, drop)]
+            scores.append(score(drop if passed == "dropped" else kept))
+        return torch.tensor(scores)
+
+    return random_drops
+
+
+DROP_MISTAKES = {
+    "leaves out feeling tokens": _drops(pool="every used"),
+    "but only 7 of them are in `used`": _drops(n="len(feeling)"),
+    "passes the 7 dropped tokens to `score`": _drops(passed="dropped"),
+    "drops the same tokens in every draw": _drops(generator="in loop"),
+    "but not the draws the exercise asks for": _drops(order="sorted"),
+    "called `score` 5 times": lambda f, u, fe, k, s: random_drops(f, u, fe, k - 1, s).tolist() + [0.0],
+    "return score(kept) of each draw, in the order drawn": lambda f, u, fe, k, s: random_drops(f, u, fe, k, s).flip(0),
+    "dimension 0 (draw) is 5 but should be 6": lambda f, u, fe, k, s: random_drops(f, u, fe, k, s)[:-1],
+}
+
+
 # --- angles_in_plane ----------------------------------------------------------------------------
 
 
@@ -485,6 +531,7 @@ CASES = {
     "fit_ridge": (c.check_fit_ridge, fit_ridge, RIDGE_MISTAKES),
     "stream_alignment": (c.check_stream_alignment, stream_alignment, ALIGNMENT_MISTAKES),
     "transfer": (c.check_transfer, transfer, TRANSFER_MISTAKES),
+    "random_drops": (c.check_random_drops, random_drops, DROP_MISTAKES),
     "angles_in_plane": (c.check_angles_in_plane, angles_in_plane, ANGLE_MISTAKES),
 }
 
@@ -506,6 +553,7 @@ REFERENCES = {
     c.check_fit_ridge: ref.fit_ridge,
     c.check_stream_alignment: ref.stream_alignment,
     c.check_transfer: ref.transfer,
+    c.check_random_drops: ref.random_drops,
     c.check_angles_in_plane: ref.angles_in_plane,
 }
 

@@ -602,6 +602,72 @@ def check_transfer(fn: Callable) -> None:
 # --- 8. angles in a plane --------------------------------------------------------------------------------
 
 
+def check_random_drops(fn: Callable) -> None:
+    """fn(score, used [n], feeling [m], k, seed) -> [k]: k refits, each without as many random non-feeling used tokens
+    as the feeling tokens take out of ``used``, drawn with one generator; ``score(kept)`` for each, in draw order.
+
+    The check passes its own ``score``, which records the tokens each refit keeps and returns a number made from
+    them, so every way of choosing the dropped tokens shows. ``feeling`` holds ids that are not in ``used`` too.
+    """
+    name = _name(fn, "random_drops")
+    g = _generator(9)
+    used = torch.randperm(60, generator=g)[:40] + 100  # ids in no particular order
+    feeling = torch.cat([used[torch.randperm(40, generator=g)[:7]], torch.tensor([5, 6, 7, 8])])  # 7 used + 4 not
+    n_feel = int(torch.isin(used, feeling).sum())
+    k, seed = 6, LESSON_07_CHECKS + 9
+    weights = torch.randn(200, generator=g).double()
+    calls: list[torch.Tensor] = []
+
+    def score(kept) -> float:
+        kept = torch.as_tensor(kept).long().flatten()
+        calls.append(kept)
+        return float(weights[kept % 200].sum())
+
+    out = call_own_generator(fn, score, used, feeling, k, seed, name=name)
+    if isinstance(out, (list, tuple)):
+        out = torch.tensor([_as_float(v) for v in out])
+    out = expect_tensor(out, (k,), ["draw"], name).detach().double().cpu()
+    if len(calls) != k:
+        raise CheckFailed(f"`{name}` called `score` {len(calls)} times for k = {k} draws: refit once per draw, "
+                          "score(kept) with the tokens that draw keeps.")  # fmt: skip
+    used_set, feel_set = set(used.tolist()), set(feeling.tolist())
+    for i, kept in enumerate(calls):
+        ids = kept.tolist()
+        if not set(ids) <= used_set:
+            extra = sorted(set(ids) - used_set)[:4]
+            raise CheckFailed(f"`{name}`'s refit {i} fits on tokens that are not in `used` ({extra}...): keep "
+                              "`used` without the dropped tokens, used[~torch.isin(used, drop)].")  # fmt: skip
+        if len(ids) == n_feel and set(ids) <= used_set - feel_set:
+            raise CheckFailed(f"`{name}` passes the {n_feel} dropped tokens to `score`: pass the tokens the map is "
+                              "fitted on, `used` without the dropped ones.")  # fmt: skip
+        if not (used_set & feel_set) <= set(ids):
+            raise CheckFailed(f"`{name}`'s refit {i} leaves out feeling tokens: draw the dropped tokens from the used "
+                              "tokens that are NOT feeling tokens, used[~torch.isin(used, feeling)]. A control that "
+                              "also removes feeling tokens shares part of the effect it is a control for.")  # fmt: skip
+        dropped = len(used_set) - len(set(ids))
+        if dropped != n_feel:
+            hint = (f" (len(feeling) is {len(feel_set)}, but only {n_feel} of them are in `used`: count "
+                    "torch.isin(used, feeling).sum())" if dropped == len(feel_set) else "")  # fmt: skip
+            raise CheckFailed(f"`{name}`'s refit {i} drops {dropped} tokens: drop as many as the feeling tokens take "
+                              f"out of `used`, {n_feel}{hint}, so that only which tokens go differs.")  # fmt: skip
+    if len({tuple(sorted(c.tolist())) for c in calls}) == 1:
+        raise CheckFailed(f"`{name}` drops the same tokens in every draw: make one generator "
+                          "torch.Generator().manual_seed(seed) before the loop, a new permutation in it "
+                          "each draw.")  # fmt: skip
+    scores = torch.tensor([float(weights[c % 200].sum()) for c in calls]).double()
+    if not torch.allclose(out, scores, atol=1e-6, rtol=0):
+        raise CheckFailed(f"`{name}` returns {out[0]:.4f} for draw 0, but `score` gave {scores[0]:.4f}: return "
+                          "score(kept) of each draw, in the order drawn.")  # fmt: skip
+    calls.clear()
+    want = ref.random_drops(score, used, feeling, k, seed).double()
+    if not torch.allclose(out, want, atol=1e-6, rtol=0):
+        raise CheckFailed(f"`{name}` drops the right number of non-feeling tokens, but not the draws the exercise "
+                          "asks for (draw 0 scores {:.4f}, expected {:.4f}): take pool = used[~torch.isin(used, "
+                          "feeling)] in `used`'s order, and drop pool[torch.randperm(len(pool), generator=g)[:n]] "
+                          "each time, from one generator.".format(out[0], want[0]))  # fmt: skip
+    passed(name, f"{k} refits, each without {n_feel} random used tokens that are not feeling tokens")
+
+
 def check_angles_in_plane(fn: Callable) -> None:
     """fn(vectors [k, d], u [d], v [d]) -> (angles [k], share): each vector's angle atan2(x·v, x·u) in radians,
     and the share of the summed squared length that lies in the plane of u and v.

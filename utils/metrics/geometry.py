@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -261,6 +261,23 @@ def transfer(vectors: torch.Tensor, t: torch.Tensor, norm: float, c: float) -> t
     ``[k, d₂]``."""
     mapped = vectors.double() @ t.double()
     return (c * norm * torch.nn.functional.normalize(mapped, dim=-1)).float()
+
+
+def random_drops(
+    score: Callable[[torch.Tensor], float], used: torch.Tensor, feeling: torch.Tensor, k: int, seed: int
+) -> torch.Tensor:
+    """The like-for-like control for leaving a token set out of a map's fit: ``k`` refits, each without as many
+    random tokens as ``feeling`` takes out of ``used``, drawn from the used tokens that are not in ``feeling`` (in
+    ``used``'s order, one ``torch.randperm`` per draw from one generator seeded with ``seed``). ``score(kept)`` fits
+    on the token ids ``kept`` and returns a number; the result is the ``k`` scores, ``[k]``."""
+    pool = used[~torch.isin(used, feeling)]
+    n = int(torch.isin(used, feeling).sum())
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(k):
+        drop = pool[torch.randperm(len(pool), generator=g)[:n]]
+        out.append(float(score(used[~torch.isin(used, drop)])))
+    return torch.tensor(out)
 
 
 def angles_in_plane(vectors: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
