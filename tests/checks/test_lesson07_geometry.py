@@ -393,7 +393,16 @@ def _alignment(
     return stream_alignment
 
 
+def _scalar_mean_alignment(t, source, target):
+    """R² whose denominator centres the target on one overall mean (the rest right)."""
+    x, y = (source - source.mean(0)) @ t, target - target.mean(0)
+    s = (x * y).sum() / (x * x).sum()
+    r2 = 1 - ((y - s * x) ** 2).sum() / ((target - target.mean()) ** 2).sum()
+    return r2.item(), F.cosine_similarity(x, y, dim=-1).mean().item()
+
+
 ALIGNMENT_MISTAKES = {
+    "centres the target on one overall number": _scalar_mean_alignment,
     "plain R² of the mapped rows": _alignment(scale="none"),
     "each row by its own best factor": _alignment(scale="row"),
     "the scale divides by the wrong length": _alignment(scale="inverse"),

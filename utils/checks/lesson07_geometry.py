@@ -478,6 +478,9 @@ def _alignment_variants(t, source, target) -> dict[str, tuple[float, float]]:
         cos = F.cosine_similarity(a, b, dim=cos_dim).mean()
         return r2.item(), cos.item()
 
+    def score_scale(x, y):
+        return (x * y).sum() / x.pow(2).sum()
+
     sc, tc = source - source.mean(0), target - target.mean(0)
     x = sc @ t
     out = {
@@ -489,6 +492,10 @@ def _alignment_variants(t, source, target) -> dict[str, tuple[float, float]]:
         "source not centred": score(source @ t, tc),
         "target not centred": score(x, target),
         "columns": score(x, tc, cos_dim=0),
+        "scalar mean": (
+            (1 - (tc - score_scale(x, tc) * x).pow(2).sum() / (target - target.mean()).pow(2).sum()).item(),
+            F.cosine_similarity(x, tc, dim=-1).mean().item(),
+        ),
         "flat": score(x, tc, cos_of=(x.flatten(), tc.flatten()), cos_dim=0),
     }
     if t.shape[0] == t.shape[1]:
@@ -507,6 +514,9 @@ _ALIGNMENT_MISTAKES = {
     "tokens, dim 0) before mapping.",
     "source not centred": "the source is not centred: subtract its mean row, source − source.mean(0), before mapping.",
     "target not centred": "the target is not centred: subtract its mean row, target − target.mean(0).",
+    "scalar mean": "the R²'s denominator centres the target on one overall number, target.mean(): centre each "
+    "column on its own mean, y = target − target.mean(0), and divide by ‖y‖². A residual stream's columns have "
+    "different means, and the overall one leaves their spread in the denominator.",
     "columns": "those are cosines of columns (dim 0): compare rows, F.cosine_similarity(x̂, y, dim=-1), then average.",
     "flat": "that is one cosine between the whole matrices: take each row's cosine with its true row, then the mean.",
     "before mapping": "the cosines are of the rows before mapping: compare the mapped rows x̂ = (source − mean) @ t "
@@ -521,7 +531,8 @@ def check_stream_alignment(fn: Callable) -> None:
 
     The first case has d₁ = d₂, so that mapping with t.T or comparing the unmapped rows gives
     numbers to recognise; the second has d₁ ≠ d₂. In both the target is 2.5 times the size the
-    map gives, so that the scale factor matters, and both sit far from the origin.
+    map gives, so that the scale factor matters, and both sit far from the origin, the target's columns each at
+    its own mean, so that centring on one overall mean shows.
     """
     name = _name(fn, "stream_alignment")
     g = _generator(6)
@@ -532,7 +543,8 @@ def check_stream_alignment(fn: Callable) -> None:
         source = torch.randn(n, d1, generator=g) * torch.linspace(0.5, 2, d1) + 3.0
         t = torch.randn(d1, d2, generator=g)
         truth = t + 0.5 * torch.randn(d1, d2, generator=g)
-        target = 2.5 * (source - source.mean(0)) @ truth + torch.randn(n, d2, generator=g) - 2.0
+        offsets = torch.linspace(-3.0, 1.0, d2)  # each column sits at its own place, as a stream's do
+        target = 2.5 * (source - source.mean(0)) @ truth + torch.randn(n, d2, generator=g) + offsets
         out = call(fn, t, source, target, name=name, explain=explain)
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
             raise CheckFailed(f"`{name}` should return a pair of numbers, (r2, cos), not {type(out).__name__}.")
