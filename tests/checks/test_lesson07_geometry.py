@@ -420,35 +420,6 @@ ALIGNMENT_MISTAKES = {
 }
 
 
-# --- transfer -----------------------------------------------------------------------------------
-
-
-def transfer(vectors, t, norm, c):
-    out = []
-    for v in vectors:
-        m = v @ t
-        out.append(m * (c * norm / m.norm()))
-    return torch.stack(out)
-
-
-TRANSFER_MISTAKES = {
-    "the sign is flipped": lambda v, t, norm, c: -c * norm * F.normalize(v @ t, dim=-1),
-    "rescaled the vectors before mapping": lambda v, t, norm, c: (c * norm * F.normalize(v, dim=-1)) @ t,
-    "have length norm = 6": lambda v, t, norm, c: norm * F.normalize(v @ t, dim=-1),
-    "have length c = 1.5": lambda v, t, norm, c: c * F.normalize(v @ t, dim=-1),
-    "have length 1": lambda v, t, norm, c: F.normalize(v @ t, dim=-1),
-    "keep the length t gives them": lambda v, t, norm, c: v @ t,
-    "normalised over dim 0": lambda v, t, norm, c: c * norm * F.normalize(v @ t, dim=0),
-    "the norm of the whole matrix": lambda v, t, norm, c: c * norm * (v @ t) / (v @ t).norm(),
-    "map with vectors @ t": lambda v, t, norm, c: c * norm * F.normalize(v @ t.T, dim=-1),
-    "dimension 0 (vector) is 4 but should be 5": lambda v, t, norm, c: transfer(v, t, norm, c).T,
-    "point along the mapped ones, vectors @ t, but have lengths": lambda v, t, norm, c: (
-        (v @ t) * c * norm / (v @ t).norm(dim=-1, keepdim=True).mean()
-    ),
-    "do not point along vectors @ t": lambda v, t, norm, c: c * norm * F.normalize(v @ t + 0.5, dim=-1),
-}
-
-
 # --- random_drops ---------------------------------------------------------------------------------
 
 
@@ -539,7 +510,6 @@ CASES = {
     "lle_weights": (c.check_lle_weights, lle_weights, LLE_MISTAKES),
     "fit_ridge": (c.check_fit_ridge, fit_ridge, RIDGE_MISTAKES),
     "stream_alignment": (c.check_stream_alignment, stream_alignment, ALIGNMENT_MISTAKES),
-    "transfer": (c.check_transfer, transfer, TRANSFER_MISTAKES),
     "random_drops": (c.check_random_drops, random_drops, DROP_MISTAKES),
     "angles_in_plane": (c.check_angles_in_plane, angles_in_plane, ANGLE_MISTAKES),
 }
@@ -561,7 +531,6 @@ REFERENCES = {
     c.check_lle_weights: ref.lle_weights,
     c.check_fit_ridge: ref.fit_ridge,
     c.check_stream_alignment: ref.stream_alignment,
-    c.check_transfer: ref.transfer,
     c.check_random_drops: ref.random_drops,
     c.check_angles_in_plane: ref.angles_in_plane,
 }
@@ -612,11 +581,11 @@ def test_the_null_check_leaves_the_global_generator_as_it_was():
         (c.check_shuffled_null, lambda f, x, y, n, seed: shuffled_null(f, x, y, n - 1, seed), r"dimension 0 \(draw\)"),
         (c.check_lle_weights, lambda x, nb, reg: lle_weights(x, nb[:, :-1], reg), r"dimension 1 \(neighbour\)"),
         (c.check_fit_ridge, lambda x, y, lam: fit_ridge(x, y, lam)[:, :-1], r"dimension 1 \(d₂\)"),
-        (c.check_transfer, lambda v, t, norm, c: transfer(v, t, norm, c)[:-1], r"dimension 0 \(vector\)"),
-        (c.check_transfer, lambda v, t, norm, c: transfer(v, t, norm, c).long(), r"dtype torch.int64"),
+        (c.check_random_drops, lambda *a: random_drops(*a)[:, None], r"2 dimensions"),
+        (c.check_random_drops, lambda *a: random_drops(*a).long(), r"dtype torch.int64"),
         (c.check_angles_in_plane, lambda x, u, v: (torch.atan2(x @ v, x @ u)[1:], 0.5), r"dimension 0 \(vector\)"),
     ],
-    ids=["null-rank", "null-length", "lle-k", "ridge-d2", "transfer-k", "transfer-dtype", "angles-k"],
+    ids=["null-rank", "null-length", "lle-k", "ridge-d2", "drops-rank", "drops-dtype", "angles-k"],
 )
 def test_wrong_shapes_and_dtypes_name_the_dimension_or_dtype(check, wrong, message):
     with pytest.raises(CheckFailed, match=message):

@@ -561,57 +561,7 @@ def check_stream_alignment(fn: Callable) -> None:
     passed(name, "R² after one best overall scale, and the mean row cosine, of the centred rows")
 
 
-# --- 7. carrying a vector across ------------------------------------------------------------------------
-
-
-def check_transfer(fn: Callable) -> None:
-    """fn(vectors [k, d₁], t [d₁, d₂], norm, c) -> [k, d₂]: each vector mapped by t, then rescaled to length
-    c × norm."""
-    name = _name(fn, "transfer")
-    g = _generator(7)
-    k, d1, d2 = 5, 6, 4
-    vectors = torch.randn(k, d1, generator=g) * torch.exp(torch.randn(k, 1, generator=g))
-    t = torch.randn(d1, d2, generator=g) * torch.tensor([0.2, 1.0, 3.0, 0.6])  # stretches some directions
-    norm, c = 6.0, 1.5
-    explain = {RuntimeError: "If that is a size mismatch: map with vectors @ t, [k, d₁] @ [d₁, d₂]."}
-    out = call(fn, vectors, t, norm, c, name=name, explain=explain)
-    out = expect_tensor(out, (k, d2), ["vector", "d₂"], name)
-    mapped = vectors.double() @ t.double()
-    unit = F.normalize(mapped, dim=-1)
-    want = ref.transfer(vectors, t, norm, c)
-    hints = [
-        ((c * norm * F.normalize(vectors.double(), dim=-1)) @ t.double(), "you rescaled the vectors before "
-         "mapping them: t changes their lengths, so map first, then rescale each mapped row to c × norm."),
-        (norm * unit, f"the mapped vectors have length norm = {norm:g}: multiply by c as well, c × norm."),
-        (c * unit, f"the mapped vectors have length c = {c:g}: multiply by norm as well, c × norm."),
-        (unit, "the mapped vectors have length 1: rescale them to c × norm."),
-        (mapped, "the mapped vectors keep the length t gives them: rescale each to c × norm."),
-        (-c * norm * unit, "the sign is flipped: the vectors point exactly against vectors @ t. Map with t and "
-         "rescale by +c × norm."),
-        (c * norm * F.normalize(mapped, dim=0), "you normalised over dim 0 (each column): normalise each row, "
-         "F.normalize(mapped, dim=-1)."),
-        (c * norm * mapped / mapped.norm(), "you divided by the norm of the whole matrix: each row gets its own "
-         "length, mapped.norm(dim=-1, keepdim=True)."),
-    ]  # fmt: skip
-    try:
-        expect_close(out, want, name, "vectors", atol=1e-4, rtol=1e-3, hints=hints)
-    except CheckFailed as e:
-        if "gives the wrong" not in e.args[0]:
-            raise
-        got = out.detach().double().cpu()
-        lengths = got.norm(dim=-1)
-        if (F.cosine_similarity(got, mapped, dim=-1) > 1 - 1e-6).all():
-            raise CheckFailed(f"`{name}`'s vectors point along the mapped ones, vectors @ t, but have lengths "
-                              f"{', '.join(f'{v:.3g}' for v in lengths.tolist())}: rescale each to c × norm = "
-                              f"{c * norm:g}.") from None  # fmt: skip
-        if torch.allclose(lengths, torch.full_like(lengths, c * norm), rtol=1e-3):
-            raise CheckFailed(f"`{name}`'s vectors have length c × norm but do not point along vectors @ t: map "
-                              "each row with t, then rescale it.") from None  # fmt: skip
-        raise
-    passed(name, "each vector mapped by t, then rescaled to length c × norm")
-
-
-# --- 8. angles in a plane --------------------------------------------------------------------------------
+# --- 7. the look-up's own control ------------------------------------------------------------------------
 
 
 def check_random_drops(fn: Callable) -> None:
