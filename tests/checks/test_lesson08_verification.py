@@ -121,9 +121,20 @@ def test_check_fit_verdict_probe(prove_check):
         u = fit_verdict_probe(x, y) * x.std(0)  # the weights on the standardised features
         return u / u.norm()
 
+    def raw_sgd_unconverged(x, y):  # logistic regression on the raw features, stopped after 20 steps
+        w = torch.zeros(x.shape[1], requires_grad=True)
+        opt = torch.optim.SGD([w], lr=0.01)
+        with torch.enable_grad():
+            for _ in range(20):
+                opt.zero_grad()
+                torch.nn.functional.binary_cross_entropy_with_logits(x @ w, y.float()).backward()
+                opt.step()
+        return torch.nn.functional.normalize(w.detach(), dim=0)
+
     wrong = {
         "difference of the class means": mean_difference,
-        "divided by the standard deviations": standardised_only,
+        "not divided back by the standard deviations": standardised_only,
+        "stopped before it converged": raw_sgd_unconverged,
         "points from `this` to `not`": lambda x, y: -fit_verdict_probe(x, y),
         "unit vector": lambda x, y: 3 * fit_verdict_probe(x, y),
     }

@@ -116,8 +116,10 @@ def check_fit_verdict_probe(fn: Callable) -> None:
         if _separates(unscaled, x, y, x_test, y_test) >= 0.95:
             raise CheckFailed(
                 f"`{name}`'s direction separates only {acc:.0%} of fresh points, and divided by each feature's "
-                "standard deviation it would separate them: weights fitted on standardised features must be "
-                "divided by the standard deviations to point the right way in the raw stream."
+                "standard deviation it would separate them. Either weights fitted on standardised features were "
+                "not divided back by the standard deviations (they must be, to point the right way in the raw "
+                "stream), or a fit on the raw features stopped before it converged (features on very different "
+                "scales slow gradient descent down: standardise them first, then divide the weights back)."
             )
         raise CheckFailed(
             f"`{name}`'s direction separates only {acc:.0%} of fresh points (a fitted probe reaches 98%+)."
@@ -442,4 +444,4 @@ def check_accepts(fn: Callable) -> None:
             else:
                 why = f"on {text!r} it should say {want == 'accepts'}."
             raise CheckFailed(f"`{name}`: {why}")
-    passed(name, f"{len(CONTINUATIONS)} continuations read as the paper reads them")
+    passed(name, f"{len(CONTINUATIONS)} continuations: 'this works' found wherever it appears, nowhere else")
