@@ -88,14 +88,31 @@ def test_the_sweep_records_its_result_and_the_readme_column(tmp_path, monkeypatc
     assert "05_x.ipynb: 1 asserted claims; all hold on 2/2 fresh samples" in capsys.readouterr().out
     recorded = json.loads((tmp_path / "robustness.json").read_text())
     assert recorded["lessons"]["05_x.ipynb"]["fresh_samples_held"] == 2
+    assert recorded["lessons"]["05_x.ipynb"]["code_digest"] == robustness.code_digest(path)  # the code it ran
     assert "| 05_x.ipynb | 1.0 | – | 100 | ok | 2/2 |" in readme.read_text()  # no SmolLM2 section: a dash
 
 
-def test_the_recorded_sweep_covers_every_solutions_notebook_and_keeps_margins_where_it_ran_ten_samples():
+def test_the_recorded_sweep_covers_every_lesson_on_ten_samples_with_margins_and_its_current_code():
     recorded = robustness.recorded()
     assert sorted(recorded) == sorted(p.name for p in SOLUTIONS.glob("*.ipynb")), "run: make robustness"
-    assert all(s["fresh_samples"] in (5, 10) for s in recorded.values()), "make robustness runs ten fresh samples"
-    ten = {name: s for name, s in recorded.items() if s["fresh_samples"] == 10}
-    assert ten, "no lesson has been swept on ten fresh samples: run make robustness"
-    without = [name for name, s in ten.items() if not any("margin" in row for row in s["claims"])]
+    fewer = [name for name, s in recorded.items() if s["fresh_samples"] != 10]
+    assert not fewer, f"make robustness runs ten fresh samples; swept on fewer: {fewer}"
+    without = [name for name, s in recorded.items() if not any("margin" in row for row in s["claims"])]
     assert not without, f"no margins recorded for {without}: run make robustness"
+    stale = [name for name, s in recorded.items() if s.get("code_digest") != robustness.code_digest(SOLUTIONS / name)]
+    assert not stale, f"the code of {stale} changed after its sweep: sweep it again (make robustness)"
+
+
+def test_a_notebooks_code_digest_ignores_its_prose_and_outputs_but_not_its_code(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("Some prose."), nbformat.v4.new_code_cell("x = 1\nassert x == 1")]
+    path = tmp_path / "a.ipynb"
+    nbformat.write(nb, path)
+    before = robustness.code_digest(path)
+    nb.cells[0].source = "Other prose."
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="printed")]
+    nbformat.write(nb, path)
+    assert robustness.code_digest(path) == before
+    nb.cells[1].source = "x = 1\nassert x == 2"
+    nbformat.write(nb, path)
+    assert robustness.code_digest(path) != before

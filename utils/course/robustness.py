@@ -259,6 +259,16 @@ def cell_digest(source: str) -> str:
     return hashlib.sha256(source.strip().encode()).hexdigest()[:12]
 
 
+def code_digest(path: Path) -> str:
+    """A digest of a notebook's code (every code cell's source, in order): the version of a lesson a sweep ran.
+    Prose can change without a new sweep; any change to the code needs one."""
+    import hashlib
+
+    cells = json.loads(Path(path).read_text())["cells"]
+    code = "\n\0\n".join("".join(c["source"]).strip() for c in cells if c["cell_type"] == "code")
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
 class SoftAsserts(ast.NodeTransformer):
     """Rewrite ``assert test, message`` into a call that records the outcome and the compared
     values; keyed by the cell (a digest of its source) and the line."""
@@ -383,8 +393,9 @@ def thinnest(table: list[dict], n: int = 8) -> list[dict]:
     return sorted((r for r in table if "margin" in r and not fixed(r)), key=lambda r: r["margin"])[:n]
 
 
-def summarise(name: str, runs: list[dict]) -> dict:
-    """The record of one lesson: per sample its error and failed claims, and every claim's row."""
+def summarise(name: str, runs: list[dict], digest: str | None = None) -> dict:
+    """The record of one lesson: per sample its error and failed claims, and every claim's row; ``digest``: the
+    ``code_digest`` of the notebook the runs ran."""
     table = claim_table(runs)
     samples = {}
     for run in runs:
@@ -405,6 +416,7 @@ def summarise(name: str, runs: list[dict]) -> dict:
         "fresh_samples": len(fresh),
         "fresh_samples_held": sum(s["holds"] for s in fresh),
         "own_sample_holds": samples.get(str(OWN), {}).get("holds"),
+        "code_digest": digest,
         "samples": samples,
         "claims": table,
     }

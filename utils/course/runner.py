@@ -175,12 +175,16 @@ def offline_kernels() -> Iterator[str | None]:
 def sweep(paths: list[Path], k: int) -> int:
     """Run each notebook on its own sample and fresh samples 1..k; print, record; 1 if a claim fails."""
     runs = [(path, sample) for path in paths for sample in [robustness.OWN, *range(1, k + 1)]]
+    digests = {path.name: robustness.code_digest(path) for path in paths}  # the code as it is when the sweep starts
     results: dict[str, list[dict]] = {}
     for path, sample in tqdm(runs, desc="notebooks × samples", unit="run"):
         run = robustness.run_sample(path, sample)
         robustness.keep(path, run)
         results.setdefault(path.name, []).append(run)
-    summaries = [robustness.summarise(name, rs) for name, rs in results.items()]
+    summaries = [robustness.summarise(name, rs, digests[name]) for name, rs in results.items()]
+    changed = [path.name for path in paths if robustness.code_digest(path) != digests[path.name]]
+    for name in changed:  # edited while it ran: the record would name code no run ran
+        print(f"{name}'s code changed during the sweep: the record names the code it started with; sweep it again")
     for summary in summaries:
         print(robustness.report(summary) + "\n")
     robustness.record(summaries, k)
