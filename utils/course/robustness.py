@@ -24,6 +24,7 @@ before the notebook's first cell), so the notebook itself is run unchanged.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import math
 import operator
@@ -254,16 +255,12 @@ _ORDER_NODES = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 
 def cell_digest(source: str) -> str:
     """What names a cell in the claims file: a digest of its source."""
-    import hashlib
-
     return hashlib.sha256(source.strip().encode()).hexdigest()[:12]
 
 
 def code_digest(path: Path) -> str:
     """A digest of a notebook's code (every code cell's source, in order): the version of a lesson a sweep ran.
     Prose can change without a new sweep; any change to the code needs one."""
-    import hashlib
-
     cells = json.loads(Path(path).read_text())["cells"]
     code = "\n\0\n".join("".join(c["source"]).strip() for c in cells if c["cell_type"] == "code")
     return hashlib.sha256(code.encode()).hexdigest()[:16]

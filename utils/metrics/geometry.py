@@ -270,8 +270,8 @@ def random_drops(
     random tokens as ``feeling`` takes out of ``used``, drawn from the used tokens that are not in ``feeling`` (in
     ``used``'s order, one ``torch.randperm`` per draw from one generator seeded with ``seed``). ``score(kept)`` fits
     on the token ids ``kept`` and returns a number; the result is the ``k`` scores, ``[k]``."""
-    pool = used[~torch.isin(used, feeling)]
-    n = int(torch.isin(used, feeling).sum())
+    is_feeling = torch.isin(used, feeling)
+    pool, n = used[~is_feeling], int(is_feeling.sum())
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(k):
