@@ -578,12 +578,14 @@ def check_random_drops(fn: Callable) -> None:
     n_feel = int(torch.isin(used, feeling).sum())
     k, seed = 6, LESSON_07_CHECKS + 9
     weights = torch.randn(200, generator=g).double()
-    calls: list[torch.Tensor] = []
+    calls: list[torch.Tensor] = []  # the tokens each refit kept
+    given: list[float] = []  # and the score it got back
 
     def score(kept) -> float:
         kept = torch.as_tensor(kept).long().flatten()
         calls.append(kept)
-        return float(weights[kept % 200].sum())
+        given.append(float(weights[kept % 200].sum()))
+        return given[-1]
 
     out = call_own_generator(fn, score, used, feeling, k, seed, name=name)
     if isinstance(out, (list, tuple)):
@@ -616,7 +618,7 @@ def check_random_drops(fn: Callable) -> None:
         raise CheckFailed(f"`{name}` drops the same tokens in every draw: make one generator "
                           "torch.Generator().manual_seed(seed) before the loop, a new permutation in it "
                           "each draw.")  # fmt: skip
-    scores = torch.tensor([float(weights[c % 200].sum()) for c in calls]).double()
+    scores = torch.tensor(given).double()
     if not torch.allclose(out, scores, atol=1e-6, rtol=0):
         raise CheckFailed(f"`{name}` returns {out[0]:.4f} for draw 0, but `score` gave {scores[0]:.4f}: return "
                           "score(kept) of each draw, in the order drawn.")  # fmt: skip
