@@ -1,0 +1,131 @@
+"""The toy models of superposition and their measures, on weights whose answers are known by hand."""
+
+import math
+
+import pytest
+import torch
+
+from utils.metrics import superposition as sp
+
+
+def polygon(k: int, length: float = 1.0) -> torch.Tensor:
+    """``W`` ``[1, 2, k]``: k features at the corners of a regular polygon in the plane."""
+    angles = torch.arange(k) * 2 * math.pi / k
+    return length * torch.stack([angles.cos(), angles.sin()])[None]
+
+
+def test_features_are_zero_with_the_given_sparsity_and_uniform_otherwise():
+    x = sp.sample_features(torch.tensor([0.0, 0.9]), 4, 20_000, torch.Generator().manual_seed(0))
+    active = (x > 0).float().mean((1, 2))
+    assert active[0] == pytest.approx(1.0, abs=1e-3)
+    assert active[1] == pytest.approx(0.1, abs=0.01)
+    on = x[1][x[1] > 0]
+    assert 0 <= on.min() and on.max() <= 1 and on.mean() == pytest.approx(0.5, abs=0.02)
+
+
+def test_a_sparsity_per_feature_is_honoured():
+    sparsity = torch.tensor([[0.0, 0.5, 0.99]])
+    x = sp.sample_features(sparsity, 3, 40_000, torch.Generator().manual_seed(0))
+    assert (x[0] > 0).float().mean(0).tolist() == pytest.approx([1.0, 0.5, 0.01], abs=0.01)
+
+
+def test_the_forward_pass_is_relu_of_w_transpose_w_x_plus_b():
+    g = torch.Generator().manual_seed(0)
+    W, b, x = torch.randn(3, 2, 5, generator=g), torch.randn(3, 5, generator=g), torch.rand(3, 7, 5, generator=g)
+    expected = torch.stack([torch.relu(x[i] @ W[i].T @ W[i] + b[i]) for i in range(3)])
+    assert torch.allclose(sp.toy_forward(W, b, x), expected, atol=1e-6)
+    relu_first = torch.stack([torch.relu(torch.relu(x[i] @ W[i].T) @ W[i] + b[i]) for i in range(3)])
+    assert torch.allclose(sp.toy_forward(W, b, x, relu_hidden=True), relu_first, atol=1e-6)
+
+
+def test_the_loss_weighs_each_feature_by_its_importance():
+    x, x_hat = torch.ones(1, 4, 2), torch.zeros(1, 4, 2)
+    assert sp.toy_loss(x, x_hat, torch.tensor([[1.0, 0.5]])).item() == pytest.approx(1.5)
+
+
+def test_a_dimension_of_its_own_an_antipodal_pair_and_a_pentagon_have_dimensionality_one_half_and_two_fifths():
+    own = torch.eye(3)[None]  # three features, three dimensions
+    assert sp.feature_dimensionality(own)[0].tolist() == pytest.approx([1, 1, 1])
+    assert sp.feature_dimensionality(polygon(2))[0].tolist() == pytest.approx([0.5, 0.5])
+    assert sp.feature_dimensionality(polygon(5, 1.2))[0].tolist() == pytest.approx([0.4] * 5, abs=1e-5)
+
+
+def test_a_dropped_feature_has_dimensionality_zero_and_is_not_represented():
+    W = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])  # feature 1 has no direction
+    assert sp.feature_dimensionality(W)[0].tolist() == pytest.approx([1.0, 0.0])
+    assert sp.represented(W)[0].tolist() == [True, False]
+
+
+def test_dimensions_per_feature_is_m_over_the_squared_frobenius_norm():
+    assert sp.dimensions_per_feature(polygon(5)).item() == pytest.approx(2 / 5)
+    assert sp.dimensions_per_feature(torch.eye(4)[None]).item() == pytest.approx(1.0)
+
+
+def test_interference_is_zero_for_orthogonal_features_and_counts_the_others_projections():
+    assert sp.interference(torch.eye(3)[None]).abs().max() < 1e-6
+    assert sp.interference(polygon(2))[0].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_the_gaps_of_a_regular_pentagon_are_72_degrees():
+    gaps = sp.polygon_gaps(polygon(5))[0]
+    assert gaps.tolist() == pytest.approx([72.0] * 5, abs=1e-3) and gaps.sum().item() == pytest.approx(360)
+
+
+def test_the_phase_of_two_features_in_one_dimension():
+    assert sp.phase(torch.tensor([1.0, -1.0])) == "both"
+    assert sp.phase(torch.tensor([1.0, 1.0])) == "both, same side"
+    assert sp.phase(torch.tensor([1.0, 0.1])) == "first only"
+    assert sp.phase(torch.tensor([0.0, -1.0])) == "second only"
+    assert sp.phase(torch.tensor([0.1, 0.2])) == "neither"
+
+
+def test_features_per_neuron_tells_mono_from_polysemantic_neurons():
+    W = torch.tensor([[[1.0, 0.0, 0.0], [0.7, 0.7, 0.0], [0.0, 0.0, 0.0]]])  # 3 neurons, 3 features
+    assert sp.features_per_neuron(W)[0].tolist() == [1, 2, 0]
+
+
+def test_mean_max_cosine_is_one_for_the_true_directions_in_any_order_and_lower_for_others():
+    truth = torch.eye(4)
+    assert sp.mean_max_cosine(truth[[2, 0, 3, 1]] * 3, truth) == pytest.approx(1.0)
+    assert sp.max_cosines(truth[:2], truth).tolist() == pytest.approx([1, 1, 0, 0])
+    assert sp.mean_max_cosine(-truth, truth) == pytest.approx(0.0)  # an SAE's latents are signed
+
+
+def test_a_toy_model_packs_five_sparse_features_into_a_pentagon_and_keeps_two_dense_ones():
+    sparsity = torch.tensor([0.0, 0.99])
+    importance = (0.9 ** torch.arange(5.0))[None].repeat(2, 1)
+    W, _ = sp.train_toy(sparsity, importance, 2, steps=2500, seed=0)
+    kept = sp.represented(W)
+    assert kept[0].tolist() == [True, True, False, False, False]
+    assert kept[1].all()
+    assert (sp.polygon_gaps(W[1:])[0] - 72).abs().max() < 8
+
+
+def test_toy_saes_need_either_l1_coefficients_or_topk_sizes():
+    def sample(batch, g):
+        return torch.rand(batch, 3, generator=g)
+
+    with pytest.raises(ValueError, match="either l1"):
+        sp.train_toy_saes(sample, 3, 4)
+    with pytest.raises(ValueError, match="either l1"):
+        sp.train_toy_saes(sample, 3, 4, l1=[0.1], k=[1])
+
+
+def test_a_topk_sae_finds_one_hot_features_and_keeps_k_latents():
+    directions = torch.nn.functional.normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), dim=-1)
+
+    def sample(batch, g):  # one feature at a time, of random size
+        which = torch.randint(0, 6, (batch,), generator=g)
+        return torch.rand(batch, 1, generator=g) * directions[which]
+
+    sae = sp.train_toy_saes(sample, 4, 6, k=[1, 2], steps=1500, seed=0)
+    assert sp.mean_max_cosine(sae.W_dec[0], directions) > 0.95
+    latents = sp.sae_latents(sae, sample(500, torch.Generator().manual_seed(2)))
+    assert ((latents > 0).sum(-1) <= torch.tensor([1, 2])[:, None]).all()
+    assert sp.dead_latents(latents).shape == (2,)
+
+
+def test_shrinkage_is_one_for_a_perfect_reconstruction():
+    eye = torch.eye(3)[None]
+    sae = sp.ToySAE(eye.clone(), torch.zeros(1, 3), eye.clone(), torch.zeros(1, 3))
+    assert sp.shrinkage(sae, torch.rand(50, 3)).item() == pytest.approx(1.0)

@@ -1,0 +1,307 @@
+"""Toy models of superposition, and what is measured on them.
+
+The toy model (Elhage et al. 2022) squeezes ``n`` features through ``m < n`` hidden dimensions and
+back: ``h = W x`` and ``x̂ = ReLU(Wᵀ h + b)``, with ``W`` ``[m, n]`` (column ``i`` is feature ``i``'s
+direction in the hidden space) and ``b`` ``[n]``. Each feature is zero with probability ``S`` (its
+*sparsity*) and otherwise uniform on [0, 1]; the loss weighs each feature's squared error by its
+*importance*. Many such models, *instances*, train at once as one batched model: every tensor here
+has the instance as its first dimension (``W``: ``[instance, m, n]``), and the instances differ only
+in their sparsity, their importances and their starting weights.
+
+A *privileged basis* variant puts a ReLU on the hidden layer (``h = ReLU(W x)``), so that the hidden
+dimensions become neurons whose own directions matter.
+
+Conventions: ``x`` is ``[instance, batch, n]``; a feature is *represented* when its column of ``W``
+is longer than ``REPRESENTED`` (a represented feature's column settles near length 1, a dropped
+one near 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+REPRESENTED = 0.5  # a feature whose column of W is longer than this is represented
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+def sample_features(sparsity: torch.Tensor, n_features: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Feature values ``[instance, batch, n_features]``: each zero with probability ``sparsity[instance]``
+    (``[instance]``, or ``[instance, n_features]`` for a sparsity per feature), otherwise uniform on [0, 1]."""
+    p = (1 - sparsity).reshape(len(sparsity), 1, -1)  # chance of being active, [instance, 1, n or 1]
+    u = torch.rand(len(sparsity), batch, n_features, generator=generator)
+    return torch.where(u < p, u / p, torch.zeros(())).clamp(max=1.0)  # given u < p, u / p is uniform on [0, 1)
+
+
+def init_toy(instances: int, n_features: int, d_hidden: int, generator: torch.Generator):
+    """Starting weights: ``W`` ``[instance, d_hidden, n_features]`` Xavier-normal; ``b`` ``[instance, n_features]``,
+    zero."""
+    std = math.sqrt(2 / (n_features + d_hidden))
+    W = torch.randn(instances, d_hidden, n_features, generator=generator) * std
+    return W, torch.zeros(instances, n_features)
+
+
+def toy_forward(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, relu_hidden: bool = False) -> torch.Tensor:
+    """The reconstruction ``x̂ = ReLU(Wᵀ W x + b)``, ``[instance, batch, n]`` (with ``relu_hidden``,
+    ``ReLU(Wᵀ ReLU(W x) + b)``)."""
+    h = torch.einsum("imn,ibn->ibm", W, x)
+    if relu_hidden:
+        h = torch.relu(h)
+    return torch.relu(torch.einsum("imn,ibm->ibn", W, h) + b[:, None, :])
+
+
+def toy_loss(x: torch.Tensor, x_hat: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
+    """Importance-weighted squared error, ``[instance]``: summed over features, averaged over the batch
+    (``importance``: ``[instance, n]``)."""
+    return ((x - x_hat).pow(2) * importance[:, None, :]).sum(-1).mean(-1)
+
+
+def train_toy(
+    sparsity: torch.Tensor,
+    importance: torch.Tensor,
+    d_hidden: int,
+    *,
+    steps: int = 3000,
+    batch: int = 1024,
+    lr: float = 1e-2,
+    seed: int = 0,
+    relu_hidden: bool = False,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train one toy model per row of ``sparsity`` (``[instance]``) and ``importance`` (``[instance, n]``),
+    all at once, with Adam; returns ``W`` ``[instance, d_hidden, n]`` and ``b`` ``[instance, n]``."""
+    generator = torch.Generator().manual_seed(seed)
+    W, b = init_toy(len(sparsity), importance.shape[-1], d_hidden, generator)
+    W.requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.Adam([W, b], lr=lr)
+    loop = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        loop = tqdm(loop, desc=f"{len(sparsity)} toy models", unit="step", mininterval=1.0)
+    with torch.enable_grad():
+        for _ in loop:
+            x = sample_features(sparsity, importance.shape[-1], batch, generator)
+            loss = toy_loss(x, toy_forward(W, b, x, relu_hidden), importance).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return W.detach(), b.detach()
+
+
+def eval_loss(
+    W: torch.Tensor,
+    b: torch.Tensor,
+    sparsity: torch.Tensor,
+    importance: torch.Tensor,
+    *,
+    batch: int = 50_000,
+    seed: int = 1,
+    relu_hidden: bool = False,
+) -> torch.Tensor:
+    """Each instance's loss on one fixed fresh batch ``[instance]``, to compare instances that differ only
+    in their starting weights."""
+    x = sample_features(sparsity, W.shape[-1], batch, torch.Generator().manual_seed(seed))
+    return toy_loss(x, toy_forward(W, b, x, relu_hidden), importance)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the weights show
+
+
+def feature_norms(W: torch.Tensor) -> torch.Tensor:
+    """Length of each feature's direction ``‖W_i‖``, ``[instance, n]``."""
+    return W.norm(dim=-2)
+
+
+def represented(W: torch.Tensor, threshold: float = REPRESENTED) -> torch.Tensor:
+    """Which features the model keeps, ``[instance, n]`` booleans."""
+    return feature_norms(W) > threshold
+
+
+def interference(W: torch.Tensor) -> torch.Tensor:
+    """How much of the other features lands on each feature's direction: ``Σ_{j≠i} (Ŵ_i · W_j)²``,
+    ``[instance, n]`` (zero when feature ``i`` has a dimension to itself)."""
+    unit = W / W.norm(dim=-2, keepdim=True).clamp_min(1e-8)
+    overlap = torch.einsum("imn,imk->ink", unit, W).pow(2)  # [instance, n, n]: (Ŵ_i · W_j)²
+    return overlap.sum(-1) - overlap.diagonal(dim1=-2, dim2=-1)
+
+
+def feature_dimensionality(W: torch.Tensor) -> torch.Tensor:
+    """The share of a dimension each feature gets, ``D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)²``, ``[instance, n]``:
+    1 for a dimension of its own, 1/2 for one side of an antipodal pair, 2/5 for a corner of a pentagon
+    in a plane, 0 for a dropped feature."""
+    unit = W / W.norm(dim=-2, keepdim=True).clamp_min(1e-8)
+    total = torch.einsum("imn,imk->ink", unit, W).pow(2).sum(-1)
+    return W.pow(2).sum(-2) / total.clamp_min(1e-12)
+
+
+def dimensions_per_feature(W: torch.Tensor) -> torch.Tensor:
+    """``D* = m / ‖W‖²_F``, ``[instance]``: the hidden dimensions the model spends per feature it
+    stores (about ``m / (number of features kept)`` when the kept ones have length 1)."""
+    return W.shape[-2] / W.pow(2).sum((-2, -1))
+
+
+def angles_2d(W: torch.Tensor) -> torch.Tensor:
+    """Each feature's angle in degrees, in [0, 360), for models with two hidden dimensions: ``[instance, n]``."""
+    return torch.rad2deg(torch.atan2(W[..., 1, :], W[..., 0, :])) % 360
+
+
+def polygon_gaps(W: torch.Tensor) -> list[torch.Tensor]:
+    """For each instance of a two-dimensional model, the angles in degrees between neighbouring represented
+    features, going round the circle (``k`` gaps summing to 360 for ``k`` represented features)."""
+    out = []
+    for w, keep in zip(W, represented(W)):
+        a = angles_2d(w[None])[0][keep].sort().values
+        out.append(torch.diff(torch.cat([a, a[:1] + 360])) if len(a) else a)
+    return out
+
+
+def phase(w: torch.Tensor) -> str:
+    """How a model with two features in one dimension (``w``: ``[2]``, the two features' weights) stores
+    them: ``"first only"``, ``"second only"``, ``"both"`` (in superposition: opposite signs, an antipodal
+    pair) or ``"neither"``."""
+    kept = w.abs() > REPRESENTED
+    if kept.all():
+        return "both" if w[0] * w[1] < 0 else "both, same side"
+    if kept[0]:
+        return "first only"
+    return "second only" if kept[1] else "neither"
+
+
+# ---------------------------------------------------------------------------------------------
+# Neurons (the privileged basis)
+
+
+def neuron_feature_weights(W: torch.Tensor) -> torch.Tensor:
+    """How strongly each neuron reads each feature, ``|W|`` ``[instance, neuron, n]``, with dropped features
+    (not represented) set to zero."""
+    return W.abs() * represented(W)[:, None, :]
+
+
+def features_per_neuron(W: torch.Tensor, share: float = 0.9) -> torch.Tensor:
+    """For each neuron, how many features it takes to make up ``share`` of its squared weights on the
+    represented features, ``[instance, neuron]`` (1: monosemantic; more: polysemantic; 0: reads none)."""
+    w2 = neuron_feature_weights(W).pow(2)
+    total = w2.sum(-1, keepdim=True)
+    sorted_w2 = w2.sort(-1, descending=True).values.cumsum(-1)
+    count = (sorted_w2 < share * total).sum(-1) + 1
+    return torch.where(total[..., 0] > 1e-6, count, torch.zeros_like(count))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a dictionary (an SAE's decoder) against known feature directions
+
+
+def max_cosines(found: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """For each true direction (``truth`` ``[n, d]``), its largest cosine with any found direction
+    (``found`` ``[k, d]``): ``[n]``."""
+    f = found / found.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    t = truth / truth.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return (t @ f.T).max(-1).values
+
+
+def mean_max_cosine(found: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean over the true directions of their best cosine with a found one (1: every feature found)."""
+    return max_cosines(found, truth).mean().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Toy sparse autoencoders, many trained at once on the same data
+
+
+@dataclass
+class ToySAE:
+    """Sparse autoencoders, one per instance: ``latents = act(x W_enc + b_enc)``, ``x̂ = latents W_dec + b_dec``,
+    with ``act`` ReLU (``k`` is None, trained with an L1 penalty) or the ``k`` largest pre-activations kept."""
+
+    W_enc: torch.Tensor  # [instance, d_in, d_sae]
+    b_enc: torch.Tensor  # [instance, d_sae]
+    W_dec: torch.Tensor  # [instance, d_sae, d_in]
+    b_dec: torch.Tensor  # [instance, d_in]
+    k: list[int] | None = None  # TopK: latents kept per input, per instance
+
+
+def sae_latents(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
+    """Latent activations ``[instance, batch, d_sae]`` for inputs ``x`` ``[batch, d_in]`` (the same for every
+    instance)."""
+    pre = torch.einsum("bd,ids->ibs", x, sae.W_enc) - torch.einsum("id,ids->is", sae.b_dec, sae.W_enc)[:, None]
+    pre = torch.relu(pre + sae.b_enc[:, None, :])
+    if sae.k is None:
+        return pre
+    top = pre.topk(max(sae.k), dim=-1)  # the largest pre-activations, largest first
+    kept = top.values * (torch.arange(max(sae.k)) < torch.tensor(sae.k)[:, None])[:, None, :]
+    return torch.zeros_like(pre).scatter(-1, top.indices, kept)
+
+
+def sae_reconstruct(sae: ToySAE, latents: torch.Tensor) -> torch.Tensor:
+    """``x̂`` ``[instance, batch, d_in]`` from latents ``[instance, batch, d_sae]``."""
+    return torch.einsum("ibs,isd->ibd", latents, sae.W_dec) + sae.b_dec[:, None, :]
+
+
+def train_toy_saes(
+    sample: Callable[[int, torch.Generator], torch.Tensor],
+    d_in: int,
+    d_sae: int,
+    *,
+    l1: list[float] | None = None,
+    k: list[int] | None = None,
+    steps: int = 3000,
+    batch: int = 1024,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> ToySAE:
+    """Train one SAE per L1 coefficient in ``l1`` (ReLU latents) or per ``k`` in ``k`` (TopK latents), all on
+    the same batches ``sample(batch, generator)`` ``[batch, d_in]``. The decoder's rows start as random unit
+    vectors and the encoder as their transpose; the L1 penalty weighs each latent by its decoder row's length,
+    so shrinking the decoder cannot dodge it."""
+    if (l1 is None) == (k is None):
+        raise ValueError("give either l1 (one coefficient per SAE) or k (one TopK size per SAE)")
+    n = len(l1 if l1 is not None else k)
+    generator = torch.Generator().manual_seed(seed)
+    W_dec = torch.nn.functional.normalize(torch.randn(n, d_sae, d_in, generator=generator), dim=-1)
+    sae = ToySAE(W_dec.transpose(1, 2).clone(), torch.zeros(n, d_sae), W_dec, torch.zeros(n, d_in), k)
+    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+    for p in params:
+        p.requires_grad_(True)
+    coef = torch.tensor(l1 if l1 is not None else [0.0] * n)
+    opt = torch.optim.Adam(params, lr=lr)
+    loop = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        loop = tqdm(loop, desc=f"{n} SAEs", unit="step", mininterval=1.0)
+    with torch.enable_grad():
+        for _ in loop:
+            x = sample(batch, generator)
+            z = sae_latents(sae, x)
+            mse = (sae_reconstruct(sae, z) - x).pow(2).sum(-1).mean(-1)  # [instance]
+            penalty = (z * sae.W_dec.norm(dim=-1)[:, None, :]).sum(-1).mean(-1)
+            loss = (mse + coef * penalty).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for p in params:
+        p.requires_grad_(False)
+    return sae
+
+
+def shrinkage(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
+    """How much of each input's length the reconstruction keeps along the input, ``x̂ · x / ‖x‖²`` averaged over
+    the inputs ``x`` ``[batch, d_in]`` (non-zero ones): ``[instance]``; 1 means no shrinkage."""
+    x = x[x.norm(dim=-1) > 1e-6]
+    x_hat = sae_reconstruct(sae, sae_latents(sae, x))
+    return ((x_hat * x).sum(-1) / x.pow(2).sum(-1)).mean(-1)
+
+
+def dead_latents(latents: torch.Tensor) -> torch.Tensor:
+    """How many latents never fire on these inputs, ``[instance]`` (``latents``: ``[instance, batch, d_sae]``)."""
+    return ((latents > 0).sum(1) == 0).sum(-1)
