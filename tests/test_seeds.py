@@ -8,7 +8,8 @@ from utils.course import notebooks as nbs
 from utils.course.notebook_setup import SETUP_CELL
 from utils.model_zoo.registry import SPECS
 
-NOT_SEEDS = {"TOKENIZER", "SLOTS", "CI_FRESH_SAMPLE"}  # the tokenizer's training seed; the sweep's settings
+# the tokenizer's training seed; the sweep's settings
+NOT_SEEDS = {"TOKENIZER", "SLOTS", "EXTRA_START", "EXTRA_SLOTS", "CI_FRESH_SAMPLE"}
 MEASUREMENT_SEEDS = {
     name: value
     for name, value in vars(seeds).items()
@@ -52,3 +53,17 @@ def test_a_bad_fresh_sample_stops_the_notebooks_setup_cell_in_one_line(tmp_path,
     assert "COURSE_FRESH_SAMPLE=0" in result["error"]
     (error,) = [o for o in nbformat.read(tmp_path / "runs" / path.name, 4).cells[0].outputs if o.output_type == "error"]
     assert len(error.traceback) == 1 and "unset COURSE_FRESH_SAMPLE" in error.traceback[0], error.traceback
+
+
+def test_every_fresh_seed_of_every_sample_is_held_out_distinct_and_in_the_fresh_range():
+    drawn = [v for k in range(1, seeds.samples_available() + 1) for v in seeds.fresh_sample_seeds(k).values()]
+    assert len(set(drawn)) == len(drawn)
+    assert all(seeds.is_held_out(v) and v in seeds.FRESH_SAMPLES for v in drawn)
+
+
+def test_lesson_seeds_past_the_first_slots_leave_the_earlier_lessons_fresh_seeds_where_they_were():
+    names = seeds.lesson_seed_names()
+    for k in (1, 10):
+        fresh = seeds.fresh_sample_seeds(k)
+        start = seeds.FRESH_SAMPLES.start + seeds.SLOTS * (k - 1)
+        assert [fresh[n] for n in names[: seeds.SLOTS]] == list(range(start, start + seeds.SLOTS))

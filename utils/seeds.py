@@ -71,10 +71,17 @@ LESSON_A1_CHECKS = 9535  # the prompts the appendix's checks run both ways in on
 LESSON_09 = 9536  # lesson 09's belief stories (two sets from one stream) and its random subspaces (offsets from it)
 LESSON_09_CHECKS = 9537  # the belief stories lesson 09's checks use
 
+LESSON_10 = 9538  # lesson 10's toy models and toy SAEs: their starting weights and data (offsets from it)
+LESSON_10_DOCS = 9539  # the documents lesson 10 reads the zoo model's stream on
+LESSON_10_CHECKS = 9540  # what lesson 10's checks use
+
 # Fresh samples for the robustness sweep: sample k takes the SLOTS seeds from
-# FRESH_SAMPLES.start + SLOTS * (k - 1), one per lesson seed, in the order they are defined above.
-FRESH_SAMPLES = range(9600, 9900)
+# FRESH_SAMPLES.start + SLOTS * (k - 1), one per lesson seed, in the order of their values; lesson seeds past the
+# first SLOTS take theirs from a second block, EXTRA_SLOTS per sample from EXTRA_START (so that adding a lesson leaves
+# every earlier lesson's fresh samples as they were).
+FRESH_SAMPLES = range(9600, 10000)
 SLOTS = 25
+EXTRA_START, EXTRA_SLOTS = 9900, 8
 FRESH_SAMPLE_ENV = "COURSE_FRESH_SAMPLE"
 CI_FRESH_SAMPLE = 1  # the one fresh sample the test suite runs every lesson on
 
@@ -90,14 +97,21 @@ def lesson_seed_names() -> list[str]:
 
 def fresh_sample_seeds(k: int) -> dict[str, int]:
     """Sample ``k``'s seed for every lesson seed: held out, distinct, and never a lesson's own."""
-    n_samples = len(FRESH_SAMPLES) // SLOTS
+    n_samples = samples_available()
     if not 1 <= k <= n_samples:
         raise ValueError(f"fresh samples are numbered 1 to {n_samples}, not {k}")
     names = lesson_seed_names()
-    if len(names) > SLOTS:
-        raise ValueError(f"{len(names)} lesson seeds do not fit in a fresh sample's {SLOTS} slots: raise SLOTS")
-    start = FRESH_SAMPLES.start + SLOTS * (k - 1)
-    return {name: start + i for i, name in enumerate(names)}
+    if len(names) > SLOTS + EXTRA_SLOTS:
+        raise ValueError(
+            f"{len(names)} lesson seeds do not fit in a fresh sample's {SLOTS} + {EXTRA_SLOTS} slots: raise EXTRA_SLOTS"
+        )
+    start, extra = FRESH_SAMPLES.start + SLOTS * (k - 1), EXTRA_START + EXTRA_SLOTS * (k - 1)
+    return {name: start + i if i < SLOTS else extra + i - SLOTS for i, name in enumerate(names)}
+
+
+def samples_available() -> int:
+    """How many fresh samples there are (each needs its SLOTS seeds and its EXTRA_SLOTS ones)."""
+    return min((EXTRA_START - FRESH_SAMPLES.start) // SLOTS, (FRESH_SAMPLES.stop - EXTRA_START) // EXTRA_SLOTS)
 
 
 class FreshSampleError(ValueError):
@@ -112,7 +126,7 @@ def fresh_sample() -> int | None:
     value = os.environ.get(FRESH_SAMPLE_ENV, "").strip()
     if not value:
         return None
-    n_samples = len(FRESH_SAMPLES) // SLOTS
+    n_samples = samples_available()
     try:
         k = int(value)
     except ValueError:

@@ -194,7 +194,7 @@ def sweep(paths: list[Path], k: int) -> int:
 
 
 def _sample_count(s: str) -> int:
-    n = len(seeds.FRESH_SAMPLES) // seeds.SLOTS
+    n = seeds.samples_available()
     try:
         k = int(s)
     except ValueError:
