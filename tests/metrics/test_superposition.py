@@ -79,9 +79,14 @@ def test_the_phase_of_two_features_in_one_dimension():
     assert sp.phase(torch.tensor([0.1, 0.2])) == "neither"
 
 
-def test_features_per_neuron_tells_mono_from_polysemantic_neurons():
+def test_a_neurons_top_share_tells_mono_from_polysemantic_neurons():
     W = torch.tensor([[[1.0, 0.0, 0.0], [0.7, 0.7, 0.0], [0.0, 0.0, 0.0]]])  # 3 neurons, 3 features
-    assert sp.features_per_neuron(W)[0].tolist() == [1, 2, 0]
+    assert sp.neuron_top_share(W)[0].tolist() == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_a_dropped_feature_does_not_make_a_neuron_polysemantic():
+    W = torch.tensor([[[1.0, 0.3], [0.0, 0.2]]])  # feature 1 is dropped (its column is short)
+    assert sp.neuron_top_share(W)[0].tolist() == pytest.approx([1.0, 0.0])
 
 
 def test_mean_max_cosine_is_one_for_the_true_directions_in_any_order_and_lower_for_others():

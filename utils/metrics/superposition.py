@@ -186,14 +186,16 @@ def neuron_feature_weights(W: torch.Tensor) -> torch.Tensor:
     return W.abs() * represented(W)[:, None, :]
 
 
-def features_per_neuron(W: torch.Tensor, share: float = 0.9) -> torch.Tensor:
-    """For each neuron, how many features it takes to make up ``share`` of its squared weights on the
-    represented features, ``[instance, neuron]`` (1: monosemantic; more: polysemantic; 0: reads none)."""
+def neuron_top_share(W: torch.Tensor) -> torch.Tensor:
+    """For each neuron, the share of its squared weights on the represented features that goes to its largest
+    one, ``[instance, neuron]``: 1 for a neuron that reads one feature (monosemantic), about ``1/k`` for one that
+    reads ``k`` features equally (polysemantic), 0 for a neuron that reads none."""
     w2 = neuron_feature_weights(W).pow(2)
-    total = w2.sum(-1, keepdim=True)
-    sorted_w2 = w2.sort(-1, descending=True).values.cumsum(-1)
-    count = (sorted_w2 < share * total).sum(-1) + 1
-    return torch.where(total[..., 0] > 1e-6, count, torch.zeros_like(count))
+    total = w2.sum(-1)
+    return torch.where(total > 1e-9, w2.max(-1).values / total.clamp_min(1e-9), torch.zeros_like(total))
+
+
+MONOSEMANTIC = 0.9  # a neuron whose largest feature holds at least this share of its squared weights
 
 
 # ---------------------------------------------------------------------------------------------

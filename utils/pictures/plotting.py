@@ -467,3 +467,112 @@ def with_fallback(widget, picture, caption: str = "explorer") -> WidgetWithFallb
         return WidgetWithFallback(widget, None, caption, fallback_html=picture._repr_html_())
     png = picture.fallback_png if hasattr(picture, "fallback_png") else picture
     return WidgetWithFallback(widget, png, caption)
+
+
+# ---------------------------------------------------------------------------------------
+# Toy models: feature directions in a plane
+
+
+def directions_2d(
+    panels: Mapping[str, np.ndarray | torch.Tensor],
+    *,
+    title: str,
+    labels: Sequence[str] | None = None,
+    colour: Sequence[float] | None = None,
+    colourlabel: str = "",
+) -> Figure:
+    """Small multiples, one per ``{panel title: W}`` with ``W`` ``[2, n]``: each feature's direction drawn as a
+    line from the origin to its point (an arrow's shaft), all panels on the same square scale. ``colour`` gives
+    each feature a value (its importance) that shades it, darkest first; ``labels`` names the points."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    mats = {name: _to_numpy(w) for name, w in panels.items()}
+    n = next(iter(mats.values())).shape[1]
+    labels = list(labels) if labels is not None else [str(i) for i in range(n)]
+    shade = _to_numpy(colour) if colour is not None else np.linspace(1, 0.3, n)
+    lo, hi = float(shade.min()), float(shade.max())
+    level = (shade - lo) / (hi - lo) if hi > lo else np.ones(n)
+    lim = 1.15 * max(float(np.abs(w).max()) for w in mats.values()) or 1.0
+    cols = len(mats)
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=list(mats))
+    plt = _mpl()
+    mfig, axes = plt.subplots(1, cols, figsize=(2.2 * cols, 2.6), squeeze=False)
+    cmap = plt.get_cmap("viridis_r")
+    for c, (name, w) in enumerate(mats.items()):
+        ax = axes[0][c]
+        for i in range(n):
+            rgb = cmap(0.15 + 0.8 * (1 - level[i]))
+            css = f"rgb({int(255 * rgb[0])},{int(255 * rgb[1])},{int(255 * rgb[2])})"
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, w[0, i]],
+                    y=[0, w[1, i]],
+                    mode="lines+markers",
+                    marker={"size": [0, 8], "color": css},
+                    line={"color": css, "width": 3},
+                    name=labels[i],
+                    legendgroup=labels[i],
+                    showlegend=c == 0,
+                    hovertext=f"{labels[i]}: length {np.hypot(w[0, i], w[1, i]):.2f}",
+                ),
+                row=1,
+                col=c + 1,
+            )
+            ax.plot([0, w[0, i]], [0, w[1, i]], color=rgb, linewidth=2)
+            ax.plot([w[0, i]], [w[1, i]], "o", color=rgb, markersize=4)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=8)
+        fig.update_xaxes(range=[-lim, lim], showticklabels=False, row=1, col=c + 1)
+        fig.update_yaxes(
+            range=[-lim, lim], showticklabels=False, scaleanchor=f"x{c + 1 if c else ''}", row=1, col=c + 1
+        )
+    fig.update_layout(
+        title=title, width=max(620, 190 * cols), height=330, template="plotly_white", legend_title=colourlabel
+    )
+    mfig.suptitle(title, fontsize=9)
+    return Figure(fig, _png(mfig))
+
+
+def dots_and_line(
+    dots: tuple[Sequence[float], Sequence[float]],
+    line_xy: tuple[Sequence[float], Sequence[float]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    dots_label: str,
+    line_label: str,
+    logx: bool = False,
+    guides: Mapping[str, float] | None = None,
+) -> Figure:
+    """Many small points (e.g. one per feature per setting) with one line over them (their summary), and
+    optional horizontal guides ``{label: y}`` (e.g. the fractions a measure sticks at)."""
+    import plotly.graph_objects as go
+
+    dx, dy = _to_numpy(dots[0]), _to_numpy(dots[1])
+    lx, ly = _to_numpy(line_xy[0]), _to_numpy(line_xy[1])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=dx, y=dy, mode="markers", name=dots_label, marker={"size": 5, "opacity": 0.45}))
+    fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines+markers", name=line_label, line={"width": 3}))
+    plt = _mpl()
+    mfig, ax = plt.subplots(figsize=(6.2, 3.8))
+    ax.scatter(dx, dy, s=8, alpha=0.45, label=dots_label)
+    ax.plot(lx, ly, marker="o", markersize=3, linewidth=2, color="black", label=line_label)
+    for text, y in (guides or {}).items():
+        fig.add_hline(y=y, line_dash="dot", line_color="grey", annotation_text=text, annotation_position="right")
+        ax.axhline(y, linestyle=":", color="grey", linewidth=0.8)
+        ax.annotate(text, (1.0, y), xycoords=("axes fraction", "data"), fontsize=6, va="center")
+    fig.update_layout(
+        title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=620, height=400, template="plotly_white"
+    )
+    if logx:
+        fig.update_xaxes(type="log")
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=7)
+    return Figure(fig, _png(mfig))

@@ -1,0 +1,168 @@
+"""Every lesson-10 check accepts a correct solution and rejects the stub and each plausible mistake, naming it.
+
+The correct solutions here are written another way than the notebook's (loops over instances and features,
+explicit sums), so a check that merely compared a function with itself could not pass them all. The wrong
+answers are small changes to a correct solution, as a learner would write them.
+"""
+
+import math
+
+import pytest
+import torch
+
+from utils.checks import CheckFailed
+from utils.checks import lesson10_superposition as c
+
+# --- the toy model's forward pass and loss ------------------------------------------------------
+
+
+def toy_forward_and_loss(W, b, x, importance):
+    x_hat = torch.stack([torch.relu((x[i] @ W[i].T) @ W[i] + b[i]) for i in range(len(W))])
+    loss = torch.stack([(importance[i] * (x[i] - x_hat[i]) ** 2).sum(-1).mean() for i in range(len(W))])
+    return x_hat, loss
+
+
+def _forward(W, b, x, relu=True, bias_inside=True, relu_hidden=False):
+    h = torch.einsum("imn,ibn->ibm", W, x)
+    if relu_hidden:
+        h = torch.relu(h)
+    pre = torch.einsum("imn,ibm->ibn", W, h)
+    if not bias_inside:
+        return torch.relu(pre) + b[:, None, :]
+    pre = pre + b[:, None, :]
+    return torch.relu(pre) if relu else pre
+
+
+def _loss(x, x_hat, importance, square=True, over_features="sum", over_batch="mean", power=1):
+    err = (x - x_hat) ** 2 if square else (x - x_hat).abs()
+    per = err * importance[:, None, :] ** power
+    per = per.sum(-1) if over_features == "sum" else per.mean(-1)
+    return per.mean(-1) if over_batch == "mean" else per.sum(-1)
+
+
+FORWARD_MISTAKES = {
+    "the ReLU on the output is missing": lambda W, b, x, imp: (_forward(W, b, x, relu=False), torch.zeros(len(W))),
+    "the bias b is missing": lambda W, b, x, imp: (_forward(W, 0 * b, x), torch.zeros(len(W))),
+    "the bias is added after the ReLU": lambda W, b, x, imp: (
+        _forward(W, b, x, bias_inside=False),
+        torch.zeros(len(W)),
+    ),
+    "there is a ReLU on the hidden layer": lambda W, b, x, imp: (
+        _forward(W, b, x, relu_hidden=True),
+        torch.zeros(len(W)),
+    ),
+}
+
+
+def _with_loss(**kw):
+    def fn(W, b, x, imp):
+        x_hat = _forward(W, b, x)
+        return x_hat, _loss(x, x_hat, imp, **kw)
+
+    return fn
+
+
+LOSS_MISTAKES = {
+    "the importances are missing": lambda W, b, x, imp: (
+        _forward(W, b, x),
+        _loss(x, _forward(W, b, x), torch.ones_like(imp)),
+    ),
+    "the loss averages over the features": _with_loss(over_features="mean"),
+    "the loss sums over the batch": _with_loss(over_batch="sum"),
+    "the error is not squared": _with_loss(square=False),
+    "the importances are squared": _with_loss(power=2),
+    "the loss is summed over the instances": lambda W, b, x, imp: (
+        _forward(W, b, x),
+        _loss(x, _forward(W, b, x), imp).sum().expand(len(W)),
+    ),
+    "should return two things": lambda W, b, x, imp: _forward(W, b, x),
+    "dimension 2 (feature)": lambda W, b, x, imp: (_forward(W, b, x)[..., :-1], _loss(x, _forward(W, b, x), imp)),
+}
+
+
+def test_toy_forward_and_loss_check_accepts_a_loop_and_names_each_mistake(prove_check):
+    prove_check(c.check_toy_forward_and_loss, toy_forward_and_loss, {**FORWARD_MISTAKES, **LOSS_MISTAKES})
+
+
+# --- feature dimensionality ---------------------------------------------------------------------
+
+
+def feature_dimensionality(W):
+    out = torch.zeros(W.shape[0], W.shape[2])
+    for i in range(W.shape[0]):
+        for f in range(W.shape[2]):
+            w = W[i, :, f]
+            length = math.sqrt(float(w @ w))
+            if length < 1e-9:
+                continue
+            u = w / length
+            out[i, f] = length**2 / sum(float(u @ W[i, :, j]) ** 2 for j in range(W.shape[2]))
+    return out
+
+
+def _dim(W, project="unit", self_term=True, numerator=2, square=True, lengths=True):
+    norm = W.norm(dim=-2)
+    unit = W / norm[:, None, :].clamp_min(1e-8)
+    left = unit if project == "unit" else W
+    right = W if lengths else unit
+    dots = torch.einsum("imn,imk->ink", left, right)
+    terms = dots.pow(2) if square else dots.abs()
+    if not self_term:
+        terms = terms * ~torch.eye(W.shape[-1], dtype=torch.bool)
+    top = norm.pow(numerator) if lengths else torch.ones_like(norm)
+    return torch.where(norm > 1e-8, top / terms.sum(-1).clamp_min(1e-12), torch.zeros_like(norm))
+
+
+DIMENSIONALITY_MISTAKES = {
+    "the denominator uses W_i · W_j": lambda W: _dim(W, project="raw"),
+    "the denominator leaves out j = i": lambda W: _dim(W, self_term=False),
+    "this uses cosines only": lambda W: _dim(W, lengths=False),
+    "the numerator is ‖W_i‖; square it": lambda W: _dim(W, numerator=1),
+    "square each (Ŵ_i · W_j) in the denominator": lambda W: _dim(W, square=False),
+    "a dropped feature (a zero column)": lambda W: torch.where(W.norm(dim=-2) > 1e-8, _dim(W), torch.ones(())),
+    "NaN": lambda W: (
+        W.norm(dim=-2).pow(2) / torch.einsum("imn,imk->ink", W / W.norm(dim=-2, keepdim=True), W).pow(2).sum(-1)
+    ),
+    "dimension 1 (feature)": lambda W: _dim(W)[:, :-1],
+}
+
+
+def test_feature_dimensionality_check_accepts_a_loop_and_names_each_mistake(prove_check):
+    prove_check(c.check_feature_dimensionality, feature_dimensionality, DIMENSIONALITY_MISTAKES)
+
+
+# --- mean max cosine ----------------------------------------------------------------------------
+
+
+def mean_max_cosine(found, truth):
+    best = []
+    for t in truth:
+        best.append(max(float(t @ f) / (t.norm() * f.norm()).item() for f in found))
+    return sum(best) / len(best)
+
+
+def _cos(found, truth):
+    return torch.nn.functional.normalize(truth, dim=-1) @ torch.nn.functional.normalize(found, dim=-1).T
+
+
+MMC_MISTAKES = {
+    "takes |cosine|": lambda f, t: _cos(f, t).abs().max(-1).values.mean().item(),
+    "averages over the found directions": lambda f, t: _cos(f, t).max(0).values.mean().item(),
+    "uses dot products": lambda f, t: (t @ f.T).max(-1).values.mean().item(),
+    "averages every cosine": lambda f, t: _cos(f, t).mean().item(),
+    "should return a number": lambda f, t: _cos(f, t).max(-1).values,
+    "expected": lambda f, t: _cos(f, t).max(-1).values.median().item(),
+}
+
+
+def test_mean_max_cosine_check_accepts_a_loop_and_names_each_mistake(prove_check):
+    prove_check(c.check_mean_max_cosine, mean_max_cosine, MMC_MISTAKES)
+
+
+def test_mean_max_cosine_check_accepts_a_tensor_of_one_number():
+    c.check_mean_max_cosine(lambda f, t: _cos(f, t).max(-1).values.mean())
+
+
+def test_the_checks_name_a_function_that_is_not_callable():
+    with pytest.raises(CheckFailed, match="pass the function itself"):
+        c.check_mean_max_cosine(0.5)
