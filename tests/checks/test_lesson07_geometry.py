@@ -324,10 +324,10 @@ def fit_ridge(x, y, lam):
     return torch.linalg.lstsq(a, b).solution
 
 
-def fit_ridge_by_inverse_after_centring(x, y, lam):
-    """Centring over the tokens again changes nothing; the explicit inverse is fine here."""
+def fit_ridge_by_pseudo_inverse_after_centring(x, y, lam):
+    """Centring over the tokens again changes nothing; the pseudo-inverse copes with a singular xᵀx."""
     x, y = x - x.mean(0), y - y.mean(0)
-    return torch.linalg.inv(x.T @ x + lam * torch.eye(x.shape[1])) @ x.T @ y
+    return torch.linalg.pinv(x.T @ x + lam * torch.eye(x.shape[1], dtype=x.dtype)) @ x.T @ y
 
 
 def _ridge(gram_plus, scale=1.0, centre=lambda m: m, transpose=False):
@@ -354,6 +354,16 @@ RIDGE_MISTAKES = {
     "the identity must match xᵀx": lambda x, y, lam: torch.linalg.solve(x.T @ x + lam * torch.eye(y.shape[1]), x.T @ y),
     "singular when lam = 0": lambda x, y, lam: x.T @ torch.linalg.solve(x @ x.T + lam * torch.eye(len(x)), y),
     "a row per token": lambda x, y, lam: torch.linalg.solve(x @ x.T + (lam + 1e-3) * torch.eye(len(x)), y),
+    # right whenever xᵀx is invertible, wrong with more dimensions than rows at lam = 0
+    "torch.linalg.solve or torch.linalg.inv on it has no answer": lambda x, y, lam: torch.linalg.solve(
+        x.T @ x + lam * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y
+    ),
+    "with more dimensions than rows": lambda x, y, lam: (
+        torch.linalg.inv(x.T @ x + lam * torch.eye(x.shape[1], dtype=x.dtype)) @ x.T @ y
+    ),
+    "xᵀx is singular at lam = 0": lambda x, y, lam: torch.linalg.solve(
+        x.float().T @ x.float() + lam * torch.eye(x.shape[1]), x.float().T @ y.float()
+    ),
 }
 
 
@@ -553,7 +563,7 @@ def test_shuffled_null_check_accepts_the_reference(capsys):
         (c.check_distance_correlation, distance_correlation_of_similarities),
         (c.check_distance_correlation, distance_correlation_both_triangles),
         (c.check_shared_neighbours, shared_neighbours_dropping_the_first),
-        (c.check_fit_ridge, fit_ridge_by_inverse_after_centring),
+        (c.check_fit_ridge, fit_ridge_by_pseudo_inverse_after_centring),
     ],
     ids=lambda f: getattr(f, "__name__", ""),
 )

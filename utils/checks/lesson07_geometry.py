@@ -405,7 +405,7 @@ def check_fit_ridge(fn: Callable) -> None:
     """fn(x [n, d₁], y [n, d₂], lam) -> T [d₁, d₂] = (xᵀx + lam I)⁻¹ xᵀy, for centred rows.
 
     The rows come centred, as the exercise says; a penalty of half the mean eigenvalue of xᵀx and
-    then lam = 0 (least squares).
+    then lam = 0 (least squares); then lam = 0 with more dimensions than rows, where xᵀx is singular.
     """
     name = _name(fn, "fit_ridge")
     g = _generator(5)
@@ -454,7 +454,27 @@ def check_fit_ridge(fn: Callable) -> None:
                                   "solve the d₁ × d₁ one, (xᵀx + lam I) T = xᵀy, with "
                                   "torch.linalg.lstsq.") from None  # fmt: skip
             raise
-    passed(name, "T = (xᵀx + lam I)⁻¹ xᵀy, [d₁, d₂], with a penalty and without")
+    # More dimensions than rows, as in the lesson's least squares (about 200 tokens, 256 dimensions): xᵀx is singular
+    # at lam = 0, and the answer is the least-squares map of smallest norm. Built in float64, so that the centred
+    # rows have no rounding direction of their own and every correct method agrees.
+    n, d1 = 12, 16
+    x = torch.randn(n, d1, generator=g, dtype=torch.float64) * torch.linspace(0.3, 3.0, d1, dtype=torch.float64)
+    y = x @ torch.randn(d1, d2, generator=g, dtype=torch.float64) + torch.randn(n, d2, generator=g, dtype=torch.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    singular = (
+        f"With more dimensions than rows (here n = {n}, d₁ = {d1}; in the lesson about 200 tokens and 256 "
+        "dimensions), xᵀx is singular at lam = 0, and torch.linalg.solve or torch.linalg.inv on it has no answer: "
+        "they raise, or return huge, meaningless numbers. Use torch.linalg.lstsq, which returns the least-squares "
+        "map of smallest norm."
+    )
+    out = call(fn, x, y, 0.0, name=name, explain={torch.linalg.LinAlgError: singular})
+    out = expect_tensor(out, (d1, d2), ["d₁", "d₂"], name)
+    try:
+        expect_close(out, ref.fit_ridge(x, y, 0.0), name, "map (lam = 0, d₁ > n)", atol=1e-4, rtol=1e-3)
+    except CheckFailed:
+        raise CheckFailed(f"`{name}` is right when there are more rows than dimensions but not with more "
+                          f"dimensions than rows. {singular}") from None  # fmt: skip
+    passed(name, "T = (xᵀx + lam I)⁻¹ xᵀy, [d₁, d₂], with a penalty and without, and with more dimensions than rows")
 
 
 # --- 6. scoring a map on activations -------------------------------------------------------------------
