@@ -120,6 +120,18 @@ def test_ablating_the_comparing_head_at_the_verdict_breaks_acceptance(model):
     assert cdm.continuation_accepts(model, prompts, at_open=cdm.zero_heads([(1, 0)])).float().mean() <= 0.25
 
 
+def test_neurons_zeroed_in_generation_are_zeroed_at_the_open_bracket_alone(model):
+    sites = cdm.verdict_sites(TRACES[:16], model.tokenizer)
+    valid = sites.subset(sites.valid)
+    prompts = cdm.truncated_at_valid(valid, model.tokenizer)
+    neurons = [(layer, i) for layer in (2, 3) for i in range(model.cfg.d_mlp)]
+    first = [o[0] for o in cdm.continue_greedily(model, prompts, max_new=1, at_open=cdm.zero_neurons(neurons))]
+    at_the_sites = cdm.run_sites(model, valid, hooks=cdm.zero_neurons(neurons))["top"]
+    assert first == at_the_sites.tolist()  # the same verdict as zeroing them at the `(` of the whole trace
+    this = model.tokenizer.convert_tokens_to_ids("this")
+    assert any(t != this for t in first), "the test needs an intervention that moves some verdicts"
+
+
 def test_holding_the_final_scale_at_its_clean_value_changes_nothing_by_itself(model):
     sites = cdm.verdict_sites(TRACES[:8], model.tokenizer)
     clean = cdm.run_sites(model, sites, [cdm.FINAL_SCALE], batch=len(sites.tokens))

@@ -14,6 +14,7 @@ neurons.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import random
@@ -469,6 +470,15 @@ def paper_pick(scores: torch.Tensor, kept: Sequence[tuple[int, int]], k: int = 3
 # Generation
 
 
+def _takes_two_arguments(fn) -> bool:
+    """Whether ``fn`` can be called with two positional arguments."""
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        return False
+    return True
+
+
 def continue_greedily(
     model, prompts: Sequence[list[int]], max_new: int = 40, at_open=None, batch: int = 16
 ) -> list[list[int]]:
@@ -476,11 +486,15 @@ def continue_greedily(
 
     ``at_open`` (optional) is an intervention like :func:`zero_heads`'s: it is applied in
     every forward pass whose last token is ``(`` (the pass that writes the verdict), and
-    only then, as in the paper's generation test. Prompts of similar length run ``batch`` at
-    a time (the result does not depend on it).
+    only then, as in the paper's generation test. When it takes two arguments, as
+    :func:`run_sites`'s hook makers do, it gets the batch's rows and each row's last position
+    (the ``(``), so that ``zero_neurons(neurons)`` silences them at the ``(`` alone, as the
+    authors' code does in its neuron knock-out; with none, it is called as it is. Prompts of
+    similar length run ``batch`` at a time (the result does not depend on it).
     """
     dev = device_of(model)
     open_id = model.tokenizer.convert_tokens_to_ids("(")
+    takes_sites = at_open is not None and _takes_two_arguments(at_open)
     # One batch, padded on the right: attention is causal, so the padding never reaches the
     # real tokens, and each row is read at its own last position.
     lengths = torch.tensor([len(p) for p in prompts], device=dev)
@@ -503,7 +517,9 @@ def continue_greedily(
                 width = int(lengths[rows].max())
                 with torch.no_grad():
                     if at_verdict and at_open is not None:
-                        logits = model.run_with_hooks(seqs[rows, :width], fwd_hooks=at_open())
+                        local = torch.arange(len(rows), device=dev)
+                        fwd = at_open(local, lengths[rows] - 1) if takes_sites else at_open()
+                        logits = model.run_with_hooks(seqs[rows, :width], fwd_hooks=list(fwd))
                     else:
                         logits = model(seqs[rows, :width])
                 nxt[mine] = logits[torch.arange(len(rows), device=dev), lengths[rows] - 1].argmax(-1)
