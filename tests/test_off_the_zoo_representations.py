@@ -1,4 +1,4 @@
-"""The one-line switch off the zoo, representation lessons (04–07): as ``test_off_the_zoo_circuits.py``
+"""The one-line switch off the zoo, representation lessons (04–07 and 10): as ``test_off_the_zoo_circuits.py``
 does for 00–03, on GPT-2 and on the Llama that carries SmolLM2's tokenizer. These lessons read and write the
 residual stream through the same hook names whatever the architecture; Gemma-2's soft-capping and scaled
 embeddings and Qwen2's grouped key/value heads are exercised by the circuits lessons, which touch attention,
@@ -9,9 +9,11 @@ import pytest
 
 from utils.course import notebooks as nbs
 
+REPRESENTATIONS = sorted([*nbs.SOLUTIONS.glob("0[4-7]_*.ipynb"), *nbs.SOLUTIONS.glob("10_*.ipynb")])
+
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
-@pytest.mark.parametrize("path", sorted(nbs.SOLUTIONS.glob("0[4-7]_*.ipynb")), ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", REPRESENTATIONS, ids=lambda p: p.name[:2])
 def test_each_representations_lesson_runs_on_a_random_gpt2_and_a_random_llama_with_a_real_tokenizer(
     path, architecture, random_model_folders, runs_off_the_zoo, tmp_path
 ):

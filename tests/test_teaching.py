@@ -32,7 +32,7 @@ PAPER_HOSTS = (
     "neelnanda.io",
 )
 # The most minutes of core sections each lesson may mark: the workshop days are built from them.
-CORE_BUDGET = {"00": 35, "01": 75, "02": 75, "03": 100, "04": 90, "05": 80, "06": 70}
+CORE_BUDGET = {"00": 35, "01": 75, "02": 75, "03": 100, "04": 90, "05": 80, "06": 70, "10": 90}
 
 
 def _cells(number: str) -> list:
@@ -285,13 +285,13 @@ def test_a_number_the_lesson_does_not_print_is_caught():
 def test_the_reading_group_plan_covers_every_lesson_and_names_sections_they_have():
     text = (FACILITATOR / "README.md").read_text(encoding="utf-8")
     rows = [line.split("|")[1:-1] for line in text.splitlines() if re.match(r"^\| \d+ \|", line)]
-    assert [int(r[0]) for r in rows] == list(range(1, 11)), "ten weeks"
-    assert sorted({n for r in rows for n in re.findall(r"\b(0\d)\b", r[1])}) == NUMBERS
+    assert [int(r[0]) for r in rows] == list(range(1, 12)), "eleven weeks"
+    assert sorted({n for r in rows for n in re.findall(r"\b(\d\d)\b", r[1])}) == NUMBERS
     have = {n: {s.number for s in workshop.sections(p)} for n, p in PATHS.items()}
     for week, lesson, home, live, _, demo in rows:
-        own = re.findall(r"\b(0\d)\b", lesson)
+        own = re.findall(r"\b(\d\d)\b", lesson)
         for column in (home, live, demo):
-            for m in re.finditer(r"(?:(0\d) )?§(\d+)(?:–(\d+))?", column):
+            for m in re.finditer(r"(?:(\d\d) )?§(\d+)(?:–(\d+))?", column):
                 number = m.group(1) or own[-1]
                 wanted = set(range(int(m.group(2)), int(m.group(3) or m.group(2)) + 1))
                 assert wanted <= have[number], f"week {week.strip()}: lesson {number} has no §{wanted - have[number]}"

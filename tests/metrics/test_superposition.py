@@ -134,3 +134,15 @@ def test_shrinkage_is_one_for_a_perfect_reconstruction():
     eye = torch.eye(3)[None]
     sae = sp.ToySAE(eye.clone(), torch.zeros(1, 3), eye.clone(), torch.zeros(1, 3))
     assert sp.shrinkage(sae, torch.rand(50, 3)).item() == pytest.approx(1.0)
+
+
+def test_training_runs_on_one_thread_and_gives_the_others_back():
+    before = torch.get_num_threads()
+    seen = []
+
+    def sample(batch, g):
+        seen.append(torch.get_num_threads())
+        return torch.rand(batch, 3, generator=g)
+
+    sp.train_toy_saes(sample, 3, 4, l1=[0.1], steps=2)
+    assert seen == [1, 1] and torch.get_num_threads() == before

@@ -24,7 +24,7 @@ START_PAGE = NOTEBOOKS / "README.md"
 # The three paths through the course, as lesson numbers in order.
 TRACKS = {
     "Circuits": ["00", "01", "02", "03", "09"],
-    "Representations": ["00", "01", "04", "05", "06", "07"],
+    "Representations": ["00", "01", "04", "05", "10", "06", "07"],
     "Capstone": ["00", "01", "02", "03", "04", "05", "08"],
     "Beyond the zoo (nnsight, NDIF)": ["00", "01", "02", "03", "04", "05", "A1"],
 }
@@ -38,7 +38,8 @@ NEXT = {
         ("04", "on to the capstone, which also needs lessons 04 and 05"),
     ],
     "04": [("05", "representations and the capstone")],
-    "05": [("06", "representations"), ("08", "the capstone")],
+    "05": [("10", "representations"), ("08", "the capstone")],
+    "10": [("06", "representations: the sparse autoencoders the toy models prepare for")],
     "06": [("07", "representations")],
     "07": [("08", "the capstone")],
     "08": [("A1", "an appendix: the road to models beyond the zoo")],
@@ -130,7 +131,7 @@ def render(all_lessons: list[Lesson] | None = None) -> str:
             "",
             "<!-- written by python -m utils.course.start_page from the lessons' first cells: edit those, not this -->",
             "",
-            "Ten lessons and an appendix, Jupyter notebooks with exercises that check themselves, on small models",
+            "Eleven lessons and an appendix, Jupyter notebooks with exercises that check themselves, on small models",
             "trained on text whose every planted fact is known. Open a lesson, run its first cell, and work",
             "down; each exercise is followed by a check, a hint and the solution (the full worked notebooks",
             "are in [`../solutions/`](../solutions/)).",
@@ -152,7 +153,7 @@ def render(all_lessons: list[Lesson] | None = None) -> str:
             "",
             "## Hosting a reading group or teaching a workshop",
             "",
-            "- **A reading group:** the [facilitator guide](../docs/facilitator/README.md) has a ten-week",
+            "- **A reading group:** the [facilitator guide](../docs/facilitator/README.md) has an eleven-week",
             "  plan and, for every discussion question, a model answer checked against the lesson's outputs;",
             "  each lesson's questions are on a page of their own in [`docs/questions/`](../docs/questions/),",
             "  and its figures and mechanism diagrams in [`docs/figures/`](../docs/figures/).",

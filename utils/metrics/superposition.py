@@ -19,12 +19,25 @@ one near 0).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 REPRESENTED = 0.5  # a feature whose column of W is longer than this is represented
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block. A toy model's tensors are too small to gain from more, and on a
+    busy machine threads that wait on each other made a training loop ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +99,7 @@ def train_toy(
         from tqdm.auto import tqdm
 
         loop = tqdm(loop, desc=f"{len(sparsity)} toy models", unit="step", mininterval=1.0)
-    with torch.enable_grad():
+    with torch.enable_grad(), one_thread():
         for _ in loop:
             x = sample_features(sparsity, importance.shape[-1], batch, generator)
             loss = toy_loss(x, toy_forward(W, b, x, relu_hidden), importance).sum()
@@ -281,7 +294,7 @@ def train_toy_saes(
         from tqdm.auto import tqdm
 
         loop = tqdm(loop, desc=f"{n} SAEs", unit="step", mininterval=1.0)
-    with torch.enable_grad():
+    with torch.enable_grad(), one_thread():
         for _ in loop:
             x = sample(batch, generator)
             z = sae_latents(sae, x)
@@ -307,3 +320,9 @@ def shrinkage(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
 def dead_latents(latents: torch.Tensor) -> torch.Tensor:
     """How many latents never fire on these inputs, ``[instance]`` (``latents``: ``[instance, batch, d_sae]``)."""
     return ((latents > 0).sum(1) == 0).sum(-1)
+
+
+def one_sae(sae: ToySAE, i: int) -> ToySAE:
+    """Instance ``i`` of a batch of SAEs, as a batch of one."""
+    k = None if sae.k is None else [sae.k[i]]
+    return ToySAE(sae.W_enc[i : i + 1], sae.b_enc[i : i + 1], sae.W_dec[i : i + 1], sae.b_dec[i : i + 1], k)
