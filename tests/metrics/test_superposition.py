@@ -130,10 +130,29 @@ def test_a_topk_sae_finds_one_hot_features_and_keeps_k_latents():
     assert sp.dead_latents(latents).shape == (2,)
 
 
-def test_shrinkage_is_one_for_a_perfect_reconstruction():
+def test_a_perfect_reconstruction_keeps_the_whole_length_and_misses_no_variance():
     eye = torch.eye(3)[None]
     sae = sp.ToySAE(eye.clone(), torch.zeros(1, 3), eye.clone(), torch.zeros(1, 3))
-    assert sp.shrinkage(sae, torch.rand(50, 3)).item() == pytest.approx(1.0)
+    x = torch.rand(50, 3)
+    assert sp.length_kept(sae, x).item() == pytest.approx(1.0)
+    assert sp.unexplained_variance(sae, x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_decoder_at_half_length_keeps_half_the_length():
+    eye = torch.eye(3)[None]
+    sae = sp.ToySAE(eye.clone(), torch.zeros(1, 3), 0.5 * eye, torch.zeros(1, 3))
+    assert sp.length_kept(sae, torch.rand(50, 3)).item() == pytest.approx(0.5)
+
+
+def test_one_active_inputs_lie_along_one_direction_at_half_length_or_more():
+    directions = torch.eye(4)
+    x = sp.one_active(directions, 200, torch.Generator().manual_seed(0))
+    assert ((x > 0).sum(-1) == 1).all() and x.max(-1).values.min() >= 0.5 and x.max() <= 1
+
+
+def test_the_linear_control_has_no_relu_on_its_output():
+    W, b, x = torch.ones(1, 1, 2), -torch.ones(1, 2), torch.zeros(1, 3, 2)
+    assert (sp.toy_forward(W, b, x, linear=True) == -1).all() and (sp.toy_forward(W, b, x) == 0).all()
 
 
 def test_training_runs_on_one_thread_and_gives_the_others_back():

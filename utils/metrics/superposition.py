@@ -60,13 +60,16 @@ def init_toy(instances: int, n_features: int, d_hidden: int, generator: torch.Ge
     return W, torch.zeros(instances, n_features)
 
 
-def toy_forward(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, relu_hidden: bool = False) -> torch.Tensor:
+def toy_forward(
+    W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, relu_hidden: bool = False, linear: bool = False
+) -> torch.Tensor:
     """The reconstruction ``x̂ = ReLU(Wᵀ W x + b)``, ``[instance, batch, n]`` (with ``relu_hidden``,
-    ``ReLU(Wᵀ ReLU(W x) + b)``)."""
+    ``ReLU(Wᵀ ReLU(W x) + b)``; with ``linear``, no ReLU on the output: ``Wᵀ W x + b``, the paper's control)."""
     h = torch.einsum("imn,ibn->ibm", W, x)
     if relu_hidden:
         h = torch.relu(h)
-    return torch.relu(torch.einsum("imn,ibm->ibn", W, h) + b[:, None, :])
+    out = torch.einsum("imn,ibm->ibn", W, h) + b[:, None, :]
+    return out if linear else torch.relu(out)
 
 
 def toy_loss(x: torch.Tensor, x_hat: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
@@ -85,10 +88,12 @@ def train_toy(
     lr: float = 1e-2,
     seed: int = 0,
     relu_hidden: bool = False,
+    linear: bool = False,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one toy model per row of ``sparsity`` (``[instance]``) and ``importance`` (``[instance, n]``),
-    all at once, with Adam; returns ``W`` ``[instance, d_hidden, n]`` and ``b`` ``[instance, n]``."""
+    all at once, with Adam; returns ``W`` ``[instance, d_hidden, n]`` and ``b`` ``[instance, n]``. ``relu_hidden`` and
+    ``linear`` choose the variant of :func:`toy_forward`."""
     generator = torch.Generator().manual_seed(seed)
     W, b = init_toy(len(sparsity), importance.shape[-1], d_hidden, generator)
     W.requires_grad_(True)
@@ -102,7 +107,7 @@ def train_toy(
     with torch.enable_grad(), one_thread():
         for _ in loop:
             x = sample_features(sparsity, importance.shape[-1], batch, generator)
-            loss = toy_loss(x, toy_forward(W, b, x, relu_hidden), importance).sum()
+            loss = toy_loss(x, toy_forward(W, b, x, relu_hidden, linear), importance).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -118,11 +123,12 @@ def eval_loss(
     batch: int = 50_000,
     seed: int = 1,
     relu_hidden: bool = False,
+    linear: bool = False,
 ) -> torch.Tensor:
     """Each instance's loss on one fixed fresh batch ``[instance]``, to compare instances that differ only
     in their starting weights."""
     x = sample_features(sparsity, W.shape[-1], batch, torch.Generator().manual_seed(seed))
-    return toy_loss(x, toy_forward(W, b, x, relu_hidden), importance)
+    return toy_loss(x, toy_forward(W, b, x, relu_hidden, linear), importance)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,14 +315,6 @@ def train_toy_saes(
     return sae
 
 
-def shrinkage(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
-    """How much of each input's length the reconstruction keeps along the input, ``x̂ · x / ‖x‖²`` averaged over
-    the inputs ``x`` ``[batch, d_in]`` (non-zero ones): ``[instance]``; 1 means no shrinkage."""
-    x = x[x.norm(dim=-1) > 1e-6]
-    x_hat = sae_reconstruct(sae, sae_latents(sae, x))
-    return ((x_hat * x).sum(-1) / x.pow(2).sum(-1)).mean(-1)
-
-
 def dead_latents(latents: torch.Tensor) -> torch.Tensor:
     """How many latents never fire on these inputs, ``[instance]`` (``latents``: ``[instance, batch, d_sae]``)."""
     return ((latents > 0).sum(1) == 0).sum(-1)
@@ -326,3 +324,24 @@ def one_sae(sae: ToySAE, i: int) -> ToySAE:
     """Instance ``i`` of a batch of SAEs, as a batch of one."""
     k = None if sae.k is None else [sae.k[i]]
     return ToySAE(sae.W_enc[i : i + 1], sae.b_enc[i : i + 1], sae.W_dec[i : i + 1], sae.b_dec[i : i + 1], k)
+
+
+def one_active(directions: torch.Tensor, batch: int, generator: torch.Generator, low: float = 0.5) -> torch.Tensor:
+    """Inputs with exactly one feature active, at a value uniform on [low, 1]: ``[batch, d]`` from the features'
+    directions ``[n, d]`` (a feature chosen uniformly for each input)."""
+    which = torch.randint(0, len(directions), (batch,), generator=generator)
+    size = low + (1 - low) * torch.rand(batch, 1, generator=generator)
+    return size * directions[which]
+
+
+def length_kept(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
+    """How much of the inputs' length the reconstruction keeps along them, pooled: ``Σ x̂ · x / Σ ‖x‖²`` over the
+    inputs ``x`` ``[batch, d_in]``, per instance ``[instance]``; 1 is no shrinkage, below 1 the SAE shrinks."""
+    x_hat = sae_reconstruct(sae, sae_latents(sae, x))
+    return (x_hat * x).sum((-1, -2)) / x.pow(2).sum()
+
+
+def unexplained_variance(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
+    """The share of the inputs' variance the reconstruction misses, ``Σ‖x − x̂‖² / Σ‖x − x̄‖²``, ``[instance]``."""
+    x_hat = sae_reconstruct(sae, sae_latents(sae, x))
+    return (x_hat - x).pow(2).sum((-1, -2)) / (x - x.mean(0)).pow(2).sum()
