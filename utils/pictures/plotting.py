@@ -502,7 +502,7 @@ def directions_2d(
     for c, (name, w) in enumerate(mats.items()):
         ax = axes[0][c]
         for i in range(n):
-            rgb = cmap(0.15 + 0.8 * (1 - level[i]))
+            rgb = cmap(0.15 + 0.8 * level[i])  # viridis_r: the largest value darkest
             css = f"rgb({int(255 * rgb[0])},{int(255 * rgb[1])},{int(255 * rgb[2])})"
             fig.add_trace(
                 go.Scatter(
