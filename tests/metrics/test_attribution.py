@@ -1,0 +1,143 @@
+"""The replacement model and its attribution graph: exact on the prompt it was built for, edges that are
+direct effects, influence and pruning on graphs whose answers are known by hand.
+
+The transcoders here are random (any weights will do: the replacement model is exact whatever the
+transcoders miss, because their errors are part of it), on two zoo models with different norms."""
+
+import pytest
+import torch
+
+from utils.corpora.tokenizer import encode_doc, load_tokenizer
+from utils.metrics import attribution as A
+from utils.model_zoo.models import load_model
+from utils.model_zoo.transcoders import Transcoder, decode, encode
+
+
+def random_transcoders(model, d_tc: int = 64, k: int = 4, seed: int = 0) -> list[Transcoder]:
+    g = torch.Generator().manual_seed(seed)
+    d = model.cfg.d_model
+    return [
+        Transcoder(
+            layer,
+            k,
+            torch.randn(d, d_tc, generator=g) / d**0.5,
+            torch.randn(d_tc, generator=g) * 0.1,
+            torch.randn(d_tc, d, generator=g) / d_tc**0.5,
+            torch.randn(d, generator=g) * 0.1,
+        )
+        for layer in range(model.cfg.n_layers)
+    ]
+
+
+@pytest.fixture(scope="module", params=["storyworld-4l", "storyworld-llama"])
+def built(request):
+    model = load_model(request.param)
+    tcs = random_transcoders(model)
+    tokens = torch.tensor(encode_doc("Mia and Leo went to the park. Leo gave a ball to", load_tokenizer())[:-1])
+    run = A.run_prompt(model, tcs, tokens)
+    readout = A.readout_direction(run.logits.shape[-1], int(tokens[1]), int(tokens[3]))
+    graph = A.attribution_graph(model, tcs, run, readout)
+    return model, tcs, run, graph
+
+
+def writes_of(tcs, run, acts=None):
+    acts = run.acts if acts is None else acts
+    return [decode(tc, a) + e for tc, a, e in zip(tcs, acts, run.errors)]
+
+
+def test_topk_encoding_keeps_k_positive_latents_per_row():
+    tc = random_transcoders(load_model("storyworld-4l"))[0]
+    acts = encode(tc, torch.randn(10, tc.W_enc.shape[0]) * 5)
+    assert ((acts > 0).sum(-1) <= tc.k).all() and (acts >= 0).all()
+    assert ((acts > 0).sum(-1) == tc.k).any()
+
+
+def test_the_replacement_model_gives_the_real_logits_on_its_prompt(built):
+    model, tcs, run, _ = built
+    mlp_ins, final = A.linear_forward(model, run, run.embed, writes_of(tcs, run))
+    assert torch.allclose(A.logits_of(model, final), run.logits, atol=1e-3)
+    for rebuilt, real in zip(mlp_ins, run.mlp_in):
+        assert torch.allclose(rebuilt, real, atol=1e-3)
+
+
+def test_the_first_position_has_no_feature_nodes(built):
+    _, _, run, graph = built
+    assert all(a[0].count_nonzero() == 0 for a in run.acts)
+    assert all(node[2] > 0 for node in graph.nodes if node[0] == "feature")
+
+
+def test_every_targets_edges_and_bias_add_up_to_its_input(built):
+    model, tcs, run, graph = built
+    targets = torch.cat([graph.index("feature"), torch.tensor([len(graph.nodes) - 1])])
+    bias = A.bias_part(model, tcs, run, graph)[targets]
+    total = graph.adjacency[targets].sum(1) + bias
+    # parts can be large and cancel (random transcoders miss a lot): float32 rounding scales with their size
+    size = graph.adjacency[targets].abs().sum(1) + bias.abs()
+    assert ((total - graph.inputs[targets]).abs() <= 1e-3 + 1e-5 * size).all()
+
+
+def test_a_feature_reads_its_own_preactivation(built):
+    _, tcs, run, graph = built
+    for i in graph.index("feature")[:20].tolist():
+        _, layer, p, latent = graph.nodes[i]
+        pre = run.mlp_in[layer][p] @ tcs[layer].W_enc[:, latent] + tcs[layer].b_enc[latent]
+        assert graph.inputs[i] == pytest.approx(pre.item(), abs=1e-3)
+        assert graph.values[i] == pytest.approx(pre.item(), abs=1e-3)  # active, so the ReLU passes it
+
+
+def test_an_edge_is_what_removing_its_source_takes_from_the_target(built):
+    model, tcs, run, graph = built
+    features = graph.index("feature")
+    later = [i for i in features.tolist() if graph.nodes[i][1] == max(n[1] for n in graph.nodes if n[0] == "feature")]
+    source = next(i for i in features.tolist() if graph.nodes[i][1] == 0)
+    _, layer, p, latent = graph.nodes[source]
+    acts = [a.clone() for a in run.acts]
+    acts[layer][p, latent] = 0
+    _, final = A.linear_forward(model, run, run.embed, writes_of(tcs, run, acts))
+    readout_drop = graph.inputs[-1] - A.readout_value(model, final, graph.readout)
+    assert readout_drop.item() == pytest.approx(graph.adjacency[-1, source].item(), abs=1e-3)
+    mlp_ins, _ = A.linear_forward(model, run, run.embed, writes_of(tcs, run, acts))
+    for t in later[:10]:
+        _, lt, pt, lat = graph.nodes[t]
+        new = mlp_ins[lt][pt] @ tcs[lt].W_enc[:, lat] + tcs[lt].b_enc[lat]
+        assert (graph.inputs[t] - new).item() == pytest.approx(graph.adjacency[t, source].item(), abs=1e-3)
+
+
+def test_no_edge_runs_backwards_in_layers_or_positions(built):
+    _, _, _, graph = built
+    nodes = graph.nodes
+    for t, s in (graph.adjacency != 0).nonzero().tolist():
+        assert nodes[s][2] <= nodes[t][2], "information moved to an earlier position"
+        if nodes[t][0] == "feature" and nodes[s][0] in ("feature", "error"):
+            assert nodes[s][1] < nodes[t][1], "a feature read a write of its own layer or a later one"
+
+
+def hand_graph(weights: dict[tuple[int, int], float], kinds: list[str]) -> A.Graph:
+    n = len(kinds)
+    adjacency = torch.zeros(n, n)
+    for (t, s), w in weights.items():
+        adjacency[t, s] = w
+    nodes = [(kind, 0, i, -1) for i, kind in enumerate(kinds)]
+    return A.Graph(nodes, adjacency, torch.ones(n), torch.zeros(n), torch.zeros(3))
+
+
+def test_influence_multiplies_shares_along_a_path_and_adds_over_paths():
+    # embed 0 -> feature 2 -> readout 4; embed 1 -> readout directly; error 3 -> feature 2
+    kinds = ["embed", "embed", "feature", "error", "readout"]
+    g = hand_graph({(2, 0): 3.0, (2, 3): -1.0, (4, 2): 2.0, (4, 1): 2.0}, kinds)
+    inf = A.influence(g)
+    assert inf[2].item() == pytest.approx(0.5)
+    assert inf[1].item() == pytest.approx(0.5)
+    assert inf[0].item() == pytest.approx(0.5 * 0.75)
+    assert inf[3].item() == pytest.approx(0.5 * 0.25)
+    assert A.error_share(g) == pytest.approx(0.125)
+
+
+def test_pruning_drops_the_feature_with_least_influence_and_keeps_the_readout():
+    weights = {(3, 0): 1.0, (4, 0): 1.0, (5, 3): 9.0, (5, 4): 1.0}
+    g = hand_graph(weights, ["embed", "error", "embed", "feature", "feature", "readout"])
+    pruned = A.prune(g, node_share=0.8)
+    kinds = [node[0] for node in pruned.nodes]
+    assert kinds.count("feature") == 1 and pruned.nodes[kinds.index("feature")][2] == 3
+    assert kinds[-1] == "readout"
+    assert ("error", 0, 1, -1) not in pruned.nodes, "a source with no kept edge is dropped"

@@ -1,0 +1,309 @@
+"""Attribution graphs over transcoder features (Ameisen et al. 2025, *Circuit Tracing*): the
+replacement model, the graph of direct effects between its nodes, and pruning by influence.
+
+**The replacement model.** Run the real model on one prompt and freeze, at the values they took
+there, every attention pattern, every normalisation's scale, and each MLP's *error*: its output
+minus what its layer's transcoder writes. Replace each MLP by its transcoder's features plus that
+error. With those frozen, the model from any feature's activation to any later feature's input,
+or to the output logits, is linear, and on this prompt it gives exactly the real model's logits
+(:func:`linear_forward` rebuilds them; the tests hold it to that).
+
+**The graph.** Nodes are the prompt's token embeddings (one per position, token and position
+embedding together), every active feature (layer, position, latent), each error (layer,
+position) and one readout (a direction in logit space at the last position: one token's logit,
+or the difference of two). An edge's weight is the source's activation times the derivative of
+the target's input (a feature's pre-activation, or the readout) with respect to it, through the
+frozen linear paths: residual stream and attention heads' OV circuits. Those weights add up,
+with the biases' constant part, to the target's input exactly (:func:`check_complete`).
+Embeddings and errors are sources only; the readout is a target only.
+
+**Pruning.** Absolute weights, each target's incoming edges scaled to sum to 1, give the share of
+a node's input owed to each source; summed over paths of every length, the *influence* of every
+node on the readout. Features are kept in order of influence until they hold ``node_share`` of
+the features' total; then edges, scored by their normalised weight times their target's
+influence, are kept until they hold ``edge_share`` of the total (the paper's 0.8 and 0.98).
+
+The first position (the document-boundary token every prompt starts with) has no feature nodes:
+no transcoder was trained on it, so its MLP outputs are counted as that position's errors.
+
+Shapes: ``pos`` positions, ``d`` the model's width, ``d_tc`` a transcoder's latents, ``n`` nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from utils.model_zoo.transcoders import Transcoder, decode, encode
+
+
+@dataclass
+class PromptRun:
+    """What the real model did on one prompt, enough to build its replacement model."""
+
+    tokens: torch.Tensor  # [pos]
+    embed: torch.Tensor  # [pos, d]: the stream entering the first block
+    patterns: list[torch.Tensor]  # per layer, [head, pos, pos]
+    scales: dict[str, list[torch.Tensor]]  # "ln1", "ln2": per layer [pos, 1]; "final": [[pos, 1]]
+    mlp_in: list[torch.Tensor]  # per layer, [pos, d]
+    mlp_out: list[torch.Tensor]  # per layer, [pos, d]
+    acts: list[torch.Tensor]  # per layer, [pos, d_tc], zero at the first position
+    errors: list[torch.Tensor]  # per layer, [pos, d]: mlp_out - transcoder's output
+    logits: torch.Tensor  # [pos, vocab]
+
+
+@dataclass
+class Graph:
+    """An attribution graph. ``nodes[i]`` is ``(kind, layer, pos, latent)``, with kind ``"embed"`` (layer -1),
+    ``"feature"``, ``"error"`` (latent -1) or ``"readout"``; ``adjacency[t, s]`` is the direct effect of node ``s``
+    on node ``t``'s input; ``values[i]`` is a feature's activation (1 for the other kinds); ``inputs[i]`` the
+    target's input (a feature's pre-activation, the readout's value; 0 for sources)."""
+
+    nodes: list[tuple[str, int, int, int]]
+    adjacency: torch.Tensor  # [n, n]
+    values: torch.Tensor  # [n]
+    inputs: torch.Tensor  # [n]
+    readout: torch.Tensor  # [vocab]: the direction in logit space the readout reads
+
+    def index(self, kind: str) -> torch.Tensor:
+        """Indices of the nodes of one kind."""
+        return torch.tensor([i for i, node in enumerate(self.nodes) if node[0] == kind], dtype=torch.long)
+
+
+def _centred(model) -> bool:
+    """Whether the model's norms subtract the mean (LayerNorm) or not (RMSNorm)."""
+    return "RMS" not in type(model.blocks[0].ln1.original_component).__name__
+
+
+def _norm_weights(module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    original = module.original_component
+    bias = getattr(original, "bias", None)
+    return original.weight.detach().float(), (None if bias is None else bias.detach().float())
+
+
+def frozen_norm(x: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor, bias, centred: bool) -> torch.Tensor:
+    """A normalisation with its scale frozen: linear in ``x [pos, d]`` (``scale [pos, 1]`` as the real model had it)."""
+    if centred:
+        x = x - x.mean(-1, keepdim=True)
+    out = x / scale * weight
+    return out if bias is None else out + bias
+
+
+@torch.no_grad()
+def run_prompt(model, transcoders: list[Transcoder], tokens: torch.Tensor) -> PromptRun:
+    """Run ``model`` on ``tokens [pos]`` and record what its replacement model needs."""
+    L = len(transcoders)
+    wanted = ("hook_scale", "attn.hook_pattern", "mlp.hook_in", "hook_mlp_out")
+    logits, cache = model.run_with_cache(
+        tokens[None], names_filter=lambda n: n == "blocks.0.hook_resid_pre" or n.endswith(wanted)
+    )
+    mlp_in = [cache[f"blocks.{i}.mlp.hook_in"][0].float() for i in range(L)]
+    mlp_out = [cache[f"blocks.{i}.hook_mlp_out"][0].float() for i in range(L)]
+    acts, errors = [], []
+    for tc, x, y in zip(transcoders, mlp_in, mlp_out):
+        a = encode(tc, x)
+        a[0] = 0
+        e = y - decode(tc, a)  # at position 0, all of the MLP's output but the bias
+        acts.append(a)
+        errors.append(e)
+    return PromptRun(
+        tokens=tokens,
+        embed=cache["blocks.0.hook_resid_pre"][0].float(),
+        patterns=[cache[f"blocks.{i}.attn.hook_pattern"][0].float() for i in range(L)],
+        scales={
+            "ln1": [cache[f"blocks.{i}.ln1.hook_scale"][0].float() for i in range(L)],
+            "ln2": [cache[f"blocks.{i}.ln2.hook_scale"][0].float() for i in range(L)],
+            "final": [cache["ln_final.hook_scale"][0].float()],
+        },
+        mlp_in=mlp_in,
+        mlp_out=mlp_out,
+        acts=acts,
+        errors=errors,
+        logits=logits[0].float(),
+    )
+
+
+def linear_forward(
+    model, run: PromptRun, embed: torch.Tensor, writes: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The replacement model: the stream from ``embed [pos, d]``, each layer's MLP replaced by ``writes[layer]
+    [pos, d]`` (features decoded plus error), with ``run``'s attention patterns and norm scales frozen. Returns
+    each layer's MLP input ``[pos, d]`` and the final norm's output ``[pos, d]`` (:func:`logits_of` turns it into
+    logits); linear in ``embed`` and ``writes``."""
+    centred = _centred(model)
+    resid, mlp_ins = embed, []
+    for layer, block in enumerate(model.blocks[: len(writes)]):
+        attn = block.attn
+        x = frozen_norm(resid, run.scales["ln1"][layer], *_norm_weights(block.ln1), centred)
+        v = torch.einsum("pd,hde->hpe", x, attn.W_V.detach().float())
+        if attn.b_V is not None:
+            v = v + attn.b_V.detach().float()[:, None]
+        z = torch.einsum("hqk,hke->hqe", run.patterns[layer], v)
+        out = torch.einsum("hqe,hed->qd", z, attn.W_O.detach().float())
+        if attn.b_O is not None:
+            out = out + attn.b_O.detach().float()
+        resid = resid + out
+        mlp_ins.append(frozen_norm(resid, run.scales["ln2"][layer], *_norm_weights(block.ln2), centred))
+        resid = resid + writes[layer]
+    return mlp_ins, frozen_norm(resid, run.scales["final"][0], *_norm_weights(model.ln_final), centred)
+
+
+def logits_of(model, final: torch.Tensor) -> torch.Tensor:
+    """Logits ``[..., vocab]`` from the final norm's output ``final [..., d]``."""
+    logits = final @ model.W_U.detach().float()
+    b_U = getattr(model, "b_U", None)
+    return logits if b_U is None else logits + b_U.detach().float()
+
+
+def readout_value(model, final: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """The readout at the last position, ``logits[-1] @ readout``, without the full logits."""
+    value = final[-1] @ (model.W_U.detach().float() @ readout)
+    b_U = getattr(model, "b_U", None)
+    return value if b_U is None else value + b_U.detach().float() @ readout
+
+
+def readout_direction(vocab: int, token: int, minus: int | None = None) -> torch.Tensor:
+    """A readout in logit space: one token's logit, or the difference ``logit[token] - logit[minus]``."""
+    direction = torch.zeros(vocab)
+    direction[token] = 1.0
+    if minus is not None:
+        direction[minus] = -1.0
+    return direction
+
+
+def attribution_graph(
+    model, transcoders: list[Transcoder], run: PromptRun, readout: torch.Tensor, batch: int = 128
+) -> Graph:
+    """The full (unpruned) attribution graph of ``run`` for the ``readout [vocab]`` at the last position."""
+    L, P = len(transcoders), run.embed.shape[0]
+    nodes = [("embed", -1, p, -1) for p in range(P)]
+    feature_at = []  # (layer, pos, latent) of each feature node, in node order
+    for layer, a in enumerate(run.acts):
+        for p, latent in (a > 0).nonzero().tolist():
+            feature_at.append((layer, p, latent))
+    nodes += [("feature", layer, p, latent) for layer, p, latent in feature_at]
+    nodes += [("error", layer, p, -1) for layer in range(L) for p in range(P)]
+    nodes.append(("readout", L, P - 1, -1))
+    n, first_feature, first_error = len(nodes), P, P + len(feature_at)
+
+    embed = run.embed.clone().requires_grad_(True)
+    writes = [(decode(tc, a) + e).requires_grad_(True) for tc, a, e in zip(transcoders, run.acts, run.errors)]
+    mlp_ins, final = linear_forward(model, run, embed, writes)
+    f_layer = torch.tensor([f[0] for f in feature_at], dtype=torch.long)
+    f_pos = torch.tensor([f[1] for f in feature_at], dtype=torch.long)
+    f_latent = torch.tensor([f[2] for f in feature_at], dtype=torch.long)
+    pre = []  # each feature's pre-activation, layer by layer (node order is layer-major)
+    for layer, tc in enumerate(transcoders):
+        here = f_layer == layer
+        rows, latents = mlp_ins[layer][f_pos[here]], f_latent[here]
+        pre.append((rows * tc.W_enc[:, latents].T).sum(-1) + tc.b_enc[latents])
+    stacked = torch.cat([*pre, readout_value(model, final, readout)[None]])
+    target_rows = list(range(first_feature, first_error)) + [n - 1]
+
+    adjacency = torch.zeros(n, n)
+    f_act = torch.stack([run.acts[layer][p, latent] for layer, p, latent in feature_at] or [torch.zeros(0)])
+    for start in range(0, len(stacked), batch):
+        rows = torch.arange(start, min(start + batch, len(stacked)))
+        seeds = torch.zeros(len(rows), len(stacked))
+        seeds[torch.arange(len(rows)), rows] = 1.0
+        grads = torch.autograd.grad(
+            stacked, [embed, *writes], grad_outputs=seeds, is_grads_batched=True, retain_graph=True, allow_unused=True
+        )
+        g_embed, g_writes = grads[0], grads[1:]
+        out_rows = torch.tensor(target_rows)[rows]
+        if g_embed is not None:
+            adjacency[out_rows, :P] = (g_embed * run.embed).sum(-1)
+        for layer in range(L):
+            g = g_writes[layer]
+            if g is None:
+                continue
+            adjacency[out_rows, first_error + layer * P : first_error + (layer + 1) * P] = (g * run.errors[layer]).sum(
+                -1
+            )
+            here = (f_layer == layer).nonzero().flatten()
+            if len(here):
+                # d(target)/d(feature) = W_dec[latent] . gradient at the feature's position
+                dirs = transcoders[layer].W_dec[f_latent[here]]  # [f, d]
+                adjacency[out_rows[:, None], first_feature + here] = (
+                    torch.einsum("rfd,fd->rf", g[:, f_pos[here]], dirs) * f_act[here]
+                )
+    values = torch.ones(n)
+    values[first_feature:first_error] = f_act
+    inputs = torch.zeros(n)
+    inputs[target_rows] = stacked.detach()
+    return Graph(nodes, adjacency.detach(), values, inputs, readout)
+
+
+@torch.no_grad()
+def bias_part(model, transcoders: list[Transcoder], run: PromptRun, graph: Graph) -> torch.Tensor:
+    """Each target's input with every source set to zero (embeddings, features, errors): the constant the biases
+    add. ``graph.adjacency[t].sum() + bias_part[t] == graph.inputs[t]`` for every target ``t`` (linearity)."""
+    P = run.embed.shape[0]
+    zero_writes = [tc.b_dec.expand(P, -1) for tc in transcoders]  # a write with no feature active and no error
+    mlp_ins, final = linear_forward(model, run, torch.zeros_like(run.embed), zero_writes)
+    out = torch.zeros(len(graph.nodes))
+    for i, (kind, layer, p, latent) in enumerate(graph.nodes):
+        if kind == "feature":
+            out[i] = mlp_ins[layer][p] @ transcoders[layer].W_enc[:, latent] + transcoders[layer].b_enc[latent]
+        elif kind == "readout":
+            out[i] = readout_value(model, final, graph.readout)
+    return out
+
+
+def influence(graph: Graph) -> torch.Tensor:
+    """Each node's influence on the readout ``[n]``: its share of the readout's input through paths of every
+    length, on absolute weights with each node's incoming edges scaled to sum to 1 (the readout's own is 1)."""
+    a = graph.adjacency.abs()
+    a = a / a.sum(1, keepdim=True).clamp_min(1e-12)
+    n = a.shape[0]
+    paths = torch.linalg.solve(torch.eye(n) - a, torch.eye(n))  # I + A + A^2 + ... (the graph has no cycles)
+    return paths[-1]  # the readout is the last node
+
+
+def error_share(graph: Graph) -> float:
+    """The share of the readout's influence that ends at error nodes rather than at token embeddings: how much of
+    the explanation the transcoders leave unexplained (0 if none)."""
+    inf = influence(graph)
+    errors, embeds = inf[graph.index("error")].sum(), inf[graph.index("embed")].sum()
+    return (errors / (errors + embeds)).item()
+
+
+def prune(graph: Graph, node_share: float = 0.8, edge_share: float = 0.98) -> Graph:
+    """The pruned graph: features kept by influence until they hold ``node_share`` of the features' total (every
+    embedding, error and the readout kept), then edges kept by score until they hold ``edge_share``; nodes left
+    with no edge to or from the kept graph are dropped."""
+    inf = influence(graph)
+    features = graph.index("feature")
+    order = features[inf[features].argsort(descending=True)]
+    cumulative = inf[order].cumsum(0) / inf[order].sum().clamp_min(1e-12)
+    kept_features = order[: int((cumulative < node_share).sum()) + 1] if len(order) else order
+    keep = torch.zeros(len(graph.nodes), dtype=torch.bool)
+    keep[graph.index("embed")] = keep[graph.index("error")] = True
+    keep[kept_features] = True
+    keep[-1] = True
+    idx = keep.nonzero().flatten()
+    sub = Graph(
+        [graph.nodes[i] for i in idx],
+        graph.adjacency[idx][:, idx].clone(),
+        graph.values[idx],
+        graph.inputs[idx],
+        graph.readout,
+    )
+    sub_inf = influence(sub)
+    sub_inf[-1] = 1.0
+    a = sub.adjacency.abs()
+    score = a / a.sum(1, keepdim=True).clamp_min(1e-12) * sub_inf[:, None]
+    flat = score.flatten()
+    order = flat.argsort(descending=True)
+    cumulative = flat[order].cumsum(0) / flat.sum().clamp_min(1e-12)
+    kept = order[: int((cumulative < edge_share).sum()) + 1]
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[kept] = True
+    sub.adjacency = torch.where(mask.view_as(score), sub.adjacency, torch.zeros_like(sub.adjacency))
+    linked = (sub.adjacency != 0).any(0) | (sub.adjacency != 0).any(1)
+    linked[-1] = True
+    idx = linked.nonzero().flatten()
+    return Graph(
+        [sub.nodes[i] for i in idx], sub.adjacency[idx][:, idx], sub.values[idx], sub.inputs[idx], graph.readout
+    )
