@@ -165,3 +165,20 @@ def test_training_runs_on_one_thread_and_gives_the_others_back():
 
     sp.train_toy_saes(sample, 3, 4, l1=[0.1], steps=2)
     assert seen == [1, 1] and torch.get_num_threads() == before
+
+
+def test_an_input_no_latent_fires_on_counts_as_lost_length_unless_fired_only():
+    eye = torch.eye(2)[None]
+    sae = sp.ToySAE(eye.clone(), torch.tensor([[0.0, -10.0]]), 0.5 * eye, torch.zeros(1, 2))  # latent 1 never fires
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert sp.none_fires(sae, x).item() == pytest.approx(0.5)
+    assert sp.length_kept(sae, x).item() == pytest.approx(0.25)
+    assert sp.length_kept(sae, x, fired_only=True).item() == pytest.approx(0.5)
+
+
+def test_without_a_bias_the_bias_stays_zero_and_a_given_start_is_used():
+    start = torch.tensor([[[1.0, -1.0]]])
+    W, b = sp.train_toy(torch.tensor([0.9]), torch.ones(1, 2), 1, steps=5, seed=0, bias=False, init=start)
+    assert (b == 0).all() and (W - start).abs().max() < 0.1
+    _, b = sp.train_toy(torch.tensor([0.9]), torch.ones(1, 2), 1, steps=5, seed=0)
+    assert (b != 0).any()

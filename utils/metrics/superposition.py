@@ -89,16 +89,21 @@ def train_toy(
     seed: int = 0,
     relu_hidden: bool = False,
     linear: bool = False,
+    bias: bool = True,
+    init: torch.Tensor | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one toy model per row of ``sparsity`` (``[instance]``) and ``importance`` (``[instance, n]``),
     all at once, with Adam; returns ``W`` ``[instance, d_hidden, n]`` and ``b`` ``[instance, n]``. ``relu_hidden`` and
-    ``linear`` choose the variant of :func:`toy_forward`."""
+    ``linear`` choose the variant of :func:`toy_forward`; without ``bias`` the bias stays at zero (a control);
+    ``init`` (``[instance, d_hidden, n]``) replaces the random starting ``W``."""
     generator = torch.Generator().manual_seed(seed)
     W, b = init_toy(len(sparsity), importance.shape[-1], d_hidden, generator)
+    if init is not None:
+        W = init.clone().float()
     W.requires_grad_(True)
-    b.requires_grad_(True)
-    opt = torch.optim.Adam([W, b], lr=lr)
+    b.requires_grad_(bias)
+    opt = torch.optim.Adam([W, b] if bias else [W], lr=lr)
     loop = range(steps)
     if progress:
         from tqdm.auto import tqdm
@@ -334,11 +339,20 @@ def one_active(directions: torch.Tensor, batch: int, generator: torch.Generator,
     return size * directions[which]
 
 
-def length_kept(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
+def length_kept(sae: ToySAE, x: torch.Tensor, fired_only: bool = False) -> torch.Tensor:
     """How much of the inputs' length the reconstruction keeps along them, pooled: ``Σ x̂ · x / Σ ‖x‖²`` over the
-    inputs ``x`` ``[batch, d_in]``, per instance ``[instance]``; 1 is no shrinkage, below 1 the SAE shrinks."""
-    x_hat = sae_reconstruct(sae, sae_latents(sae, x))
-    return (x_hat * x).sum((-1, -2)) / x.pow(2).sum()
+    inputs ``x`` ``[batch, d_in]``, per instance ``[instance]``; 1 is no shrinkage, below 1 the SAE shrinks. With
+    ``fired_only``, only over the inputs on which at least one latent fires (see :func:`none_fires`)."""
+    latents = sae_latents(sae, x)
+    x_hat = sae_reconstruct(sae, latents)
+    weight = (latents > 0).any(-1).float() if fired_only else torch.ones(latents.shape[:2])  # [instance, batch]
+    return ((x_hat * x).sum(-1) * weight).sum(-1) / (x.pow(2).sum(-1) * weight).sum(-1).clamp_min(1e-12)
+
+
+def none_fires(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
+    """The share of the inputs ``x`` ``[batch, d_in]`` on which no latent fires, ``[instance]``: their
+    reconstruction is the decoder bias alone."""
+    return (~(sae_latents(sae, x) > 0).any(-1)).float().mean(-1)
 
 
 def unexplained_variance(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
