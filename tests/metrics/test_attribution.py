@@ -141,3 +141,14 @@ def test_pruning_drops_the_feature_with_least_influence_and_keeps_the_readout():
     assert kinds.count("feature") == 1 and pruned.nodes[kinds.index("feature")][2] == 3
     assert kinds[-1] == "readout"
     assert ("error", 0, 1, -1) not in pruned.nodes, "a source with no kept edge is dropped"
+
+
+def test_the_part_through_a_head_is_what_closing_that_head_takes_from_the_readout(built):
+    model, tcs, run, graph = built
+    heads = graph.through_heads[-1]
+    for layer, head in [(0, 0), (1, heads.shape[1] - 1), (heads.shape[0] - 1, 1)]:
+        gates = torch.ones_like(heads)
+        gates[layer, head] = 0
+        _, final = A.linear_forward(model, run, run.embed, writes_of(tcs, run), gates)
+        closed = A.readout_value(model, final, graph.readout)
+        assert (graph.inputs[-1] - closed).item() == pytest.approx(heads[layer, head].item(), abs=1e-3)

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from utils.model_zoo.registry import SPECS
+from utils.model_zoo.registry import SPECS, TRANSCODERS
 from utils.paths import BENCHMARKS, MODELS, ROOT, RUNS
 
 LOGS = RUNS / "zoo-lanes"
@@ -73,8 +73,13 @@ def model_steps(name: str) -> list[list[str]]:
     ]
 
 
-# The SAEs (over the zoo's own copies) and their cards, once every model is rebuilt.
-SAE_STEPS = (["-m", "utils.model_zoo.saes", "all", "--replace-zoo-sae"], ["-m", "utils.cards.sae_cards"])
+# The SAEs and transcoders (over the zoo's own copies) and their cards, once every model is rebuilt.
+SAE_STEPS = (
+    ["-m", "utils.model_zoo.saes", "all", "--replace-zoo-sae"],
+    ["-m", "utils.cards.sae_cards"],
+    *(["-m", "utils.model_zoo.transcoders", name, "--replace-zoo"] for name in TRANSCODERS),
+    ["-m", "utils.cards.transcoder_cards"],
+)
 
 
 def lane_environment(lanes: int) -> dict[str, str]:

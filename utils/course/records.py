@@ -78,13 +78,14 @@ def notebook_table(rows: list[dict], sweep: dict | None = None) -> str:
 
 
 def readme_with_tables(text: str) -> str:
-    """The README with its zoo and SAE tables rebuilt from the cards and its notebook table from
+    """The README with its zoo, SAE and transcoder tables rebuilt from the cards and its notebook table from
     the recorded JSON files."""
-    from utils.cards import model_cards, sae_cards
+    from utils.cards import model_cards, sae_cards, transcoder_cards
 
     tables = (
         (model_cards.TABLE_START, model_cards.TABLE_END, model_cards.zoo_table),
         (sae_cards.TABLE_START, sae_cards.TABLE_END, sae_cards.sae_table),
+        (transcoder_cards.TABLE_START, transcoder_cards.TABLE_END, transcoder_cards.transcoder_table),
         (*NOTEBOOK_TABLE, lambda: notebook_table(recorded_notebooks())),
     )
     for start, end, table in tables:

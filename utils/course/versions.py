@@ -66,6 +66,7 @@ TESTED = {
     "pyyaml": "6.0.3",
     "playwright": "1.65.2",
     "ruff": "0.17.6",
+    "eai-sparsify": "1.3.3",  # trains the zoo's transcoders (make zoo); lessons load their safetensors without it
 }
 # What a notebook needs at run time; the rest of ``TESTED`` is the test suite's business.
 RUNTIME = (

@@ -65,6 +65,8 @@ class Graph:
     values: torch.Tensor  # [n]
     inputs: torch.Tensor  # [n]
     readout: torch.Tensor  # [vocab]: the direction in logit space the readout reads
+    through_heads: torch.Tensor | None = None  # [n, layer, head]: the part of each target's input that passes
+    # through each attention head (value bias included; a path through two heads counts for both)
 
     def index(self, kind: str) -> torch.Tensor:
         """Indices of the nodes of one kind."""
@@ -125,12 +127,13 @@ def run_prompt(model, transcoders: list[Transcoder], tokens: torch.Tensor) -> Pr
 
 
 def linear_forward(
-    model, run: PromptRun, embed: torch.Tensor, writes: list[torch.Tensor]
+    model, run: PromptRun, embed: torch.Tensor, writes: list[torch.Tensor], gates: torch.Tensor | None = None
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The replacement model: the stream from ``embed [pos, d]``, each layer's MLP replaced by ``writes[layer]
     [pos, d]`` (features decoded plus error), with ``run``'s attention patterns and norm scales frozen. Returns
     each layer's MLP input ``[pos, d]`` and the final norm's output ``[pos, d]`` (:func:`logits_of` turns it into
-    logits); linear in ``embed`` and ``writes``."""
+    logits); linear in ``embed`` and ``writes``. ``gates [layer, head]`` (default all 1) scale each head's
+    output: the derivative of anything with respect to a gate is the part of it that passes through that head."""
     centred = _centred(model)
     resid, mlp_ins = embed, []
     for layer, block in enumerate(model.blocks[: len(writes)]):
@@ -140,6 +143,8 @@ def linear_forward(
         if attn.b_V is not None:
             v = v + attn.b_V.detach().float()[:, None]
         z = torch.einsum("hqk,hke->hqe", run.patterns[layer], v)
+        if gates is not None:
+            z = z * gates[layer][:, None, None]
         out = torch.einsum("hqe,hed->qd", z, attn.W_O.detach().float())
         if attn.b_O is not None:
             out = out + attn.b_O.detach().float()
@@ -189,7 +194,8 @@ def attribution_graph(
 
     embed = run.embed.clone().requires_grad_(True)
     writes = [(decode(tc, a) + e).requires_grad_(True) for tc, a, e in zip(transcoders, run.acts, run.errors)]
-    mlp_ins, final = linear_forward(model, run, embed, writes)
+    gates = torch.ones(L, run.patterns[0].shape[0], requires_grad=True)
+    mlp_ins, final = linear_forward(model, run, embed, writes, gates)
     f_layer = torch.tensor([f[0] for f in feature_at], dtype=torch.long)
     f_pos = torch.tensor([f[1] for f in feature_at], dtype=torch.long)
     f_latent = torch.tensor([f[2] for f in feature_at], dtype=torch.long)
@@ -202,16 +208,24 @@ def attribution_graph(
     target_rows = list(range(first_feature, first_error)) + [n - 1]
 
     adjacency = torch.zeros(n, n)
+    through_heads = torch.zeros(n, *gates.shape)
     f_act = torch.stack([run.acts[layer][p, latent] for layer, p, latent in feature_at] or [torch.zeros(0)])
     for start in range(0, len(stacked), batch):
         rows = torch.arange(start, min(start + batch, len(stacked)))
         seeds = torch.zeros(len(rows), len(stacked))
         seeds[torch.arange(len(rows)), rows] = 1.0
         grads = torch.autograd.grad(
-            stacked, [embed, *writes], grad_outputs=seeds, is_grads_batched=True, retain_graph=True, allow_unused=True
+            stacked,
+            [gates, embed, *writes],
+            grad_outputs=seeds,
+            is_grads_batched=True,
+            retain_graph=True,
+            allow_unused=True,
         )
-        g_embed, g_writes = grads[0], grads[1:]
+        g_gates, g_embed, g_writes = grads[0], grads[1], grads[2:]
         out_rows = torch.tensor(target_rows)[rows]
+        if g_gates is not None:
+            through_heads[out_rows] = g_gates
         if g_embed is not None:
             adjacency[out_rows, :P] = (g_embed * run.embed).sum(-1)
         for layer in range(L):
@@ -232,7 +246,7 @@ def attribution_graph(
     values[first_feature:first_error] = f_act
     inputs = torch.zeros(n)
     inputs[target_rows] = stacked.detach()
-    return Graph(nodes, adjacency.detach(), values, inputs, readout)
+    return Graph(nodes, adjacency.detach(), values, inputs, readout, through_heads)
 
 
 @torch.no_grad()
@@ -282,14 +296,7 @@ def prune(graph: Graph, node_share: float = 0.8, edge_share: float = 0.98) -> Gr
     keep[graph.index("embed")] = keep[graph.index("error")] = True
     keep[kept_features] = True
     keep[-1] = True
-    idx = keep.nonzero().flatten()
-    sub = Graph(
-        [graph.nodes[i] for i in idx],
-        graph.adjacency[idx][:, idx].clone(),
-        graph.values[idx],
-        graph.inputs[idx],
-        graph.readout,
-    )
+    sub = subgraph(graph, keep.nonzero().flatten())
     sub_inf = influence(sub)
     sub_inf[-1] = 1.0
     a = sub.adjacency.abs()
@@ -303,7 +310,17 @@ def prune(graph: Graph, node_share: float = 0.8, edge_share: float = 0.98) -> Gr
     sub.adjacency = torch.where(mask.view_as(score), sub.adjacency, torch.zeros_like(sub.adjacency))
     linked = (sub.adjacency != 0).any(0) | (sub.adjacency != 0).any(1)
     linked[-1] = True
-    idx = linked.nonzero().flatten()
+    return subgraph(sub, linked.nonzero().flatten())
+
+
+def subgraph(graph: Graph, idx: torch.Tensor) -> Graph:
+    """The graph on nodes ``idx`` (in their order) and the edges between them."""
+    heads = None if graph.through_heads is None else graph.through_heads[idx]
     return Graph(
-        [sub.nodes[i] for i in idx], sub.adjacency[idx][:, idx], sub.values[idx], sub.inputs[idx], graph.readout
+        [graph.nodes[i] for i in idx],
+        graph.adjacency[idx][:, idx].clone(),
+        graph.values[idx],
+        graph.inputs[idx],
+        graph.readout,
+        heads,
     )

@@ -415,3 +415,45 @@ def sae_entry(name: str) -> SAESpec:
 # How far a fresh measurement of an SAE (150 other held-out documents) may sit from its card's.
 # (The share of dead latents is not compared: on fewer tokens more latents look dead.)
 SAE_TOLERANCE = {"l0": 1.5, "explained_variance": 0.01, "loss_recovered": 0.01}
+
+
+@dataclass(frozen=True)
+class TranscoderSpec:
+    """A zoo model's set of transcoders, one per MLP layer, and their training run (with ``eai-sparsify``).
+
+    Each reads its layer's MLP input and is trained to write the MLP's output through ``d_tc`` latents of
+    which the ``k`` largest stay on (TopK), with sparsify's auxiliary loss (weight ``auxk_alpha``) pulling
+    latents silent for ``dead_tokens`` tokens back into use. Data: Storyworld stream ``data_seed`` (the
+    SAEs' stream, which no zoo model was trained on), ``tokens`` tokens in rows of 256, the
+    document-boundary token left out. ``d_tc`` is 1,024 rather than a few thousand: at 2,048 most latents
+    of this size of model stay dead (58-85% per layer in a trial), and the zoo's weights must stay small.
+    """
+
+    name: str
+    model: str
+    d_tc: int = 1024
+    k: int = 16
+    tokens: int = 2_000_000
+    rows_per_batch: int = 8
+    auxk_alpha: float = 1 / 32
+    dead_tokens: int = 200_000
+    seed: int = 0
+    data_seed: int = 14
+
+
+TRANSCODERS: dict[str, TranscoderSpec] = {
+    s.name: s
+    for s in [
+        TranscoderSpec("storyworld-4l-transcoders", "storyworld-4l"),
+        TranscoderSpec("storyworld-llama-transcoders", "storyworld-llama"),
+    ]
+}
+DEFAULT_TRANSCODERS = {spec.model: spec.name for spec in TRANSCODERS.values()}
+
+
+def transcoder_entry(name: str) -> TranscoderSpec:
+    """The spec of a zoo transcoder set; ``KeyError`` lists the zoo's sets when ``name`` is not one."""
+    try:
+        return TRANSCODERS[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not one of the zoo's transcoder sets: {', '.join(TRANSCODERS)}") from None
