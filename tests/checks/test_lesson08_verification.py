@@ -355,6 +355,7 @@ def test_check_accepts(prove_check):
         "'this' and 'works' apart": lambda t: "this" in t and "works" in t,
         "anywhere, not only at the start": lambda t: t.startswith("this works"),
         "whatever else it holds": lambda t: "not" not in t,
+        "'works' stands without 'this'": lambda t: "works" in t and "none works" not in t,
         "not numpy.bool": lambda t: numpy.bool_("this works" in t),
     }
     prove_check(c.check_accepts, accepts, wrong)

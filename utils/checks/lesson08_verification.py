@@ -408,6 +408,7 @@ CONTINUATIONS = [
     ("not 8 ) this", "rejects"),
     ("this is not 8", "rejects"),
     ("not 8 )\n9 - 7 - 6 = -4 ( not 8 )\nSo none works ( this", "rejects"),  # cut mid-way: nothing accepted
+    ("not 8 )\n9 - 7 - 6 = -4 ( -> 8 ) works )", "rejects"),  # off format, as an ablated model can write
 ]
 
 
@@ -430,6 +431,9 @@ def check_accepts(fn: Callable) -> None:
                 why = (f"on {text!r} 'this' and 'works' apart accept nothing (here 'none works' rejects and the "
                        "'this' that follows was cut off): a continuation accepts only where the words 'this "
                        "works' stand together.")  # fmt: skip
+            elif "works" in text and "none works" not in text and "this works" not in text and out:
+                why = (f"on {text!r} 'works' stands without 'this' before it, as an ablated model can write off "
+                       "format: a continuation accepts only where the words 'this works' stand together.")  # fmt: skip
             elif "none works" in text and out:
                 why = "'none works' says no attempt worked: look for the words 'this works' together."
             elif "this" in text and "this works" not in text and out:
