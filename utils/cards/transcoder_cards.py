@@ -22,9 +22,8 @@ from utils.corpora import storyworld
 from utils.metrics.transcoders import evaluate_transcoders
 from utils.model_zoo.models import ZooError, load_model
 from utils.model_zoo.registry import TRANSCODERS, transcoder_entry
+from utils.model_zoo.saes import CARD_DOCS  # the SAE cards' held-out documents, so the two tables compare
 from utils.model_zoo.transcoders import TRANSCODERS_DIR, load_transcoders
-
-CARD_DOCS = 150  # held-out documents a card is measured on
 
 
 def built() -> list[str]:

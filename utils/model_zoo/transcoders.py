@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from utils import paths
-from utils.model_zoo.models import ZooError, sha256_file
+from utils.model_zoo.models import ZooError, file_mode, sha256_file
 from utils.model_zoo.registry import TranscoderSpec, transcoder_entry
 
 TRANSCODERS_DIR = paths.DATA / "transcoders"
@@ -88,6 +88,7 @@ def save(tcs: list[Transcoder], folder: Path, dtype: torch.dtype = torch.float16
         path = folder / f"layer{tc.layer}.safetensors"
         tensors = {"W_enc": tc.W_enc, "b_enc": tc.b_enc, "W_dec": tc.W_dec, "b_dec": tc.b_dec}
         save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, path, metadata={"k": str(tc.k)})
+        path.chmod(file_mode())  # safetensors writes 0600 whatever the umask
         files.append(path)
     return files
 
