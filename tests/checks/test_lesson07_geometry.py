@@ -425,6 +425,9 @@ ALIGNMENT_MISTAKES = {
     ),
     "the rows before mapping": _alignment(cos=lambda x, y, sc: F.cosine_similarity(sc, y, dim=-1).mean()),
     "you mapped with t.T": _alignment(transpose=True),
+    "take the cosine of the unscaled mapped rows": _alignment(
+        cos=lambda x, y, sc: F.cosine_similarity(((x * y).sum() / (x * x).sum()) * x, y, dim=-1).mean()
+    ),
     "returns (cos, r2)": lambda t, s, tg: stream_alignment(t, s, tg)[::-1],
     "should return a pair of numbers": lambda t, s, tg: dict(zip(("r2", "cos"), stream_alignment(t, s, tg))),
 }

@@ -517,6 +517,7 @@ def _alignment_variants(t, source, target) -> dict[str, tuple[float, float]]:
             F.cosine_similarity(x, tc, dim=-1).mean().item(),
         ),
         "flat": score(x, tc, cos_of=(x.flatten(), tc.flatten()), cos_dim=0),
+        "scaled": score(x, tc, cos_of=(score_scale(x, tc) * x, tc)),
     }
     if t.shape[0] == t.shape[1]:
         out["before mapping"] = score(x, tc, cos_of=(sc, tc))
@@ -542,6 +543,8 @@ _ALIGNMENT_MISTAKES = {
     "before mapping": "the cosines are of the rows before mapping: compare the mapped rows x̂ = (source − mean) @ t "
     "with the target's rows.",
     "t.T": "you mapped with t.T: source rows [n, d₁] map by x @ t, with t [d₁, d₂].",
+    "scaled": "take the cosine of the unscaled mapped rows x̂: the best scale s is negative here, and s x̂ turns "
+    "every row round.",
 }
 
 
@@ -552,19 +555,20 @@ def check_stream_alignment(fn: Callable) -> None:
     The first case has d₁ = d₂, so that mapping with t.T or comparing the unmapped rows gives
     numbers to recognise; the second has d₁ ≠ d₂. In both the target is 2.5 times the size the
     map gives, so that the scale factor matters, and both sit far from the origin, the target's columns each at
-    its own mean, so that centring on one overall mean shows.
+    its own mean, so that centring on one overall mean shows. The third is the second with the target turned round,
+    −2.5 times, so that the best scale is negative and a cosine taken after scaling changes sign.
     """
     name = _name(fn, "stream_alignment")
     g = _generator(6)
     explain = {RuntimeError: "If that is a size mismatch: map the centred source first, x̂ = (source − source.mean(0)) "
                "@ t is [n, d₂], the target's shape, and compare x̂ with the target's rows."}  # fmt: skip
-    for d1, d2 in ((6, 6), (5, 8)):
+    for d1, d2, size in ((6, 6, 2.5), (5, 8, 2.5), (5, 8, -2.5)):
         n = 80
         source = torch.randn(n, d1, generator=g) * torch.linspace(0.5, 2, d1) + 3.0
         t = torch.randn(d1, d2, generator=g)
         truth = t + 0.5 * torch.randn(d1, d2, generator=g)
         offsets = torch.linspace(-3.0, 1.0, d2)  # each column sits at its own place, as a stream's do
-        target = 2.5 * (source - source.mean(0)) @ truth + torch.randn(n, d2, generator=g) + offsets
+        target = size * (source - source.mean(0)) @ truth + torch.randn(n, d2, generator=g) + offsets
         out = call(fn, t, source, target, name=name, explain=explain)
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
             raise CheckFailed(f"`{name}` should return a pair of numbers, (r2, cos), not {type(out).__name__}.")
@@ -573,7 +577,7 @@ def check_stream_alignment(fn: Callable) -> None:
         want_r2, want_cos = variants.pop("right")
         if abs(r2 - want_cos) <= 1e-4 and abs(cos - want_r2) <= 1e-4 and abs(r2 - want_r2) > 1e-4:
             raise CheckFailed(f"`{name}` returns (cos, r2): return R² first, (r2, cos).")
-        case = f"d₁ = {d1}, d₂ = {d2}"
+        case = f"d₁ = {d1}, d₂ = {d2}" + (", a negative best scale" if size < 0 else "")
         mistakes = [(v[0], _ALIGNMENT_MISTAKES[k]) for k, v in variants.items()]
         _expect_value(r2, want_r2, name, f"R² ({case})", mistakes, tol=1e-4)
         mistakes = [(v[1], _ALIGNMENT_MISTAKES[k]) for k, v in variants.items()]
