@@ -152,3 +152,16 @@ def test_the_part_through_a_head_is_what_closing_that_head_takes_from_the_readou
         _, final = A.linear_forward(model, run, run.embed, writes_of(tcs, run), gates)
         closed = A.readout_value(model, final, graph.readout)
         assert (graph.inputs[-1] - closed).item() == pytest.approx(heads[layer, head].item(), abs=1e-3)
+
+
+def test_a_pruned_graph_draws_with_every_node_and_its_strongest_edges(built):
+    from utils.pictures.plotting import graph_picture
+
+    model, _, run, graph = built
+    pruned = A.prune(graph)
+    tokens = [model.tokenizer.decode([t]) for t in run.tokens.tolist()]
+    args = A.drawable(pruned, tokens, top_edges=25)
+    assert len(args["xs"]) == len(pruned.nodes) and len(args["edges"]) == min(25, int((pruned.adjacency != 0).sum()))
+    assert args["ys"][-1] == model.cfg.n_layers + 1 and max(args["sizes"]) == pytest.approx(1.0)
+    picture = graph_picture(**args, title="attribution graph")
+    assert picture.fallback_png and picture.fig.layout.xaxis.ticktext == tuple(tokens)

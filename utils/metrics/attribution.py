@@ -324,3 +324,29 @@ def subgraph(graph: Graph, idx: torch.Tensor) -> Graph:
         graph.readout,
         heads,
     )
+
+
+def drawable(graph: Graph, tokens: list[str], top_edges: int = 60) -> dict:
+    """The arguments :func:`utils.pictures.plotting.graph_picture` needs to draw ``graph``: each node at its
+    position and layer (embeddings in row 0, layer ``l`` in row ``l + 1``, the readout on top), sized by its
+    influence, and the ``top_edges`` strongest edges by absolute weight."""
+    inf = influence(graph)
+    inf[-1] = 1.0
+    layers = max(node[1] for node in graph.nodes)  # the readout's layer is the number of layers
+    xs, ys, labels, kinds = [], [], [], []
+    for kind, layer, p, latent in graph.nodes:
+        xs.append(p)
+        ys.append(0 if kind == "embed" else layers + 1 if kind == "readout" else layer + 1)
+        kinds.append(kind)
+        where = f"{tokens[p]!r} (position {p})"
+        labels.append(
+            {"embed": f"embedding of {where}", "readout": f"readout at {where}"}.get(
+                kind, f"L{layer} latent {latent} at {where}" if kind == "feature" else f"L{layer} error at {where}"
+            )
+        )
+    sizes = (inf / inf.max().clamp_min(1e-12)).tolist()
+    nonzero = (graph.adjacency != 0).nonzero().tolist()
+    nonzero.sort(key=lambda ts: -abs(graph.adjacency[ts[0], ts[1]].item()))
+    edges = [(s, t, graph.adjacency[t, s].item()) for t, s in nonzero[:top_edges]]
+    names = ["embeddings", *[f"layer {i}" for i in range(layers)], "readout"]
+    return dict(xs=xs, ys=ys, labels=labels, kinds=kinds, sizes=sizes, edges=edges, tokens=tokens, layer_names=names)

@@ -576,3 +576,100 @@ def dots_and_line(
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.legend(fontsize=7)
     return Figure(fig, _png(mfig))
+
+
+# ---------------------------------------------------------------------------------------
+# Attribution graphs: nodes placed by position (x) and layer (y), edges coloured by sign
+
+
+def graph_picture(
+    xs: Sequence[int],
+    ys: Sequence[float],
+    labels: Sequence[str],
+    kinds: Sequence[str],
+    sizes: Sequence[float],
+    edges: Sequence[tuple[int, int, float]],
+    *,
+    tokens: Sequence[str],
+    layer_names: Sequence[str],
+    title: str,
+) -> Figure:
+    """A pruned attribution graph a learner can read: node ``i`` at column ``xs[i]`` (a token position) and row
+    ``ys[i]`` (0 for embeddings, then one row per layer, the readout on top), labelled ``labels[i]``, shaped by
+    ``kinds[i]`` ("embed", "feature", "error", "readout") and sized by ``sizes[i]`` in [0, 1] (e.g. influence);
+    ``edges`` are ``(source, target, weight)``, drawn blue when the source pushes the target up and red when it
+    pushes it down, wider when stronger. Hover a node for its label."""
+    import plotly.graph_objects as go
+
+    xs, ys, sizes = _to_numpy(xs).astype(float), _to_numpy(ys).astype(float), _to_numpy(sizes).astype(float)
+    if not (len(xs) == len(ys) == len(labels) == len(kinds) == len(sizes)):
+        raise ValueError("graph_picture needs one x, y, label, kind and size per node")
+    # nodes sharing a cell are spread across it
+    offsets = np.zeros_like(xs)
+    for cell in {(a, b) for a, b in zip(xs, ys)}:
+        members = [i for i in range(len(xs)) if (xs[i], ys[i]) == cell]
+        for rank, i in enumerate(members):
+            offsets[i] = (rank - (len(members) - 1) / 2) * min(0.8 / max(len(members), 1), 0.2)
+    px = xs + offsets
+    top = max((abs(w) for _, _, w in edges), default=1.0) or 1.0
+    shapes = {"embed": "square", "feature": "circle", "error": "diamond", "readout": "star"}
+    colours = {"embed": "#777777", "feature": "#1f5fa8", "error": "#c07a00", "readout": "#2a8a2a"}
+    fig = go.Figure()
+    for s, t, w in edges:
+        colour = "rgba(31,95,168,0.5)" if w > 0 else "rgba(200,40,40,0.5)"
+        fig.add_trace(
+            go.Scatter(
+                x=[px[s], px[t]],
+                y=[ys[s], ys[t]],
+                mode="lines",
+                line={"width": 0.5 + 4 * abs(w) / top, "color": colour},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    for kind in shapes:
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        if not idx:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=px[idx],
+                y=ys[idx],
+                mode="markers",
+                name=kind,
+                text=[labels[i] for i in idx],
+                hoverinfo="text",
+                marker={"symbol": shapes[kind], "size": 6 + 18 * sizes[idx], "color": colours[kind]},
+            )
+        )
+    fig.update_layout(
+        title=title,
+        width=max(620, 46 * len(tokens)),
+        height=520,
+        template="plotly_white",
+        xaxis={"tickvals": list(range(len(tokens))), "ticktext": list(tokens), "title": "position"},
+        yaxis={"tickvals": list(range(len(layer_names))), "ticktext": list(layer_names), "title": ""},
+    )
+    plt = _mpl()
+    mfig, ax = plt.subplots(figsize=(max(6.2, 0.46 * len(tokens)), 5.2))
+    for s, t, w in edges:
+        ax.plot(
+            [px[s], px[t]],
+            [ys[s], ys[t]],
+            color="#1f5fa8" if w > 0 else "#c82828",
+            alpha=0.45,
+            linewidth=0.4 + 3 * abs(w) / top,
+            zorder=1,
+        )
+    markers = {"embed": "s", "feature": "o", "error": "D", "readout": "*"}
+    for kind, marker in markers.items():
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        if idx:
+            ax.scatter(
+                px[idx], ys[idx], s=12 + 140 * sizes[idx], marker=marker, color=colours[kind], label=kind, zorder=2
+            )
+    ax.set_xticks(range(len(tokens)), list(tokens), rotation=60, fontsize=7)
+    ax.set_yticks(range(len(layer_names)), list(layer_names), fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set(title=title, xlabel="position")
+    return Figure(fig, _png(mfig))
