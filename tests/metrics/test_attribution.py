@@ -165,3 +165,36 @@ def test_a_pruned_graph_draws_with_every_node_and_its_strongest_edges(built):
     assert args["ys"][-1] == model.cfg.n_layers + 1 and max(args["sizes"]) == pytest.approx(1.0)
     picture = graph_picture(**args, title="attribution graph")
     assert picture.fallback_png and picture.fig.layout.xaxis.ticktext == tuple(tokens)
+
+
+def test_total_effects_follow_every_path_through_features_taken_as_linear():
+    # embed 0 -> feature 1 (input 2, so activation 2) -> readout 2; embed 0 also straight to the readout
+    g = hand_graph({(1, 0): 2.0, (2, 1): 3.0, (2, 0): 0.5}, ["embed", "feature", "readout"])
+    g.values[1] = 2.0
+    effects = A.total_effects(g)
+    assert effects[1].item() == pytest.approx(3.0)  # its direct edge: nothing else lies after it
+    assert effects[0].item() == pytest.approx(0.5 + 1.5 * 2.0)  # directly, and through the feature (1.5 per unit)
+
+
+def test_intervening_with_scale_one_changes_nothing(built):
+    model, tcs, run, graph = built
+    node = graph.nodes[graph.index("feature")[0]]
+    assert torch.allclose(A.intervene(model, run, tcs, node, 1.0), run.logits, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:A forward hook edited hook_scale")  # freezing the scale is the point
+def test_a_push_on_a_last_layer_feature_moves_the_readout_by_its_edge_once_the_final_norm_is_frozen(built):
+    model, tcs, run, graph = built
+    last = model.cfg.n_layers - 1
+    i = max((i for i in graph.index("feature").tolist() if graph.nodes[i][1] == last), key=lambda i: graph.nodes[i][2])
+    if graph.nodes[i][2] != len(run.tokens) - 1:
+        pytest.skip("no last-layer feature at the last position on this prompt")
+    frozen = run.scales["final"][0][None]
+    with model.hooks(fwd_hooks=[("ln_final.hook_scale", lambda scale, hook: frozen)]):
+        logits = A.intervene(model, run, tcs, graph.nodes[i], 0.0)
+    moved = (run.logits[-1] - logits[-1]) @ graph.readout
+    assert moved.item() == pytest.approx(graph.adjacency[-1, i].item(), rel=1e-3, abs=1e-3)
+    assert A.total_effects(graph)[i].item() == pytest.approx(graph.adjacency[-1, i].item())
+    # with the norm free, the real model differs from the graph: the norm's scale moves with the stream
+    free = (run.logits[-1] - A.intervene(model, run, tcs, graph.nodes[i], 0.0)[-1]) @ graph.readout
+    assert free.item() != pytest.approx(moved.item(), rel=1e-3)

@@ -350,3 +350,35 @@ def drawable(graph: Graph, tokens: list[str], top_edges: int = 60) -> dict:
     edges = [(s, t, graph.adjacency[t, s].item()) for t, s in nonzero[:top_edges]]
     names = ["embeddings", *[f"layer {i}" for i in range(layers)], "readout"]
     return dict(xs=xs, ys=ys, labels=labels, kinds=kinds, sizes=sizes, edges=edges, tokens=tokens, layer_names=names)
+
+
+def total_effects(graph: Graph) -> torch.Tensor:
+    """Each node's effect on the readout through every path of the graph ``[n]``, with every active feature taken
+    as linear (as if it passed changes in its input straight on): the graph's prediction of what removing the node
+    would take from the readout. Direct edges alone are ``graph.adjacency[-1]``."""
+    n, features = len(graph.nodes), graph.index("feature")
+    per_unit = torch.zeros(n, n)  # d(target input) / d(source activation)
+    per_unit[:, features] = graph.adjacency[:, features] / graph.values[features]
+    through = torch.linalg.solve(torch.eye(n) - per_unit.T, torch.eye(n))[:, -1]  # d readout / d each node's input
+    effects = graph.adjacency[-1].clone()  # sources (embeddings, errors) act only through their direct edges...
+    effects[features] = through[features] * graph.values[features]  # ...features through every path
+    sources = torch.cat([graph.index("embed"), graph.index("error")])
+    effects[sources] = (through[:, None] * graph.adjacency[:, sources]).sum(0)
+    return effects
+
+
+@torch.no_grad()
+def intervene(model, run: PromptRun, transcoders: list[Transcoder], node: tuple, scale: float) -> torch.Tensor:
+    """The real model's logits ``[pos, vocab]`` with feature ``node`` = ``("feature", layer, pos, latent)`` set to
+    ``scale`` times its activation on ``run``'s prompt (0 turns it off): its decoder row's contribution to that
+    layer's MLP output at that position changes accordingly, and everything after runs as the real model does."""
+    _, layer, p, latent = node
+    change = (scale - 1) * run.acts[layer][p, latent] * transcoders[layer].W_dec[latent]
+
+    def shift(y, hook):
+        y = y.clone()
+        y[:, p] += change.to(y.dtype)
+        return y
+
+    with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", shift)]):
+        return model(run.tokens[None])[0].float()
