@@ -13,6 +13,8 @@ and the course's machinery import it, never the reverse.
 * ``circuit``, ``steering``, ``saes``, ``countdown``, ``planted``, ``common``: the IOI circuit's
   head classes, steering directions, SAE quality, the capstone's measurements, Storyworld's
   planted variables token by token, and the helpers they share.
+* ``transcoders``, ``attribution``: a transcoder set's quality, and attribution graphs over its
+  features (the replacement model, direct and total effects, influence, pruning, interventions).
 
 No model names appear here: a lesson's reference solution and a zoo model's card call the
 same function, so a number in a lesson and on a card share one definition. What is measured
