@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup course test validate robustness zoo benchmark record notebooks bundle figures clean
+.PHONY: setup course lab test validate robustness zoo benchmark record notebooks bundle figures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,6 +11,10 @@ setup:
 ## The course's main job on the embedded default: check the zoo, then run every lesson (time and memory table).
 course: setup
 	$(PY) -m utils.course
+
+## Open the course: JupyterLab on the start page (Markdown opens rendered, as the course's settings say).
+lab: setup
+	$(PY) -m jupyter lab notebooks/README.md
 
 ## The test suite (what CI runs). Two workers with one thread each: on two cores, two workers with two
 ## threads each keep waiting on each other (lesson 03 ran three times slower beside lesson 04 that way).

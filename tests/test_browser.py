@@ -291,3 +291,22 @@ def test_opening_an_exercise_notebook_and_letting_it_autosave_changes_no_byte(la
     after = (lab["folder"] / path.name).read_bytes()
     assert not dirty, "JupyterLab marked the notebook changed on opening it"
     assert after == before, "JupyterLab rewrote the exercise notebook: its format or metadata differ"
+
+
+def test_the_start_page_opens_rendered_in_jupyterlab(lab):
+    """`make lab` opens notebooks/README.md: with the course's settings JupyterLab shows Markdown as a preview,
+    not as source text."""
+    from playwright.sync_api import sync_playwright
+
+    (lab["folder"] / "start.md").write_text("# The start page\n\nBegin with [lesson 00](00_orientation.ipynb).\n")
+    errors = []
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{lab['url']}/lab/workspaces/{uuid.uuid4().hex[:8]}/tree/start.md?reset&token={lab['token']}")
+        page.wait_for_selector(".jp-RenderedMarkdown h1", timeout=60_000)
+        heading = page.inner_text(".jp-RenderedMarkdown h1")
+        browser.close()
+    assert "The start page" in heading
+    assert page_errors(errors) == []

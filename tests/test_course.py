@@ -34,7 +34,9 @@ def test_running_the_course_prints_the_table_writes_nothing_tracked_and_keeps_th
     before = tree_state()
     ok = notebook(tmp_path / "00_ok.ipynb", "x = 1")
     assert course.main(["--skip-zoo", str(ok)]) == 0
-    assert "| 00_ok.ipynb |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| 00_ok.ipynb |" in out
+    assert out.rstrip().endswith(course.NEXT_STEP), "a successful run ends with how to open the course"
     assert tree_state() == before
     assert nbs.kept_run(ok, tmp_path / "runs") is not None, "the tests read the run make course kept"
 
@@ -43,7 +45,9 @@ def test_a_failing_notebook_fails_the_course_and_names_the_error(tmp_path, capsy
     monkeypatch.setattr(course, "COURSE_RUNS", tmp_path / "runs")
     bad = notebook(tmp_path / "01_bad.ipynb", "x = 1", "raise ValueError('the claim no longer holds')")
     assert course.main(["--skip-zoo", str(bad)]) == 1
-    assert "FAILED: ValueError: the claim no longer holds" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAILED: ValueError: the claim no longer holds" in out
+    assert course.NEXT_STEP not in out, "a failed run does not send the learner on"
 
 
 def test_every_built_zoo_model_loads_and_agrees_with_its_card(capsys):

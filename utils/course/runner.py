@@ -269,7 +269,16 @@ def _main(argv) -> int:
     if args.record:
         records.record_notebooks(rows)
         print(f"recorded in {records.NOTEBOOKS_JSON.name} and README.md")
-    return status | any(r["error"] is not None for r in rows)
+    failed = status | any(r["error"] is not None for r in rows)
+    if not failed:
+        print(NEXT_STEP)
+    return failed
+
+
+NEXT_STEP = (
+    "Next: `make lab` opens JupyterLab on the start page (notebooks/README.md); begin with lesson 00. "
+    "Your answers go in notebooks/, the worked solutions are in solutions/."
+)
 
 
 if __name__ == "__main__":
