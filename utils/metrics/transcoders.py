@@ -14,7 +14,7 @@ import torch
 from utils.corpora import storyworld
 from utils.metrics.common import LOGITS_PER_BATCH, device_of, tokenizer_of, vocabulary_size
 from utils.metrics.loss import per_token_loss
-from utils.metrics.saes import dead_and_dense, document_batches, explained_variance, l0, loss_recovered
+from utils.metrics.saes import dead_and_dense, document_batches, explained_variance, l0, loss_recovered, zero_hook
 from utils.model_zoo.transcoders import Transcoder, decode, encode
 
 
@@ -38,11 +38,7 @@ def splice_hooks(transcoders: list[Transcoder], layers) -> list[tuple[str, objec
 
 def zero_hooks(layers) -> list[tuple[str, object]]:
     """Forward hooks that zero the MLP output of each of ``layers`` after BOS."""
-
-    def zero(y, hook):
-        return torch.cat([y[:, :1], torch.zeros_like(y[:, 1:])], dim=1)
-
-    return [(f"blocks.{layer}.hook_mlp_out", zero) for layer in layers]
+    return [(f"blocks.{layer}.hook_mlp_out", zero_hook()) for layer in layers]
 
 
 @torch.no_grad()
