@@ -75,6 +75,10 @@ LESSON_10 = 9538  # lesson 10's toy models and toy SAEs: their starting weights 
 LESSON_10_DOCS = 9539  # the documents lesson 10 reads the zoo model's stream on
 LESSON_10_CHECKS = 9540  # what lesson 10's checks use
 
+LESSON_11 = 9541  # the prompts lesson 11 draws attribution graphs for (IOI and repeated tokens, offsets from it)
+LESSON_11_TEST = 9542  # lesson 11's held-out prompts: what the graphs chose is tested on these
+LESSON_11_CHECKS = 9543  # what lesson 11's checks use
+
 # Fresh samples for the robustness sweep: sample k takes the SLOTS seeds from
 # FRESH_SAMPLES.start + SLOTS * (k - 1), one per lesson seed, in the order of their values; lesson seeds past the
 # first SLOTS take theirs from a second block, EXTRA_SLOTS per sample from EXTRA_START (so that adding a lesson leaves

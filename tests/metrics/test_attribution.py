@@ -60,10 +60,10 @@ def test_the_replacement_model_gives_the_real_logits_on_its_prompt(built):
         assert torch.allclose(rebuilt, real, atol=1e-3)
 
 
-def test_the_first_position_has_no_feature_nodes(built):
+def test_the_first_position_has_no_nodes_its_stream_is_a_constant(built):
     _, _, run, graph = built
     assert all(a[0].count_nonzero() == 0 for a in run.acts)
-    assert all(node[2] > 0 for node in graph.nodes if node[0] == "feature")
+    assert all(node[2] > 0 for node in graph.nodes), "no embedding, feature or error node at the first position"
 
 
 def test_every_targets_edges_and_bias_add_up_to_its_input(built):

@@ -23,8 +23,11 @@ node on the readout. Features are kept in order of influence until they hold ``n
 the features' total; then edges, scored by their normalised weight times their target's
 influence, are kept until they hold ``edge_share`` of the total (the paper's 0.8 and 0.98).
 
-The first position (the document-boundary token every prompt starts with) has no feature nodes:
-no transcoder was trained on it, so its MLP outputs are counted as that position's errors.
+The first position (the document-boundary token every prompt starts with) has no nodes at all. Its
+stream is the same in every prompt (it sees only itself), so what it contributes is a constant, counted
+with the biases (:func:`bias_part`); no transcoder was trained on it either. Keeping it as a source
+would also be unstable: in a model with RMSNorm its embedding can be near zero, and the frozen norm's
+derivative there is enormous.
 
 Shapes: ``pos`` positions, ``d`` the model's width, ``d_tc`` a transcoder's latents, ``n`` nodes.
 """
@@ -182,15 +185,16 @@ def attribution_graph(
 ) -> Graph:
     """The full (unpruned) attribution graph of ``run`` for the ``readout [vocab]`` at the last position."""
     L, P = len(transcoders), run.embed.shape[0]
-    nodes = [("embed", -1, p, -1) for p in range(P)]
+    nodes = [("embed", -1, p, -1) for p in range(1, P)]
     feature_at = []  # (layer, pos, latent) of each feature node, in node order
     for layer, a in enumerate(run.acts):
         for p, latent in (a > 0).nonzero().tolist():
             feature_at.append((layer, p, latent))
     nodes += [("feature", layer, p, latent) for layer, p, latent in feature_at]
-    nodes += [("error", layer, p, -1) for layer in range(L) for p in range(P)]
+    nodes += [("error", layer, p, -1) for layer in range(L) for p in range(1, P)]
     nodes.append(("readout", L, P - 1, -1))
-    n, first_feature, first_error = len(nodes), P, P + len(feature_at)
+    n, first_feature = len(nodes), P - 1
+    first_error = first_feature + len(feature_at)
 
     embed = run.embed.clone().requires_grad_(True)
     writes = [(decode(tc, a) + e).requires_grad_(True) for tc, a, e in zip(transcoders, run.acts, run.errors)]
@@ -227,14 +231,13 @@ def attribution_graph(
         if g_gates is not None:
             through_heads[out_rows] = g_gates
         if g_embed is not None:
-            adjacency[out_rows, :P] = (g_embed * run.embed).sum(-1)
+            adjacency[out_rows, :first_feature] = (g_embed * run.embed).sum(-1)[:, 1:]
         for layer in range(L):
             g = g_writes[layer]
             if g is None:
                 continue
-            adjacency[out_rows, first_error + layer * P : first_error + (layer + 1) * P] = (g * run.errors[layer]).sum(
-                -1
-            )
+            errors = (g * run.errors[layer]).sum(-1)[:, 1:]
+            adjacency[out_rows, first_error + layer * (P - 1) : first_error + (layer + 1) * (P - 1)] = errors
             here = (f_layer == layer).nonzero().flatten()
             if len(here):
                 # d(target)/d(feature) = W_dec[latent] . gradient at the feature's position
@@ -252,10 +255,16 @@ def attribution_graph(
 @torch.no_grad()
 def bias_part(model, transcoders: list[Transcoder], run: PromptRun, graph: Graph) -> torch.Tensor:
     """Each target's input with every source set to zero (embeddings, features, errors): the constant the biases
-    add. ``graph.adjacency[t].sum() + bias_part[t] == graph.inputs[t]`` for every target ``t`` (linearity)."""
+    and the first position add. ``graph.adjacency[t].sum() + bias_part[t] == graph.inputs[t]`` for every target
+    ``t`` (linearity)."""
     P = run.embed.shape[0]
-    zero_writes = [tc.b_dec.expand(P, -1) for tc in transcoders]  # a write with no feature active and no error
-    mlp_ins, final = linear_forward(model, run, torch.zeros_like(run.embed), zero_writes)
+    # a write with no feature active and no error, but the first position's as it was
+    writes = [
+        torch.cat([decode(tc, a[:1]) + e[:1], tc.b_dec.expand(P - 1, -1)])
+        for tc, a, e in zip(transcoders, run.acts, run.errors)
+    ]
+    embed = torch.cat([run.embed[:1], torch.zeros_like(run.embed[1:])])
+    mlp_ins, final = linear_forward(model, run, embed, writes)
     out = torch.zeros(len(graph.nodes))
     for i, (kind, layer, p, latent) in enumerate(graph.nodes):
         if kind == "feature":
