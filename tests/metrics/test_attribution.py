@@ -198,3 +198,42 @@ def test_a_push_on_a_last_layer_feature_moves_the_readout_by_its_edge_once_the_f
     # with the norm free, the real model differs from the graph: the norm's scale moves with the stream
     free = (run.logits[-1] - A.intervene(model, run, tcs, graph.nodes[i], 0.0)[-1]) @ graph.readout
     assert free.item() != pytest.approx(moved.item(), rel=1e-3)
+
+
+def _readout_with_linear_features(model, tcs, run, graph, gates):
+    """The replacement model's readout with each head scaled by ``gates`` and every active feature passing changes
+    in its pre-activation straight on (inactive ones stay off), computed layer by layer."""
+    acts = [a.clone() for a in run.acts]
+    for layer in range(len(tcs)):
+        mlp_ins, _ = A.linear_forward(model, run, run.embed, writes_of(tcs, run, acts), gates)
+        active = run.acts[layer] > 0
+        now = mlp_ins[layer] @ tcs[layer].W_enc + tcs[layer].b_enc
+        before = run.mlp_in[layer] @ tcs[layer].W_enc + tcs[layer].b_enc
+        acts[layer] = torch.where(active, run.acts[layer] + now - before, torch.zeros_like(now))
+    _, final = A.linear_forward(model, run, run.embed, writes_of(tcs, run, acts), gates)
+    return A.readout_value(model, final, graph.readout)
+
+
+def test_a_heads_effect_is_what_closing_it_takes_from_the_readout_with_features_taken_as_linear(built):
+    model, tcs, run, graph = built
+    effects = A.head_effects(graph)
+    ones = torch.ones_like(effects)
+    full = _readout_with_linear_features(model, tcs, run, graph, ones)
+    assert full.item() == pytest.approx(graph.inputs[-1].item(), abs=1e-3)
+    for layer, head in [(0, 0), (0, effects.shape[1] - 1), (effects.shape[0] - 2, 1)]:
+        gates = ones.clone()
+        gates[layer, head] = 0
+        closed = _readout_with_linear_features(model, tcs, run, graph, gates)
+        size = 1e-3 + 1e-3 * graph.adjacency[-1].abs().sum().item()
+        assert (full - closed).item() == pytest.approx(effects[layer, head].item(), abs=size)
+
+
+def test_a_frozen_intervention_changes_nothing_at_scale_one_and_differs_from_a_free_one(built):
+    model, tcs, run, graph = built
+    node = graph.nodes[graph.index("feature")[0]]
+    assert torch.allclose(A.intervene_frozen(model, run, tcs, node, 1.0), run.logits, atol=1e-4)
+    free = A.intervene(model, run, tcs, node, 10.0)
+    frozen = A.intervene_frozen(model, run, tcs, node, 10.0)
+    assert not torch.allclose(free, frozen, atol=1e-3), "a large push moves attention or norms when they are free"
+    hooks = A.frozen_hooks(model, run)
+    assert len(hooks) == 3 * len(tcs) + 1

@@ -391,3 +391,52 @@ def intervene(model, run: PromptRun, transcoders: list[Transcoder], node: tuple,
 
     with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", shift)]):
         return model(run.tokens[None])[0].float()
+
+
+def head_effects(graph: Graph) -> torch.Tensor:
+    """Each attention head's effect on the readout ``[layer, head]`` through every path of the graph, with every
+    active feature taken as linear (as :func:`total_effects` takes them): the part of each target's input that passes
+    through the head, times that target's effect on the readout, summed over targets. It is the graph's prediction
+    of what closing the head (its output times 0) would take from the readout."""
+    n, features = len(graph.nodes), graph.index("feature")
+    per_unit = torch.zeros(n, n)
+    per_unit[:, features] = graph.adjacency[:, features] / graph.values[features]
+    through = torch.linalg.solve(torch.eye(n) - per_unit.T, torch.eye(n))[:, -1]  # d readout / d each node's input
+    return torch.einsum("t,tlh->lh", through, graph.through_heads)
+
+
+def frozen_hooks(model, run: PromptRun, attention: bool = True, norms: bool = True) -> list[tuple[str, object]]:
+    """Hooks that hold the real model's attention patterns and norm scales at the values they took on ``run``'s
+    prompt, as the replacement model holds them: an intervention run under them differs from the graph's
+    prediction only by what the MLPs (and the transcoders' choice of features) do. With ``model.hooks(...)``;
+    the course warns when a hook edits a norm's scale, so wrap the run in
+    ``warnings.catch_warnings()`` with that warning ignored, as :func:`intervene_frozen` does."""
+    hooks = []
+    for layer in range(len(run.patterns)):
+        if attention:
+            hooks.append((f"blocks.{layer}.attn.hook_pattern", _setter(run.patterns[layer])))
+        if norms:
+            hooks.append((f"blocks.{layer}.ln1.hook_scale", _setter(run.scales["ln1"][layer])))
+            hooks.append((f"blocks.{layer}.ln2.hook_scale", _setter(run.scales["ln2"][layer])))
+    if norms:
+        hooks.append(("ln_final.hook_scale", _setter(run.scales["final"][0])))
+    return hooks
+
+
+def _setter(value: torch.Tensor):
+    def hook(x, hook):
+        return value[None].to(x.dtype).to(x.device).expand_as(x)
+
+    return hook
+
+
+def intervene_frozen(
+    model, run: PromptRun, transcoders: list[Transcoder], node: tuple, scale: float, attention=True, norms=True
+) -> torch.Tensor:
+    """:func:`intervene` with the real model's attention patterns and/or norm scales held at ``run``'s values."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="A forward hook edited hook_scale", category=UserWarning)
+        with model.hooks(fwd_hooks=frozen_hooks(model, run, attention, norms)):
+            return intervene(model, run, transcoders, node, scale)
