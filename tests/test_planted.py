@@ -74,3 +74,15 @@ def test_emotion_labels_only_on_narratives_and_never_on_a_named_feeling(data):
     named = {" " + e for e in storyworld.EMOTIONS}
     labelled = _text(data, data.emotion >= 0)
     assert labelled and not any(t in named for t in labelled)
+
+
+def test_streams_at_reads_each_hook_as_a_pass_of_its_own_would(data):
+    from utils.model_zoo.models import load_model
+
+    model = load_model("storyworld-4l", device="cpu")
+    hooks = ["blocks.0.mlp.hook_in", "blocks.2.hook_resid_post"]
+    both = planted.streams_at(model, data, hooks)
+    for hook in hooks:
+        alone = planted.stream_at(model, data, hook)
+        assert both[hook].shape == (len(data), model.cfg.d_model) and torch.allclose(both[hook], alone, atol=1e-5)
+        assert both[hook].abs().sum(-1).min() > 0, "every row is filled"

@@ -181,66 +181,76 @@ def readout_direction(vocab: int, token: int, minus: int | None = None) -> torch
 
 
 def attribution_graph(
-    model, transcoders: list[Transcoder], run: PromptRun, readout: torch.Tensor, batch: int = 128
+    model, transcoders: list[Transcoder], run: PromptRun, readout: torch.Tensor, batch: int = 256
 ) -> Graph:
-    """The full (unpruned) attribution graph of ``run`` for the ``readout [vocab]`` at the last position."""
+    """The full (unpruned) attribution graph of ``run`` for the ``readout [vocab]`` at the last position (it needs
+    gradients, and turns them on for itself where a notebook has turned them off)."""
+    with torch.enable_grad():
+        return _attribution_graph(model, transcoders, run, readout, batch)
+
+
+def _attribution_graph(
+    model, transcoders: list[Transcoder], run: PromptRun, readout: torch.Tensor, batch: int
+) -> Graph:
+    from torch.func import vjp, vmap
+
     L, P = len(transcoders), run.embed.shape[0]
     nodes = [("embed", -1, p, -1) for p in range(1, P)]
-    feature_at = []  # (layer, pos, latent) of each feature node, in node order
-    for layer, a in enumerate(run.acts):
-        for p, latent in (a > 0).nonzero().tolist():
-            feature_at.append((layer, p, latent))
+    feature_at = [(layer, p, latent) for layer, a in enumerate(run.acts) for p, latent in (a > 0).nonzero().tolist()]
     nodes += [("feature", layer, p, latent) for layer, p, latent in feature_at]
     nodes += [("error", layer, p, -1) for layer in range(L) for p in range(1, P)]
     nodes.append(("readout", L, P - 1, -1))
     n, first_feature = len(nodes), P - 1
     first_error = first_feature + len(feature_at)
-
-    embed = run.embed.clone().requires_grad_(True)
-    writes = [(decode(tc, a) + e).requires_grad_(True) for tc, a, e in zip(transcoders, run.acts, run.errors)]
-    gates = torch.ones(L, run.patterns[0].shape[0], requires_grad=True)
-    mlp_ins, final = linear_forward(model, run, embed, writes, gates)
     f_layer = torch.tensor([f[0] for f in feature_at], dtype=torch.long)
     f_pos = torch.tensor([f[1] for f in feature_at], dtype=torch.long)
     f_latent = torch.tensor([f[2] for f in feature_at], dtype=torch.long)
-    pre = []  # each feature's pre-activation, layer by layer (node order is layer-major)
-    for layer, tc in enumerate(transcoders):
-        here = f_layer == layer
-        rows, latents = mlp_ins[layer][f_pos[here]], f_latent[here]
-        pre.append((rows * tc.W_enc[:, latents].T).sum(-1) + tc.b_enc[latents])
-    stacked = torch.cat([*pre, readout_value(model, final, readout)[None]])
-    target_rows = list(range(first_feature, first_error)) + [n - 1]
+    f_act = torch.stack([run.acts[layer][p, latent] for layer, p, latent in feature_at] or [torch.zeros(0)])
+
+    # The replacement model as a function of its sources; one vector-Jacobian product per target, batched.
+    # A feature's input is its MLP input at its position dotted with its encoder column (plus a constant), so
+    # its row of the Jacobian is the vjp with that column placed at its layer and position.
+    unembed = model.W_U.detach().float() @ readout
+    b_U = getattr(model, "b_U", None)
+    writes = [decode(tc, a) + e for tc, a, e in zip(transcoders, run.acts, run.errors)]
+    gates = torch.ones(L, run.patterns[0].shape[0])
+
+    def forward(embed, writes, gates):
+        mlp_ins, final = linear_forward(model, run, embed, writes, gates)
+        return torch.stack(mlp_ins), final[-1] @ unembed
+
+    (mlp_ins, value), pullback = vjp(forward, run.embed, writes, gates)
+    pullback = vmap(pullback)
+    encoders = torch.stack([transcoders[layer].W_enc[:, latent] for layer, _, latent in feature_at] or [torch.zeros(0)])
+    pre = (
+        (mlp_ins[f_layer, f_pos] * encoders).sum(-1)
+        + torch.stack([transcoders[layer].b_enc[latent] for layer, _, latent in feature_at] or [torch.zeros(0)])
+        if feature_at
+        else torch.zeros(0)
+    )
+    readout_input = value + (0 if b_U is None else b_U.detach().float() @ readout)
+    targets = torch.arange(first_feature, first_error).tolist() + [n - 1]
 
     adjacency = torch.zeros(n, n)
     through_heads = torch.zeros(n, *gates.shape)
-    f_act = torch.stack([run.acts[layer][p, latent] for layer, p, latent in feature_at] or [torch.zeros(0)])
-    for start in range(0, len(stacked), batch):
-        rows = torch.arange(start, min(start + batch, len(stacked)))
-        seeds = torch.zeros(len(rows), len(stacked))
-        seeds[torch.arange(len(rows)), rows] = 1.0
-        grads = torch.autograd.grad(
-            stacked,
-            [gates, embed, *writes],
-            grad_outputs=seeds,
-            is_grads_batched=True,
-            retain_graph=True,
-            allow_unused=True,
-        )
-        g_gates, g_embed, g_writes = grads[0], grads[1], grads[2:]
-        out_rows = torch.tensor(target_rows)[rows]
-        if g_gates is not None:
-            through_heads[out_rows] = g_gates
-        if g_embed is not None:
-            adjacency[out_rows, :first_feature] = (g_embed * run.embed).sum(-1)[:, 1:]
+    for start in range(0, len(targets), batch):
+        chunk = torch.arange(start, min(start + batch, len(targets)))
+        on_features = chunk[chunk < len(feature_at)]
+        to_mlp_ins = torch.zeros(len(chunk), L, P, run.embed.shape[1])
+        k = torch.arange(len(on_features))
+        to_mlp_ins[k, f_layer[on_features], f_pos[on_features]] = encoders[on_features]
+        to_value = (chunk == len(feature_at)).float()
+        g_embed, g_writes, g_gates = pullback((to_mlp_ins, to_value))
+        out_rows = torch.tensor(targets)[chunk]
+        through_heads[out_rows] = g_gates
+        adjacency[out_rows, :first_feature] = (g_embed * run.embed).sum(-1)[:, 1:]
         for layer in range(L):
-            g = g_writes[layer]
-            if g is None:
-                continue
+            g = g_writes[layer]  # [target, pos, d]
             errors = (g * run.errors[layer]).sum(-1)[:, 1:]
             adjacency[out_rows, first_error + layer * (P - 1) : first_error + (layer + 1) * (P - 1)] = errors
             here = (f_layer == layer).nonzero().flatten()
             if len(here):
-                # d(target)/d(feature) = W_dec[latent] . gradient at the feature's position
+                # d(target)/d(feature's activation) = W_dec[latent] . gradient at the feature's position
                 dirs = transcoders[layer].W_dec[f_latent[here]]  # [f, d]
                 adjacency[out_rows[:, None], first_feature + here] = (
                     torch.einsum("rfd,fd->rf", g[:, f_pos[here]], dirs) * f_act[here]
@@ -248,8 +258,8 @@ def attribution_graph(
     values = torch.ones(n)
     values[first_feature:first_error] = f_act
     inputs = torch.zeros(n)
-    inputs[target_rows] = stacked.detach()
-    return Graph(nodes, adjacency.detach(), values, inputs, readout, through_heads)
+    inputs[targets] = torch.cat([pre, readout_input[None]]).detach()
+    return Graph(nodes, adjacency, values, inputs, readout, through_heads)
 
 
 @torch.no_grad()

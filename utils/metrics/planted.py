@@ -108,16 +108,24 @@ def stream_at(model, data: PlantedTokens, hook: str, batch_tokens: int = 6000) -
     """The residual stream at ``hook`` on every row of ``data``: ``[row, d_model]`` float32 (CPU).
     Documents of similar length run together (about ``batch_tokens`` tokens a batch), so that
     little time goes into padding."""
+    return streams_at(model, data, [hook], batch_tokens)[hook]
+
+
+@torch.no_grad()
+def streams_at(model, data: PlantedTokens, hooks: list[str], batch_tokens: int = 6000) -> dict[str, torch.Tensor]:
+    """:func:`stream_at` for several hook points in one pass over the documents: ``{hook: [row, d_model]}``."""
     device = next(model.parameters()).device
-    out = torch.zeros(len(data), model.cfg.d_model)
+    out = {hook: torch.zeros(len(data), model.cfg.d_model) for hook in hooks}
     lengths = torch.bincount(data.doc, minlength=len(data.tokens)) + 1  # BOS included
     order = lengths.argsort().tolist()
     for start, stop in length_groups(lengths[order].tolist(), batch_tokens):
         docs = torch.tensor(order[start:stop])
         n = int(lengths[docs].max())
-        _, cache = model.run_with_cache(data.tokens[docs, :n].to(device), names_filter=lambda name: name == hook)
+        _, cache = model.run_with_cache(data.tokens[docs, :n].to(device), names_filter=lambda name: name in hooks)
         where = torch.full((len(data.tokens),), -1)
         where[docs] = torch.arange(len(docs))
         keep = where[data.doc] >= 0
-        out[keep] = cache[hook][where[data.doc[keep]].to(device), data.pos[keep].to(device)].float().cpu()
+        rows, positions = where[data.doc[keep]].to(device), data.pos[keep].to(device)
+        for hook in hooks:
+            out[hook][keep] = cache[hook][rows, positions].float().cpu()
     return out

@@ -234,7 +234,7 @@ ZOO: dict[str, ZooModel] = {
                 "emotion_probe_accuracy": (">=", 0.90),
                 **ALL_WORD_COPYING,
             },
-            lessons=("00", "02", "03", "04", "05", "06", "07", "10", "A1"),
+            lessons=("00", "02", "03", "04", "05", "06", "07", "10", "11", "A1"),
             missed={
                 "prev_token_score_all_words": (
                     "no single head looks back: the job is shared by L1H2, L1H6, L2H2 and L2H6 "
@@ -261,7 +261,7 @@ ZOO: dict[str, ZooModel] = {
                 tokens=24_000_000,
             ),
             targets={"gap": ("<=", 0.15), "ioi_accuracy": (">=", 0.90)},
-            lessons=("02", "07", "A1"),
+            lessons=("02", "07", "11", "A1"),
         ),
         ZooModel(
             "countdown-llama",
