@@ -12,6 +12,7 @@ import torch
 
 from utils.checks import CheckFailed
 from utils.checks import lesson10_superposition as c
+from utils.metrics.superposition import REPRESENTED
 
 # --- the toy model's forward pass and loss ------------------------------------------------------
 
@@ -120,6 +121,9 @@ DIMENSIONALITY_MISTAKES = {
     "the numerator is ‖W_i‖; square it": lambda W: _dim(W, numerator=1),
     "square each (Ŵ_i · W_j) in the denominator": lambda W: _dim(W, square=False),
     "a dropped feature (a zero column)": lambda W: torch.where(W.norm(dim=-2) > 1e-8, _dim(W), torch.ones(())),
+    "a short column (0.2 long) a dimensionality of 0": lambda W: torch.where(
+        W.norm(dim=-2) > REPRESENTED, _dim(W), torch.zeros(())
+    ),
     "NaN": lambda W: (
         W.norm(dim=-2).pow(2) / torch.einsum("imn,imk->ink", W / W.norm(dim=-2, keepdim=True), W).pow(2).sum(-1)
     ),

@@ -3,8 +3,9 @@
 Each check runs the learner's function on fresh random weights and inputs whose answer the reference
 in :mod:`utils.metrics.superposition` computes, and names the common wrong answers when one of them
 matches instead. The inputs are built so that the mistakes give different numbers: biases that are
-not zero, importances that differ per feature, feature directions of different lengths, and a
-dictionary whose directions have negative as well as positive cosines with the truth.
+not zero, importances that differ per feature, feature directions of different lengths (a zero one and
+a short one among them), and a dictionary whose directions have negative as well as positive cosines
+with the truth.
 """
 
 from __future__ import annotations
@@ -102,10 +103,17 @@ def check_feature_dimensionality(fn: Callable) -> None:
     instances, m, n = 4, 3, 7
     W = torch.randn(instances, m, n, generator=g) * (0.3 + 2 * torch.rand(instances, 1, n, generator=g))
     W[0, :, 2] = 0.0  # a dropped feature: its dimensionality is 0, not NaN
+    W[1, :, 4] *= 0.2 / W[1, :, 4].norm()  # a short column, 0.2 long: stored weakly, not dropped
     out = expect_tensor(call(fn, W.clone(), name=name), (instances, n), ("instance", "feature"), name)
     ref = sp.feature_dimensionality(W)
     if out[0, 2].abs() > 1e-6:
         raise CheckFailed(f"`{name}` gives a dropped feature (a zero column) {out[0, 2].item():.3g}; it should be 0.")
+    if out[1, 4].abs() <= 1e-6:
+        raise CheckFailed(
+            f"`{name}` gives a short column (0.2 long) a dimensionality of 0: only a zero column, a dropped feature, "
+            f"gets 0; a short column is still stored, and its D_i is ‖W_i‖² / Σ_j (Ŵ_i · W_j)² "
+            f"({ref[1, 4].item():.3g} here), however short it is."
+        )
     norm = W.norm(dim=-2)
     unit = W / norm[:, None, :].clamp_min(1e-8)
     dots = torch.einsum("imn,imk->ink", W, W)  # W_i · W_j
