@@ -63,3 +63,26 @@ def test_environment_yml_pip_section_is_satisfied_by_the_tested_set(tmp_path):
 def test_environment_yml_asks_for_torch_in_the_policy_range():
     [torch] = [Requirement(line) for line in pip_section() if not line.startswith("-")]
     assert torch.name == "torch" and torch.specifier == SpecifierSet(versions.PLATFORM["torch"])
+
+
+def test_every_jupyterlab_setting_the_course_overrides_is_one_the_installed_jupyterlab_knows():
+    """The course's JupyterLab settings (Markdown opens as a preview; widget state is saved with the notebook, so a
+    reopened notebook shows its explorers' last pictures instead of "model not found") name real plugins and
+    properties: a misspelt key would be ignored without a word."""
+    import json
+    import sys
+    from pathlib import Path
+
+    overrides = json.loads(Path("scripts/jupyterlab-overrides.json").read_text())
+    share = Path(sys.prefix, "share", "jupyter")
+    for key, values in overrides.items():
+        package, plugin = key.split(":")
+        candidates = [
+            share / "lab" / "schemas" / package / f"{plugin}.json",
+            share / "labextensions" / package / "schemas" / package / f"{plugin}.json",
+        ]
+        schema = next((p for p in candidates if p.is_file()), None)
+        assert schema is not None, f"no installed schema for {key}"
+        known = json.loads(schema.read_text())["properties"]
+        assert set(values) <= set(known), f"{key}: {set(values) - set(known)} unknown"
+    assert overrides["@jupyter-widgets/jupyterlab-manager:plugin"] == {"saveState": True}
