@@ -92,3 +92,15 @@ def test_widget_fallback_adds_a_static_image():
     fig = plotting.line([1, 2, 3], title="t", xlabel="x", ylabel="y")
     bundle = plotting.with_fallback(w.IntSlider(), fig, "slider")._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "data:image/png" in bundle["text/html"]
+
+
+def test_a_heatmap_of_scores_is_drawn_on_the_fixed_range_0_to_1_so_a_small_score_stays_pale():
+    scores = torch.tensor([[0.03, 0.01], [0.02, 0.0]])
+    trace = plotting.heatmap(scores, title="scores", xlabel="head", ylabel="layer").fig.data[0]
+    assert (trace.zmin, trace.zmax) == (0.0, 1.0)
+    other = plotting.heatmap(scores * 100, title="not scores", xlabel="head", ylabel="layer").fig.data[0]
+    assert other.zmin is None and other.zmax is None, "values beyond 1 keep the automatic range"
+    chosen = plotting.heatmap(scores, title="chosen", xlabel="x", ylabel="y", zrange=(0.0, 0.05)).fig.data[0]
+    assert (chosen.zmin, chosen.zmax) == (0.0, 0.05)
+    diverging = plotting.heatmap(scores - 0.01, title="diverging", xlabel="x", ylabel="y", zmid=0.0).fig.data[0]
+    assert diverging.zmin is None and diverging.zmid == 0.0

@@ -226,8 +226,13 @@ def heatmap(
     colorscale: str | None = None,
     text_auto: bool | str = False,
     text: Sequence[Sequence[str]] | None = None,
+    zrange: tuple[float, float] | None = None,
 ) -> Figure:
     """A labelled heatmap of a 2-D array (rows = y, columns = x).
+
+    Values that all lie in [0, 1] (scores, shares, attention) are drawn on the fixed range 0 to 1, so that a
+    0.03 is pale whatever the largest value is; ``zrange=(low, high)`` sets another range, and a diverging map
+    (``zmid``) is symmetric about its middle.
 
     ``text`` (rows × columns of strings, e.g. the top token of each cell) is written in the
     cells instead of the values that ``text_auto`` writes.
@@ -240,6 +245,8 @@ def heatmap(
     x = list(x) if x is not None else list(range(z.shape[1]))
     y = list(y) if y is not None else list(range(z.shape[0]))
     diverging = zmid is not None
+    if zrange is None and not diverging and z.size and np.nanmin(z) >= 0 and np.nanmax(z) <= 1:
+        zrange = (0.0, 1.0)
     scale = colorscale or ("RdBu" if diverging else "Blues")
     fig = go.Figure(
         go.Heatmap(
@@ -247,6 +254,8 @@ def heatmap(
             x=[str(v) for v in x],
             y=[str(v) for v in y],
             zmid=zmid,
+            zmin=None if zrange is None else zrange[0],
+            zmax=None if zrange is None else zrange[1],
             colorscale=scale,
             reversescale=diverging and colorscale is None,
             colorbar={"title": {"text": zlabel}},
@@ -270,8 +279,8 @@ def heatmap(
         z,
         cmap="RdBu_r" if diverging else "Blues",
         aspect="auto",
-        vmin=(zmid - lim) if diverging else None,
-        vmax=(zmid + lim) if diverging else None,
+        vmin=(zmid - lim) if diverging else None if zrange is None else zrange[0],
+        vmax=(zmid + lim) if diverging else None if zrange is None else zrange[1],
     )
     ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=90 if len(x) > 12 else 0, fontsize=7)
     ax.set_yticks(range(len(y)), [str(v) for v in y], fontsize=7)
