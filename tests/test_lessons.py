@@ -46,9 +46,10 @@ def test_first_code_cell_is_the_shared_setup_cell(path):
     assert code_cells(nb)[0].source == SETUP_CELL, "copy utils.course.notebook_setup.SETUP_CELL exactly"
     second = code_cells(nb)[1].source
     # The countdown and belief lessons' alternative is the zoo's other model of their corpus (the
-    # hub has no model trained on these traces or stories); every other lesson's is a hub model.
-    own_corpus = not default_model(path).startswith("storyworld")
-    alternative = f'"{second_model(path)}"' if own_corpus else '"gpt2-small"'
+    # hub has no model trained on these traces or stories), and so is that of a lesson that loads the
+    # zoo's transcoders (a hub model has none); every other lesson's is a hub model.
+    zoo_only = not default_model(path).startswith("storyworld") or "load_transcoders(" in second
+    alternative = f'"{second_model(path)}"' if zoo_only else '"gpt2-small"'
     assert re.search(rf'^MODEL = "[\w.-]+"\s+# or {alternative}', second, re.M), (
         "then MODEL = ... with the one-line alternative"
     )
@@ -291,3 +292,11 @@ def test_each_lessons_question_sheet_holds_its_discussion_questions():
         questions = handouts.discussion_questions(path)
         assert 4 <= len(questions) <= 6, (path.name, len(questions))
         assert [int(q.split(".")[0]) for q in questions] == list(range(1, len(questions) + 1)), path.name
+
+
+def test_a_lesson_the_prerequisites_call_optional_background_is_not_a_prerequisite():
+    from utils.course import start_page
+
+    needs = {lesson.number: lesson.needs for lesson in start_page.lessons()}
+    assert needs["09"] == ["00", "01", "03"], "lesson 04 is optional background for lesson 09"
+    assert needs["11"] == ["03"], "lesson 06 is optional background for lesson 11"

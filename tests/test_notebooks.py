@@ -661,3 +661,21 @@ def test_the_workshop_agendas_are_written_whole_or_left_as_they_were(simulated_d
         workshop.main([])
     assert agendas.read_text(encoding="utf-8") == before
     assert [p.name for p in agendas.parent.iterdir()] == ["workshop.md"]
+
+
+def test_a_stub_too_long_for_one_line_is_broken_as_the_formatter_breaks_it(tmp_path):
+    import subprocess
+    import sys
+
+    task = "a task described at such length that its comment fits on one line but its stub would not fit"
+    source, _ = nbs.stub_source(SOLUTION.replace("return twice the input", task))
+    assert max(len(line) for line in source.splitlines()) <= nbs.LINE_LENGTH
+    path = tmp_path / "stub.py"
+    path.write_text(source + "\n")
+    check = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", "--line-length", "120", str(path)])
+    assert check.returncode == 0, source
+    ns = {}
+    exec(source, ns)
+    with pytest.raises(NotImplementedError) as raised:
+        ns["double"](3)
+    assert str(raised.value) == task

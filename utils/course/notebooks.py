@@ -244,6 +244,9 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
         raise NotebookError(f"{where} is not a valid Jupyter notebook ({error})") from None
 
 
+LINE_LENGTH = 120  # the formatter's (pyproject.toml)
+
+
 def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
     """Replace every marked solution region; returns (exercise source, solution snippets)."""
     lines = source.split("\n")
@@ -265,7 +268,10 @@ def stub_source(source: str, where: str = "cell") -> tuple[str, list[str]]:
             if task is None:
                 raise NotebookError(f"{where}: a solution region needs a '# EXERCISE: <task>' line before it")
             solutions.append(textwrap.dedent("\n".join(lines[i + 1 : j])))
-            out.append(f"{indent}raise NotImplementedError({_string_literal(task)})")
+            stub = f"{indent}raise NotImplementedError({_string_literal(task)})"
+            if len(stub) > LINE_LENGTH:  # as the formatter breaks a call too long for one line
+                stub = f"{indent}raise NotImplementedError(\n{indent}    {_string_literal(task)}\n{indent})"
+            out.append(stub)
             task = None
             i = j + 1
             continue

@@ -23,7 +23,7 @@ START_PAGE = NOTEBOOKS / "README.md"
 
 # The three paths through the course, as lesson numbers in order.
 TRACKS = {
-    "Circuits": ["00", "01", "02", "03", "09"],
+    "Circuits": ["00", "01", "02", "03", "11", "09"],
     "Representations": ["00", "01", "04", "05", "10", "06", "07"],
     "Capstone": ["00", "01", "02", "03", "04", "05", "08"],
     "Beyond the zoo (nnsight, NDIF)": ["00", "01", "02", "03", "04", "05", "A1"],
@@ -34,7 +34,7 @@ NEXT = {
     "01": [("02", "circuits, and on to the capstone"), ("04", "representations")],
     "02": [("03", "circuits")],
     "03": [
-        ("09", "circuits: testing an algorithm with interchange interventions"),
+        ("11", "circuits: attribution graphs, held against this lesson's circuit"),
         ("04", "on to the capstone, which also needs lessons 04 and 05"),
     ],
     "04": [("05", "representations and the capstone")],
@@ -44,6 +44,7 @@ NEXT = {
     "07": [("08", "the capstone")],
     "08": [("A1", "an appendix: the road to models beyond the zoo")],
     "09": [("04", "representations, and on to the capstone")],
+    "11": [("09", "circuits: testing an algorithm with interchange interventions")],
     "A1": [],
 }
 LEARN_FIRST = [
@@ -78,7 +79,9 @@ def lessons(folder: Path = SOLUTIONS) -> list[Lesson]:
         title = head.splitlines()[0].lstrip("# ").split("·", 1)[-1].strip()
         time = re.search(r"\*\*Time:\*\*\s*(.+?)\.(\s|$)", head)
         needs = re.search(r"\*\*Prerequisites:\*\*(.+?)\*\*", head, re.S)
-        numbers = re.findall(r"\b(0\d)\b", needs.group(1)) if needs else []
+        # a clause of the prerequisites that calls a lesson optional background does not make it a prerequisite
+        required = [part for part in needs.group(1).split(";") if "optional" not in part] if needs else []
+        numbers = re.findall(r"\b(\d\d)\b", ";".join(required))
         exercises = sum(
             len(re.findall(r"^###\s+Exercise\b", c.source, re.M)) for c in nb.cells if c.cell_type == "markdown"
         )
@@ -153,7 +156,7 @@ def render(all_lessons: list[Lesson] | None = None) -> str:
             "",
             "## Hosting a reading group or teaching a workshop",
             "",
-            "- **A reading group:** the [facilitator guide](../docs/facilitator/README.md) has an eleven-week",
+            "- **A reading group:** the [facilitator guide](../docs/facilitator/README.md) has a twelve-week",
             "  plan and, for every discussion question, a model answer checked against the lesson's outputs;",
             "  each lesson's questions are on a page of their own in [`docs/questions/`](../docs/questions/),",
             "  and its figures and mechanism diagrams in [`docs/figures/`](../docs/figures/).",
