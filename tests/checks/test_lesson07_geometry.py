@@ -223,6 +223,27 @@ def _cosine(m):
     return u @ u.T
 
 
+def _mixed(score_x, score_y):
+    """A learner's ``shared_neighbours`` that ranks the neighbours in x one way and those in y another."""
+
+    def shared_neighbours(x, y, k):
+        def nearest(m, score):
+            return score(m.double()).masked_fill(torch.eye(len(m), dtype=torch.bool), -math.inf).topk(k, dim=-1).indices
+
+        a, b = nearest(x, score_x), nearest(y, score_y)
+        return (a[:, :, None] == b[:, None, :]).any(-1).double().mean().item()
+
+    return shared_neighbours
+
+
+def _dot(m):
+    return m @ m.T
+
+
+def _closeness(m):
+    return -torch.cdist(m, m)
+
+
 def _by_position(x, y, k):
     def nearest(m):
         return _cosine(m.double()).masked_fill(torch.eye(len(m), dtype=torch.bool), -math.inf).topk(k, dim=-1).indices
@@ -249,6 +270,14 @@ NEIGHBOUR_MISTAKES = {
     "one share per token": _neighbours(_cosine, reduce=lambda common, k: common / k),
     "compared the two lists position by position": _by_position,
     "you kept only k − 1 other tokens": _self_dropped,
+    "ranks the neighbours in `x` by cosine similarity and those in `y` by Euclidean distance": _mixed(
+        _cosine, _closeness
+    ),
+    "ranks the neighbours in `x` by Euclidean distance and those in `y` by cosine similarity": _mixed(
+        _closeness, _cosine
+    ),
+    "ranks the neighbours in `x` by dot product and those in `y` by cosine similarity": _mixed(_dot, _cosine),
+    "ranks the neighbours in `x` by Euclidean distance and those in `y` by dot product": _mixed(_closeness, _dot),
 }
 
 
@@ -459,7 +488,15 @@ def _drops(pool="non-feeling", n="in used", passed="kept", generator="once", ord
         for _ in range(k):
             if generator == "in loop":
                 g = torch.Generator().manual_seed(seed)
+            elif generator == "seed + i":
+                g = torch.Generator().manual_seed(seed + len(scores))
+            elif generator == "seed * (i + 1)":
+                g = torch.Generator().manual_seed(seed * (len(scores) + 1))
+            elif generator == "seed + 7i":
+                g = torch.Generator().manual_seed(seed + 7 * len(scores))
             drop = candidates[torch.randperm(len(candidates), generator=g)[:size]]
+            if generator == "twice":
+                torch.randperm(len(candidates), generator=g)  # a second draw, thrown away
             kept = used[~torch.isin(used, drop)]
             scores.append(score(drop if passed == "dropped" else kept))
         return torch.tensor(scores)
@@ -472,7 +509,13 @@ DROP_MISTAKES = {
     "but only 7 of them are in `used`": _drops(n="len(feeling)"),
     "passes the 7 dropped tokens to `score`": _drops(passed="dropped"),
     "drops the same tokens in every draw": _drops(generator="in loop"),
-    "but not the draws the exercise asks for": _drops(order="sorted"),
+    "but not the draws the exercise asks for (draw 0 scores": _drops(order="sorted"),
+    "makes a new generator in every draw (seeded seed + i): draw 0 is right, draw 1 is not": _drops(
+        generator="seed + i"
+    ),
+    "makes a new generator in every draw (seeded seed * (i + 1))": _drops(generator="seed * (i + 1)"),
+    "draw 0 is right, but draw 1 is not (it scores": _drops(generator="seed + 7i"),
+    "and so does drawing from g more than once per draw": _drops(generator="twice"),
     "called `score` 5 times": lambda f, u, fe, k, s: random_drops(f, u, fe, k - 1, s).tolist() + [0.0],
     "return score(kept) of each draw, in the order drawn": lambda f, u, fe, k, s: random_drops(f, u, fe, k, s).flip(0),
     "dimension 0 (draw) is 5 but should be 6": lambda f, u, fe, k, s: random_drops(f, u, fe, k, s)[:-1],

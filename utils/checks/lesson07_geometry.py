@@ -308,21 +308,61 @@ def _neighbour_mistakes(x: torch.Tensor, y: torch.Tensor, k: int) -> list[tuple[
     ]  # fmt: skip
 
 
+_RANKINGS = {"cosine": "cosine similarity", "dot": "dot product", "euclidean": "Euclidean distance"}
+
+
+def _ranking_of_each_side(fn: Callable, x: torch.Tensor, name: str) -> dict[str, str | None]:
+    """Which ranking the learner's function uses on each side, read from its neighbour sets.
+
+    Rows of length 1 rank alike by cosine, dot product and Euclidean distance, so with ``x`` on one side and
+    ``x``'s rows scaled to length 1 on the other, the function's answer compares the neighbour sets its ranking
+    gives ``x`` with the cosine neighbour sets. The side's ranking is the one whose sets give that answer, for
+    k = 5 and k = 3 alike; None if no ranking, or more than one, does.
+    """
+    unit = F.normalize(x, dim=-1)
+    found = {}
+    for side, args in (("x", (x, unit)), ("y", (unit, x))):
+        fits = set(_RANKINGS)
+        for k in (5, 3):
+            value = _as_float(call(fn, *args, k, name=name))
+            fits &= {how for how in _RANKINGS if abs(value - (_common(_knn(x, k, how), _knn(x, k)) / k).mean()) <= 1e-6}
+        found[side] = fits.pop() if len(fits) == 1 else None
+    return found
+
+
 def check_shared_neighbours(fn: Callable) -> None:
     """fn(x [n, d₁], y [n, d₂], k) -> float: the mean share of each token's k nearest other tokens (cosine)
-    that the two matrices agree on."""
+    that the two matrices agree on.
+
+    A wrong answer is put down to a known mistake only if it matches that mistake for both k values tried (the
+    shares are multiples of 1 / (n k), so one k alone can match by chance); a ranking that differs between
+    ``x`` and ``y`` is read from the neighbour sets themselves, each side against unit rows on the other.
+    """
     name = _name(fn, "shared_neighbours")
     g = _generator(3)
     x, y = _related(g, 40, 6, 9, noise=1.0)
+    values, wants = {}, {}
     for k in (5, 3):
         out = call(fn, x, y, k, name=name)
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (len(x),):
             raise CheckFailed(f"`{name}` returns one share per token: average them into one number, the mean "
                               "over tokens.")  # fmt: skip
-        value = _number(out, name, f"the mean share for k = {k}")
-        want = ref.shared_neighbours(x, y, k)
-        _expect_value(value, want, name, f"the share for k = {k}", _neighbour_mistakes(x, y, k), tol=1e-6)
-    passed(name, "the share of each token's k nearest other tokens (cosine) the two agree on")
+        values[k] = _number(out, name, f"the mean share for k = {k}")
+        wants[k] = ref.shared_neighbours(x, y, k)
+    if all(abs(values[k] - wants[k]) <= 1e-6 for k in values):
+        passed(name, "the share of each token's k nearest other tokens (cosine) the two agree on")
+        return
+    side = _ranking_of_each_side(fn, x, name)
+    if None not in side.values() and side["x"] != side["y"]:
+        raise CheckFailed(f"`{name}` ranks the neighbours in `x` by {_RANKINGS[side['x']]} and those in `y` by "
+                          f"{_RANKINGS[side['y']]}: rank both by cosine similarity (normalise the rows, then "
+                          "x̂ x̂ᵀ), or the two lists differ because the rankings do, not the models.")  # fmt: skip
+    mistakes = {k: _neighbour_mistakes(x, y, k) for k in values}
+    for i, (_, message) in enumerate(mistakes[5]):
+        if all(abs(values[k] - mistakes[k][i][0]) <= 1e-6 for k in values):
+            raise CheckFailed(f"`{name}`: {message}")
+    k = next(k for k in values if abs(values[k] - wants[k]) > 1e-6)
+    raise CheckFailed(f"`{name}` gives the share for k = {k} = {values[k]:.4g}; expected {wants[k]:.4g}.")
 
 
 # --- 4. LLE weights --------------------------------------------------------------------------------------
@@ -646,14 +686,35 @@ def check_random_drops(fn: Callable) -> None:
     if not torch.allclose(out, scores, atol=1e-6, rtol=0):
         raise CheckFailed(f"`{name}` returns {out[0]:.4f} for draw 0, but `score` gave {scores[0]:.4f}: return "
                           "score(kept) of each draw, in the order drawn.")  # fmt: skip
+    learner = [sorted(c.tolist()) for c in calls]
     calls.clear()
     want = ref.random_drops(score, used, feeling, k, seed).double()
-    if not torch.allclose(out, want, atol=1e-6, rtol=0):
-        raise CheckFailed(f"`{name}` drops the right number of non-feeling tokens, but not the draws the exercise "
-                          "asks for (draw 0 scores {:.4f}, expected {:.4f}): take pool = used[~torch.isin(used, "
-                          "feeling)] in `used`'s order, and drop pool[torch.randperm(len(pool), generator=g)[:n]] "
-                          "each time, from one generator.".format(out[0], want[0]))  # fmt: skip
-    passed(name, f"{k} refits, each without {n_feel} random used tokens that are not feeling tokens")
+    if torch.allclose(out, want, atol=1e-6, rtol=0):
+        passed(name, f"{k} refits, each without {n_feel} random used tokens that are not feeling tokens")
+        return
+    i = next((j for j, c in enumerate(calls) if sorted(c.tolist()) != learner[j]), 0)  # the first draw that differs
+    pool = used[~torch.isin(used, feeling)]
+
+    def first_draw(s: int) -> list[int]:
+        """The tokens kept by the first draw of a new generator seeded s."""
+        drop = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(s))[:n_feel]]
+        return sorted(used[~torch.isin(used, drop)].tolist())
+
+    for how, seed_of in (("seed + i", lambda j: seed + j), ("seed * (i + 1)", lambda j: seed * (j + 1))):
+        if all(learner[j] == first_draw(seed_of(j)) for j in range(k)):
+            raise CheckFailed(f"`{name}` makes a new generator in every draw (seeded {how}): draw 0 is right, draw "
+                              f"{i} is not. Make one generator, g = torch.Generator().manual_seed(seed), before the "
+                              "loop, and draw every permutation from it.")  # fmt: skip
+    if i > 0:
+        raise CheckFailed(f"`{name}`'s draw 0 is right, but draw {i} is not (it scores {out[i]:.4f}, expected "
+                          f"{want[i]:.4f}): every draw must come from the one generator, in turn. A new generator in "
+                          "every draw (seeded from i, say) does this, and so does drawing from g more than once per "
+                          "draw: make g = torch.Generator().manual_seed(seed) once, before the loop, and draw one "
+                          "torch.randperm(len(pool), generator=g) per draw.")  # fmt: skip
+    raise CheckFailed(f"`{name}` drops the right number of non-feeling tokens, but not the draws the exercise asks "
+                      f"for (draw 0 scores {out[0]:.4f}, expected {want[0]:.4f}): take pool = used[~torch.isin(used, "
+                      "feeling)] in `used`'s order, and drop pool[torch.randperm(len(pool), generator=g)[:n]] each "
+                      "time, from one generator.")  # fmt: skip
 
 
 def check_angles_in_plane(fn: Callable) -> None:
