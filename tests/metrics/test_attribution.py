@@ -237,3 +237,16 @@ def test_a_frozen_intervention_changes_nothing_at_scale_one_and_differs_from_a_f
     assert not torch.allclose(free, frozen, atol=1e-3), "a large push moves attention or norms when they are free"
     hooks = A.frozen_hooks(model, run)
     assert len(hooks) == 3 * len(tcs) + 1
+
+
+def test_the_replacement_model_run_as_a_model_gives_the_real_logits_and_moves_with_its_features(built):
+    model, tcs, run, graph = built
+    final = A.replacement_forward(model, run, tcs)
+    assert torch.allclose(A.logits_of(model, final), run.logits, atol=1e-3)
+    i = max(graph.index("feature").tolist(), key=lambda i: graph.nodes[i][1])  # a last-layer feature
+    off = A.replacement_forward(model, run, tcs, node=graph.nodes[i], scale=0.0)
+    moved = A.readout_value(model, final, graph.readout) - A.readout_value(model, off, graph.readout)
+    if graph.nodes[i][2] == len(run.tokens) - 1:  # nothing lies after a last-layer feature at the last position
+        assert moved.item() == pytest.approx(graph.adjacency[-1, i].item(), abs=1e-3)
+    gates = torch.ones(model.cfg.n_layers, model.cfg.n_heads)
+    assert torch.allclose(A.replacement_forward(model, run, tcs, gates=gates), final, atol=1e-5)

@@ -450,3 +450,29 @@ def intervene_frozen(
         warnings.filterwarnings("ignore", message="A forward hook edited hook_scale", category=UserWarning)
         with model.hooks(fwd_hooks=frozen_hooks(model, run, attention, norms)):
             return intervene(model, run, transcoders, node, scale)
+
+
+@torch.no_grad()
+def replacement_forward(
+    model,
+    run: PromptRun,
+    transcoders: list[Transcoder],
+    gates: torch.Tensor | None = None,
+    node: tuple | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """The local replacement model run *as a model* rather than read as a graph: attention patterns and norm scales
+    frozen, each MLP its transcoder with the feature set chosen afresh from its input (ReLU and TopK) plus the
+    prompt's error, held fixed. Heads scaled by ``gates [layer, head]`` and/or feature ``node`` scaled by ``scale``;
+    returns the final norm's output ``[pos, d]`` (:func:`readout_value` reads it). With nothing changed it gives the
+    real model's logits; what it does under a change is what the graph's linear account should predict, but for
+    features switching on or off."""
+    writes = [decode(tc, a) + e for tc, a, e in zip(transcoders, run.acts, run.errors)]
+    for layer, tc in enumerate(transcoders):
+        mlp_ins, _ = linear_forward(model, run, run.embed, writes[: layer + 1], gates)
+        acts = encode(tc, mlp_ins[layer])
+        acts[0] = 0  # the first position keeps the prompt's own output
+        if node is not None and node[1] == layer:
+            acts[node[2], node[3]] *= scale
+        writes[layer] = decode(tc, acts) + run.errors[layer]
+    return linear_forward(model, run, run.embed, writes, gates)[1]
