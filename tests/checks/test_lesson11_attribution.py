@@ -117,6 +117,7 @@ def _real_model(model, run, tcs, source, target):
 
 DIRECT_MISTAKES = {
     "this is the total effect, measured in the real model": _real_model,
+    "this compares the target's activation": lambda m, r, t, s, g: _with_and_without(m, r, t, s, g, post=True),
     "per unit of the source's activation": lambda m, r, t, s, g: (
         _with_and_without(m, r, t, s, g) / r.acts[s[1]][s[2], s[3]]
     ),

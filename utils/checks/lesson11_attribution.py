@@ -108,9 +108,14 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
     near = [ts for ts in pairs if nodes[ts[0]][1] - nodes[ts[1]][1] == 1]
     if not far or not near:
         raise RuntimeError("the check's prompt has no feature pairs one and two layers apart: a changed zoo model?")
-    chosen = near[:1] + far[:2]
     writes = _writes(run, transcoders)
-    outs, refs, hints = [], [], {k: [] for k in ("total", "unit", "sign")}
+    # and, among the strongest 200, one edge whose removal changes the target's activation otherwise than its
+    # pre-activation (the target drops out of its TopK, or to zero), so that the two cannot be confused
+    crossing = next(
+        (ts for ts in pairs[:200] if _activation_moves_otherwise(run, transcoders, model, writes, ts, nodes)), None
+    )
+    chosen = near[:1] + far[:2] + ([crossing] if crossing is not None else [])
+    outs, refs, hints = [], [], {k: [] for k in ("total", "post", "unit", "sign")}
     for t, s in chosen:
         source, target = nodes[s], nodes[t]
         out = call(fn, model, run, transcoders, source, target, name=name)
@@ -123,6 +128,7 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
         ref = _pre(run, transcoders, model, writes, target) - _pre(run, transcoders, model, without, target)
         refs.append(ref)
         hints["total"].append(_real_model_effect(model, run, transcoders, source, target))
+        hints["post"].append(_activation_change(run, transcoders, model, writes, without, target))
         hints["unit"].append(ref / run.acts[ls][ps, fs])
         hints["sign"].append(-ref)
     expect_close(
@@ -140,6 +146,11 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
                 "feature's write in the replacement model (`A.linear_forward` with the other writes as they were).",
             ),
             (
+                torch.stack(hints["post"]),
+                "this compares the target's activation (after the ReLU and TopK); an edge ends at its "
+                "pre-activation, x @ W_enc + b_enc.",
+            ),
+            (
                 torch.stack(hints["unit"]),
                 "this is the effect per unit of the source's activation: multiply by its activation on this prompt.",
             ),
@@ -147,7 +158,26 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
         ],
     )
     gaps = [nodes[t][1] - nodes[s][1] for t, s in chosen]
-    passed(name, f"three edges of a graph (layer gaps {gaps}) match")
+    passed(name, f"{len(chosen)} edges of a graph (layer gaps {gaps}) match")
+
+
+def _activation_change(run, transcoders, model, writes, without, target) -> torch.Tensor:
+    """The target's activation with the source minus without it (the mistake of comparing activations)."""
+    _, layer, p, latent = target
+    after = []
+    for ws in (writes, without):
+        mlp_ins, _ = A.linear_forward(model, run, run.embed, ws)
+        after.append(encode(transcoders[layer], mlp_ins[layer][p])[latent])
+    return after[0] - after[1]
+
+
+def _activation_moves_otherwise(run, transcoders, model, writes, ts, nodes) -> bool:
+    t, s = ts
+    _, ls, ps, fs = nodes[s]
+    without = [w.clone() for w in writes]
+    without[ls][ps] -= run.acts[ls][ps, fs] * transcoders[ls].W_dec[fs]
+    pre = _pre(run, transcoders, model, writes, nodes[t]) - _pre(run, transcoders, model, without, nodes[t])
+    return abs(_activation_change(run, transcoders, model, writes, without, nodes[t]) - pre).item() > 1e-2
 
 
 @torch.no_grad()
