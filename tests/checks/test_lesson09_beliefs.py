@@ -6,7 +6,15 @@ from utils.checks import lesson09_beliefs as c
 from utils.corpora import beliefs
 
 
-def reader(forget_on_cannot=True, last=True, watch=True, reality=False, reversed_sight=False, unseen_unknown=False):
+def reader(
+    forget_on_cannot=True,
+    last=True,
+    watch=True,
+    reality=False,
+    reversed_sight=False,
+    unseen_unknown=False,
+    replace_sight=False,
+):
     """A story reader with switches for each mistake: the right one with the defaults."""
 
     def believed_drink(words):
@@ -20,6 +28,8 @@ def reader(forget_on_cannot=True, last=True, watch=True, reality=False, reversed
                 if reversed_sight:
                     w[0], w[3] = w[3], w[0]
                 if w[1] == "can":
+                    if replace_sight:  # a new "can see" read as ending what the observer saw before
+                        watching = {pair for pair in watching if pair[0] != w[0]}
                     watching.add((w[0], w[3]))
                 elif forget_on_cannot:
                     watching.discard((w[0], w[3]))
@@ -45,6 +55,7 @@ def test_check_believed_drink(prove_check):
             "ends what an earlier 'can see' started": reader(forget_on_cannot=False),
             "visibility is reversed": reader(reversed_sight=True),
             "you answer 'unknown' for a false belief": reader(unseen_unknown=True),
+            "a new 'can see' adds to what the observer sees; it does not replace it": reader(replace_sight=True),
             "is wrong on": lambda words: "unknown",
         },
     )
