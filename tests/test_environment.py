@@ -66,9 +66,8 @@ def test_environment_yml_asks_for_torch_in_the_policy_range():
 
 
 def test_every_jupyterlab_setting_the_course_overrides_is_one_the_installed_jupyterlab_knows():
-    """The course's JupyterLab settings (Markdown opens as a preview; widget state is saved with the notebook, so a
-    reopened notebook shows its explorers' last pictures instead of "model not found") name real plugins and
-    properties: a misspelt key would be ignored without a word."""
+    """The course's JupyterLab settings (Markdown opens as a preview) name real plugins and properties: a misspelt
+    key would be ignored without a word."""
     import json
     import sys
     from pathlib import Path
@@ -85,4 +84,3 @@ def test_every_jupyterlab_setting_the_course_overrides_is_one_the_installed_jupy
         assert schema is not None, f"no installed schema for {key}"
         known = json.loads(schema.read_text())["properties"]
         assert set(values) <= set(known), f"{key}: {set(values) - set(known)} unknown"
-    assert overrides["@jupyter-widgets/jupyterlab-manager:plugin"] == {"saveState": True}

@@ -1,6 +1,7 @@
 """Lesson notebooks: anatomy, committed state, and every check against the real solution and stub."""
 
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -126,13 +127,26 @@ def models():
     return get
 
 
-def run_exercise(source, check, model_and_sae):
+def lesson_imports(path) -> str:
+    """The import lines of a lesson's model cell: a solution may use what the lesson imported there."""
+    cell = code_cells(nbformat.read(path, as_version=4))[1].source
+    return "\n".join(line for line in cell.splitlines() if line.startswith(("import ", "from ")))
+
+
+def run_exercise(source, check, model_and_sae, imports: str = ""):
     import linecache
 
     import torch
 
+    from utils.model_zoo.registry import TRANSCODERS
+    from utils.model_zoo.transcoders import load_transcoders
+
     model, sae = model_and_sae
     ns = {"torch": torch, "model": model, "sae": sae, "DEVICE": "cpu"}
+    exec(imports, ns)
+    zoo_name = Path(str(model.cfg.model_name)).name
+    if f"{zoo_name}-transcoders" in TRANSCODERS:  # a lesson that reads the zoo's transcoders passes them to its checks
+        ns["transcoders"] = load_transcoders(f"{zoo_name}-transcoders")
     for k, code in enumerate((source, check)):
         # Under a file name whose lines can be read back, as a notebook cell's can: nnsight reads
         # the source of a `with lm.trace(...)` block to run it.
@@ -147,10 +161,10 @@ def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, 
 
     solution, stub, check = exercises(path)[k]
     with torch.no_grad():
-        run_exercise(solution, check, models(path))
+        run_exercise(solution, check, models(path), lesson_imports(path))
         assert "✓" in capsys.readouterr().out
         with pytest.raises(CheckFailed, match="still the stub"):
-            run_exercise(stub, check, models(path))
+            run_exercise(stub, check, models(path), lesson_imports(path))
 
 
 def second_model(path) -> str:
