@@ -290,8 +290,9 @@ def influence(graph: Graph) -> torch.Tensor:
     a = graph.adjacency.abs()
     a = a / a.sum(1, keepdim=True).clamp_min(1e-12)
     n = a.shape[0]
-    paths = torch.linalg.solve(torch.eye(n) - a, torch.eye(n))  # I + A + A^2 + ... (the graph has no cycles)
-    return paths[-1]  # the readout is the last node
+    readout = torch.zeros(n)
+    readout[-1] = 1.0  # the readout is the last node: its row of I + A + A^2 + ... = (I - A)^-1 (no cycles)
+    return torch.linalg.solve((torch.eye(n) - a).T, readout)
 
 
 def error_share(graph: Graph) -> float:
@@ -371,14 +372,23 @@ def drawable(graph: Graph, tokens: list[str], top_edges: int = 60) -> dict:
     return dict(xs=xs, ys=ys, labels=labels, kinds=kinds, sizes=sizes, edges=edges, tokens=tokens, layer_names=names)
 
 
+def _readout_sensitivity(graph: Graph) -> torch.Tensor:
+    """``d readout / d input`` of every node ``[n]`` through every path, each active feature taken as linear: the
+    last column of ``(I - per_unit)^-1``, solved for that column alone."""
+    n, features = len(graph.nodes), graph.index("feature")
+    per_unit = torch.zeros(n, n)  # d(target input) / d(source activation)
+    per_unit[:, features] = graph.adjacency[:, features] / graph.values[features]
+    readout = torch.zeros(n)
+    readout[-1] = 1.0
+    return torch.linalg.solve(torch.eye(n) - per_unit.T, readout)
+
+
 def total_effects(graph: Graph) -> torch.Tensor:
     """Each node's effect on the readout through every path of the graph ``[n]``, with every active feature taken
     as linear (as if it passed changes in its input straight on): the graph's prediction of what removing the node
     would take from the readout. Direct edges alone are ``graph.adjacency[-1]``."""
-    n, features = len(graph.nodes), graph.index("feature")
-    per_unit = torch.zeros(n, n)  # d(target input) / d(source activation)
-    per_unit[:, features] = graph.adjacency[:, features] / graph.values[features]
-    through = torch.linalg.solve(torch.eye(n) - per_unit.T, torch.eye(n))[:, -1]  # d readout / d each node's input
+    features = graph.index("feature")
+    through = _readout_sensitivity(graph)
     effects = graph.adjacency[-1].clone()  # sources (embeddings, errors) act only through their direct edges...
     effects[features] = through[features] * graph.values[features]  # ...features through every path
     sources = torch.cat([graph.index("embed"), graph.index("error")])
@@ -408,11 +418,7 @@ def head_effects(graph: Graph) -> torch.Tensor:
     active feature taken as linear (as :func:`total_effects` takes them): the part of each target's input that passes
     through the head, times that target's effect on the readout, summed over targets. It is the graph's prediction
     of what closing the head (its output times 0) would take from the readout."""
-    n, features = len(graph.nodes), graph.index("feature")
-    per_unit = torch.zeros(n, n)
-    per_unit[:, features] = graph.adjacency[:, features] / graph.values[features]
-    through = torch.linalg.solve(torch.eye(n) - per_unit.T, torch.eye(n))[:, -1]  # d readout / d each node's input
-    return torch.einsum("t,tlh->lh", through, graph.through_heads)
+    return torch.einsum("t,tlh->lh", _readout_sensitivity(graph), graph.through_heads)
 
 
 def frozen_hooks(model, run: PromptRun, attention: bool = True, norms: bool = True) -> list[tuple[str, object]]:
