@@ -86,6 +86,14 @@ def _pre(run: A.PromptRun, transcoders: list[Transcoder], model, writes, target)
     return mlp_ins[layer][p] @ transcoders[layer].W_enc[:, latent] + transcoders[layer].b_enc[latent]
 
 
+def _without(run: A.PromptRun, transcoders: list[Transcoder], writes: list[torch.Tensor], node: tuple) -> list:
+    """A copy of the MLP ``writes`` with feature ``node``'s own write removed from its layer and position."""
+    _, layer, p, latent = node
+    out = [w.clone() for w in writes]
+    out[layer][p] -= run.acts[layer][p, latent] * transcoders[layer].W_dec[latent]
+    return out
+
+
 def _writes(run: A.PromptRun, transcoders: list[Transcoder]) -> list[torch.Tensor]:
     return [decode(tc, a) + e for tc, a, e in zip(transcoders, run.acts, run.errors)]
 
@@ -123,8 +131,7 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
             out = out.reshape(())
         outs.append(expect_tensor(torch.as_tensor(out, dtype=torch.float32), (), (), name))
         _, ls, ps, fs = source
-        without = [w.clone() for w in writes]
-        without[ls][ps] -= run.acts[ls][ps, fs] * transcoders[ls].W_dec[fs]
+        without = _without(run, transcoders, writes, source)
         ref = _pre(run, transcoders, model, writes, target) - _pre(run, transcoders, model, without, target)
         refs.append(ref)
         hints["total"].append(_real_model_effect(model, run, transcoders, source, target))
@@ -173,9 +180,7 @@ def _activation_change(run, transcoders, model, writes, without, target) -> torc
 
 def _activation_moves_otherwise(run, transcoders, model, writes, ts, nodes) -> bool:
     t, s = ts
-    _, ls, ps, fs = nodes[s]
-    without = [w.clone() for w in writes]
-    without[ls][ps] -= run.acts[ls][ps, fs] * transcoders[ls].W_dec[fs]
+    without = _without(run, transcoders, writes, nodes[s])
     pre = _pre(run, transcoders, model, writes, nodes[t]) - _pre(run, transcoders, model, without, nodes[t])
     return abs(_activation_change(run, transcoders, model, writes, without, nodes[t]) - pre).item() > 1e-2
 
@@ -277,10 +282,7 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
     writes = _writes(run, transcoders)
     linear = []
     for node in nodes:
-        _, layer, p, latent = node
-        without = [w.clone() for w in writes]
-        without[layer][p] -= run.acts[layer][p, latent] * transcoders[layer].W_dec[latent]
-        _, final = A.linear_forward(model, run, run.embed, without)
+        _, final = A.linear_forward(model, run, run.embed, _without(run, transcoders, writes, node))
         linear.append(A.readout_value(model, final, readout) - base)
     expect_close(
         out,
