@@ -604,8 +604,9 @@ def execute(
     ``timeout`` bounds each cell (the slowest lesson cell takes well under a minute). A kernel that
     stalls (no reply within it) or dies is started afresh and the notebook run once more, and
     ``retried`` says so on stderr and in the result: on a busy machine, about one notebook run in
-    several hundred has lost a message between the kernel and the client, leaving both idle. A cell
-    that raises is never retried, and a notebook that stalls twice fails.
+    several hundred has lost a message between the kernel and the client, leaving both idle (an
+    ipykernel 7 fault: the course pins ipykernel 6, and the retry stays as a guard). A cell that raises
+    is never retried, and a notebook that stalls twice fails.
     """
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 

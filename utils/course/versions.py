@@ -63,6 +63,11 @@ TESTED = {
     "nbformat": "5.11.1",
     "nbconvert": "7.17.2",
     "jupyterlab": "4.6.6",
+    # The kernel that runs the lessons (JupyterLab's, the test suite's, make course's). ipykernel 7 sends its shell
+    # replies past the socket's reader and can leave a request unread: a notebook run then waits, both sides idle,
+    # until its cell time-out (measured: about one run in a few hundred; two such waits cost a CI run 8 minutes).
+    # ipykernel 6 reads every request. Colab's own kernel is never touched (not a run-time package).
+    "ipykernel": "6.31.0",
     "pyyaml": "6.0.3",
     "playwright": "1.65.2",
     "ruff": "0.17.6",
