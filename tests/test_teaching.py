@@ -295,3 +295,156 @@ def test_the_reading_group_plan_covers_every_lesson_and_names_sections_they_have
                 number = m.group(1) or own[-1]
                 wanted = set(range(int(m.group(2)), int(m.group(3) or m.group(2)) + 1))
                 assert wanted <= have[number], f"week {week.strip()}: lesson {number} has no §{wanted - have[number]}"
+
+
+# ---- facilitator notes: what to steer towards, and the live exercises -----------------------------
+
+KEY_POINT = "**Key point.** "
+LISTEN_FOR = "**Listen for:**"
+LIVE_EXERCISES = "**Exercises in the live sections:** "
+
+
+def _steering_faults(block: str, answer: str = "**Model answer.**") -> list[str]:
+    """What a block lacks before ``answer``: one one-line key point, then what to listen for, in two bullets."""
+    lines = block.splitlines()
+    keys = [i for i, line in enumerate(lines) if line.startswith("**Key point.**")]
+    listens = [i for i, line in enumerate(lines) if line.strip() == LISTEN_FOR]
+    answers = [i for i, line in enumerate(lines) if line.startswith(answer)]
+    if len(answers) != 1:
+        return [f"one '{answer}' paragraph"]
+    if len(keys) != 1 or len(listens) != 1:
+        return [f"exactly one key point and one '{LISTEN_FOR}' ({len(keys)} and {len(listens)} here)"]
+    key, listen, start = keys[0], listens[0], answers[0]
+    faults = []
+    if not key < listen < start:
+        faults.append(f"the key point, then '{LISTEN_FOR}', then '{answer}'")
+    if lines[key + 1].strip() or len(lines[key].removeprefix(KEY_POINT).split()) < 8:
+        faults.append("a key point of one line that says something")
+    bullets = [line for line in lines[listen + 1 : start] if line.strip()]
+    if len(bullets) != 2 or not all(b.startswith("- ") and len(b.split()) >= 4 for b in bullets):
+        faults.append(f"two bullets after '{LISTEN_FOR}', not {bullets}")
+    wrong = (
+        " ".join(block.split("**Common wrong answer.**", 1)[1].split()) if "**Common wrong answer.**" in block else ""
+    )
+    faults += [f"a bullet that repeats the common wrong answer: {b}" for b in bullets if b[2:].strip('"') in wrong]
+    return faults
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_each_model_answer_opens_with_a_key_point_and_what_to_listen_for(number):
+    _, blocks = _notes(number)
+    own = [(q, block.split("\n## ", 1)[0]) for q, _, block in blocks]  # the last runs on into the investigation
+    faults = [f"question {q}: {fault}" for q, block in own for fault in _steering_faults(block)]
+    assert not faults, faults
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_the_investigation_notes_open_with_a_key_point_and_what_to_listen_for(number):
+    text = (FACILITATOR / f"{number}.md").read_text(encoding="utf-8")
+    investigation = text.split("\n## Investigation\n", 1)[1].split("\n## ", 1)[0]
+    faults = _steering_faults(investigation, "**What a good answer finds.**")
+    assert not faults, faults
+
+
+def test_a_question_block_without_a_key_point_or_listen_for_is_caught():
+    _, blocks = _notes("03")
+    good = blocks[0][2].split("\n## ", 1)[0]
+    assert not _steering_faults(good)
+    head, rest = good.split(KEY_POINT, 1)
+    steer, answer = rest.split("**Model answer.**", 1)  # steer: the key point's text, then what to listen for
+    key, listen = steer.split(LISTEN_FOR, 1)
+    answer = "**Model answer.**" + answer
+    late = answer.replace("**Common wrong answer.**", f"{KEY_POINT}{steer}**Common wrong answer.**")
+    bad = {
+        "no key point": f"{head}{LISTEN_FOR}{listen}{answer}",
+        "no listen for": f"{head}{KEY_POINT}{key}{answer}",
+        "two key points": f"{head}{KEY_POINT}{steer}{KEY_POINT}A second idea besides the first.\n\n{answer}",
+        "one bullet": head + KEY_POINT + re.sub(r"(?m)^- .*\n(?=\n)", "", steer) + answer,
+        "after the answer": f"{head}{late}",
+    }
+    missed = [name for name, block in bad.items() if not _steering_faults(block)]
+    assert not missed, missed
+
+
+def _exercise_sections(number: str) -> dict[int, int]:
+    """{exercise number: the number of the section it sits in}, from the lesson's headings."""
+    found, section = {}, 0
+    for source in _markdown(number):
+        for line in source.splitlines():
+            if m := re.match(r"^## (\d+) · ", line):
+                section = int(m.group(1))
+            elif m := re.match(r"^### Exercise (\d+)\b", line):
+                found[int(m.group(1))] = section
+    return found
+
+
+def _named_exercises(line: str) -> set[int]:
+    named = set()
+    for m in re.finditer(r"\bExercises? (\d+)(?: (to|and) (\d+))?", line):
+        first, last = int(m.group(1)), int(m.group(3) or m.group(1))
+        named |= set(range(first, last + 1)) if m.group(2) == "to" else {first, last}
+    return named
+
+
+def _live_sections() -> dict[str, set[int]]:
+    """{lesson: the sections the reading group's plan runs live}, over every week that names the lesson."""
+    text = (FACILITATOR / "README.md").read_text(encoding="utf-8")
+    live: dict[str, set[int]] = {n: set() for n in NUMBERS}
+    for row in (line.split("|")[1:-1] for line in text.splitlines() if re.match(r"^\| \d+ \|", line)):
+        own = re.findall(r"\b(\d\d)\b", row[1])
+        for m in re.finditer(r"(?:(\d\d) )?§(\d+)(?:–(\d+))?", row[3]):
+            live[m.group(1) or own[-1]] |= set(range(int(m.group(2)), int(m.group(3) or m.group(2)) + 1))
+    return live
+
+
+def _live_exercise_faults(head: str, sections: dict[int, int], live: set[int]) -> list[str]:
+    """What the opening of a page lacks: one line, in or directly after "Before the session:", naming every
+    exercise of the live sections (no exercise the lesson lacks) and the rule for writing them."""
+    paragraphs = head.split("\n\n")
+    before = [i for i, p in enumerate(paragraphs) if p.startswith("Before the session:")]
+    if len(before) != 1:
+        return ["one paragraph opening 'Before the session:'"]
+    lines = [
+        line
+        for p in paragraphs[before[0] : before[0] + 2]
+        for line in p.splitlines()
+        if line.startswith(LIVE_EXERCISES)
+    ]
+    if len(lines) != 1:
+        return [f"one line beginning {LIVE_EXERCISES!r} in or directly after 'Before the session:'"]
+    line, faults = lines[0], []
+    named = _named_exercises(line)
+    due = {e for e, s in sections.items() if s in live}
+    if due - named:
+        faults.append(f"exercises of the live sections not named: {sorted(due - named)}")
+    if named - set(sections):
+        faults.append(f"names exercises the lesson does not have: {sorted(named - set(sections))}")
+    if not named and "none" not in line:
+        faults.append("names no exercise and does not say none")
+    if not ("shared screen" in line and "predict" in line and "reveals the solution" in line and "check" in line):
+        faults.append("the rule: written together on the shared screen, or the solution revealed and its check read")
+    return faults
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_each_lesson_page_names_the_exercises_in_its_live_sections(number):
+    head, _ = _notes(number)
+    faults = _live_exercise_faults(head, _exercise_sections(number), _live_sections()[number])
+    assert not faults, faults
+
+
+def test_a_page_that_leaves_out_a_live_exercise_is_caught():
+    head, _ = _notes("01")
+    sections, live = _exercise_sections("01"), _live_sections()["01"]
+    assert live and {e for e, s in sections.items() if s in live}, "lesson 01 has exercises in its live sections"
+    assert not _live_exercise_faults(head, sections, live)
+    line = next(x for x in head.splitlines() if x.startswith(LIVE_EXERCISES))
+    without = head.replace(f"\n\n{line}", "")
+    bad = {
+        "no line": without,
+        "a live exercise left out": head.replace(line, line.replace("Exercise 7", "Exercise 11")),
+        "no rule": head.replace(line, line.replace("shared screen", "screen")),
+        "before the plan": without.replace("Before the session:", f"{line}\n\nBefore the session:"),
+    }
+    missed = [name for name, page in bad.items() if not _live_exercise_faults(page, sections, live)]
+    assert not missed, missed
