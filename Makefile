@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup course lab test validate robustness zoo benchmark record notebooks bundle figures clean
+.PHONY: setup course lab site test validate robustness zoo benchmark record notebooks bundle figures clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,11 @@ course: setup
 ## Open the course: JupyterLab on the start page (Markdown opens rendered, as the course's settings say).
 lab: setup
 	$(PY) -m jupyter lab notebooks/README.md
+
+## A site to read the course on, offline: every executed lesson, the start page, glossary, papers, facilitator guide and
+## workshop pages, with a sidebar and search, in build/site/html/ (open index.html, or publish the folder as it is).
+site: setup
+	$(PY) -m utils.course.site
 
 ## The test suite (what CI runs). Two workers with one thread each: on two cores, two workers with two
 ## threads each keep waiting on each other (lesson 03 ran three times slower beside lesson 04 that way).

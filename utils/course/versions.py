@@ -71,7 +71,11 @@ TESTED = {
     "pyyaml": "6.0.3",
     "playwright": "1.65.2",
     "ruff": "0.17.6",
-    "eai-sparsify": "1.3.3",  # trains the zoo's transcoders (make zoo); lessons load their safetensors without it
+    "eai-sparsify": "1.3.3",
+    # the site to read the course on (make site): Sphinx with MyST-NB and the book theme, built offline
+    "sphinx": "9.0.4",
+    "myst-nb": "1.4.0",
+    "sphinx-book-theme": "1.4.0",  # trains the zoo's transcoders (make zoo); lessons load their safetensors without it
 }
 # What a notebook needs at run time; the rest of ``TESTED`` is the test suite's business.
 RUNTIME = (
