@@ -17,6 +17,7 @@ import base64
 import gzip
 import io
 import json
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -133,7 +134,9 @@ class CircuitsVisPicture:
 
         div = _new_id("course-cv")
         prelude = ""
-        if not _state["bundle_sent"]:
+        # Colab shows each output in a sandboxed frame of its own: a script sent with an earlier picture is not
+        # there for a later one, so on Colab every picture carries the bundle (about half a megabyte).
+        if not _state["bundle_sent"] or _state["colab"]:
             prelude = _bundle_script()
             _state["bundle_sent"] = True
         img = f'<img alt="attention patterns (static preview)" src="data:image/png;base64,{self.fallback_png}"/>'
@@ -466,7 +469,24 @@ class WidgetWithFallback:
                 f'src="data:image/png;base64,{self.fallback_png}"/>'
             )
         bundle["text/plain"] = f"[interactive explorer: {self.caption}; a live kernel shows the widget]"
-        return bundle
+        metadata = colab_widget_metadata()
+        return (bundle, metadata) if metadata else bundle
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def colab_widget_metadata() -> dict:
+    """What Colab needs beside a widget's view to draw it: the address of its custom widget manager.
+
+    Colab attaches it itself only to outputs sent with ``display(...)``, not to a cell's last value; an explorer is
+    a cell's last value, so it carries the metadata itself. Empty off Colab, and on a Colab whose widget manager
+    has not been turned on (the setup cell turns it on)."""
+    if not _state["colab"]:
+        return {}
+    widgets = getattr(sys.modules.get("google.colab.output"), "_widgets", None)
+    url = getattr(widgets, "_installed_url", None)
+    return {WIDGET_VIEW: {"colab": {"custom_widget_manager": {"url": url}}}} if url else {}
 
 
 def with_fallback(widget, picture, caption: str = "explorer") -> WidgetWithFallback:
