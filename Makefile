@@ -67,8 +67,10 @@ record: setup
 ## With URL=<where learners fetch the workshop archive, ending in handson-mechinterp-<version>-workshop.tar.gz>: also
 ## that archive (the course without solutions/ or the facilitator's answers) and dist/handson-mechinterp-<version>-workshop/,
 ## the exercise notebooks without solutions, with that URL and the workshop archive's checksum typed into each first cell.
+## With SITE=<where make site's build/site/html is published>: those notebooks' links (glossary, start page, next lesson)
+## point there. Without URL it prints the file name the URL must end with.
 bundle: setup
-	$(PY) -m utils.course.bundle $(if $(URL),--url "$(URL)")
+	$(PY) -m utils.course.bundle $(if $(URL),--url "$(URL)") $(if $(SITE),--site "$(SITE)")
 
 ## Pictures to project: every lesson's static figures (copied from the executed solutions) and its mechanism diagrams,
 ## with a page listing them, in docs/figures/NN/.

@@ -142,6 +142,41 @@ def test_with_a_url_the_workshops_notebooks_are_the_exercises_without_solutions_
     assert url in (folder / "README.md").read_text() and digest in (folder / "README.md").read_text()
 
 
+def test_the_workshops_readme_says_to_save_a_copy_in_drive_and_names_colabs_warning(workshop_built, tmp_path):
+    archive = workshop_built[0] / f"{WORKSHOP}.tar.gz"
+    folder = bundler.write_workshop(archive, f"https://example.org/{archive.name}", "0" * 64, tmp_path / "w")
+    readme = (folder / "README.md").read_text()
+    assert "Save a copy in Drive" in readme and "before typing anything" in readme
+    assert "not authored by Google" in readme and "Run anyway" in readme
+    assert "lead nowhere on Colab" in readme and "SITE=" in readme  # no site given: the dead links are named
+
+
+def test_with_a_site_the_workshops_links_open_the_published_site(workshop_built, tmp_path):
+    from utils.course.notebooks import read_notebook
+
+    archive = workshop_built[0] / f"{WORKSHOP}.tar.gz"
+    site = "https://example.org/course/"
+    folder = bundler.write_workshop(archive, f"https://example.org/{archive.name}", "0" * 64, tmp_path / "w", site)
+    text = " ".join(
+        c.source for c in read_notebook(folder / "01_induction_heads.ipynb").cells if c.cell_type == "markdown"
+    )
+    assert f"]({site}docs/glossary.html#induction-head)" in text
+    assert f"]({site}notebooks/README.html)" in text
+    relative = re.findall(r"\]\((?![a-z]+:|#)([^)]+)\)", text)
+    assert not relative, relative
+    assert site in (folder / "README.md").read_text()
+
+
+def test_a_site_that_is_not_a_web_address_is_refused(workshop_built, tmp_path):
+    archive = workshop_built[0] / f"{WORKSHOP}.tar.gz"
+    with pytest.raises(bundler.BundleError, match="not a web address"):
+        bundler.write_workshop(archive, f"https://example.org/{archive.name}", "0" * 64, tmp_path / "w", "docs/")
+
+
+def test_without_a_url_make_bundle_names_the_file_the_workshops_url_must_end_with(built):
+    assert f"ending in {bundler.workshop_archive_name()}" in built[2]
+
+
 def test_a_stamped_first_cell_fetches_checks_and_extracts_the_bundle_on_a_fake_colab(built, tmp_path, monkeypatch):
     archive, digest, _ = built
     cell = bundler.stamp(ns.SETUP_CELL, archive.as_uri(), digest)

@@ -192,13 +192,27 @@ def stamp(setup_cell: str, source: str, sha256: str) -> str:
     return setup_cell
 
 
-def write_workshop(archive: Path, source: str, digest: str, out: Path | None = None) -> Path:
+def check_site(site: str) -> None:
+    """Refuse a site address the learners' browsers could not open."""
+    if not re.match(r"(?i)https?://[^/\s]+", site):
+        raise BundleError(
+            f"--site {site!r} is not a web address: give where the folder build/site/html (make site) is published, "
+            "e.g. https://example.org/course/"
+        )
+
+
+def write_workshop(archive: Path, source: str, digest: str, out: Path | None = None, site: str | None = None) -> Path:
     """The workshop's notebooks for the workshop ``archive`` (whose sha256 is ``digest``) fetched from
     ``source``: every exercise notebook without its solutions, its first cell stamped with ``source`` and
     ``digest``, and a README, in ``<archive's folder>/<name>-workshop/`` (or ``out``), written whole or
-    not at all. Returns the folder."""
+    not at all. With ``site`` (where the course's site is published), every relative link in the notebooks (the
+    glossary, the start page, the next lesson) points at its page there: on Colab a notebook has no folder around
+    it. Returns the folder."""
+    import nbformat
+
     from utils.course.notebook_setup import SETUP_CELL
-    from utils.course.notebooks import workshop_notebooks, write_folder
+    from utils.course.notebooks import render, workshop_notebooks, write_folder
+    from utils.course.site import published_links
 
     if not archive.name.endswith(f"{WORKSHOP_SUFFIX}.tar.gz"):
         raise BundleError(
@@ -207,6 +221,8 @@ def write_workshop(archive: Path, source: str, digest: str, out: Path | None = N
         )
     name = archive.name.removesuffix(".tar.gz")
     check_source(source, archive.name)
+    if site:
+        check_site(site)
     out = out or archive.parent / name
 
     def stamped(notebook: str, cell: str) -> str:
@@ -215,15 +231,37 @@ def write_workshop(archive: Path, source: str, digest: str, out: Path | None = N
         return stamp(cell, source, digest)
 
     files: dict[str, str | bytes] = dict(workshop_notebooks(stamped))
+    if site:
+        for notebook, text in list(files.items()):
+            nb = nbformat.reads(text, as_version=4)
+            for cell in nb.cells:
+                if cell.cell_type == "markdown":
+                    cell.source = published_links(cell.source, f"notebooks/{notebook}", site)
+            files[notebook] = render(nb)
+    links = (
+        f"Links in the notebooks (the glossary, the start page, the next lesson) open the course's site, {site}."
+        if site
+        else "Links in the notebooks to the glossary, the start page and the next lesson lead nowhere on Colab "
+        "(they are relative to the course's folders); publish the site (make site) and pass its address to "
+        "make bundle as SITE= to make them work."
+    )
     files["README.md"] = "\n".join(
         [
             f"# {name.removesuffix(WORKSHOP_SUFFIX)}: the workshop's notebooks",
             "",
-            "Open a notebook in Colab (upload it, or open it from Drive) and run its first cell: it fetches",
-            f"the course without solutions from {source},",
-            f"checks its sha256 ({digest}) and installs what Colab lacks.",
+            "For each lesson, in this order:",
+            "",
+            "1. Open the notebook in Colab (from this shared folder, or upload it).",
+            "2. **File → Save a copy in Drive, before typing anything.** The shared notebook is not yours: in a",
+            "   folder you may only view, your answers are lost when the runtime ends; in one you may edit, everyone",
+            '   in the room types into the same file. Work in the copy Colab opens ("Copy of ...").',
+            "3. Run the first cell. Colab warns that the notebook was not authored by Google: choose *Run anyway*",
+            "   (the cell is the course's setup; read it first if you like).",
+            f"   It fetches the course without solutions from {source},",
+            f"   checks its sha256 ({digest}) and installs what Colab lacks.",
+            "",
             "These notebooks hold every exercise, check and hint; neither they nor that archive hold the solutions,",
-            "which are handed out separately.",
+            "which are handed out separately. " + links,
             "",
             *[f"- {lesson}" for lesson in sorted(files)],
             "",
@@ -239,12 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--url",
         help="where learners will fetch the workshop archive (a URL or a /content/drive/ path ending with its file "
-        "name, handson-mechinterp-<version>-workshop.tar.gz): also write that archive, the course without "
+        f"name, {workshop_archive_name()}): also write that archive, the course without "
         "solutions, and the workshop's notebooks, this address and the checksum in their first cell",
+    )
+    parser.add_argument(
+        "--site",
+        help="where the course's site (make site: build/site/html) is published: the workshop's notebooks then link "
+        "the glossary, the start page and the next lesson there (on Colab their relative links lead nowhere)",
     )
     args = parser.parse_args(argv)
     try:
-        return _bundle(args.out, args.url)
+        return _bundle(args.out, args.url, args.site)
     except KeyboardInterrupt:
         print(
             "bundle: interrupted: no file was left half-written, but the archives and the workshop's notebooks "
@@ -254,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _bundle(out: Path, url: str | None) -> int:
+def _bundle(out: Path, url: str | None, site: str | None = None) -> int:
     from utils.course.notebooks import CannotWrite, NotebookError
 
     if out.exists() and not out.is_dir():
@@ -278,17 +321,26 @@ def _bundle(out: Path, url: str | None) -> int:
     try:
         if url:
             check_source(url, workshop_archive_name())  # before anything is written
+        if site:
+            if not url:
+                raise BundleError("--site sets the links of the workshop's notebooks: give --url as well")
+            check_site(site)
         archive = write_bundle(out.resolve())
         digest = sha256(archive)
         print(f"bundle: wrote {shown(archive)} ({archive.stat().st_size / 1e6:.1f} MB)")
         print(f"sha256 {digest}  (also in {shown(archive)}.sha256)")
         if not url:
+            print(
+                f"bundle: for a workshop, put the course without solutions where learners can fetch it, at an address "
+                f"ending in {workshop_archive_name()}, and run: make bundle URL=<that address> "
+                "(and SITE=<where make site's build/site/html is published>, for the notebooks' links)"
+            )
             return 0
         ours = write_workshop_bundle(out.resolve())
         ours_digest = sha256(ours)
         print(f"workshop: wrote {shown(ours)} ({ours.stat().st_size / 1e6:.1f} MB), the course without solutions")
         print(f"sha256 {ours_digest}  (also in {shown(ours)}.sha256)")
-        workshop = write_workshop(ours, url, ours_digest)
+        workshop = write_workshop(ours, url, ours_digest, site=site)
     except (BundleError, NotebookError) as error:
         print(f"bundle: {error}", file=sys.stderr)
         return 1
@@ -297,7 +349,10 @@ def _bundle(out: Path, url: str | None) -> int:
         return 1
     count = len(list(workshop.glob("*.ipynb")))
     print(f"workshop: wrote {count} notebooks without solutions into {shown(workshop)}/, each fetching {url}")
-    print(f"  put {ours.name} at that address, then share that folder with learners (e.g. upload it to Drive)")
+    print(f"  put {ours.name} at that address, then share that folder with learners (e.g. upload it to Drive);")
+    print("  its README tells them to save a copy in Drive before typing (File -> Save a copy in Drive)")
+    if not site:
+        print("  links to the glossary and the next lesson lead nowhere on Colab: publish make site, pass SITE=")
     return 0
 
 

@@ -29,7 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import nbformat
 
@@ -181,6 +181,36 @@ def _math_image(tex: str, staged: Path) -> str:
     data = base64.b64encode(buffer.getvalue()).decode()
     alt = html.escape(" ".join(tex.split()), quote=True)
     return f'<p class="course-math"><img alt="{alt}" src="data:image/svg+xml;base64,{data}"></p>'
+
+
+def published_links(text: str, page: str, site_url: str) -> str:
+    """``text`` (Markdown of the repository's page ``page``, e.g. ``"notebooks/01_x.ipynb"``) with every relative
+    link pointing at that page on the site published at ``site_url``: a notebook handed out on Colab has no
+    folder around it, so its links to the glossary, the start page and the next lesson must be whole addresses."""
+    base = site_url.rstrip("/") + "/"
+    here = PurePosixPath(page).parent
+
+    def link(match: re.Match) -> str:
+        label, target = match.group(1), match.group(2)
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            return match.group(0)
+        path, _, anchor = target.partition("#")
+        parts: list[str] = []
+        for part in (here / path).parts:
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part != ".":
+                parts.append(part)
+        where = "/".join(parts)
+        where = re.sub(r"^solutions(/|$)", r"notebooks\1", where)  # the site shows the lessons as executed
+        if path.endswith("/") or not where:  # a folder: its README page (the site writes one for each folder)
+            where = f"{where}/README" if where else "index"
+        else:
+            where = re.sub(r"\.(md|ipynb)$", "", where)
+        return f"{label}({base}{where}.html{'#' + anchor if anchor else ''})"
+
+    return LINK.sub(link, text)
 
 
 def _list_page(title: str, intro: str, entries: list[tuple[str, str]]) -> str:
