@@ -41,8 +41,9 @@ def question_sheet(path: Path, lesson: Lesson) -> str:
             f"<!-- written by python -m utils.course.handouts from {path.relative_to(ROOT)}: "
             "edit the notebook, not this -->",
             "",
-            f"Lesson: [{path.name}](../../notebooks/{path.name}) ({lesson.time}). Before the session, run the sections",
-            "your host names (the [facilitator guide](../facilitator/README.md)'s plan lists them), or read their",
+            f"Lesson: [{path.name}](../../notebooks/{path.name}) ({lesson.short_time}).",
+            "Before the session, run the sections your host names (the [facilitator guide](../facilitator/README.md)'s",
+            "plan lists them), or read their",
             f"outputs in [the solutions notebook](../../solutions/{path.name}).",
             "",
             *[f"{q}\n" for q in questions],

@@ -69,6 +69,11 @@ class Lesson:
     path: Path  # the exercise notebook
     exercises: int
 
+    @property
+    def short_time(self) -> str:
+        """The time without its breakdown: "about 115 minutes (1 h 55 min)"."""
+        return re.split(r"[,:]", self.time, maxsplit=1)[0]
+
 
 def lessons(folder: Path = SOLUTIONS) -> list[Lesson]:
     """Every lesson, read from its solutions notebook's first cell."""
@@ -120,7 +125,7 @@ def render(all_lessons: list[Lesson] | None = None) -> str:
     graph += [f"    L{need} --> L{n.number}" for n in all_lessons for need in n.needs if need in by_number]
     graph.append("```")
     rows = [
-        f"| {n.number} | {_link(n, n.title)} | {n.time} | {', '.join(n.needs) or 'none'} | {n.exercises} |"
+        f"| {n.number} | {_link(n, n.title)} | {n.short_time} | {', '.join(n.needs) or 'none'} | {n.exercises} |"
         for n in all_lessons
     ]
     tracks = [
@@ -175,6 +180,10 @@ def render(all_lessons: list[Lesson] | None = None) -> str:
             "| # | lesson | time | builds on | exercises |",
             "|---|---|---|---|---:|",
             *rows,
+            "",
+            "A lesson's time is computed from what it asks of you: its prose read at 150 words a minute, the minutes",
+            "each exercise states, and a minute for each given cell you run and read (five for an explorer); its",
+            "open investigation comes on top. Each section's heading says its own.",
             "",
         ]
     )
