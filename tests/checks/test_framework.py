@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from utils.checks.framework import CheckFailed, as_number, call, expect_close, expect_number, expect_tensor
+from utils.checks.framework import (
+    CheckFailed,
+    as_number,
+    call,
+    expect_close,
+    expect_number,
+    expect_tensor,
+    two_steps,
+)
 from utils.checks.lesson00_orientation import check_mean_loss
 from utils.checks.lesson01_induction_heads import _attention_pattern as attention_pattern
 from utils.checks.lesson01_induction_heads import check_attention_pattern, check_previous_token_scores
@@ -77,6 +85,53 @@ def test_numbers_are_compared_with_a_tolerance():
 def test_check_failures_render_as_one_line_in_ipython():
     lines = CheckFailed("your pattern rows don't sum to 1")._render_traceback_()
     assert len(lines) == 1 and "sum to 1" in lines[0]
+
+
+def test_a_check_names_the_mistake_first_and_gives_the_fix_on_the_second_failure():
+    message = "masked scores set to 0 still get weight after the softmax: fill them with -inf instead."
+    first = CheckFailed(message)._render_traceback_()
+    assert "still get weight after the softmax" in first[0] and "-inf" not in " ".join(first)
+    assert "once more" in first[1]
+    again = CheckFailed(message)._render_traceback_()
+    assert again == [f"\x1b[1;31m✗ {message}\x1b[0m"]
+    assert str(CheckFailed(message)) == message  # tests and logs always get the whole message
+
+
+@pytest.mark.parametrize(
+    "message, what, fix",
+    [
+        (
+            "you read the prediction at the first position; the next token is predicted at the last (logits[0, -1]).",
+            "you read the prediction at the first position.",
+            "The next token is predicted at the last (logits[0, -1]).",
+        ),
+        (
+            "no shift: the logits at position t predict token t+1 (use logits[:, :-1] with tokens[:, 1:]).",
+            "no shift: the logits at position t predict token t+1.",
+            "Use logits[:, :-1] with tokens[:, 1:].",
+        ),
+        (
+            "`f` returned 3 NaN or infinite value(s). Look for a division by zero, e.g. a log of zero.",
+            "`f` returned 3 NaN or infinite value(s).",
+            "Look for a division by zero, e.g. a log of zero.",
+        ),
+    ],
+)
+def test_a_message_splits_into_what_is_wrong_and_how_to_fix_it(message, what, fix):
+    assert two_steps(message) == (what, fix)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "`f` is still the stub: replace the `raise NotImplementedError(...)` line with your code, then run this again.",
+        "`f` gives the wrong values: at index [1, 2] you have 0.5, expected 0.25 (10% of entries differ).",
+        "returned shape (7, 3, 7): dimension 0 (head) is 7 but should be 3. Expected [head, query, key] = (3, 7, 7).",
+    ],
+)
+def test_a_message_with_nothing_to_give_away_is_shown_whole_at_once(message):
+    assert two_steps(message) == (message, "")
+    assert CheckFailed(message)._render_traceback_() == [f"\x1b[1;31m✗ {message}\x1b[0m"]
 
 
 def test_a_hook_may_edit_in_place_when_the_check_allows_it():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,10 +23,49 @@ import torch
 
 
 class CheckFailed(AssertionError):
-    """An exercise check failed. Jupyter shows only the message."""
+    """An exercise check failed. Jupyter shows only the message, in two steps.
+
+    A message that names a mistake and then says how to fix it ("you read the first position; the next token is
+    predicted at the last one, logits[0, -1]") is shown in two steps: the first time a check fails with it, only
+    what is wrong (up to the first semicolon or full stop), and that the fix follows on a second failure; from the
+    second time on, the whole message. ``str()`` of the error is always the whole message."""
 
     def _render_traceback_(self) -> list[str]:  # IPython hook: no traceback, just the sentence
-        return [f"\x1b[1;31m✗ {self.args[0]}\x1b[0m"]
+        message = self.args[0]
+        what, fix = two_steps(message)
+        _FAILURES[message] = _FAILURES.get(message, 0) + 1
+        if fix and _FAILURES[message] == 1:
+            return [
+                f"\x1b[1;31m✗ {what}\x1b[0m",
+                "\x1b[2m  (Try again; if the check fails this way once more, it also says how to fix it.)\x1b[0m",
+            ]
+        return [f"\x1b[1;31m✗ {message}\x1b[0m"]
+
+
+# How many times each message has been shown in this kernel: the first time a diagnosis, then its fix as well.
+_FAILURES: dict[str, int] = {}
+# Where a mistake's name ends and its fix begins: a semicolon, or a full stop that ends a sentence (not "e.g.").
+# A closing parenthesis that tells what to write ("... token t+1 (use logits[:, :-1] ...).") is a fix as well.
+# So is what follows a colon when it is an instruction ("...: fill them with -inf instead").
+_INSTRUCTION = r"(?:use|fill|check|try|start with|apply|divide|multiply|return|add|subtract|take|put|work on|compare)"
+_STEP = re.compile(
+    r"; |(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<![\d.])\. (?=[A-Z`(])"
+    rf"| \((?={_INSTRUCTION} )|: (?={_INSTRUCTION} )"
+)
+ONE_STEP = ("is still the stub",)  # nothing to diagnose: say at once what to do
+
+
+def two_steps(message: str) -> tuple[str, str]:
+    """(what is wrong, how to fix it) of a check's message; the fix is "" where the message is one step (a stub,
+    a shape, a number that differs: nothing there gives an answer away)."""
+    found = _STEP.search(message)
+    if not found or any(text in message for text in ONE_STEP) or found.start() < 12 or len(message) - found.end() < 12:
+        return message, ""
+    fix = message[found.end() :]
+    if found.group(0) == " (":
+        fix = re.sub(r"\)\.?$", ".", fix)
+    fix = fix[0].upper() + fix[1:]
+    return message[: found.start()].rstrip(":") + ".", fix
 
 
 def passed(name: str, detail: str = "") -> None:
