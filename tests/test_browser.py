@@ -293,6 +293,48 @@ def test_opening_an_exercise_notebook_and_letting_it_autosave_changes_no_byte(la
     assert after == before, "JupyterLab rewrote the exercise notebook: its format or metadata differ"
 
 
+def test_a_notebook_reopened_after_its_kernel_stopped_draws_its_widgets_from_the_saved_state(lab):
+    """A learner runs an explorer, saves, closes JupyterLab and comes back another day: the explorer must show,
+    not "Error displaying widget: model not found" (the course's settings save widget state with the notebook)."""
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(LIVE_EXPLORER)]
+    nb.metadata["kernelspec"] = dict(nbs.KERNELSPEC)
+    name = trusted_copy(lab, nb, "reopened.ipynb")
+    errors = []
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = open_page(browser, lab, name, errors)
+        wait_for_idle_kernel(page)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_selector(".jupyter-widgets .noUi-handle", timeout=60_000)
+        wait_for_idle_kernel(page)
+        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_timeout(2_000)
+        page.close()
+        # Every kernel stopped, as when JupyterLab is closed: nothing is left that holds the widgets' models.
+        sessions = json.load(urllib.request.urlopen(f"{lab['url']}/api/sessions?token={lab['token']}"))
+        for session in sessions:
+            request = urllib.request.Request(
+                f"{lab['url']}/api/sessions/{session['id']}?token={lab['token']}", method="DELETE"
+            )
+            urllib.request.urlopen(request)
+        saved = nbformat.read(lab["folder"] / name, as_version=4)
+        page = open_page(browser, lab, name, errors)
+        page.wait_for_selector(".jp-OutputArea-output", timeout=60_000)
+        page.wait_for_timeout(3_000)
+        text = page.inner_text(".jp-Notebook")
+        slider = page.query_selector(".jupyter-widgets .noUi-handle")
+        page.screenshot(path=str(ARTIFACTS / "browser-reopened.png"), full_page=False)
+        browser.close()
+    assert saved.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state")
+    assert "model not found" not in text, text[-300:]
+    assert slider is not None, "the saved explorer is not drawn"
+
+
 def test_the_start_page_opens_rendered_in_jupyterlab(lab):
     """`make lab` opens notebooks/README.md: with the course's settings JupyterLab shows Markdown as a preview,
     not as source text."""

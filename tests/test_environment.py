@@ -84,3 +84,33 @@ def test_every_jupyterlab_setting_the_course_overrides_is_one_the_installed_jupy
         assert schema is not None, f"no installed schema for {key}"
         known = json.loads(schema.read_text())["properties"]
         assert set(values) <= set(known), f"{key}: {set(values) - set(known)} unknown"
+
+
+def test_the_server_drops_an_empty_widget_state_and_keeps_a_real_one():
+    from utils.course import lab
+
+    empty = {"type": "notebook", "content": {"metadata": {"widgets": {lab.WIDGET_STATE: {"state": {}}}, "x": 1}}}
+    lab.drop_empty_widget_state(empty, path="a.ipynb")
+    assert empty["content"]["metadata"] == {"x": 1}
+    real = {"type": "notebook", "content": {"metadata": {"widgets": {lab.WIDGET_STATE: {"state": {"id": {}}}}}}}
+    lab.drop_empty_widget_state(real, path="b.ipynb")
+    assert real["content"]["metadata"]["widgets"][lab.WIDGET_STATE]["state"] == {"id": {}}
+    text = {"type": "file", "content": "widgets"}
+    lab.drop_empty_widget_state(text, path="c.txt")
+    assert text["content"] == "widgets"
+
+
+def test_setup_names_the_hook_in_the_servers_settings_and_keeps_what_else_they_hold(tmp_path):
+    import json
+
+    from utils.course import lab
+
+    config = tmp_path / "etc" / "jupyter" / "jupyter_server_config.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"ServerApp": {"ip": "127.0.0.1"}}))
+    assert lab.install(str(tmp_path)) == config
+    settings = json.loads(config.read_text())
+    assert settings == {"ServerApp": {"ip": "127.0.0.1"}, "ContentsManager": {"pre_save_hook": lab.HOOK}}
+    from traitlets.utils.importstring import import_item
+
+    assert import_item(lab.HOOK) is lab.drop_empty_widget_state
