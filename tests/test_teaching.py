@@ -4,6 +4,7 @@ lesson's investigation, and the facilitator notes whose model answers quote the 
 
 from __future__ import annotations
 
+import functools
 import re
 
 import nbformat
@@ -336,6 +337,125 @@ def test_the_reading_group_plan_covers_every_lesson_and_names_sections_they_have
                 number = m.group(1) or own[-1]
                 wanted = set(range(int(m.group(2)), int(m.group(3) or m.group(2)) + 1))
                 assert wanted <= have[number], f"week {week.strip()}: lesson {number} has no §{wanted - have[number]}"
+
+
+# ---- the reading group's plan: each week fits its session ----------------------------------------
+
+# A session: twenty minutes on what people ran at home, the live sections, the week's discussion questions and a
+# ten-minute explorer demo, in about two hours.
+SESSION = 130
+HOME_REVIEW, DEMO = 20, 10
+SECTIONS_NAMED = re.compile(r"(?:(\d\d) )?§(\d+)(?:–(\d+))?")
+QUESTION_LIST = r"\d+(?:, \d+)*"
+QUESTIONS_NAMED = re.compile(rf"^(?:{QUESTION_LIST}|\d\d: {QUESTION_LIST}(?:; \d\d: {QUESTION_LIST})*)$")
+
+
+def _plan() -> list[list[str]]:
+    """The plan's rows: [week, lesson, at home, live, questions, explorer demo]."""
+    text = (FACILITATOR / "README.md").read_text(encoding="utf-8")
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if re.match(r"^\| \d+ \|", line)]
+
+
+@functools.cache
+def _section_minutes(number: str) -> dict[int, int]:
+    return lesson_times.section_minutes(PATHS[number])
+
+
+@functools.cache
+def _question_minutes_and_sections(number: str) -> dict[int, tuple[int, int]]:
+    """{question: (its minutes, the section it points at)}, from the lesson's page."""
+    found = {}
+    for q, minutes, block in _notes(number)[1]:
+        points = re.search(r"^\*\*Points at:\*\* section (\d+) · ", block, re.M)
+        found[q] = (minutes, int(points.group(1)) if points else 0)
+    return found
+
+
+def _sections_in(column: str, own: list[str]) -> set[tuple[str, int]]:
+    """{(lesson, section)} that a column names: "§1–3", "§4, §6–8", "01 §4–5", "00 (all)"."""
+    named = set()
+    for m in SECTIONS_NAMED.finditer(column):
+        number = m.group(1) or own[-1]
+        named |= {(number, s) for s in range(int(m.group(2)), int(m.group(3) or m.group(2)) + 1)}
+    for number in re.findall(r"\b(\d\d) \(all\)", column):
+        named |= {(number, s) for s in _section_minutes(number)}
+    return named
+
+
+def _questions_in(column: str, own: list[str]) -> dict[str, list[int]]:
+    """{lesson: the questions a week names}: "2, 3, 5" in a week of one lesson, "00: 1; 01: 2, 5" in a week of two."""
+    assert QUESTIONS_NAMED.match(column), f"questions {column!r}: numbers, as '2, 3, 5' or '00: 1; 01: 2, 5'"
+    if ":" not in column:
+        assert len(own) == 1, f"questions {column!r}: a week of lessons {own} names the lesson of each question"
+        named = {own[0]: column}
+    else:
+        named = dict(part.split(": ") for part in column.split("; "))
+    found = {}
+    for number, questions in named.items():
+        assert number in own, f"questions {column!r}: lesson {number} is not this week's"
+        found[number] = [int(q) for q in questions.split(", ")]
+        unknown = set(found[number]) - set(_question_minutes_and_sections(number))
+        assert not unknown, f"questions {column!r}: lesson {number}'s page has no question {sorted(unknown)}"
+    return found
+
+
+def _session_minutes(row: list[str]) -> int:
+    """Twenty minutes, the live sections' computed minutes, the named questions' minutes and ten minutes."""
+    _, lesson, _, live, questions, _ = row
+    own = re.findall(r"\b(\d\d)\b", lesson)
+    live_minutes = sum(_section_minutes(n)[s] for n, s in _sections_in(live, own))
+    asked = _questions_in(questions, own)
+    question_minutes = sum(_question_minutes_and_sections(n)[q][0] for n, qs in asked.items() for q in qs)
+    return HOME_REVIEW + live_minutes + question_minutes + DEMO
+
+
+def _questions_on_sections_not_run(rows: list[list[str]]) -> list[str]:
+    """Each question a week names whose section the group has run neither at home nor live, that week or before."""
+    run: set[tuple[str, int]] = set()
+    faults = []
+    for week, lesson, home, live, questions, _ in rows:
+        own = re.findall(r"\b(\d\d)\b", lesson)
+        run |= _sections_in(home, own) | _sections_in(live, own)
+        for number, asked in _questions_in(questions, own).items():
+            points = {q: s for q, (_, s) in _question_minutes_and_sections(number).items()}
+            faults += [
+                f"week {week}: lesson {number}'s question {q} points at §{points[q]}"
+                for q in asked
+                if (number, points[q]) not in run
+            ]
+    return faults
+
+
+def test_each_week_of_the_reading_group_plan_fits_its_session():
+    minutes = {int(row[0]): _session_minutes(row) for row in _plan()}
+    long = {week: m for week, m in minutes.items() if m > SESSION}
+    assert not long, f"weeks over {SESSION} minutes (20 + live sections + questions + 10): {long}"
+
+
+def test_each_question_a_week_names_rests_on_a_section_the_group_has_run():
+    faults = _questions_on_sections_not_run(_plan())
+    assert not faults, faults
+
+
+def test_a_week_that_runs_long_or_names_its_questions_loosely_is_caught():
+    whole = max(_section_minutes("08"))
+    assert _session_minutes(["1", "08", "", f"§1–{whole}", "1", ""]) > SESSION, "a whole lesson live"
+    loose = {
+        "a range of how many": ("02", "3–4 of them"),
+        "words": ("02", "2, 3 and 5"),
+        "two lessons, one list": ("00 and 01", "1, 2"),
+        "another lesson's": ("02", "03: 1"),
+        "a question the page lacks": ("02", "2, 99"),
+    }
+    missed = []
+    for name, (lesson, questions) in loose.items():
+        try:
+            _session_minutes(["1", lesson, "", "§1", questions, ""])
+        except AssertionError:
+            continue
+        missed.append(name)
+    assert not missed, missed
+    assert _questions_on_sections_not_run([["1", "02", "§1–3", "§4–6", "6", ""]]), "02's question 6 points at §7"
 
 
 # ---- facilitator notes: what to steer towards, and the live exercises -----------------------------
