@@ -18,8 +18,10 @@ lab: setup
 
 ## A site to read the course on, offline: every executed lesson, the start page, glossary, papers, facilitator guide and
 ## workshop pages, with a sidebar and search, in build/site/html/ (open index.html, or publish the folder as it is).
+## REPOSITORY=https://github.com/<owner>/<name> (and BRANCH=, default main): each lesson gets an "Open in Colab" button
+## that opens its exercise notebook from there.
 site: setup
-	$(PY) -m utils.course.site
+	$(PY) -m utils.course.site $(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(BRANCH),--branch "$(BRANCH)")
 
 ## The test suite (what CI runs). Two workers with one thread each: on two cores, two workers with two
 ## threads each keep waiting on each other (lesson 03 ran three times slower beside lesson 04 that way).

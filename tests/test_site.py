@@ -22,6 +22,7 @@ from utils.paths import ROOT
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
 LESSON = "01_induction_heads"
+REPOSITORY = "https://github.com/example/handson-mechinterp"
 
 
 @contextlib.contextmanager
@@ -40,7 +41,7 @@ def serving(folder):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    return site.build(tmp_path_factory.mktemp("site") / "html").parent  # the html folder
+    return site.build(tmp_path_factory.mktemp("site") / "html", repository=REPOSITORY).parent  # the html folder
 
 
 def test_a_widget_explorer_shows_its_static_preview_and_a_progress_bar_is_dropped():
@@ -88,6 +89,14 @@ def test_the_site_has_every_lesson_the_start_page_and_the_reference_pages(built)
         assert (html / f"{page}.html").is_file(), page
     index = (html / "index.html").read_text(encoding="utf-8")
     assert f"notebooks/{LESSON}.html" in index and "search" in index.lower()
+    lesson = (html / "notebooks" / f"{LESSON}.html").read_text(encoding="utf-8")
+    colab = f"https://colab.research.google.com/github/example/handson-mechinterp/blob/main/notebooks/{LESSON}.ipynb"
+    assert colab in lesson, "a lesson's 'Open in Colab' button opens its exercise notebook"
+
+
+def test_open_in_colab_buttons_need_a_github_address():
+    with pytest.raises(ValueError, match="Colab opens notebooks from GitHub"):
+        site.repository_settings("https://example.org/course")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")

@@ -18,6 +18,7 @@ kernel runs:
 * a link to a folder goes to the folder's README where it has one.
 
     python -m utils.course.site        # (make site) write build/site/html/, open build/site/html/index.html
+    python -m utils.course.site --repository https://github.com/<owner>/<name>   # with "Open in Colab" buttons
 """
 
 from __future__ import annotations
@@ -258,8 +259,22 @@ docs/figures/README
 """
 
 
-def stage(source: Path = SOURCE) -> Path:
-    """Lay the site's pages out in ``source`` (emptied first): the lessons, the start page, the docs, a conf.py."""
+def repository_settings(repository: str, branch: str = "main") -> str:
+    """conf.py's lines for a site whose lessons each get an "Open in Colab" button: Colab opens the lesson's exercise
+    notebook (``notebooks/NN_....ipynb``) from ``repository`` (a GitHub address) at ``branch``."""
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repository.rstrip("/")):
+        raise ValueError(
+            f"--repository {repository!r}: Colab opens notebooks from GitHub; give https://github.com/<owner>/<name>"
+        )
+    return (
+        f"\nhtml_theme_options.update(repository_url={repository.rstrip('/')!r}, repository_branch={branch!r}, "
+        'path_to_docs="", use_repository_button=True, launch_buttons={"colab_url": "https://colab.research.google.com"})\n'
+    )
+
+
+def stage(source: Path = SOURCE, repository: str | None = None, branch: str = "main") -> Path:
+    """Lay the site's pages out in ``source`` (emptied first): the lessons, the start page, the docs, a conf.py
+    (with "Open in Colab" buttons when ``repository`` names where the course is published on GitHub)."""
     if source.exists():
         shutil.rmtree(source)
     (source / "notebooks").mkdir(parents=True)
@@ -307,7 +322,7 @@ def stage(source: Path = SOURCE) -> Path:
     (source / "_static").mkdir()
     (source / "_static" / "favicon.svg").write_text(FAVICON, "utf-8")
     (source / "_static" / "course.css").write_text(CSS, "utf-8")
-    (source / "conf.py").write_text(CONF, "utf-8")
+    (source / "conf.py").write_text(CONF + (repository_settings(repository, branch) if repository else ""), "utf-8")
     return source
 
 
@@ -315,10 +330,11 @@ def _first_heading(page: Path) -> str:
     return next(line[2:].strip() for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("# "))
 
 
-def build(html: Path = HTML, *, quiet: bool = True) -> Path:
+def build(html: Path = HTML, *, quiet: bool = True, repository: str | None = None, branch: str = "main") -> Path:
     """Stage the pages beside ``html`` (in ``source/``) and build the site into ``html``; returns
-    ``html/index.html``. Raises with Sphinx's warnings when a page or a link is broken (a warning is an error here)."""
-    source = stage(html.parent / "source")
+    ``html/index.html``. Raises with Sphinx's warnings when a page or a link is broken (a warning is an error here).
+    ``repository`` (a GitHub address) gives every lesson page an "Open in Colab" button for its exercise notebook."""
+    source = stage(html.parent / "source", repository, branch)
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-j", "1", str(source), str(html)]
     if quiet:
         command.insert(3, "-q")
@@ -329,7 +345,17 @@ def build(html: Path = HTML, *, quiet: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    index = build()
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m utils.course.site", description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", help="where the course is published on GitHub: adds 'Open in Colab' buttons")
+    parser.add_argument("--branch", default="main", help="the branch or tag those buttons open (default: main)")
+    args = parser.parse_args(argv)
+    try:
+        index = build(repository=args.repository, branch=args.branch)
+    except ValueError as error:
+        print(f"site: {error}", file=sys.stderr)
+        return 1
     print(f"site: {shown(index)} (open it in a browser; the search box works offline)")
     return 0
 
