@@ -20,8 +20,9 @@ Embeddings and errors are sources only; the readout is a target only.
 **Pruning.** Absolute weights, each target's incoming edges scaled to sum to 1, give the share of
 a node's input owed to each source; summed over paths of every length, the *influence* of every
 node on the readout. Features are kept in order of influence until they hold ``node_share`` of
-the features' total; then edges, scored by their normalised weight times their target's
-influence, are kept until they hold ``edge_share`` of the total (the paper's 0.8 and 0.98).
+the features' total (embeddings and errors all pass this cut); then edges, scored by their
+normalised weight times their target's influence, are kept until they hold ``edge_share`` of the
+total (the paper's 0.8 and 0.98), and any node no kept edge touches is dropped, errors included.
 
 The first position (the document-boundary token every prompt starts with) has no nodes at all. Its
 stream is the same in every prompt (it sees only itself), so what it contributes is a constant, counted
@@ -305,8 +306,9 @@ def error_share(graph: Graph) -> float:
 
 def prune(graph: Graph, node_share: float = 0.8, edge_share: float = 0.98) -> Graph:
     """The pruned graph: features kept by influence until they hold ``node_share`` of the features' total (every
-    embedding, error and the readout kept), then edges kept by score until they hold ``edge_share``; nodes left
-    with no edge to or from the kept graph are dropped."""
+    embedding, error and the readout passes this node cut), then edges kept by score until they hold
+    ``edge_share``; nodes left with no edge to or from the kept graph are dropped, error nodes and embeddings
+    among them (the readout stays)."""
     inf = influence(graph)
     features = graph.index("feature")
     order = features[inf[features].argsort(descending=True)]
