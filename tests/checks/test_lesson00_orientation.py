@@ -1,5 +1,6 @@
 """Lesson-00 checks reject plausible mistakes with a sentence that names them."""
 
+import functools
 import re
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from utils.checks import CheckFailed
 from utils.checks import lesson00_orientation as c
+from utils.checks.framework import two_steps
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +228,60 @@ def test_checks_ask_for_the_function_itself():
         c.check_boost_hook(torch.zeros(3))
     with pytest.raises(CheckFailed, match="function itself"):
         c.check_mean_loss(1.0)
+
+
+def _boost(resid, hook, direction, scale):
+    resid = resid.clone()
+    resid[:, -1] = resid[:, -1] + scale * direction
+    return resid
+
+
+def _sweep(m, tokens, hook_name, direction, scales, at=None, keep=lambda logits: logits[0, -1]):
+    """One run per scale with the push at ``at`` (else ``hook_name``); ``keep`` picks what a row holds."""
+    rows = []
+    for scale in scales:
+        hook = functools.partial(_boost, direction=direction, scale=scale)
+        rows.append(keep(m.run_with_hooks(tokens, fwd_hooks=[(at or hook_name, hook)])))
+    return torch.stack(rows)
+
+
+def _hooks_left_on(m, tokens, hook_name, direction, scales):
+    rows = []
+    for scale in scales:
+        m.add_hook(hook_name, functools.partial(_boost, direction=direction, scale=scale))
+        rows.append(m(tokens)[0, -1])
+    return torch.stack(rows)
+
+
+def _hooks_taken_off_at_the_end(m, tokens, hook_name, direction, scales):
+    out = _hooks_left_on(m, tokens, hook_name, direction, scales)
+    m.reset_hooks()
+    return out
+
+
+def test_push_sweep_check(model, prove_check):
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    wrong = {
+        "each hook stayed on the model after its run; use model.run_with_hooks": _hooks_left_on,
+        "the pushes add up from one run to the next": _hooks_taken_off_at_the_end,
+        "returned a list of 4 rows; stack them": lambda m, t, h, d, s: list(_sweep(m, t, h, d, s)),
+        "left out the first scale": lambda m, t, h, d, s: _sweep(m, t, h, d, s[1:]),
+        "left out the last scale": lambda m, t, h, d, s: _sweep(m, t, h, d, s[:-1]),
+        "these are probabilities, not logits": lambda m, t, h, d, s: _sweep(m, t, h, d, s).softmax(-1),
+        "these are log-probabilities": lambda m, t, h, d, s: _sweep(m, t, h, d, s).log_softmax(-1),
+        "the hook never ran": lambda m, t, h, d, s: torch.stack([m(t)[0, -1] for _ in s]),
+        f"you pushed at {last}": lambda m, t, h, d, s: _sweep(m, t, h, d, s, at=last),
+        "dimension 0 (scale) is 5 but should be 4": lambda m, t, h, d, s: _sweep(m, t, h, d, [*s, 0.0]),
+        "expected 2: [scale, d_vocab]": lambda m, t, h, d, s: _sweep(m, t, h, d, s, keep=lambda x: x[:, -1]),
+        "gives the wrong logits": lambda m, t, h, d, s: _sweep(m, t, h, d, [2 * x for x in s]),
+    }
+    prove_check(c.check_push_sweep, _sweep, wrong, model)
+    assert c._live_hooks(model) == 0, "the check takes off any hook a wrong answer left on the model"
+
+
+def test_push_sweep_check_names_only_the_first_failure_step_once(model):
+    with pytest.raises(CheckFailed) as failure:
+        c.check_push_sweep(_hooks_left_on, model)
+    what, fix = two_steps(str(failure.value))
+    assert "stayed on the model" in what and "run_with_hooks" not in what
+    assert fix.startswith("Use model.run_with_hooks")

@@ -300,3 +300,99 @@ def check_boost_hook(fn: Callable) -> None:
         ],
     )
     passed(name)
+
+
+# Pushes for the sweep's check, in units of the residual vector's length: out of order, so that a hook left on the
+# model between runs (each push added to the ones before it) gives other rows than one run per push.
+SWEEP_PUSHES = (0.0, 1.0, 0.5, 2.0)
+
+
+def _live_hooks(model) -> int:
+    """How many hooks that are not permanent sit on the model's hook points (each point once, whatever its names)."""
+    points = {id(h): h for h in getattr(model, "hook_dict", {}).values()}.values()
+    return sum(1 for h in points for handle in getattr(h, "fwd_hooks", []) if not getattr(handle, "is_permanent", 0))
+
+
+def _pushed_logits(model, tokens: torch.Tensor, hook_name: str, direction: torch.Tensor, scale: float):
+    """The last position's logits ``[d_vocab]`` with ``scale * direction`` added there at ``hook_name``."""
+
+    def push(resid, hook):
+        resid = resid.clone()
+        resid[:, -1] = resid[:, -1] + scale * direction
+        return resid
+
+    with torch.no_grad():
+        return model.run_with_hooks(tokens, fwd_hooks=[(hook_name, push)])[0, -1]
+
+
+def check_push_sweep(fn: Callable, model) -> None:
+    """fn(model, tokens [1, pos], hook_name, direction [d_model], scales) -> the last position's logits
+    ``[scale, d_vocab]``, row i from one run pushed by ``scales[i] * direction`` at ``hook_name``.
+
+    It runs on another prompt than the lesson's, at a block before the last, along a random unit direction.
+    """
+    name = getattr(fn, "__name__", "push_sweep")
+    n_layers = model.cfg.n_layers
+    hook_name, last = f"blocks.{max(0, n_layers - 3)}.hook_resid_post", f"blocks.{n_layers - 1}.hook_resid_post"
+    tokens = model.to_tokens(ORIENTATION_PROMPTS[1])
+    g = torch.Generator().manual_seed(14)
+    direction = torch.randn(model.cfg.d_model, generator=g)
+    direction = (direction / direction.norm()).to(model.W_U)
+    model.reset_hooks()  # what an earlier attempt may have left on the model
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == hook_name)
+    size = cache[hook_name][0, -1].norm().item()
+    scales = [k * size for k in SWEEP_PUSHES]
+    try:
+        out = call(fn, model, tokens, hook_name, direction, list(scales), name=name)
+        left = _live_hooks(model)
+    finally:
+        model.reset_hooks()
+    adds_up = (
+        "the pushes add up from one run to the next, because each hook stayed on the model after its run; use "
+        "model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)]), which takes its hook off when the run ends"
+    )
+    if left:
+        raise CheckFailed(f"`{name}`: {adds_up} (the check has taken off the {left} it found).")
+    ref = torch.stack([_pushed_logits(model, tokens, hook_name, direction, s) for s in scales])
+    if isinstance(out, (list, tuple)) and out and all(isinstance(o, torch.Tensor) for o in out):
+        raise CheckFailed(
+            f"`{name}` returned a {type(out).__name__} of {len(out)} rows; stack them into one tensor "
+            "[scale, d_vocab] with torch.stack(rows)."
+        )
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape == (len(scales) - 1, ref.shape[1]):
+        for kept, which in ((ref[1:], "first"), (ref[:-1], "last")):
+            if torch.allclose(out.detach().float().cpu(), kept.float().cpu(), atol=1e-3, rtol=1e-3):
+                raise CheckFailed(
+                    f"`{name}` returned one row too few: the loop left out the {which} scale; loop over every "
+                    "one (for scale in scales), one row each."
+                )
+    out = expect_tensor(out, ref.shape, ["scale", "d_vocab"], name)
+    cumulative = torch.tensor(scales).cumsum(0).tolist()
+    hints = [
+        (torch.stack([_pushed_logits(model, tokens, hook_name, direction, s) for s in cumulative]), adds_up + "."),
+        (
+            ref.softmax(-1),
+            "these are probabilities, not logits; return the last position's logits as the model gives them (the "
+            "cells after it take the softmax where they need one).",
+        ),
+        (
+            ref.log_softmax(-1),
+            "these are log-probabilities, not logits; return the last position's logits as the model gives them.",
+        ),
+        (
+            ref[:1].expand_as(ref),
+            "every row is the model's output without a push, so the hook never ran; pass it to the run: "
+            "model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)]).",
+        ),
+    ]
+    if last != hook_name:
+        hints.append(
+            (
+                torch.stack([_pushed_logits(model, tokens, last, direction, s) for s in scales]),
+                f"you pushed at {last}, the last block's output, not at the hook point the function is given "
+                f"({hook_name}); use the argument `hook_name` in fwd_hooks.",
+            )
+        )
+    expect_close(out, ref, name, "logits", atol=1e-3, hints=hints)
+    passed(name, f"{len(scales)} runs, each pushed by its own scale at {hook_name}, and no hook left behind")
