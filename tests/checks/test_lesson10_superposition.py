@@ -124,6 +124,9 @@ DIMENSIONALITY_MISTAKES = {
     "a short column (0.2 long) a dimensionality of 0": lambda W: torch.where(
         W.norm(dim=-2) > REPRESENTED, _dim(W), torch.zeros(())
     ),
+    "a short column (0.05 long) a dimensionality of 0": lambda W: torch.where(
+        W.norm(dim=-2) > 0.1, _dim(W), torch.zeros(())
+    ),
     "NaN": lambda W: (
         W.norm(dim=-2).pow(2) / torch.einsum("imn,imk->ink", W / W.norm(dim=-2, keepdim=True), W).pow(2).sum(-1)
     ),
@@ -151,6 +154,8 @@ def _cos(found, truth):
 
 MMC_MISTAKES = {
     "takes |cosine|": lambda f, t: _cos(f, t).abs().max(-1).values.mean().item(),
+    "clamps each best cosine at 0": lambda f, t: _cos(f, t).max(-1).values.clamp_min(0).mean().item(),
+    "takes the absolute value of each best cosine": lambda f, t: _cos(f, t).max(-1).values.abs().mean().item(),
     "averages over the found directions": lambda f, t: _cos(f, t).max(0).values.mean().item(),
     "uses dot products": lambda f, t: (t @ f.T).max(-1).values.mean().item(),
     "averages every cosine": lambda f, t: _cos(f, t).mean().item(),

@@ -4,8 +4,8 @@ Each check runs the learner's function on fresh random weights and inputs whose 
 in :mod:`utils.metrics.superposition` computes, and names the common wrong answers when one of them
 matches instead. The inputs are built so that the mistakes give different numbers: biases that are
 not zero, importances that differ per feature, feature directions of different lengths (a zero one and
-a short one among them), and a dictionary whose directions have negative as well as positive cosines
-with the truth.
+two short ones among them, 0.2 and 0.05 long), and a dictionary whose directions have negative as well as
+positive cosines with the truth, with one true feature that every found direction points away from.
 """
 
 from __future__ import annotations
@@ -103,17 +103,20 @@ def check_feature_dimensionality(fn: Callable) -> None:
     instances, m, n = 4, 3, 7
     W = torch.randn(instances, m, n, generator=g) * (0.3 + 2 * torch.rand(instances, 1, n, generator=g))
     W[0, :, 2] = 0.0  # a dropped feature: its dimensionality is 0, not NaN
-    W[1, :, 4] *= 0.2 / W[1, :, 4].norm()  # a short column, 0.2 long: stored weakly, not dropped
+    SHORT = [(1, 4, 0.2), (2, 1, 0.05)]  # short columns (instance, feature, length): stored weakly, not dropped
+    for i, f, length in SHORT:
+        W[i, :, f] *= length / W[i, :, f].norm()
     out = expect_tensor(call(fn, W.clone(), name=name), (instances, n), ("instance", "feature"), name)
     ref = sp.feature_dimensionality(W)
     if out[0, 2].abs() > 1e-6:
         raise CheckFailed(f"`{name}` gives a dropped feature (a zero column) {out[0, 2].item():.3g}; it should be 0.")
-    if out[1, 4].abs() <= 1e-6:
-        raise CheckFailed(
-            f"`{name}` gives a short column (0.2 long) a dimensionality of 0: only a zero column, a dropped feature, "
-            f"gets 0; a short column is still stored, and its D_i is ‖W_i‖² / Σ_j (Ŵ_i · W_j)² "
-            f"({ref[1, 4].item():.3g} here), however short it is."
-        )
+    for i, f, length in SHORT:
+        if out[i, f].abs() <= ref[i, f] / 100:
+            raise CheckFailed(
+                f"`{name}` gives a short column ({length} long) a dimensionality of 0: only a zero column, a dropped "
+                f"feature, gets 0; a short column is still stored, and its D_i is ‖W_i‖² / Σ_j (Ŵ_i · W_j)² "
+                f"({ref[i, f].item():.3g} here), however short it is."
+            )
     norm = W.norm(dim=-2)
     unit = W / norm[:, None, :].clamp_min(1e-8)
     dots = torch.einsum("imn,imk->ink", W, W)  # W_i · W_j
@@ -164,6 +167,10 @@ def check_mean_max_cosine(fn: Callable) -> None:
     found = torch.randn(k, d, generator=g) * (0.2 + 3 * torch.rand(k, 1, generator=g))
     found[0] = -2.0 * truth[0]  # a latent pointing exactly away from a feature: cosine −1, not a find
     found[1] = truth[1] + 0.3 * torch.randn(d, generator=g)
+    away = torch.nn.functional.normalize(truth[0] - truth[1], dim=0)  # found 0 and 1 point away from it already;
+    found[2:] *= -torch.sign(found[2:] @ away)[:, None]  # turn the others away from it too
+    truth = torch.cat([truth, 0.8 * away[None]])  # a feature whose best cosine is negative: nothing found it
+    n += 1
     ref = sp.mean_max_cosine(found, truth)
     out = call(fn, found.clone(), truth.clone(), name=name)
     f, t = torch.nn.functional.normalize(found, dim=-1), torch.nn.functional.normalize(truth, dim=-1)
@@ -171,6 +178,10 @@ def check_mean_max_cosine(fn: Callable) -> None:
     wrong = {
         "takes |cosine|: a latent pointing away from a feature does not find it (its activations are positive), "
         "so keep the sign": (cos.abs().max(-1).values.mean()).item(),
+        "clamps each best cosine at 0: a feature whose best latent points away from it has a negative best cosine, "
+        "and the mean should count it as it is; keep the sign": cos.max(-1).values.clamp_min(0).mean().item(),
+        "takes the absolute value of each best cosine: a negative best cosine means every latent points away from "
+        "that feature, which is not a find; keep the sign": cos.max(-1).values.abs().mean().item(),
         "averages over the found directions (each one's best true feature); average over the true features "
         "instead: the score asks whether every feature was found": cos.max(0).values.mean().item(),
         "uses dot products: normalise both sets of directions to unit length first": (truth @ found.T)
