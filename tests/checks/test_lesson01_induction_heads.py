@@ -5,6 +5,8 @@ The correct solutions here are written independently of the references in utils.
 with itself could not pass them all.
 """
 
+import functools
+
 import pytest
 import torch
 
@@ -298,3 +300,102 @@ def test_sampling_with_replacement_fails_the_check_for_every_seed(make):
     for offset in range(200):
         with pytest.raises(CheckFailed, match="without replacement"):
             c.check_repeated_tokens(make(offset), POOL, 0)
+
+
+# --- the one-head ablation loop, run on the lesson's model -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def attn2l():
+    """storyworld-attn2l on the CPU, gradients off, as the lesson loads it."""
+    from utils import load_model
+
+    with torch.no_grad():
+        yield load_model("storyworld-attn2l", device="cpu")
+
+
+def share_lost_by_head(losses, n_layers, n_heads, ablate):
+    first, second = losses()
+    hooks = [
+        [(f"blocks.{l}.attn.hook_z", functools.partial(ablate, head=h))]
+        for l in range(n_layers)
+        for h in range(n_heads)
+    ]
+    after = torch.tensor([losses(h)[1] for h in hooks]).reshape(n_layers, n_heads)
+    return (after - second) / (first - second)
+
+
+def _loop(measure):
+    """A loop over every head, one hook each, that returns measure(first, second, first after, second after)."""
+
+    def loop(losses, n_layers, n_heads, ablate):
+        first, second = losses([])
+        out = torch.zeros(n_layers, n_heads)
+        for l in range(n_layers):
+            for h in range(n_heads):
+                f, s = losses([(f"blocks.{l}.attn.hook_z", functools.partial(ablate, head=h))])
+                out[l, h] = measure(first, second, f, s)
+        return out
+
+    return loop
+
+
+def piling_up(losses, n_layers, n_heads, ablate):
+    first, second = losses([])
+    out, hooks = torch.zeros(n_layers, n_heads), []
+    for l in range(n_layers):
+        for h in range(n_heads):
+            hooks.append((f"blocks.{l}.attn.hook_z", functools.partial(ablate, head=h)))
+            out[l, h] = (losses(hooks)[1] - second) / (first - second)
+    return out
+
+
+def zero_head(z, hook, head):
+    z = z.clone()
+    z[:, :, head] = 0.0
+    return z
+
+
+def zeroing_instead(losses, n_layers, n_heads, ablate):
+    return share_lost_by_head(losses, n_layers, n_heads, zero_head)
+
+
+def hook_without_head(losses, n_layers, n_heads, ablate):
+    first, second = losses([])
+    return torch.tensor(
+        [[losses([(f"blocks.{l}.attn.hook_z", ablate)])[1] for _ in range(n_heads)] for l in range(n_layers)]
+    )
+
+
+def own_sequences(losses, n_layers, n_heads, ablate):
+    return torch.zeros(n_layers, n_heads)  # as if measured with the lesson's own losses_over_periods
+
+
+SHARE_LOST_MISTAKES = {
+    "the hooks pile up": piling_up,
+    "not the share of the drop lost": _loop(lambda first, second, f, s: s),
+    "how much the second copy's loss rose": _loop(lambda first, second, f, s: s - second),
+    "divided by the drop in the ablated run": _loop(lambda first, second, f, s: (s - second) / (f - second)),
+    "you read the first copy's loss": _loop(lambda first, second, f, s: (f - first) / (first - second)),
+    "sign:": _loop(lambda first, second, f, s: (second - s) / (first - second)),
+    "you zeroed each head instead of calling the hook you were given": zeroing_instead,
+    "partial(ablate, head=h)": hook_without_head,
+    "never called the `losses` it was given": own_sequences,
+    "rows should be layers and columns heads": lambda *a: share_lost_by_head(*a).T,
+    "return one tensor [layer, head]": lambda *a: share_lost_by_head(*a).tolist(),
+}
+
+
+def test_the_ablation_loop_check_accepts_a_loop_and_rejects_the_stub_and_each_mistake(attn2l, prove_check):
+    prove_check(c.check_share_lost_by_head, share_lost_by_head, SHARE_LOST_MISTAKES, attn2l)
+    prove_check(
+        c.check_share_lost_by_head,
+        _loop(lambda first, second, f, s: (s - second) / (first - second)),
+        {},
+        attn2l,
+    )
+
+
+def test_the_ablation_loop_checks_sequences_are_copied_so_every_share_has_a_drop_to_divide(attn2l):
+    first, second = c._copy_losses(attn2l, c._ablation_runs(attn2l))
+    assert first - second > 3.0, (first, second)

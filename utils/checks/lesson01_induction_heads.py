@@ -7,6 +7,7 @@ lesson's scores and the cards' scores share one definition.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -21,6 +22,8 @@ from utils.checks.framework import (
     passed,
     random_pattern,
 )
+from utils.corpora import storyworld
+from utils.metrics.common import device_of
 from utils.metrics.heads import (
     composition_score,
     copying_score,
@@ -272,6 +275,145 @@ def check_ablate_head(fn: Callable) -> None:
     ]
     expect_close(out, ref, name, "activation", hints=hints)
     passed(name, "returning the edited tensor and editing in place are both fine for a hook")
+
+
+# The check's own repeated sequences for the ablation loop: two short periods, four rows each, a seed of its own.
+ABLATION_PERIODS, ABLATION_BATCH, ABLATION_SEED = (6, 10), 4, 11
+
+
+def _ablation_runs(model) -> dict[int, torch.Tensor]:
+    """{period: [batch, 1 + 2·period]}: the model's BOS, then ``period`` distinct song words (those that are one
+    token with their leading space, as the lesson's pool), then the same words again."""
+    ids = [model.to_tokens(" " + w, prepend_bos=False)[0] for w in storyworld.SONG_WORDS]
+    words = torch.tensor([int(i[0]) for i in ids if len(i) == 1])
+    bos = model.tokenizer.bos_token_id
+    g = torch.Generator().manual_seed(ABLATION_SEED)
+    runs = {}
+    for period in ABLATION_PERIODS:
+        rows = [words[torch.randperm(len(words), generator=g)[:period]] for _ in range(ABLATION_BATCH)]
+        runs[period] = torch.stack([torch.cat([torch.tensor([bos]), r, r]) for r in rows]).to(device_of(model))
+    return runs
+
+
+def _copy_losses(model, runs: dict[int, torch.Tensor], fwd_hooks=()) -> tuple[float, float]:
+    """(first-copy loss, second-copy loss from its second token), each averaged over the periods, with the hooks on."""
+    pairs = []
+    with torch.no_grad():
+        for period, x in runs.items():
+            loss = per_token_loss(model.run_with_hooks(x, fwd_hooks=list(fwd_hooks)), x).mean(0)
+            pairs.append((loss[:period].mean().item(), loss[period + 1 :].mean().item()))
+    first, second = torch.tensor(pairs, dtype=torch.float64).mean(0).tolist()
+    return first, second
+
+
+def check_share_lost_by_head(fn: Callable, model) -> None:
+    """fn(losses, n_layers, n_heads, ablate) -> [layer, head]: the share of the in-context loss drop lost when each
+    head alone is knocked out by ``ablate`` at ``blocks.{layer}.attn.hook_z``.
+
+    The check gives the loop a ``losses`` of its own, on fresh repeated song words (periods 6 and 10, a seed of the
+    check's), and keeps the hooks of every call. Its ``ablate`` replaces a head's output by the head's
+    mean over those sequences, so a loop that zeroes heads by itself, instead of calling ``ablate``, gives other
+    numbers.
+    """
+    name = getattr(fn, "__name__", "share_lost_by_head")
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    runs = _ablation_runs(model)
+    names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    with torch.no_grad():
+        caches = [model.run_with_cache(x, names_filter=lambda n: n in names)[1] for x in runs.values()]
+    means = {l: torch.stack([c[names[l]].mean((0, 1)) for c in caches]).mean(0) for l in range(L)}
+
+    def ablate(z: torch.Tensor, hook, head: int) -> torch.Tensor:
+        z = z.clone()
+        z[:, :, head] = means[int(hook.name.split(".")[1])][head]
+        return z
+
+    def zero(z: torch.Tensor, hook, head: int) -> torch.Tensor:
+        z = z.clone()
+        z[:, :, head] = 0.0
+        return z
+
+    calls: list[list] = []
+
+    def losses(fwd_hooks=()) -> tuple[float, float]:
+        calls.append(list(fwd_hooks))  # a copy: a list the loop changes later is kept as it was for this run
+        return _copy_losses(model, runs, fwd_hooks)
+
+    explain = {
+        TypeError: "If it is `head` that is missing: the model calls a hook with the activation and the hook point "
+        "alone, so give each run's hook its head first, partial(ablate, head=h).",
+    }
+    out = call(fn, losses, L, H, ablate, name=name, explain=explain)
+    if not calls:
+        raise CheckFailed(
+            f"`{name}` never called the `losses` it was given, so it measured other sequences than the check's; "
+            "take every measurement with the argument `losses` (not a global such as losses_over_periods or "
+            "knocked_out)."
+        )
+    most = max(len(hooks) for hooks in calls)
+    if most > 1:
+        raise CheckFailed(
+            f"`{name}`: the hooks pile up: one run had {most} heads ablated at once, because one list of hooks "
+            "grows through the loop and keeps the earlier heads ablated; give each run a new list holding only "
+            "that head's hook, [(f'blocks.{l}.attn.hook_z', partial(ablate, head=h))]."
+        )
+    if isinstance(out, (list, tuple)):
+        raise CheckFailed(
+            f"`{name}` returned a {type(out).__name__}; return one tensor [layer, head] (fill a torch.zeros(n_layers, "
+            "n_heads), or torch.tensor the nested list)."
+        )
+    if isinstance(out, torch.Tensor) and L != H and tuple(out.shape) == (H, L):
+        raise CheckFailed(
+            f"`{name}` returned shape {tuple(out.shape)}, [head, layer]; rows should be layers and columns heads, "
+            f"[layer, head] = {(L, H)}."
+        )
+    out = expect_tensor(out, (L, H), ["layer", "head"], name)
+    first, second = _copy_losses(model, runs)
+    after = torch.tensor(
+        [[_copy_losses(model, runs, [(names[l], partial(ablate, head=h))]) for h in range(H)] for l in range(L)],
+        dtype=torch.float64,
+    )  # [layer, head, (first, second)]
+    zeroed = torch.tensor(
+        [[_copy_losses(model, runs, [(names[l], partial(zero, head=h))])[1] for h in range(H)] for l in range(L)],
+        dtype=torch.float64,
+    )
+    f, s, drop = after[..., 0], after[..., 1], first - second
+    ref = (s - second) / drop
+    hints = [
+        (
+            s,
+            "these are the second copy's losses with each head ablated, not the share of the drop lost; subtract "
+            "the second copy's loss without hooks and divide by the drop, (s - second) / (first - second), with "
+            "first and second from one call of losses without hooks.",
+        ),
+        (
+            s - second,
+            "this is how much the second copy's loss rose, in nats, not the share of the drop it took back; divide "
+            "by the drop without hooks, first - second.",
+        ),
+        (
+            (s - second) / (f - second),
+            "you divided by the drop in the ablated run, its own first copy's loss minus second; divide by the "
+            "drop measured once without hooks, first - second from losses([]), the same for every head.",
+        ),
+        (
+            (f - first) / drop,
+            "you read the first copy's loss; copying shows in the second copy's loss, the second of the two "
+            "numbers losses returns.",
+        ),
+        (
+            (second - s) / drop,
+            "sign: a head whose removal raises the second copy's loss should lose a positive share; compute "
+            "(after - before) / (first - second).",
+        ),
+        (
+            (zeroed - second) / drop,
+            "you zeroed each head instead of calling the hook you were given; build each run's hook from the "
+            "argument `ablate`, partial(ablate, head=h) (the lesson passes zeroing and mean ablation in turn).",
+        ),
+    ]
+    expect_close(out, ref, name, "shares", atol=1e-3, rtol=1e-3, hints=hints)
+    passed(name, f"{L * H} runs with one head ablated each, against one run without hooks")
 
 
 def check_full_ov_circuit(fn: Callable) -> None:
