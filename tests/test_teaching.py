@@ -609,3 +609,13 @@ def test_a_page_that_leaves_out_a_live_exercise_is_caught():
     }
     missed = [name for name, page in bad.items() if not _live_exercise_faults(page, sections, live)]
     assert not missed, missed
+
+
+def test_the_readmes_lesson_table_counts_each_lessons_exercises():
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip()
+        for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if re.match(r"^\| [0-9A][0-9] \| \[", line)
+    }
+    counted = {lesson.number: str(lesson.exercises) for lesson in lessons()}
+    assert rows == counted
