@@ -77,12 +77,13 @@ def direct_effect(model, run, transcoders, source, target):
     return grad.detach()
 
 
-def _with_and_without(model, run, tcs, source, target, post=False):
+def _with_and_without(model, run, tcs, source, target, post=False, at=None):
+    """The target's change when the source's write is removed, at the source's position or at position ``at``."""
     _, ls, ps, fs = source
     _, lt, pt, ft = target
     writes = _writes(run, tcs)
     without = [w.clone() for w in writes]
-    without[ls][ps] -= run.acts[ls][ps, fs] * tcs[ls].W_dec[fs]
+    without[ls][ps if at is None else at] -= run.acts[ls][ps, fs] * tcs[ls].W_dec[fs]
     values = []
     for ws in (writes, without):
         mlp_ins, _ = A.linear_forward(model, run, run.embed, ws)
@@ -122,6 +123,7 @@ DIRECT_MISTAKES = {
         _with_and_without(m, r, t, s, g) / r.acts[s[1]][s[2], s[3]]
     ),
     "the sign is reversed": lambda m, r, t, s, g: -_with_and_without(m, r, t, s, g),
+    "removed at the target's position": lambda m, r, t, s, g: _with_and_without(m, r, t, s, g, at=g[2]),
 }
 
 

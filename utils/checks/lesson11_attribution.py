@@ -74,7 +74,10 @@ def check_topk_encode(fn: Callable) -> None:
     )
     if not ((out > 0).sum(-1) <= k).all():
         raise CheckFailed(f"`{name}` keeps more than k latents in some row.")
-    passed(name, f"{int((out[0] > 0).sum())} of k = {k} latents active in the quiet first row, {k} in the others")
+    active = (out > 0).sum(-1).tolist()
+    passed(
+        name, f"active latents per row {active} (k = {k}): a row with fewer positive pre-activations keeps only those"
+    )
 
 
 # --- the direct effect of one feature on another ---------------------------------------------------------
@@ -123,7 +126,13 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
         (ts for ts in pairs[:200] if _activation_moves_otherwise(run, transcoders, model, writes, ts, nodes)), None
     )
     chosen = near[:1] + far[:2] + ([crossing] if crossing is not None else [])
-    outs, refs, hints = [], [], {k: [] for k in ("total", "post", "unit", "sign")}
+    # and the strongest edge whose source and target sit at different positions, which a head carries across
+    across = next((ts for ts in pairs if nodes[ts[0]][2] != nodes[ts[1]][2]), None)
+    if across is None:
+        raise RuntimeError("the check's prompt has no feature pair at different positions: a changed zoo model?")
+    if across not in chosen:
+        chosen.append(across)
+    outs, refs, hints = [], [], {k: [] for k in ("total", "post", "unit", "sign", "position")}
     for t, s in chosen:
         source, target = nodes[s], nodes[t]
         out = call(fn, model, run, transcoders, source, target, name=name)
@@ -138,6 +147,11 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
         hints["post"].append(_activation_change(run, transcoders, model, writes, without, target))
         hints["unit"].append(ref / run.acts[ls][ps, fs])
         hints["sign"].append(-ref)
+        at_target = [w.clone() for w in writes]  # the source's write removed at the target's position
+        at_target[ls][nodes[t][2]] -= run.acts[ls][ps, fs] * transcoders[ls].W_dec[fs]
+        hints["position"].append(
+            _pre(run, transcoders, model, writes, target) - _pre(run, transcoders, model, at_target, target)
+        )
     expect_close(
         torch.stack(outs),
         torch.stack(refs),
@@ -162,10 +176,20 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
                 "this is the effect per unit of the source's activation: multiply by its activation on this prompt.",
             ),
             (torch.stack(hints["sign"]), "the sign is reversed: with the feature minus without it."),
+            (
+                torch.stack(hints["position"]),
+                "the source's write is removed at the target's position; remove it at the source's own position "
+                "(a head carries it across), and read the target at its own.",
+            ),
         ],
     )
     gaps = [nodes[t][1] - nodes[s][1] for t, s in chosen]
-    passed(name, f"{len(chosen)} edges of a graph (layer gaps {gaps}) match")
+    t, s = across
+    passed(
+        name,
+        f"{len(chosen)} edges of a graph (layer gaps {gaps}) match, one of them from position {nodes[s][2]} "
+        f"to position {nodes[t][2]}",
+    )
 
 
 def _activation_change(run, transcoders, model, writes, without, target) -> torch.Tensor:
