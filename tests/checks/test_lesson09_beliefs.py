@@ -14,6 +14,7 @@ def reader(
     reversed_sight=False,
     unseen_unknown=False,
     replace_sight=False,
+    keep_first_sight=False,
 ):
     """A story reader with switches for each mistake: the right one with the defaults."""
 
@@ -30,6 +31,8 @@ def reader(
                 if w[1] == "can":
                     if replace_sight:  # a new "can see" read as ending what the observer saw before
                         watching = {pair for pair in watching if pair[0] != w[0]}
+                    if keep_first_sight and any(pair[0] == w[0] for pair in watching):
+                        continue  # a later "can see" ignored while the observer's first one holds
                     watching.add((w[0], w[3]))
                 elif forget_on_cannot:
                     watching.discard((w[0], w[3]))
@@ -56,6 +59,7 @@ def test_check_believed_drink(prove_check):
             "visibility is reversed": reader(reversed_sight=True),
             "you answer 'unknown' for a false belief": reader(unseen_unknown=True),
             "a new 'can see' adds to what the observer sees; it does not replace it": reader(replace_sight=True),
+            "a later 'can see' counts as much as the first": reader(keep_first_sight=True),
             "is wrong on": lambda words: "unknown",
         },
     )

@@ -44,7 +44,8 @@ def _wrong_answers(story: beliefs.Story) -> dict[str, str]:
         **{k: (v[1], v[0], v[2]) for k in ("see_before", "see_after") if (v := getattr(plan, k)) is not None},
     )
     return {
-        "replaces": _replaced_sight(plan),
+        "replaces": _sight_reader(plan, keep_first=False),
+        "keeps_first": _sight_reader(plan, keep_first=True),
         "reversed": beliefs.make_story(reversed_sight).answer,
         "false_unknown": beliefs.UNKNOWN if story.kind == "false" else story.answer,
         "reality": story.reality[plan.containers[which]],
@@ -54,9 +55,10 @@ def _wrong_answers(story: beliefs.Story) -> dict[str, str]:
     }
 
 
-def _replaced_sight(plan: beliefs.Plan) -> str:
-    """The answer of a reader for whom a new ``O can see Y`` replaces whatever O could see before,
-    instead of adding Y to it."""
+def _sight_reader(plan: beliefs.Plan, keep_first: bool) -> str:
+    """The answer of a reader for whom O sees one actor at a time: a new ``O can see Y`` replaces whatever O
+    could see before (``keep_first=False``), or is ignored while an earlier ``can see`` of O's still holds
+    (``keep_first=True``), instead of adding Y to it."""
     who, which = plan.question
     visible: set[tuple[int, int]] = set()
     belief = beliefs.UNKNOWN
@@ -65,6 +67,8 @@ def _replaced_sight(plan: beliefs.Plan) -> str:
         if sentence is not None:
             o, a, can = sentence
             if can:
+                if keep_first and any(p[0] == o for p in visible):
+                    return
                 visible.difference_update({p for p in visible if p[0] == o})
                 visible.add((o, a))
             else:
@@ -86,20 +90,23 @@ def _replaced_sight(plan: beliefs.Plan) -> str:
 
 def _two_sights(stories: list[beliefs.Story], rng: random.Random) -> list[beliefs.Story]:
     """For each three-character story, a story in its cast where one observer is told twice that they can
-    see, about two different actors, the first of whom then refills their container, and the question asks
-    the observer about it: the observer saw both fills, so only a reader for whom the second ``can see``
-    replaces the first gets it wrong (the generator makes such stories about once in a thousand)."""
+    see, about two different actors, one of whom (the refiller) then refills their container, and the question
+    asks the observer about it. The observer saw the refill either way. In the first half of the stories the
+    refiller's ``can see`` comes first, so a reader for whom the second ``can see`` replaces the first gets them
+    wrong; in the second half it comes second, so a reader who keeps the first ``can see`` and ignores the later
+    one gets them wrong (the generator makes such stories about once in a thousand)."""
     out = []
-    for s in stories:
+    for i, s in enumerate(stories):
         observer, actor, other = rng.sample(range(len(s.plan.characters)), 3)
         drink = rng.choice([d for d in beliefs.DRINKS if d != s.plan.drinks[actor]])
+        first, second = (actor, other) if i < len(stories) // 2 else (other, actor)
         out.append(
             beliefs.make_story(
                 replace(
                     s.plan,
-                    see_before=(observer, actor, True),
+                    see_before=(observer, first, True),
                     refill=(actor, drink),
-                    see_after=(observer, other, True),
+                    see_after=(observer, second, True),
                     question=(observer, actor),
                 )
             )
@@ -136,6 +143,8 @@ def check_believed_drink(fn: Callable) -> None:
         "misses the actor's fills.",
         "replaces": "a new 'can see' adds to what the observer sees; it does not replace it: after 'O can see X' "
         "and then 'O can see Y', O watches both X and Y, until a 'cannot see' ends one of them.",
+        "keeps_first": "a later 'can see' counts as much as the first: after 'O can see X' and then 'O can see Y', "
+        "O watches Y's fills too (as well as X's), even while the first 'can see' still holds.",
     }
     for key, message in mistakes.items():
         if all(a == _wrong_answers(s)[key] for s, a in zip(stories, answers)):
