@@ -133,6 +133,16 @@ def lesson_imports(path) -> str:
     return "\n".join(line for line in cell.splitlines() if line.startswith(("import ", "from ")))
 
 
+def definitions(source: str) -> str:
+    """The functions and imports an exercise's solution defines, without its other top-level statements: a later
+    exercise's solution may call an earlier one's function (lesson 00's sweep calls the learner's hook)."""
+    import ast
+
+    tree = ast.parse(source)
+    kept = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.Import, ast.ImportFrom))]
+    return "\n\n".join(ast.get_source_segment(source, node) for node in kept)
+
+
 def run_exercise(source, check, model_and_sae, imports: str = ""):
     import linecache
 
@@ -159,12 +169,15 @@ def run_exercise(source, check, model_and_sae, imports: str = ""):
 def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, models, capsys):
     import torch
 
-    solution, stub, check = exercises(path)[k]
+    found = exercises(path)
+    solution, stub, check = found[k]
+    earlier = "\n\n".join(definitions(source) for source, _, _ in found[:k])  # what earlier exercises defined
+    imports = lesson_imports(path) + "\n\n" + earlier
     with torch.no_grad():
-        run_exercise(solution, check, models(path), lesson_imports(path))
+        run_exercise(solution, check, models(path), imports)
         assert "✓" in capsys.readouterr().out
         with pytest.raises(CheckFailed, match="still the stub"):
-            run_exercise(stub, check, models(path), lesson_imports(path))
+            run_exercise(stub, check, models(path), imports)
 
 
 def second_model(path) -> str:
