@@ -103,20 +103,17 @@ def parts(path: Path) -> list[Part]:
     return found
 
 
-def section_minutes(path: Path) -> dict[int, int]:
-    """{section number: its computed minutes}."""
-    return {int(p.name): p.minutes for p in parts(path) if p.name.isdigit()}
+def _timed(every: list[Part]) -> list[Part]:
+    """The parts a lesson's time counts: all but its open investigation."""
+    return [p for p in every if not p.name.startswith(EXTRA)]
 
 
-def lesson_minutes(path: Path) -> int:
-    """The lesson's minutes, its open investigation left out."""
-    return sum(p.minutes for p in parts(path) if not p.name.startswith(EXTRA))
+def _section_minutes(every: list[Part]) -> dict[int, int]:
+    return {int(p.name): p.minutes for p in every if p.name.isdigit()}
 
 
-def time_sentence(path: Path) -> str:
-    """What the lesson's first cell says after ``**Time:**`` (without the full stop)."""
-    every = parts(path)
-    found = [p for p in every if not p.name.startswith(EXTRA)]
+def _time_sentence(every: list[Part]) -> str:
+    found = _timed(every)
     lesson = sum(p.minutes for p in found)
     reading = round(sum(p.words for p in found) / WORDS_PER_MINUTE)
     exercises = sum(p.exercise_minutes for p in found)
@@ -130,10 +127,26 @@ def time_sentence(path: Path) -> str:
     )
 
 
+def section_minutes(path: Path) -> dict[int, int]:
+    """{section number: its computed minutes}."""
+    return _section_minutes(parts(path))
+
+
+def lesson_minutes(path: Path) -> int:
+    """The lesson's minutes, its open investigation left out."""
+    return sum(p.minutes for p in _timed(parts(path)))
+
+
+def time_sentence(path: Path) -> str:
+    """What the lesson's first cell says after ``**Time:**`` (without the full stop)."""
+    return _time_sentence(parts(path))
+
+
 def rewritten(path: Path) -> tuple[str, list[str]]:
     """The lesson's text with computed times in its markers and first cell, and what changed."""
     nb = read_notebook(path)
-    minutes = section_minutes(path)
+    every = parts(path)
+    minutes = _section_minutes(every)
     changes = []
     for cell in nb.cells:
         if cell.cell_type != "markdown":
@@ -154,7 +167,7 @@ def rewritten(path: Path) -> tuple[str, list[str]]:
     time = TIME.search(head.source)
     if not time:
         raise ValueError(f"{path.name}: its first cell has no '**Time:** ....' sentence")
-    wanted = time_sentence(path)
+    wanted = _time_sentence(every)
     if time.group(1) != wanted:
         changes.append(f"time: {time.group(1)!r} → {wanted!r}")
         head.source = head.source[: time.start(1)] + wanted + head.source[time.end(1) :]
