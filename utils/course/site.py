@@ -110,9 +110,8 @@ def _lesson_for_a_page(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             data = output.get("data", {})
             if WIDGET_VIEW in data and "text/html" not in data:
                 continue  # a progress bar: its last state lived in the kernel's widgets
-            if WIDGET_VIEW in data or PLOTLY in data:
-                data.pop(WIDGET_VIEW, None)
-                data.pop(PLOTLY, None)
+            data.pop(WIDGET_VIEW, None)
+            data.pop(PLOTLY, None)
             kept.append(output)
         cell.outputs = kept
     return nb
@@ -174,7 +173,9 @@ def _math_image(tex: str, staged: Path) -> str:
     fig.text(0, 0, f"${drawn}$", fontsize=15)
     buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="svg", bbox_inches="tight", pad_inches=0.05, transparent=True)
+        fig.savefig(
+            buffer, format="svg", bbox_inches="tight", pad_inches=0.05, transparent=True, metadata={"Date": None}
+        )
     except ValueError as error:
         raise ValueError(f"{shown(staged)}: matplotlib cannot draw the equation {tex.strip()!r} ({error})") from None
     finally:
@@ -278,9 +279,6 @@ def stage(source: Path = SOURCE, repository: str | None = None, branch: str = "m
     if source.exists():
         shutil.rmtree(source)
     (source / "notebooks").mkdir(parents=True)
-    lessons = sorted(SOLUTIONS.glob("[0-9A-Z][0-9]_*.ipynb"))
-    for path in lessons:
-        nbformat.write(_lesson_for_a_page(read_notebook(path)), source / "notebooks" / path.name)
     shutil.copyfile(NOTEBOOKS / "README.md", source / "notebooks" / "README.md")
     for name in DOCS:
         origin = ROOT / name
@@ -312,12 +310,15 @@ def stage(source: Path = SOURCE, repository: str | None = None, branch: str = "m
             readme.write(f"\n```{{toctree}}\n:hidden:\n:glob:\n\n{pages}\n```\n")
     for page in sorted(source.rglob("*.md")):
         page.write_text(_page_text(page.read_text(encoding="utf-8"), page), "utf-8")
-    for path in sorted((source / "notebooks").glob("*.ipynb")):
-        nb = read_notebook(path)
+    # The lessons last: their links to a folder check the staged folder for its README.
+    lessons = sorted(SOLUTIONS.glob("[0-9A-Z][0-9]_*.ipynb"))
+    for path in lessons:
+        staged = source / "notebooks" / path.name
+        nb = _lesson_for_a_page(read_notebook(path))
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                cell.source = _page_text(cell.source, path)
-        nbformat.write(nb, path)
+                cell.source = _page_text(cell.source, staged)
+        nbformat.write(nb, staged)
     (source / "index.md").write_text(_index(lessons), "utf-8")
     (source / "_static").mkdir()
     (source / "_static" / "favicon.svg").write_text(FAVICON, "utf-8")
