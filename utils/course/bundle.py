@@ -208,10 +208,8 @@ def write_workshop(archive: Path, source: str, digest: str, out: Path | None = N
     not at all. With ``site`` (where the course's site is published), every relative link in the notebooks (the
     glossary, the start page, the next lesson) points at its page there: on Colab a notebook has no folder around
     it. Returns the folder."""
-    import nbformat
-
     from utils.course.notebook_setup import SETUP_CELL
-    from utils.course.notebooks import render, workshop_notebooks, write_folder
+    from utils.course.notebooks import workshop_notebooks, write_folder
     from utils.course.site import published_links
 
     if not archive.name.endswith(f"{WORKSHOP_SUFFIX}.tar.gz"):
@@ -230,14 +228,10 @@ def write_workshop(archive: Path, source: str, digest: str, out: Path | None = N
             raise BundleError(f"{notebook}'s first code cell is not the course's setup cell: rebuild the notebooks")
         return stamp(cell, source, digest)
 
-    files: dict[str, str | bytes] = dict(workshop_notebooks(stamped))
-    if site:
-        for notebook, text in list(files.items()):
-            nb = nbformat.reads(text, as_version=4)
-            for cell in nb.cells:
-                if cell.cell_type == "markdown":
-                    cell.source = published_links(cell.source, f"notebooks/{notebook}", site)
-            files[notebook] = render(nb)
+    def linked(notebook: str, text: str) -> str:
+        return published_links(text, f"notebooks/{notebook}", site)
+
+    files: dict[str, str | bytes] = dict(workshop_notebooks(stamped, markdown=linked if site else None))
     links = (
         f"Links in the notebooks (the glossary, the start page, the next lesson) open the course's site, {site}."
         if site

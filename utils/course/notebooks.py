@@ -463,18 +463,25 @@ def kept_answers_path(path: Path) -> Path:
 
 
 def workshop_notebooks(
-    first_cell: Callable[[str, str], str] | None = None, solutions: Path | None = None
+    first_cell: Callable[[str, str], str] | None = None,
+    solutions: Path | None = None,
+    markdown: Callable[[str, str], str] | None = None,
 ) -> dict[str, str]:
     """{file name: text} of every lesson's exercise notebook without its solution cells, built from the
     notebooks in ``solutions`` (default: the course's solutions/). ``first_cell``, when given, rewrites the
     source of each notebook's first code cell, ``first_cell(notebook's name, source)`` (a workshop's
-    stamped setup cell)."""
+    stamped setup cell); ``markdown``, each Markdown cell's, ``markdown(notebook's name, source)`` (its links
+    pointed at the published site)."""
     out = {}
     for path in sorted(Path(solutions or SOLUTIONS).glob("*.ipynb")):
         notebook = build_notebook(read_notebook(path), path.name, solutions=False)
         if first_cell is not None:
             first = next(c for c in notebook.cells if c.cell_type == "code")
             first.source = first_cell(path.name, first.source)
+        if markdown is not None:
+            for cell in notebook.cells:
+                if cell.cell_type == "markdown":
+                    cell.source = markdown(path.name, cell.source)
         out[path.name] = render(notebook)
     return out
 
