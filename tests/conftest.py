@@ -1,11 +1,15 @@
 import builtins
+import contextlib
 import errno
+import functools
+import http.server
 import io
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -269,3 +273,23 @@ def simulated_disk(monkeypatch):
     """``simulated_disk(folder, free=..., writable=..., interrupt=...)``: a :class:`SimulatedDisk` under ``folder``
     for this test (a full disk, a folder the user may not write to, Ctrl-C at a file's opening)."""
     return lambda folder, **how: SimulatedDisk(monkeypatch, folder, **how)
+
+
+@contextlib.contextmanager
+def _serving(folder: Path):
+    """``folder`` on a loopback web server, as a browser would fetch it from where it is published; yields its
+    base address."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+
+
+@pytest.fixture
+def serving():
+    """A context manager that serves a folder on loopback: ``with serving(folder) as base: ...``."""
+    return _serving

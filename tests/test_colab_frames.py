@@ -13,11 +13,7 @@ Chromium is installed.
 """
 
 import base64
-import contextlib
-import functools
-import http.server
 import shutil
-import threading
 from pathlib import Path
 
 import nbformat
@@ -92,18 +88,6 @@ def write_frames(outputs, folder: Path) -> Path:
     return page
 
 
-@contextlib.contextmanager
-def serving(folder: Path):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-
-
 def test_on_colab_each_attention_picture_carries_the_circuitsvis_script():
     pattern = [[[1.0, 0.0], [0.5, 0.5]]]
     try:
@@ -139,7 +123,7 @@ def test_an_explorer_carries_colabs_widget_manager_only_on_colab(monkeypatch):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
-def test_pictures_in_later_cells_draw_in_colabs_sandboxed_frames(outputs, tmp_path):
+def test_pictures_in_later_cells_draw_in_colabs_sandboxed_frames(outputs, tmp_path, serving):
     from playwright.sync_api import sync_playwright
 
     explorer = [o for o in outputs[4] if plotting.WIDGET_VIEW in o.get("data", {})]

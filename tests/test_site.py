@@ -6,12 +6,8 @@ lesson, and no page logs a JavaScript error. Skipped, with the reason, only wher
 (``.ci/run`` installs Debian's).
 """
 
-import contextlib
-import functools
-import http.server
 import re
 import shutil
-import threading
 
 import nbformat
 import pytest
@@ -23,20 +19,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
 LESSON = "01_induction_heads"
 REPOSITORY = "https://github.com/example/handson-mechinterp"
-
-
-@contextlib.contextmanager
-def serving(folder):
-    """The site on a loopback web server, as a reader's browser would fetch it from where it is published."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +82,7 @@ def test_open_in_colab_buttons_need_a_github_address():
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
-def test_a_lessons_pictures_a_glossary_link_and_the_search_work_in_a_browser(built):
+def test_a_lessons_pictures_a_glossary_link_and_the_search_work_in_a_browser(built, serving):
     from playwright.sync_api import sync_playwright
 
     errors, requests = [], []

@@ -325,18 +325,17 @@ def test_a_number_the_lesson_does_not_print_is_caught():
 
 
 def test_the_reading_group_plan_covers_every_lesson_and_names_sections_they_have():
-    text = (FACILITATOR / "README.md").read_text(encoding="utf-8")
-    rows = [line.split("|")[1:-1] for line in text.splitlines() if re.match(r"^\| \d+ \|", line)]
+    rows = _plan()
     assert [int(r[0]) for r in rows] == list(range(1, 13)), "twelve weeks"
     assert sorted({n for r in rows for n in re.findall(r"\b(\d\d)\b", r[1])}) == NUMBERS
     have = {n: {s.number for s in workshop.sections(p)} for n, p in PATHS.items()}
     for week, lesson, home, live, _, demo in rows:
         own = re.findall(r"\b(\d\d)\b", lesson)
         for column in (home, live, demo):
-            for m in re.finditer(r"(?:(\d\d) )?§(\d+)(?:–(\d+))?", column):
+            for m in SECTIONS_NAMED.finditer(column):
                 number = m.group(1) or own[-1]
                 wanted = set(range(int(m.group(2)), int(m.group(3) or m.group(2)) + 1))
-                assert wanted <= have[number], f"week {week.strip()}: lesson {number} has no §{wanted - have[number]}"
+                assert wanted <= have[number], f"week {week}: lesson {number} has no §{wanted - have[number]}"
 
 
 # ---- the reading group's plan: each week fits its session ----------------------------------------
