@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -377,6 +378,31 @@ def test_a_cell_that_outlasts_the_timeout_is_named_in_the_retry_message_and_the_
         nbs.execute(tmp_path / "slow.ipynb", timeout=2)
     said = capsys.readouterr().err
     assert "slow.ipynb: the kernel stalled or died (CellTimeoutError at cell 1, 'import time')" in said
+
+
+def test_an_idle_kernel_is_seen_as_stalled_long_before_the_cells_timeout(tmp_path, monkeypatch, capsys):
+    from nbclient.exceptions import CellTimeoutError
+
+    monkeypatch.setattr(nbs, "STALL_WINDOW", 3.0)  # a sleeping kernel is as idle as one that lost a message
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("import time\ntime.sleep(60)")]
+    nbformat.write(nb, tmp_path / "idle.ipynb")
+    start = time.monotonic()
+    with pytest.raises(CellTimeoutError, match=r"^cell 1, 'import time': idle for 3 s with no reply"):
+        nbs.execute(tmp_path / "idle.ipynb", timeout=120)
+    assert time.monotonic() - start < 45  # two runs, each stopped a few seconds into the sleep, not at 60 or 120 s
+    assert "idle.ipynb: the kernel stalled or died (CellTimeoutError at cell 1" in capsys.readouterr().err
+
+
+def test_a_busy_cell_is_never_taken_for_a_stalled_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(nbs, "STALL_WINDOW", 3.0)
+    monkeypatch.setattr(nbs, "STALL_CPU", 0.1)  # a thirtieth of a core: a spinning kernel uses more on any machine
+    nb = nbformat.v4.new_notebook()
+    spin = "import time\nend = time.monotonic() + 6\nwhile time.monotonic() < end:\n    pass"
+    nb.cells = [nbformat.v4.new_code_cell(spin)]
+    nbformat.write(nb, tmp_path / "busy.ipynb")
+    result = nbs.execute(tmp_path / "busy.ipynb", timeout=120)
+    assert result["error"] is None and result["retried"] is False
 
 
 def test_a_workshop_build_leaves_out_every_solution_and_keeps_every_exercise_and_check(tmp_path):

@@ -609,11 +609,13 @@ def execute(
     cell, kept out of the notebook (the robustness sweep uses both).
 
     ``timeout`` bounds each cell (the slowest lesson cell takes well under a minute). A kernel that
-    stalls (no reply within it) or dies is started afresh and the notebook run once more, and
-    ``retried`` says so on stderr and in the result: on a busy machine, about one notebook run in
-    several hundred has lost a message between the kernel and the client, leaving both idle (an
-    ipykernel 7 fault: the course pins ipykernel 6, and the retry stays as a guard). A cell that raises
-    is never retried, and a notebook that stalls twice fails.
+    stalls or dies is started afresh and the notebook run once more, and ``retried`` says so on stderr
+    and in the result: on a busy machine, about one notebook run in several hundred has lost a message
+    between the kernel and the client, leaving both idle (an ipykernel 7 fault: the course pins
+    ipykernel 6, and the retry stays as a guard). A stall is seen without waiting out ``timeout``: a
+    kernel that, with its child processes, uses almost no processor time for ``STALL_WINDOW`` seconds
+    while a cell is running is idle, not busy (:func:`_stall_watch`). A cell that raises is never
+    retried, and a notebook that stalls twice fails.
     """
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -669,7 +671,7 @@ def _execute_once(
     t = time.time()
     client.reset_execution_trackers()
 
-    with client.setup_kernel(env=kernel_environment(env)):
+    with client.setup_kernel(env=kernel_environment(env)), _stall_watch(client) as stalled:
         info = client.wait_for_reply(client.kc.kernel_info())
         if info is not None and "language_info" in info["content"]:
             nb.metadata["language_info"] = info["content"]["language_info"]
@@ -684,6 +686,10 @@ def _execute_once(
             error = ANSI.sub("", str(e)).strip().splitlines()[-1][:300]
         except (CellTimeoutError, DeadKernelError) as e:  # name the cell: the retry's message says where it stalled
             first = (cell.source.strip().splitlines() or [""])[0][:80]
+            if stalled.is_set():  # stopped by the watch, not dead of its own accord
+                raise CellTimeoutError(
+                    f"cell {index}, {first!r}: idle for {STALL_WINDOW:g} s with no reply (stopped by the watch)"
+                ) from e
             raise type(e)(f"cell {index}, {first!r}") from e
         seconds = time.time() - t
         nb.cells.append(nbformat.v4.new_code_cell(PEAK_MEMORY_CODE))
@@ -710,6 +716,63 @@ def _execute_once(
         "peak_mb": round(peak) if peak else None,
         "error": error,
     }
+
+
+# A kernel at work uses the processor (or its child processes do), however busy the machine: with six
+# processes on two cores each gets a third of a core. One that used under STALL_CPU seconds of processor in
+# STALL_WINDOW seconds of a running cell is waiting for a message that will not come.
+STALL_WINDOW = 60.0  # seconds
+STALL_CPU = 0.5  # seconds of processor time, the kernel and its child processes together
+
+
+@contextlib.contextmanager
+def _stall_watch(client) -> Iterator:
+    """While inside, a thread reads the kernel's processor time every twelfth of ``STALL_WINDOW``; when
+    the kernel has used less than ``STALL_CPU`` seconds of it over the last ``STALL_WINDOW`` seconds, the
+    thread stops the kernel, so that the client's wait for a reply ends at once (nbclient sees the kernel
+    gone within a second) instead of at the cell's timeout. Yields an Event that is set when it did."""
+    import signal
+    import threading
+
+    import psutil
+
+    stalled, done = threading.Event(), threading.Event()
+    pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
+
+    def used(process: psutil.Process) -> float:
+        total = 0.0
+        for p in (process, *process.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                times = p.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def watch() -> None:
+        try:
+            kernel = psutil.Process(pid)
+            readings = [(time.monotonic(), used(kernel))]
+            while not done.wait(STALL_WINDOW / 12):
+                readings.append((time.monotonic(), used(kernel)))
+                # drop the oldest reading while the next one is itself at least a window old
+                while len(readings) > 2 and readings[-1][0] - readings[1][0] >= STALL_WINDOW:
+                    readings.pop(0)
+                (t0, cpu0), (t1, cpu1) = readings[0], readings[-1]
+                if t1 - t0 >= STALL_WINDOW and cpu1 - cpu0 < STALL_CPU:
+                    stalled.set()
+                    os.kill(pid, signal.SIGKILL)
+                    return
+        except (psutil.Error, ProcessLookupError):  # the kernel is gone already: nbclient says so itself
+            return
+
+    thread = threading.Thread(target=watch, name="kernel-stall-watch", daemon=True)
+    if pid is not None:
+        thread.start()
+    try:
+        yield stalled
+    finally:
+        done.set()
+        if thread.is_alive():
+            thread.join()
 
 
 KEPT_RUN = "course_run"  # the metadata key of a kept run's stamp
