@@ -178,7 +178,8 @@ def fit_ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
 def fit_procrustes(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The scaled semi-orthogonal map ``T`` ``[d₁, d₂]`` (``s · U Vᵀ`` from the SVD of ``xᵀ y``)
     closest to taking ``x`` to ``y``: it may rotate and scale, never stretch one direction more
-    than another."""
+    than another. When ``d₁ > d₂`` it keeps only ``d₂`` directions of ``x`` (all scaled alike) and
+    sends the other ``d₁ − d₂`` to zero; when ``d₁ < d₂`` its image is a ``d₁``-dimensional subspace."""
     u, s, vh = torch.linalg.svd(x.double().T @ y.double(), full_matrices=False)
     t = u @ vh
     scale = s.sum() / (x.double() @ t).pow(2).sum()  # the best scale for that rotation
