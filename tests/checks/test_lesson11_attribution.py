@@ -199,10 +199,17 @@ def _replacement(model, run, tcs, nodes, readout):
     return torch.stack(out)
 
 
+def _graph_prediction(model, run, tcs, nodes, readout):
+    """The graph's own prediction: minus each feature's effect on the readout through every path of the graph."""
+    graph = A.attribution_graph(model, tcs, run, readout)
+    return -A.total_effects(graph)[[graph.nodes.index(node) for node in nodes]]
+
+
 MEASURED_MISTAKES = {
     "the sign is reversed": lambda m, r, t, n, ro: -measured_effects(m, r, t, n, ro),
     "subtract the readout as it was": lambda m, r, t, n, ro: measured_effects(m, r, t, n, ro) + r.logits[-1] @ ro,
-    "the replacement model": _replacement,
+    "minus the feature's direct edge into the readout": _replacement,
+    "minus the graph's `total_effects`, the graph's own prediction": _graph_prediction,
     "at the last position only": lambda m, r, t, n, ro: torch.stack(
         [(A.intervene(m, r, t, node, 0.0) - r.logits).mean(0) @ ro for node in n]
     ),
@@ -211,6 +218,21 @@ MEASURED_MISTAKES = {
 
 def test_measured_effects_check_accepts_its_own_hook_and_names_each_mistake(prove_check, zoo):
     prove_check(c.check_measured_effects, measured_effects, MEASURED_MISTAKES, *zoo)
+
+
+def test_the_two_graph_answers_are_minus_the_direct_edge_and_minus_the_total_effect(zoo):
+    """The hints name what each wrong answer is: holding every other MLP's write in the replacement model gives minus
+    the feature's direct edge into the readout, which on the check's features is not the graph's full prediction."""
+    model, tcs = zoo
+    run = c._prompt_run(model, tcs)
+    readout = A.readout_direction(run.logits.shape[-1], int(run.tokens[1]), int(run.tokens[3]))
+    graph = A.attribution_graph(model, tcs, run, readout)
+    features = graph.index("feature")
+    top = features[A.influence(graph)[features].argsort(descending=True)[:5]]
+    nodes = [graph.nodes[i] for i in top]
+    held = _replacement(model, run, tcs, nodes, readout)
+    torch.testing.assert_close(held, -graph.adjacency[-1, top], atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(held, _graph_prediction(model, run, tcs, nodes, readout), atol=1e-3, rtol=1e-3)
 
 
 def test_measured_effects_check_accepts_a_list_of_numbers(zoo, capsys):

@@ -304,10 +304,11 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
         [(A.intervene(model, run, transcoders, node, 0.0) - run.logits).mean(0) @ readout for node in nodes]
     )
     writes = _writes(run, transcoders)
-    linear = []
+    direct = []  # the replacement model with every other MLP's write held: minus the feature's direct edge
     for node in nodes:
         _, final = A.linear_forward(model, run, run.embed, _without(run, transcoders, writes, node))
-        linear.append(A.readout_value(model, final, readout) - base)
+        direct.append(A.readout_value(model, final, readout) - base)
+    predicted = -A.total_effects(graph)[top]  # the graph's prediction, through every path
     expect_close(
         out,
         ref,
@@ -320,9 +321,17 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
             (ref + base, "this is the readout with the feature off; subtract the readout as it was."),
             (mean_pos, "the readout is read at the last position only, not averaged over positions."),
             (
-                torch.stack(linear),
-                "this runs the replacement model (attention and MLPs frozen), which is the graph's own prediction; "
-                "measure in the real model: `A.intervene(model, run, transcoders, node, 0.0)`.",
+                torch.stack(direct),
+                "this runs the replacement model (attention and norms frozen) with every later MLP's write held fixed: "
+                "it is minus the feature's direct edge into the readout, not even the graph's full prediction; "
+                "measure in the real model: "
+                "`A.intervene(model, run, transcoders, node, 0.0)`.",
+            ),
+            (
+                predicted,
+                "this is minus the graph's `total_effects`, the graph's own prediction (attention and norms frozen, "
+                "every feature passing changes straight on); measure in the real model: "
+                "`A.intervene(model, run, transcoders, node, 0.0)`.",
             ),
         ],
     )
