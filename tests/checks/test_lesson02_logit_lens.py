@@ -58,6 +58,16 @@ def head_results(model, cache, layer, last):
     return torch.einsum("bhe,hed->hbd", z, model.W_O[layer])
 
 
+def head_attribution(model, cache, last, scale, directions):
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    out = torch.zeros(L, H, len(last))
+    for l in range(L):
+        for h in range(H):
+            head = head_results(model, cache, l, last)[h]  # [batch, d_model]
+            out[l, h] = torch.einsum("bd,bd->b", head, directions) / scale[:, 0]
+    return out
+
+
 def attention_to_names(pattern, tokens, last, names):
     out = torch.zeros(pattern.shape[0], pattern.shape[1])
     for i in range(pattern.shape[0]):
@@ -152,6 +162,45 @@ def _layer_0_weights(model, cache, layer, last):
 def _summed_then_shared(model, cache, layer, last):
     out = head_results(model, cache, layer, last)
     return out.sum(0, keepdim=True).expand_as(out) / out.shape[0]
+
+
+def _layer_results(model, cache, last, scale, directions):
+    """Each layer's [head, batch] attributions, in a list: the loop's results not yet stacked."""
+    return [
+        project_to_logit_diff(head_results(model, cache, l, last), scale, directions) for l in range(model.cfg.n_layers)
+    ]
+
+
+def _layers(layers):
+    """The loop over `layers` (a function of the number of layers) instead of every layer."""
+
+    def wrong(model, cache, last, scale, directions):
+        return torch.stack(
+            [
+                project_to_logit_diff(head_results(model, cache, l, last), scale, directions)
+                for l in layers(model.cfg.n_layers)
+            ]
+        )
+
+    return wrong
+
+
+def _joined(model, cache, last, scale, directions):
+    return torch.cat(_layer_results(model, cache, last, scale, directions))
+
+
+def _with_output_bias(model, cache, last, scale, directions):
+    return torch.stack(
+        [
+            project_to_logit_diff(head_results(model, cache, l, last) + model.b_O[l], scale, directions)
+            for l in range(model.cfg.n_layers)
+        ]
+    )
+
+
+def _lesson_batch(model, cache, last, scale, directions):
+    """The lesson's own SCALE and DIRS (100 prompts) where the arguments were meant."""
+    return head_attribution(model, cache, last, torch.ones(100, 1), torch.zeros(100, directions.shape[1]))
 
 
 def _last_occurrence(p, t, last, n):
@@ -292,6 +341,41 @@ MODEL_CASES = {
             "*plus* the bias `b_O`": _attention_without_bias,
         },
     ),
+    "head_attribution": (
+        c.check_head_attribution,
+        head_attribution,
+        {
+            "returned a list of the layers' results": _layer_results,
+            "torch.cat joins them": _joined,
+            "averaged over the prompts": lambda model, cache, last, scale, directions: head_attribution(
+                model, cache, last, scale, directions
+            ).mean(-1),
+            "added up each layer's heads": lambda model, cache, last, scale, directions: head_attribution(
+                model, cache, last, scale, directions
+            ).sum(1),
+            "stops one layer short": _layers(lambda L: range(L - 1)),
+            "starts at layer 1": _layers(lambda L: range(1, L)),
+            "not layer 0": _layers(lambda L: [0] * L),
+            "not the last layer": _layers(lambda L: [L - 1] * L),
+            "the sign is flipped": lambda model, cache, last, scale, directions: head_attribution(
+                model, cache, last, scale, -directions
+            ),
+            "left out the frozen final scale": lambda model, cache, last, scale, directions: head_attribution(
+                model, cache, last, torch.ones_like(scale), directions
+            ),
+            "divided by the scale twice": lambda model, cache, last, scale, directions: head_attribution(
+                model, cache, last, scale**2, directions
+            ),
+            "layers and heads are swapped": lambda model, cache, last, scale, directions: head_attribution(
+                model, cache, last, scale, directions
+            ).transpose(0, 1),
+            "[head, layer, batch]; the first axis should be the layer": lambda model, cache, last, scale, directions: (
+                head_attribution(model, cache, last, scale, directions).transpose(0, 1)
+            ),
+            "carries the output bias `b_O`": _with_output_bias,
+            "not the lesson's batch.last, SCALE and DIRS": _lesson_batch,
+        },
+    ),
     "head_results": (
         c.check_head_results,
         head_results,
@@ -313,7 +397,15 @@ MODEL_CASES = {
 
 
 # Mistakes that need an output bias `b_O` (GPT-2 style attention) or an MLP to be made at all.
-BIAS_MISTAKES = ("it belongs to no head (TransformerLens", "not a share to each", "*plus* the bias `b_O`")
+BIAS_MISTAKES = (
+    "it belongs to no head (TransformerLens",
+    "not a share to each",
+    "*plus* the bias `b_O`",
+    "carries the output bias `b_O`",
+)
+# A mistake the check can name only where a model has as many heads as layers (else the shape names it).
+SQUARE_MISTAKES = ("layers and heads are swapped",)
+NON_SQUARE_MISTAKES = ("[head, layer, batch]; the first axis should be the layer",)
 # A mistake that needs learned position embeddings (rotary models add none to the stream).
 POSITION_MISTAKES = ("`hook_embed` holds the token embeddings alone",)
 
@@ -334,6 +426,8 @@ def test_model_check_accepts_a_correct_solution_and_rejects_the_stub_and_mistake
         wrong = {message: fn for message, fn in wrong.items() if message not in BIAS_MISTAKES}
     if model.cfg.positional_embedding_type == "rotary":  # the embeddings are the whole first stage
         wrong = {message: fn for message, fn in wrong.items() if message not in POSITION_MISTAKES}
+    square = model.cfg.n_layers == model.cfg.n_heads
+    wrong = {m: fn for m, fn in wrong.items() if m not in (NON_SQUARE_MISTAKES if square else SQUARE_MISTAKES)}
     prove_check(check, solution, wrong, model)
 
 
@@ -396,11 +490,19 @@ def _loop_over_heads(model, cache, layer, last):
     return torch.stack([z[:, h] @ model.W_O[layer, h] for h in range(model.cfg.n_heads)])
 
 
+def _stacked_projections(model, cache, last, scale, directions):
+    layers = [
+        project_to_logit_diff(head_results(model, cache, l, last), scale, directions) for l in range(model.cfg.n_layers)
+    ]
+    return torch.stack(layers)
+
+
 MODEL_VARIANTS = {
     "accumulated_residual, the cache helper": (c.check_accumulated_residual, _helper_stages),
     "accumulated_residual, normalised times scale": (c.check_accumulated_residual, _loop_with_normalised_times_scale),
     "decomposed_residual, differences of the stream": (c.check_decomposed_residual, _differences),
     "head_results, a loop over heads": (c.check_head_results, _loop_over_heads),
+    "head_attribution, the layers' projections stacked": (c.check_head_attribution, _stacked_projections),
 }
 
 

@@ -391,6 +391,104 @@ def check_head_results(fn: Callable, model) -> None:
     passed(name, "matches cache.stack_head_results")
 
 
+def check_head_attribution(fn: Callable, model) -> None:
+    """fn(model, cache, last [batch], scale [batch, 1], directions [batch, d_model]) -> [layer, head, batch]: each
+    head's direct logit attribution on each prompt, with the frozen final scale.
+
+    The check runs the loop on a fresh batch of transfer prompts, with their own scales and directions, and compares
+    it with TransformerLens's ``stack_head_results`` projected the same way.
+    """
+    name = _name(fn, "head_attribution")
+    cache, batch = _fresh_cache(model)
+    L, H, n = model.cfg.n_layers, model.cfg.n_heads, len(batch)
+    idx = torch.arange(n, device=batch.last.device)
+    scale = cache["ln_final.hook_scale"][idx, batch.last]  # [batch, 1]
+    directions = (model.W_U[:, batch.answers] - model.W_U[:, batch.distractors]).T  # [batch, d_model]
+    heads = cache.stack_head_results(layer=-1)[:, idx, batch.last]  # [layer·head, batch, d_model]
+    ref = ((heads / scale) * directions).sum(-1).reshape(L, H, n).cpu()
+    own = (
+        "If a size differs by the number of prompts: use the arguments `last`, `scale` and `directions`, not the "
+        "lesson's batch.last, SCALE and DIRS (the check gives the loop another batch)."
+    )
+    out = call(fn, model, cache, batch.last, scale, directions, name=name, explain={RuntimeError: own, IndexError: own})
+    if isinstance(out, (list, tuple)):
+        raise CheckFailed(
+            f"`{name}` returned a {type(out).__name__} of the layers' results; return one tensor [layer, head, batch]: "
+            "torch.stack the layers' [head, batch] results."
+        )
+    if isinstance(out, torch.Tensor):
+        shape = tuple(out.shape)
+        if shape == (L * H, n):
+            raise CheckFailed(
+                f"`{name}` returned shape {shape}, [layer·head, batch]: the layers' heads are joined in one axis; "
+                f"keep layers and heads apart, [layer, head, batch] = {(L, H, n)}: torch.stack the layers' results "
+                "(torch.cat joins them)."
+            )
+        if shape == (L, H) and _close(out, ref.mean(-1)):
+            raise CheckFailed(
+                f"`{name}` averaged over the prompts; return every prompt's attribution, [layer, head, batch] = "
+                f"{(L, H, n)}: the lesson averages it itself, and splits the prompts by the order of the names."
+            )
+        if shape == (L, n) and _close(out, ref.sum(1)):
+            raise CheckFailed(
+                f"`{name}` added up each layer's heads; keep each head apart, [layer, head, batch] = {(L, H, n)}: "
+                "project each head's output, [head, batch] per layer."
+            )
+        if shape == (L - 1, H, n) and L > 1:
+            for part, message in (
+                (ref[:-1], "your loop stops one layer short and leaves out the last layer"),
+                (ref[1:], "your loop starts at layer 1 and leaves out layer 0"),
+            ):
+                if _close(out, part):
+                    raise CheckFailed(f"`{name}`: {message}; loop over every layer, range(model.cfg.n_layers).")
+        if shape == (H, L, n) and H != L:
+            raise CheckFailed(
+                f"`{name}` returned shape {shape}, [head, layer, batch]; the first axis should be the layer, "
+                f"[layer, head, batch] = {(L, H, n)}."
+            )
+    out = expect_tensor(out, (L, H, n), ["layer", "head", "batch"], name)
+    fixed = (
+        "every layer gives the same heads: the loop reads one fixed layer; pass the loop's own layer to head_results"
+    )
+    hints = [
+        (ref[:1].expand_as(ref), fixed + ", head_results(model, cache, l, last), not layer 0."),
+        (ref[-1:].expand_as(ref), fixed + ", head_results(model, cache, l, last), not the last layer."),
+        (-ref, "the sign is flipped; project on `directions` as given (answer minus distractor)."),
+        (
+            ref * scale[:, 0].cpu(),
+            "you left out the frozen final scale; divide every head's output by its prompt's `scale` "
+            "(project_to_logit_diff does).",
+        ),
+        (
+            ref / scale[:, 0].cpu(),
+            "you divided by the scale twice; divide each head's output by its prompt's `scale` once.",
+        ),
+    ]
+    if H == L:
+        hints.append(
+            (ref.transpose(0, 1), "layers and heads are swapped; the first axis is the layer: [layer, head, batch].")
+        )
+    if _has_output_bias(model):
+        b_O = model.b_O  # [layer, d_model]
+        bias = ((b_O[:, None, :] / scale) * directions).sum(-1).cpu()  # [layer, batch]
+        hints.append(
+            (
+                ref + bias[:, None, :],
+                "each head carries the output bias `b_O`; leave it out: it belongs to no head (head_results has none).",
+            )
+        )
+    expect_close(out, ref, name, "attributions", hints=hints)
+    passed(name, f"{L} layers × {H} heads on {n} fresh prompts, matches cache.stack_head_results projected")
+
+
+def _close(out: torch.Tensor, wrong: torch.Tensor) -> bool:
+    """Whether the learner's floating-point ``out`` holds the values of the wrong answer ``wrong`` (on the CPU)."""
+    if not out.is_floating_point() or out.is_meta or out.is_nested:
+        return False
+    out = out.to_dense() if out.layout != torch.strided else out
+    return torch.allclose(out.detach().float().cpu(), wrong, atol=1e-4, rtol=1e-3)
+
+
 # --- attention to the names ------------------------------------------------------------
 
 
