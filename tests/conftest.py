@@ -34,10 +34,22 @@ OWN_UNITS = (
     "tests/test_off_the_zoo_circuits.py::test_each_circuits_lesson_runs_on_a_random_model",
     "tests/test_off_the_zoo_representations.py::test_each_representations_lesson_runs_on_a_random",
 )
-# The longest units go first, so that no worker is left running one while the other idles:
-# the units above (the lessons on a second model, on a fresh sample and off the zoo among them;
-# the lessons themselves, where make course has not just run them), then lesson 03's checks, then the rest.
-HEAVY_FIRST = (*OWN_UNITS, "tests/checks/test_lesson03_patching.py")
+# The longest units go first, so that no worker is left running one while the other idles (the
+# longest-first rule of scheduling: what is left at the end is short): the model cards' fresh samples and
+# the browser's lessons (files of a few minutes each), the units above (the lessons on a second model, on a
+# fresh sample and off the zoo among them; the lessons themselves, where make course has not just run them),
+# then the files of a minute or two, then the rest in the order pytest collects them.
+HEAVY_FIRST = (
+    "tests/test_evaluate.py",
+    "tests/test_browser.py",
+    *OWN_UNITS,
+    "tests/test_bundle.py",
+    "tests/checks/test_lesson03_patching.py",
+    "tests/test_bad_input.py",
+    "tests/test_train.py",
+    "tests/checks/test_lesson05_steering.py",
+    "tests/checks/test_lesson04_probes.py",
+)
 
 
 def work_unit(nodeid: str) -> str:
@@ -46,11 +58,15 @@ def work_unit(nodeid: str) -> str:
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadfile``, with the units above. (pytest-xdist's own ``loadgroup`` marks do
-    not work with this pytest: the group suffix it writes never reaches the scheduler.)"""
+    """``--dist loadfile``, with the units above, handed out in the order ``HEAVY_FIRST`` sorts them
+    (pytest-xdist would otherwise queue the units with the most tests first, which puts the single
+    long notebook runs last). (Its own ``loadgroup`` marks do not work with this pytest: the group
+    suffix it writes never reaches the scheduler.)"""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False
 
     class Units(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -83,3 +83,47 @@ def test_make_test_spreads_work_with_the_scheduler_the_test_suite_defines():
     assert work_unit(f"{second}[01.ipynb]") != work_unit(f"{second}[02.ipynb]")
     assert work_unit("solutions/01.ipynb::Cell 3") == work_unit("solutions/01.ipynb::Cell 4")
     assert work_unit("tests/test_paths.py::test_a") == work_unit("tests/test_paths.py::test_b")
+
+
+def test_the_scheduler_hands_out_the_longest_units_first_whatever_their_number_of_tests():
+    """xdist's own loadfile queue puts the units with the most tests first, so the single long
+    notebook runs would come last and one worker would finish them alone; the suite's keeps the
+    order of ``HEAVY_FIRST``."""
+    from types import SimpleNamespace
+
+    from _pytest.config import _prepareconfig
+
+    from tests.conftest import pytest_collection_modifyitems, pytest_xdist_make_scheduler
+
+    fresh = "tests/test_lessons.py::test_each_lessons_claims_hold_on_a_fresh_sample"
+    many_short = [f"tests/test_paths.py::test_{i}" for i in range(30)]
+    items = [
+        SimpleNamespace(nodeid=i) for i in [*many_short, f"{fresh}[01]", "tests/test_evaluate.py::t", f"{fresh}[02]"]
+    ]
+    pytest_collection_modifyitems(None, items)
+    collected = [i.nodeid for i in items]
+    assert collected[:3] == ["tests/test_evaluate.py::t", f"{fresh}[01]", f"{fresh}[02]"]
+
+    config = _prepareconfig(["--tx", "2*popen", "--dist", "loadfile", "-p", "no:cacheprovider", str(ROOT / "tests")])
+    try:
+        scheduler = pytest_xdist_make_scheduler(config, None)
+        sent = {}
+
+        class Worker:
+            def __init__(self, name):
+                self.gateway, self.shutting_down = SimpleNamespace(id=name), False
+
+            def send_runtest_some(self, indices):
+                sent.setdefault(self.gateway.id, []).extend(collected[i] for i in indices)
+
+            def shutdown(self):
+                self.shutting_down = True
+
+        for worker in (Worker("gw0"), Worker("gw1")):
+            scheduler.add_node(worker)
+            scheduler.add_node_collection(worker, collected)
+        scheduler.schedule()
+    finally:
+        config._ensure_unconfigure()
+    first = {tests[0] for tests in sent.values()}
+    assert first == {"tests/test_evaluate.py::t", f"{fresh}[01]"}, sent  # not the file of thirty short tests
