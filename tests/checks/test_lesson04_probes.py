@@ -456,6 +456,100 @@ def test_the_probe_check_runs_the_function_with_gradients_off_and_leaves_the_glo
     assert seen and not any(seen) and torch.equal(state, torch.get_rng_state())
 
 
+# --- the loop over stages --------------------------------------------------------------------------
+
+
+def probe_every_stage(X, labels, train, fit):
+    """Written another way than the notebook's: the result filled into a tensor made first."""
+    out = torch.zeros(X.shape[:2], dtype=torch.bool)
+    for s, x in enumerate(X):
+        out[s] = fit(x[train], labels[train], 12)(x).argmax(-1) == labels
+    return out
+
+
+def _sweep(stages=lambda S: range(S), rows=lambda train: train, score=lambda s, S: s, after_loop=None, end=None):
+    """A learner's loop with one part written wrongly: the stages it visits, the rows it fits on, the stage
+    it scores each probe at, a probe kept from the loop and used after it, or what it does with the hits."""
+
+    def probe_every_stage(X, labels, train, fit):
+        S, hits, probe = X.shape[0], [], None
+        for s in stages(S):
+            probe = fit(X[s][rows(train)], labels[rows(train)], 12)
+            if after_loop is None:
+                hits.append(probe(X[score(s, S)]).argmax(-1) == labels)
+        if after_loop is not None:
+            hits = [after_loop(probe, X, S)(X[s]).argmax(-1) == labels for s in range(S)]
+        return end(hits) if end else torch.stack(hits)
+
+    return probe_every_stage
+
+
+def _one_probe(X, labels, train, fit):
+    probe = fit(X[-1][train], labels[train], 12)
+    return torch.stack([probe(x).argmax(-1) == labels for x in X])
+
+
+def _global_fit(X, labels, train, fit):
+    """Fits with a probe of its own instead of the argument."""
+    return torch.stack([c._nearest_mean(x[train], labels[train], 12)(x).argmax(-1) == labels for x in X])
+
+
+def _first_probe_kept(X, labels, train, fit):
+    probes = [fit(x[train], labels[train], 12) for x in X]
+    return torch.stack([probes[0](x).argmax(-1) == labels for x in X])
+
+
+def _other_labels(X, labels, train, fit):
+    y = labels[train][torch.randperm(int(train.sum()), generator=torch.Generator().manual_seed(0))]
+    return torch.stack([fit(x[train], y, 12)(x).argmax(-1) == labels for x in X])
+
+
+SWEEP_MISTAKES = {
+    "fits its probes on every row": _sweep(rows=lambda train: torch.ones_like(train)),
+    "fits its probes on the test rows": _sweep(rows=lambda train: ~train),
+    "fits no probe at the last stage": _sweep(stages=lambda S: range(S - 1)),
+    "fits no probe at stage 0, the embeddings": _sweep(stages=lambda S: range(1, S)),
+    "fits one probe": _one_probe,
+    "never called the `fit` it was given": _global_fit,
+    "with other labels than those of its rows": _other_labels,
+    "scores every stage with the probe fitted at the last stage": _sweep(after_loop=lambda probe, X, S: probe),
+    "scores every stage with the probe fitted at stage 0": _first_probe_kept,
+    "on the stage before it": _sweep(score=lambda s, S: s - 1),
+    "returned a list": _sweep(end=list),
+    "returns one number per stage": _sweep(end=lambda hits: torch.stack(hits).float().mean(-1)),
+    "returns the test rows only": _sweep(end=lambda hits: torch.stack(hits)[:, ~_sweep_train()]),
+    "[row, stage]": _sweep(end=lambda hits: torch.stack(hits, dim=1)),
+    "returns the predicted classes": lambda X, labels, train, fit: torch.stack(
+        [fit(x[train], labels[train], 12)(x).argmax(-1) for x in X]
+    ),
+    "values other than 0 and 1": lambda X, labels, train, fit: torch.stack(
+        [fit(x[train], labels[train], 12)(x).softmax(-1).max(-1).values for x in X]
+    ),
+    "returns where the probe is wrong": _sweep(end=lambda hits: ~torch.stack(hits)),
+}
+
+
+def _sweep_train():
+    return c._sweep_problem()[2]
+
+
+def test_the_sweep_problem_has_every_class_among_the_training_rows_and_stages_that_differ():
+    X, labels, train = c._sweep_problem()
+    assert set(labels[train].tolist()) == set(range(c._SWEEP_CLASSES))
+    probes = [c._nearest_mean(x[train], labels[train], 12) for x in X]
+    hits = c._scored(probes, X, labels, range(len(X)))
+    test = hits[:, ~train].float().mean(-1)
+    assert all(a < b for a, b in zip(test, test[1:])), "later stages are easier"
+    assert 0.2 < test[0] and test[-1] < 1, "no stage is at chance or perfect"
+    leaked = c._scored([c._nearest_mean(x, labels, 12) for x in X], X, labels, range(len(X)))
+    assert not torch.equal(leaked, hits), "fitting on every row changes the hits"
+
+
+def test_the_sweep_check_accepts_the_hits_as_floats_of_0_and_1(capsys):
+    c.check_probe_every_stage(lambda X, labels, train, fit: probe_every_stage(X, labels, train, fit).float())
+    assert "✓" in capsys.readouterr().out
+
+
 # --- control labels, directions ------------------------------------------------------------------
 
 
@@ -708,6 +802,7 @@ NEURON_MISTAKES = {
 CASES = {
     "split_by_document": (c.check_split_by_document, split_by_document, SPLIT_MISTAKES),
     "train_probe": (c.check_train_probe, _probe(), PROBE_MISTAKES),
+    "probe_every_stage": (c.check_probe_every_stage, probe_every_stage, SWEEP_MISTAKES),
     "control_labels": (c.check_control_labels, control_labels, CONTROL_MISTAKES),
     "mass_mean_directions": (c.check_mass_mean_directions, mass_mean_directions, MASS_MEAN_MISTAKES),
     "pca_2d": (c.check_pca_2d, pca_2d, PCA_MISTAKES),
@@ -744,6 +839,7 @@ CORRECT_VARIANTS = [
     (c.check_train_probe, train_probe_lbfgs),
     (c.check_train_probe, train_probe_other_start),
     (c.check_train_probe, train_probe_drawing_first),
+    (c.check_probe_every_stage, _sweep()),  # the notebook's loop, the hits stacked
     (c.check_control_labels, _per_type(lambda labels, n, g, seed: _row_labels(labels, n, g))),
     (c.check_pca_2d, pca_2d_from_u_and_s),
     (c.check_pca_2d, pca_2d_lowrank_default),

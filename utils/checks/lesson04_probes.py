@@ -15,6 +15,10 @@ function; the check runs that function twice more with ``seed=1``, with torch's 
 in two different states (restored afterwards), and asks for the same probe both times and another
 probe than seed 0 gave: a function that ignores ``seed`` would make the lesson's comparison of
 seeds compare a probe with itself.
+
+The loop over stages is given a ``fit`` of the check's own, the nearest class mean, which is quick,
+exact and records what it was given: so the check sees which stage's rows each probe learned from,
+and whether they were the training rows, before it compares the hits with its own.
 """
 
 from __future__ import annotations
@@ -595,6 +599,203 @@ def check_train_probe(fn: Callable) -> None:
         f"`{name}`'s probe reaches a training loss of {loss:.3f}, where Adam on standardised features (lr 1e-2, 300 "
         f"full-batch steps) reaches {ref_loss:.3f}. Check each part: standardise each feature, zero the gradients "
         "every step, use `steps` and `lr`, and fold the mean and std back into the weight and bias."
+    )
+
+
+# --- the loop over stages ------------------------------------------------------------------------
+
+_SWEEP_STAGES, _SWEEP_ROWS, _SWEEP_D, _SWEEP_CLASSES = 4, 240, 10, 12
+
+
+def _sweep_problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(X [stage, row, d], labels [row], train [row] bool): twelve classes whose centres move apart stage by stage,
+    so that each stage's probe is right at other rows, and about a third of the rows left out of the fits."""
+    g = torch.Generator().manual_seed(49)
+    labels = torch.arange(_SWEEP_ROWS) % _SWEEP_CLASSES  # every class at 20 rows
+    labels = labels[torch.randperm(_SWEEP_ROWS, generator=g)]
+    centres = torch.randn(_SWEEP_CLASSES, _SWEEP_D, generator=g)
+    X = torch.stack(
+        [
+            0.35 * (s + 1) * centres[labels] + torch.randn(_SWEEP_ROWS, _SWEEP_D, generator=g)
+            for s in range(_SWEEP_STAGES)
+        ]
+    )
+    train = torch.rand(_SWEEP_ROWS, generator=g) < 2 / 3
+    return X, labels, train
+
+
+def _nearest_mean(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.nn.Linear:
+    """The check's own quick probe: the nearest class mean, as a Linear that maps x to logits."""
+    with torch.no_grad():
+        means = torch.stack([x[y == k].mean(0) for k in range(n_classes)])
+        probe = torch.nn.Linear(x.shape[1], n_classes)
+        probe.weight.copy_(means)
+        probe.bias.copy_(-0.5 * means.pow(2).sum(-1))
+    return probe
+
+
+def _scored(probes: list, X: torch.Tensor, labels: torch.Tensor, stages) -> torch.Tensor:
+    """[stage, row]: probes[k] scored at stage stages[k]."""
+    with torch.no_grad():
+        return torch.stack([p(X[s]).argmax(-1) == labels for p, s in zip(probes, stages)])
+
+
+def _fitted_where(x: torch.Tensor, X: torch.Tensor, train: torch.Tensor) -> tuple[int, str] | None:
+    """(stage, which rows) of one fit's inputs: 'train', 'every' or 'test' rows of X[stage]; None if none."""
+    for s in range(len(X)):
+        for rows, mask in (("train", train), ("every", torch.ones_like(train)), ("test", ~train)):
+            if x.shape == X[s][mask].shape and torch.equal(x.float(), X[s][mask].float()):
+                return s, rows
+    return None
+
+
+def check_probe_every_stage(fn: Callable) -> None:
+    """fn(X [stage, row, d], labels [row], train [row] bool, fit) -> [stage, row] bool: at each stage a probe
+    ``fit(X[s][train], labels[train], 12)``, and whether it is right at every row of ``X[s]``.
+
+    The check gives the loop a ``fit`` of its own (the nearest class mean, quick and exact) on a small problem whose
+    classes move apart stage by stage, and records every fit: which stage's rows it was given, and which rows.
+    """
+    name = _name(fn, "probe_every_stage")
+    X, labels, train = _sweep_problem()
+    S, n = X.shape[:2]
+    fits: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def fit(x, y, n_classes, *args, **kwargs):
+        fits.append((torch.as_tensor(x).detach().clone(), torch.as_tensor(y).detach().clone()))
+        return _nearest_mean(torch.as_tensor(x).detach(), torch.as_tensor(y).detach(), int(n_classes))
+
+    with torch.no_grad():  # as in the lesson, gradients off
+        out = call(fn, X.clone(), labels.clone(), train.clone(), fit, name=name)
+    if not fits:
+        raise CheckFailed(
+            f"`{name}` never called the `fit` it was given, so the check cannot see which rows its probes learned "
+            "from; fit every probe with the argument `fit` (the lesson passes your train_probe), fit(x, y, 12)."
+        )
+    where = [_fitted_where(x, X, train) for x, _ in fits]
+    if any(w is not None and w[1] == "every" for w in where):
+        raise CheckFailed(
+            f"`{name}` fits its probes on every row, the test stories' included, so their score measures memory; "
+            "fit each probe on the training rows alone, fit(X[s][train], labels[train], 12), and score it on every "
+            "row."
+        )
+    if any(w is not None and w[1] == "test" for w in where):
+        raise CheckFailed(
+            f"`{name}` fits its probes on the test rows (~train); fit on the rows `train` marks, "
+            "fit(X[s][train], labels[train], 12)."
+        )
+    if any(w is None for w in where):
+        raise CheckFailed(
+            f"`{name}` fits a probe on rows that are not the training rows of any stage ({tuple(fits[0][0].shape)} "
+            f"for the first fit); give fit the training rows of one stage, X[s][train], shape "
+            f"{tuple(X[0][train].shape)} here."
+        )
+    for (_, y), (s, _) in zip(fits, where):
+        if not torch.equal(y.long(), labels[train]):
+            raise CheckFailed(
+                f"`{name}` fits the probe at stage {s} with other labels than those of its rows; give fit "
+                "labels[train], in the same order as X[s][train]."
+            )
+    fitted = sorted({s for s, _ in where})
+    if len(fits) == 1:
+        raise CheckFailed(
+            f"`{name}` fits one probe (on stage {fitted[0]}'s rows) for {S} stages; fit a new probe at each stage "
+            "inside the loop, on that stage's rows X[s][train], and score it on X[s]."
+        )
+    missing = sorted(set(range(S)) - set(fitted))
+    if missing == [S - 1]:
+        raise CheckFailed(
+            f"`{name}` fits no probe at the last stage (stage {S - 1} of 0…{S - 1}, after the last layer): the loop "
+            "stops one short; loop over every stage, for s in range(X.shape[0]) (X holds L + 1 stages)."
+        )
+    if missing == [0]:
+        raise CheckFailed(
+            f"`{name}` fits no probe at stage 0, the embeddings: the loop starts at 1; loop over every stage from "
+            "0, for s in range(X.shape[0])."
+        )
+    if missing:
+        raise CheckFailed(
+            f"`{name}` fits no probe at stages {missing} of 0…{S - 1}; loop over every stage, "
+            "for s in range(X.shape[0])."
+        )
+    if isinstance(out, (list, tuple)):
+        raise CheckFailed(
+            f"`{name}` returned a {type(out).__name__}; stack the stages' rows into one tensor [stage, row], "
+            "torch.stack(hits)."
+        )
+    if isinstance(out, torch.Tensor) and out.ndim == 1 and len(out) == S:
+        raise CheckFailed(
+            f"`{name}` returns one number per stage (an accuracy?), shape {tuple(out.shape)}; return whether the "
+            "probe is right at every row, [stage, row] bool: the lesson takes the means on the rows it chooses, and "
+            "its story-level errors need each row."
+        )
+    if (
+        isinstance(out, torch.Tensor)
+        and out.ndim == 2
+        and out.shape[0] == S
+        and out.shape[1]
+        in (
+            int((~train).sum()),
+            int(train.sum()),
+        )
+    ):
+        which = "test" if out.shape[1] == int((~train).sum()) else "training"
+        raise CheckFailed(
+            f"`{name}` returns the {which} rows only ({out.shape[1]} of {n}); score every row, probe(X[s]), and "
+            "return [stage, row]: the lesson picks the test rows (and each role's) with its own masks."
+        )
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (n, S):
+        raise CheckFailed(
+            f"`{name}` returned shape {tuple(out.shape)}, [row, stage]; stack the stages along the first "
+            f"dimension, [stage, row] = {(S, n)} (torch.stack(hits), not torch.stack(hits, dim=1))."
+        )
+    out = expect_tensor(out, (S, n), ["stage", "row"], name, floating=False)
+    if out.dtype != torch.bool:
+        if not out.is_floating_point() and out.max() > 1:
+            raise CheckFailed(
+                f"`{name}` returns the predicted classes, not whether they are right; compare them with the "
+                "labels, probe(X[s]).argmax(-1) == labels."
+            )
+        if not bool(((out == 0) | (out == 1)).all()):
+            raise CheckFailed(
+                f"`{name}` returns {out.dtype} values other than 0 and 1 (logits or probabilities?); return whether "
+                "the probe's top class is the label, probe(X[s]).argmax(-1) == labels, a bool tensor."
+            )
+        out = out.bool()
+    probes = [_nearest_mean(X[s][train], labels[train], _SWEEP_CLASSES) for s in range(S)]
+    want = _scored(probes, X, labels, range(S))
+    if torch.equal(out, want):
+        passed(name, f"a probe fitted at each of {S} stages on the training rows, scored at every row")
+        return
+    hints = [
+        (
+            _scored([probes[-1]] * S, X, labels, range(S)),
+            "scores every stage with the probe fitted at the last stage; score each stage with its own probe, "
+            "inside the loop, right after fitting it: probe(X[s]).argmax(-1) == labels.",
+        ),
+        (
+            _scored([probes[0]] * S, X, labels, range(S)),
+            "scores every stage with the probe fitted at stage 0; score each stage with its own probe, inside the "
+            "loop, right after fitting it: probe(X[s]).argmax(-1) == labels.",
+        ),
+        (
+            _scored(probes, X, labels, [(s - 1) % S for s in range(S)]),
+            "scores each stage's probe on the stage before it (X[s - 1]); score it on the stage it was fitted at, "
+            "X[s].",
+        ),
+        (
+            ~want,
+            "returns where the probe is wrong; return where it is right, probe(X[s]).argmax(-1) == labels.",
+        ),
+    ]
+    for wrong, message in hints:
+        if torch.equal(out, wrong):
+            raise CheckFailed(f"`{name}` {message}")
+    s = int((out != want).sum(-1).argmax())
+    raise CheckFailed(
+        f"`{name}` gives other hits than the probe fitted at each stage: at stage {s}, "
+        f"{int((out[s] != want[s]).sum())} of {n} rows differ. At each stage, fit on X[s][train] and "
+        "labels[train], then compare probe(X[s]).argmax(-1) with labels."
     )
 
 
