@@ -15,8 +15,15 @@ def reader(
     unseen_unknown=False,
     replace_sight=False,
     keep_first_sight=False,
+    pass_along_sight=False,
 ):
     """A story reader with switches for each mistake: the right one with the defaults."""
+
+    def seen_by(who, watching):
+        reach = {a for o, a in watching if o == who}
+        while pass_along_sight and (more := {a for o, a in watching if o in reach} - reach):
+            reach |= more  # sight read as passing along: whom the observed see, the observer sees too
+        return reach
 
     def believed_drink(words):
         q = len(words) - 1 - words[::-1].index("Q")
@@ -36,7 +43,7 @@ def reader(
                     watching.add((w[0], w[3]))
                 elif forget_on_cannot:
                     watching.discard((w[0], w[3]))
-            elif w[3] == container and (reality or w[0] == who or (watch and (who, w[0]) in watching)):
+            elif w[3] == container and (reality or w[0] == who or (watch and w[0] in seen_by(who, watching))):
                 seen.append(w[5])
             elif w[3] == container and unseen_unknown:
                 seen.append("unknown")  # a missed fill read as wiping the belief
@@ -60,6 +67,7 @@ def test_check_believed_drink(prove_check):
             "you answer 'unknown' for a false belief": reader(unseen_unknown=True),
             "a new 'can see' adds to what the observer sees; it does not replace it": reader(replace_sight=True),
             "a later 'can see' counts as much as the first": reader(keep_first_sight=True),
+            "sight does not pass along": reader(pass_along_sight=True),
             "is wrong on": lambda words: "unknown",
         },
     )

@@ -44,6 +44,7 @@ def _wrong_answers(story: beliefs.Story) -> dict[str, str]:
         **{k: (v[1], v[0], v[2]) for k in ("see_before", "see_after") if (v := getattr(plan, k)) is not None},
     )
     return {
+        "passes_along": _chain_reader(plan),
         "replaces": _sight_reader(plan, keep_first=False),
         "keeps_first": _sight_reader(plan, keep_first=True),
         "reversed": beliefs.make_story(reversed_sight).answer,
@@ -88,6 +89,56 @@ def _sight_reader(plan: beliefs.Plan, keep_first: bool) -> str:
     return belief
 
 
+def _chain_reader(plan: beliefs.Plan) -> str:
+    """The answer of a reader for whom sight passes along a chain: if O can see X and X can see Y, O learns
+    Y's fills too (each fill is known to everyone linked to its actor by a chain of ``can see`` in force)."""
+    who, which = plan.question
+    visible: set[tuple[int, int]] = set()
+    belief = beliefs.UNKNOWN
+
+    def say(sentence: tuple[int, int, bool] | None) -> None:
+        if sentence is not None:
+            o, a, can = sentence
+            (visible.add if can else visible.discard)((o, a))
+
+    def fill(actor: int, drink: str) -> None:
+        nonlocal belief
+        reach, grew = {who}, True
+        while grew:  # everyone the asked character sees, directly or through others
+            more = {a for o, a in visible if o in reach} - reach
+            reach |= more
+            grew = bool(more)
+        if actor == which and actor in reach:
+            belief = drink
+
+    say(plan.see_before)
+    for actor, drink in enumerate(plan.drinks):
+        fill(actor, drink)
+    if plan.refill is not None:
+        say(plan.see_after)
+        fill(*plan.refill)
+    return belief
+
+
+def _chains(stories: list[beliefs.Story], rng: random.Random) -> list[beliefs.Story]:
+    """For each three-character story, a story in its cast where sight would pass along a chain: X can see Y
+    before the fills, O can see X before Y refills, and the question asks O about Y's container. O does not see
+    Y, so O misses the refill (the generator makes such stories a few times in ten thousand)."""
+    out = []
+    for s in stories:
+        observer, middle, actor = rng.sample(range(len(s.plan.characters)), 3)
+        drink = rng.choice([d for d in beliefs.DRINKS if d != s.plan.drinks[actor]])
+        plan = replace(
+            s.plan,
+            see_before=(middle, actor, True),
+            refill=(actor, drink),
+            see_after=(observer, middle, True),
+            question=(observer, actor),
+        )
+        out.append(beliefs.make_story(plan))
+    return out
+
+
 def _two_sights(stories: list[beliefs.Story], rng: random.Random) -> list[beliefs.Story]:
     """For each three-character story, a story in its cast where one observer is told twice that they can
     see, about two different actors, one of whom (the refiller) then refills their container, and the question
@@ -118,7 +169,10 @@ def check_believed_drink(fn: Callable) -> None:
     """fn(words: list[str]) -> str: the answer to the story's question (``words`` end with ``A``)."""
     name = _name(fn, "believed_drink")
     three = beliefs.sample_stories(CHECK_SEED, 100, more_characters=True)
-    stories = beliefs.sample_stories(CHECK_SEED, 300) + three + _two_sights(three[:20], random.Random(CHECK_SEED))
+    rng = random.Random(CHECK_SEED)
+    stories = (
+        beliefs.sample_stories(CHECK_SEED, 300) + three + _two_sights(three[:20], rng) + _chains(three[20:40], rng)
+    )
     answers = []
     for s in stories:
         out = call(fn, list(s.words[:-1]), name=name)
@@ -141,6 +195,8 @@ def check_believed_drink(fn: Callable) -> None:
         "first": "you take the first fill the character knows of: a later fill they saw replaces it.",
         "cannot": "a 'cannot see' sentence ends what an earlier 'can see' started: after it the observer "
         "misses the actor's fills.",
+        "passes_along": "sight does not pass along: O learns only the fills of actors O can see. After 'X can see "
+        "Y' and 'O can see X', O still misses Y's fills (X sees them, O does not).",
         "replaces": "a new 'can see' adds to what the observer sees; it does not replace it: after 'O can see X' "
         "and then 'O can see Y', O watches both X and Y, until a 'cannot see' ends one of them.",
         "keeps_first": "a later 'can see' counts as much as the first: after 'O can see X' and then 'O can see Y', "
