@@ -65,6 +65,26 @@ def test_an_assert_in_a_loop_is_recorded_once_per_run_and_comprehensions_are_lef
     assert [r["nth"] for r in rows] == [0, 1]
 
 
+def test_a_run_repeated_after_a_stall_records_the_repeats_claims_alone(tmp_path, monkeypatch):
+    from nbclient.exceptions import CellTimeoutError
+
+    from utils.course import notebooks as nbs
+
+    path = notebook(tmp_path / "x.ipynb", "assert 1 == 1", "assert 2 == 2")
+    real, calls = nbs._execute_once, []
+
+    def stalls_after_running_once(*args):
+        calls.append(real(*args))  # the first kernel records both claims, then is taken as stalled
+        if len(calls) == 1:
+            raise CellTimeoutError("cell 2, 'assert 2 == 2'")
+        return calls[-1]
+
+    monkeypatch.setattr(nbs, "_execute_once", stalls_after_running_once)
+    run = robustness.run_sample(path, robustness.OWN)
+    assert len(calls) == 2 and run["error"] is None
+    assert [(c["cell"], c["held"]) for c in run["claims"]] == [(1, True), (2, True)]  # not four
+
+
 def test_a_run_that_stops_with_an_error_does_not_hold(tmp_path):
     path = notebook(tmp_path / "x.ipynb", "assert 1 == 1", "raise ValueError('boom')", "assert 2 == 2")
     runs = [robustness.run_sample(path, k) for k in (robustness.OWN, 1)]

@@ -293,7 +293,10 @@ class SoftAsserts(ast.NodeTransformer):
 
 
 def install() -> None:
-    """In a kernel: from the next cell on, every assert records its outcome in the claims file."""
+    """In a kernel: from the next cell on, every assert records its outcome in the claims file, which
+    each kernel starts afresh (a run repeated after a stall must not follow the stopped run's claims)."""
+    if CLAIMS_ENV in os.environ:
+        Path(os.environ[CLAIMS_ENV]).write_text("", encoding="utf-8")
     shell = get_ipython()  # noqa: F821 (IPython's own global)
     shell.user_ns.update(_course_value=_value, _course_claim=_claim, _course_compare=_compare)
     rewrite = SoftAsserts()
