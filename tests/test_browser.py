@@ -189,9 +189,14 @@ def open_in_browser(lab, name, shot, circuitsvis=True, news=False):
 
 
 def execute(nb, cwd):
+    """Runs ``nb`` and keeps its widgets' state in its metadata, as the course saves its lessons: opened
+    later, a widget view then finds its model in the notebook even before (or without) a kernel."""
     from nbclient import NotebookClient
 
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(cwd)}}
+    )
+    client.execute()
     return nb
 
 
