@@ -58,6 +58,31 @@ def test_ci_runs_the_readmes_commands_in_the_readmes_order(clone):
     assert [f"make {line}" for line in log.read_text().split()] == readme_commands()
 
 
+def test_ci_installs_the_browser_while_the_course_runs_and_waits_for_it_before_the_tests(clone, tmp_path):
+    repo, env, log = clone
+    fake_apt = tmp_path / "bin" / "apt-get"  # the install takes a moment; the course starts meanwhile
+    fake_apt.write_text(
+        '#!/usr/bin/env bash\necho "apt-get $1" >> "$CI_LOG"\nsleep 1\necho "apt-get $1 done" >> "$CI_LOG"\n'
+    )
+    fake_apt.chmod(0o755)
+    result = run_ci(repo, env, CI_CHROMIUM="no-such-browser")
+    assert result.returncode == 0, result.stderr
+    assert "installing Chromium from Debian for the browser test, while the course runs" in result.stdout
+    steps = log.read_text().splitlines()
+    assert steps.index("course") < steps.index("apt-get install done") < steps.index("test"), steps
+
+
+def test_ci_goes_on_without_the_browser_when_it_cannot_be_installed(clone, tmp_path):
+    repo, env, log = clone
+    fake_apt = tmp_path / "bin" / "apt-get"
+    fake_apt.write_text("#!/bin/sh\nexit 100\n")
+    fake_apt.chmod(0o755)
+    result = run_ci(repo, env, CI_CHROMIUM="no-such-browser")
+    assert result.returncode == 0, result.stderr
+    assert "Chromium could not be installed; the browser test will be skipped" in result.stdout
+    assert log.read_text().split() == ["course", "test"]
+
+
 def test_ci_fails_before_the_tests_when_running_the_course_changed_a_tracked_file(clone):
     repo, env, log = clone
     result = run_ci(repo, env, DIRTY="1")
