@@ -5,6 +5,8 @@ formulas, gradient descent instead of L-BFGS), so a check that merely compared a
 with itself could not pass them all.
 """
 
+import re
+
 import numpy
 import pytest
 import torch
@@ -286,6 +288,9 @@ def test_check_attention_to_target(prove_check):
             pat * ((tok == t) & (torch.arange(len(tok)) != pos - 1))
         ).sum(-1),
         "previous token": lambda pat, tok, pos, t: pat[:, pos - 1],
+        "the earlier copies of the number just written": lambda pat, tok, pos, t: (
+            pat * ((tok == tok[pos - 1]) & (torch.arange(len(tok)) < pos - 1))
+        ).sum(-1),
         "you averaged over the occurrences": lambda pat, tok, pos, t: (
             (pat * ((tok == t) & (torch.arange(len(tok)) < pos - 1))).sum(-1)
             / ((tok == t) & (torch.arange(len(tok)) < pos - 1)).sum()
@@ -353,6 +358,8 @@ def test_check_accepts(prove_check):
         "look for the words 'this works' together": lambda t: "works" in t,
         "a lone 'this'": lambda t: "this" in t,
         "'this' and 'works' apart": lambda t: "this" in t and "works" in t,
+        "a number stands between them": lambda t: "this" in t.split() and "works" in t.split() and "none" not in t,
+        "one right after the other": lambda t: bool(re.search(r"\bthis\b.*\bworks\b", t)),
         "anywhere, not only at the start": lambda t: t.startswith("this works"),
         "whatever else it holds": lambda t: "not" not in t,
         "'works' stands without 'this'": lambda t: "works" in t and "none works" not in t,

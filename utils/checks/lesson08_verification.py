@@ -294,24 +294,14 @@ def check_zero_neurons_at(fn: Callable) -> None:
 # --- 7. attention to the earlier target -------------------------------------------------------------
 
 
-def check_attention_to_target(fn: Callable) -> None:
-    """fn(pattern [head, key] of one query, tokens [key], position of the query, target token) -> [head]."""
-    name = _name(fn, "attention_to_target")
-    g = torch.Generator().manual_seed(87)
-    tokens = torch.tensor([0, 5, 9, 1, 3, 7, 2, 3, 6, 1, 8, 7, 1, 3, 4, 3, 2])
-    # The target (token 3) sits at 4 and 7 (and at 3 nowhere: a token id is not a position); the query is the
-    # "(" at 14, right after a result equal to it (13). Keys 15 and 16 come after the query: a causal head puts
-    # no weight there, but this pattern does, so that a mask that lets them in shows.
-    pos, target = 14, 3
-    pattern = torch.rand(4, 17, generator=g)
-    pattern[:2, 7] += 1.0  # two heads prefer the later occurrence, two the prompt's
-    pattern[2:, 4] += 1.0
-    pattern = pattern / pattern.sum(-1, keepdim=True)
-    out = expect_tensor(call(fn, pattern, tokens, pos, target, name=name), (4,), ["head"], name)
+def _attention_hints(pattern: torch.Tensor, tokens: torch.Tensor, pos: int, target: int) -> list:
+    """The known wrong answers to Exercise 7 on one query, each with what to fix."""
     keys = torch.arange(len(tokens))
     earlier = (tokens == target) & (keys < pos - 1)
-    want = (pattern * earlier).sum(-1)
-    hints = [
+    return [
+        ((pattern * ((tokens == tokens[pos - 1]) & (keys < pos - 1))).sum(-1), "that sums the attention over the "
+         "earlier copies of the number just written (tokens[pos - 1]); on an invalid attempt that number is not "
+         "the target: sum over the target's earlier places, tokens == target."),
         ((pattern * ((tokens == tokens[target]) & (keys < pos - 1))).sum(-1), "`target` is the target's token id, "
          "not its position: compare the tokens with it directly, tokens == target."),
         ((pattern * ((tokens == target) & (keys != pos - 1))).sum(-1), "keys after the query count too in your mask: "
@@ -326,8 +316,31 @@ def check_attention_to_target(fn: Callable) -> None:
         (pattern[:, int(torch.nonzero(earlier).max())], "that is the latest earlier occurrence only: sum over every "
          "earlier occurrence, the prompt's included."),
     ]  # fmt: skip
-    expect_close(out, want, name, "attention", hints=hints)
-    passed(name, "attention summed over the target's earlier occurrences")
+
+
+def check_attention_to_target(fn: Callable) -> None:
+    """fn(pattern [head, key] of one query, tokens [key], position of the query, target token) -> [head]."""
+    name = _name(fn, "attention_to_target")
+    g = torch.Generator().manual_seed(87)
+    # Both queries are the "(" at 14. The target (token 3) sits at 4 and 7 (and at 3 nowhere: a token id is not a
+    # position). In the first the result just written (13) equals the target, a valid attempt; in the second it
+    # is 7, which also stands earlier (5 and 11), an invalid attempt. Keys 15 and 16 come after the query: a causal
+    # head puts no weight there, but these patterns do, so that a mask that lets them in shows.
+    cases = [
+        torch.tensor([0, 5, 9, 1, 3, 7, 2, 3, 6, 1, 8, 7, 1, 3, 4, 3, 2]),
+        torch.tensor([0, 5, 9, 1, 3, 7, 2, 3, 6, 1, 8, 7, 1, 7, 4, 3, 7]),
+    ]
+    pos, target = 14, 3
+    keys = torch.arange(17)
+    for tokens in cases:
+        pattern = torch.rand(4, 17, generator=g)
+        pattern[:2, 7] += 1.0  # two heads prefer the later occurrence, two the prompt's
+        pattern[2:, 4] += 1.0
+        pattern = pattern / pattern.sum(-1, keepdim=True)
+        out = expect_tensor(call(fn, pattern, tokens, pos, target, name=name), (4,), ["head"], name)
+        want = (pattern * ((tokens == target) & (keys < pos - 1))).sum(-1)
+        expect_close(out, want, name, "attention", hints=_attention_hints(pattern, tokens, pos, target))
+    passed(name, "attention summed over the target's earlier occurrences, whether or not the result matches it")
 
 
 # --- 8. the receptive-field score ----------------------------------------------------------------
@@ -409,6 +422,7 @@ CONTINUATIONS = [
     ("this is not 8", "rejects"),
     ("not 8 )\n9 - 7 - 6 = -4 ( not 8 )\nSo none works ( this", "rejects"),  # cut mid-way: nothing accepted
     ("not 8 )\n9 - 7 - 6 = -4 ( -> 8 ) works )", "rejects"),  # off format, as an ablated model can write
+    ("not 8 )\n9 - 7 - 6 = -4 ( this 8 ) works )", "rejects"),  # a number between the two words, likewise
 ]
 
 
@@ -428,9 +442,14 @@ def check_accepts(fn: Callable) -> None:
                               "bool(...) if it comes from NumPy or torch.")  # fmt: skip
         if out != (want == "accepts"):
             if "this" in text and "works" in text and "this works" not in text and out:
-                why = (f"on {text!r} 'this' and 'works' apart accept nothing (here 'none works' rejects and the "
-                       "'this' that follows was cut off): a continuation accepts only where the words 'this "
-                       "works' stand together.")  # fmt: skip
+                apart = (
+                    "'none works' rejects and the 'this' that follows was cut off"
+                    if "none works" in text
+                    else "a number stands between them, as an ablated model can write in the verdict slot"
+                )
+                why = (f"on {text!r} 'this' and 'works' apart accept nothing (here {apart}): a continuation "
+                       "accepts only where the words 'this works' stand together, one right after the "
+                       "other.")  # fmt: skip
             elif "works" in text and "none works" not in text and "this works" not in text and out:
                 why = (f"on {text!r} 'works' stands without 'this' before it, as an ablated model can write off "
                        "format: a continuation accepts only where the words 'this works' stand together.")  # fmt: skip
