@@ -6,6 +6,7 @@ answers are small changes to a correct solution, as a learner would write them.
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -101,9 +102,9 @@ def feature_dimensionality(W):
     return out
 
 
-def _dim(W, project="unit", self_term=True, numerator=2, square=True, lengths=True):
+def _dim(W, project="unit", self_term=True, numerator=2, square=True, lengths=True, floor=1e-8):
     norm = W.norm(dim=-2)
-    unit = W / norm[:, None, :].clamp_min(1e-8)
+    unit = W / norm[:, None, :].clamp_min(floor)
     left = unit if project == "unit" else W
     right = W if lengths else unit
     dots = torch.einsum("imn,imk->ink", left, right)
@@ -124,9 +125,10 @@ DIMENSIONALITY_MISTAKES = {
     "a short column (0.2 long) a dimensionality of 0": lambda W: torch.where(
         W.norm(dim=-2) > REPRESENTED, _dim(W), torch.zeros(())
     ),
-    "a short column (0.05 long) a dimensionality of 0": lambda W: torch.where(
+    "a short column (0.005 long) a dimensionality of 0": lambda W: torch.where(
         W.norm(dim=-2) > 0.1, _dim(W), torch.zeros(())
     ),
+    "a floor on the norm (clamp_min) longer than the column": lambda W: _dim(W, floor=0.01),
     "NaN": lambda W: (
         W.norm(dim=-2).pow(2) / torch.einsum("imn,imk->ink", W / W.norm(dim=-2, keepdim=True), W).pow(2).sum(-1)
     ),
@@ -136,6 +138,17 @@ DIMENSIONALITY_MISTAKES = {
 
 def test_feature_dimensionality_check_accepts_a_loop_and_names_each_mistake(prove_check):
     prove_check(c.check_feature_dimensionality, feature_dimensionality, DIMENSIONALITY_MISTAKES)
+
+
+@pytest.mark.parametrize("threshold", [0.01, 0.02, 0.04, 0.1])
+def test_feature_dimensionality_check_rejects_zeroing_every_column_shorter_than_a_threshold(threshold):
+    with pytest.raises(CheckFailed, match=re.escape("a short column (0.005 long) a dimensionality of 0")):
+        c.check_feature_dimensionality(lambda W: torch.where(W.norm(dim=-2) > threshold, _dim(W), torch.zeros(())))
+
+
+def test_feature_dimensionality_check_accepts_a_zero_test_below_every_short_column(capsys):
+    c.check_feature_dimensionality(lambda W: torch.where(W.norm(dim=-2) > 0.001, _dim(W), torch.zeros(())))
+    assert "✓" in capsys.readouterr().out
 
 
 # --- mean max cosine ----------------------------------------------------------------------------
