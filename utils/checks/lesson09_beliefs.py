@@ -56,6 +56,17 @@ def _wrong_answers(story: beliefs.Story) -> dict[str, str]:
     }
 
 
+def _replay(plan: beliefs.Plan, say, fill) -> None:
+    """Walk a story in its order for a made-up reader: the sight sentence before the fills (``say``), every
+    fill (``fill(actor, drink)``), then the sight sentence before the refill and the refill itself."""
+    say(plan.see_before)
+    for actor, drink in enumerate(plan.drinks):
+        fill(actor, drink)
+    if plan.refill is not None:
+        say(plan.see_after)
+        fill(*plan.refill)
+
+
 def _sight_reader(plan: beliefs.Plan, keep_first: bool) -> str:
     """The answer of a reader for whom O sees one actor at a time: a new ``O can see Y`` replaces whatever O
     could see before (``keep_first=False``), or is ignored while an earlier ``can see`` of O's still holds
@@ -80,12 +91,7 @@ def _sight_reader(plan: beliefs.Plan, keep_first: bool) -> str:
         if actor == which and (who == actor or (who, actor) in visible):
             belief = drink
 
-    say(plan.see_before)
-    for actor, drink in enumerate(plan.drinks):
-        fill(actor, drink)
-    if plan.refill is not None:
-        say(plan.see_after)
-        fill(*plan.refill)
+    _replay(plan, say, fill)
     return belief
 
 
@@ -111,12 +117,7 @@ def _chain_reader(plan: beliefs.Plan) -> str:
         if actor == which and actor in reach:
             belief = drink
 
-    say(plan.see_before)
-    for actor, drink in enumerate(plan.drinks):
-        fill(actor, drink)
-    if plan.refill is not None:
-        say(plan.see_after)
-        fill(*plan.refill)
+    _replay(plan, say, fill)
     return belief
 
 
