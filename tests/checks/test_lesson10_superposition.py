@@ -188,3 +188,117 @@ def test_mean_max_cosine_check_accepts_a_tensor_of_one_number():
 def test_the_checks_name_a_function_that_is_not_callable():
     with pytest.raises(CheckFailed, match="pass the function itself"):
         c.check_mean_max_cosine(0.5)
+
+
+# --- the sweep: scoring every SAE ---------------------------------------------------------------
+
+
+def _cosines(rows, truth):  # [true feature, latent], written out row by row
+    return torch.stack([torch.stack([(t @ r) / (t.norm() * r.norm()) for r in rows]) for t in truth])
+
+
+def score_saes(saes, h, truth):
+    from utils.metrics import superposition as sp
+
+    scores = {}
+    for label in list(saes):
+        sae = saes[label]
+        cos = _cosines(sae.W_dec[0], truth)
+        best = cos.max(dim=1).values
+        latents = sp.sae_latents(sae, h)[0]  # [batch, latent]
+        counts = [int((row > 0).sum()) for row in latents]
+        scores[label] = {"mmc": float(best.mean()), "found": int((best >= 0.9).sum()), "L0": sum(counts) / len(counts)}
+    return scores
+
+
+def _scored(**changes):
+    """A learner's loop with one change: which directions it scores, which axis it reduces, which SAE it measures."""
+    from utils.metrics import superposition as sp
+
+    def fn(saes, h, truth):
+        scores = {}
+        items = list(saes.items())
+        for label, sae in items[: changes.get("stop")]:
+            if changes.get("first_sae"):
+                sae = items[0][1]
+            rows = sae.W_enc[0].T if changes.get("encoder") else sae.W_dec[0]
+            z = sp.sae_latents(sae, h)
+            cos = _cosines(rows, truth)
+            best = cos.max(dim=0 if changes.get("over_latents") else 1).values
+            count = cos.max(dim=0 if changes.get("count_latents") else 1).values
+            active = (z > 0).float()
+            L0 = {
+                None: active.sum(-1).mean(),
+                "share": active.mean(-1).mean(),
+                "per latent": active.sum(1).mean(),
+                "total": active.sum(),
+                "values": z.sum(-1).mean(),
+            }[changes.get("L0")]
+            scores[label] = {"mmc": best.mean().item(), "found": int((count >= 0.9).sum()), "L0": L0.item()}
+        if changes.get("no_L0"):
+            scores = {label: {"mmc": s["mmc"], "found": s["found"]} for label, s in scores.items()}
+        return list(scores.values()) if changes.get("as_list") else scores
+
+    return fn
+
+
+SCORE_MISTAKES = {
+    "scores the encoder's directions": _scored(encoder=True),
+    "averages over the latents (each latent's best feature)": _scored(over_latents=True),
+    "counts the latents near a feature, not the features with a latent near them": _scored(count_latents=True),
+    "gives L0 as the share of the latents active": _scored(L0="share"),
+    "counts, for each latent, the inputs it fires on": _scored(L0="per latent"),
+    "adds up the active latents of all the inputs together": _scored(L0="total"),
+    "adds up the latents' activations": _scored(L0="values"),
+    "has no scores for 'TopK, k = 2'": _scored(stop=-1),
+    "gives every SAE the same scores": _scored(first_sae=True),
+    "should be a dict with the keys 'mmc', 'found' and 'L0'": _scored(no_L0=True),
+    "should return a dict": _scored(as_list=True),
+}
+
+
+def test_score_saes_check_accepts_a_loop_and_names_each_mistake(prove_check):
+    prove_check(c.check_score_saes, score_saes, SCORE_MISTAKES)
+
+
+def test_score_saes_check_accepts_tensors_of_one_number(capsys):
+    def tensors(saes, h, truth):
+        return {
+            label: {key: torch.tensor(float(v)) for key, v in s.items()}
+            for label, s in score_saes(saes, h, truth).items()
+        }
+
+    c.check_score_saes(tensors)
+    assert "✓" in capsys.readouterr().out
+
+
+def test_score_saes_check_names_a_wrong_number_it_does_not_recognise():
+    def off(saes, h, truth):
+        scores = score_saes(saes, h, truth)
+        scores["L1, λ = 1"]["mmc"] += 0.01
+        return scores
+
+    with pytest.raises(CheckFailed, match=re.escape("gives 'L1, λ = 1' the mean max cosine ('mmc')")):
+        c.check_score_saes(off)
+
+
+def test_the_sweep_check_measures_the_lesson_saes_the_lesson_way():
+    """The check's reference is the lesson's own scoring: on SAEs trained as the lesson trains them (smaller and
+    shorter here), the notebook's loop and the check's reference give the same numbers."""
+    from utils.metrics import superposition as sp
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(1, 4, 12, generator=g)
+
+    def sample(batch, generator):
+        return sp.sample_features(torch.tensor([0.8]), 12, batch, generator)[0] @ W[0].T
+
+    trained = sp.train_toy_saes(sample, 4, 12, l1=[0.1, 1.0], steps=50, batch=64, seed=1)
+    saes = {f"L1, λ = {v}": sp.one_sae(trained, i) for i, v in enumerate([0.1, 1.0])}
+    h, truth = sample(200, g), W[0].T
+    mine = score_saes(saes, h, truth)
+    reference = c._scores(saes, h, truth)
+    for label in saes:
+        assert mine[label]["found"] == reference[label]["found"]
+        assert mine[label]["mmc"] == pytest.approx(reference[label]["mmc"], abs=1e-5)
+        assert mine[label]["L0"] == pytest.approx(reference[label]["L0"], abs=1e-5)

@@ -203,3 +203,170 @@ def check_mean_max_cosine(fn: Callable) -> None:
             raise CheckFailed(f"`{name}` {message}.")
     expect_number(out, ref, name, "the mean max cosine", 1e-4)
     passed(name, f"{ref:.3f} on a check dictionary of {k} directions against {n} features")
+
+
+# --- the sweep: scoring every SAE against the truth ---------------------------------------------
+
+SCORE_KEYS = ("mmc", "found", "L0")
+
+
+def _check_saes(g: torch.Generator, truth: torch.Tensor) -> dict[str, sp.ToySAE]:
+    """Three check SAEs of eight latents on five dimensions, built by hand: their decoders have rows placed near three,
+    one and four of the six true features, and a second row near the first of them (so that counting the latents
+    near a feature gives another number than counting the features near a latent); their encoder biases give them
+    different L0s."""
+    d_sae, d = 8, truth.shape[1]
+    unit = torch.nn.functional.normalize(truth, dim=-1)
+    saes = {}
+    for label, finds, bias, k in (
+        ("L1, λ = 0.1", 3, 0.2, None),
+        ("L1, λ = 1", 1, -0.3, None),
+        ("TopK, k = 2", 4, 0.0, [2]),
+    ):
+        W_dec = torch.nn.functional.normalize(torch.randn(d_sae, d, generator=g), dim=-1)
+        W_dec[:finds] = unit[:finds] + 0.05 * torch.randn(finds, d, generator=g)
+        W_dec[finds] = unit[0] + 0.1 * torch.randn(d, generator=g)  # a second latent near feature 0
+        W_dec = W_dec * (0.5 + torch.rand(d_sae, 1, generator=g))  # rows of different lengths
+        W_enc = W_dec.T + 0.3 * torch.randn(d, d_sae, generator=g)  # an encoder near, not at, the decoder
+        b_enc = bias + 0.2 * torch.randn(d_sae, generator=g)
+        b_dec = 0.1 * torch.randn(d, generator=g)
+        saes[label] = sp.ToySAE(W_enc[None], b_enc[None], W_dec[None], b_dec[None], k)
+    return saes
+
+
+def _scores(saes: dict[str, sp.ToySAE], h: torch.Tensor, truth: torch.Tensor, **mistake) -> dict[str, dict]:
+    """The reference scores of each SAE, or (with a keyword) those one known mistake gives."""
+    out = {}
+    for label, sae in saes.items():
+        rows = sae.W_enc[0].T if mistake.get("encoder") else sae.W_dec[0]
+        active = (sp.sae_latents(sae, h) > 0).float()  # [1, batch, latent]
+        if mistake.get("L0") == "share":
+            L0 = active.mean(-1).mean()
+        elif mistake.get("L0") == "per latent":
+            L0 = active.sum(1).mean()
+        elif mistake.get("L0") == "total":
+            L0 = active.sum()
+        elif mistake.get("L0") == "values":
+            L0 = sp.sae_latents(sae, h).sum(-1).mean()
+        else:
+            L0 = active.sum(-1).mean()
+        if mistake.get("found") == "latents":
+            found = (sp.max_cosines(truth, rows) >= 0.9).sum()
+        else:
+            found = (sp.max_cosines(rows, truth) >= 0.9).sum()
+        mmc = (
+            sp.max_cosines(truth, rows).mean()
+            if mistake.get("mmc") == "latents"
+            else sp.max_cosines(rows, truth).mean()
+        )
+        out[label] = {"mmc": mmc.item(), "found": int(found), "L0": L0.item()}
+    return out
+
+
+_SCORE_MISTAKES = (
+    (
+        {"encoder": True},
+        ("mmc", "found"),
+        "scores the encoder's directions; the SAE writes a latent's direction into the model with its decoder row, "
+        "so score the decoder rows, sae.W_dec[0] ([latent, d])",
+    ),
+    (
+        {"mmc": "latents"},
+        ("mmc",),
+        "averages over the latents (each latent's best feature): the decoder rows and the truth are swapped; the score "
+        "asks whether every feature was found, so pass the decoder rows first: mean_max_cosine(sae.W_dec[0], truth)",
+    ),
+    (
+        {"found": "latents"},
+        ("found",),
+        "counts the latents near a feature, not the features with a latent near them (two latents near one feature "
+        "count twice); take one best cosine per true feature, sp.max_cosines(sae.W_dec[0], truth), and count those "
+        "of 0.9 or more",
+    ),
+    (
+        {"L0": "share"},
+        ("L0",),
+        "gives L0 as the share of the latents active, not their number; sum (z > 0) over the latents (the last "
+        "dimension), then average over the inputs",
+    ),
+    (
+        {"L0": "per latent"},
+        ("L0",),
+        "counts, for each latent, the inputs it fires on (a sum over the inputs); L0 counts the latents active on "
+        "each input: sum (z > 0) over the last dimension, then average over the inputs",
+    ),
+    (
+        {"L0": "total"},
+        ("L0",),
+        "adds up the active latents of all the inputs together; average the count over the inputs: "
+        "(z > 0).float().sum(-1).mean()",
+    ),
+    (
+        {"L0": "values"},
+        ("L0",),
+        "adds up the latents' activations; L0 counts the active ones: (z > 0).float().sum(-1).mean()",
+    ),
+)
+
+
+def check_score_saes(fn: Callable) -> None:
+    """``fn(saes: dict[label, ToySAE], h [batch, d], truth [n, d])`` -> ``{label: {"mmc", "found", "L0"}}``."""
+    name = _name(fn, "score_saes")
+    g = torch.Generator().manual_seed(LESSON_10_CHECKS + 3)
+    truth = torch.randn(6, 5, generator=g) * (0.5 + torch.rand(6, 1, generator=g))
+    saes = _check_saes(g, truth)
+    h = sp.sample_features(torch.tensor([0.6]), len(truth), 300, g)[0] @ truth  # [300, 5]: about 2.4 features each
+    ref = _scores(saes, h, truth)
+    out = call(fn, dict(saes), h.clone(), truth.clone(), name=name)
+    if not isinstance(out, dict):
+        raise CheckFailed(
+            f"`{name}` should return a dict, one entry per SAE ({{label: {{'mmc': ..., 'found': ..., 'L0': ...}}}}); "
+            f"it returned {type(out).__name__}."
+        )
+    missing = [label for label in saes if label not in out]
+    if missing:
+        raise CheckFailed(
+            f"`{name}` has no scores for {', '.join(repr(m) for m in missing)} of the {len(saes)} SAEs it was given "
+            f"(it has {sorted(map(str, out))}); loop over every SAE and key its scores by its label: "
+            "for label, sae in saes.items()."
+        )
+    extra = [label for label in out if label not in saes]
+    if extra:
+        raise CheckFailed(
+            f"`{name}` has scores for {extra!r}, which is none of the SAEs it was given: key each by its label."
+        )
+    for label in saes:
+        if not isinstance(out[label], dict) or any(key not in out[label] for key in SCORE_KEYS):
+            raise CheckFailed(
+                f"`{name}`'s entry for {label!r} should be a dict with the keys 'mmc', 'found' and 'L0'; it is "
+                f"{out[label]!r:.120}."
+            )
+    got = {label: {key: as_number(out[label][key]) for key in SCORE_KEYS} for label in saes}
+    labels = list(saes)
+    if all(got[label] == got[labels[0]] for label in labels) and ref[labels[0]] != ref[labels[1]]:
+        raise CheckFailed(
+            f"`{name}` gives every SAE the same scores; measure the SAE of each pass of the loop (the `sae` of "
+            "`for label, sae in saes.items()`), not one SAE from outside it."
+        )
+    tolerance = {"mmc": 1e-4, "found": 0.0, "L0": 1e-4}
+    wrong = [
+        (key, label)
+        for label in labels
+        for key in SCORE_KEYS
+        if not abs(got[label][key] - ref[label][key]) <= tolerance[key]
+    ]
+    if not wrong:
+        detail = "; ".join(f"{label}: {s['mmc']:.2f}, {s['found']} found, L0 {s['L0']:.1f}" for label, s in ref.items())
+        passed(name, f"three check SAEs scored by mean max cosine, features found and L0 ({detail})")
+        return
+    for mistake, keys, message in _SCORE_MISTAKES:
+        if not any(key in keys for key, _ in wrong):
+            continue
+        theirs = _scores(saes, h, truth, **mistake)
+        if all(abs(got[label][key] - theirs[label][key]) <= max(tolerance[key], 1e-4) for key, label in wrong):
+            raise CheckFailed(f"`{name}` {message}.")
+    key, label = wrong[0]
+    what = {"mmc": "the mean max cosine", "found": "the features found", "L0": "L0"}[key]
+    raise CheckFailed(
+        f"`{name}` gives {label!r} {what} ({key!r}) = {got[label][key]:.4g}; expected {ref[label][key]:.4g}."
+    )
