@@ -80,6 +80,15 @@ def detector_scores(latents, labels):
     return torch.tensor(p), torch.tensor(r), torch.tensor(f)
 
 
+def strength_sweep(measure, directions, targets, strengths, norm):
+    out = {}
+    for kind in directions:
+        for strength in strengths:
+            scaled = torch.nn.functional.normalize(directions[kind], dim=1) * (float(norm) * strength)
+            out[(kind, strength)] = measure(torch.stack([scaled[t] for t in targets.tolist()]))
+    return out
+
+
 # --- plausible mistakes ----------------------------------------------------------------------
 
 
@@ -518,6 +527,99 @@ def _another_hook_point(sae):
     return lambda act, hook: inner(act, hook) if hook.name == "blocks.2.hook_resid_post" else act
 
 
+def _sweep(vectors_of):
+    """A strength sweep whose vectors for (rows, strength, norm, targets) come from ``vectors_of``."""
+
+    def sweep(measure, directions, targets, strengths, norm):
+        return {
+            (kind, strength): measure(vectors_of(rows, strength, norm, targets))
+            for kind, rows in directions.items()
+            for strength in strengths
+        }
+
+    return sweep
+
+
+_unnormalised = _sweep(lambda rows, strength, norm, targets: (rows * strength * norm)[targets])
+_normalised_over_emotions = _sweep(
+    lambda rows, strength, norm, targets: (rows / rows.norm(dim=0) * strength * norm)[targets]
+)
+_whole_matrix_norm = _sweep(lambda rows, strength, norm, targets: (rows / rows.norm() * strength * norm)[targets])
+_norm_forgotten = _sweep(
+    lambda rows, strength, norm, targets: (rows / rows.norm(dim=-1, keepdim=True) * strength)[targets]
+)
+_strength_forgotten = _sweep(
+    lambda rows, strength, norm, targets: (rows / rows.norm(dim=-1, keepdim=True) * norm)[targets]
+)
+_one_row_per_emotion = _sweep(
+    lambda rows, strength, norm, targets: rows / rows.norm(dim=-1, keepdim=True) * strength * norm
+)
+_emotion_by_position = _sweep(
+    lambda rows, strength, norm, targets: (rows / rows.norm(dim=-1, keepdim=True) * strength * norm)[
+        torch.arange(len(targets)) % len(rows)
+    ]
+)
+
+
+def _first_strength_skipped(measure, directions, targets, strengths, norm):
+    return strength_sweep(measure, directions, targets, strengths[1:], norm)
+
+
+def _last_strength_skipped(measure, directions, targets, strengths, norm):
+    return {k: v for k, v in strength_sweep(measure, directions, targets, strengths[:-1], norm).items()}
+
+
+def _keyed_by_position(measure, directions, targets, strengths, norm):
+    out = strength_sweep(measure, directions, targets, strengths, norm)
+    return {(kind, strengths.index(strength)): v for (kind, strength), v in out.items()}
+
+
+def _keys_swapped(measure, directions, targets, strengths, norm):
+    return {
+        (strength, kind): v
+        for (kind, strength), v in strength_sweep(measure, directions, targets, strengths, norm).items()
+    }
+
+
+def _keyed_by_kind(measure, directions, targets, strengths, norm):
+    return {kind: v for (kind, strength), v in strength_sweep(measure, directions, targets, strengths, norm).items()}
+
+
+def _rescaled_in_place(measure, directions, targets, strengths, norm):
+    for rows in directions.values():
+        rows /= rows.norm(dim=-1, keepdim=True)
+    return {
+        (kind, strength): measure((rows * strength * norm)[targets])
+        for kind, rows in directions.items()
+        for strength in strengths
+    }
+
+
+def _measured_twice(measure, directions, targets, strengths, norm):
+    out = {}
+    for kind, rows in directions.items():
+        unit = rows / rows.norm(dim=-1, keepdim=True)
+        for strength in strengths:
+            out[kind, strength] = (
+                measure((unit * strength * norm)[targets])[0],
+                measure((unit * strength * norm)[targets])[1],
+            )
+    return out
+
+
+def _first_part_stored(measure, directions, targets, strengths, norm):
+    return {k: v[0] for k, v in strength_sweep(measure, directions, targets, strengths, norm).items()}
+
+
+def _stale_unit(measure, directions, targets, strengths, norm):
+    units = [rows / rows.norm(dim=-1, keepdim=True) for rows in directions.values()]
+    return {
+        (kind, strength): measure((units[0] * strength * norm)[targets])
+        for kind in directions
+        for strength in strengths
+    }
+
+
 CASES = {
     "sparsity": (
         c.check_sparsity,
@@ -594,6 +696,28 @@ CASES = {
             "counts negative values as firing": _nonzero_active,
             "recall divides the hits by every token": _recall_over_tokens,
             "harmonic mean": _f1_mean,
+        },
+    ),
+    "strength_sweep": (
+        c.check_strength_sweep,
+        strength_sweep,
+        {
+            "each row keeps its own length": _unnormalised,
+            "norm over dim=0, the wrong axis": _normalised_over_emotions,
+            "the norm of the whole matrix": _whole_matrix_norm,
+            "the vectors have length c, not c × norm": _norm_forgotten,
+            "length norm at every strength": _strength_forgotten,
+            "one vector per emotion": _one_row_per_emotion,
+            "got emotion i mod 4's row, not its target's": _emotion_by_position,
+            "skips the strength(s) [0.25]": _first_strength_skipped,
+            "skips the strength(s) [1.0]": _last_strength_skipped,
+            "the strength's position in the list": _keyed_by_position,
+            "keys are (strength, kind)": _keys_swapped,
+            "each value overwrote the one before": _keyed_by_kind,
+            "changed the directions it was given in place": _rescaled_in_place,
+            "called measure 12 times for 6 settings": _measured_twice,
+            "stored Tensor under": _first_part_stored,
+            "are those of ('first'": _stale_unit,
         },
     ),
 }

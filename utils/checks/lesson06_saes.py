@@ -498,3 +498,107 @@ def check_detector_scores(fn: Callable) -> None:
                           "recall, 2pr / (p + r), not their average (p + r) / 2."))  # fmt: skip
         expect_close(value, want[what], name, what, atol=1e-5, hints=hints)
     passed(name, "precision, recall and F1 of each latent as a detector, 0 where undefined")
+
+
+# --- a sweep over strengths ---------------------------------------------------------------------
+
+
+def _sweep_inputs() -> tuple[dict[str, torch.Tensor], torch.Tensor, list[float], torch.Tensor]:
+    """Two kinds of direction, four emotions' rows each (of uneven lengths), nine prompts whose targets are
+    not in the emotions' order, three strengths and a norm: a small stand-in for section 8's sweep."""
+    g = torch.Generator().manual_seed(68)
+    directions = {
+        kind: torch.randn(4, 6, generator=g) * torch.tensor([[0.5], [1.0], [2.0], [3.5]])
+        for kind in ("first", "second")
+    }
+    targets = torch.tensor([2, 0, 3, 1, 1, 0, 2, 3, 0])
+    return directions, targets, [0.25, 0.5, 1.0], torch.tensor(7.0)
+
+
+def check_strength_sweep(fn: Callable) -> None:
+    """fn(measure, directions {kind: [emotion, d_model]}, targets [prompt], strengths, norm) ->
+    {(kind, c): measure(each prompt's target row scaled to length c × norm)}."""
+    name = _name(fn, "strength_sweep")
+    directions, targets, strengths, norm = _sweep_inputs()
+    given = {kind: rows.clone() for kind, rows in directions.items()}
+    calls: list[torch.Tensor] = []
+
+    def measure(vectors):  # a stand-in for next_word: it records what it is given and says which call it was
+        if not isinstance(vectors, torch.Tensor):
+            raise TypeError(f"measure takes the vectors [prompt, d_model] as a tensor, not {type(vectors).__name__}")
+        calls.append(vectors.detach().clone())
+        return vectors.new_full((len(vectors),), float(len(calls) - 1)), len(calls) - 1
+
+    out = call(fn, measure, given, targets.clone(), list(strengths), norm.clone(), name=name)
+    if any(not torch.equal(given[kind], rows) for kind, rows in directions.items()):
+        raise CheckFailed(f"`{name}` changed the directions it was given in place (rows /= ... or rows.div_), so the "
+                          "lesson's DIRECTIONS would be rescaled too; make a new tensor, unit = rows / "
+                          "rows.norm(dim=-1, keepdim=True).")  # fmt: skip
+    if not isinstance(out, dict):
+        raise CheckFailed(f"`{name}` should return a dict from (kind, strength) to what measure returned, "
+                          f"not {type(out).__name__}.")  # fmt: skip
+    want_keys = {(kind, c) for kind in directions for c in strengths}
+    keys = set(out)
+    if keys != want_keys:
+        if keys == {(c, kind) for kind, c in want_keys}:
+            raise CheckFailed(f"`{name}`'s keys are (strength, kind); the lesson reads SWEEP[kind, c], so key the "
+                              "dict by (kind, c).")  # fmt: skip
+        if keys == {(kind, i) for kind in directions for i in range(len(strengths))}:
+            raise CheckFailed(f"`{name}`'s keys hold the strength's position in the list (0, 1, 2), not the "
+                              "strength; key the dict by the strength itself, sweep[kind, c] for c in "
+                              "strengths.")  # fmt: skip
+        if keys == set(directions) or keys == set(strengths):
+            raise CheckFailed(f"`{name}`'s keys are {sorted(keys)}, one part of each setting, so each value "
+                              "overwrote the one before; key the dict by both, (kind, c).")  # fmt: skip
+        if keys < want_keys:
+            missing = sorted({c for _, c in want_keys - keys})
+            kinds = sorted({kind for kind, _ in want_keys - keys})
+            if {c for _, c in keys} == set(strengths):
+                raise CheckFailed(f"`{name}` leaves out the kind(s) {kinds}; loop over every kind, "
+                                  "for kind, rows in directions.items().")  # fmt: skip
+            raise CheckFailed(f"`{name}` skips the strength(s) {missing} of {strengths} (an off-by-one in the "
+                              "sweep?); loop over every strength, for c in strengths.")  # fmt: skip
+        raise CheckFailed(f"`{name}` returned the keys {sorted(keys, key=str)}; expected (kind, strength) "
+                          f"for every kind in {list(directions)} and every strength in {strengths}.")  # fmt: skip
+    if len(calls) != len(want_keys):
+        raise CheckFailed(f"`{name}` called measure {len(calls)} times for {len(want_keys)} settings, and each call "
+                          "runs the model; call it once per (kind, strength) and store what it returns, whole "
+                          "(it is a pair: P(target) and target-word-first).")  # fmt: skip
+    unit = {kind: rows / rows.norm(dim=-1, keepdim=True) for kind, rows in directions.items()}
+    want = {(kind, c): (unit[kind] * c * norm)[targets] for kind, c in want_keys}
+    n_prompts, d = len(targets), directions["first"].shape[1]
+    for (kind, c), value in out.items():
+        if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int)):
+            raise CheckFailed(f"`{name}` stored {type(value).__name__} under ({kind!r}, {c}), not what measure "
+                              "returned; store measure's result whole, sweep[kind, c] = measure(vectors).")  # fmt: skip
+        vectors = calls[value[1]]
+        if vectors.shape == (len(directions[kind]), d) != (n_prompts, d):
+            raise CheckFailed(f"`{name}` gave measure one vector per emotion {tuple(vectors.shape)}, not one per "
+                              f"prompt ({n_prompts} prompts); give prompt i the row of its target emotion, "
+                              "(unit * c * norm)[targets].")  # fmt: skip
+        vectors = expect_tensor(vectors, (n_prompts, d), ["prompt", "d_model"], f"the vectors {name} gave measure")
+        rows = directions[kind]
+        hints = [
+            ((rows * c * norm)[targets], "each row keeps its own length, so a strength means something else for "
+             "every emotion and kind; divide each row by its length first, rows / rows.norm(dim=-1, "
+             "keepdim=True)."),
+            ((rows / rows.norm(dim=0, keepdim=True) * c * norm)[targets], "the rows were divided by each "
+             "dimension's norm over the emotions (norm over dim=0, the wrong axis), so they do not have length "
+             "c × norm; take each row's own norm, rows.norm(dim=-1, keepdim=True)."),
+            ((rows / rows.norm() * c * norm)[targets], "the rows were divided by the norm of the whole matrix, "
+             "so they keep their uneven lengths; divide each row by its own norm, rows.norm(dim=-1, "
+             "keepdim=True)."),
+            ((unit[kind] * c)[targets], "the vectors have length c, not c × norm; multiply by norm, since a "
+             "strength is a share of the stream's norm at the names."),
+            ((unit[kind] * norm)[targets], "the vectors have length norm at every strength; multiply by c as "
+             "well, c × norm."),
+            ((unit[kind] * c * norm)[torch.arange(n_prompts) % len(rows)], "prompt i got emotion i mod "
+             f"{len(rows)}'s row, not its target's; index with targets, (unit * c * norm)[targets]."),
+        ]  # fmt: skip
+        for (other_kind, other_c), other in want.items():
+            if (other_kind, other_c) != (kind, c):
+                hints.append((other, f"the vectors stored under ({kind!r}, {c}) are those of ({other_kind!r}, "
+                              f"{other_c}); compute them from this key's own rows and strength, inside both "
+                              "loops."))  # fmt: skip
+        expect_close(vectors, want[kind, c], name, f"vectors for ({kind!r}, {c})", atol=1e-4, hints=hints)
+    passed(name, f"{len(want_keys)} settings, one call of measure each, with each prompt's row at c × norm")
