@@ -153,16 +153,21 @@ def run_exercise(source, check, model_and_sae, imports: str = ""):
 
     model, sae = model_and_sae
     ns = {"torch": torch, "model": model, "sae": sae, "DEVICE": "cpu"}
-    exec(imports, ns)
-    zoo_name = Path(str(model.cfg.model_name)).name
-    if f"{zoo_name}-transcoders" in TRANSCODERS:  # a lesson that reads the zoo's transcoders passes them to its checks
-        ns["transcoders"] = load_transcoders(f"{zoo_name}-transcoders")
-    for k, code in enumerate((source, check)):
+
+    def run(code: str, k: int) -> None:
         # Under a file name whose lines can be read back, as a notebook cell's can: nnsight reads
-        # the source of a `with lm.trace(...)` block to run it.
+        # the source of a `with lm.trace(...)` block to run it (also in an earlier exercise's function
+        # that a later one calls).
         name = f"<exercise cell {k} {hash(code) & 0xFFFFFFFF:08x}>"  # one name per source: nnsight caches by it
         linecache.cache[name] = (len(code), None, code.splitlines(keepends=True), name)
         exec(compile(code, name, "exec"), ns)
+
+    run(imports, 0)
+    zoo_name = Path(str(model.cfg.model_name)).name
+    if f"{zoo_name}-transcoders" in TRANSCODERS:  # a lesson that reads the zoo's transcoders passes them to its checks
+        ns["transcoders"] = load_transcoders(f"{zoo_name}-transcoders")
+    run(source, 1)
+    run(check, 2)
 
 
 @pytest.mark.parametrize("path,k", CASES, ids=[f"{p.stem}-ex{k + 1}" for p, k in CASES])

@@ -1,5 +1,5 @@
-"""Every appendix check accepts a correct nnsight solution and rejects the stub and a plausible
-mistake, on both zoo models stored as Hugging Face checkpoints (GPT-2's module names, Llama's)."""
+"""Every appendix check accepts a correct nnsight solution and rejects the stub and plausible
+mistakes, on both zoo models stored as Hugging Face checkpoints (GPT-2's module names, Llama's)."""
 
 import torch
 
@@ -25,6 +25,14 @@ def nnsight_patch(lm, layer, clean, corrupted, position):
     return logits
 
 
+def nnsight_patch_sweep(lm, clean, corrupted, metric):
+    out = torch.zeros(len(blocks(lm)), clean.shape[1])
+    for layer in range(len(blocks(lm))):
+        for position in range(clean.shape[1]):
+            out[layer, position] = float(metric(nnsight_patch(lm, layer, clean, corrupted, position)))
+    return out
+
+
 def nnsight_steer(lm, layer, tokens, vector, start, stop):
     with lm.trace(tokens):
         blocks(lm)[layer].output[:, start:stop] += vector
@@ -47,6 +55,42 @@ def _patch_the_block_before(lm, layer, clean, corrupted, position):
     return nnsight_patch(lm, layer - 1, clean, corrupted, position)
 
 
+def _sweep_one_position_short(lm, clean, corrupted, metric):
+    out = torch.zeros(len(blocks(lm)), clean.shape[1])
+    for layer in range(len(blocks(lm))):
+        for position in range(clean.shape[1] - 1):
+            out[layer, position] = float(metric(nnsight_patch(lm, layer, clean, corrupted, position)))
+    return out
+
+
+def _sweep_one_block_short(lm, clean, corrupted, metric):
+    out = torch.zeros(len(blocks(lm)), clean.shape[1])
+    for layer in range(len(blocks(lm)) - 1):
+        for position in range(clean.shape[1]):
+            out[layer, position] = float(metric(nnsight_patch(lm, layer, clean, corrupted, position)))
+    return out
+
+
+def _sweep_reversed(lm, clean, corrupted, metric):
+    return nnsight_patch_sweep(lm, corrupted, clean, metric)
+
+
+def _sweep_one_block_everywhere(lm, clean, corrupted, metric):
+    out = torch.zeros(len(blocks(lm)), clean.shape[1])
+    for layer in range(len(blocks(lm))):
+        for position in range(clean.shape[1]):
+            out[layer, position] = float(metric(nnsight_patch(lm, 1, clean, corrupted, position)))
+    return out
+
+
+def _sweep_transposed(lm, clean, corrupted, metric):
+    return nnsight_patch_sweep(lm, clean, corrupted, metric).T
+
+
+def _sweep_without_the_last_position(lm, clean, corrupted, metric):
+    return nnsight_patch_sweep(lm, clean, corrupted, metric)[:, :-1]
+
+
 def _steer_from_bos(lm, layer, tokens, vector, start, stop):
     return nnsight_steer(lm, layer, tokens, vector, 0, stop)
 
@@ -63,6 +107,18 @@ def test_check_nnsight_logit_diff(prove_check, model):
 def test_check_nnsight_patch(prove_check, model):
     wrong = {"direction is reversed": _patch_reversed, "block before": _patch_the_block_before}
     prove_check(c.check_nnsight_patch, nnsight_patch, wrong, model)
+
+
+def test_check_nnsight_patch_sweep(prove_check, model):
+    wrong = {
+        "one position short": _sweep_one_position_short,
+        "one block short": _sweep_one_block_short,
+        "corrupted run's stream into the clean run": _sweep_reversed,
+        "every row is block 1's patch": _sweep_one_block_everywhere,
+        "which is [position, layer]": _sweep_transposed,
+        "dimension 1 (position)": _sweep_without_the_last_position,
+    }
+    prove_check(c.check_nnsight_patch_sweep, nnsight_patch_sweep, wrong, model)
 
 
 def test_check_nnsight_steer(prove_check, model):

@@ -16,6 +16,7 @@ from utils.checks.framework import CheckFailed, call, expect_close, expect_tenso
 from utils.corpora.ioi_batch import transfer_batch
 from utils.corpora.ioi_pairs import patching_pairs
 from utils.interventions import steering
+from utils.interventions.sweeps import patch_sweep
 
 _TWINS: dict[str, object] = {}
 
@@ -110,6 +111,74 @@ def check_nnsight_patch(fn: Callable, model) -> None:
         )
     expect_close(out, ref, name, "patched logits", atol=1e-3, hints=hints)
     passed(name, "your patch through nnsight moves the logits as the bridge's hook does")
+
+
+def _swept_by_bridge(model, source, target, metric) -> torch.Tensor:
+    """[layer, position]: ``metric`` of the ``target`` run with block ``layer``'s output at one position taken
+    from the ``source`` run, one batched pass per layer through the bridge's hooks."""
+    n_pos = target.shape[1]
+    _, cache = model.run_with_cache(source, names_filter=lambda hook: hook.endswith("hook_resid_post"))
+    one_each = torch.eye(n_pos, dtype=torch.bool)  # patch j: position j only
+    hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+    return torch.stack([patch_sweep(model, target, hook, cache[hook], one_each, metric) for hook in hooks])
+
+
+def check_nnsight_patch_sweep(fn: Callable, model) -> None:
+    """fn(lm, clean [batch, position], corrupted [batch, position], metric) -> [layer, position]: ``metric`` of
+    the corrupted run's logits with block ``layer``'s output at ``position`` from the clean run."""
+    name = _name(fn, "nnsight_patch_sweep")
+    lm = _twin(model)
+    pairs = patching_pairs(model, 4, seeds.LESSON_A1_CHECKS).to(_device(model))
+    cut = max(pairs.labels.index("IO"), pairs.labels.index("S1")) + 2  # to the word after both names: a short sweep
+    cut += cut == model.cfg.n_layers  # never as many positions as layers, so that a transposed answer is caught
+    clean, corrupted = pairs.clean[:, :cut], pairs.corrupted[:, :cut]
+    rows = torch.arange(len(pairs), device=clean.device)
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        """The mean logit difference, the answer's name minus the other, at the final position."""
+        return (logits[rows, -1, pairs.answers] - logits[rows, -1, pairs.distractors]).mean()
+
+    n_layers = model.cfg.n_layers
+    shape = (n_layers, cut)
+    out = call(fn, lm, clean, corrupted, metric, name=name)
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == shape[::-1]:
+        raise CheckFailed(
+            f"`{name}` returned shape {tuple(out.shape)}, which is [position, layer]; the rows should be the "
+            f"layers: return [layer, position] = {shape} (loop over the layers outside, or transpose)."
+        )
+    out = expect_tensor(out, shape, ["layer", "position"], name)
+    ref = _swept_by_bridge(model, clean, corrupted, metric)
+    last_position, last_layer = ref.clone(), ref.clone()
+    last_position[:, -1], last_layer[-1] = 0, 0
+    if min(ref[:, -1].abs().max(), ref[-1].abs().max()) < 1e-2 or (ref[0] - ref[-1]).abs().max() < 1e-2:
+        raise RuntimeError("the check's sweep should tell its known mistakes apart")
+    hints = [
+        (
+            last_position,
+            "the final position's column is all zeros: the sweep stopped one position short; loop over "
+            "range(clean.shape[1]), every position including the last.",
+        ),
+        (
+            last_layer,
+            "the last block's row is all zeros: the sweep stopped one block short; loop over range(len(blocks(lm))), "
+            "every block including the last.",
+        ),
+        (
+            _swept_by_bridge(model, corrupted, clean, metric),
+            "each patch put the corrupted run's stream into the clean run; pass the clean prompts first: "
+            "nnsight_patch(lm, layer, clean, corrupted, position).",
+        ),
+    ]
+    hints += [
+        (
+            ref[layer].expand_as(ref),
+            f"every row is block {layer}'s patch; pass the loop's layer to nnsight_patch, so that row `layer` "
+            "patches block `layer`.",
+        )
+        for layer in range(n_layers)
+    ]
+    expect_close(out, ref, name, "patching scores", atol=1e-3, hints=hints)
+    passed(name, "your sweep through nnsight gives the bridge's score at every block and position")
 
 
 def _steered_by_bridge(model, layer: int, tokens, vector, start: int, stop: int | None):
