@@ -342,6 +342,111 @@ KL_MISTAKES = {
 }
 
 
+# --- left_on_sweep ------------------------------------------------------------------------------
+
+final_stream = c._final_stream
+
+
+def _hook_names(model):
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
+
+
+def _adds(v, start=1):
+    def hook(act, hook):
+        return torch.cat([act[:, :start], act[:, start:] + v[:, None]], dim=1)
+
+    return hook
+
+
+def left_on_sweep(model, tokens, stages, directions, strengths, score):
+    rows = []
+    for stage, unit in zip(stages, directions):
+        row = []
+        for c_ in strengths:
+            with model.hooks(fwd_hooks=[(_hook_names(model)[stage], _adds(c_ * unit))]):
+                stream = final_stream(model, tokens)
+            row.append(score(stream))
+        rows.append(row)
+    return torch.tensor(rows)
+
+
+def left_on_sweep_batched(model, tokens, stages, directions, strengths, score):
+    """Every strength of a stage in one run: the documents repeated once per strength."""
+    out = torch.zeros(len(stages), len(strengths))
+    k, n = len(strengths), len(tokens)
+    for i, stage in enumerate(stages):
+        vectors = torch.cat([c_ * directions[i] for c_ in strengths])  # [strength × doc, d_model]
+        with model.hooks(fwd_hooks=[(_hook_names(model)[stage], _adds(vectors))]):
+            streams = final_stream(model, tokens.repeat(k, 1))
+        for j in range(k):
+            out[i, j] = score(streams[j * n : (j + 1) * n])
+    return out
+
+
+def left_on_sweep_with_add_hook(model, tokens, stages, directions, strengths, score):
+    out = torch.zeros(len(stages), len(strengths))
+    for i, stage in enumerate(stages):
+        for j, c_ in enumerate(strengths):
+            model.add_hook(_hook_names(model)[stage], _adds(c_ * directions[i]))
+            out[i, j] = score(final_stream(model, tokens))
+            model.reset_hooks()
+    return out
+
+
+def _sweep(hook_name=lambda model, i, stage: _hook_names(model)[stage], start=1, scale=True, outside=False):
+    def left_on_sweep(model, tokens, stages, directions, strengths, score):
+        out = torch.zeros(len(stages), len(strengths))
+        for i, stage in enumerate(stages):
+            for j, c_ in enumerate(strengths):
+                v = (c_ if scale else 1) * directions[i]
+                with model.hooks(fwd_hooks=[(hook_name(model, i, stage), _adds(v, start))]):
+                    stream = None if outside else final_stream(model, tokens)
+                out[i, j] = score(final_stream(model, tokens) if outside else stream)
+        return out
+
+    return left_on_sweep
+
+
+def _hooks_kept(reset_at_the_end):
+    def left_on_sweep(model, tokens, stages, directions, strengths, score):
+        out = torch.zeros(len(stages), len(strengths))
+        for i, stage in enumerate(stages):
+            for j, c_ in enumerate(strengths):
+                model.add_hook(_hook_names(model)[stage], _adds(c_ * directions[i]))
+                out[i, j] = score(final_stream(model, tokens))
+        if reset_at_the_end:
+            model.reset_hooks()
+        return out
+
+    return left_on_sweep
+
+
+def _transposed(model, tokens, stages, directions, strengths, score):
+    return left_on_sweep(model, tokens, stages, directions, strengths, score).T
+
+
+def _logits(model, tokens, stages, directions, strengths, score):
+    out = torch.zeros(len(stages), len(strengths))
+    for i, stage in enumerate(stages):
+        for j, c_ in enumerate(strengths):
+            with model.hooks(fwd_hooks=[(_hook_names(model)[stage], _adds(c_ * directions[i]))]):
+                out[i, j] = score(model(tokens))
+    return out
+
+
+SWEEP_MISTAKES = {
+    "leaves its hooks on the model": _hooks_kept(reset_at_the_end=False),
+    "stays on for the settings after it": _hooks_kept(reset_at_the_end=True),
+    "after the `with model.hooks(...)` block ended": _sweep(outside=True),
+    "at BOS as well": _sweep(start=0),
+    "every strength gives the same score": _sweep(scale=False),
+    "the positions in the list": _sweep(hook_name=lambda model, i, stage: _hook_names(model)[i]),
+    "one stage late": _sweep(hook_name=lambda model, i, stage: f"blocks.{stage}.hook_resid_post"),
+    "returns [strength, stage]": _transposed,
+    "gave the score logits": _logits,
+}
+
+
 # --- random_like, circle_basis ------------------------------------------------------------------
 
 
@@ -512,6 +617,7 @@ MODEL_CASES = {
     "greedy_continue": (c.check_greedy_continue, greedy_continue, GREEDY_MISTAKES),
     "feeling_free_positions": (c.check_feeling_free_positions, feeling_free_positions, FREE_MISTAKES),
     "next_word_probs": (c.check_next_word_probs, next_word_probs, WORD_MISTAKES),
+    "left_on_sweep": (c.check_left_on_sweep, left_on_sweep, SWEEP_MISTAKES),
 }
 
 
@@ -552,6 +658,8 @@ def test_checks_accept_correct_solutions_written_another_way(check, solution, ca
     [
         (c.check_greedy_continue, greedy_continue_with_generate_without_cache),
         (c.check_feeling_free_positions, feeling_free_positions_containing_the_first_letter),
+        (c.check_left_on_sweep, left_on_sweep_batched),
+        (c.check_left_on_sweep, left_on_sweep_with_add_hook),
     ],
     ids=lambda f: getattr(f, "__name__", ""),
 )
@@ -577,3 +685,9 @@ def test_the_random_check_leaves_every_global_generator_as_it_was():
             c.check_random_like(wrong)
     assert torch.equal(states[0], torch.get_rng_state())
     assert (states[1] == np.random.get_state()[1]).all() and states[2] == random.getstate()
+
+
+def test_the_sweep_check_takes_off_the_hooks_a_wrong_sweep_leaves_on(model):
+    with pytest.raises(CheckFailed, match="leaves its hooks on the model"):
+        c.check_left_on_sweep(SWEEP_MISTAKES["leaves its hooks on the model"], model)
+    assert not any(point.fwd_hooks for point in model.hook_dict.values())

@@ -25,6 +25,7 @@ from utils.checks.framework import (
     passed,
 )
 from utils.corpora import storyworld
+from utils.corpora.emotions import stage_names
 from utils.interventions.steering import feeling_free_positions as _feeling_free_positions
 from utils.interventions.steering import story_prompts
 from utils.metrics import steering as ref
@@ -472,6 +473,143 @@ def check_kl_divergence(fn: Callable) -> None:
     ]  # fmt: skip
     expect_close(out, want, name, "divergences", atol=1e-4, hints=hints)
     passed(name)
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a run, carrying the activation it was given."""
+
+
+def _final_stream(model, tokens: torch.Tensor) -> torch.Tensor:
+    """The stream after the last layer, the hooks on the model acting, as the lesson's ``final_stream`` takes it."""
+
+    def stop(act, hook):
+        raise _Stop(act)
+
+    try:
+        with model.hooks(fwd_hooks=[(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", stop)]):
+            model(tokens)
+    except _Stop as e:
+        return e.args[0]
+    raise RuntimeError("the run did not reach the last layer's hook")
+
+
+def _hooks_on(model) -> dict[str, int]:
+    return {name: len(point.fwd_hooks) for name, point in model.hook_dict.items() if point.fwd_hooks}
+
+
+def _remove_new_hooks(model, before: dict[str, int]) -> bool:
+    """Take off the forward hooks put on since ``before``; whether there were any."""
+    found = False
+    for name, point in model.hook_dict.items():
+        keep = before.get(name, 0)
+        for handle in point.fwd_hooks[keep:]:
+            handle.hook.remove()
+            found = True
+        del point.fwd_hooks[keep:]
+    return found
+
+
+def _left_on(model, tokens, stages, directions, strengths, score, *, start=1, hook_names=None, scale=True,
+             outside=False, accumulate=False) -> torch.Tensor:  # fmt: skip
+    """The sweep, and with the keywords the learner's known mistakes: ``start=0`` adds at BOS too,
+    ``hook_names`` hooks other points than the stages', ``scale=False`` leaves the strength out,
+    ``outside`` takes the stream after the hook came off, ``accumulate`` keeps every hook on."""
+    names = hook_names or [stage_names(model.cfg.n_layers)[s] for s in stages]
+    out = torch.zeros(len(stages), len(strengths))
+    kept = []  # every hook so far, for the sweep that keeps them on
+    for i, name in enumerate(names):
+        for j, c in enumerate(strengths):
+            v = (c if scale else 1) * directions[i]
+
+            def hook(act, hook, v=v):
+                act = act.clone()
+                act[:, start:] += v[:, None].to(act.dtype)
+                return act
+
+            kept.append((name, hook))
+            with model.hooks(fwd_hooks=kept if accumulate else [(name, hook)]):
+                stream = None if outside else _final_stream(model, tokens)
+            out[i, j] = score(_final_stream(model, tokens) if outside else stream)
+    return out
+
+
+def check_left_on_sweep(fn: Callable, model) -> None:
+    """fn(model, tokens [doc, n], stages, directions [stage, doc, d], strengths, score) -> [stage, strength]:
+    score(the stream after the last layer) with strength × each document's vector added after BOS at the stage.
+
+    It runs on four fresh prompts with random directions, one per prompt, of the stream's norm at each
+    stage; the stages come in an order of their own (the last but one, then 0 and 1), so that a loop over
+    the list's indices is told apart from one over the stages. The score is the next-token loss.
+    """
+    name = _name(fn, "left_on_sweep")
+    tokens = _check_tokens(model, 4)
+    n_layers = model.cfg.n_layers
+    stages = [n_layers - 1, 0, 1]
+    strengths = [0.5, 1.0]
+    names = stage_names(n_layers)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda h: h in names)
+    g = torch.Generator().manual_seed(LESSON_05_CHECKS + 5)
+    units = torch.randn(len(stages), len(tokens), model.cfg.d_model, generator=g)
+    units = units / units.norm(dim=-1, keepdim=True)
+    norms = torch.tensor([cache[names[s]][:, 1:].norm(dim=-1).mean().item() for s in stages])
+    directions = (units * norms[:, None, None]).to(tokens.device)  # [stage, doc, d_model]
+    d_model, d_vocab = model.cfg.d_model, model.cfg.d_vocab
+
+    def score(stream) -> float:
+        if not isinstance(stream, torch.Tensor) or stream.ndim != 3 or stream.shape[-1] != d_model:
+            shape = tuple(stream.shape) if isinstance(stream, torch.Tensor) else type(stream).__name__
+            if isinstance(stream, torch.Tensor) and stream.shape[-1] == d_vocab:
+                raise CheckFailed(f"`{name}` gave the score logits, {shape}; give it the stream after the last "
+                                  "layer, final_stream(model, tokens), [doc, position, d_model].")  # fmt: skip
+            raise CheckFailed(
+                f"`{name}` gave the score {shape}; give it the stream after the last layer, "
+                f"final_stream(model, tokens), [doc, position, d_model] = {(*tokens.shape, d_model)}."
+            )
+        logits = model.unembed(model.ln_final(stream.to(tokens.device)))
+        return -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).mean().item()
+
+    before = _hooks_on(model)
+    try:
+        out = call(fn, model, tokens, stages, directions, strengths, score, name=name)
+    finally:
+        left = _remove_new_hooks(model, before)
+    if left:
+        raise CheckFailed(f"`{name}` leaves its hooks on the model, so each setting's vectors stay on for the "
+                          "settings after it and the model stays steered; put each hook on for its own run alone, "
+                          "inside `with model.hooks(fwd_hooks=[...]):`.")  # fmt: skip
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (len(strengths), len(stages)):
+        raise CheckFailed(
+            f"`{name}` returns [strength, stage] = {tuple(out.shape)}; return one row per stage and "
+            f"one column per strength, [stage, strength] = {(len(stages), len(strengths))}."
+        )
+    out = expect_tensor(out, (len(stages), len(strengths)), ["stage", "strength"], name)
+    with torch.no_grad():
+        want = _left_on(model, tokens, stages, directions, strengths, score)
+        hints = [
+            (_left_on(model, tokens, stages, directions, strengths, score, accumulate=True), "each setting's hook "
+             "stays on for the settings after it, so their vectors add up; put each hook on for its own run alone, "
+             "inside `with model.hooks(fwd_hooks=[...]):`."),
+            (_left_on(model, tokens, stages, directions, strengths, score, outside=True), "every setting gives the "
+             "score without a vector: the stream was taken after the `with model.hooks(...)` block ended, when the "
+             "hook was off; take final_stream(model, tokens) inside the block."),
+            (_left_on(model, tokens, stages, directions, strengths, score, start=0), "the vector went in at BOS as "
+             "well (position 0), which every later position reads; start at position 1, add_vector(..., 1)."),
+            (_left_on(model, tokens, stages, directions, strengths, score, scale=False), "every strength gives "
+             "the same score, the vector's at strength 1; scale the stage's vectors by the strength, "
+             "c * directions[i]."),
+            (_left_on(model, tokens, stages, directions, strengths, score,
+                      hook_names=[names[i] for i in range(len(stages))]),
+             "the sweep went over the stages 0, 1, 2, … (the positions in the list) instead of the stages in it; "
+             "loop with for i, stage in enumerate(stages) and hook HOOKS[stage]."),
+            (_left_on(model, tokens, stages, directions, strengths, score,
+                      hook_names=[f"blocks.{s}.hook_resid_post" for s in stages]),
+             "the vectors went in one stage late (stage s is the stream after layer s − 1); hook HOOKS[stage], "
+             "which is blocks.0.hook_resid_pre for stage 0 and blocks.{s-1}.hook_resid_post after."),
+        ]  # fmt: skip
+    expect_close(out, want, name, "scores", atol=1e-4, rtol=1e-4, hints=hints)
+    passed(name, f"{len(stages)} stages × {len(strengths)} strengths on fresh prompts, each setting's hook on for "
+           "its own run")  # fmt: skip
 
 
 # --- controls and the circle -------------------------------------------------------------------------
