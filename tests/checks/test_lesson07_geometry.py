@@ -462,6 +462,61 @@ ALIGNMENT_MISTAKES = {
 }
 
 
+# --- alignment_by_stage -------------------------------------------------------------------------
+
+
+def alignment_by_stage(fit, score, acts_s, acts_t, stage_pairs, scored):
+    """Row indices in place of the mask, each pair's scores stacked as a float64 tensor."""
+    held_out, train = scored.nonzero().flatten(), (~scored).nonzero().flatten()
+    rows = []
+    for s, u in stage_pairs:
+        t = fit(acts_s[s, train], acts_t[u, train])
+        rows.append(torch.tensor(score(t, acts_s[s, held_out], acts_t[u, held_out]), dtype=torch.float64))
+    return torch.stack(rows)
+
+
+def _by_stage(fit_rows="others", score_rows="scored", stages="pair", pairs=lambda p: p, once=False, ret=torch.tensor):
+    """A learner's ``alignment_by_stage`` with one part written as given."""
+
+    def alignment_by_stage(fit, score, acts_s, acts_t, stage_pairs, scored):
+        masks = {"scored": scored, "others": ~scored, "every": torch.ones_like(scored)}
+        out, t = [], None
+        for i, (s, u) in enumerate(pairs(stage_pairs)):
+            a, b = (acts_s[s], acts_t[u]) if stages == "pair" else (acts_s[i], acts_t[i]) if stages == "i" else (
+                acts_s[s], acts_t[s])  # fmt: skip
+            if t is None or not once:
+                t = fit(a[masks[fit_rows]], b[masks[fit_rows]])
+            out.append(score(t, a[masks[score_rows]], b[masks[score_rows]]))
+        return ret(out)
+
+    return alignment_by_stage
+
+
+def _target_first(fit, score, acts_s, acts_t, stage_pairs, scored):
+    rows = []
+    for s, u in stage_pairs:
+        a, b = acts_s[s], acts_t[u]
+        rows.append(score(fit(b[~scored], a[~scored]), a[scored], b[scored]))
+    return torch.tensor(rows)
+
+
+STAGE_MISTAKES = {
+    "fits the map on the rows it then scores": _by_stage(fit_rows="scored"),
+    "fits the map on every row": _by_stage(fit_rows="every"),
+    "scores every row": _by_stage(score_rows="every"),
+    "scores the rows the map was fitted on": _by_stage(fit_rows="others", score_rows="others"),
+    "takes stage 3 of both models for pair 3": _by_stage(stages="i"),
+    "the two models need not be equally deep": _by_stage(stages="same index"),
+    "scores 3 of the 4 stage pairs, one left out (an off-by-one": _by_stage(pairs=lambda p: p[:-1]),
+    "fits the map once and scores that one map at every stage": _by_stage(once=True),
+    "each row holds (cosine, R²)": _by_stage(ret=lambda rows: torch.tensor(rows).flip(1)),
+    "returns a list": _by_stage(ret=list),
+    "returns shape (2, 4)": _by_stage(ret=lambda rows: torch.tensor(rows).T),
+    "dimension 1 ((R², cosine)) is 1 but should be 2": _by_stage(ret=lambda rows: torch.tensor(rows)[:, 1:]),
+    "calls score with shapes (4, 5)": _target_first,
+}
+
+
 # --- random_drops ---------------------------------------------------------------------------------
 
 
@@ -566,6 +621,7 @@ CASES = {
     "lle_weights": (c.check_lle_weights, lle_weights, LLE_MISTAKES),
     "fit_ridge": (c.check_fit_ridge, fit_ridge, RIDGE_MISTAKES),
     "stream_alignment": (c.check_stream_alignment, stream_alignment, ALIGNMENT_MISTAKES),
+    "alignment_by_stage": (c.check_alignment_by_stage, alignment_by_stage, STAGE_MISTAKES),
     "random_drops": (c.check_random_drops, random_drops, DROP_MISTAKES),
     "angles_in_plane": (c.check_angles_in_plane, angles_in_plane, ANGLE_MISTAKES),
 }

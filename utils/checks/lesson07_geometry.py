@@ -625,7 +625,146 @@ def check_stream_alignment(fn: Callable) -> None:
     passed(name, "R² after one best overall scale, and the mean row cosine, of the centred rows")
 
 
-# --- 7. the look-up's own control ------------------------------------------------------------------------
+# --- 7. the map at every stage of the stream ------------------------------------------------------------
+
+
+def _stage_problem(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], torch.Tensor]:
+    """Two made-up models' streams at the same n tokens: a source 4 layers deep (5 stages, ``[5, n, d₁]``) and a
+    target 3 deep (4 stages, ``[4, n, d₂]``), each target stage a noisy linear image of the source stage paired with
+    it, noisier at some stages than at others; the pairs ``(0, 0), (1, 1), (2, 2), (4, 3)`` (the source's stage 3
+    in none), and a mask ``[n]`` of the rows to score, in no pattern."""
+    n, d1, d2 = 48, 5, 4
+    pairs = [(0, 0), (1, 1), (2, 2), (4, 3)]
+    acts_s = torch.randn(5, n, d1, generator=g) * torch.linspace(0.5, 2.0, d1) + torch.randn(5, 1, d1, generator=g)
+    acts_t = torch.zeros(4, n, d2)
+    for (s, u), noise in zip(pairs, (0.3, 1.0, 2.0, 0.6)):
+        image = acts_s[s] @ torch.randn(d1, d2, generator=g)
+        acts_t[u] = image + noise * torch.randn(n, d2, generator=g) + torch.randn(d2, generator=g)
+    scored = torch.randperm(n, generator=g) < 18  # 18 rows scored, 30 to fit on
+    return acts_s, acts_t, pairs, scored
+
+
+def _rows_of(m, stack: torch.Tensor, scored: torch.Tensor) -> tuple[int, str] | None:
+    """Which stage of ``stack``, and which of its rows ("scored", "others", "every"), the block ``m`` is; None if
+    it is none of them (rows centred or changed on the way, say)."""
+    if not isinstance(m, torch.Tensor) or m.ndim != 2:
+        return None
+    m = m.detach().double().cpu()
+    for stage in range(len(stack)):
+        for rows, mask in (("scored", scored), ("others", ~scored), ("every", torch.ones_like(scored))):
+            want = stack[stage][mask].double()
+            if m.shape == want.shape and torch.allclose(m, want, atol=1e-5, rtol=0):
+                return stage, rows
+    return None
+
+
+def _alignment_by_stage(fit, score, acts_s, acts_t, pairs, fit_rows, score_rows) -> torch.Tensor:
+    """The loop with the rows it fits and scores on given: ``[pair, (R², cosine)]``."""
+    out = []
+    for s, u in pairs:
+        a, b = acts_s[s], acts_t[u]
+        out.append(score(fit(a[fit_rows], b[fit_rows]), a[score_rows], b[score_rows]))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _stage_fault(name: str, i: int, pair: tuple[int, int], found: tuple, what: str) -> str | None:
+    """What is wrong with the stages or rows that ``what`` ("fit", "score") got for pair i, or None."""
+    (src, tgt), fix = found, "acts_s[s] and acts_t[u] for (s, u) in stage_pairs"
+    if src is None or tgt is None:
+        return None
+    if (src[0], tgt[0]) != pair:
+        if (src[0], tgt[0]) == (i, i):
+            return (f"`{name}` takes stage {i} of both models for pair {i}, {pair}: that is the pair's place in the "
+                    f"list, not its stages; take each pair's own stages, {fix}. The two models need not be equally "
+                    "deep: the last pair sets the source's last stage beside the target's last.")  # fmt: skip
+        return (f"`{name}` gives `{what}` the source's stage {src[0]} and the target's stage {tgt[0]} for pair {i}, "
+                f"{pair}; take that pair's stages, {fix}.")  # fmt: skip
+    rows = {src[1], tgt[1]}
+    if what == "score" and rows == {"every"}:
+        return (f"`{name}` scores every row, the rows the map was fitted on among them; score only the held-out "
+                "rows, score(t, a[scored], b[scored]).")  # fmt: skip
+    if what == "score" and rows == {"others"}:
+        return (f"`{name}` scores the rows the map was fitted on (those not in `scored`), an in-sample score; score "
+                "the held-out rows, score(t, a[scored], b[scored]), and fit on the others.")  # fmt: skip
+    if what == "fit" and rows == {"scored"}:
+        return (f"`{name}` fits the map on the rows it then scores, so a map fitted on the streams is scored in "
+                "sample and looks better than it is; fit on the other rows, fit(a[~scored], b[~scored]), and score "
+                "on `scored`.")  # fmt: skip
+    if what == "fit" and rows == {"every"}:
+        return (f"`{name}` fits the map on every row, the scored ones among them; fit on the rows not scored, "
+                "fit(a[~scored], b[~scored]), so that every score is on rows the map never saw.")  # fmt: skip
+    return None
+
+
+def check_alignment_by_stage(fn: Callable) -> None:
+    """fn(fit, score, acts_s [stages, n, d₁], acts_t [stages, n, d₂], stage_pairs, scored [n] bool) -> [pairs, 2]:
+    for each (s, u) in stage_pairs, t = fit(a[~scored], b[~scored]) with a, b = acts_s[s], acts_t[u], then
+    score(t, a[scored], b[scored]) = (R², cosine); one row per pair, in order.
+
+    The check passes its own ``fit`` (a ridge map of the rows it is given, so a map fitted on the scored rows scores
+    higher) and ``score`` (the reference's R² and cosine), both of which record what they are given: the stages and
+    rows each call got say which mistake was made. The two made-up models differ in depth, so that the stage pairs
+    are not (i, i), and the scored rows follow no pattern.
+    """
+    name = _name(fn, "alignment_by_stage")
+    g = _generator(7)
+    acts_s, acts_t, pairs, scored = _stage_problem(g)
+    d1, d2, n_pairs = acts_s.shape[-1], acts_t.shape[-1], len(pairs)
+    fits: list[tuple] = []  # what fit was given
+    scores: list[tuple] = []  # what score was given
+
+    def fit(a, b):
+        fits.append((a, b))
+        x, y = a.double() - a.double().mean(0), b.double() - b.double().mean(0)
+        return ref.fit_ridge(x, y, ref.ridge_penalty(x, 0.05))
+
+    def score(t, a, b):
+        scores.append((a, b))
+        shapes = [tuple(getattr(v, "shape", ())) for v in (t, a, b)]
+        if not (shapes[0] == (d1, d2) and len(shapes[1]) == 2 and shapes[1][1] == d1 and shapes[2][1:] == (d2,)):
+            raise CheckFailed(f"`{name}` calls score with shapes {shapes[0]}, {shapes[1]}, {shapes[2]}: pass the map "
+                              f"fit returned [d₁, d₂] = {(d1, d2)}, then the source's rows [rows, d₁], then the "
+                              "target's [rows, d₂], score(t, a[scored], b[scored]), with t = fit(a[~scored], "
+                              "b[~scored]) (the source's rows first there too).")  # fmt: skip
+        return ref.stream_alignment(t, a, b)
+
+    explain = {IndexError: "If that is a stage out of range: take each pair's own stages, acts_s[s] and acts_t[u] for "
+               "(s, u) in stage_pairs; the two models need not be equally deep (here the source has 5 stages and "
+               "the target 4)."}  # fmt: skip
+    out = call(fn, fit, score, acts_s, acts_t, pairs, scored, name=name, explain=explain)
+    if len(scores) == n_pairs - 1 and len(fits) <= n_pairs - 1:
+        raise CheckFailed(f"`{name}` scores {n_pairs - 1} of the {n_pairs} stage pairs, one left out (an off-by-one: "
+                          "range(len(stage_pairs) - 1), or a range over the layers that stops before the last "
+                          "stage); loop over every (s, u) in stage_pairs: the last pair, after the last layer, is "
+                          "where the map fitted on W_U holds.")  # fmt: skip
+    if len(fits) == 1 and len(scores) == n_pairs:
+        raise CheckFailed(f"`{name}` fits the map once and scores that one map at every stage; fit it anew at each "
+                          "pair, t = fit(a[~scored], b[~scored]) inside the loop: a map fitted on the streams is "
+                          "fitted on each stage's own rows.")  # fmt: skip
+    if len(fits) != n_pairs or len(scores) != n_pairs:
+        raise CheckFailed(f"`{name}` calls fit {len(fits)} times and score {len(scores)} times for {n_pairs} stage "
+                          "pairs: fit once and score once for each pair, in stage_pairs' order.")  # fmt: skip
+    for what, calls in (("fit", fits), ("score", scores)):
+        for i, (a, b) in enumerate(calls):
+            fault = _stage_fault(name, i, pairs[i], (_rows_of(a, acts_s, scored), _rows_of(b, acts_t, scored)), what)
+            if fault:
+                raise CheckFailed(fault)
+    if isinstance(out, (list, tuple)):
+        raise CheckFailed(f"`{name}` returns a {type(out).__name__}; return a float tensor [stage pair, 2], "
+                          "torch.tensor(rows) of the (r2, cos) pairs, which the lesson slices by column.")  # fmt: skip
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, n_pairs):
+        raise CheckFailed(f"`{name}` returns shape (2, {n_pairs}), [(R², cosine), stage pair]; return one row per "
+                          f"stage pair, [stage pair, 2] = ({n_pairs}, 2): torch.tensor(rows) of the list of (r2, cos) "
+                          "pairs, or torch.stack along dim 0.")  # fmt: skip
+    out = expect_tensor(out, (n_pairs, 2), ["stage pair", "(R², cosine)"], name).detach().double().cpu()
+    want = _alignment_by_stage(fit, score, acts_s, acts_t, pairs, ~scored, scored)
+    hints = [(want.flip(1), "each row holds (cosine, R²), the cosine first; keep score's order, (R², cosine), as "
+              "stream_alignment returns it.")]  # fmt: skip
+    expect_close(out, want, name, "(R², cosine) per stage pair", atol=1e-5, rtol=1e-4, hints=hints)
+    passed(name, "one (R², cosine) per stage pair, each map fitted on the rows not scored and scored on the others")
+
+
+# --- 8. the look-up's own control ------------------------------------------------------------------------
 
 
 def check_random_drops(fn: Callable) -> None:
