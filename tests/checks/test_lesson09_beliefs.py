@@ -16,6 +16,7 @@ def reader(
     replace_sight=False,
     keep_first_sight=False,
     pass_along_sight=False,
+    cannot_both_ways=False,
 ):
     """A story reader with switches for each mistake: the right one with the defaults."""
 
@@ -43,6 +44,8 @@ def reader(
                     watching.add((w[0], w[3]))
                 elif forget_on_cannot:
                     watching.discard((w[0], w[3]))
+                    if cannot_both_ways:  # "X cannot see O" read as ending O's sight of X too
+                        watching.discard((w[3], w[0]))
             elif w[3] == container and (reality or w[0] == who or (watch and w[0] in seen_by(who, watching))):
                 seen.append(w[5])
             elif w[3] == container and unseen_unknown:
@@ -68,6 +71,7 @@ def test_check_believed_drink(prove_check):
             "a new 'can see' adds to what the observer sees; it does not replace it": reader(replace_sight=True),
             "a later 'can see' counts as much as the first": reader(keep_first_sight=True),
             "sight does not pass along": reader(pass_along_sight=True),
+            "'X cannot see O' ends only X's sight of O": reader(cannot_both_ways=True),
             "is wrong on": lambda words: "unknown",
         },
     )

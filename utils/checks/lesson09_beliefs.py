@@ -45,6 +45,7 @@ def _wrong_answers(story: beliefs.Story) -> dict[str, str]:
     )
     return {
         "passes_along": _chain_reader(plan),
+        "both_ways": _both_ways_reader(plan),
         "replaces": _sight_reader(plan, keep_first=False),
         "keeps_first": _sight_reader(plan, keep_first=True),
         "reversed": beliefs.make_story(reversed_sight).answer,
@@ -121,6 +122,50 @@ def _chain_reader(plan: beliefs.Plan) -> str:
     return belief
 
 
+def _both_ways_reader(plan: beliefs.Plan) -> str:
+    """The answer of a reader for whom ``X cannot see O`` also ends O's sight of X (a "cannot" read as ending
+    sight both ways), while ``can see`` still runs one way."""
+    who, which = plan.question
+    visible: set[tuple[int, int]] = set()
+    belief = beliefs.UNKNOWN
+
+    def say(sentence: tuple[int, int, bool] | None) -> None:
+        if sentence is not None:
+            o, a, can = sentence
+            if can:
+                visible.add((o, a))
+            else:
+                visible.difference_update({(o, a), (a, o)})
+
+    def fill(actor: int, drink: str) -> None:
+        nonlocal belief
+        if actor == which and (who == actor or (who, actor) in visible):
+            belief = drink
+
+    _replay(plan, say, fill)
+    return belief
+
+
+def _cannot_one_way(stories: list[beliefs.Story], rng: random.Random) -> list[beliefs.Story]:
+    """For each story, a story in its cast where O can see X before the fills, X cannot see O before X refills,
+    and the question asks O about X's container. The "cannot" is about X's sight of O, so O still sees the
+    refill; a reader for whom it also ends O's sight of X gets them wrong (the generator makes such stories a
+    few times in a thousand)."""
+    out = []
+    for s in stories:
+        observer, actor = rng.sample(range(len(s.plan.characters)), 2)
+        drink = rng.choice([d for d in beliefs.DRINKS if d != s.plan.drinks[actor]])
+        plan = replace(
+            s.plan,
+            see_before=(observer, actor, True),
+            refill=(actor, drink),
+            see_after=(actor, observer, False),
+            question=(observer, actor),
+        )
+        out.append(beliefs.make_story(plan))
+    return out
+
+
 def _chains(stories: list[beliefs.Story], rng: random.Random) -> list[beliefs.Story]:
     """For each three-character story, a story in its cast where sight would pass along a chain: X can see Y
     before the fills, O can see X before Y refills, and the question asks O about Y's container. O does not see
@@ -174,6 +219,7 @@ def check_believed_drink(fn: Callable) -> None:
     stories = (
         beliefs.sample_stories(CHECK_SEED, 300) + three + _two_sights(three[:20], rng) + _chains(three[20:40], rng)
     )
+    stories += _cannot_one_way(stories[:5] + three[40:45], rng)
     answers = []
     for s in stories:
         out = call(fn, list(s.words[:-1]), name=name)
@@ -198,6 +244,8 @@ def check_believed_drink(fn: Callable) -> None:
         "misses the actor's fills.",
         "passes_along": "sight does not pass along: O learns only the fills of actors O can see. After 'X can see "
         "Y' and 'O can see X', O still misses Y's fills (X sees them, O does not).",
+        "both_ways": "'X cannot see O' ends only X's sight of O: O's sight of X goes on, so after 'O can see X' "
+        "and then 'X cannot see O', O still watches X's fills.",
         "replaces": "a new 'can see' adds to what the observer sees; it does not replace it: after 'O can see X' "
         "and then 'O can see Y', O watches both X and Y, until a 'cannot see' ends one of them.",
         "keeps_first": "a later 'can see' counts as much as the first: after 'O can see X' and then 'O can see Y', "
