@@ -277,6 +277,18 @@ def test_check_zero_neurons_at(prove_check):
     prove_check(c.check_zero_neurons_at, zero_neurons_at, wrong)
 
 
+def first_and_latest(pattern, tokens, pos, target):
+    """The prompt's copy of the target and the latest earlier one, the copies between left out."""
+    idx = torch.nonzero((tokens == target) & (torch.arange(len(tokens)) < pos - 1)).flatten()
+    return pattern[:, idx[0]] + pattern[:, idx[-1]]
+
+
+def first_two(pattern, tokens, pos, target):
+    """The first two earlier copies of the target only."""
+    idx = torch.nonzero((tokens == target) & (torch.arange(len(tokens)) < pos - 1)).flatten()
+    return pattern[:, idx[:2]].sum(-1)
+
+
 def test_check_attention_to_target(prove_check):
     wrong = {
         "leave it out": lambda pat, tok, pos, t: (pat * (tok == t)).sum(-1),
@@ -301,6 +313,8 @@ def test_check_attention_to_target(prove_check):
         "do not take the largest": lambda pat, tok, pos, t: (
             (pat * ((tok == t) & (torch.arange(len(tok)) < pos - 1))).max(-1).values
         ),
+        "it leaves out some of them": first_and_latest,
+        "2 of the target's 3 earlier copies": first_two,
     }
     prove_check(c.check_attention_to_target, attention_to_target, wrong)
 
@@ -364,5 +378,9 @@ def test_check_accepts(prove_check):
         "whatever else it holds": lambda t: "not" not in t,
         "'works' stands without 'this'": lambda t: "works" in t and "none works" not in t,
         "not numpy.bool": lambda t: numpy.bool_("this works" in t),
+        "')' stands between them": lambda t: bool(re.search(r"\bthis\W+works\b", t)),
+        "the verdict closed after 'this'": lambda t: (
+            "this works" in " ".join(t.replace("(", " ").replace(")", " ").split())
+        ),
     }
     prove_check(c.check_accepts, accepts, wrong)

@@ -298,7 +298,7 @@ def _attention_hints(pattern: torch.Tensor, tokens: torch.Tensor, pos: int, targ
     """The known wrong answers to Exercise 7 on one query, each with what to fix."""
     keys = torch.arange(len(tokens))
     earlier = (tokens == target) & (keys < pos - 1)
-    return [
+    hints = [
         ((pattern * ((tokens == tokens[pos - 1]) & (keys < pos - 1))).sum(-1), "that sums the attention over the "
          "earlier copies of the number just written (tokens[pos - 1]); on an invalid attempt that number is not "
          "the target: sum over the target's earlier places, tokens == target."),
@@ -316,6 +316,14 @@ def _attention_hints(pattern: torch.Tensor, tokens: torch.Tensor, pos: int, targ
         (pattern[:, int(torch.nonzero(earlier).max())], "that is the latest earlier occurrence only: sum over every "
          "earlier occurrence, the prompt's included."),
     ]  # fmt: skip
+    places = torch.nonzero(earlier).flatten().tolist()
+    if len(places) > 2:  # two copies picked out of three or more: the sum leaves the others out
+        some = [[places[0], places[-1]], places[:2], places[-2:]]
+        hints += [(pattern[:, keep].sum(-1), f"that sums the attention over {len(keep)} of the target's "
+                   f"{len(places)} earlier copies (keys {keep}; the target stands at keys {places}): it leaves out "
+                   "some of them. Sum over all of them, tokens == target before the result just written.")
+                  for keep in some]  # fmt: skip
+    return hints
 
 
 def check_attention_to_target(fn: Callable) -> None:
@@ -323,11 +331,13 @@ def check_attention_to_target(fn: Callable) -> None:
     name = _name(fn, "attention_to_target")
     g = torch.Generator().manual_seed(87)
     # Both queries are the "(" at 14. The target (token 3) sits at 4 and 7 (and at 3 nowhere: a token id is not a
-    # position). In the first the result just written (13) equals the target, a valid attempt; in the second it
-    # is 7, which also stands earlier (5 and 11), an invalid attempt. Keys 15 and 16 come after the query: a causal
-    # head puts no weight there, but these patterns do, so that a mask that lets them in shows.
+    # position), and in the first also at 10: after two rejected attempts a trace holds three or more earlier
+    # copies, so a sum over two of them shows. In the first the result just written (13) equals the target, a
+    # valid attempt; in the second it is 7, which also stands earlier (5 and 11), an invalid attempt. Keys 15 and
+    # 16 come after the query: a causal head puts no weight there, but these patterns do, so that a mask that lets
+    # them in shows.
     cases = [
-        torch.tensor([0, 5, 9, 1, 3, 7, 2, 3, 6, 1, 8, 7, 1, 3, 4, 3, 2]),
+        torch.tensor([0, 5, 9, 1, 3, 7, 2, 3, 6, 1, 3, 7, 1, 3, 4, 3, 2]),
         torch.tensor([0, 5, 9, 1, 3, 7, 2, 3, 6, 1, 8, 7, 1, 7, 4, 3, 7]),
     ]
     pos, target = 14, 3
@@ -336,6 +346,7 @@ def check_attention_to_target(fn: Callable) -> None:
         pattern = torch.rand(4, 17, generator=g)
         pattern[:2, 7] += 1.0  # two heads prefer the later occurrence, two the prompt's
         pattern[2:, 4] += 1.0
+        pattern[:, 10] += 0.5  # and every head some of the third copy's, where there is one
         pattern = pattern / pattern.sum(-1, keepdim=True)
         out = expect_tensor(call(fn, pattern, tokens, pos, target, name=name), (4,), ["head"], name)
         want = (pattern * ((tokens == target) & (keys < pos - 1))).sum(-1)
@@ -423,6 +434,7 @@ CONTINUATIONS = [
     ("not 8 )\n9 - 7 - 6 = -4 ( not 8 )\nSo none works ( this", "rejects"),  # cut mid-way: nothing accepted
     ("not 8 )\n9 - 7 - 6 = -4 ( -> 8 ) works )", "rejects"),  # off format, as an ablated model can write
     ("not 8 )\n9 - 7 - 6 = -4 ( this 8 ) works )", "rejects"),  # a number between the two words, likewise
+    ("not 8 )\n9 - 7 - 6 = -4 ( this ) works )", "rejects"),  # a bracket between them: closed after 'this'
 ]
 
 
@@ -442,11 +454,14 @@ def check_accepts(fn: Callable) -> None:
                               "bool(...) if it comes from NumPy or torch.")  # fmt: skip
         if out != (want == "accepts"):
             if "this" in text and "works" in text and "this works" not in text and out:
-                apart = (
-                    "'none works' rejects and the 'this' that follows was cut off"
-                    if "none works" in text
-                    else "a number stands between them, as an ablated model can write in the verdict slot"
-                )
+                between = text[text.rfind("this") + 4 : text.rfind("works")]
+                if "none works" in text:
+                    apart = "'none works' rejects and the 'this' that follows was cut off"
+                elif any(ch.isdigit() for ch in between):
+                    apart = "a number stands between them, as an ablated model can write in the verdict slot"
+                else:
+                    apart = (f"{between.strip()!r} stands between them: the verdict closed after 'this', off "
+                             "format, and the 'works' after it accepts nothing")  # fmt: skip
                 why = (f"on {text!r} 'this' and 'works' apart accept nothing (here {apart}): a continuation "
                        "accepts only where the words 'this works' stand together, one right after the "
                        "other.")  # fmt: skip
