@@ -8,6 +8,7 @@ answers are small changes to a correct solution, as a learner would write them.
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -233,6 +234,7 @@ def _scored(**changes):
                 "per latent": active.sum(1).mean(),
                 "total": active.sum(),
                 "values": z.sum(-1).mean(),
+                "k": torch.tensor(float(sae.k[0])) if sae.k else active.sum(-1).mean(),  # "sparsity by construction"
             }[changes.get("L0")]
             scores[label] = {"mmc": best.mean().item(), "found": int((count >= 0.9).sum()), "L0": L0.item()}
         if changes.get("no_L0"):
@@ -250,7 +252,8 @@ SCORE_MISTAKES = {
     "counts, for each latent, the inputs it fires on": _scored(L0="per latent"),
     "adds up the active latents of all the inputs together": _scored(L0="total"),
     "adds up the latents' activations": _scored(L0="values"),
-    "has no scores for 'TopK, k = 2'": _scored(stop=-1),
+    "gives a TopK SAE's L0 as its k": _scored(L0="k"),
+    "has no scores for 'SAE C (TopK, k = 2)'": _scored(stop=-1),
     "gives every SAE the same scores": _scored(first_sae=True),
     "should be a dict with the keys 'mmc', 'found' and 'L0'": _scored(no_L0=True),
     "should return a dict": _scored(as_list=True),
@@ -261,25 +264,90 @@ def test_score_saes_check_accepts_a_loop_and_names_each_mistake(prove_check):
     prove_check(c.check_score_saes, score_saes, SCORE_MISTAKES)
 
 
-def test_score_saes_check_accepts_tensors_of_one_number(capsys):
-    def tensors(saes, h, truth):
+def _as(found=lambda n: n, number=lambda x: x):
+    """The loop above, returning found and the other two numbers in another type."""
+
+    def fn(saes, h, truth):
         return {
-            label: {key: torch.tensor(float(v)) for key, v in s.items()}
+            label: {"mmc": number(s["mmc"]), "found": found(s["found"]), "L0": number(s["L0"])}
             for label, s in score_saes(saes, h, truth).items()
         }
 
-    c.check_score_saes(tensors)
+    return fn
+
+
+# what the check accepts for found, and the table's own line, which prints found with :d
+ACCEPTED_COUNTS = {
+    "an int tensor, (best >= 0.9).sum()": lambda n: torch.tensor(n),
+    "a NumPy int": lambda n: np.int64(n),
+}
+
+
+@pytest.mark.parametrize("kind", list(ACCEPTED_COUNTS))
+def test_score_saes_check_accepts_a_whole_number_that_the_lesson_table_can_print(kind, capsys):
+    fn = _as(found=ACCEPTED_COUNTS[kind], number=torch.tensor)
+    c.check_score_saes(fn)
     assert "✓" in capsys.readouterr().out
+    saes = c._check_saes(torch.Generator().manual_seed(0), torch.randn(6, 5))
+    for s in fn(saes, torch.randn(20, 5), torch.randn(6, 5)).values():  # the lesson's table line for these keys
+        assert f"{s['mmc']:12.2f} {s['found']:5d} {s['L0']:5.1f}".split()[1] == str(int(s["found"]))
+
+
+@pytest.mark.parametrize(
+    ("found", "message"),
+    [
+        (float, "found is a float"),  # (best >= 0.9).float().sum().item()
+        (lambda n: torch.tensor(float(n)), "found is a float"),  # (best >= 0.9).float().sum()
+        (lambda n: torch.tensor([n]), "a tensor of shape [1]"),
+        (str, "found is a count of features, a whole number"),
+    ],
+)
+def test_score_saes_check_rejects_a_found_that_the_lesson_table_cannot_print(found, message):
+    with pytest.raises(CheckFailed, match=re.escape(message)):
+        c.check_score_saes(_as(found=found))
+    saes = c._check_saes(torch.Generator().manual_seed(0), torch.randn(6, 5))
+    s = _as(found=found)(saes, torch.randn(20, 5), torch.randn(6, 5))["SAE A (ReLU)"]
+    with pytest.raises((TypeError, ValueError)):  # why: the table's format for found
+        format(s["found"], "5d")
 
 
 def test_score_saes_check_names_a_wrong_number_it_does_not_recognise():
     def off(saes, h, truth):
         scores = score_saes(saes, h, truth)
-        scores["L1, λ = 1"]["mmc"] += 0.01
+        scores["SAE B (ReLU)"]["mmc"] += 0.01
         return scores
 
-    with pytest.raises(CheckFailed, match=re.escape("gives 'L1, λ = 1' the mean max cosine ('mmc')")):
+    with pytest.raises(CheckFailed, match=re.escape("gives 'SAE B (ReLU)' the mean max cosine ('mmc')")):
         c.check_score_saes(off)
+
+
+def _found_by(count):
+    """The loop above with found counted another way: ``count(cosines [feature, latent])``."""
+
+    def fn(saes, h, truth):
+        scores = score_saes(saes, h, truth)
+        for label, sae in saes.items():
+            scores[label]["found"] = int(count(_cosines(sae.W_dec[0], truth)))
+        return scores
+
+    return fn
+
+
+# wrong counts that match a named mistake on one SAE but not on the others: none is that mistake
+UNNAMED_FOUND = {
+    "a threshold of 0.95": _found_by(lambda cos: (cos.max(1).values >= 0.95).sum()),
+    "a threshold of 0.8": _found_by(lambda cos: (cos.max(1).values >= 0.8).sum()),
+    "each feature's best |cosine|": _found_by(lambda cos: (cos.abs().max(1).values >= 0.9).sum()),
+}
+
+
+@pytest.mark.parametrize("wrong", list(UNNAMED_FOUND))
+def test_score_saes_check_names_no_mistake_that_only_some_numbers_match(wrong):
+    with pytest.raises(CheckFailed) as failed:
+        c.check_score_saes(UNNAMED_FOUND[wrong])
+    said = str(failed.value)
+    assert re.search(r"gives 'SAE [ABC] \(.*\)' the features found \('found'\) = \d+; expected \d+", said), said
+    assert not any(message in said for message in SCORE_MISTAKES), said
 
 
 def test_the_sweep_check_measures_the_lesson_saes_the_lesson_way():

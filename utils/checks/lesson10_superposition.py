@@ -6,10 +6,12 @@ matches instead. The inputs are built so that the mistakes give different number
 not zero, importances that differ per feature, feature directions of different lengths (a zero one and
 two short ones among them, 0.2 and 0.005 long), and a dictionary whose directions have negative as well as
 positive cosines with the truth, with one true feature that every found direction points away from.
+The SAEs that the scoring check measures are built by hand, not trained, and labelled for what they are.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -214,14 +216,15 @@ def _check_saes(g: torch.Generator, truth: torch.Tensor) -> dict[str, sp.ToySAE]
     """Three check SAEs of eight latents on five dimensions, built by hand: their decoders have rows placed near three,
     one and four of the six true features, and a second row near the first of them (so that counting the latents
     near a feature gives another number than counting the features near a latent); their encoder biases give them
-    different L0s."""
+    different L0s, and the TopK one's negative biases leave fewer than k latents firing on many inputs (so that its
+    L0 is not k). None was trained: they are labelled by letter and activation, not by a penalty."""
     d_sae, d = 8, truth.shape[1]
     unit = torch.nn.functional.normalize(truth, dim=-1)
     saes = {}
     for label, finds, bias, k in (
-        ("L1, λ = 0.1", 3, 0.2, None),
-        ("L1, λ = 1", 1, -0.3, None),
-        ("TopK, k = 2", 4, 0.0, [2]),
+        ("SAE A (ReLU)", 3, 0.2, None),
+        ("SAE B (ReLU)", 1, -0.3, None),
+        ("SAE C (TopK, k = 2)", 4, -0.4, [2]),
     ):
         W_dec = torch.nn.functional.normalize(torch.randn(d_sae, d, generator=g), dim=-1)
         W_dec[:finds] = unit[:finds] + 0.05 * torch.randn(finds, d, generator=g)
@@ -248,6 +251,8 @@ def _scores(saes: dict[str, sp.ToySAE], h: torch.Tensor, truth: torch.Tensor, **
             L0 = active.sum()
         elif mistake.get("L0") == "values":
             L0 = sp.sae_latents(sae, h).sum(-1).mean()
+        elif mistake.get("L0") == "k" and sae.k is not None:
+            L0 = torch.tensor(float(max(sae.k)))
         else:
             L0 = active.sum(-1).mean()
         if mistake.get("found") == "latents":
@@ -306,7 +311,21 @@ _SCORE_MISTAKES = (
         ("L0",),
         "adds up the latents' activations; L0 counts the active ones: (z > 0).float().sum(-1).mean()",
     ),
+    (
+        {"L0": "k"},
+        ("L0",),
+        "gives a TopK SAE's L0 as its k; a TopK SAE keeps at most k latents, and fewer fire on an input where some of "
+        "its k largest pre-activations are 0 or less: count the active ones, (z > 0).float().sum(-1).mean()",
+    ),
 )
+
+
+def _is_count(value) -> bool:
+    """Whether ``value`` is a whole number that the lesson's table can print with ``:d``: an int (also a NumPy one)
+    or an integer tensor of no dimensions (``(best >= 0.9).sum()``)."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.is_floating_point() and not value.is_complex()
+    return isinstance(value, numbers.Integral)
 
 
 def check_score_saes(fn: Callable) -> None:
@@ -341,6 +360,27 @@ def check_score_saes(fn: Callable) -> None:
                 f"`{name}`'s entry for {label!r} should be a dict with the keys 'mmc', 'found' and 'L0'; it is "
                 f"{out[label]!r:.120}."
             )
+    count = "int((sp.max_cosines(sae.W_dec[0], truth) >= 0.9).sum())"
+    for label in saes:  # the lesson's table prints found with :d, which takes an int, not a float
+        found = out[label]["found"]
+        if _is_count(found):
+            continue
+        if (isinstance(found, torch.Tensor) and found.is_floating_point()) or isinstance(found, numbers.Real):
+            raise CheckFailed(
+                f"`{name}` gives {label!r} a 'found' of {found!r:.60}: found is a float, and it is a count of "
+                "features, which the lesson's table prints as a whole number (format :d), so a float stops the "
+                f"table; count with {count}, without .float()."
+            )
+        if isinstance(found, torch.Tensor):
+            raise CheckFailed(
+                f"`{name}` gives {label!r} a 'found' that is a tensor of shape {list(found.shape)}: the lesson's "
+                f"table prints found as one whole number (format :d), an int or a tensor of no dimensions; count "
+                f"with {count}."
+            )
+        raise CheckFailed(
+            f"`{name}` gives {label!r} a 'found' of {found!r:.60} ({type(found).__name__}); found is a count of "
+            f"features, a whole number: count with {count}."
+        )
     got = {label: {key: as_number(out[label][key]) for key in SCORE_KEYS} for label in saes}
     labels = list(saes)
     if all(got[label] == got[labels[0]] for label in labels) and ref[labels[0]] != ref[labels[1]]:
@@ -357,13 +397,17 @@ def check_score_saes(fn: Callable) -> None:
     ]
     if not wrong:
         detail = "; ".join(f"{label}: {s['mmc']:.2f}, {s['found']} found, L0 {s['L0']:.1f}" for label, s in ref.items())
-        passed(name, f"three check SAEs scored by mean max cosine, features found and L0 ({detail})")
+        passed(name, f"mean max cosine, features found and L0 of three SAEs built by hand for this check: {detail}")
         return
-    for mistake, keys, message in _SCORE_MISTAKES:
+    for mistake, keys, message in _SCORE_MISTAKES:  # named only where every number is that mistake's number
         if not any(key in keys for key, _ in wrong):
             continue
         theirs = _scores(saes, h, truth, **mistake)
-        if all(abs(got[label][key] - theirs[label][key]) <= max(tolerance[key], 1e-4) for key, label in wrong):
+        if all(
+            abs(got[label][key] - theirs[label][key]) <= max(tolerance[key], 1e-4)
+            for label in labels
+            for key in SCORE_KEYS
+        ):
             raise CheckFailed(f"`{name}` {message}.")
     key, label = wrong[0]
     what = {"mmc": "the mean max cosine", "found": "the features found", "L0": "L0"}[key]
