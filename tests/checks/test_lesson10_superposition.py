@@ -311,6 +311,20 @@ def test_score_saes_check_rejects_a_found_that_the_lesson_table_cannot_print(fou
         format(s["found"], "5d")
 
 
+@pytest.mark.parametrize("key", ["mmc", "L0"])
+def test_score_saes_check_rejects_a_score_that_the_lesson_table_cannot_print(key):
+    def fn(saes, h, truth):
+        out = score_saes(saes, h, truth)
+        for s in out.values():
+            s[key] = torch.tensor([float(s[key])])  # a shape-[1] tensor, as .mean(0, keepdim=True) gives
+        return out
+
+    with pytest.raises(CheckFailed, match=re.escape(f"an '{key}' that is a tensor of shape [1]")):
+        c.check_score_saes(fn)
+    with pytest.raises(TypeError):  # why: the table's format for the score
+        format(torch.tensor([0.5]), "5.1f")
+
+
 def test_score_saes_check_names_a_wrong_number_it_does_not_recognise():
     def off(saes, h, truth):
         scores = score_saes(saes, h, truth)

@@ -381,6 +381,15 @@ def check_score_saes(fn: Callable) -> None:
             f"`{name}` gives {label!r} a 'found' of {found!r:.60} ({type(found).__name__}); found is a count of "
             f"features, a whole number: count with {count}."
         )
+    for label in saes:  # and mmc and L0 with :.2f and :.1f, which take one number, not a tensor with dimensions
+        for key in ("mmc", "L0"):
+            value = out[label][key]
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                raise CheckFailed(
+                    f"`{name}` gives {label!r} an {key!r} that is a tensor of shape {list(value.shape)}: the lesson's "
+                    f"table prints it as one number (a float or a tensor of no dimensions); return it with .item(), "
+                    "or reduce over every dimension (.mean() without dim=)."
+                )
     got = {label: {key: as_number(out[label][key]) for key in SCORE_KEYS} for label in saes}
     labels = list(saes)
     if all(got[label] == got[labels[0]] for label in labels) and ref[labels[0]] != ref[labels[1]]:
