@@ -351,6 +351,8 @@ def _found_by(count):
 UNNAMED_FOUND = {
     "a threshold of 0.95": _found_by(lambda cos: (cos.max(1).values >= 0.95).sum()),
     "a threshold of 0.8": _found_by(lambda cos: (cos.max(1).values >= 0.8).sum()),
+    "a threshold of 0.89": _found_by(lambda cos: (cos.max(1).values >= 0.89).sum()),  # rows at 0.895 and 0.905
+    "a threshold of 0.91": _found_by(lambda cos: (cos.max(1).values >= 0.91).sum()),  # tell these from 0.9
     "each feature's best |cosine|": _found_by(lambda cos: (cos.abs().max(1).values >= 0.9).sum()),
 }
 

@@ -217,18 +217,27 @@ def _check_saes(g: torch.Generator, truth: torch.Tensor) -> dict[str, sp.ToySAE]
     one and four of the six true features, and a second row near the first of them (so that counting the latents
     near a feature gives another number than counting the features near a latent); their encoder biases give them
     different L0s, and the TopK one's negative biases leave fewer than k latents firing on many inputs (so that its
-    L0 is not k). None was trained: they are labelled by letter and activation, not by a penalty."""
+    L0 is not k); one row of A sits at cosine 0.895 and one of C at 0.905 with a feature no other row finds (so that
+    counting at another threshold than 0.9 gives another number), and one of B at -0.95 (so that |cosine| does too).
+    None was trained: they are labelled by letter and activation, not by a penalty."""
     d_sae, d = 8, truth.shape[1]
     unit = torch.nn.functional.normalize(truth, dim=-1)
     saes = {}
-    for label, finds, bias, k in (
-        ("SAE A (ReLU)", 3, 0.2, None),
-        ("SAE B (ReLU)", 1, -0.3, None),
-        ("SAE C (TopK, k = 2)", 4, -0.4, [2]),
+    for label, finds, bias, k, edge in (
+        ("SAE A (ReLU)", 3, 0.2, None, (5, 4, 0.895)),
+        ("SAE B (ReLU)", 1, -0.3, None, (3, 3, -0.95)),
+        ("SAE C (TopK, k = 2)", 4, -0.4, [2], (6, 5, 0.905)),
     ):
         W_dec = torch.nn.functional.normalize(torch.randn(d_sae, d, generator=g), dim=-1)
         W_dec[:finds] = unit[:finds] + 0.05 * torch.randn(finds, d, generator=g)
         W_dec[finds] = unit[0] + 0.1 * torch.randn(d, generator=g)  # a second latent near feature 0
+        if (
+            edge is not None
+        ):  # a row at a set cosine with a feature no other row finds: just below or above 0.9, or -0.95
+            row, feature, cosine = edge
+            away = torch.randn(d, generator=g)
+            away = away - (away @ unit[feature]) * unit[feature]
+            W_dec[row] = cosine * unit[feature] + (1 - cosine**2) ** 0.5 * away / away.norm()
         W_dec = W_dec * (0.5 + torch.rand(d_sae, 1, generator=g))  # rows of different lengths
         W_enc = W_dec.T + 0.3 * torch.randn(d, d_sae, generator=g)  # an encoder near, not at, the decoder
         b_enc = bias + 0.2 * torch.randn(d_sae, generator=g)
