@@ -23,12 +23,10 @@ lab: setup
 site: setup
 	$(PY) -m utils.course.site $(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(BRANCH),--branch "$(BRANCH)")
 
-## The test suite (what CI runs). Three workers with one thread each on two cores: a worker spends part of its time
-## waiting (on a lesson's kernel starting, a browser, a subprocess asked to stop), and the third keeps both cores busy
-## through those waits; workers with two threads each keep waiting on each other (lesson 03 ran three times slower
-## beside lesson 04 that way).
+## The test suite (what CI runs). Two workers with one thread each: on two cores, two workers with two
+## threads each keep waiting on each other (lesson 03 ran three times slower beside lesson 04 that way).
 test: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 3 --dist loadfile --durations=40
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=40
 
 ## nbval over every lesson on whatever device is present (a GPU if torch sees one): every cell runs and the cells marked
 ## NBVAL_CHECK_OUTPUT must print what the committed notebook shows (docs/validation.md). Two threads per kernel, as many

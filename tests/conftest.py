@@ -20,9 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Work units for ``pytest -n 3 --dist loadfile`` (``make test``). A file's tests share one
+# Work units for ``pytest -n 2 --dist loadfile`` (``make test``). A file's tests share one
 # worker (module fixtures load once), except these,
-# each a long run (a whole notebook, a model's card) that is a unit of its own so that the
+# each a long run (a whole notebook, a model's card) that is a unit of its own so that both
 # workers share them:
 OWN_UNITS = (
     "tests/test_solutions.py::test_each_solution_runs_through",
@@ -34,7 +34,7 @@ OWN_UNITS = (
     "tests/test_off_the_zoo_circuits.py::test_each_circuits_lesson_runs_on_a_random_model",
     "tests/test_off_the_zoo_representations.py::test_each_representations_lesson_runs_on_a_random",
 )
-# The longest units go first, so that no worker is left running one while the others idle (the
+# The longest units go first, so that no worker is left running one while the other idles (the
 # longest-first rule of scheduling: what is left at the end is short): the model cards' fresh samples and
 # the browser's lessons (files of a few minutes each), the units above (the lessons on a second model, on a
 # fresh sample and off the zoo among them; the lessons themselves, where make course has not just run them),

@@ -102,7 +102,7 @@ def test_make_test_spreads_work_with_the_scheduler_the_test_suite_defines():
     from tests.conftest import work_unit
 
     recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "-m pytest -n 3 --dist loadfile" in recipe
+    assert "-m pytest -n 2 --dist loadfile" in recipe
 
     second = "tests/test_lessons.py::test_each_lesson_runs_on_a_second_zoo_model_by_changing_its_model_line"
     assert work_unit(f"{second}[01.ipynb]") != work_unit(f"{second}[02.ipynb]")
