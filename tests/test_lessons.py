@@ -170,6 +170,32 @@ def run_exercise(source, check, model_and_sae, imports: str = ""):
     run(check, 2)
 
 
+# What a lesson's given cells define that an exercise's solution reads, as the notebook's namespace has it: lesson 05's
+# stage-by-stage sweep adds its vectors at the stages' hook names and reads the stream with the given final_stream.
+GIVEN = {
+    "05_steering": ("from utils.corpora.emotions import stage_names", "HOOKS = stage_names(model.cfg.n_layers)"),
+}
+GIVEN_FUNCTIONS = {"05_steering": ("Stop", "final_stream")}
+
+
+def given_definitions(path) -> str:
+    """The lines of ``GIVEN`` and the given cells' functions and classes named in ``GIVEN_FUNCTIONS``, for a lesson."""
+    import ast
+
+    names = GIVEN_FUNCTIONS.get(path.stem, ())
+    kept = []
+    for cell in code_cells(nbformat.read(path, as_version=4)):
+        if "# EXERCISE" in cell.source or not names:
+            continue
+        tree = ast.parse(cell.source)
+        kept += [
+            ast.get_source_segment(cell.source, node)
+            for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names
+        ]
+    return "\n".join(GIVEN.get(path.stem, ())) + "\n\n" + "\n\n".join(kept)
+
+
 @pytest.mark.parametrize("path,k", CASES, ids=[f"{p.stem}-ex{k + 1}" for p, k in CASES])
 def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, models, capsys):
     import torch
@@ -177,7 +203,7 @@ def test_each_check_accepts_the_notebook_solution_and_rejects_its_stub(path, k, 
     found = exercises(path)
     solution, stub, check = found[k]
     earlier = "\n\n".join(definitions(source) for source, _, _ in found[:k])  # what earlier exercises defined
-    imports = lesson_imports(path) + "\n\n" + earlier
+    imports = lesson_imports(path) + "\n\n" + given_definitions(path) + "\n\n" + earlier
     with torch.no_grad():
         run_exercise(solution, check, models(path), imports)
         assert "✓" in capsys.readouterr().out
