@@ -146,6 +146,13 @@ def _both_ways_reader(plan: beliefs.Plan) -> str:
     return belief
 
 
+def _refilled(s: beliefs.Story, actor: int, rng: random.Random, **plan) -> beliefs.Story:
+    """A story in ``s``'s cast where ``actor`` refills with a drink other than their own, with the plan's other
+    fields (``see_before``, ``see_after``, ``question``) as given."""
+    drink = rng.choice([d for d in beliefs.DRINKS if d != s.plan.drinks[actor]])
+    return beliefs.make_story(replace(s.plan, refill=(actor, drink), **plan))
+
+
 def _cannot_one_way(stories: list[beliefs.Story], rng: random.Random) -> list[beliefs.Story]:
     """For each story, a story in its cast where O can see X before the fills, X cannot see O before X refills,
     and the question asks O about X's container. The "cannot" is about X's sight of O, so O still sees the
@@ -154,15 +161,16 @@ def _cannot_one_way(stories: list[beliefs.Story], rng: random.Random) -> list[be
     out = []
     for s in stories:
         observer, actor = rng.sample(range(len(s.plan.characters)), 2)
-        drink = rng.choice([d for d in beliefs.DRINKS if d != s.plan.drinks[actor]])
-        plan = replace(
-            s.plan,
-            see_before=(observer, actor, True),
-            refill=(actor, drink),
-            see_after=(actor, observer, False),
-            question=(observer, actor),
+        out.append(
+            _refilled(
+                s,
+                actor,
+                rng,
+                see_before=(observer, actor, True),
+                see_after=(actor, observer, False),
+                question=(observer, actor),
+            )
         )
-        out.append(beliefs.make_story(plan))
     return out
 
 
@@ -173,15 +181,16 @@ def _chains(stories: list[beliefs.Story], rng: random.Random) -> list[beliefs.St
     out = []
     for s in stories:
         observer, middle, actor = rng.sample(range(len(s.plan.characters)), 3)
-        drink = rng.choice([d for d in beliefs.DRINKS if d != s.plan.drinks[actor]])
-        plan = replace(
-            s.plan,
-            see_before=(middle, actor, True),
-            refill=(actor, drink),
-            see_after=(observer, middle, True),
-            question=(observer, actor),
+        out.append(
+            _refilled(
+                s,
+                actor,
+                rng,
+                see_before=(middle, actor, True),
+                see_after=(observer, middle, True),
+                question=(observer, actor),
+            )
         )
-        out.append(beliefs.make_story(plan))
     return out
 
 
@@ -195,17 +204,15 @@ def _two_sights(stories: list[beliefs.Story], rng: random.Random) -> list[belief
     out = []
     for i, s in enumerate(stories):
         observer, actor, other = rng.sample(range(len(s.plan.characters)), 3)
-        drink = rng.choice([d for d in beliefs.DRINKS if d != s.plan.drinks[actor]])
         first, second = (actor, other) if i < len(stories) // 2 else (other, actor)
         out.append(
-            beliefs.make_story(
-                replace(
-                    s.plan,
-                    see_before=(observer, first, True),
-                    refill=(actor, drink),
-                    see_after=(observer, second, True),
-                    question=(observer, actor),
-                )
+            _refilled(
+                s,
+                actor,
+                rng,
+                see_before=(observer, first, True),
+                see_after=(observer, second, True),
+                question=(observer, actor),
             )
         )
     return out
