@@ -129,9 +129,10 @@ def test_countdown_card_holds_on_fresh_traces(name):
     # target the card meets or misses is met or missed again (the verdict, greedy traces, the
     # probe and its controls, steering, the aligned neurons, the target head), except those that
     # rest on the receptive-field ranking of the heads: with 800 traces (about 200 valid sites)
-    # that ranking is noisy, and the heads it puts in its top three change from sample to sample.
+    # that ranking is noisy, and the heads it puts in its top three change from sample to sample,
+    # so those numbers are not measured here at all.
     card = read_card(name)
-    fresh = ev.measure(name, seed=seeds.TEST_SAMPLE, n_docs=800, progress=False, every_draw=False)
+    fresh = ev.measure(name, seed=seeds.TEST_SAMPLE, n_docs=800, progress=False, every_draw=False, ranked_heads=False)
     assert abs(fresh["gap"] - card["eval"]["gap"]) <= 0.02 + 3 * fresh["gap_se"]
     checked = 0
     for metric, t in ev.check_targets(name, fresh).items():

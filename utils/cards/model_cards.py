@@ -84,13 +84,15 @@ def measure(
     n_prompts: int = 48,
     steering_settings: list[tuple[int, float]] | None = None,
     every_draw: bool = True,
+    ranked_heads: bool = True,
 ) -> dict:
     """Every number the card of ``name`` reports, measured on held-out data from ``seed``
-    (a countdown card's mean over every draw of random heads is left out if ``every_draw`` is False)."""
+    (a countdown card's mean over every draw of random heads is left out if ``every_draw`` is False,
+    and every number resting on ranking its heads if ``ranked_heads`` is False)."""
     model = model if model is not None else load_model(name)
     steps = entry(name).measurements
     if steps == COUNTDOWN_MEASUREMENTS:
-        return measure_countdown(model, seed, n_docs, progress, name, every_draw)
+        return measure_countdown(model, seed, n_docs, progress, name, every_draw, ranked_heads)
     if steps == BELIEFS_MEASUREMENTS:
         from utils.metrics.beliefs import beliefs_card
 
@@ -127,19 +129,22 @@ def measure_countdown(
     progress: bool = True,
     name: str = "countdown-llama",
     every_draw: bool = True,
+    ranked_heads: bool = True,
 ) -> dict:
     """The countdown model's card: lesson 08's analysis on held-out traces of ``seed`` (the
     verdict probe is fitted on traces of another held-out seed)."""
     from utils.metrics.countdown import countdown_card
 
     train_seed = seeds.PROBE_TRAIN if seed == seeds.EVAL else seed + 1
-    bar = tqdm(total=7, desc=f"measuring {name}", disable=not progress, leave=False)
+    bar = tqdm(total=8 if ranked_heads else 7, desc=f"measuring {name}", disable=not progress, leave=False)
 
     def step(name):
         bar.set_postfix_str(name)
         bar.update(1)
 
-    out = countdown_card(model, seed, train_seed, n_traces=n_traces, progress=step, every_draw=every_draw)
+    out = countdown_card(
+        model, seed, train_seed, n_traces=n_traces, progress=step, every_draw=every_draw, ranked_heads=ranked_heads
+    )
     bar.close()
     return out
 
