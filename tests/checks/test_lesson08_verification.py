@@ -87,6 +87,14 @@ def zero_heads_hook(heads):
     return hook
 
 
+def single_head_costs(judged, sites, n_layers, n_heads):
+    out = torch.zeros(n_layers, n_heads)
+    for l in range(n_layers):
+        for h in range(n_heads):
+            out[l, h] = judged(sites, []) - judged(sites, [(l, h)])
+    return out
+
+
 def accepts(text):
     return "this works" in " ".join(text.split())
 
@@ -365,6 +373,46 @@ def test_check_zero_heads_hook(prove_check):
         "the first in the list": zeroing(lambda heads, z: (slice(None), slice(None), heads[0])),
     }
     prove_check(c.check_zero_heads_hook, zero_heads_hook, wrong)
+
+
+def test_check_single_head_costs(prove_check):
+    def grid(entry):
+        """A wrong loop: entry(judged, sites, layer, head) for every head, as [layer, head]."""
+        return lambda j, s, nl, nh: torch.tensor([[entry(j, s, l, h) for h in range(nh)] for l in range(nl)])
+
+    def growing(j, s, nl, nh):
+        heads, out = [], torch.zeros(nl, nh)
+        for l in range(nl):
+            for h in range(nh):
+                heads.append((l, h))
+                out[l, h] = j(s, []) - j(s, heads)
+        return out
+
+    def short(heads_short):
+        def loop(j, s, nl, nh):
+            out = torch.zeros(nl, nh)
+            for l in range(nl - (not heads_short)):
+                for h in range(nh - heads_short):
+                    out[l, h] = j(s, []) - j(s, [(l, h)])
+            return out
+
+        return loop
+
+    wrong = {
+        "not what ablating it costs": grid(lambda j, s, l, h: j(s, [(l, h)])),
+        "the wrong way round": grid(lambda j, s, l, h: j(s, [(l, h)]) - j(s, [])),
+        "a perfect score, 1": grid(lambda j, s, l, h: 1 - j(s, [(l, h)])),
+        "the ablations add up": growing,
+        "the sweep over heads stopped one short": short(True),
+        "the sweep over layers stopped one short": short(False),
+        "does not have": lambda j, s, nl, nh: torch.tensor(
+            [[j(s, []) - j(s, [(l, h)]) for h in range(nh + 1)] for l in range(nl)]
+        ),
+        "dimension 0 (layer)": lambda j, s, nl, nh: single_head_costs(j, s, nl, nh).T.contiguous(),
+        "judged takes a list of heads": grid(lambda j, s, l, h: j(s, []) - j(s, (l, h))),
+        "other than the `sites`": grid(lambda j, s, l, h: j(s, []) - j(["VALID"], [(l, h)])),
+    }
+    prove_check(c.check_single_head_costs, single_head_costs, wrong)
 
 
 def test_check_accepts(prove_check):

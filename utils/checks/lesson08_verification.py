@@ -421,7 +421,83 @@ def check_zero_heads_hook(fn: Callable) -> None:
     passed(name, "the chosen heads write nothing at any position")
 
 
-# --- 10. reading a continuation ----------------------------------------------------------------------
+# --- 10. the single-head ablation ranking ----------------------------------------------------------
+
+
+class _Sites:
+    """The sites a check hands the learner's loop: it only passes them on to ``judged``."""
+
+    def __repr__(self) -> str:
+        return "<the check's sites>"
+
+
+def check_single_head_costs(fn: Callable) -> None:
+    """fn(judged, sites, n_layers, n_heads) -> [layer, head]: judged(sites, []) − judged(sites, [(layer, head)]).
+
+    ``judged`` here is a made-up model of 3 layers of 4 heads in which each head, ablated, costs a known share of
+    the verdicts (the costs of several heads add up), so the loop runs in no time and its answer is known."""
+    name = _name(fn, "single_head_costs")
+    n_layers, n_heads = 3, 4
+    g = torch.Generator().manual_seed(810)
+    cost = (torch.rand(n_layers, n_heads, generator=g) * 0.3).double()  # what each head costs, ablated alone
+    cost[1, 2] = 0.0  # one head the verdict does not need
+    base = 0.93  # the share judged right with nothing ablated
+    sites = _Sites()
+
+    def judged(given, heads) -> float:
+        if given is not sites:
+            raise CheckFailed(
+                f"`{name}` gave judged something other than the `sites` it was given ({given!r}); pass `sites` on to "
+                "judged, not a global such as VALID."
+            )
+        if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, int) for x in heads):
+            raise CheckFailed(
+                f"`{name}` gave judged the head {heads} itself as `heads`; judged takes a list of heads: "
+                "judged(sites, [(layer, head)])."
+            )
+        if not isinstance(heads, (list, tuple)):
+            raise CheckFailed(f"`{name}` gave judged {type(heads).__name__} as `heads`; give it a list of "
+                              "(layer, head) pairs, [] for nothing ablated.")  # fmt: skip
+        total = 0.0
+        for lh in set(map(tuple, heads)):
+            l, h = (int(x) for x in lh)
+            if not (0 <= l < n_layers and 0 <= h < n_heads):
+                raise CheckFailed(
+                    f"`{name}` asked judged to ablate head {lh}, which a model of {n_layers} layers of {n_heads} "
+                    "heads does not have; each head is a (layer, head) pair, with layer in range(n_layers) and head "
+                    "in range(n_heads)."
+                )
+            total += cost[l, h].item()
+        return max(0.0, base - total)
+
+    out = call(fn, judged, sites, n_layers, n_heads, name=name)
+    out = expect_tensor(out, (n_layers, n_heads), ["layer", "head"], name)
+    want = cost.float()
+    after = base - want
+    running = (base - cost.flatten().cumsum(0).clamp(max=base)).view(n_layers, n_heads).float()
+    last_head, last_layer = want.clone(), want.clone()
+    last_head[:, -1] = 0
+    last_layer[-1] = 0
+    hints = [
+        (after, "you returned the share judged right with each head ablated, not what ablating it costs; subtract "
+                "it from the share with nothing ablated, judged(sites, [])."),
+        (-want, "you subtracted the wrong way round (ablated minus unablated), so the costs come out negative; take "
+                "judged(sites, []) minus judged(sites, [(layer, head)])."),
+        (1 - after, "you measured against a perfect score, 1, not against the model with nothing ablated; the "
+                    "baseline is judged(sites, []), the share the model judges right on its own."),
+        (base - running, "the ablations add up: each entry ablates its head and every head before it (one list "
+                         "kept growing through the loop); ablate each head alone, with a fresh list [(layer, head)] "
+                         "each time."),
+        (last_head, "the last head of each layer stays 0, so the sweep over heads stopped one short; loop over "
+                    "range(n_heads), which ends at n_heads - 1."),
+        (last_layer, "the last layer stays 0, so the sweep over layers stopped one short; loop over range(n_layers), "
+                     "which ends at n_layers - 1."),
+    ]  # fmt: skip
+    expect_close(out, want, name, "costs", hints=hints)
+    passed(name, "each head's cost, ablated alone, against the unablated model")
+
+
+# --- 11. reading a continuation ----------------------------------------------------------------------
 
 
 CONTINUATIONS = [
