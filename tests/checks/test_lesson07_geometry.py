@@ -492,6 +492,16 @@ def _by_stage(fit_rows="others", score_rows="scored", stages="pair", pairs=lambd
     return alignment_by_stage
 
 
+def _last_for_last(fit, score, acts_s, acts_t, stage_pairs, scored):
+    """Stage i of both models for the i-th pair, and the last stage of both for the last pair: the pairs' own stages
+    are never read, which only pairs that are all (i, i) but the last would let through."""
+    rows = []
+    for i in range(len(stage_pairs)):
+        a, b = (acts_s[-1], acts_t[-1]) if i == len(stage_pairs) - 1 else (acts_s[i], acts_t[i])
+        rows.append(score(fit(a[~scored], b[~scored]), a[scored], b[scored]))
+    return torch.tensor(rows)
+
+
 def _target_first(fit, score, acts_s, acts_t, stage_pairs, scored):
     rows = []
     for s, u in stage_pairs:
@@ -505,7 +515,8 @@ STAGE_MISTAKES = {
     "fits the map on every row": _by_stage(fit_rows="every"),
     "scores every row": _by_stage(score_rows="every"),
     "scores the rows the map was fitted on": _by_stage(fit_rows="others", score_rows="others"),
-    "takes stage 3 of both models for pair 3": _by_stage(stages="i"),
+    "takes stage 2 of both models for pair 2, (3, 2)": _by_stage(stages="i"),
+    "that is the pair's place in the list, not its stages": _last_for_last,
     "the two models need not be equally deep": _by_stage(stages="same index"),
     "scores 3 of the 4 stage pairs, one left out (an off-by-one": _by_stage(pairs=lambda p: p[:-1]),
     "fits the map once and scores that one map at every stage": _by_stage(once=True),

@@ -631,10 +631,11 @@ def check_stream_alignment(fn: Callable) -> None:
 def _stage_problem(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], torch.Tensor]:
     """Two made-up models' streams at the same n tokens: a source 4 layers deep (5 stages, ``[5, n, d₁]``) and a
     target 3 deep (4 stages, ``[4, n, d₂]``), each target stage a noisy linear image of the source stage paired with
-    it, noisier at some stages than at others; the pairs ``(0, 0), (1, 1), (2, 2), (4, 3)`` (the source's stage 3
-    in none), and a mask ``[n]`` of the rows to score, in no pattern."""
+    it, noisier at some stages than at others; the pairs ``(0, 0), (1, 1), (3, 2), (4, 3)`` (the source's stage 2
+    in none, so that a middle pair, not only the last, sets two different stages side by side), and a mask ``[n]``
+    of the rows to score, in no pattern."""
     n, d1, d2 = 48, 5, 4
-    pairs = [(0, 0), (1, 1), (2, 2), (4, 3)]
+    pairs = [(0, 0), (1, 1), (3, 2), (4, 3)]
     acts_s = torch.randn(5, n, d1, generator=g) * torch.linspace(0.5, 2.0, d1) + torch.randn(5, 1, d1, generator=g)
     acts_t = torch.zeros(4, n, d2)
     for (s, u), noise in zip(pairs, (0.3, 1.0, 2.0, 0.6)):
@@ -676,7 +677,7 @@ def _stage_fault(name: str, i: int, pair: tuple[int, int], found: tuple, what: s
         if (src[0], tgt[0]) == (i, i):
             return (f"`{name}` takes stage {i} of both models for pair {i}, {pair}: that is the pair's place in the "
                     f"list, not its stages; take each pair's own stages, {fix}. The two models need not be equally "
-                    "deep: the last pair sets the source's last stage beside the target's last.")  # fmt: skip
+                    "deep, and a pair's two stages need not be equal, in the middle as at the end.")  # fmt: skip
         return (f"`{name}` gives `{what}` the source's stage {src[0]} and the target's stage {tgt[0]} for pair {i}, "
                 f"{pair}; take that pair's stages, {fix}.")  # fmt: skip
     rows = {src[1], tgt[1]}
@@ -703,8 +704,9 @@ def check_alignment_by_stage(fn: Callable) -> None:
 
     The check passes its own ``fit`` (a ridge map of the rows it is given, so a map fitted on the scored rows scores
     higher) and ``score`` (the reference's R² and cosine), both of which record what they are given: the stages and
-    rows each call got say which mistake was made. The two made-up models differ in depth, so that the stage pairs
-    are not (i, i), and the scored rows follow no pattern.
+    rows each call got say which mistake was made. The two made-up models differ in depth, and a middle pair as well
+    as the last sets two different stages side by side, so that no loop over the pairs' places in the list, (i, i)
+    with the last stage kept for the last pair or not, gets them right; the scored rows follow no pattern.
     """
     name = _name(fn, "alignment_by_stage")
     g = _generator(7)
