@@ -103,7 +103,7 @@ def feature_dimensionality(W):
     return out
 
 
-def _dim(W, project="unit", self_term=True, numerator=2, square=True, lengths=True, floor=1e-8):
+def _dim(W, project="unit", self_term=True, numerator=2, square=True, lengths=True, floor=1e-8, over=-1):
     norm = W.norm(dim=-2)
     unit = W / norm[:, None, :].clamp_min(floor)
     left = unit if project == "unit" else W
@@ -113,13 +113,15 @@ def _dim(W, project="unit", self_term=True, numerator=2, square=True, lengths=Tr
     if not self_term:
         terms = terms * ~torch.eye(W.shape[-1], dtype=torch.bool)
     top = norm.pow(numerator) if lengths else torch.ones_like(norm)
-    return torch.where(norm > 1e-8, top / terms.sum(-1).clamp_min(1e-12), torch.zeros_like(norm))
+    return torch.where(norm > 1e-8, top / terms.sum(over).clamp_min(1e-12), torch.zeros_like(norm))
 
 
 DIMENSIONALITY_MISTAKES = {
     "the denominator uses W_i · W_j": lambda W: _dim(W, project="raw"),
     "the denominator leaves out j = i": lambda W: _dim(W, self_term=False),
     "this uses cosines only": lambda W: _dim(W, lengths=False),
+    # Σ_i (Ŵ_i · W_j)² for feature j: ‖W_j‖² / that is 1 / Σ_i cos²(i, j), the cosines-only numbers; named with them
+    "this uses cosines only, or sums (Ŵ_i · W_j)² over i instead of j": lambda W: _dim(W, over=-2),
     "the numerator is ‖W_i‖; square it": lambda W: _dim(W, numerator=1),
     "square each (Ŵ_i · W_j) in the denominator": lambda W: _dim(W, square=False),
     "a dropped feature (a zero column)": lambda W: torch.where(W.norm(dim=-2) > 1e-8, _dim(W), torch.ones(())),
@@ -223,6 +225,11 @@ def _scored(**changes):
             if changes.get("first_sae"):
                 sae = items[0][1]
             rows = sae.W_enc[0].T if changes.get("encoder") else sae.W_dec[0]
+            if changes.get("normalise_in_place"):  # a view of the SAE's decoder: this rewrites the SAE itself
+                rows /= rows.norm(dim=-1, keepdim=True)
+            if changes.get("normalise_on_the_sae"):  # the SAE given now holds other decoder rows
+                sae.W_dec = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
+                rows = sae.W_dec[0]
             z = sp.sae_latents(sae, h)
             cos = _cosines(rows, truth)
             best = cos.max(dim=0 if changes.get("over_latents") else 1).values
@@ -257,6 +264,8 @@ SCORE_MISTAKES = {
     "gives every SAE the same scores": _scored(first_sae=True),
     "should be a dict with the keys 'mmc', 'found' and 'L0'": _scored(no_L0=True),
     "should return a dict": _scored(as_list=True),
+    "changed 'SAE A (ReLU)''s W_dec in place": _scored(normalise_in_place=True),
+    "changed 'SAE A (ReLU)''s W_dec by setting a new one on the SAE": _scored(normalise_on_the_sae=True),
 }
 
 

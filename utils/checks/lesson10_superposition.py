@@ -145,7 +145,9 @@ def check_feature_dimensionality(fn: Callable) -> None:
             ),
             (
                 dropped_zero(1 / cos.pow(2).sum(-1).clamp_min(1e-12)),
-                "this uses cosines only; the lengths matter: D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)².",
+                "this uses cosines only, or sums (Ŵ_i · W_j)² over i instead of j, which gives the same numbers; "
+                "the lengths matter, and the sum runs over the last index, j (every feature, for each i): "
+                "D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)².",
             ),
             (dropped_zero(norm / proj.pow(2).sum(-1).clamp_min(1e-12)), "the numerator is ‖W_i‖; square it."),
             (
@@ -345,7 +347,21 @@ def check_score_saes(fn: Callable) -> None:
     saes = _check_saes(g, truth)
     h = sp.sample_features(torch.tensor([0.6]), len(truth), 300, g)[0] @ truth  # [300, 5]: about 2.4 features each
     ref = _scores(saes, h, truth)
+    weights = ("W_enc", "b_enc", "W_dec", "b_dec")
+    given = {label: {w: getattr(sae, w) for w in weights} for label, sae in saes.items()}
+    kept = {label: {w: t.clone() for w, t in tensors.items()} for label, tensors in given.items()}
     out = call(fn, dict(saes), h.clone(), truth.clone(), name=name)
+    for label, sae in saes.items():  # call() sees only tensor arguments; the SAEs' tensors sit inside the dict
+        for w in weights:
+            now = getattr(sae, w)
+            if now is given[label][w] and torch.equal(now, kept[label][w]):
+                continue
+            how = "in place" if now is given[label][w] else "by setting a new one on the SAE"
+            raise CheckFailed(
+                f"`{name}` changed {label!r}'s {w} {how}: the SAEs it is given must come out as they went in, or "
+                "the cells after it measure other SAEs; work on a copy, rows = rows / rows.norm(dim=-1, "
+                "keepdim=True), not rows /= rows.norm(...)."
+            )
     if not isinstance(out, dict):
         raise CheckFailed(
             f"`{name}` should return a dict, one entry per SAE ({{label: {{'mmc': ..., 'found': ..., 'L0': ...}}}}); "

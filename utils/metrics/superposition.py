@@ -130,8 +130,10 @@ def eval_loss(
     relu_hidden: bool = False,
     linear: bool = False,
 ) -> torch.Tensor:
-    """Each instance's loss on one fixed fresh batch ``[instance]``, to compare instances that differ only
-    in their starting weights."""
+    """Each instance's loss ``[instance]`` on a fresh batch of ``batch`` inputs drawn from ``seed``. Each instance
+    gets a batch of its own (:func:`sample_features` draws one per instance), so two instances are never scored on
+    the same inputs: a difference smaller than the spread of one instance's loss from batch to batch does not rank
+    them."""
     x = sample_features(sparsity, W.shape[-1], batch, torch.Generator().manual_seed(seed))
     return toy_loss(x, toy_forward(W, b, x, relu_hidden, linear), importance)
 
