@@ -618,3 +618,15 @@ def test_the_readmes_lesson_table_counts_each_lessons_exercises():
     }
     counted = {lesson.number: str(lesson.exercises) for lesson in lessons()}
     assert rows == counted
+
+
+def test_lesson_times_asked_for_help_prints_its_usage_and_rewrites_no_lesson(capsys):
+    before = {p: p.read_bytes() for p in PATHS.values()}
+    with pytest.raises(SystemExit) as done:
+        lesson_times.main(["--help"])
+    assert done.value.code == 0
+    assert "--check" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        lesson_times.main(["--chek"])
+    assert done.value.code == 2 and "unrecognized arguments: --chek" in capsys.readouterr().err
+    assert all(p.read_bytes() == text for p, text in before.items())

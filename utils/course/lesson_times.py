@@ -21,6 +21,7 @@ plan are written from those, and a test keeps them equal to what this computes.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 import sys
@@ -175,9 +176,14 @@ def rewritten(path: Path) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    check = "--check" in argv
-    named = [Path(a) for a in argv if not a.startswith("--")]
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.course.lesson_times",
+        description="Rewrite each lesson's section markers and its stated time from what the lesson asks of a learner.",
+    )
+    parser.add_argument("lessons", nargs="*", type=Path, help="solutions notebooks (default: every lesson)")
+    parser.add_argument("--check", action="store_true", help="list what differs and change nothing")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    check, named = args.check, args.lessons
     differ = False
     for path in named or sorted(SOLUTIONS.glob("[0-9A][0-9]_*.ipynb")):
         text, changes = rewritten(path)
