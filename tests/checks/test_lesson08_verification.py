@@ -403,6 +403,8 @@ def test_check_single_head_costs(prove_check):
         "the wrong way round": grid(lambda j, s, l, h: j(s, [(l, h)]) - j(s, [])),
         "a perfect score, 1": grid(lambda j, s, l, h: 1 - j(s, [(l, h)])),
         "the ablations add up": growing,
+        "the sign was dropped": grid(lambda j, s, l, h: abs(j(s, []) - j(s, [(l, h)]))),
+        "the cost was floored at 0": grid(lambda j, s, l, h: max(0.0, j(s, []) - j(s, [(l, h)]))),
         "the sweep over heads stopped one short": short(True),
         "the sweep over layers stopped one short": short(False),
         "does not have": lambda j, s, nl, nh: torch.tensor(

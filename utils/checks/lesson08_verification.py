@@ -435,12 +435,14 @@ def check_single_head_costs(fn: Callable) -> None:
     """fn(judged, sites, n_layers, n_heads) -> [layer, head]: judged(sites, []) − judged(sites, [(layer, head)]).
 
     ``judged`` here is a made-up model of 3 layers of 4 heads in which each head, ablated, costs a known share of
-    the verdicts (the costs of several heads add up), so the loop runs in no time and its answer is known."""
+    the verdicts (the costs of several heads add up; one head costs nothing and one, ablated, helps), so the loop
+    runs in no time and its answer is known."""
     name = _name(fn, "single_head_costs")
     n_layers, n_heads = 3, 4
     g = torch.Generator().manual_seed(810)
     cost = (torch.rand(n_layers, n_heads, generator=g) * 0.3).double()  # what each head costs, ablated alone
     cost[1, 2] = 0.0  # one head the verdict does not need
+    cost[2, 1] = -0.05  # and one whose ablation helps it: a negative cost
     base = 0.93  # the share judged right with nothing ablated
     sites = _Sites()
 
@@ -468,13 +470,13 @@ def check_single_head_costs(fn: Callable) -> None:
                     "in range(n_heads)."
                 )
             total += cost[l, h].item()
-        return max(0.0, base - total)
+        return min(1.0, max(0.0, base - total))
 
     out = call(fn, judged, sites, n_layers, n_heads, name=name)
     out = expect_tensor(out, (n_layers, n_heads), ["layer", "head"], name)
     want = cost.float()
     after = base - want
-    running = (base - cost.flatten().cumsum(0).clamp(max=base)).view(n_layers, n_heads).float()
+    running = (base - cost.flatten().cumsum(0).clamp(max=base)).clamp(max=1).view(n_layers, n_heads).float()
     last_head, last_layer = want.clone(), want.clone()
     last_head[:, -1] = 0
     last_layer[-1] = 0
@@ -488,6 +490,12 @@ def check_single_head_costs(fn: Callable) -> None:
         (base - running, "the ablations add up: each entry ablates its head and every head before it (one list "
                          "kept growing through the loop); ablate each head alone, with a fresh list [(layer, head)] "
                          "each time."),
+        (want.abs(), "a head whose ablation helps the verdict comes out with a positive cost (the sign was dropped, "
+                     "as abs() drops it); keep judged(sites, []) - judged(sites, [(layer, head)]) as it is: a "
+                     "negative entry says the verdict does better without that head."),
+        (want.clamp(min=0), "a head whose ablation helps the verdict comes out at 0 (the cost was floored at 0); keep "
+                            "the difference as it is: a negative entry says the verdict does better without that "
+                            "head."),
         (last_head, "the last head of each layer stays 0, so the sweep over heads stopped one short; loop over "
                     "range(n_heads), which ends at n_heads - 1."),
         (last_layer, "the last layer stays 0, so the sweep over layers stopped one short; loop over range(n_layers), "
