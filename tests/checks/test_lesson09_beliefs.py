@@ -1,5 +1,6 @@
 """Lesson 09's checks accept a right answer written another way and reject the stub and each likely mistake."""
 
+import pytest
 import torch
 
 from utils.checks import lesson09_beliefs as c
@@ -154,3 +155,60 @@ def test_check_order_prediction_rejects_a_rule_that_ignores_the_source():
 
     with pytest.raises(c.CheckFailed):
         c.check_order_prediction(other_of_both)
+
+
+@pytest.fixture(scope="module")
+def beliefs_model():
+    """The lesson's model, on the CPU, gradients off."""
+    from utils import load_model
+
+    m = load_model("beliefs-llama", device="cpu")
+    with torch.no_grad():
+        yield m
+
+
+def sweep(at_last=False, index_as_layer=False, target="predicted", every_position=False, count=False, keep=False):
+    """A patching sweep with switches for each mistake: the right one with the defaults."""
+    from utils.metrics import beliefs as bm
+
+    def patching_sweep(model, base, source, roles, layers, predicted):
+        out = torch.zeros(len(roles), len(layers))
+        r = torch.arange(len(base))
+        for j, layer in enumerate(layers):
+            name = bm.resid_name(j if index_as_layer else layer)
+            new = bm.activations(model, source, name)  # recorded once per layer: another way to the same streams
+            for i, pos in enumerate(roles.values()):
+                if every_position:
+                    hook = lambda act, hook, new=new: new  # noqa: E731
+                else:
+                    hook = bm.replace_at(new[r, pos], pos)
+                if keep:
+                    model.add_hook(name, hook)
+                    logits = model(base.tokens)
+                else:
+                    logits = model.run_with_hooks(base.tokens, fwd_hooks=[(name, hook)])
+                said = logits[:, -1] if at_last else logits[r, base.at]
+                right = said.argmax(-1) == (predicted if target == "predicted" else base.answer)
+                out[i, j] = right.float().sum() if count else right.float().mean()
+        return out
+
+    return patching_sweep
+
+
+def test_check_patching_sweep(prove_check, beliefs_model):
+    prove_check(
+        c.check_patching_sweep,
+        sweep(),
+        {
+            "you count the answers that stay the base's own": sweep(target="base"),
+            "you read the answer at the last position of the batch": sweep(at_last=True),
+            "the columns' indices": sweep(index_as_layer=True),
+            "you replaced the stream at every position": sweep(every_position=True),
+            "the sweep records their share": sweep(count=True),
+            "hook(s) on the model, so every later run is patched too": sweep(keep=True),
+            "dimension 0 (role)": lambda *args: sweep()(*args).T,
+            "gives the wrong shares of answers moved": lambda *args: sweep()(*args) * 0.5,
+        },
+        beliefs_model,
+    )
+    assert not any(hp.fwd_hooks for hp in beliefs_model.hook_dict.values())  # the check took the left hooks off

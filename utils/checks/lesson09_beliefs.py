@@ -382,3 +382,94 @@ def check_order_prediction(fn: Callable) -> None:
         f"`{name}` is wrong on {sum(a != b for a, b in zip(got, want))} of {len(pairs)} pairs, e.g. base "
         f"{pairs[k][0].text!r} with source {pairs[k][1].text!r}: you say {got[k]!r}, the causal model {want[k]!r}."
     )
+
+
+# --- the patching sweep over roles and layers -------------------------------------------------------------------
+
+SWEEP_LAYERS = [-1, 1, 2, 3]  # not every layer, so that a loop over the columns' indices shows; four, for three roles
+
+
+def _sweep_pairs(model, n: int = 16):
+    """The check's own drink twins: ``n`` fresh stories whose answer is a fill's drink, each beside its twin with
+    that drink changed to one the story does not name (as section 3 makes them), as question batches, with the
+    roles patched (the answer's drink, the asked container, ``A``)."""
+    tok = model.tokenizer
+    rng = random.Random(CHECK_SEED + 3)
+    known = [s for s in beliefs.sample_stories(CHECK_SEED + 3, 4 * n) if beliefs.answer_fill(s.plan) is not None][:n]
+    twins = [
+        beliefs.with_drink(s, beliefs.answer_fill(s.plan), rng.choice([d for d in beliefs.DRINKS if d not in s.words]))
+        for s in known
+    ]
+    base, source = ref.questions(known, tok), ref.questions(twins, tok)
+    drink = torch.tensor([s.annotations["fills"][beliefs.answer_fill(s.plan)]["drink"] + 1 for s in known])
+    return base, source, {"the fill's drink": drink, "asked container": base.at - 2, "A": base.at}
+
+
+def _said(model, qs, patches: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top word [story] of ``qs`` with ``patches`` ((hook name, new [story, d_model], positions [story]), or
+    (hook name, None, None): every position replaced by the whole of ``new_all``) in place: at each story's ``A``
+    and at the batch's last position."""
+    device = ref.device_of(model)
+    hooks = [(name, ref.replace_at(new.to(device), pos.to(device))) for name, new, pos in patches]
+    logits = model.run_with_hooks(qs.tokens.to(device), fwd_hooks=hooks).cpu()
+    return logits[torch.arange(len(qs)), qs.at].argmax(-1), logits[:, -1].argmax(-1)
+
+
+def _sweep_answers(model, base, source, roles: dict, layers, shift: bool = False):
+    """[role, layer, story] top words of ``base`` with the source's stream put in at each role's position after
+    each layer (at A, and at the last position); ``shift``: the layer taken as the column's index instead."""
+    _, cache = model.run_with_cache(source.tokens.to(ref.device_of(model)))
+    r = torch.arange(len(source))
+    at_a = torch.zeros(len(roles), len(layers), len(base), dtype=torch.long)
+    last = torch.zeros_like(at_a)
+    for i, pos in enumerate(roles.values()):
+        for j, layer in enumerate(layers):
+            name = ref.resid_name(j if shift else layer)
+            at_a[i, j], last[i, j] = _said(model, base, [(name, cache[name].cpu()[r, pos], pos)])
+    return at_a, last
+
+
+def _share(said: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (said == target).float().mean(-1)
+
+
+def check_patching_sweep(fn: Callable, model) -> None:
+    """fn(model, base, source, roles, layers, predicted) -> [role, layer]: the share of base stories whose answer
+    at A is ``predicted`` with the residual stream after each layer replaced at each role's position by the
+    source's (what ``bm.interchange_sweep`` computes)."""
+    name = _name(fn, "patching_sweep")
+    base, source, roles = _sweep_pairs(model)
+    layers = list(SWEEP_LAYERS)
+    hooks_before = sum(len(hp.fwd_hooks) for hp in model.hook_dict.values())
+    with torch.no_grad():
+        out = call(fn, model, base, source, roles, layers, source.answer, name=name)
+        left = sum(len(hp.fwd_hooks) for hp in model.hook_dict.values()) - hooks_before
+        if left > 0:
+            model.reset_hooks()
+            raise CheckFailed(
+                f"`{name}` left {left} hook(s) on the model, so every later run is patched too (they are removed "
+                "now); add each hook only for its own run, model.run_with_hooks(tokens, fwd_hooks=[(name, hook)])."
+            )
+        out = expect_tensor(out, (len(roles), len(layers)), ["role", "layer"], name)
+        at_a, last = _sweep_answers(model, base, source, roles, layers)
+        want = _share(at_a, source.answer)
+        hints = []
+        if not torch.allclose(out.float().cpu(), want, atol=1e-4):
+            shifted = _share(_sweep_answers(model, base, source, roles, layers, shift=True)[0], source.answer)
+            everywhere = _share(_said(model, source, [])[0], source.answer)  # every position: the source's own run
+            hints = [
+                (_share(at_a, base.answer), "you count the answers that stay the base's own; the sweep records the "
+                 "share that become `predicted` (the twin's drink): bm.agreement(logits, predicted)."),
+                (_share(last, source.answer), "you read the answer at the last position of the batch; stories differ "
+                 "in length and are padded after their A, so read each story's logits at its own A, base.at."),
+                (shifted, f"the columns are the stream after layers {[*range(len(layers))]}, the columns' indices, "
+                 f"not after the layers asked for, {layers}; take the layer from the list, "
+                 "for j, layer in enumerate(layers), and patch bm.resid_name(layer)."),
+                (everywhere.expand(len(roles), len(layers)), "every cell is the source's own answer: you replaced "
+                 "the stream at every position; put the source's stream in only at the role's position, one per "
+                 "story, bm.replace_at(new, positions)."),
+                (want * len(base), "you count the answers that become `predicted`; the sweep records their share: "
+                 "divide by the number of stories (bm.agreement takes the mean)."),
+            ]  # fmt: skip
+        expect_close(out, want, name, "shares of answers moved", atol=1e-4, hints=hints)
+    passed(name, f"{len(roles)} roles × {len(layers)} layers on {len(base)} fresh twin pairs, as bm.interchange_sweep")
