@@ -188,7 +188,11 @@ def sweep(at_last=False, index_as_layer=False, target="predicted", every_positio
                 else:
                     logits = model.run_with_hooks(base.tokens, fwd_hooks=[(name, hook)])
                 said = logits[:, -1] if at_last else logits[r, base.at]
-                right = said.argmax(-1) == (predicted if target == "predicted" else base.answer)
+                if target == "changed":  # the answers that are no longer the base's, whatever `predicted` says
+                    right = said.argmax(-1) != base.answer
+                else:
+                    wanted = {"predicted": predicted, "base": base.answer, "source": source.answer}[target]
+                    right = said.argmax(-1) == wanted
                 out[i, j] = right.float().sum() if count else right.float().mean()
         return out
 
@@ -201,6 +205,8 @@ def test_check_patching_sweep(prove_check, beliefs_model):
         sweep(),
         {
             "you count the answers that stay the base's own": sweep(target="base"),
+            "it counts the answers that changed": sweep(target="changed"),
+            "scores the source's answer whatever `predicted` says": sweep(target="source"),
             "you read the answer at the last position of the batch": sweep(at_last=True),
             "the columns' indices": sweep(index_as_layer=True),
             "you replaced the stream at every position": sweep(every_position=True),

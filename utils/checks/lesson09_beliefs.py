@@ -441,8 +441,9 @@ def check_patching_sweep(fn: Callable, model) -> None:
     base, source, roles = _sweep_pairs(model)
     layers = list(SWEEP_LAYERS)
     hooks_before = sum(len(hp.fwd_hooks) for hp in model.hook_dict.values())
-    with torch.no_grad():
-        out = call(fn, model, base, source, roles, layers, source.answer, name=name)
+
+    def sweep(predicted):
+        out = call(fn, model, base, source, roles, layers, predicted, name=name)
         left = sum(len(hp.fwd_hooks) for hp in model.hook_dict.values()) - hooks_before
         if left > 0:
             model.reset_hooks()
@@ -450,7 +451,10 @@ def check_patching_sweep(fn: Callable, model) -> None:
                 f"`{name}` left {left} hook(s) on the model, so every later run is patched too (they are removed "
                 "now); add each hook only for its own run, model.run_with_hooks(tokens, fwd_hooks=[(name, hook)])."
             )
-        out = expect_tensor(out, (len(roles), len(layers)), ["role", "layer"], name)
+        return expect_tensor(out, (len(roles), len(layers)), ["role", "layer"], name)
+
+    with torch.no_grad():
+        out = sweep(source.answer)
         at_a, last = _sweep_answers(model, base, source, roles, layers)
         want = _share(at_a, source.answer)
         hints = []
@@ -472,4 +476,19 @@ def check_patching_sweep(fn: Callable, model) -> None:
                  "divide by the number of stories (bm.agreement takes the mean)."),
             ]  # fmt: skip
         expect_close(out, want, name, "shares of answers moved", atol=1e-4, hints=hints)
-    passed(name, f"{len(roles)} roles × {len(layers)} layers on {len(base)} fresh twin pairs, as bm.interchange_sweep")
+        # The same sweep asked for the base's own answer (section 3's control asks this): the share kept. A sweep
+        # that counts the answers that changed, or that scores against the source's answer whatever `predicted`
+        # says, gives the share moved again.
+        kept = sweep(base.answer)
+        want_kept = _share(at_a, base.answer)
+        hints = [
+            (want, "asked for predicted=base.answer, the sweep gave the share of answers that moved to the source's "
+             "(it counts the answers that changed, or scores the source's answer whatever `predicted` says); "
+             "count the answers equal to `predicted`, whichever it is: bm.agreement(logits, predicted)."),
+        ]  # fmt: skip
+        expect_close(kept, want_kept, name, "shares of answers that are `predicted`", atol=1e-4, hints=hints)
+    passed(
+        name,
+        f"{len(roles)} roles × {len(layers)} layers on {len(base)} fresh twin pairs, as bm.interchange_sweep, "
+        "asked for the source's answer and for the base's",
+    )
