@@ -351,9 +351,11 @@ def _hook_names(model):
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
 
 
-def _adds(v, start=1):
+def _adds(v, start=1, stop=None):
     def hook(act, hook):
-        return torch.cat([act[:, :start], act[:, start:] + v[:, None]], dim=1)
+        act = act.clone()
+        act[:, start:stop] += v[:, None]
+        return act
 
     return hook
 
@@ -393,13 +395,13 @@ def left_on_sweep_with_add_hook(model, tokens, stages, directions, strengths, sc
     return out
 
 
-def _sweep(hook_name=lambda model, i, stage: _hook_names(model)[stage], start=1, scale=True, outside=False):
+def _sweep(hook_name=lambda model, i, stage: _hook_names(model)[stage], start=1, stop=None, scale=True, outside=False):
     def left_on_sweep(model, tokens, stages, directions, strengths, score):
         out = torch.zeros(len(stages), len(strengths))
         for i, stage in enumerate(stages):
             for j, c_ in enumerate(strengths):
                 v = (c_ if scale else 1) * directions[i]
-                with model.hooks(fwd_hooks=[(hook_name(model, i, stage), _adds(v, start))]):
+                with model.hooks(fwd_hooks=[(hook_name(model, i, stage), _adds(v, start, stop))]):
                     stream = None if outside else final_stream(model, tokens)
                 out[i, j] = score(final_stream(model, tokens) if outside else stream)
         return out
@@ -439,6 +441,7 @@ SWEEP_MISTAKES = {
     "stays on for the settings after it": _hooks_kept(reset_at_the_end=True),
     "after the `with model.hooks(...)` block ended": _sweep(outside=True),
     "at BOS as well": _sweep(start=0),
+    "the last position was left unsteered": _sweep(stop=-1),
     "every strength gives the same score": _sweep(scale=False),
     "the positions in the list": _sweep(hook_name=lambda model, i, stage: _hook_names(model)[i]),
     "one stage late": _sweep(hook_name=lambda model, i, stage: f"blocks.{stage}.hook_resid_post"),

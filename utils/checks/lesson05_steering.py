@@ -509,11 +509,12 @@ def _remove_new_hooks(model, before: dict[str, int]) -> bool:
     return found
 
 
-def _left_on(model, tokens, stages, directions, strengths, score, *, start=1, hook_names=None, scale=True,
-             outside=False, accumulate=False) -> torch.Tensor:  # fmt: skip
+def _left_on(model, tokens, stages, directions, strengths, score, *, start=1, stop=None, hook_names=None,
+             scale=True, outside=False, accumulate=False) -> torch.Tensor:  # fmt: skip
     """The sweep, and with the keywords the learner's known mistakes: ``start=0`` adds at BOS too,
-    ``hook_names`` hooks other points than the stages', ``scale=False`` leaves the strength out,
-    ``outside`` takes the stream after the hook came off, ``accumulate`` keeps every hook on."""
+    ``stop=-1`` leaves the last position out, ``hook_names`` hooks other points than the stages',
+    ``scale=False`` leaves the strength out, ``outside`` takes the stream after the hook came off,
+    ``accumulate`` keeps every hook on."""
     names = hook_names or [stage_names(model.cfg.n_layers)[s] for s in stages]
     out = torch.zeros(len(stages), len(strengths))
     kept = []  # every hook so far, for the sweep that keeps them on
@@ -523,7 +524,7 @@ def _left_on(model, tokens, stages, directions, strengths, score, *, start=1, ho
 
             def hook(act, hook, v=v):
                 act = act.clone()
-                act[:, start:] += v[:, None].to(act.dtype)
+                act[:, start:stop] += v[:, None].to(act.dtype)
                 return act
 
             kept.append((name, hook))
@@ -539,7 +540,9 @@ def check_left_on_sweep(fn: Callable, model) -> None:
 
     It runs on four fresh prompts with random directions, one per prompt, of the stream's norm at each
     stage; the stages come in an order of their own (the last but one, then 0 and 1), so that a loop over
-    the list's indices is told apart from one over the stages. The score is the next-token loss.
+    the list's indices is told apart from one over the stages. The score reads every position: the
+    next-token loss where there is a next token, plus the entropy of the last position's prediction, so a
+    sweep that leaves the last position unsteered scores differently.
     """
     name = _name(fn, "left_on_sweep")
     tokens = _check_tokens(model, 4)
@@ -566,8 +569,9 @@ def check_left_on_sweep(fn: Callable, model) -> None:
                 f"`{name}` gave the score {shape}; give it the stream after the last layer, "
                 f"final_stream(model, tokens), [doc, position, d_model] = {(*tokens.shape, d_model)}."
             )
-        logits = model.unembed(model.ln_final(stream.to(tokens.device)))
-        return -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).mean().item()
+        logp = model.unembed(model.ln_final(stream.to(tokens.device))).log_softmax(-1)
+        loss = -logp[:, :-1].gather(-1, tokens[:, 1:, None]).mean()
+        return (loss - (logp[:, -1].exp() * logp[:, -1]).sum(-1).mean()).item()  # + the last position's entropy
 
     before = _hooks_on(model)
     try:
@@ -595,6 +599,9 @@ def check_left_on_sweep(fn: Callable, model) -> None:
              "hook was off; take final_stream(model, tokens) inside the block."),
             (_left_on(model, tokens, stages, directions, strengths, score, start=0), "the vector went in at BOS as "
              "well (position 0), which every later position reads; start at position 1, add_vector(..., 1)."),
+            (_left_on(model, tokens, stages, directions, strengths, score, stop=-1), "the last position was left "
+             "unsteered (a stop of -1 leaves it out); add the vector at every position after BOS, "
+             "add_vector(..., 1) with no stop."),
             (_left_on(model, tokens, stages, directions, strengths, score, scale=False), "every strength gives "
              "the same score, the vector's at strength 1; scale the stage's vectors by the strength, "
              "c * directions[i]."),
