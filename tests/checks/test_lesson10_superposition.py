@@ -5,6 +5,7 @@ explicit sums), so a check that merely compared a function with itself could not
 answers are small changes to a correct solution, as a learner would write them.
 """
 
+import dataclasses
 import math
 import re
 
@@ -244,6 +245,12 @@ def _scored(**changes):
                 "k": torch.tensor(float(sae.k[0])) if sae.k else active.sum(-1).mean(),  # "sparsity by construction"
             }[changes.get("L0")]
             scores[label] = {"mmc": best.mean().item(), "found": int((count >= 0.9).sum()), "L0": L0.item()}
+            if changes.get("replace_in_dict"):  # the SAE itself untouched, but the dict now holds another one
+                saes[label] = dataclasses.replace(sae, W_dec=sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True))
+            if changes.get("set_k") and sae.k:
+                sae.k = [k + 1 for k in sae.k]
+        if changes.get("empty_the_dict"):
+            saes.clear()
         if changes.get("no_L0"):
             scores = {label: {"mmc": s["mmc"], "found": s["found"]} for label, s in scores.items()}
         return list(scores.values()) if changes.get("as_list") else scores
@@ -266,6 +273,9 @@ SCORE_MISTAKES = {
     "should return a dict": _scored(as_list=True),
     "changed 'SAE A (ReLU)''s W_dec in place": _scored(normalise_in_place=True),
     "changed 'SAE A (ReLU)''s W_dec by setting a new one on the SAE": _scored(normalise_on_the_sae=True),
+    "put another SAE under 'SAE A (ReLU)' in the dict it was given": _scored(replace_in_dict=True),
+    "changed the dict of SAEs it was given": _scored(empty_the_dict=True),
+    "changed 'SAE C (TopK, k = 2)''s k": _scored(set_k=True),
 }
 
 

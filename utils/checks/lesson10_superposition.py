@@ -350,7 +350,26 @@ def check_score_saes(fn: Callable) -> None:
     weights = ("W_enc", "b_enc", "W_dec", "b_dec")
     given = {label: {w: getattr(sae, w) for w in weights} for label, sae in saes.items()}
     kept = {label: {w: t.clone() for w, t in tensors.items()} for label, tensors in given.items()}
-    out = call(fn, dict(saes), h.clone(), truth.clone(), name=name)
+    handed = dict(saes)  # the dict the loop is given: the lesson passes its own, which later cells read
+    topk = {label: getattr(sae, "k", None) for label, sae in saes.items()}
+    out = call(fn, handed, h.clone(), truth.clone(), name=name)
+    if list(handed) != list(saes):
+        raise CheckFailed(
+            f"`{name}` changed the dict of SAEs it was given (it now holds {sorted(map(str, handed))}, not "
+            f"{sorted(map(str, saes))}), so the cells after it find other SAEs or none; read the dict, never add, pop "
+            "or delete its entries: for label, sae in saes.items()."
+        )
+    for label, sae in saes.items():
+        if handed[label] is not sae:
+            raise CheckFailed(
+                f"`{name}` put another SAE under {label!r} in the dict it was given, so the cells after it measure "
+                "that one; leave the dict's entries as they are, and keep any changed copy in a variable of your own."
+            )
+        if getattr(sae, "k", None) != topk[label]:
+            raise CheckFailed(
+                f"`{name}` changed {label!r}'s k: the SAEs it is given must come out as they went in; read k, "
+                "never set it."
+            )
     for label, sae in saes.items():  # call() sees only tensor arguments; the SAEs' tensors sit inside the dict
         for w in weights:
             now = getattr(sae, w)
