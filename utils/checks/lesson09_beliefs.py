@@ -406,9 +406,9 @@ def _sweep_pairs(model, n: int = 16):
 
 
 def _said(model, qs, patches: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top word [story] of ``qs`` with ``patches`` ((hook name, new [story, d_model], positions [story]), or
-    (hook name, None, None): every position replaced by the whole of ``new_all``) in place: at each story's ``A``
-    and at the batch's last position."""
+    """The top word [story] of ``qs`` with ``patches`` ((hook name, new [story, d_model], positions [story]): each
+    story's stream replaced at its own position) in place, none for the plain run: at each story's ``A`` and at the
+    batch's last position."""
     device = ref.device_of(model)
     hooks = [(name, ref.replace_at(new.to(device), pos.to(device))) for name, new, pos in patches]
     logits = model.run_with_hooks(qs.tokens.to(device), fwd_hooks=hooks).cpu()
