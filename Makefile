@@ -8,7 +8,8 @@ export TOKENIZERS_PARALLELISM := false
 setup:
 	@bash scripts/setup.sh
 
-## The course's main job on the embedded default: check the zoo, then run every lesson (time and memory table).
+## The course's main job on the embedded default: check the zoo, then run every lesson (time and memory table),
+## as many side by side as the cores allow (two on two cores, one thread each).
 course: setup
 	$(PY) -m utils.course
 

@@ -191,3 +191,44 @@ def test_a_sweep_over_more_fresh_samples_than_there_are_is_refused_at_once(capsy
     assert (
         "argument --reseed: there are 12 fresh samples: give a number from 1 to 12, not '13'" in capsys.readouterr().err
     )
+
+
+def test_make_course_runs_two_lessons_at_a_time_on_two_cores_with_one_thread_each():
+    paths = [Path(f"{n:02d}_x.ipynb") for n in range(13)]
+    assert course.side_by_side(paths, cores=2) == (2, 1)
+    assert course.side_by_side(paths, cores=1) == (1, 1)
+    assert course.side_by_side(paths, cores=16) == (4, 2), "four kernels at most, two threads each at most"
+    assert course.side_by_side(paths[:1], cores=2) == (1, 2), "a single lesson gets both cores"
+
+
+def test_lessons_side_by_side_start_with_the_slowest_recorded_and_come_back_in_the_order_asked(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(course, "COURSE_RUNS", tmp_path / "runs")
+    monkeypatch.setattr(course, "side_by_side", lambda paths, cores=None: (2, 1))
+    recorded = [{"notebook": "00_a.ipynb", "seconds": 5.0}, {"notebook": "01_b.ipynb", "seconds": 50.0}]
+    monkeypatch.setattr(course.records, "recorded_notebooks", lambda: recorded)
+    a = notebook(tmp_path / "00_a.ipynb", "import os\nassert os.environ['OMP_NUM_THREADS'] == '1'")
+    b = notebook(tmp_path / "01_b.ipynb", "x = 2")
+    assert course.longest_first([a, b]) == [b, a]
+    assert course.main(["--skip-zoo", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "2 lessons 2 at a time, 1 thread(s) each" in out
+    assert out.index("| 00_a.ipynb |") < out.index("| 01_b.ipynb |"), "the table keeps the lessons' order"
+    assert nbs.kept_run(a, tmp_path / "runs") is not None and nbs.kept_run(b, tmp_path / "runs") is not None
+
+
+def test_recording_the_lessons_times_runs_them_one_at_a_time(tmp_path, monkeypatch):
+    runs = []
+
+    def one_by_one(paths, keep=None, options=()):
+        runs.append(options)
+        return [{"notebook": Path(p).name, "seconds": 0.1, "peak_mb": 1, "error": None} for p in paths]
+
+    monkeypatch.setattr(course.validate, "run", one_by_one)
+    monkeypatch.setattr(course, "side_by_side", lambda paths, cores=None: (2, 1))
+    paths = [notebook(tmp_path / f"0{n}_x.ipynb", "x = 1") for n in range(3)]
+    assert [r["notebook"] for r in course.run_notebooks(paths, None, one_at_a_time=True)] == [p.name for p in paths]
+    assert runs == [()], "no -n: each lesson's time is its own"
+    course.run_notebooks(paths, None)
+    assert runs[-1] == ("-n", "2", "--dist", "loadfile")

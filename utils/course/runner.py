@@ -2,8 +2,9 @@
 
 1. Checks the model zoo: every built model loads offline, its weights match the card's
    sha256, and a forward pass on fresh held-out documents agrees with the card.
-2. Executes every ``solutions/`` notebook headless, in order, and prints a table of wall
-   time and the kernel's peak memory per notebook.
+2. Executes every ``solutions/`` notebook headless, as many side by side as the cores allow (two
+   on two cores, one thread each), and prints a table of wall time and the kernel's peak memory per
+   notebook; ``--record`` runs them one at a time, so that each time is the lesson's own.
 
 It exits non-zero if a model or a notebook fails, and it leaves every tracked file as it was:
 each executed notebook is kept in ``build/course-runs/`` (ignored by git), stamped with what it
@@ -124,10 +125,54 @@ class DiskFull(Exception):
     """A lesson ran, but its run could not be kept: the message says which and what to do."""
 
 
-def run_notebooks(paths: list[Path], keep: Path | None = COURSE_RUNS) -> list[dict]:
+SIDE_BY_SIDE_MAX = 4  # lessons at once: each kernel peaks near 2 GB
+
+
+def side_by_side(paths: list[Path], cores: int | None = None) -> tuple[int, int]:
+    """How many lessons ``make course`` runs at once and how many threads each kernel gets: one lesson
+    per core up to four, the cores shared out between them (two at most each: more starve the kernels
+    beside them). A small model's kernel uses a second thread poorly, so on two cores two lessons with one
+    thread each finish sooner than one with two."""
+    cores = cores or os.cpu_count() or 1
+    workers = max(1, min(len(paths), cores, SIDE_BY_SIDE_MAX))
+    return workers, max(1, min(2, cores // workers))
+
+
+def longest_first(paths: list[Path]) -> list[Path]:
+    """``paths`` with the lessons the last recorded measurement found slowest first, so that the lesson
+    left running alone at the end is a short one; lessons never measured go first."""
+    try:
+        recorded = {r["notebook"]: r["seconds"] or 0 for r in records.recorded_notebooks()}
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = {}
+    return sorted(paths, key=lambda p: -recorded.get(Path(p).name, float("inf")))
+
+
+def run_notebooks(paths: list[Path], keep: Path | None = COURSE_RUNS, one_at_a_time: bool = False) -> list[dict]:
     """Validate each notebook with nbval (:func:`utils.course.validate.run`), keeping the executed
-    copy in ``keep`` (build/) for the test suite; one record per notebook."""
-    rows = validate.run(paths, keep)
+    copy in ``keep`` (build/) for the test suite; one record per notebook, in the order of ``paths``.
+    Lessons run side by side (:func:`side_by_side`) unless ``one_at_a_time``, as ``--record`` asks so that
+    each lesson's time is its own."""
+    workers, threads = (1, None) if one_at_a_time else side_by_side(paths)
+    if workers > 1:
+        print(
+            f"running {len(paths)} lessons {workers} at a time, {threads} thread(s) each "
+            "(each time in the table below is under that load; `make record` runs them one at a time)"
+        )
+        saved = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))  # the kernels inherit it
+        try:
+            rows = validate.run(longest_first(paths), keep, options=("-n", str(workers), "--dist", "loadfile"))
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        by_name = {r["notebook"]: r for r in rows}
+        rows = [by_name[Path(p).name] for p in paths]
+    else:
+        rows = validate.run(paths, keep)
     for row in rows:
         if "not_kept" in row:
             raise DiskFull(f"{row['notebook']} ran, but its run could not be kept in {shown(keep)}: {row['not_kept']}")
@@ -264,7 +309,7 @@ def _main(argv) -> int:
         if args.reseed is not None:
             return sweep(paths, args.reseed)
         status = 0 if args.skip_zoo else check_zoo() | check_pretrained()
-        rows = run_notebooks(paths, keep)
+        rows = run_notebooks(paths, keep, one_at_a_time=args.record)
     print(records.notebook_table(rows))
     if args.record:
         records.record_notebooks(rows)

@@ -208,6 +208,8 @@ def run(paths: list[Path], keep: Path | None = None, options: tuple[str, ...] = 
     (``{"notebook", "seconds", "peak_mb", "error"}``, and ``"not_kept"`` when its run could not be
     kept). pytest's output shows as it comes. Ctrl-C stops pytest, which shuts its kernel down, and
     is raised again here."""
+    if "-n" in options:  # side by side, each test needs its own name: outside the root, every cell would be "::Cell 0"
+        options = ("--rootdir", os.path.commonpath([str(Path(p).resolve().parent) for p in paths]), *options)
     with tempfile.TemporaryDirectory(prefix="course-record-") as record:
         command = [
             sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--nbval-lax", "--no-header",
