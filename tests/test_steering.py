@@ -77,3 +77,27 @@ def test_generation_without_hooks_continues_the_story_and_a_hook_that_breaks_it_
     torch.manual_seed(0)
     broken = steering.generate(model, prompts, n_new=8, hooks=[("blocks.1.hook_resid_post", noise)])
     assert sum(r.valid for r in broken) <= 2
+
+
+def test_generation_unembeds_the_last_position_alone_and_continues_as_the_full_logits_would():
+    import torch
+
+    from utils import load_model
+
+    model = load_model("storyworld-llama", device="cpu")
+    prompts = steering.story_prompts(8, seed=2)
+    push = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 3
+    hooks = [steering.steering_hook("blocks.1.hook_resid_post", push, "prompt")]
+    ids = steering.prompt_tokens(model, prompts)
+    expected = []
+    for i, r in enumerate(ids):  # one prompt at a time, every position unembedded, as the plain loop does
+        x = torch.tensor([r])
+        with torch.no_grad(), model.hooks(fwd_hooks=[hooks[0](len(r), [i])]):
+            for _ in range(6):
+                x = torch.cat([x, model(x)[:, -1].argmax(-1, keepdim=True)], 1)
+        expected.append(x[0, len(r) :].tolist())
+    got = steering.generate(model, prompts, n_new=6, hooks=hooks)
+    tok = model.tokenizer
+    for p, e, g in zip(prompts, expected, got):
+        new = e[: e.index(tok.eos_token_id)] if tok.eos_token_id in e else e
+        assert g == steering.read_continuation(p, tok.decode(new), tok.eos_token_id in e)

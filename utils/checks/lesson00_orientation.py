@@ -340,7 +340,8 @@ def check_push_sweep(fn: Callable, model) -> None:
     direction = (direction / direction.norm()).to(model.W_U)
     model.reset_hooks()  # what an earlier attempt may have left on the model
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == hook_name)
+        # only the cache is read: the head unembeds the last position alone (the same activations)
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == hook_name, logits_to_keep=1)
     size = cache[hook_name][0, -1].norm().item()
     scales = [k * size for k in SWEEP_PUSHES]
     try:

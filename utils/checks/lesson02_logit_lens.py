@@ -201,7 +201,8 @@ def _fresh_cache(model, n: int = 6):
     device = next(model.parameters()).device
     batch = transfer_batch(model, n=n, seed=LESSON_02_CHECKS).to(device)
     with torch.no_grad():
-        _, cache = model.run_with_cache(batch.tokens)
+        # only the cache is read: the head unembeds the last position alone (the same activations)
+        _, cache = model.run_with_cache(batch.tokens, logits_to_keep=1)
     return cache, batch
 
 

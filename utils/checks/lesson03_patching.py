@@ -613,7 +613,8 @@ def check_path_patch(fn: Callable, model) -> None:
     pairs, cache, metric = _fresh(model, name=name)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     with torch.no_grad():
-        _, corrupted_cache = model.run_with_cache(pairs.corrupted)
+        # only the cache is read: the head unembeds the last position alone (the same activations)
+        _, corrupted_cache = model.run_with_cache(pairs.corrupted, logits_to_keep=1)
     senders = [(0, h) for h in range(H)] + [(1, 1)]
     receivers = [(l, h) for l in range(1, L) for h in range(0, H, 2)]
     for receiver_input in ("q", "k", "v"):

@@ -271,7 +271,8 @@ def _new_position_hooks(model, tokens: torch.Tensor):
     layer = model.cfg.n_layers // 2
     hook_name = f"blocks.{layer}.hook_resid_post"
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=hook_name)
+        # only the cache is read: the head unembeds the last position alone (the same activations)
+        _, cache = model.run_with_cache(tokens, names_filter=hook_name, logits_to_keep=1)
     norm = cache[hook_name].norm(dim=-1).mean()
     u = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(LESSON_05_CHECKS)).to(tokens.device)
     for strength in (4.0, 8.0):
@@ -551,7 +552,7 @@ def check_left_on_sweep(fn: Callable, model) -> None:
     strengths = [0.5, 1.0]
     names = stage_names(n_layers)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda h: h in names)
+        _, cache = model.run_with_cache(tokens, names_filter=lambda h: h in names, logits_to_keep=1)
     g = torch.Generator().manual_seed(LESSON_05_CHECKS + 5)
     units = torch.randn(len(stages), len(tokens), model.cfg.d_model, generator=g)
     units = units / units.norm(dim=-1, keepdim=True)

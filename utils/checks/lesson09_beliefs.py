@@ -418,7 +418,8 @@ def _said(model, qs, patches: list) -> tuple[torch.Tensor, torch.Tensor]:
 def _sweep_answers(model, base, source, roles: dict, layers, shift: bool = False):
     """[role, layer, story] top words of ``base`` with the source's stream put in at each role's position after
     each layer (at A, and at the last position); ``shift``: the layer taken as the column's index instead."""
-    _, cache = model.run_with_cache(source.tokens.to(ref.device_of(model)))
+    # only the cache is read: the head unembeds the last position alone (the same activations)
+    _, cache = model.run_with_cache(source.tokens.to(ref.device_of(model)), logits_to_keep=1)
     r = torch.arange(len(source))
     at_a = torch.zeros(len(roles), len(layers), len(base), dtype=torch.long)
     last = torch.zeros_like(at_a)

@@ -71,7 +71,8 @@ def _patched_by_bridge(model, layer: int, clean, corrupted, position: int, into:
     """Logits of one run with block ``layer``'s output at ``position`` taken from the other run."""
     hook = f"blocks.{layer}.hook_resid_post"
     source, target = (clean, corrupted) if into == "corrupted" else (corrupted, clean)
-    _, cache = model.run_with_cache(source, names_filter=hook)
+    # only the cache is read: the head unembeds the last position alone (the same activations)
+    _, cache = model.run_with_cache(source, names_filter=hook, logits_to_keep=1)
 
     def patch(act, hook):
         act = act.clone()
@@ -117,7 +118,9 @@ def _swept_by_bridge(model, source, target, metric) -> torch.Tensor:
     """[layer, position]: ``metric`` of the ``target`` run with block ``layer``'s output at one position taken
     from the ``source`` run, one batched pass per layer through the bridge's hooks."""
     n_pos = target.shape[1]
-    _, cache = model.run_with_cache(source, names_filter=lambda hook: hook.endswith("hook_resid_post"))
+    _, cache = model.run_with_cache(
+        source, names_filter=lambda hook: hook.endswith("hook_resid_post"), logits_to_keep=1
+    )
     one_each = torch.eye(n_pos, dtype=torch.bool)  # patch j: position j only
     hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
     return torch.stack([patch_sweep(model, target, hook, cache[hook], one_each, metric) for hook in hooks])
@@ -200,7 +203,7 @@ def check_nnsight_steer(fn: Callable, model) -> None:
     n = tokens.shape[1]
     layer = model.cfg.n_layers - 1
     g = torch.Generator().manual_seed(21)
-    _, cache = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_post")
+    _, cache = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_post", logits_to_keep=1)
     size = cache[f"blocks.{layer}.hook_resid_post"][0, 1:].norm(dim=-1).mean()
     vector = torch.randn(model.cfg.d_model, generator=g).to(size.device) * size / model.cfg.d_model**0.5
     out = call(fn, lm, layer, tokens, vector.clone(), 1, n, name=name)

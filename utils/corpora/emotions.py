@@ -148,7 +148,8 @@ def residual_stack(model, data: EmotionTokens, batch_size: int = 32, hooks=()) -
         docs = data.tokens[start : start + batch_size]
         keep = (data.doc >= start) & (data.doc < start + len(docs))
         with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
-            _, cache = model.run_with_cache(docs.to(device), names_filter=lambda name: name in names)
+            # only the cache is read: the head unembeds the last position alone (the same activations)
+            _, cache = model.run_with_cache(docs.to(device), names_filter=lambda name: name in names, logits_to_keep=1)
         d, p = (data.doc[keep] - start).to(device), data.pos[keep].to(device)
         for s, name in enumerate(names):
             out[s, keep] = cache[name][d, p].float().cpu()

@@ -208,7 +208,9 @@ def generate(model, prompts: list[Prompt], n_new: int, hooks=(), desc: str | Non
         live = [h(n, idx) if callable(h) and not isinstance(h, tuple) else h for h in hooks]
         with torch.no_grad(), model.hooks(fwd_hooks=live):
             for _ in range(n_new):
-                nxt = model(x)[:, -1].argmax(-1, keepdim=True)
+                # the head unembeds the last position alone: the same logits, without the other positions' (with a
+                # 49,152-token vocabulary that is most of a small model's pass)
+                nxt = model(x, logits_to_keep=1)[:, -1].argmax(-1, keepdim=True)
                 x = torch.cat([x, nxt], 1)
         for row, i in enumerate(idx):
             new = x[row, n:].tolist()

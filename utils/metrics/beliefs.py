@@ -87,7 +87,10 @@ def activations(model, qs: Questions, name: str, batch: int = 256) -> torch.Tens
     device = device_of(model)
     out = []
     for start in range(0, len(qs), batch):
-        _, cache = model.run_with_cache(qs.tokens[start : start + batch].to(device), names_filter=[name])
+        # only the cache is read: the head unembeds the last position alone (the same activations)
+        _, cache = model.run_with_cache(
+            qs.tokens[start : start + batch].to(device), names_filter=[name], logits_to_keep=1
+        )
         out.append(cache[name].detach().cpu())
     return torch.cat(out)
 
@@ -178,7 +181,9 @@ def interchange_sweep(
     device = device_of(model)
     recorded = {n: [] for n in names}
     for start in range(0, len(source), batch):
-        _, cache = model.run_with_cache(source.tokens[start : start + batch].to(device), names_filter=names)
+        _, cache = model.run_with_cache(
+            source.tokens[start : start + batch].to(device), names_filter=names, logits_to_keep=1
+        )
         for n in names:
             recorded[n].append(cache[n].detach().cpu())
     streams = {n: torch.cat(chunks) for n, chunks in recorded.items()}  # [story, position, d_model]
@@ -302,7 +307,7 @@ def attention_from_answer(model, qs: Questions, batch: int = 256) -> torch.Tenso
     out = []
     for start in range(0, len(qs), batch):
         rows = slice(start, start + batch)
-        _, cache = model.run_with_cache(qs.tokens[rows].to(device), names_filter=names)
+        _, cache = model.run_with_cache(qs.tokens[rows].to(device), names_filter=names, logits_to_keep=1)
         at = qs.at[rows].to(device)
         r = torch.arange(len(at), device=device)
         out.append(torch.stack([cache[n][r, :, at] for n in names], 1).detach().cpu())

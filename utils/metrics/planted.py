@@ -121,7 +121,10 @@ def streams_at(model, data: PlantedTokens, hooks: list[str], batch_tokens: int =
     for start, stop in length_groups(lengths[order].tolist(), batch_tokens):
         docs = torch.tensor(order[start:stop])
         n = int(lengths[docs].max())
-        _, cache = model.run_with_cache(data.tokens[docs, :n].to(device), names_filter=lambda name: name in hooks)
+        # only the cache is read: the head unembeds the last position alone (the same activations)
+        _, cache = model.run_with_cache(
+            data.tokens[docs, :n].to(device), names_filter=lambda name: name in hooks, logits_to_keep=1
+        )
         where = torch.full((len(data.tokens),), -1)
         where[docs] = torch.arange(len(docs))
         keep = where[data.doc] >= 0

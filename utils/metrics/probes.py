@@ -54,7 +54,8 @@ def emotion_dataset(
             continue
         x = torch.tensor([encode_doc(d.text, tok)[:-1]], device=device_of(model))
         with torch.no_grad():
-            _, cache = model.run_with_cache(x, names_filter=lambda n: n in names)
+            # only the cache is read: the head unembeds the last position alone (the same activations)
+            _, cache = model.run_with_cache(x, names_filter=lambda n: n in names, logits_to_keep=1)
         for l in range(L):
             acts[l].append(cache[names[l]][0, rows].float().cpu())
         labels += ys

@@ -221,7 +221,8 @@ def happy_sad_steering(
         for n, idx in groups.items():
             x = torch.tensor([ids[i] for i in idx], device=device)
             with torch.no_grad(), model.hooks(fwd_hooks=[hook(n, idx) for hook in hooks]):
-                out[idx] = model(x)[:, -1].float().log_softmax(-1)[:, [happy, sad]].cpu()
+                last = model(x, logits_to_keep=1)[:, -1]  # the last position alone unembedded: the same numbers
+                out[idx] = last.float().log_softmax(-1)[:, [happy, sad]].cpu()
         return out
 
     def log_odds(lp: torch.Tensor) -> torch.Tensor:

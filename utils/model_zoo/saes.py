@@ -116,7 +116,10 @@ def activations(model, hook: str, rows: torch.Tensor) -> torch.Tensor:
     document-boundary tokens left out: ``[token, d_model]`` float16 on the CPU."""
     require_course_tokens(model)
     eot = load_tokenizer().convert_tokens_to_ids(EOT)
-    _, cache = model.run_with_cache(rows.to(next(model.parameters()).device), names_filter=lambda n: n == hook)
+    # only the cache is read: the head unembeds the last position alone (the same activations)
+    _, cache = model.run_with_cache(
+        rows.to(next(model.parameters()).device), names_filter=lambda n: n == hook, logits_to_keep=1
+    )
     return cache[hook][rows != eot].to("cpu", torch.float16)
 
 
@@ -593,7 +596,9 @@ def quick_sae(model, model_name: str, device: str | None = None, tokens: int = Q
     acts = []
     for i in range(0, len(rows), 16):
         _, cache = model.run_with_cache(
-            rows[i : i + 16].to(next(model.parameters()).device), names_filter=lambda n: n == hook
+            rows[i : i + 16].to(next(model.parameters()).device),
+            names_filter=lambda n: n == hook,
+            logits_to_keep=1,
         )
         acts.append(cache[hook].flatten(0, 1).float().cpu())  # [token, d_model]
     acts = torch.cat(acts)[:tokens]
