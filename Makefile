@@ -75,10 +75,11 @@ record: setup
 bundle: setup
 	$(PY) -m utils.course.bundle $(if $(URL),--url "$(URL)") $(if $(SITE),--site "$(SITE)")
 
-## Pictures to project: every lesson's static figures (copied from the executed solutions) and its mechanism diagrams,
-## with a page listing them, in docs/figures/NN/.
+## Pictures to project: every lesson's static figures at 200 dpi (each lesson whose pictures changed is run once more,
+## in a temporary copy, to draw them) and its mechanism diagrams, with a page listing them, in docs/figures/NN/.
+## LESSONS="05 06" limits it to those lessons; FORCE=1 draws them again even where the page is current.
 figures: setup
-	$(PY) -m utils.course.figures
+	$(PY) -m utils.course.figures $(LESSONS) $(if $(FORCE),--force)
 
 clean:
 	rm -rf .venv build runs .pytest_cache

@@ -1,8 +1,9 @@
 """docs/figures/NN/ (``make figures``, ``python -m utils.course.figures``): every static picture a lesson shows,
-exported byte for byte, a page per lesson listing them, and mechanism diagrams that draw the same
-bytes again."""
+drawn again at 200 dpi for a projector, a page per lesson listing them, and mechanism diagrams that draw the
+same bytes again."""
 
 import base64
+import io
 import re
 
 import matplotlib
@@ -44,14 +45,29 @@ def _inline_pngs(notebook: dict) -> int:
 # The exported pictures and the pages that list them
 
 
+def _size_and_dpi(png: bytes) -> tuple[tuple[int, int], float]:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    return image.size, image.info.get("dpi", (0, 0))[0]
+
+
 @pytest.mark.parametrize("lesson", sorted(LESSONS))
-def test_every_static_figure_in_a_lesson_is_exported_unchanged(lesson, shown):
+def test_every_static_figure_in_a_lesson_is_exported_at_200_dpi_with_the_notebooks_shape(lesson, shown):
     notebook, pictures = shown[lesson]
     assert pictures and len(pictures) == _inline_pngs(notebook)
+    scale = figures.PROJECTOR_DPI / 72
     for picture in pictures:
         exported = FIGURES / lesson / picture.filename
-        assert exported.is_file(), f"{picture.title!r} is not exported as docs/figures/{lesson}/{exported.name}: {FIX}"
-        assert exported.read_bytes() == picture.png, f"docs/figures/{lesson}/{exported.name} is stale: {FIX}"
+        where = f"docs/figures/{lesson}/{exported.name}"
+        assert exported.is_file(), f"{picture.title!r} is not exported as {where}: {FIX}"
+        (width, height), dpi = _size_and_dpi(exported.read_bytes())
+        (w72, h72), dpi72 = _size_and_dpi(picture.png)
+        assert round(dpi) == figures.PROJECTOR_DPI and round(dpi72) == 72, (where, dpi, dpi72)
+        # the same picture drawn 200/72 times finer: each side scaled alike (a tight bounding box rounds a few pixels)
+        sides = (width, height), (w72, h72)
+        assert abs(width / w72 - scale) < 0.08 and abs(height / h72 - scale) < 0.08, (where, sides)
+        assert abs(width / height - w72 / h72) < 0.025 * w72 / h72, f"{where} is not shaped as the notebook's picture"
 
 
 @pytest.mark.parametrize("lesson", sorted(LESSONS))
@@ -168,7 +184,7 @@ def test_exporting_again_removes_stale_pictures_and_never_a_diagram(tmp_path):
         path.write_text("<svg/>")
     (root / "09" / "03-a-picture-no-longer-shown.png").write_bytes(PNG)
 
-    written = figures.export_lesson(lesson, root)
+    written = figures.export_lesson(lesson, root, run=first)  # the lesson's run at 200 dpi (here: itself)
 
     assert sorted(p.name for p in (root / "09").iterdir()) == [
         "01-untitled-figure.png",
@@ -178,6 +194,68 @@ def test_exporting_again_removes_stale_pictures_and_never_a_diagram(tmp_path):
     assert written == [root / "09" / "01-untitled-figure.png", root / "09" / "README.md"]
     assert all(path.read_text() == "<svg/>" for path in kept)
     assert (root / "09" / "README.md").read_text(encoding="utf-8").startswith("# 09 · Topic: figures\n")
+    assert figures.up_to_date(lesson, root)
+
+
+def _lesson_drawing(tmp_path, title: str):
+    lesson = tmp_path / "solutions" / "09_topic.ipynb"
+    lesson.parent.mkdir(parents=True, exist_ok=True)
+    code = (
+        "from utils.pictures import plotting\n"
+        f"plotting.line({{'a': [0, 1, 3]}}, [1, 2, 3], title={title!r}, xlabel='x', ylabel='y')"
+    )
+    cells = [nbformat.v4.new_markdown_cell("# 09 · Topic"), nbformat.v4.new_code_cell(code)]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, lesson)
+    return lesson, nb
+
+
+def test_make_figures_runs_a_lesson_again_and_draws_its_pictures_at_200_dpi(tmp_path):
+    from utils.course import notebooks as nbs
+
+    lesson, _ = _lesson_drawing(tmp_path, "a rising line")
+    assert nbs.execute(lesson, save=True)["error"] is None  # the committed notebook: 72 dpi
+    committed = lesson.read_bytes()
+    root = tmp_path / "figures"
+    assert not figures.up_to_date(lesson, root)
+    [png, page] = figures.export_lesson(lesson, root)
+    assert png.name == "01-a-rising-line.png"
+    [picture] = figures.static_figures(read_notebook(lesson))
+    (width, height), dpi = _size_and_dpi(png.read_bytes())
+    (w72, h72), dpi72 = _size_and_dpi(picture.png)
+    assert (round(dpi), round(dpi72)) == (200, 72) and width > 2.7 * w72 and height > 2.7 * h72
+    assert f"drawn beside the notebook's picture {picture.source}" in page.read_text(encoding="utf-8")
+    assert figures.up_to_date(lesson, root)
+    assert lesson.read_bytes() == committed, "the notebook itself is not touched"
+
+
+def test_a_run_that_draws_other_pictures_than_the_notebook_shows_says_to_execute_the_notebook(tmp_path):
+    from utils.course import notebooks as nbs
+
+    lesson, _ = _lesson_drawing(tmp_path, "the old title")
+
+    assert nbs.execute(lesson, save=True)["error"] is None
+    newer_lesson, _ = _lesson_drawing(tmp_path / "newer", "a new title")
+    assert nbs.execute(newer_lesson, save=True)["error"] is None
+    with pytest.raises(figures.FiguresError) as error:
+        figures.export_lesson(lesson, tmp_path / "figures", run=read_notebook(newer_lesson))
+    message = str(error.value)
+    assert "the notebook shows 'the old title', the new run drew 'a new title'" in message
+    assert "python -m utils.course.notebooks execute" in message
+
+
+def test_make_figures_leaves_a_lesson_whose_pictures_have_not_changed_without_running_it(monkeypatch, capsys):
+    def no_run(path):
+        raise AssertionError(f"{path.name} was run again although its page is current")
+
+    monkeypatch.setattr(figures, "sharp_run", no_run)
+    current = [p for p in figures.lessons() if figures.up_to_date(p)]
+    assert current, "the committed pages are current (see the tests above)"
+    monkeypatch.setattr(figures, "lessons", lambda: current[:1])
+    monkeypatch.setattr(figures.diagrams, "write_lesson", lambda lesson, out: [])
+    assert figures.main([]) == 0
+    assert "(up to date)" in capsys.readouterr().out
 
 
 # The mechanism diagrams

@@ -104,3 +104,14 @@ def test_a_heatmap_of_scores_is_drawn_on_the_fixed_range_0_to_1_so_a_small_score
     assert (chosen.zmin, chosen.zmax) == (0.0, 0.05)
     diverging = plotting.heatmap(scores - 0.01, title="diverging", xlabel="x", ylabel="y", zmid=0.0).fig.data[0]
     assert diverging.zmin is None and diverging.zmid == 0.0
+
+
+def test_static_pictures_are_drawn_at_72_dpi_unless_a_resolution_is_asked_for(monkeypatch):
+    monkeypatch.delenv(plotting.FIGURE_DPI_ENV, raising=False)
+    assert plotting.figure_dpi() == 72
+    monkeypatch.setenv(plotting.FIGURE_DPI_ENV, "200")
+    assert plotting.figure_dpi() == 200
+    for bad in ("high", "2000", "-5"):
+        monkeypatch.setenv(plotting.FIGURE_DPI_ENV, bad)
+        with pytest.raises(ValueError, match="COURSE_FIGURE_DPI=.* is not a resolution: give dots per inch, 50 to 600"):
+            plotting.figure_dpi()

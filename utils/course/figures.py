@@ -1,25 +1,33 @@
-"""Pictures to project: every lesson's static figures and its mechanism diagrams, in ``docs/figures/NN/``.
+"""Pictures to project: every lesson's static figures at 200 dpi and its mechanism diagrams, in ``docs/figures/NN/``.
 
 An executed lesson carries a static PNG for every picture it shows: plotly figures and widget
 explorers put it in ``text/html`` as ``<img alt="TITLE" src="data:image/png;base64,...">``
-(``utils.pictures.plotting``), attention pictures in ``image/png`` as well. This module copies each one,
-byte for byte, to ``docs/figures/NN/<kk>-<slug of the title>.png`` (``kk``: its order in the
-lesson), draws the lesson's mechanism diagrams (``utils.pictures.diagrams``), and writes
-``docs/figures/NN/README.md``, a page that shows them all with their titles and sections. A
-workshop teacher or a reading-group host can project the folder as it is.
+(``utils.pictures.plotting``), attention pictures in ``image/png`` as well. Those are drawn at 72 dpi,
+which keeps the notebooks small and is too coarse for a projector. This module runs the lesson once
+more with ``COURSE_FIGURE_DPI=200`` (a copy in a temporary folder), so that every picture is drawn
+again from the same data at 200 dpi, and writes each one to ``docs/figures/NN/<kk>-<slug of the
+title>.png`` (``kk``: its order in the lesson); it draws the lesson's mechanism diagrams (SVG,
+``utils.pictures.diagrams``) and writes ``docs/figures/NN/README.md``, a page that shows them all with
+their titles and sections and records, for each picture, a hash of the notebook picture it was drawn
+beside. A workshop teacher or a reading-group host can project the folder as it is.
 
-Re-runnable: pictures the notebook no longer shows are removed (the diagrams and the hand-drawn
-figures in ``docs/figures/`` itself are never touched); a test keeps the folders equal to what
-this writes.
+Re-runnable: a lesson whose page already matches its notebook is left alone (``--force`` draws it
+again); pictures the notebook no longer shows are removed (the diagrams and the hand-drawn figures in
+``docs/figures/`` itself are never touched); tests keep the folders in step with the notebooks.
 
-    python -m utils.course.figures      # (make figures) rewrite docs/figures/NN/ from solutions/
+    python -m utils.course.figures            # (make figures) the lessons whose pictures changed
+    python -m utils.course.figures 05 --force # lesson 05 drawn again whatever its page says
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import hashlib
 import re
+import shutil
 import sys
+import tempfile
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,14 +36,20 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from utils.course.notebooks import read_notebook
+from utils.course.notebooks import execute, read_notebook
 from utils.paths import ROOT, SOLUTIONS, shown
 from utils.pictures import diagrams
+from utils.pictures.plotting import FIGURE_DPI_ENV
 
 FIGURES = ROOT / "docs" / "figures"
 PNG_PREFIX = "data:image/png;base64,"
 UNTITLED = "untitled figure"
 SLUG_LENGTH = 60  # characters of the title kept in a file name
+PROJECTOR_DPI = 200  # the pictures in docs/figures; the notebooks keep theirs at 72
+
+
+class FiguresError(Exception):
+    """A lesson's pictures could not be drawn again: the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,11 @@ class StaticFigure:
     @property
     def filename(self) -> str:
         return f"{self.order:02d}-{slug(self.title)}.png"
+
+    @property
+    def source(self) -> str:
+        """A short hash of the notebook's own picture, which the page records beside the sharp copy."""
+        return hashlib.sha256(self.png).hexdigest()[:16]
 
 
 def _ascii(char: str) -> str:
@@ -166,7 +185,13 @@ def readme(path: Path, notebook: NotebookNode, figures: list[StaticFigure]) -> s
         if figure.section != section:
             section = figure.section
             lines += ["", f"## {section or 'Before the first section'}"]
-        lines += ["", f"**{figure.order:02d} · {figure.title}**", "", f"![{_alt(figure.title)}]({figure.filename})"]
+        lines += [
+            "",
+            f"**{figure.order:02d} · {figure.title}**",
+            "",
+            f"![{_alt(figure.title)}]({figure.filename})",
+            f"<!-- {PROJECTOR_DPI} dpi, drawn beside the notebook's picture {figure.source} -->",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -175,18 +200,66 @@ def _write_if_changed(path: Path, data: bytes) -> None:
         path.write_bytes(data)
 
 
-def export_lesson(path: Path, root: Path = FIGURES) -> list[Path]:
-    """Write the lesson's PNGs and README into ``root / NN`` and remove PNGs it no longer shows."""
+def sharp_run(path: Path) -> NotebookNode:
+    """The lesson run once more in a temporary copy with its static pictures drawn at ``PROJECTOR_DPI``
+    (the same seeds, so the same pictures as the committed notebook's, sharper); the notebook itself is
+    not touched."""
+    with tempfile.TemporaryDirectory(prefix="course-figures-") as folder:
+        copy = Path(folder) / path.name
+        shutil.copyfile(path, copy)
+        result = execute(copy, save=True, env={FIGURE_DPI_ENV: str(PROJECTOR_DPI)})
+        if result["error"] is not None:
+            raise FiguresError(
+                f"{path.name} did not run to its end to draw its pictures at {PROJECTOR_DPI} dpi: {result['error']}; "
+                f"fix the lesson (python -m utils.course.notebooks execute {shown(path)}), then run make figures again"
+            )
+        return read_notebook(copy)
+
+
+def _paired(path: Path, figures: list[StaticFigure], sharp: list[StaticFigure]) -> list[StaticFigure]:
+    """``sharp`` checked against the notebook's ``figures``: the same pictures, in the same order."""
+    titles, again = [f.title for f in figures], [f.title for f in sharp]
+    if titles != again:
+        first = next((i for i, (a, b) in enumerate(zip(titles, again)) if a != b), min(len(titles), len(again)))
+        shows = titles[first] if first < len(titles) else "nothing more"
+        drew = again[first] if first < len(again) else "nothing more"
+        raise FiguresError(
+            f"{path.name} shows {len(titles)} pictures but drew {len(again)} when run again (picture {first + 1}: "
+            f"the notebook shows {shows!r}, the new run drew {drew!r}): the committed notebook is not the lesson's "
+            f"last run; execute it (python -m utils.course.notebooks execute {shown(path)}) and run make figures again"
+        )
+    return sharp
+
+
+def up_to_date(path: Path, root: Path = FIGURES) -> bool:
+    """Whether ``root / NN`` already holds the lesson's page as :func:`readme` writes it now and every
+    picture it lists: then no picture of the notebook has changed since they were drawn."""
     notebook = read_notebook(path)
     figures = static_figures(notebook)
+    folder = root / path.name[:2]
+    page = folder / "README.md"
+    return (
+        page.is_file()
+        and page.read_text(encoding="utf-8") == readme(path, notebook, figures)
+        and all((folder / f.filename).is_file() for f in figures)
+    )
+
+
+def export_lesson(path: Path, root: Path = FIGURES, run: NotebookNode | None = None) -> list[Path]:
+    """Write the lesson's pictures at ``PROJECTOR_DPI`` and its page into ``root / NN``, and remove PNGs it no
+    longer shows. ``run`` is the lesson executed at that resolution (:func:`sharp_run`, which runs it when
+    none is given)."""
+    notebook = read_notebook(path)
+    figures = static_figures(notebook)
+    sharp = _paired(path, figures, static_figures(run if run is not None else sharp_run(path)))
     folder = root / path.name[:2]
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {f.filename for f in figures}
     for stale in folder.glob("*.png"):
         if stale.name not in wanted:
             stale.unlink()
-    for figure in figures:
-        _write_if_changed(folder / figure.filename, figure.png)
+    for figure, drawn in zip(figures, sharp):
+        _write_if_changed(folder / figure.filename, drawn.png)
     _write_if_changed(folder / "README.md", readme(path, notebook, figures).encode())
     return [folder / f.filename for f in figures] + [folder / "README.md"]
 
@@ -201,17 +274,36 @@ def _megabytes(paths: list[Path]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite every lesson's folder under docs/figures/ and print what it holds."""
-    every: list[Path] = []
-    for path in lessons():
-        drawn = diagrams.write_lesson(path.name[:2], FIGURES / path.name[:2])
-        exported = export_lesson(path)
-        print(
-            f"{shown(exported[-1].parent)}: {len(exported) - 1} figures, {len(drawn)} diagrams, "
-            f"{_megabytes(drawn + exported):.2f} MB"
-        )
-        every += drawn + exported
-    print(f"docs/figures/NN: {len(every)} files, {_megabytes(every):.2f} MB")
+    """Draw each lesson's diagrams, and its pictures at 200 dpi where the notebook's have changed."""
+    ap = argparse.ArgumentParser(prog="python -m utils.course.figures", description=main.__doc__)
+    ap.add_argument("lessons", nargs="*", help="lesson numbers (05) or notebooks; default: every lesson")
+    ap.add_argument("--force", action="store_true", help="draw the pictures again even where the page is current")
+    args = ap.parse_args(argv)
+    every = lessons()
+    chosen = [p for p in every if not args.lessons or any(p.name[:2] == Path(a).name[:2] for a in args.lessons)]
+    if args.lessons and not chosen:
+        ap.error(f"no lesson {', '.join(args.lessons)}: the lessons are {', '.join(p.name[:2] for p in every)}")
+    written: list[Path] = []
+    try:
+        for path in chosen:
+            drawn = diagrams.write_lesson(path.name[:2], FIGURES / path.name[:2])
+            folder = FIGURES / path.name[:2]
+            if not args.force and up_to_date(path):
+                exported = sorted(folder.glob("*.png")) + [folder / "README.md"]
+                note = "up to date"
+            else:
+                print(f"{shown(folder)}: running {path.name} again to draw its pictures at {PROJECTOR_DPI} dpi ...")
+                exported = export_lesson(path)
+                note = "drawn again"
+            print(
+                f"{shown(folder)}: {len(exported) - 1} figures ({note}), {len(drawn)} diagrams, "
+                f"{_megabytes(drawn + exported):.2f} MB"
+            )
+            written += drawn + exported
+    except FiguresError as error:
+        print(f"python -m utils.course.figures: error: {error}", file=sys.stderr)
+        return 1
+    print(f"docs/figures/NN: {len(written)} files, {_megabytes(written):.2f} MB")
     return 0
 
 

@@ -17,6 +17,7 @@ import base64
 import gzip
 import io
 import json
+import os
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
@@ -50,9 +51,24 @@ def reset_session() -> None:
 # Static images (matplotlib, no display needed)
 
 
+FIGURE_DPI_ENV = "COURSE_FIGURE_DPI"  # the static pictures' resolution: 72 in the notebooks, 200 for projecting
+FIGURE_DPI = 72
+
+
+def figure_dpi() -> int:
+    """The resolution static pictures are drawn at: ``COURSE_FIGURE_DPI`` when set (``make figures`` sets 200
+    for the copies to project), else 72, which keeps the notebooks small."""
+    value = os.environ.get(FIGURE_DPI_ENV, "").strip()
+    if not value:
+        return FIGURE_DPI
+    if not value.isdigit() or not 50 <= int(value) <= 600:
+        raise ValueError(f"{FIGURE_DPI_ENV}={value!r} is not a resolution: give dots per inch, 50 to 600 (say 200)")
+    return int(value)
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=figure_dpi(), bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
