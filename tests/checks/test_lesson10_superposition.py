@@ -249,6 +249,10 @@ def _scored(**changes):
                 saes[label] = dataclasses.replace(sae, W_dec=sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True))
             if changes.get("set_k") and sae.k:
                 sae.k = [k + 1 for k in sae.k]
+            if changes.get("raise_k") and sae.k:  # the same list, changed in place
+                sae.k[0] += 1
+            if changes.get("append_k") and sae.k:
+                sae.k.append(3)
         if changes.get("empty_the_dict"):
             saes.clear()
         if changes.get("no_L0"):
@@ -275,7 +279,9 @@ SCORE_MISTAKES = {
     "changed 'SAE A (ReLU)''s W_dec by setting a new one on the SAE": _scored(normalise_on_the_sae=True),
     "put another SAE under 'SAE A (ReLU)' in the dict it was given": _scored(replace_in_dict=True),
     "changed the dict of SAEs it was given": _scored(empty_the_dict=True),
-    "changed 'SAE C (TopK, k = 2)''s k": _scored(set_k=True),
+    "changed 'SAE C (TopK, k = 2)''s k by setting a new one on the SAE (from [2] to [3])": _scored(set_k=True),
+    "changed 'SAE C (TopK, k = 2)''s k in place (from [2] to [3])": _scored(raise_k=True),
+    "changed 'SAE C (TopK, k = 2)''s k in place (from [2] to [2, 3])": _scored(append_k=True),
 }
 
 

@@ -11,6 +11,7 @@ The SAEs that the scoring check measures are built by hand, not trained, and lab
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Callable
 
@@ -351,7 +352,8 @@ def check_score_saes(fn: Callable) -> None:
     given = {label: {w: getattr(sae, w) for w in weights} for label, sae in saes.items()}
     kept = {label: {w: t.clone() for w, t in tensors.items()} for label, tensors in given.items()}
     handed = dict(saes)  # the dict the loop is given: the lesson passes its own, which later cells read
-    topk = {label: getattr(sae, "k", None) for label, sae in saes.items()}
+    topk = {label: getattr(sae, "k", None) for label, sae in saes.items()}  # the lists themselves
+    topk_kept = {label: copy.deepcopy(k) for label, k in topk.items()}  # and what they held: k[0] += 1 changes both
     out = call(fn, handed, h.clone(), truth.clone(), name=name)
     if list(handed) != list(saes):
         raise CheckFailed(
@@ -365,10 +367,13 @@ def check_score_saes(fn: Callable) -> None:
                 f"`{name}` put another SAE under {label!r} in the dict it was given, so the cells after it measure "
                 "that one; leave the dict's entries as they are, and keep any changed copy in a variable of your own."
             )
-        if getattr(sae, "k", None) != topk[label]:
+        k_now = getattr(sae, "k", None)
+        if k_now != topk_kept[label]:
+            how = "in place" if k_now is topk[label] else "by setting a new one on the SAE"
             raise CheckFailed(
-                f"`{name}` changed {label!r}'s k: the SAEs it is given must come out as they went in; read k, "
-                "never set it."
+                f"`{name}` changed {label!r}'s k {how} (from {topk_kept[label]!r} to {k_now!r}): the SAEs it is "
+                "given must come out as they went in, or the cells after it measure SAEs with other k; read k, "
+                "never set it or change the list."
             )
     for label, sae in saes.items():  # call() sees only tensor arguments; the SAEs' tensors sit inside the dict
         for w in weights:
