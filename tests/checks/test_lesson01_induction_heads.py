@@ -156,7 +156,9 @@ CASES = {
         c.check_ablate_head,
         ablate_head,
         {
-            "zeroed position 2": lambda z, hook, head: z.clone().index_fill_(1, torch.tensor([head]), 0.0),
+            "zeroed a position": lambda z, hook, head: z.clone().index_fill_(1, torch.tensor([head]), 0.0),
+            "not a fixed one": lambda z, hook, head: z.clone().index_fill_(2, torch.tensor([2]), 0.0),
+            "not `-head`": lambda z, hook, head: z.clone().index_fill_(2, torch.tensor([-head % z.shape[2]]), 0.0),
             "returned None and left `z` unchanged": lambda z, hook, head: None,
             "mean ablation": lambda z, hook, head: z.clone().index_copy_(
                 2, torch.tensor([head]), z[:, :, [head]].mean((0, 1), keepdim=True).expand(*z.shape[:2], 1, -1)
@@ -188,6 +190,9 @@ CASES = {
         copying_score,
         {
             "each row": lambda m: (m.argmax(0) == torch.arange(m.shape[0])).float().mean(),
+            "among the top few": lambda m: (
+                (m.topk(2, dim=-1).indices == torch.arange(m.shape[0])[:, None]).any(-1).float().mean()
+            ),
         },
     ),
 }
@@ -399,3 +404,24 @@ def test_the_ablation_loop_check_accepts_a_loop_and_rejects_the_stub_and_each_mi
 def test_the_ablation_loop_checks_sequences_are_copied_so_every_share_has_a_drop_to_divide(attn2l):
     first, second = c._copy_losses(attn2l, c._ablation_runs(attn2l))
     assert first - second > 3.0, (first, second)
+
+
+def baseline_every_head(losses, n_layers, n_heads, ablate):
+    """Right values, but the run without hooks is repeated once per head."""
+    out = torch.zeros(n_layers, n_heads)
+    for l in range(n_layers):
+        for h in range(n_heads):
+            first, second = losses([])
+            s = losses([(f"blocks.{l}.attn.hook_z", functools.partial(ablate, head=h))])[1]
+            out[l, h] = (s - second) / (first - second)
+    return out
+
+
+@pytest.mark.parametrize(
+    "loop, plain", [(share_lost_by_head, 1), (baseline_every_head, None)], ids=["once", "per head"]
+)
+def test_the_ablation_loop_checks_message_counts_the_runs_the_loop_made(attn2l, capsys, loop, plain):
+    c.check_share_lost_by_head(loop, attn2l)
+    heads = attn2l.cfg.n_layers * attn2l.cfg.n_heads
+    plain = heads if plain is None else plain
+    assert f"{heads} runs with one head ablated and {plain} without hooks" in capsys.readouterr().out

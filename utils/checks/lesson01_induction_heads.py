@@ -238,43 +238,62 @@ def check_ablate_head(fn: Callable) -> None:
     the edited tensor whether the hook returns it or returns None, so both are accepted.
     """
     name = getattr(fn, "__name__", "ablate_head")
+    n_heads = 5
     g = torch.Generator().manual_seed(6)
-    z = torch.randn(2, 5, 4, 8, generator=g) + 1.0
-    arg = z.clone()
-    hook = SimpleNamespace(name="blocks.1.attn.hook_z")
-    out = call(fn, arg, hook, 2, name=name, in_place_ok=True)
-    if out is None:
-        if torch.equal(arg, z):
-            raise CheckFailed(
-                f"`{name}` returned None and left `z` unchanged: edit `z` in place or return the edited copy "
-                f"(a hook's return value replaces the activation)."
+    for head in range(n_heads):  # every head, so a hook that ignores `head` (or uses -head) gives another tensor
+        z = torch.randn(2, 5, n_heads, 8, generator=g) + 1.0
+        arg = z.clone()
+        hook = SimpleNamespace(name="blocks.1.attn.hook_z")
+        out = call(fn, arg, hook, head, name=name, in_place_ok=True)
+        if out is None:
+            if torch.equal(arg, z):
+                raise CheckFailed(
+                    f"`{name}` returned None and left `z` unchanged: edit `z` in place or return the edited copy "
+                    f"(a hook's return value replaces the activation)."
+                )
+            out = arg  # edited in place: the hook machinery reads the same tensor
+        out = expect_tensor(out, z.shape, ["batch", "position", "head", "d_head"], name)
+        ref = z.clone()
+        ref[:, :, head] = 0
+        mean_ablated = z.clone()
+        mean_ablated[:, :, head] = z[:, :, head].mean((0, 1))
+        kept_only = torch.zeros_like(z)
+        kept_only[:, :, head] = z[:, :, head]
+        hints = [
+            (
+                z.clone().index_fill_(1, torch.tensor([head]), 0.0),
+                f"you zeroed a position (position {head}), not head {head}: heads are dimension 2 of hook_z.",
+            ),
+            (
+                z.clone().index_fill_(3, torch.tensor([head]), 0.0),
+                f"you zeroed component {head} of every head: heads are dimension 2 of hook_z.",
+            ),
+            (
+                mean_ablated,
+                "you replaced the head's output with its mean (mean ablation); this exercise zeroes it "
+                "(mean ablation comes next, in the lesson's own code).",
+            ),
+            (kept_only, f"you kept head {head} and zeroed every other head: zero only the chosen head."),
+        ]
+        if head:
+            hints.append(
+                (
+                    z.clone().index_fill_(2, torch.tensor([n_heads - head]), 0.0),
+                    f"asked for head {head} of {n_heads}, you zeroed head {n_heads - head}, which is head -{head} "
+                    "counted from the end: index with `head`, not `-head`.",
+                )
             )
-        out = arg  # edited in place: the hook machinery reads the same tensor
-    out = expect_tensor(out, z.shape, ["batch", "position", "head", "d_head"], name)
-    ref = z.clone()
-    ref[:, :, 2] = 0
-    mean_ablated = z.clone()
-    mean_ablated[:, :, 2] = z[:, :, 2].mean((0, 1))
-    kept_only = torch.zeros_like(z)
-    kept_only[:, :, 2] = z[:, :, 2]
-    hints = [
-        (
-            z.clone().index_fill_(1, torch.tensor([2]), 0.0),
-            "you zeroed position 2, not head 2: heads are dimension 2 of hook_z.",
-        ),
-        (
-            z.clone().index_fill_(3, torch.tensor([2]), 0.0),
-            "you zeroed component 2 of every head: heads are dimension 2 of hook_z.",
-        ),
-        (
-            mean_ablated,
-            "you replaced the head's output with its mean (mean ablation); this exercise zeroes it "
-            "(mean ablation comes next, in the lesson's own code).",
-        ),
-        (kept_only, "you kept head 2 and zeroed every other head: zero only the chosen head."),
-    ]
-    expect_close(out, ref, name, "activation", hints=hints)
-    passed(name, "returning the edited tensor and editing in place are both fine for a hook")
+        hints += [
+            (
+                z.clone().index_fill_(2, torch.tensor([other]), 0.0),
+                f"asked for head {head}, you zeroed head {other}: the hook must zero the head it is given, "
+                "the argument `head`, not a fixed one.",
+            )
+            for other in range(n_heads)
+            if other != head
+        ]
+        expect_close(out, ref, name, f"activation (head {head} of {n_heads})", hints=hints)
+    passed(name, f"tried on each of {n_heads} heads; returning the edited tensor and editing in place are both fine")
 
 
 # The check's own repeated sequences for the ablation loop: two short periods, four rows each, a seed of its own.
@@ -413,7 +432,12 @@ def check_share_lost_by_head(fn: Callable, model) -> None:
         ),
     ]
     expect_close(out, ref, name, "shares", atol=1e-3, rtol=1e-3, hints=hints)
-    passed(name, f"{L * H} runs with one head ablated each, against one run without hooks")
+    plain, single = sum(not hooks for hooks in calls), sum(len(hooks) == 1 for hooks in calls)
+    passed(
+        name,
+        f"your loop made {single} runs with one head ablated and {plain} without hooks; "
+        f"its {L * H} shares match the check's",
+    )
 
 
 def check_full_ov_circuit(fn: Callable) -> None:
@@ -472,10 +496,20 @@ def check_copying_score(fn: Callable) -> None:
     name = getattr(fn, "__name__", "copying_score")
     g = torch.Generator().manual_seed(8)
     m = torch.randn(20, 20, generator=g) + 3.0 * torch.eye(20) * (torch.rand(20, generator=g) > 0.3)[:, None]
+    for row in (0, 1, 2):  # three rows whose own token comes second, just behind another
+        other = (row + 7) % 20
+        m[row, row] = m[row].max() + 1.0
+        m[row, other] = m[row, row] + 0.01
     out = call(fn, m, name=name)
     ref = copying_score(m)
     col = (m.argmax(0) == torch.arange(20)).float().mean().item()
     if abs(as_number(out) - col) < 1e-6 and abs(col - ref) > 1e-6:
         raise CheckFailed(f"`{name}`: take the argmax over each row (dim=-1, the output token), not each column.")
+    top2 = (m.topk(2, dim=-1).indices == torch.arange(20)[:, None]).any(-1).float().mean().item()
+    if abs(as_number(out) - top2) < 1e-6 and abs(top2 - ref) > 1e-6:
+        raise CheckFailed(
+            f"`{name}`: you counted rows whose own token is among the top few; count only rows where it is the "
+            "largest entry, the argmax."
+        )
     expect_number(out, ref, name, "the copying score", 1e-6)
     passed(name)
