@@ -917,10 +917,15 @@ def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(
     setup_cell = bundler.stamp(ns.SETUP_CELL, str(archive), digest)
     for attempt in (1, 2):  # as the course's executor does: a kernel that stalls (a lost message) runs once more
         nb = lesson_00_with_setup_cell(setup_cell)
+        client = NotebookClient(
+            nb, timeout=240, kernel_name="simulated-colab", resources={"metadata": {"path": str(workdir)}}
+        )
+        client.reset_execution_trackers()
         try:
-            NotebookClient(
-                nb, timeout=240, kernel_name="simulated-colab", resources={"metadata": {"path": str(workdir)}}
-            ).execute()
+            # the course's stall watch: a kernel idle for a minute mid-cell is stopped at once, not at the timeout
+            with client.setup_kernel(), nbs._stall_watch(client):
+                for index, cell in enumerate(nb.cells):
+                    client.execute_cell(cell, index)
             break
         except (CellTimeoutError, DeadKernelError):
             if attempt == 2:
