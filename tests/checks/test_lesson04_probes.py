@@ -120,6 +120,23 @@ def _first_characters_feeling(s):
 
 _CONTAINED = lambda a, b, start, end: a >= start and b <= end  # noqa: E731
 
+
+def label_tokens_whole_names_only(text, offsets, sentences):
+    """Role 0 only for a token whose text is the whole name: right on the course's tokenizer, where every
+    name is one token, wrong where a tokenizer cuts a name in two."""
+    rows = []
+    for s in sentences:
+        if "emotion" not in s or s["names_emotion"]:
+            continue
+        start, end = s["span"]
+        for i, (a, b) in enumerate(offsets):
+            if a < end and b > start:
+                piece = text[a:b]
+                role = 0 if piece.strip() == s["subject"] else 1 if any(ch.isalpha() for ch in piece) else 2
+                rows.append((i, storyworld.EMOTIONS.index(s["emotion"]), role))
+    return rows
+
+
 LABEL_MISTAKES = {
     "keeps tokens of sentences that name the emotion": _labeller(naming=True),
     "numbers the tokens from 1": _labeller(shift=1),
@@ -129,6 +146,7 @@ LABEL_MISTAKES = {
     "' felt'.isalpha() is False": _labeller(role=_isalpha),
     "role 0 (subject) to the token right after the name": _labeller(role=_after_name),
     "never gives role 0 (subject)": _labeller(role=_name_inside),
+    "gives role 0 only to a token that is the whole name": label_tokens_whole_names_only,
     "counts the emotions from 1": _labeller(emotion=lambda s: storyworld.EMOTIONS.index(s["emotion"]) + 1),
     "The opening sentence has no subject and no `emotion`": _labeller(skip=lambda s: False),
     "gives names where indices are needed": _labeller(names=True),
@@ -155,6 +173,7 @@ def test_each_wrong_labelling_is_matched_by_its_own_message_first(model):
     for doc in docs:
         enc = model.tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
         cases.append((doc.text, [tuple(o) for o in enc["offset_mapping"]], doc.annotations["sentences"]))
+    cases += [(text, c._names_cut_in_two(offsets, sentences), sentences) for text, offsets, sentences in cases[:4]]
     wants = [c._label_tokens(*case) for case in cases]
     for k, (options, message) in enumerate(c._LABEL_MISTAKES):
         outs = [c._labels(*case, **options) for case in cases]
