@@ -95,7 +95,7 @@ def test_the_lessons_kernels_start_without_what_would_send_work_to_ndif(tmp_path
 def fake_validate(runs: list, not_kept: str | None = None):
     """Stands in for ``validate.run`` (nbval in a pytest process): records where the runs would be kept."""
 
-    def run(paths, keep=None, options=()):
+    def run(paths, keep=None, options=(), threads=None):
         runs.append(keep)
         extra = {"not_kept": not_kept} if not_kept else {}
         return [{"notebook": Path(p).name, "seconds": 0.1, "peak_mb": 1, "error": None, **extra} for p in paths]
@@ -221,14 +221,14 @@ def test_lessons_side_by_side_start_with_the_slowest_recorded_and_come_back_in_t
 def test_recording_the_lessons_times_runs_them_one_at_a_time(tmp_path, monkeypatch):
     runs = []
 
-    def one_by_one(paths, keep=None, options=()):
-        runs.append(options)
+    def one_by_one(paths, keep=None, options=(), threads=None):
+        runs.append((options, threads))
         return [{"notebook": Path(p).name, "seconds": 0.1, "peak_mb": 1, "error": None} for p in paths]
 
     monkeypatch.setattr(course.validate, "run", one_by_one)
     monkeypatch.setattr(course, "side_by_side", lambda paths, cores=None: (2, 1))
     paths = [notebook(tmp_path / f"0{n}_x.ipynb", "x = 1") for n in range(3)]
     assert [r["notebook"] for r in course.run_notebooks(paths, None, one_at_a_time=True)] == [p.name for p in paths]
-    assert runs == [()], "no -n: each lesson's time is its own"
+    assert runs == [((), None)], "no -n: each lesson's time is its own"
     course.run_notebooks(paths, None)
-    assert runs[-1] == ("-n", "2", "--dist", "loadfile")
+    assert runs[-1] == (("-n", "2", "--dist", "loadfile"), 1), "two at a time, one thread each"

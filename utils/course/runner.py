@@ -159,16 +159,8 @@ def run_notebooks(paths: list[Path], keep: Path | None = COURSE_RUNS, one_at_a_t
             f"running {len(paths)} lessons {workers} at a time, {threads} thread(s) each "
             "(each time in the table below is under that load; `make record` runs them one at a time)"
         )
-        saved = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))  # the kernels inherit it
-        try:
-            rows = validate.run(longest_first(paths), keep, options=("-n", str(workers), "--dist", "loadfile"))
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        options = ("-n", str(workers), "--dist", "loadfile")
+        rows = validate.run(longest_first(paths), keep, options=options, threads=threads)
         by_name = {r["notebook"]: r for r in rows}
         rows = [by_name[Path(p).name] for p in paths]
     else:

@@ -202,12 +202,16 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
         write(f"{r['notebook']:44s} {r['seconds']:7.1f} {r['peak_mb'] or 0:8d}  {r['error'] or 'ok'}")
 
 
-def run(paths: list[Path], keep: Path | None = None, options: tuple[str, ...] = ()) -> list[dict]:
+def run(
+    paths: list[Path], keep: Path | None = None, options: tuple[str, ...] = (), threads: int | None = None
+) -> list[dict]:
     """Validate ``paths`` with nbval in one pytest process, each notebook in a fresh kernel, keeping
     each executed notebook in ``keep``; returns each notebook's record, in the order of ``paths``
     (``{"notebook", "seconds", "peak_mb", "error"}``, and ``"not_kept"`` when its run could not be
-    kept). pytest's output shows as it comes. Ctrl-C stops pytest, which shuts its kernel down, and
+    kept). ``threads``: the kernels' OMP and MKL threads (they inherit pytest's environment), else this
+    process's. pytest's output shows as it comes. Ctrl-C stops pytest, which shuts its kernel down, and
     is raised again here."""
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})}
     if "-n" in options:  # side by side, each test needs its own name: outside the root, every cell would be "::Cell 0"
         options = ("--rootdir", os.path.commonpath([str(Path(p).resolve().parent) for p in paths]), *options)
     with tempfile.TemporaryDirectory(prefix="course-record-") as record:
@@ -219,7 +223,7 @@ def run(paths: list[Path], keep: Path | None = None, options: tuple[str, ...] = 
         # In a session of its own, so that a terminal's Ctrl-C reaches this process alone, which then
         # stops pytest in order (its kernels shut down) and keeps pytest's own report of it off the screen.
         proc = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             for chunk in iter(lambda: os.read(proc.stdout.fileno(), 4096), b""):
@@ -258,11 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     threads = min(2, cores)  # more threads per kernel starve the kernels beside it (16 x 6 on 16 cores stalled)
     workers = max(1, min(len(paths), cores // threads))
-    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
     print(f"validating {len(paths)} notebook(s) with nbval: {workers} kernel(s) side by side, {threads} thread(s) each")
     start = time.time()
-    rows = run(paths, options=("--course-table", *parallel))
+    rows = run(paths, options=("--course-table", *parallel), threads=threads)
     wall = time.time() - start
     failed = [r for r in rows if r["error"]]
     print(f"{len(rows) - len(failed)} of {len(rows)} notebooks passed in {wall:.0f} s")
