@@ -238,3 +238,18 @@ def test_the_two_graph_answers_are_minus_the_direct_edge_and_minus_the_total_eff
 def test_measured_effects_check_accepts_a_list_of_numbers(zoo, capsys):
     c.check_measured_effects(lambda *a: [float(v) for v in measured_effects(*a)], *zoo)
     assert "✓" in capsys.readouterr().out
+
+
+def test_a_function_that_changes_the_run_it_is_given_leaves_the_next_check_as_it_was(zoo, capsys):
+    # the checks build their cases once per model and give each call a copy of the prompt's run
+    def spoils_the_run(model, run, transcoders, *rest):
+        for acts in run.acts:
+            acts.zero_()
+        run.errors.clear()
+        return torch.tensor(0.0) if len(rest) == 2 and isinstance(rest[0], tuple) else torch.zeros(5)
+
+    for check, solution in ((c.check_direct_effect, direct_effect), (c.check_measured_effects, measured_effects)):
+        with pytest.raises(CheckFailed):
+            check(spoils_the_run, *zoo)
+        check(solution, *zoo)
+        assert "✓" in capsys.readouterr().out

@@ -9,6 +9,8 @@ differ), graphs with negative edges and paths longer than one step.
 
 from __future__ import annotations
 
+import copy
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -101,10 +103,23 @@ def _writes(run: A.PromptRun, transcoders: list[Transcoder]) -> list[torch.Tenso
     return [decode(tc, a) + e for tc, a, e in zip(transcoders, run.acts, run.errors)]
 
 
-def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> None:
-    """``fn(model, run, transcoders, source, target)`` -> the direct effect (a number) of feature node ``source``
-    on feature node ``target``'s pre-activation, both ``("feature", layer, position, latent)``."""
-    name = _name(fn, "direct_effect")
+# What a check compares the learner's function with depends only on the model and its transcoders, and takes
+# seconds to build (an attribution graph, and the model run again for each reference), so it is built once for each
+# pair and kept while the model lives. The learner's function is given a copy of the prompt's run each time: what it
+# changes in that copy reaches neither the reference nor the next check.
+_CASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _case(kind: str, build: Callable, model, transcoders: list[Transcoder]) -> dict:
+    for_model = _CASES.setdefault(model, {})
+    kept = for_model.get(kind)
+    if kept is None or kept[0] is not transcoders:
+        kept = for_model[kind] = (transcoders, build(model, transcoders))
+    return kept[1]
+
+
+def _direct_effect_case(model, transcoders: list[Transcoder]) -> dict:
+    """The edges the direct-effect check asks about, with each one's reference and its named mistakes' values."""
     run = _prompt_run(model, transcoders)
     readout = A.readout_direction(run.logits.shape[-1], int(run.tokens[1]), int(run.tokens[3]))
     graph = A.attribution_graph(model, transcoders, run, readout)
@@ -132,13 +147,9 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
         raise RuntimeError("the check's prompt has no feature pair at different positions: a changed zoo model?")
     if across not in chosen:
         chosen.append(across)
-    outs, refs, hints = [], [], {k: [] for k in ("total", "post", "unit", "sign", "position")}
+    refs, hints = [], {k: [] for k in ("total", "post", "unit", "sign", "position")}
     for t, s in chosen:
         source, target = nodes[s], nodes[t]
-        out = call(fn, model, run, transcoders, source, target, name=name)
-        if isinstance(out, torch.Tensor) and out.numel() == 1:
-            out = out.reshape(())
-        outs.append(expect_tensor(torch.as_tensor(out, dtype=torch.float32), (), (), name))
         _, ls, ps, fs = source
         without = _without(run, transcoders, writes, source)
         ref = _pre(run, transcoders, model, writes, target) - _pre(run, transcoders, model, without, target)
@@ -152,44 +163,62 @@ def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> N
         hints["position"].append(
             _pre(run, transcoders, model, writes, target) - _pre(run, transcoders, model, at_target, target)
         )
+    edges = [(nodes[s], nodes[t]) for t, s in chosen]
+    gaps = [nodes[t][1] - nodes[s][1] for t, s in chosen]
+    return {
+        "run": run,
+        "edges": edges,
+        "refs": torch.stack(refs).detach(),
+        "hints": {k: torch.stack(v).detach() for k, v in hints.items()},
+        "said": f"{len(chosen)} edges of a graph (layer gaps {gaps}) match, one of them from position "
+        f"{nodes[across[1]][2]} to position {nodes[across[0]][2]}",
+    }
+
+
+def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> None:
+    """``fn(model, run, transcoders, source, target)`` -> the direct effect (a number) of feature node ``source``
+    on feature node ``target``'s pre-activation, both ``("feature", layer, position, latent)``."""
+    name = _name(fn, "direct_effect")
+    case = _case("direct_effect", _direct_effect_case, model, transcoders)
+    outs = []
+    for source, target in case["edges"]:
+        out = call(fn, model, copy.deepcopy(case["run"]), transcoders, source, target, name=name)
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.reshape(())
+        outs.append(expect_tensor(torch.as_tensor(out, dtype=torch.float32), (), (), name))
+    hints = case["hints"]
     expect_close(
         torch.stack(outs),
-        torch.stack(refs),
+        case["refs"],
         name,
         what="direct effects",
         atol=1e-3,
         rtol=1e-3,
         hints=[
             (
-                torch.stack(hints["total"]),
+                hints["total"],
                 "this is the total effect, measured in the real model, where the MLPs in between are recomputed "
                 "and pass the change on. The direct effect holds every other MLP's write fixed: remove the "
                 "feature's write in the replacement model (`A.linear_forward` with the other writes as they were).",
             ),
             (
-                torch.stack(hints["post"]),
+                hints["post"],
                 "this compares the target's activation (after the ReLU and TopK); an edge ends at its "
                 "pre-activation, x @ W_enc + b_enc.",
             ),
             (
-                torch.stack(hints["unit"]),
+                hints["unit"],
                 "this is the effect per unit of the source's activation: multiply by its activation on this prompt.",
             ),
-            (torch.stack(hints["sign"]), "the sign is reversed: with the feature minus without it."),
+            (hints["sign"], "the sign is reversed: with the feature minus without it."),
             (
-                torch.stack(hints["position"]),
+                hints["position"],
                 "the source's write is removed at the target's position; remove it at the source's own position "
                 "(a head carries it across), and read the target at its own.",
             ),
         ],
     )
-    gaps = [nodes[t][1] - nodes[s][1] for t, s in chosen]
-    t, s = across
-    passed(
-        name,
-        f"{len(chosen)} edges of a graph (layer gaps {gaps}) match, one of them from position {nodes[s][2]} "
-        f"to position {nodes[t][2]}",
-    )
+    passed(name, case["said"])
 
 
 def _activation_change(run, transcoders, model, writes, without, target) -> torch.Tensor:
@@ -283,10 +312,8 @@ def check_influence(fn: Callable) -> None:
 # --- turning features off in the real model ---------------------------------------------------------------
 
 
-def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -> None:
-    """``fn(model, run, transcoders, nodes, readout)`` -> ``[len(nodes)]``: for each feature node, the change in the
-    readout at the last position when the real model runs with that feature turned off (off minus as it was)."""
-    name = _name(fn, "measured_effects")
+def _measured_effects_case(model, transcoders: list[Transcoder]) -> dict:
+    """The five most influential features of the check's graph, their effects and the named mistakes' values."""
     run = _prompt_run(model, transcoders)
     readout = A.readout_direction(run.logits.shape[-1], int(run.tokens[1]), int(run.tokens[3]))
     graph = A.attribution_graph(model, transcoders, run, readout)
@@ -294,10 +321,6 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
     features = graph.index("feature")
     top = features[inf[features].argsort(descending=True)[:5]]
     nodes = [graph.nodes[i] for i in top]
-    out = call(fn, model, run, transcoders, nodes, readout, name=name)
-    out = expect_tensor(
-        torch.as_tensor(out, dtype=torch.float32) if isinstance(out, list) else out, (5,), ("node",), name
-    )
     base = run.logits[-1] @ readout
     ref = torch.stack([A.intervene(model, run, transcoders, node, 0.0)[-1] @ readout - base for node in nodes])
     mean_pos = torch.stack(
@@ -309,6 +332,20 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
         _, final = A.linear_forward(model, run, run.embed, _without(run, transcoders, writes, node))
         direct.append(A.readout_value(model, final, readout) - base)
     predicted = -A.total_effects(graph)[top]  # the graph's prediction, through every path
+    values = {"ref": ref, "base": base, "mean_pos": mean_pos, "direct": torch.stack(direct), "predicted": predicted}
+    return {"run": run, "readout": readout, "nodes": nodes, **{k: v.detach() for k, v in values.items()}}
+
+
+def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -> None:
+    """``fn(model, run, transcoders, nodes, readout)`` -> ``[len(nodes)]``: for each feature node, the change in the
+    readout at the last position when the real model runs with that feature turned off (off minus as it was)."""
+    name = _name(fn, "measured_effects")
+    case = _case("measured_effects", _measured_effects_case, model, transcoders)
+    nodes, ref = case["nodes"], case["ref"]
+    out = call(fn, model, copy.deepcopy(case["run"]), transcoders, list(nodes), case["readout"].clone(), name=name)
+    out = expect_tensor(
+        torch.as_tensor(out, dtype=torch.float32) if isinstance(out, list) else out, (5,), ("node",), name
+    )
     expect_close(
         out,
         ref,
@@ -318,17 +355,17 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
         rtol=1e-3,
         hints=[
             (-ref, "the sign is reversed: the readout with the feature off minus the readout as it was."),
-            (ref + base, "this is the readout with the feature off; subtract the readout as it was."),
-            (mean_pos, "the readout is read at the last position only, not averaged over positions."),
+            (ref + case["base"], "this is the readout with the feature off; subtract the readout as it was."),
+            (case["mean_pos"], "the readout is read at the last position only, not averaged over positions."),
             (
-                torch.stack(direct),
+                case["direct"],
                 "this runs the replacement model (attention and norms frozen) with every later MLP's write held fixed: "
                 "it is minus the feature's direct edge into the readout, not even the graph's full prediction; "
                 "measure in the real model: "
                 "`A.intervene(model, run, transcoders, node, 0.0)`.",
             ),
             (
-                predicted,
+                case["predicted"],
                 "this is minus the graph's `total_effects`, the graph's own prediction (attention and norms frozen, "
                 "every feature passing changes straight on); measure in the real model: "
                 "`A.intervene(model, run, transcoders, node, 0.0)`.",
