@@ -79,6 +79,8 @@ LESSON_11 = 9541  # the prompts lesson 11 draws attribution graphs for (IOI and 
 LESSON_11_TEST = 9542  # lesson 11's held-out prompts: what the graphs chose is tested on these
 LESSON_11_CHECKS = 9543  # what lesson 11's checks use
 
+LESSON_00_FRESH = 9544  # lesson 00's documents scored against the generator, per document and per token
+
 # Fresh samples for the robustness sweep: sample k takes the SLOTS seeds from
 # FRESH_SAMPLES.start + SLOTS * (k - 1), one per lesson seed, in the order of their values; lesson seeds past the
 # first SLOTS take theirs from a second block, EXTRA_SLOTS per sample from EXTRA_START (so that adding a lesson leaves
