@@ -518,3 +518,65 @@ def test_model_check_accepts_a_correct_variant(variant, model, capsys):
     check, fn = MODEL_VARIANTS[variant]
     check(fn, model)
     assert "✓" in capsys.readouterr().out
+
+
+# --- the lesson's counts or cache where the arguments should be read ----------------------
+
+
+def _with_the_lessons_counts(model, lesson_cache) -> dict:
+    """Each function written with the lesson's model's counts (its `L` and `H`) or its `cache`, not the arguments':
+    right on the lesson's model, wrong on SmolLM2 in the lesson's last section."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+
+    def accumulated(m, cache, last):
+        names = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
+        return _stages(cache, last, names)
+
+    def decomposed(m, cache, last):
+        names = ["hook_embed"] + (["hook_pos_embed"] if "hook_pos_embed" in cache.keys() else [])
+        for l in range(L):
+            names += [f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"]
+        return _stages(cache, last, names)
+
+    def heads(m, cache, layer, last):
+        z = cache[f"blocks.{layer}.attn.hook_z"][torch.arange(len(last)), last]
+        return torch.stack([z[:, h] @ m.W_O[layer, h] for h in range(H)])
+
+    def attribution(m, cache, last, scale, directions):
+        return torch.stack(
+            [project_to_logit_diff(head_results(m, cache, l, last), scale, directions) for l in range(L)]
+        )
+
+    def lessons_cache(m, cache, last):
+        return accumulated_residual(m, lesson_cache, last)
+
+    return {
+        "the lesson's `L`": (c.check_accumulated_residual, accumulated),
+        "the lesson's `L` (components)": (c.check_decomposed_residual, decomposed),
+        "the lesson's `H`": (c.check_head_results, heads),
+        "the lesson's `L` (heads)": (c.check_head_attribution, attribution),
+        "the lesson's cache": (c.check_accumulated_residual, lessons_cache),
+    }
+
+
+LESSON_COUNT_MISTAKES = (
+    "the lesson's `L`",
+    "the lesson's `L` (components)",
+    "the lesson's `H`",
+    "the lesson's `L` (heads)",
+    "the lesson's cache",
+)
+
+
+@pytest.mark.parametrize("mistake", LESSON_COUNT_MISTAKES)
+def test_model_check_names_a_function_that_reads_the_lessons_model_instead_of_its_arguments(mistake, model):
+    lesson_cache, _ = c._fresh_cache(model, c._lesson_batch(model))  # the prompts the check gives on this model
+    check, fn = _with_the_lessons_counts(model, lesson_cache)[mistake]
+    with pytest.raises(c.CheckFailed, match=r"right on the lesson's model but not on .*`model\.cfg\.n_layers`"):
+        check(fn, model)
+
+
+def test_model_checks_try_a_model_whose_layer_and_head_counts_both_differ(model):
+    name, other = c._another_model(model)
+    assert other.cfg.n_layers != model.cfg.n_layers and other.cfg.n_heads != model.cfg.n_heads, name
+    assert other.cfg.d_mlp, f"{name} should have MLPs, as SmolLM2 has"

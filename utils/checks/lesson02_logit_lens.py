@@ -7,12 +7,13 @@ with TransformerLens's own cache helpers (``accumulated_resid``, ``decompose_res
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 
 from utils.checks.framework import CheckFailed, call, expect_close, expect_tensor, passed
-from utils.corpora.ioi_batch import transfer_batch
+from utils.corpora.ioi_batch import TransferBatch, transfer_batch
 from utils.seeds import LESSON_02_CHECKS
 
 
@@ -196,10 +197,24 @@ def check_project_to_logit_diff(fn: Callable) -> None:
 # --- the residual stream, against TransformerLens's cache helpers --------------------
 
 
-def _fresh_cache(model, n: int = 6):
-    """A cache of a fresh batch of transfer prompts, and the batch (on the model's device)."""
-    device = next(model.parameters()).device
-    batch = transfer_batch(model, n=n, seed=LESSON_02_CHECKS).to(device)
+def _lesson_batch(model) -> TransferBatch:
+    """A fresh batch of transfer prompts, as the lesson's own (held-out stories), on the model's device."""
+    return transfer_batch(model, n=6, seed=LESSON_02_CHECKS).to(next(model.parameters()).device)
+
+
+def _random_batch(model) -> TransferBatch:
+    """Six prompts of random tokens in ``model``'s vocabulary, of four lengths, right-padded, with random answer and
+    distractor tokens: enough to compare activations on a model that cannot read Storyworld's names."""
+    g = torch.Generator().manual_seed(LESSON_02_CHECKS)
+    last = torch.tensor([11, 8, 11, 6, 9, 8])
+    tokens = torch.randint(model.cfg.d_vocab, (len(last), int(last.max()) + 1), generator=g)
+    answers, distractors = _distinct_pairs(g, len(last), model.cfg.d_vocab)
+    batch = TransferBatch(tokens, last, answers, distractors, texts=[""] * len(last))
+    return batch.to(next(model.parameters()).device)
+
+
+def _fresh_cache(model, batch: TransferBatch):
+    """The model's cache on ``batch``, and the batch."""
     with torch.no_grad():
         # only the cache is read: the head unembeds the last position alone (the same activations)
         _, cache = model.run_with_cache(batch.tokens, logits_to_keep=1)
@@ -216,10 +231,61 @@ def _padding_hint(cache, batch, builder, what: str) -> list:
     ]
 
 
+# The lesson's last section calls these functions on SmolLM2 (30 layers × 9 heads), so each check runs the function
+# once more on a zoo model whose layer and head counts both differ from the lesson's model: a loop over the lesson's
+# `L` or `H`, or a read of its `cache`, passes on the lesson's model and is named here instead of there. That model
+# has MLPs, as SmolLM2 has, and reads random tokens (its tokenizer is not Storyworld's).
+_OTHER_MODELS = ("countdown-llama-3l", "storyworld-4l")  # 3 layers × 4 heads; 4 layers × 8 heads
+
+
+@functools.lru_cache(maxsize=2)
+def _load_other(name: str, device: str, compatibility_mode: bool):
+    from utils.model_zoo.models import load_model
+
+    other = load_model(name, device=device)
+    if compatibility_mode:  # as the lesson runs its own model
+        other.enable_compatibility_mode()
+    return other
+
+
+def _another_model(model) -> tuple[str, object]:
+    """A zoo model whose layer and head counts both differ from ``model``'s, on its device and in its mode."""
+    device = str(next(model.parameters()).device)
+    mode = bool(getattr(model, "compatibility_mode", False))
+    for other_name in _OTHER_MODELS:
+        other = _load_other(other_name, device, mode)
+        if other.cfg.n_layers != model.cfg.n_layers and other.cfg.n_heads != model.cfg.n_heads:
+            return other_name, other
+    raise AssertionError(f"no model in {_OTHER_MODELS} differs from this one in both counts")  # none in the zoo
+
+
+def _again_on_another_model(check_on: Callable, fn: Callable, model, name: str) -> None:
+    other_name, other = _another_model(model)
+    L, H = other.cfg.n_layers, other.cfg.n_heads
+    try:
+        check_on(fn, other, name, _random_batch(other))
+    except CheckFailed as e:
+        said = str(e).rstrip()
+        said += "" if said.endswith(".") else "."
+        raise CheckFailed(
+            f"`{name}` is right on the lesson's model but not on {other_name} ({L} layers × {H} heads), which the "
+            f"check also gives it (the lesson's last section gives it SmolLM2, with 30 layers × 9 heads): {said} "
+            "Read everything from the arguments: the layer and head counts from `model.cfg.n_layers` and "
+            "`model.cfg.n_heads`, not the lesson's `L` and `H`, and the activations from `cache`."
+        ) from None
+
+
 def check_accumulated_residual(fn: Callable, model) -> None:
     """fn(model, cache, last [batch]) -> [n_layers + 1, batch, d_model] at each prompt's final position."""
     name = _name(fn, "accumulated_residual")
-    cache, batch = _fresh_cache(model)
+    detail = _accumulated_residual_on(fn, model, name, _lesson_batch(model))
+    _again_on_another_model(_accumulated_residual_on, fn, model, name)
+    passed(name, detail)
+
+
+def _accumulated_residual_on(fn: Callable, model, name: str, batch: TransferBatch) -> str:
+    """The check on one model: raises CheckFailed, or returns the line the check prints."""
+    cache, batch = _fresh_cache(model, batch)
     L, n, d = model.cfg.n_layers, len(batch), model.cfg.d_model
     out = call(
         fn,
@@ -282,13 +348,20 @@ def check_accumulated_residual(fn: Callable, model) -> None:
         (ref / cache["ln_final.hook_scale"][idx, batch.last], normed),
     ]
     expect_close(out, ref, name, "residual stream", hints=hints)
-    passed(name, "matches cache.accumulated_resid")
+    return "matches cache.accumulated_resid"
 
 
 def check_decomposed_residual(fn: Callable, model) -> None:
     """fn(model, cache, last) -> [component, batch, d_model]: embeddings, then each layer's attention and MLP output."""
     name = _name(fn, "decomposed_residual")
-    cache, batch = _fresh_cache(model)
+    detail = _decomposed_residual_on(fn, model, name, _lesson_batch(model))
+    _again_on_another_model(_decomposed_residual_on, fn, model, name)
+    passed(name, detail)
+
+
+def _decomposed_residual_on(fn: Callable, model, name: str, batch: TransferBatch) -> str:
+    """The check on one model: raises CheckFailed, or returns the line the check prints."""
+    cache, batch = _fresh_cache(model, batch)
     idx = torch.arange(len(batch), device=batch.last.device)
     ref, labels = cache.decompose_resid(layer=-1, mode="all", incl_embeds=True, return_labels=True)
     out = call(fn, model, cache, batch.last, name=name)
@@ -335,7 +408,7 @@ def check_decomposed_residual(fn: Callable, model) -> None:
     total = out.sum(0) - cache.accumulated_resid(layer=-1, incl_mid=False)[-1, idx, batch.last]
     if total.abs().max() > 1e-3:
         raise CheckFailed(f"`{name}`: the components should add up to the final residual stream.")
-    passed(name, f"matches cache.decompose_resid ({', '.join(labels)})")
+    return f"matches cache.decompose_resid ({', '.join(labels)})"
 
 
 def _has_output_bias(model) -> bool:
@@ -349,7 +422,14 @@ def _has_output_bias(model) -> bool:
 def check_head_results(fn: Callable, model) -> None:
     """fn(model, cache, layer, last) -> [head, batch, d_model]: each head's output at each prompt's final position."""
     name = _name(fn, "head_results")
-    cache, batch = _fresh_cache(model)
+    detail = _head_results_on(fn, model, name, _lesson_batch(model))
+    _again_on_another_model(_head_results_on, fn, model, name)
+    passed(name, detail)
+
+
+def _head_results_on(fn: Callable, model, name: str, batch: TransferBatch) -> str:
+    """The check on one model: raises CheckFailed, or returns the line the check prints."""
+    cache, batch = _fresh_cache(model, batch)
     idx = torch.arange(len(batch), device=batch.last.device)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     stacked = cache.stack_head_results(layer=-1).reshape(L, H, *cache["blocks.0.hook_resid_pre"].shape)
@@ -389,7 +469,7 @@ def check_head_results(fn: Callable, model) -> None:
             )
         )
         expect_close(out, ref, name, f"head outputs in layer {layer}", hints=hints, atol=1e-4)
-    passed(name, "matches cache.stack_head_results")
+    return "matches cache.stack_head_results"
 
 
 def check_head_attribution(fn: Callable, model) -> None:
@@ -400,7 +480,14 @@ def check_head_attribution(fn: Callable, model) -> None:
     it with TransformerLens's ``stack_head_results`` projected the same way.
     """
     name = _name(fn, "head_attribution")
-    cache, batch = _fresh_cache(model)
+    detail = _head_attribution_on(fn, model, name, _lesson_batch(model))
+    _again_on_another_model(_head_attribution_on, fn, model, name)
+    passed(name, detail)
+
+
+def _head_attribution_on(fn: Callable, model, name: str, batch: TransferBatch) -> str:
+    """The check on one model: raises CheckFailed, or returns the line the check prints."""
+    cache, batch = _fresh_cache(model, batch)
     L, H, n = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     idx = torch.arange(n, device=batch.last.device)
     scale = cache["ln_final.hook_scale"][idx, batch.last]  # [batch, 1]
@@ -479,7 +566,7 @@ def check_head_attribution(fn: Callable, model) -> None:
             )
         )
     expect_close(out, ref, name, "attributions", hints=hints)
-    passed(name, f"{L} layers × {H} heads on {n} fresh prompts, matches cache.stack_head_results projected")
+    return f"{L} layers × {H} heads on {n} fresh prompts, matches cache.stack_head_results projected"
 
 
 def _close(out: torch.Tensor, wrong: torch.Tensor) -> bool:
