@@ -314,6 +314,14 @@ def _spaces(text, a, b):
     return " ".join(b if w == a else a if w == b else w for w in text.split(" "))
 
 
+def _strips_only_stops_and_commas(text, a, b):
+    words = []
+    for w in text.split(" "):
+        core = w.rstrip(".,")
+        words.append({a: b, b: a}.get(core, core) + w[len(core) :])
+    return " ".join(words)
+
+
 CASES = {
     "exchange_names": (
         c.check_exchange_names,
@@ -338,6 +346,11 @@ CASES = {
             "changes a longer word that begins with 'Al'": lambda t, a, b: (
                 re.sub(rf"\b{a}\b", "\0", t).replace(f" {b}", f" {a}").replace("\0", b)
             ),
+            # a name last in the text, or before punctuation other than . and ,: named by the case it gets wrong
+            "gives 'Bob gave the kite to Bob'": lambda t, a, b: re.sub(
+                rf"\b({a}|{b})(?=\W)", lambda m: b if m.group(0) == a else a, t
+            ),
+            '(not Bob) kept it"; expected': _strips_only_stops_and_commas,
         },
     ),
     "normalised_logit_diff": (

@@ -37,6 +37,8 @@ _EXCHANGE_CASES = [
     ("While Al and Alma were at the beach, Al passed the cup to", "Alma", "Al"),
     ("Ann gave Bob the kite.", "Ann", "Bob"),
     ("Bob and Al saw Alma at the park, and Al waved to", "Bob", "Al"),
+    ("Ann gave the kite to Bob", "Ann", "Bob"),  # a name at the very end
+    ("Bob's kite flew to Ann! Ann (not Bob) kept it", "Ann", "Bob"),  # a name before ', !, ( and )
 ]
 
 
