@@ -117,12 +117,21 @@ def _dim(W, project="unit", self_term=True, numerator=2, square=True, lengths=Tr
     return torch.where(norm > 1e-8, top / terms.sum(over).clamp_min(1e-12), torch.zeros_like(norm))
 
 
+def _hat_on_j(W):
+    norm = W.norm(dim=-2)
+    unit = W / norm[:, None, :].clamp_min(1e-8)
+    terms = (W.mT @ unit).pow(2)  # [instance, i, j]: (W_i · Ŵ_j)²
+    return torch.where(norm > 1e-8, norm.pow(2) / terms.sum(-1).clamp_min(1e-12), torch.zeros_like(norm))
+
+
 DIMENSIONALITY_MISTAKES = {
     "the denominator uses W_i · W_j": lambda W: _dim(W, project="raw"),
     "the denominator leaves out j = i": lambda W: _dim(W, self_term=False),
     "this uses cosines only": lambda W: _dim(W, lengths=False),
     # Σ_i (Ŵ_i · W_j)² for feature j: ‖W_j‖² / that is 1 / Σ_i cos²(i, j), the cosines-only numbers; named with them
     "this uses cosines only, or sums (Ŵ_i · W_j)² over i instead of j": lambda W: _dim(W, over=-2),
+    # Σ_j (W_i · Ŵ_j)², the hat on W_j: ‖W_i‖² Σ_j cos²(i, j), so the cosines-only numbers again; named with them
+    "or puts the hat on W_j": lambda W: _hat_on_j(W),
     "the numerator is ‖W_i‖; square it": lambda W: _dim(W, numerator=1),
     "square each (Ŵ_i · W_j) in the denominator": lambda W: _dim(W, square=False),
     "a dropped feature (a zero column)": lambda W: torch.where(W.norm(dim=-2) > 1e-8, _dim(W), torch.ones(())),
@@ -376,7 +385,9 @@ def _found_by(count):
 UNNAMED_FOUND = {
     "a threshold of 0.95": _found_by(lambda cos: (cos.max(1).values >= 0.95).sum()),
     "a threshold of 0.8": _found_by(lambda cos: (cos.max(1).values >= 0.8).sum()),
-    "a threshold of 0.89": _found_by(lambda cos: (cos.max(1).values >= 0.89).sum()),  # rows at 0.895 and 0.905
+    "a threshold of 0.89": _found_by(lambda cos: (cos.max(1).values >= 0.89).sum()),  # rows at 0.897 and 0.905
+    "a threshold of 0.895": _found_by(lambda cos: (cos.max(1).values >= 0.895).sum()),
+    "the cosines rounded to two places": _found_by(lambda cos: (cos.max(1).values.round(decimals=2) >= 0.9).sum()),
     "a threshold of 0.91": _found_by(lambda cos: (cos.max(1).values >= 0.91).sum()),  # tell these from 0.9
     "each feature's best |cosine|": _found_by(lambda cos: (cos.abs().max(1).values >= 0.9).sum()),
 }

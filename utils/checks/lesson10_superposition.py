@@ -146,7 +146,8 @@ def check_feature_dimensionality(fn: Callable) -> None:
             ),
             (
                 dropped_zero(1 / cos.pow(2).sum(-1).clamp_min(1e-12)),
-                "this uses cosines only, or sums (Ŵ_i · W_j)² over i instead of j, which gives the same numbers; "
+                "this uses cosines only, or sums (Ŵ_i · W_j)² over i instead of j, or puts the hat on W_j, "
+                "Σ_j (W_i · Ŵ_j)² (e.g. `W.mT @ unit` for `unit.mT @ W`): all three give the same numbers; "
                 "the lengths matter, and the sum runs over the last index, j (every feature, for each i): "
                 "D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)².",
             ),
@@ -220,14 +221,15 @@ def _check_saes(g: torch.Generator, truth: torch.Tensor) -> dict[str, sp.ToySAE]
     one and four of the six true features, and a second row near the first of them (so that counting the latents
     near a feature gives another number than counting the features near a latent); their encoder biases give them
     different L0s, and the TopK one's negative biases leave fewer than k latents firing on many inputs (so that its
-    L0 is not k); one row of A sits at cosine 0.895 and one of C at 0.905 with a feature no other row finds (so that
-    counting at another threshold than 0.9 gives another number), and one of B at -0.95 (so that |cosine| does too).
+    L0 is not k); one row of A sits at cosine 0.897 and one of C at 0.905 with a feature no other row finds (so that
+    counting at another threshold than 0.9, from 0.897 up, or after rounding the cosines to two places, gives another
+    number), and one of B at -0.95 (so that |cosine| does too).
     None was trained: they are labelled by letter and activation, not by a penalty."""
     d_sae, d = 8, truth.shape[1]
     unit = torch.nn.functional.normalize(truth, dim=-1)
     saes = {}
     for label, finds, bias, k, edge in (
-        ("SAE A (ReLU)", 3, 0.2, None, (5, 4, 0.895)),
+        ("SAE A (ReLU)", 3, 0.2, None, (5, 4, 0.897)),
         ("SAE B (ReLU)", 1, -0.3, None, (3, 3, -0.95)),
         ("SAE C (TopK, k = 2)", 4, -0.4, [2], (6, 5, 0.905)),
     ):
