@@ -345,18 +345,34 @@ def test_score_saes_check_rejects_a_found_that_the_lesson_table_cannot_print(fou
         format(s["found"], "5d")
 
 
+ONE_NUMBER_WITH_A_DIMENSION = {
+    "torch": lambda x: torch.tensor([float(x)]),  # as .mean(0, keepdim=True) gives
+    "numpy": lambda x: np.array([float(x)]),  # as .mean(-1, keepdim=True).numpy() gives, where .item() was meant
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ONE_NUMBER_WITH_A_DIMENSION))
 @pytest.mark.parametrize("key", ["mmc", "L0"])
-def test_score_saes_check_rejects_a_score_that_the_lesson_table_cannot_print(key):
+def test_score_saes_check_rejects_a_score_that_the_lesson_table_cannot_print(key, kind):
+    as_array = ONE_NUMBER_WITH_A_DIMENSION[kind]
+
     def fn(saes, h, truth):
         out = score_saes(saes, h, truth)
         for s in out.values():
-            s[key] = torch.tensor([float(s[key])])  # a shape-[1] tensor, as .mean(0, keepdim=True) gives
+            s[key] = as_array(s[key])
         return out
 
-    with pytest.raises(CheckFailed, match=re.escape(f"an '{key}' that is a tensor of shape [1]")):
+    with pytest.raises(CheckFailed, match=re.escape(f"an '{key}' that is an array of shape [1]")):
         c.check_score_saes(fn)
     with pytest.raises(TypeError):  # why: the table's format for the score
-        format(torch.tensor([0.5]), "5.1f")
+        format(as_array(0.5), "5.1f")
+
+
+@pytest.mark.parametrize("kind", sorted(ONE_NUMBER_WITH_A_DIMENSION))
+def test_mean_max_cosine_check_rejects_one_number_with_a_dimension(kind):
+    as_array = ONE_NUMBER_WITH_A_DIMENSION[kind]
+    with pytest.raises(CheckFailed, match=re.escape("returns an array of shape [1]")):
+        c.check_mean_max_cosine(lambda f, t: as_array(_cos(f, t).max(-1).values.mean()))
 
 
 def test_score_saes_check_names_a_wrong_number_it_does_not_recognise():

@@ -12,6 +12,7 @@ The SAEs that the scoring check measures are built by hand, not trained, and lab
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from collections.abc import Callable
 
@@ -171,6 +172,15 @@ def check_feature_dimensionality(fn: Callable) -> None:
 # --- scoring a dictionary against the truth -----------------------------------------------------
 
 
+def _shape_with_dimensions(value) -> list[int] | None:
+    """The shape of a torch tensor or NumPy array with one dimension or more (which the lesson's table cannot print
+    with a format such as :.2f, even when it holds one number); None for anything else."""
+    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy":
+        shape = list(getattr(value, "shape", ()))
+        return shape if shape else None
+    return None
+
+
 def check_mean_max_cosine(fn: Callable) -> None:
     """``fn(found [k, d], truth [n, d])`` -> a number: the mean over the true directions of their best cosine."""
     name = _name(fn, "mean_max_cosine")
@@ -203,6 +213,12 @@ def check_mean_max_cosine(fn: Callable) -> None:
         .item(),
         "averages every cosine; take each true feature's best one": cos.mean().item(),
     }
+    shape = _shape_with_dimensions(out)
+    if shape is not None and math.prod(shape) == 1:  # one number, in a shape the table cannot print
+        raise CheckFailed(
+            f"`{name}` returns an array of shape {shape}; return one number (a float or a tensor of no dimensions), "
+            "as the lesson's table prints it: .item(), or reduce over every dimension (.mean() without dim=)."
+        )
     number = as_number(out)
     for message, value in wrong.items():
         if abs(number - value) < 1e-4 and abs(value - ref) > 1e-3:
@@ -222,9 +238,9 @@ def _check_saes(g: torch.Generator, truth: torch.Tensor) -> dict[str, sp.ToySAE]
     near a feature gives another number than counting the features near a latent); their encoder biases give them
     different L0s, and the TopK one's negative biases leave fewer than k latents firing on many inputs (so that its
     L0 is not k); one row of A sits at cosine 0.897 and one of C at 0.905 with a feature no other row finds (so that
-    counting at another threshold than 0.9, from 0.897 up, or after rounding the cosines to two places, gives another
-    number), and one of B at -0.95 (so that |cosine| does too).
-    None was trained: they are labelled by letter and activation, not by a penalty."""
+    counting at a threshold of 0.897 or below, or above 0.905, or after rounding the cosines to two places, gives
+    another number; only thresholds between the two give the counts of 0.9), and one of B at -0.95 (so that |cosine|
+    does too). None was trained: they are labelled by letter and activation, not by a penalty."""
     d_sae, d = 8, truth.shape[1]
     unit = torch.nn.functional.normalize(truth, dim=-1)
     saes = {}
@@ -435,9 +451,10 @@ def check_score_saes(fn: Callable) -> None:
     for label in saes:  # and mmc and L0 with :.2f and :.1f, which take one number, not a tensor with dimensions
         for key in ("mmc", "L0"):
             value = out[label][key]
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
+            shape = _shape_with_dimensions(value)
+            if shape is not None:
                 raise CheckFailed(
-                    f"`{name}` gives {label!r} an {key!r} that is a tensor of shape {list(value.shape)}: the lesson's "
+                    f"`{name}` gives {label!r} an {key!r} that is an array of shape {shape}: the lesson's "
                     f"table prints it as one number (a float or a tensor of no dimensions); return it with .item(), "
                     "or reduce over every dimension (.mean() without dim=)."
                 )
