@@ -368,6 +368,18 @@ def test_score_saes_check_rejects_a_score_that_the_lesson_table_cannot_print(key
         format(as_array(0.5), "5.1f")
 
 
+@pytest.mark.parametrize("key", ["mmc", "L0"])
+def test_score_saes_check_names_a_score_given_as_a_list(key):
+    def fn(saes, h, truth):
+        out = score_saes(saes, h, truth)
+        for s in out.values():
+            s[key] = [float(s[key])]  # as .tolist() gives, where .item() was meant
+        return out
+
+    with pytest.raises(CheckFailed, match=re.escape(f"an '{key}' that is a list")):
+        c.check_score_saes(fn)
+
+
 @pytest.mark.parametrize("kind", sorted(ONE_NUMBER_WITH_A_DIMENSION))
 def test_mean_max_cosine_check_rejects_one_number_with_a_dimension(kind):
     as_array = ONE_NUMBER_WITH_A_DIMENSION[kind]

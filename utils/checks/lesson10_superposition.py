@@ -451,6 +451,12 @@ def check_score_saes(fn: Callable) -> None:
     for label in saes:  # and mmc and L0 with :.2f and :.1f, which take one number, not a tensor with dimensions
         for key in ("mmc", "L0"):
             value = out[label][key]
+            if isinstance(value, (list, tuple)):
+                raise CheckFailed(
+                    f"`{name}` gives {label!r} an {key!r} that is a {type(value).__name__} ({value!r:.40}): the "
+                    "lesson's table prints it as one number (a float or a tensor of no dimensions); return it with "
+                    ".item(), not .tolist()."
+                )
             shape = _shape_with_dimensions(value)
             if shape is not None:
                 raise CheckFailed(
