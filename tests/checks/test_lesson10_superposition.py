@@ -368,6 +368,20 @@ def test_score_saes_check_rejects_a_score_that_the_lesson_table_cannot_print(key
         format(as_array(0.5), "5.1f")
 
 
+@pytest.mark.parametrize("given", ["text", "None"])
+@pytest.mark.parametrize("key", ["mmc", "L0"])
+def test_score_saes_check_names_a_score_that_is_no_number(key, given):
+    def fn(saes, h, truth):
+        out = score_saes(saes, h, truth)
+        for s in out.values():
+            s[key] = f"{s[key]:.2f}" if given == "text" else None  # formatted for display, or left out
+        return out
+
+    kind = "str" if given == "text" else "NoneType"
+    with pytest.raises(CheckFailed, match=re.escape(f"({kind}): the lesson's table prints it as one number")):
+        c.check_score_saes(fn)
+
+
 @pytest.mark.parametrize("key", ["mmc", "L0"])
 def test_score_saes_check_names_a_score_given_as_a_list(key):
     def fn(saes, h, truth):

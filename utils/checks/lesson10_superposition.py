@@ -458,6 +458,13 @@ def check_score_saes(fn: Callable) -> None:
                     ".item(), not .tolist()."
                 )
             shape = _shape_with_dimensions(value)
+            if shape is None and (isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor))):
+                if type(value).__module__ != "numpy":
+                    raise CheckFailed(
+                        f"`{name}` gives {label!r} an {key!r} of {value!r:.40} ({type(value).__name__}): the lesson's "
+                        "table prints it as one number (a float or a tensor of no dimensions), and formats it itself: "
+                        "return the number, with .item()."
+                    )
             if shape is not None:
                 raise CheckFailed(
                     f"`{name}` gives {label!r} an {key!r} that is an array of shape {shape}: the lesson's "
