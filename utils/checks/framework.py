@@ -298,7 +298,7 @@ def expect_close(
     )
 
 
-def _real(x: Any) -> float | int | None:
+def real_number(x: Any) -> float | int | None:
     """``x`` as a Python number when it is one real number: an int or float, a NumPy number or array of
     one, or a tensor of one element on any device that holds values; else None."""
     if isinstance(x, torch.Tensor):
@@ -315,7 +315,7 @@ def _real(x: Any) -> float | int | None:
 def expect_number(out: Any, ref: float, name: str, what: str, tol: float) -> float:
     if isinstance(out, torch.Tensor) and out.numel() == 1:
         out = comparable(out, name)  # a meta tensor is named as such
-    number = _real(out)
+    number = real_number(out)
     if number is None:
         raise CheckFailed(f"`{name}` should return a number, but returned {type(out).__name__}.")
     if not math.isfinite(number):
@@ -327,7 +327,7 @@ def expect_number(out: Any, ref: float, name: str, what: str, tol: float) -> flo
 
 def as_number(x) -> float:
     """A Python float from a number (also a NumPy one) or a one-element tensor; NaN for anything else."""
-    number = _real(x)
+    number = real_number(x)
     return float("nan") if number is None else float(number)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from utils.checks.framework import CheckFailed, call, expect_close, expect_tensor, passed
 from utils.corpora.ioi_batch import TransferBatch, transfer_batch
+from utils.model_zoo.models import load_model
 from utils.seeds import LESSON_02_CHECKS
 
 
@@ -240,8 +241,6 @@ _OTHER_MODELS = ("countdown-llama-3l", "storyworld-4l")  # 3 layers × 4 heads; 
 
 @functools.lru_cache(maxsize=2)
 def _load_other(name: str, device: str, compatibility_mode: bool):
-    from utils.model_zoo.models import load_model
-
     other = load_model(name, device=device)
     if compatibility_mode:  # as the lesson runs its own model
         other.enable_compatibility_mode()

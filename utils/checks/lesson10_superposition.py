@@ -18,7 +18,16 @@ from collections.abc import Callable
 
 import torch
 
-from utils.checks.framework import CheckFailed, as_number, call, expect_close, expect_number, expect_tensor, passed
+from utils.checks.framework import (
+    CheckFailed,
+    as_number,
+    call,
+    expect_close,
+    expect_number,
+    expect_tensor,
+    passed,
+    real_number,
+)
 from utils.metrics import superposition as sp
 from utils.seeds import LESSON_10_CHECKS
 
@@ -451,25 +460,24 @@ def check_score_saes(fn: Callable) -> None:
     for label in saes:  # and mmc and L0 with :.2f and :.1f, which take one number, not a tensor with dimensions
         for key in ("mmc", "L0"):
             value = out[label][key]
+            shape = _shape_with_dimensions(value)
+            if shape is not None:
+                raise CheckFailed(
+                    f"`{name}` gives {label!r} an {key!r} that is an array of shape {shape}: the lesson's "
+                    f"table prints it as one number (a float or a tensor of no dimensions); return it with .item(), "
+                    "or reduce over every dimension (.mean() without dim=)."
+                )
             if isinstance(value, (list, tuple)):
                 raise CheckFailed(
                     f"`{name}` gives {label!r} an {key!r} that is a {type(value).__name__} ({value!r:.40}): the "
                     "lesson's table prints it as one number (a float or a tensor of no dimensions); return it with "
                     ".item(), not .tolist()."
                 )
-            shape = _shape_with_dimensions(value)
-            if shape is None and (isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor))):
-                if type(value).__module__ != "numpy":
-                    raise CheckFailed(
-                        f"`{name}` gives {label!r} an {key!r} of {value!r:.40} ({type(value).__name__}): the lesson's "
-                        "table prints it as one number (a float or a tensor of no dimensions), and formats it itself: "
-                        "return the number, with .item()."
-                    )
-            if shape is not None:
+            if real_number(value) is None:
                 raise CheckFailed(
-                    f"`{name}` gives {label!r} an {key!r} that is an array of shape {shape}: the lesson's "
-                    f"table prints it as one number (a float or a tensor of no dimensions); return it with .item(), "
-                    "or reduce over every dimension (.mean() without dim=)."
+                    f"`{name}` gives {label!r} an {key!r} of {value!r:.40} ({type(value).__name__}): the lesson's "
+                    "table prints it as one number (a float or a tensor of no dimensions), and formats it itself: "
+                    "return the number, with .item()."
                 )
     got = {label: {key: as_number(out[label][key]) for key in SCORE_KEYS} for label in saes}
     labels = list(saes)
