@@ -4,13 +4,16 @@ import errno
 import functools
 import http.server
 import io
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,11 +78,106 @@ def pytest_xdist_make_scheduler(config, log):
     return Units(config, log)
 
 
+# Every test has a time limit, set by its kind (the first whose prefixes its id starts with): a test that hangs fails
+# at its limit, with the stack of every thread in its message, and the suite goes on. Each limit is about three times
+# the longest its kind took in the measured runs on a busy machine (docs/test-times.md; the measurements are in
+# benchmarks/test-durations.json, and a test holds each limit to them). pyproject.toml's ``timeout`` bounds what no
+# kind names: nbval's cells in make course.
+TIME_LIMITS: tuple[tuple[str, tuple[str, ...], int], ...] = (
+    ("browser", ("tests/test_browser.py", "tests/test_site.py", "tests/test_colab_frames.py"), 300),
+    ("model-card", ("tests/test_evaluate.py",), 600),
+    (
+        "whole-notebook",
+        (
+            *OWN_UNITS,
+            "tests/test_bundle.py::test_lesson_00_runs_from_the_extracted_workshop_archive",
+            "tests/test_unfinished_exercises.py",
+        ),
+        900,
+    ),
+    ("subprocess", ("tests/test_environment.py", "tests/test_versions.py", "tests/test_validate.py"), 900),
+    ("other", ("",), 300),
+)
+
+
+LIMIT_KIND = pytest.StashKey[str]()  # the kind whose limit a test was given (absent where its own mark sets one)
+
+
+def time_limit(nodeid: str) -> tuple[str, int]:
+    """(kind, seconds): the time limit of the test ``nodeid``, from ``TIME_LIMITS``."""
+    return next((kind, seconds) for kind, prefixes, seconds in TIME_LIMITS if nodeid.startswith(prefixes))
+
+
 def pytest_collection_modifyitems(config, items):
     def rank(item):
         return next((i for i, p in enumerate(HEAVY_FIRST) if item.nodeid.startswith(p)), len(HEAVY_FIRST))
 
     items.sort(key=rank)
+    for item in items:
+        if item.get_closest_marker("timeout") is None:  # a test's own mark wins
+            item.stash[LIMIT_KIND], seconds = time_limit(item.nodeid)
+            item.add_marker(pytest.mark.timeout(seconds))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--record-durations",
+        metavar="FILE",
+        help="write each kind of test's measured times (how many, the longest and which) to FILE as JSON "
+        "(benchmarks/test-durations.json, which a test holds TIME_LIMITS to)",
+    )
+
+
+MEASURED: dict[str, float] = {}  # test id -> seconds, setup, call and teardown together (for --record-durations)
+
+
+def pytest_runtest_logreport(report):
+    MEASURED[report.nodeid] = MEASURED.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    target = session.config.getoption("--record-durations", None)
+    if not target or hasattr(session.config, "workerinput"):  # the workers' times reach the controller
+        return
+    kinds = {}
+    for nodeid, seconds in sorted(MEASURED.items(), key=lambda kv: -kv[1]):
+        kind = kinds.setdefault(time_limit(nodeid)[0], {"tests": 0, "longest_s": round(seconds, 1), "longest": nodeid})
+        kind["tests"] += 1
+    Path(target).write_text(json.dumps({"kinds": kinds}, indent=1) + "\n", encoding="utf-8")
+
+
+def every_threads_stack() -> str:
+    """Where each thread of this process is, innermost call last, as a traceback shows it."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- thread {names.get(ident, ident)} ---\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    """pytest-timeout's signal method, with every thread's stack in the failure itself: a pytest-xdist worker has no
+    terminal where the plugin's own dump would show. (Its cancel hook calls ``item.cancel_timeout``, set here.)"""
+    if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
+        return None  # pytest-timeout's own timer
+
+    def fire(signum, frame):
+        kind = item.stash.get(LIMIT_KIND, None)
+        source = f"a {kind} test's limit in tests/conftest.py's TIME_LIMITS" if kind else "the test's own timeout mark"
+        pytest.fail(
+            f"{item.nodeid} was still running at its time limit of {settings.timeout:g} s ({source}). "
+            f"Every thread's stack when it was stopped:\n{every_threads_stack()}"
+        )
+
+    def cancel():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    item.cancel_timeout = cancel
+    signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True
 
 
 @pytest.fixture
@@ -309,3 +407,87 @@ def _serving(folder: Path):
 def serving():
     """A context manager that serves a folder on loopback: ``with serving(folder) as base: ...``."""
     return _serving
+
+
+# Headless Chromium for the browser tests, with the flags this closed network needs (without the background-networking
+# ones Chromium's own requests are refused, many at a time) and every call bounded.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def chromium_processes() -> list:
+    """Every Chromium process this process started (Playwright's driver starts them as its children)."""
+    import psutil
+
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "chrom" in process.name().lower():
+                found.append(process)
+    return found
+
+
+@contextlib.contextmanager
+def chromium_deadline(seconds: float, what: str) -> Iterator[None]:
+    """Stops every Chromium this process started if the block is still running after ``seconds``. A Playwright call
+    with no timeout of its own (``evaluate`` of a promise that never settles, ``close``) then returns with an error,
+    and the test fails naming ``what``, instead of waiting for ever."""
+    import psutil
+
+    fired = threading.Event()
+
+    def stop():
+        fired.set()
+        for process in chromium_processes():
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+    message = f"{what} was still waiting on Chromium after {seconds:g} s, so the test stopped Chromium"
+    try:
+        yield
+    except Exception as error:
+        if fired.is_set():
+            pytest.fail(f"{message} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+        raise
+    finally:
+        timer.cancel()
+    if fired.is_set():
+        pytest.fail(message)
+
+
+@contextlib.contextmanager
+def _chromium(seconds: float = 240) -> Iterator:
+    """A headless Chromium under Playwright for at most ``seconds``, closed within 30 s; every wait in it keeps
+    Playwright's timeout (30 s, or the one the call names)."""
+    from playwright.sync_api import sync_playwright
+
+    with chromium_deadline(seconds, "the browser session"), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_FLAGS), timeout=60_000)
+        try:
+            yield browser
+        finally:
+            with chromium_deadline(30, "closing Chromium"):
+                browser.close()
+
+
+@pytest.fixture
+def chromium():
+    """``with chromium(seconds=240) as browser: ...``: headless Chromium, bounded (above)."""
+    return _chromium
+
+
+@pytest.fixture
+def time_limits():
+    """This file's ``TIME_LIMITS`` and ``time_limit``, for the tests that hold them to what was measured."""
+    return TIME_LIMITS, time_limit

@@ -7,10 +7,16 @@ widget's slider redraws its picture; and an exercise notebook opened and left to
 keeps every byte. Skipped, with the reason, only where no Chromium is installed (``.ci/run``
 installs Debian's).
 
+No call waits without a bound: Playwright's waits have their timeouts, the browser session and its closing are
+bounded by ``chromium_deadline`` (tests/conftest.py), and a save is started without waiting on its promise, then
+watched: a dialog that JupyterLab opens instead (the file changed on disk, a kernel to choose) fails the test by its
+text, with a screenshot, where waiting for the save would wait for an answer for ever.
+
 The server runs with the course's JupyterLab settings, which ``make setup`` installs into the
 environment (``scripts/jupyterlab-overrides.json``), and a short autosave interval.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +37,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 COURSE_SETTINGS = Path(sys.prefix, "share", "jupyter", "lab", "settings", "overrides.d", "handson-mechinterp.json")
 AUTOSAVE_S = 2
 NEWS_POPUP = "official Jupyter news"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # the one tests/conftest.py launches
 LESSONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
@@ -104,41 +110,65 @@ def lab(tmp_path_factory):
         pytest.fail("JupyterLab did not start within 60 s")
     yield {"folder": folder, "url": f"http://127.0.0.1:{port}", "token": token, "env": env}
     proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=20)
 
 
 def trusted_copy(lab, nb, name):
     path = lab["folder"] / name
     nbformat.write(nb, path)
     subprocess.run(
-        [sys.executable, "-m", "jupyter", "trust", str(path)], env=lab["env"], check=True, capture_output=True
+        [sys.executable, "-m", "jupyter", "trust", str(path)],
+        env=lab["env"],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return name
 
 
-def launch(p):
-    return p.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    )
+def dialog_text(page) -> str | None:
+    """The text of the dialog JupyterLab shows over the page (a question waiting for an answer), or None."""
+    dialog = page.query_selector(".jp-Dialog")
+    return " ".join(dialog.inner_text().split()) if dialog is not None else None
 
 
-def open_page(browser, lab, name, errors):
+@contextlib.contextmanager
+def no_dialog(page, doing: str, shot: str):
+    """Fails the test, naming the dialog and keeping a screenshot, where JupyterLab opened one while ``doing``: either
+    a wait in the block ran out because the dialog stood in the way, or the dialog is there when the block ends."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        yield
+    except PlaywrightTimeout:
+        if dialog_text(page) is None:
+            raise
+    text = dialog_text(page)
+    if text is not None:
+        page.screenshot(path=str(ARTIFACTS / shot), full_page=False)
+        pytest.fail(f"JupyterLab opened a dialog while {doing}: {text!r} (screenshot: test-artifacts/{shot})")
+
+
+def open_page(browser, lab, name, errors, shot="browser-dialog.png"):
+    ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     # A fresh workspace: nothing but this notebook is open.
     page.goto(f"{lab['url']}/lab/workspaces/{uuid.uuid4().hex[:8]}/tree/{name}?reset&token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    with no_dialog(page, f"opening {name}", shot):
+        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        # JupyterLab has read the file from disk: what the test wrote before opening it, nothing older.
+        page.wait_for_function(
+            "window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.context"
+            " && window.jupyterapp.shell.currentWidget.context.isReady",
+            timeout=60_000,
+        )
     return page
 
 
@@ -147,24 +177,38 @@ def page_errors(errors):
     return [e for e in errors if "net::ERR" not in e and "Failed to load resource" not in e]
 
 
-def wait_for_idle_kernel(page):
-    page.wait_for_function(
-        "window.jupyterapp && window.jupyterapp.shell.currentWidget"
-        " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-        timeout=90_000,
+def wait_for_idle_kernel(page, shot="browser-dialog.png"):
+    with no_dialog(page, "waiting for the kernel", shot):
+        page.wait_for_function(
+            "window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+            " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+            " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+            timeout=90_000,
+        )
+
+
+def save(page, shot: str) -> None:
+    """Saves the open notebook as autosave would, without waiting on the command's promise (it waits for the
+    learner's answer when JupyterLab asks a question): waits up to a minute for the save to end or a dialog to show,
+    and fails on a dialog by its text, or on a save that failed by its error."""
+    page.evaluate(
+        "() => { window.courseSave = 'saving';"
+        " window.jupyterapp.commands.execute('docmanager:save').then("
+        "  () => { window.courseSave = 'saved'; }, e => { window.courseSave = 'failed: ' + e; }); }"
     )
+    with no_dialog(page, "saving", shot):
+        page.wait_for_function(
+            "window.courseSave !== 'saving' || !!document.querySelector('.jp-Dialog')", timeout=60_000
+        )
+    state = page.evaluate("window.courseSave")
+    assert state == "saved", f"JupyterLab's save of the notebook ended {state!r}"
 
 
-def open_in_browser(lab, name, shot, circuitsvis=True, news=False):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
+def open_in_browser(chromium, lab, name, shot, circuitsvis=True, news=False):
     errors = []
-    with sync_playwright() as p:
-        browser = launch(p)
-        page = open_page(browser, lab, name, errors)
+    with chromium() as browser:
+        page = open_page(browser, lab, name, errors, shot)
         result = {}
         if circuitsvis:
             page.wait_for_function(
@@ -179,12 +223,11 @@ def open_in_browser(lab, name, shot, circuitsvis=True, news=False):
         result["plotly_figures"] = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
         page.wait_for_selector(".jupyter-widgets:visible", timeout=60_000)  # hidden closed progress bars come first
         result["widgets"] = page.evaluate("document.querySelectorAll('.jupyter-widgets').length")
-        wait_for_idle_kernel(page)
+        wait_for_idle_kernel(page, shot)
         if news:  # JupyterLab asks about the news a moment after it starts (the fixture's test looks once)
             page.wait_for_timeout(3_000)
             result["news_popup"] = NEWS_POPUP in page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / shot), full_page=False)
-        browser.close()
     return result, page_errors(errors)
 
 
@@ -200,13 +243,13 @@ def execute(nb, cwd):
     return nb
 
 
-def test_pictures_render_in_jupyterlab_fixture(lab):
+def test_pictures_render_in_jupyterlab_fixture(lab, chromium):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(FIXTURE)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     execute(nb, ROOT)
     name = trusted_copy(lab, nb, "fixture.ipynb")
-    result, errors = open_in_browser(lab, name, "browser-fixture.png", news=True)
+    result, errors = open_in_browser(chromium, lab, name, "browser-fixture.png", news=True)
     assert result["circuitsvis_children"] > 10, result
     assert result["plotly_figures"] >= 1 and result["widgets"] >= 1, result
     assert not result["news_popup"], "JupyterLab's news question covers the pictures"
@@ -214,11 +257,11 @@ def test_pictures_render_in_jupyterlab_fixture(lab):
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
-def test_each_lesson_renders_its_pictures_and_widgets_in_jupyterlab(lab, path):
+def test_each_lesson_renders_its_pictures_and_widgets_in_jupyterlab(lab, chromium, path):
     nb = nbformat.read(path, as_version=4)
     name = trusted_copy(lab, nb, path.name)
     attention_pictures = "course-cv" in path.read_text(encoding="utf-8")  # circuitsvis renders in the lesson
-    result, errors = open_in_browser(lab, name, f"browser-{path.stem}.png", circuitsvis=attention_pictures)
+    result, errors = open_in_browser(chromium, lab, name, f"browser-{path.stem}.png", circuitsvis=attention_pictures)
     if attention_pictures:
         assert result["circuitsvis_children"] > 10, result
     assert result["plotly_figures"] >= 1 and result["widgets"] >= 1, result
@@ -246,19 +289,16 @@ display(widgets.VBox([level, out]))
 """
 
 
-def test_moving_a_slider_redraws_its_picture_with_a_live_kernel(lab):
-    from playwright.sync_api import sync_playwright
-
+def test_moving_a_slider_redraws_its_picture_with_a_live_kernel(lab, chromium):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(LIVE_EXPLORER)]
     nb.metadata["kernelspec"] = dict(nbs.KERNELSPEC)
     name = trusted_copy(lab, nb, "live.ipynb")
     errors = []
     title = ".js-plotly-plot .gtitle"
-    with sync_playwright() as p:
-        browser = launch(p)
-        page = open_page(browser, lab, name, errors)
-        wait_for_idle_kernel(page)
+    with chromium() as browser:
+        page = open_page(browser, lab, name, errors, "browser-live-slider.png")
+        wait_for_idle_kernel(page, "browser-live-slider.png")
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_selector(title, timeout=60_000)
         before = page.text_content(title)
@@ -272,88 +312,98 @@ def test_moving_a_slider_redraws_its_picture_with_a_live_kernel(lab):
         )
         after = page.text_content(title)
         page.screenshot(path=str(ARTIFACTS / "browser-live-slider.png"), full_page=False)
-        browser.close()
     assert before == "drawn for level 1" and after == "drawn for level 3", (before, after)
     assert page_errors(errors) == [], errors
 
 
-def test_opening_an_exercise_notebook_and_letting_it_autosave_changes_no_byte(lab):
-    from playwright.sync_api import sync_playwright
-
+def test_opening_an_exercise_notebook_and_letting_it_autosave_changes_no_byte(lab, chromium):
     path, text = next(iter(nbs.expected().items()))
-    (lab["folder"] / path.name).write_text(text, encoding="utf-8")
-    before = (lab["folder"] / path.name).read_bytes()
+    # A folder of its own: JupyterLab has never seen this file, so no older copy of it (a lesson's solution of the
+    # same name, opened by an earlier test) can be newer in its eyes than what is on disk.
+    name = f"autosave-{uuid.uuid4().hex[:8]}/{path.name}"
+    (lab["folder"] / name).parent.mkdir()
+    (lab["folder"] / name).write_text(text, encoding="utf-8")
+    before = (lab["folder"] / name).read_bytes()
     errors = []
-    with sync_playwright() as p:
-        browser = launch(p)
-        page = open_page(browser, lab, path.name, errors)
-        wait_for_idle_kernel(page)  # the kernel's start is when JupyterLab rewrites the metadata
-        page.wait_for_timeout(AUTOSAVE_S * 1000 * 4)
+    with chromium() as browser:
+        page = open_page(browser, lab, name, errors, "browser-autosave.png")
+        wait_for_idle_kernel(page, "browser-autosave.png")  # the kernel's start is when JupyterLab rewrites metadata
+        with no_dialog(page, "leaving the notebook open to autosave", "browser-autosave.png"):
+            page.wait_for_timeout(AUTOSAVE_S * 1000 * 4)
         dirty = page.evaluate("window.jupyterapp.shell.currentWidget.context.model.dirty")
-        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")  # what autosave would write
-        page.wait_for_timeout(2_000)
-        browser.close()
-    after = (lab["folder"] / path.name).read_bytes()
+        save(page, "browser-autosave.png")  # what autosave would write
+    after = (lab["folder"] / name).read_bytes()
     assert not dirty, "JupyterLab marked the notebook changed on opening it"
     assert after == before, "JupyterLab rewrote the exercise notebook: its format or metadata differ"
 
 
-def test_a_notebook_reopened_after_its_kernel_stopped_draws_its_widgets_from_the_saved_state(lab):
+def test_a_dialog_jupyterlab_opens_while_saving_fails_the_test_by_its_text_with_a_screenshot(lab, chromium):
+    """What once kept CI waiting for ninety minutes: a save that JupyterLab holds behind a question. The file changes
+    on disk after JupyterLab has read it, so saving asks whether to overwrite it; ``save`` fails by the question's
+    text and keeps a screenshot, where waiting on the save command would wait for an answer for ever."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("1 + 1")]
+    nb.metadata["kernelspec"] = dict(nbs.KERNELSPEC)
+    name = trusted_copy(lab, nb, "changed-on-disk.ipynb")
+    shot = ARTIFACTS / "browser-save-dialog.png"
+    shot.unlink(missing_ok=True)
+    with chromium() as browser:
+        page = open_page(browser, lab, name, [], shot.name)
+        wait_for_idle_kernel(page, shot.name)
+        nb.cells[0].source = "2 + 2"  # the file changes on disk after JupyterLab read it
+        nbformat.write(nb, lab["folder"] / name)
+        with pytest.raises(pytest.fail.Exception, match="JupyterLab opened a dialog while saving: '.*changed on disk"):
+            save(page, shot.name)
+    assert shot.is_file()
+
+
+def test_a_notebook_reopened_after_its_kernel_stopped_draws_its_widgets_from_the_saved_state(lab, chromium):
     """A learner runs an explorer, saves, closes JupyterLab and comes back another day: the explorer must show,
     not "Error displaying widget: model not found" (the course's settings save widget state with the notebook)."""
     import urllib.request
-
-    from playwright.sync_api import sync_playwright
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(LIVE_EXPLORER)]
     nb.metadata["kernelspec"] = dict(nbs.KERNELSPEC)
     name = trusted_copy(lab, nb, "reopened.ipynb")
     errors = []
-    with sync_playwright() as p:
-        browser = launch(p)
-        page = open_page(browser, lab, name, errors)
-        wait_for_idle_kernel(page)
+    with chromium() as browser:
+        page = open_page(browser, lab, name, errors, "browser-reopened.png")
+        wait_for_idle_kernel(page, "browser-reopened.png")
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_selector(".jupyter-widgets .noUi-handle", timeout=60_000)
-        wait_for_idle_kernel(page)
-        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
-        page.wait_for_timeout(2_000)
+        wait_for_idle_kernel(page, "browser-reopened.png")
+        save(page, "browser-reopened.png")
         page.close()
         # Every kernel stopped, as when JupyterLab is closed: nothing is left that holds the widgets' models.
-        sessions = json.load(urllib.request.urlopen(f"{lab['url']}/api/sessions?token={lab['token']}"))
+        sessions = json.load(urllib.request.urlopen(f"{lab['url']}/api/sessions?token={lab['token']}", timeout=30))
         for session in sessions:
             request = urllib.request.Request(
                 f"{lab['url']}/api/sessions/{session['id']}?token={lab['token']}", method="DELETE"
             )
-            urllib.request.urlopen(request)
+            urllib.request.urlopen(request, timeout=30)
         saved = nbformat.read(lab["folder"] / name, as_version=4)
-        page = open_page(browser, lab, name, errors)
+        page = open_page(browser, lab, name, errors, "browser-reopened.png")
         page.wait_for_selector(".jp-OutputArea-output", timeout=60_000)
         page.wait_for_timeout(3_000)
         text = page.inner_text(".jp-Notebook")
         slider = page.query_selector(".jupyter-widgets .noUi-handle")
         page.screenshot(path=str(ARTIFACTS / "browser-reopened.png"), full_page=False)
-        browser.close()
     assert saved.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state")
     assert "model not found" not in text, text[-300:]
     assert slider is not None, "the saved explorer is not drawn"
 
 
-def test_the_start_page_opens_rendered_in_jupyterlab(lab):
+def test_the_start_page_opens_rendered_in_jupyterlab(lab, chromium):
     """`make lab` opens notebooks/README.md: with the course's settings JupyterLab shows Markdown as a preview,
     not as source text."""
-    from playwright.sync_api import sync_playwright
-
     (lab["folder"] / "start.md").write_text("# The start page\n\nBegin with [lesson 00](00_orientation.ipynb).\n")
     errors = []
-    with sync_playwright() as p:
-        browser = launch(p)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{lab['url']}/lab/workspaces/{uuid.uuid4().hex[:8]}/tree/start.md?reset&token={lab['token']}")
         page.wait_for_selector(".jp-RenderedMarkdown h1", timeout=60_000)
         heading = page.inner_text(".jp-RenderedMarkdown h1")
-        browser.close()
     assert "The start page" in heading
     assert page_errors(errors) == []

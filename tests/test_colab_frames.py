@@ -123,9 +123,7 @@ def test_an_explorer_carries_colabs_widget_manager_only_on_colab(monkeypatch):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
-def test_pictures_in_later_cells_draw_in_colabs_sandboxed_frames(outputs, tmp_path, serving):
-    from playwright.sync_api import sync_playwright
-
+def test_pictures_in_later_cells_draw_in_colabs_sandboxed_frames(outputs, tmp_path, serving, chromium):
     explorer = [o for o in outputs[4] if plotting.WIDGET_VIEW in o.get("data", {})]
     assert len(explorer) == 1 and explorer[0].output_type == "execute_result"
     assert explorer[0].metadata[plotting.WIDGET_VIEW]["colab"]["custom_widget_manager"]["url"] == MANAGER_URL
@@ -133,8 +131,7 @@ def test_pictures_in_later_cells_draw_in_colabs_sandboxed_frames(outputs, tmp_pa
     notebook = write_frames(outputs, tmp_path)
     ARTIFACTS.mkdir(exist_ok=True)
     errors, elsewhere = [], []
-    with serving(tmp_path) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+    with serving(tmp_path) as base, chromium() as browser:
         page = browser.new_page(viewport={"width": 1000, "height": 2800})
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.route(
@@ -161,7 +158,6 @@ def test_pictures_in_later_cells_draw_in_colabs_sandboxed_frames(outputs, tmp_pa
         preview.wait_for(timeout=10_000)
         assert preview.evaluate("i => i.complete && i.naturalWidth") > 0
         page.screenshot(path=str(ARTIFACTS / "colab-frames.png"), full_page=True)
-        browser.close()
     assert not errors, errors
     assert not elsewhere, elsewhere
     assert base64.b64decode(explorer[0].data["text/html"].split("base64,")[1].split('"')[0])[:4] == b"\x89PNG"

@@ -82,13 +82,10 @@ def test_open_in_colab_buttons_need_a_github_address():
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
-def test_a_lessons_pictures_a_glossary_link_and_the_search_work_in_a_browser(built, serving):
-    from playwright.sync_api import sync_playwright
-
+def test_a_lessons_pictures_a_glossary_link_and_the_search_work_in_a_browser(built, serving, chromium):
     errors, requests = [], []
     ARTIFACTS.mkdir(exist_ok=True)
-    with serving(built) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+    with serving(built) as base, chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -117,7 +114,6 @@ def test_a_lessons_pictures_a_glossary_link_and_the_search_work_in_a_browser(bui
         page.wait_for_selector("#search-results li", timeout=30_000)
         found = page.inner_text("#search-results")
         page.screenshot(path=str(ARTIFACTS / "site-search.png"))
-        browser.close()
     assert re.search(r"Induction heads", found), found[:500]
     assert not errors, errors
     assert not [u for u in requests if not u.startswith((base, "data:"))], "the site fetched from elsewhere"

@@ -59,6 +59,9 @@ TESTED = {
     # the test suite's tools
     "pytest": "9.2.0",
     "pytest-xdist": "3.8.0",
+    # every test's time limit (tests/conftest.py sets it per kind of test): a hang fails one test with every
+    # thread's stack, and the suite goes on
+    "pytest-timeout": "2.4.0",
     "nbval": "0.11.0",  # validates the lessons: pytest --nbval-lax solutions/ (make course, make validate)
     "nbformat": "5.11.1",
     "nbconvert": "7.17.2",
