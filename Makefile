@@ -26,8 +26,10 @@ site: setup
 
 ## The test suite (what CI runs). Two workers with one thread each: on two cores, two workers with two
 ## threads each keep waiting on each other (lesson 03 ran three times slower beside lesson 04 that way).
+## Every test stops at its kind's time limit (tests/conftest.py). DURATIONS=<file>: also write each kind's measured
+## times there (benchmarks/test-durations.json, which the limits are held to).
 test: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=40
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=40 $(if $(DURATIONS),--record-durations "$(DURATIONS)")
 
 ## nbval over every lesson on whatever device is present (a GPU if torch sees one): every cell runs and the cells marked
 ## NBVAL_CHECK_OUTPUT must print what the committed notebook shows (docs/validation.md). Two threads per kernel, as many

@@ -13,7 +13,7 @@ watched: a dialog that JupyterLab opens instead (the file changed on disk, a ker
 text, with a screenshot, where waiting for the save would wait for an answer for ever.
 
 The server runs with the course's JupyterLab settings, which ``make setup`` installs into the
-environment (``scripts/jupyterlab-overrides.json``), and a short autosave interval.
+environment (``scripts/jupyterlab-overrides.json``); the autosave test gives its page a short autosave interval.
 """
 
 import contextlib
@@ -65,9 +65,7 @@ def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 serving a temporary folder."""
     folder = tmp_path_factory.mktemp("lab")
     assert COURSE_SETTINGS.exists(), f"make setup installs the course's JupyterLab settings ({COURSE_SETTINGS})"
-    docmanager = folder / ".config" / "lab" / "user-settings" / "@jupyterlab" / "docmanager-extension"
-    docmanager.mkdir(parents=True)
-    (docmanager / "plugin.jupyterlab-settings").write_text(json.dumps({"autosaveInterval": AUTOSAVE_S}))
+    settings = folder / ".config" / "lab" / "user-settings"
     port, token = free_port(), uuid.uuid4().hex
     env = dict(
         os.environ,
@@ -108,13 +106,28 @@ def lab(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("JupyterLab did not start within 60 s")
-    yield {"folder": folder, "url": f"http://127.0.0.1:{port}", "token": token, "env": env}
+    yield {"folder": folder, "url": f"http://127.0.0.1:{port}", "token": token, "env": env, "settings": settings}
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def autosaving(lab, seconds: int = AUTOSAVE_S):
+    """Pages opened inside the block autosave every ``seconds`` (JupyterLab reads its settings when a page loads).
+    Outside it JupyterLab keeps its default of two minutes, which no page here lives to see: on a busy machine an
+    autosave every 2 s of a lesson just opened was seen to meet a save of its own still on its way, and JupyterLab
+    then asks whether to overwrite the file."""
+    docmanager = lab["settings"] / "@jupyterlab" / "docmanager-extension"
+    docmanager.mkdir(parents=True, exist_ok=True)
+    (docmanager / "plugin.jupyterlab-settings").write_text(json.dumps({"autosaveInterval": seconds}))
+    try:
+        yield
+    finally:
+        (docmanager / "plugin.jupyterlab-settings").unlink()
 
 
 def trusted_copy(lab, nb, name):
@@ -144,9 +157,10 @@ def no_dialog(page, doing: str, shot: str):
 
     try:
         yield
-    except PlaywrightTimeout:
+    except PlaywrightTimeout as error:
         if dialog_text(page) is None:
-            raise
+            page.screenshot(path=str(ARTIFACTS / shot), full_page=False)
+            raise AssertionError(f"{error} while {doing} (screenshot: test-artifacts/{shot})") from error
     text = dialog_text(page)
     if text is not None:
         page.screenshot(path=str(ARTIFACTS / shot), full_page=False)
@@ -169,6 +183,11 @@ def open_page(browser, lab, name, errors, shot="browser-dialog.png"):
             " && window.jupyterapp.shell.currentWidget.context.isReady",
             timeout=60_000,
         )
+    # Whether a save of JupyterLab's own (autosave) is under way: "started" until it has "completed" or "failed".
+    page.evaluate(
+        "() => { const context = window.jupyterapp.shell.currentWidget.context; window.courseSaveState = 'none';"
+        " context.saveState.connect((_, state) => { window.courseSaveState = state; }); }"
+    )
     return page
 
 
@@ -191,7 +210,12 @@ def wait_for_idle_kernel(page, shot="browser-dialog.png"):
 def save(page, shot: str) -> None:
     """Saves the open notebook as autosave would, without waiting on the command's promise (it waits for the
     learner's answer when JupyterLab asks a question): waits up to a minute for the save to end or a dialog to show,
-    and fails on a dialog by its text, or on a save that failed by its error."""
+    and fails on a dialog by its text, or on a save that failed by its error.
+
+    It first waits until no save of JupyterLab's own is under way: a second save started beside an autosave finds
+    the file changed on disk under it and asks whether to overwrite it (seen once in four runs on a busy machine)."""
+    with no_dialog(page, "waiting for an autosave to end", shot):
+        page.wait_for_function("window.courseSaveState !== 'started'", timeout=60_000)
     page.evaluate(
         "() => { window.courseSave = 'saving';"
         " window.jupyterapp.commands.execute('docmanager:save').then("
@@ -205,25 +229,48 @@ def save(page, shot: str) -> None:
     assert state == "saved", f"JupyterLab's save of the notebook ended {state!r}"
 
 
+# ipywidgets' JupyterLab manager has a race (jupyter-widgets/ipywidgets#3231): when the kernel's connection opens, it
+# restores the widgets from the kernel alone and marks itself restored; an output drawn before the notebook's saved
+# state is loaded then shows this for good, or logs "widget model not found" before the saved state draws it after
+# all. Both come on a busy machine (each in about one run of this file in four under load); reloading the page, what a
+# learner would do, draws the widget, and a widget drawn after all leaves only the logged error, which is not counted.
+WIDGET_RACE = "Error displaying widget: model not found"
+
+
 def open_in_browser(chromium, lab, name, shot, circuitsvis=True, news=False):
-    errors = []
+    """Opens ``name`` and waits for its pictures and widgets; reloads once where ipywidgets' race above hid a widget
+    (``result["reloaded"]``). Returns what it found and the page's errors."""
     with chromium() as browser:
-        page = open_page(browser, lab, name, errors, shot)
-        result = {}
-        if circuitsvis:
-            page.wait_for_function(
-                "document.querySelector('.course-cv') && !document.querySelector('.course-cv img')", timeout=60_000
-            )
-            cv = page.query_selector(".course-cv")
-            cv.scroll_into_view_if_needed()
-            result["circuitsvis_children"] = page.evaluate(
-                "document.querySelector('.course-cv').querySelectorAll('*').length"
-            )
-        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
-        result["plotly_figures"] = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
-        page.wait_for_selector(".jupyter-widgets:visible", timeout=60_000)  # hidden closed progress bars come first
-        result["widgets"] = page.evaluate("document.querySelectorAll('.jupyter-widgets').length")
-        wait_for_idle_kernel(page, shot)
+        for attempt in ("first", "reloaded"):
+            errors = []
+            page = open_page(browser, lab, name, errors, shot)
+            result = {"reloaded": attempt == "reloaded"}
+            with no_dialog(page, f"waiting for {name}'s pictures", shot):
+                if circuitsvis:
+                    page.wait_for_function(
+                        "document.querySelector('.course-cv') && !document.querySelector('.course-cv img')",
+                        timeout=60_000,
+                    )
+                    cv = page.query_selector(".course-cv")
+                    cv.scroll_into_view_if_needed()
+                    result["circuitsvis_children"] = page.evaluate(
+                        "document.querySelector('.course-cv').querySelectorAll('*').length"
+                    )
+                page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
+                result["plotly_figures"] = page.evaluate(
+                    "document.querySelectorAll('.js-plotly-plot .main-svg').length"
+                )
+                page.wait_for_selector(".jupyter-widgets:visible", timeout=60_000)  # closed progress bars are hidden
+            wait_for_idle_kernel(page, shot)
+            result["widgets"] = page.evaluate("document.querySelectorAll('.jupyter-widgets').length")
+            result["widget_errors"] = page.inner_text(".jp-Notebook").count(WIDGET_RACE)
+            raced = [e for e in page_errors(errors) if "widget model not found" in e]
+            if attempt == "first" and result["widget_errors"] and raced == page_errors(errors):
+                page.close()
+                continue
+            if not result["widget_errors"]:  # the race's error, logged before the saved state drew the widget
+                errors[:] = [e for e in errors if e not in raced]
+            break
         if news:  # JupyterLab asks about the news a moment after it starts (the fixture's test looks once)
             page.wait_for_timeout(3_000)
             result["news_popup"] = NEWS_POPUP in page.inner_text("body")
@@ -251,7 +298,7 @@ def test_pictures_render_in_jupyterlab_fixture(lab, chromium):
     name = trusted_copy(lab, nb, "fixture.ipynb")
     result, errors = open_in_browser(chromium, lab, name, "browser-fixture.png", news=True)
     assert result["circuitsvis_children"] > 10, result
-    assert result["plotly_figures"] >= 1 and result["widgets"] >= 1, result
+    assert result["plotly_figures"] >= 1 and result["widgets"] >= 1 and result["widget_errors"] == 0, result
     assert not result["news_popup"], "JupyterLab's news question covers the pictures"
     assert errors == [], errors
 
@@ -264,7 +311,7 @@ def test_each_lesson_renders_its_pictures_and_widgets_in_jupyterlab(lab, chromiu
     result, errors = open_in_browser(chromium, lab, name, f"browser-{path.stem}.png", circuitsvis=attention_pictures)
     if attention_pictures:
         assert result["circuitsvis_children"] > 10, result
-    assert result["plotly_figures"] >= 1 and result["widgets"] >= 1, result
+    assert result["plotly_figures"] >= 1 and result["widgets"] >= 1 and result["widget_errors"] == 0, result
     assert errors == [], errors
 
 
@@ -325,7 +372,7 @@ def test_opening_an_exercise_notebook_and_letting_it_autosave_changes_no_byte(la
     (lab["folder"] / name).write_text(text, encoding="utf-8")
     before = (lab["folder"] / name).read_bytes()
     errors = []
-    with chromium() as browser:
+    with chromium() as browser, autosaving(lab):
         page = open_page(browser, lab, name, errors, "browser-autosave.png")
         wait_for_idle_kernel(page, "browser-autosave.png")  # the kernel's start is when JupyterLab rewrites metadata
         with no_dialog(page, "leaving the notebook open to autosave", "browser-autosave.png"):

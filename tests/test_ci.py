@@ -91,6 +91,12 @@ def test_ci_fails_before_the_tests_when_running_the_course_changed_a_tracked_fil
     assert log.read_text().split() == ["course"]
 
 
+def test_ci_hands_a_file_for_the_measured_test_times_to_make_test_only_when_asked(clone):
+    repo, env, log = clone
+    assert run_ci(repo, env, CI_DURATIONS="/tmp/durations.json").returncode == 0
+    assert log.read_text().splitlines()[-1] == "test DURATIONS=/tmp/durations.json"
+
+
 def test_ci_fails_when_the_tests_fail(clone):
     repo, env, _ = clone
     assert run_ci(repo, env, TESTS_FAIL="1").returncode == 3
