@@ -250,3 +250,75 @@ def test_the_replacement_model_run_as_a_model_gives_the_real_logits_and_moves_wi
         assert moved.item() == pytest.approx(graph.adjacency[-1, i].item(), abs=1e-3)
     gates = torch.ones(model.cfg.n_layers, model.cfg.n_heads)
     assert torch.allclose(A.replacement_forward(model, run, tcs, gates=gates), final, atol=1e-5)
+
+
+# --- how much the transcoders explain: the paper's scores and the readout's signed parts --------------------
+
+
+def test_the_readouts_direct_parts_by_kind_add_up_to_its_input(built):
+    model, tcs, run, graph = built
+    parts = A.direct_parts(model, tcs, run, graph)
+    assert set(parts) == {"feature", "error", "embed", "constant"}
+    size = graph.adjacency[-1].abs().sum().item() + abs(parts["constant"])
+    assert sum(parts.values()) == pytest.approx(graph.inputs[-1].item(), abs=1e-3 + 1e-5 * size)
+    direct = graph.adjacency[-1]
+    assert parts["error"] == pytest.approx(direct[graph.index("error")].sum().item())
+
+
+def test_the_replacement_score_is_one_minus_the_error_share(built):
+    _, _, _, graph = built
+    assert A.replacement_score(graph) == pytest.approx(1 - A.error_share(graph), abs=1e-6)
+    assert 0 < A.replacement_score(graph) < 1  # random transcoders leave errors on every path
+
+
+def test_the_scores_on_a_graph_whose_answers_are_known_by_hand():
+    # embed 0 -> feature 2 (3), error 3 -> feature 2 (-1), feature 2 -> readout (2), embed 1 -> readout (2):
+    # influence readout 1, feature 1/2, embed 1 1/2, embed 0 3/8, error 1/8; the feature takes 1/4 of its input
+    # from the error, so completeness is (1 + 1/2 * 3/4 + 1/2 + 3/8 + 1/8) / (1 + 1/2 + 1/2 + 3/8 + 1/8)
+    g = hand_graph(
+        {(2, 0): 3.0, (2, 3): -1.0, (4, 2): 2.0, (4, 1): 2.0}, ["embed", "embed", "feature", "error", "readout"]
+    )
+    assert A.replacement_score(g) == pytest.approx(0.875)
+    assert A.completeness_score(g) == pytest.approx(2.375 / 2.5)
+
+
+def test_completeness_is_at_most_one_and_exactly_one_once_the_error_edges_are_zeroed(built):
+    _, _, _, graph = built
+    score = A.completeness_score(graph)
+    assert 0 < score < 1, "random transcoders leave part of some inputs to the errors"
+    clean = A.subgraph(graph, torch.arange(len(graph.nodes)))  # a copy
+    clean.adjacency[:, clean.index("error")] = 0
+    assert A.completeness_score(clean) == pytest.approx(1.0)
+    assert A.replacement_score(clean) == pytest.approx(1.0)
+
+
+def test_the_largest_error_is_the_error_node_with_the_largest_direct_edge_by_size_sign_kept():
+    g = hand_graph({(4, 1): -3.0, (4, 2): 2.0, (4, 3): 5.0}, ["embed", "error", "error", "feature", "readout"])
+    node, weight = A.largest_error(g)
+    assert node == ("error", 0, 1, -1) and weight == pytest.approx(-3.0)
+
+
+@pytest.mark.parametrize("name", ["storyworld-4l", "storyworld-llama"])
+def test_the_errors_carry_the_lesson_graph_on_storyworld_4l_but_not_on_storyworld_llama(name):
+    """Lesson 11's first prompt, with the zoo's transcoders: on storyworld-4l the error nodes' direct edges carry
+    more than half of the logit difference, though the influence-based error share stays small; on
+    storyworld-llama the features carry it."""
+    from utils import seeds
+    from utils.corpora.ioi_pairs import patching_pairs
+    from utils.model_zoo.transcoders import load_transcoders
+
+    model, tcs = load_model(name), load_transcoders(f"{name}-transcoders")
+    pairs = patching_pairs(model, n=4, seed=seeds.LESSON_11, corruption="swap", subject_first=True)
+    run = A.run_prompt(model, tcs, pairs.clean[0])
+    readout = A.readout_direction(run.logits.shape[-1], int(pairs.answers[0]), int(pairs.distractors[0]))
+    graph = A.attribution_graph(model, tcs, run, readout)
+    parts = A.direct_parts(model, tcs, run, graph)
+    total = graph.inputs[-1].item()
+    assert total > 1, "the model prefers the answer to the subject"
+    if name == "storyworld-4l":
+        assert parts["error"] > total / 2 > parts["feature"]
+        assert A.error_share(graph) < 0.25, "while the influence-based share looks small"
+        node, weight = A.largest_error(graph)
+        assert node[1] == model.cfg.n_layers - 1 and node[2] == len(run.tokens) - 1 and weight > total / 2
+    else:
+        assert parts["error"] < total / 4 < total / 2 < parts["feature"]

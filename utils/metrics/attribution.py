@@ -24,6 +24,13 @@ the features' total (embeddings and errors all pass this cut); then edges, score
 normalised weight times their target's influence, are kept until they hold ``edge_share`` of the
 total (the paper's 0.8 and 0.98), and any node no kept edge touches is dropped, errors included.
 
+**How much the transcoders explain.** The paper's two scores are built on the same normalised absolute
+weights: the *replacement score* (:func:`replacement_score`, ``1 -`` :func:`error_share`), the share of
+the influence reaching the sources that ends at tokens rather than errors, and the *completeness score*
+(:func:`completeness_score`), the influence-weighted share of the nodes' inputs that does not come from
+errors. Absolute shares hide cancellation: :func:`direct_parts` splits the readout's own input, signed, by
+the kind of node that sends it, and :func:`largest_error` names the error node that sends it most.
+
 The first position (the document-boundary token every prompt starts with) has no nodes at all. Its
 stream is the same in every prompt (it sees only itself), so what it contributes is a constant, counted
 with the biases (:func:`bias_part`); no transcoder was trained on it either. Keeping it as a source
@@ -298,10 +305,55 @@ def influence(graph: Graph) -> torch.Tensor:
 
 def error_share(graph: Graph) -> float:
     """The share of the readout's influence that ends at error nodes rather than at token embeddings: how much of
-    the explanation the transcoders leave unexplained (0 if none)."""
+    the explanation the transcoders leave unexplained (0 if none). It is ``1 -`` :func:`replacement_score`, the
+    paper's replacement score. Being built on absolute, normalised weights, it can be small while a single error
+    node's signed direct edge carries most of the readout (:func:`direct_parts`, :func:`largest_error`)."""
     inf = influence(graph)
     errors, embeds = inf[graph.index("error")].sum(), inf[graph.index("embed")].sum()
     return (errors / (errors + embeds)).item()
+
+
+def replacement_score(graph: Graph) -> float:
+    """Ameisen et al.'s *replacement score*: of the influence that ends at the graph's sources, the share that
+    ends at token embeddings rather than at error nodes (1: the paths from the tokens to the readout run through
+    features alone). Equal to ``1 -`` :func:`error_share`; as ``circuit-tracer``'s ``compute_graph_scores``
+    defines it, on absolute weights normalised by rows (:func:`influence`)."""
+    inf = influence(graph)
+    errors, embeds = inf[graph.index("error")].sum(), inf[graph.index("embed")].sum()
+    return (embeds / (errors + embeds)).item()
+
+
+def completeness_score(graph: Graph) -> float:
+    """Ameisen et al.'s *completeness score*: every node's share of its own input that does not come straight from
+    an error node (1 for sources), averaged over the nodes weighted by their influence on the readout (the
+    readout's own weight 1 included). 1 when no error node has an edge; as ``circuit-tracer``'s
+    ``compute_graph_scores`` defines it, on absolute weights normalised by rows."""
+    a = graph.adjacency.abs()
+    a = a / a.sum(1, keepdim=True).clamp_min(1e-12)
+    from_errors = a[:, graph.index("error")].sum(1)  # [n]: the share of each node's input from error nodes
+    inf = influence(graph)  # the readout's own 1 is its weight as an output
+    return ((1 - from_errors) * inf).sum().item() / inf.sum().item()
+
+
+def direct_parts(model, transcoders: list[Transcoder], run: PromptRun, graph: Graph) -> dict[str, float]:
+    """The readout's input split by what sends it: the signed direct edges into the readout summed by node kind
+    (``"feature"``, ``"error"``, ``"embed"``), and ``"constant"``, what the biases and the first position add
+    (:func:`bias_part`). The four add up to ``graph.inputs[-1]``; unlike influence, signed parts can cancel, so
+    one kind can carry more than the whole readout while another pulls against it."""
+    direct = graph.adjacency[-1]
+    parts = {kind: direct[graph.index(kind)].sum().item() for kind in ("feature", "error", "embed")}
+    parts["constant"] = bias_part(model, transcoders, run, graph)[-1].item()
+    return parts
+
+
+def largest_error(graph: Graph) -> tuple[tuple[str, int, int, int], float]:
+    """The error node with the largest direct edge into the readout (by size), and that edge's signed weight."""
+    errors = graph.index("error")
+    if len(errors) == 0:
+        raise ValueError("this graph has no error nodes (a pruned graph can lose them all): there is none to name")
+    edges = graph.adjacency[-1, errors]
+    i = int(edges.abs().argmax())
+    return graph.nodes[int(errors[i])], edges[i].item()
 
 
 def prune(graph: Graph, node_share: float = 0.8, edge_share: float = 0.98) -> Graph:
