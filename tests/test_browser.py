@@ -19,7 +19,6 @@ environment (``scripts/jupyterlab-overrides.json``); the autosave test gives its
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tests.conftest import CHROMIUM
 from utils.course import notebooks as nbs
 from utils.paths import ROOT
 
@@ -37,7 +37,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 COURSE_SETTINGS = Path(sys.prefix, "share", "jupyter", "lab", "settings", "overrides.d", "handson-mechinterp.json")
 AUTOSAVE_S = 2
 NEWS_POPUP = "official Jupyter news"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # the one tests/conftest.py launches
 LESSONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")

@@ -92,10 +92,11 @@ def test_ci_fails_before_the_tests_when_running_the_course_changed_a_tracked_fil
     assert log.read_text().split() == ["course"]
 
 
-def test_ci_hands_a_file_for_the_measured_test_times_to_make_test_only_when_asked(clone):
+def test_ci_hands_a_file_for_the_measured_test_times_to_make_test_only_when_asked(clone, tmp_path):
     repo, env, log = clone
-    assert run_ci(repo, env, CI_DURATIONS="/tmp/durations.json").returncode == 0
-    assert log.read_text().splitlines()[-1] == "test DURATIONS=/tmp/durations.json"
+    durations = tmp_path / "durations.json"
+    assert run_ci(repo, env, CI_DURATIONS=str(durations)).returncode == 0
+    assert log.read_text().splitlines()[-1] == f"test DURATIONS={durations}"
 
 
 def test_ci_fails_when_the_tests_fail(clone):

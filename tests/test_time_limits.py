@@ -2,16 +2,15 @@
 stack, and the suite goes on; a browser call that would wait for ever is stopped with Chromium."""
 
 import json
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
+from tests.conftest import CHROMIUM, chromium_processes
 from utils.paths import ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # the one tests/conftest.py launches
 MEASURED = ROOT / "benchmarks" / "test-durations.json"
 
 HANGING = """
@@ -99,8 +98,6 @@ def test_a_test_that_hangs_fails_at_its_limit_with_every_threads_stack_and_the_n
 def test_a_browser_call_that_never_returns_is_stopped_at_the_sessions_deadline(chromium):
     """``evaluate`` waits for the promise it is given and has no timeout of its own: the session's deadline stops
     Chromium, the call returns with an error, and the test fails naming what waited. No Chromium is left running."""
-    import psutil
-
     started = time.monotonic()
     with pytest.raises(pytest.fail.Exception, match="the browser session was still waiting on Chromium after 5 s"):
         with chromium(seconds=5) as browser:
@@ -108,5 +105,4 @@ def test_a_browser_call_that_never_returns_is_stopped_at_the_sessions_deadline(c
             page.evaluate("new Promise(() => {})")  # never settles
     assert time.monotonic() - started < 60
     time.sleep(1)
-    left = [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name().lower()]
-    assert left == [], left
+    assert chromium_processes() == []
