@@ -234,3 +234,27 @@ def test_a_result_on_the_device_of_the_model_the_check_gave_stays_there():
     assert call(forward, model, torch.zeros(1, 2).cuda()).is_cuda
     assert call(lambda x: (x * 2).cuda(), torch.ones(2)).device.type == "cpu", "inputs on the CPU: compared there"
     assert [t.device.type for t in call(lambda x: (x.cuda(), x), torch.ones(2))] == ["cpu", "cpu"]
+
+
+def test_later_cells_run_on_the_learners_function_once_it_passed_and_on_the_reference_otherwise(capsys):
+    from utils.checks.framework import passed, yours_or_reference
+
+    def reference(x):
+        return 2 * x
+
+    def double(x):
+        return x + x
+
+    assert yours_or_reference(double, reference) is reference
+    assert "Your `double` has not passed its check" in capsys.readouterr().out
+    passed("double", fn=double)
+    capsys.readouterr()
+    assert yours_or_reference(double, reference) is double
+    assert capsys.readouterr().out == "", "a function that passed is used without a word"
+
+    def double(x):  # noqa: F811 - the learner edits the function after its check passed
+        return x * 3
+
+    assert yours_or_reference(double, reference) is reference
+    said = capsys.readouterr().out
+    assert "was defined again after it passed its check" in said and said.count("\n") == 1
