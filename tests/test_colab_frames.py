@@ -13,17 +13,16 @@ Chromium is installed.
 """
 
 import base64
-import shutil
 from pathlib import Path
 
 import nbformat
 import plotly
 import pytest
 
+from tests.conftest import CHROMIUM
 from utils.paths import ROOT
 from utils.pictures import plotting
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
 MANAGER_URL = "https://ssl.gstatic.com/colaboratory-static/widgets/colab-cdn-widget-manager/manager.min.js"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"

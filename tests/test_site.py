@@ -7,15 +7,14 @@ lesson, and no page logs a JavaScript error. Skipped, with the reason, only wher
 """
 
 import re
-import shutil
 
 import nbformat
 import pytest
 
+from tests.conftest import CHROMIUM
 from utils.course import site
 from utils.paths import ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
 LESSON = "01_induction_heads"
 REPOSITORY = "https://github.com/example/handson-mechinterp"
