@@ -5,6 +5,7 @@ explicit sums), so a check that merely compared a function with itself could not
 answers are small changes to a correct solution, as a learner would write them.
 """
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -15,6 +16,7 @@ import torch
 
 from utils.checks import CheckFailed
 from utils.checks import lesson10_superposition as c
+from utils.metrics import superposition as sp
 from utils.metrics.superposition import REPRESENTED
 
 # --- the toy model's forward pass and loss ------------------------------------------------------
@@ -464,3 +466,359 @@ def test_the_sweep_check_measures_the_lesson_saes_the_lesson_way():
         assert mine[label]["found"] == reference[label]["found"]
         assert mine[label]["mmc"] == pytest.approx(reference[label]["mmc"], abs=1e-5)
         assert mine[label]["L0"] == pytest.approx(reference[label]["L0"], abs=1e-5)
+
+
+# --- the forward pass's gradient ----------------------------------------------------------------
+
+
+def _detached_loss(W, b, x, imp):
+    x_hat = _forward(W, b, x)
+    return x_hat, _loss(x, x_hat.detach(), imp)
+
+
+def _no_grad_body(W, b, x, imp):
+    with torch.no_grad():
+        return toy_forward_and_loss(W, b, x, imp)
+
+
+def _detached_bias(W, b, x, imp):
+    x_hat = _forward(W, b.detach(), x)
+    return x_hat, _loss(x, x_hat, imp)
+
+
+GRADIENT_MISTAKES = {
+    "it is computed from x_hat.detach()": _detached_loss,
+    "the function runs under torch.no_grad()": _no_grad_body,
+    "sends no gradient to b": _detached_bias,
+}
+
+
+def test_toy_forward_and_loss_check_rejects_a_loss_without_gradient(prove_check):
+    prove_check(c.check_toy_forward_and_loss, toy_forward_and_loss, GRADIENT_MISTAKES)
+
+
+def test_toy_forward_and_loss_check_accepts_a_list(capsys):
+    c.check_toy_forward_and_loss(lambda W, b, x, imp: list(toy_forward_and_loss(W, b, x, imp)))
+    assert "✓" in capsys.readouterr().out
+
+
+def test_toy_forward_and_loss_check_runs_under_the_lessons_no_grad(capsys):
+    with torch.no_grad():
+        c.check_toy_forward_and_loss(toy_forward_and_loss)
+    assert "✓" in capsys.readouterr().out
+
+
+# --- the sampler --------------------------------------------------------------------------------
+
+
+def sample_features(sparsity, n, batch, generator):
+    out = torch.zeros(len(sparsity), batch, n)
+    for i, s in enumerate(sparsity.tolist()):
+        u = torch.rand(batch, n, generator=generator)
+        keep = torch.rand(batch, n, generator=generator) < 1 - s
+        out[i] = torch.where(keep, u, torch.zeros(()))
+    return out
+
+
+SAMPLER_MISTAKES = {
+    "zero with probability 1 − S": lambda s, n, b, g: sample_features(1 - s, n, b, g),
+    "sets an active feature to 1": lambda s, n, b, g: (sample_features(s, n, b, g) > 0).float(),
+    "uses (or reseeds) torch's global random generator": lambda s, n, b, g: sample_features(s, n, b, None),
+    "values from": lambda s, n, b, g: sample_features(s, n, b, g) - 0.5 * (sample_features(s, n, b, g) > 0),
+    "the same on/off pattern": lambda s, n, b, g: (
+        torch.rand(len(s), b, n, generator=g) * (torch.rand(1, b, n, generator=g) >= s[:, None, None])
+    ),
+    "switches every feature of an input on and off together": lambda s, n, b, g: (
+        torch.rand(len(s), b, n, generator=g) * (torch.rand(len(s), b, 1, generator=g) >= s[:, None, None])
+    ),
+    "active values have mean": lambda s, n, b, g: (
+        (u := torch.rand(len(s), b, n, generator=g)) * (u >= s[:, None, None])
+    ),
+}
+
+
+def test_sample_features_check_accepts_a_loop_and_names_each_mistake(prove_check):
+    prove_check(c.check_sample_features, sample_features, SAMPLER_MISTAKES)
+
+
+# --- the training loop --------------------------------------------------------------------------
+
+
+def train_toy(sparsity, importance, d_hidden, forward, sample, *, steps=3000, batch=1024, lr=1e-2, seed=0, init=None):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    from utils.metrics.superposition import init_toy
+
+    W, b = init_toy(len(sparsity), importance.shape[1], d_hidden, g)
+    W = (init.clone() if init is not None else W).requires_grad_()
+    b = b.requires_grad_()
+    opt = torch.optim.Adam([W, b], lr=lr)
+    with torch.enable_grad():
+        for _step in range(steps):
+            opt.zero_grad()
+            _, per_instance = forward(W, b, sample(sparsity, importance.shape[1], batch, g), importance)
+            per_instance.mean().backward()  # the mean: Adam does not mind the scale
+            opt.step()
+    return W.detach().clone(), b.detach().clone()
+
+
+def _variant(**change):
+    def fn(sparsity, importance, d_hidden, forward, sample, *, steps=3000, batch=1024, lr=1e-2, seed=0, init=None):
+        g = torch.Generator().manual_seed(seed)
+        from utils.metrics.superposition import init_toy
+
+        W, b = init_toy(len(sparsity), importance.shape[1], d_hidden, g)
+        if init is not None and not change.get("ignore_init"):
+            W = init.clone()
+        W.requires_grad_()
+        b.requires_grad_(not change.get("freeze_b"))
+        opt = torch.optim.Adam([W, b] if not change.get("freeze_b") else [W], lr=lr)
+        with contextlib.nullcontext() if change.get("no_grad") else torch.enable_grad():
+            for _ in range(change.get("steps", steps)):
+                x = sample(sparsity, importance.shape[1], change.get("batch", batch), g)
+                _, loss = (
+                    forward(W, b, x, importance)
+                    if not change.get("own_forward")
+                    else sp.toy_forward_and_loss(W, b, x, importance)
+                )
+                if not change.get("no_zero_grad"):
+                    opt.zero_grad()
+                loss.sum().backward()
+                opt.step()
+        return (W.detach(), b.detach()) if not change.get("attached") else (W, b)
+
+    return fn
+
+
+TRAIN_MISTAKES = {
+    "put the loop inside `with torch.enable_grad():`": _variant(no_grad=True),
+    "never calls the `forward` it is given": _variant(own_forward=True),
+    "one batch and one forward pass per step": _variant(steps=7),
+    "asks sample for batches of 32": _variant(batch=32),
+    "never trains b": _variant(freeze_b=True),
+    "differs from the course's loop": _variant(no_zero_grad=True),
+    "ignores `init`": _variant(ignore_init=True),
+    "still attached to the graph": _variant(attached=True),
+}
+
+
+def test_train_toy_check_accepts_a_loop_written_another_way_and_names_each_mistake(prove_check):
+    with torch.no_grad():  # as the lesson runs
+        prove_check(c.check_train_toy, train_toy, TRAIN_MISTAKES)
+
+
+# --- correlated features ------------------------------------------------------------------------
+
+
+def correlated_features(sparsity, n, batch, generator):
+    x = sample_features(sparsity, n, batch, generator)
+    other = torch.rand(len(sparsity), batch, generator=generator)
+    x[..., 1] = other * (x[..., 0] > 0)
+    return x
+
+
+CORRELATED_MISTAKES = {
+    "feature 1 is active exactly when feature 0 is": sample_features,
+    "copies feature 0's value into feature 1": lambda s, n, b, g: (x := sample_features(s, n, b, g)).index_copy(
+        2, torch.tensor([1]), x[..., :1]
+    ),
+    "zero with probability 1 − S": lambda s, n, b, g: correlated_features(1 - s, n, b, g),
+    "shares masks beyond features 0 and 1": lambda s, n, b, g: (x := correlated_features(s, n, b, g)).index_copy(
+        2, torch.tensor([3]), torch.rand(len(s), b, 1, generator=g) * (x[..., 2:3] > 0)
+    ),
+}
+
+
+def test_correlated_features_check_accepts_a_sampler_and_names_each_mistake(prove_check):
+    prove_check(c.check_correlated_features, correlated_features, CORRELATED_MISTAKES)
+
+
+# --- neurons' top share -------------------------------------------------------------------------
+
+
+def neuron_top_share(W):
+    out = torch.zeros(W.shape[0], W.shape[1])
+    kept = W.norm(dim=1) > REPRESENTED
+    for i in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            w2 = [float(W[i, j, f]) ** 2 for f in range(W.shape[2]) if kept[i, f]]
+            out[i, j] = max(w2) / sum(w2) if w2 and sum(w2) > 0 else 0.0
+    return out
+
+
+def _shares(W, keep=True, square=True, nan=False):
+    w = W.abs() * (W.norm(dim=1) > REPRESENTED)[:, None, :] if keep else W.abs()
+    w = w.pow(2) if square else w
+    total = w.sum(-1)
+    return w.max(-1).values / total if nan else w.max(-1).values / total.clamp_min(1e-9)
+
+
+TOP_SHARE_MISTAKES = {
+    "counts the dropped features too": lambda W: _shares(W, keep=False),
+    "shares the absolute weights": lambda W: _shares(W, square=False),
+    "gives NaN (0 / 0)": lambda W: _shares(W, nan=True),
+}
+
+
+def test_neuron_top_share_check_accepts_a_loop_and_names_each_mistake(prove_check):
+    prove_check(c.check_neuron_top_share, neuron_top_share, TOP_SHARE_MISTAKES)
+
+
+# --- the SAE ------------------------------------------------------------------------------------
+
+
+def sae_latents(sae, x):
+    out = []
+    for i in range(len(sae.W_enc)):
+        z = torch.relu((x - sae.b_dec[i]) @ sae.W_enc[i] + sae.b_enc[i])
+        if sae.k is not None:
+            threshold = z.sort(dim=-1, descending=True).values[:, sae.k[i] - 1 : sae.k[i]]
+            z = z * (z >= threshold)
+        out.append(z)
+    return torch.stack(out)
+
+
+def _latents(relu=True, centre=-1, b_enc=True, same_k=False, topk=True):
+    def fn(sae, x):
+        pre = torch.einsum("ibd,ids->ibs", x[None] + centre * sae.b_dec[:, None, :], sae.W_enc)
+        pre = pre + (sae.b_enc[:, None, :] if b_enc else 0)
+        z = torch.relu(pre) if relu else pre
+        if sae.k is None or not topk:
+            return z
+        ks = [max(sae.k)] * len(sae.k) if same_k else sae.k
+        return torch.stack(
+            [
+                torch.zeros_like(z[i]).scatter(-1, z[i].topk(k, -1).indices, z[i].topk(k, -1).values)
+                for i, k in enumerate(ks)
+            ]
+        )
+
+    return fn
+
+
+LATENT_MISTAKES = {
+    "the decoder bias is not subtracted": _latents(centre=0),
+    "the decoder bias is added": _latents(centre=1),
+    "the encoder bias b_enc is missing": _latents(b_enc=False),
+    "the ReLU is missing": _latents(relu=False),
+    "each has its own k": _latents(same_k=True),
+    "TopK keeps every latent": _latents(topk=False),
+}
+
+
+def test_sae_latents_check_accepts_a_loop_and_names_each_mistake(prove_check):
+    prove_check(c.check_sae_latents, sae_latents, LATENT_MISTAKES)
+
+
+def test_sae_latents_check_names_topk_without_relu():
+    wrong = _latents(relu=False)
+    with pytest.raises(CheckFailed, match="the ReLU is missing"):  # the ReLU SAEs come first
+        c.check_sae_latents(wrong)
+
+
+def sae_loss(sae, x, l1):
+    z = sae_latents(sae, x)
+    x_hat = torch.einsum("ibs,isd->ibd", z, sae.W_dec) + sae.b_dec[:, None]
+    norms = torch.linalg.vector_norm(sae.W_dec, dim=2)
+    return ((x_hat - x) ** 2).sum(2).mean(1) + l1 * torch.einsum("ibs,is->ib", z, norms).mean(1)
+
+
+def _sae_loss(weigh=True, error="sum", square=False, coef=True, penalty=True, swap=False, detach=False):
+    def fn(sae, x, l1):
+        z = sae_latents(sae, x)
+        x_hat = torch.einsum("ibs,isd->ibd", z, sae.W_dec) + sae.b_dec[:, None]
+        err = (x_hat - x) ** 2
+        mse = err.sum(2).mean(1) if error == "sum" else err.mean(2).mean(1)
+        w = sae.W_dec.norm(dim=2)[:, None] if weigh else 1.0
+        pen = (z * w).sum(2).mean(1)
+        pen = pen**2 if square else pen
+        if swap:
+            return l1 * mse + pen
+        out = mse + (l1 if coef else 1.0) * pen if penalty else mse
+        return out.detach() if detach else out
+
+    return fn
+
+
+SAE_LOSS_MISTAKES = {
+    "not weighed by the decoder rows' lengths": _sae_loss(weigh=False),
+    "averaged over the dimensions": _sae_loss(error="mean"),
+    "the penalty is squared": _sae_loss(square=True),
+    "the penalty is not multiplied by l1": _sae_loss(coef=False),
+    "the L1 term is missing": _sae_loss(penalty=False),
+    "l1 multiplies the squared error": _sae_loss(swap=True),
+    "carries no gradient": _sae_loss(detach=True),
+}
+
+
+def test_sae_loss_check_accepts_another_writing_and_names_each_mistake(prove_check):
+    prove_check(c.check_sae_loss, sae_loss, SAE_LOSS_MISTAKES)
+
+
+def train_toy_saes(sample, d_in, d_sae, loss, *, l1=None, k=None, steps=3000, batch=1024, lr=3e-3, seed=0):
+    count = len(k) if l1 is None else len(l1)
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(count, d_sae, d_in, generator=g)
+    rows = rows / torch.linalg.vector_norm(rows, dim=2, keepdim=True)
+    enc = rows.permute(0, 2, 1).contiguous().requires_grad_()
+    dec = rows.requires_grad_()
+    b_enc = torch.zeros(count, d_sae, requires_grad=True)
+    b_dec = torch.zeros(count, d_in, requires_grad=True)
+    sae = sp.ToySAE(enc, b_enc, dec, b_dec, k)
+    coef = torch.zeros(count) if l1 is None else torch.tensor(l1)
+    opt = torch.optim.Adam([enc, b_enc, dec, b_dec], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            loss(sae, sample(batch, g), coef).sum().backward()
+            opt.step()
+    return sae  # still trainable: the check accepts that
+
+
+def _train_saes(**change):
+    def fn(sample, d_in, d_sae, loss, *, l1=None, k=None, steps=3000, batch=1024, lr=3e-3, seed=0):
+        if change.get("drop_k"):
+            k_out = None
+        else:
+            k_out = k
+        own = sp.sae_loss if change.get("own_loss") else loss
+        sae = train_toy_saes(sample, d_in, d_sae, own, l1=l1, k=k, steps=change.get("steps", steps), batch=batch,
+                             lr=change.get("lr", lr), seed=seed)  # fmt: skip
+        return dataclasses.replace(sae, k=k_out)
+
+    return fn
+
+
+SAE_TRAIN_MISTAKES = {
+    "called loss 5 and sample 5 times": _train_saes(steps=5),
+    "differ from the course's loop": _train_saes(lr=1e-3),
+    "gives its SAEs k = None": _train_saes(drop_k=True),
+    "called loss 0 and sample 30 times": _train_saes(own_loss=True),
+}
+
+
+def test_train_toy_saes_check_accepts_another_writing_and_names_each_mistake(prove_check):
+    with torch.no_grad():
+        prove_check(c.check_train_toy_saes, train_toy_saes, SAE_TRAIN_MISTAKES)
+
+
+def pair_angle(W, i, j):
+    a, b = W[:, :, i], W[:, :, j]
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    return torch.acos(torch.clamp(cos, -1, 1)) * 180 / math.pi
+
+
+PAIR_ANGLE_MISTAKES = {
+    "gives radians": lambda W, i, j: pair_angle(W, i, j) * math.pi / 180,
+    "gives the cosine": lambda W, i, j: torch.cos(pair_angle(W, i, j) * math.pi / 180),
+    "clamp it to [−1, 1]": lambda W, i, j: torch.rad2deg(
+        torch.acos(torch.nn.functional.cosine_similarity(W[:, :, i], W[:, :, j], dim=1) * (1 + 1e-6))
+    ),
+    "normalise the columns first": lambda W, i, j: torch.rad2deg(
+        torch.acos((W[:, :, i] * W[:, :, j]).sum(1).clamp(-1, 1))
+    ),
+}
+
+
+def test_pair_angle_check_accepts_another_writing_and_names_each_mistake(prove_check):
+    prove_check(c.check_pair_angle, pair_angle, PAIR_ANGLE_MISTAKES)

@@ -182,3 +182,58 @@ def test_without_a_bias_the_bias_stays_zero_and_a_given_start_is_used():
     assert (b == 0).all() and (W - start).abs().max() < 0.1
     _, b = sp.train_toy(torch.tensor([0.9]), torch.ones(1, 2), 1, steps=5, seed=0)
     assert (b != 0).any()
+
+
+def test_train_toy_runs_the_forward_and_sampler_it_is_given():
+    calls = {"forward": 0, "sample": 0}
+
+    def forward(W, b, x, importance):
+        calls["forward"] += 1
+        return sp.toy_forward_and_loss(W, b, x, importance)
+
+    def sample(sparsity, n, batch, generator):
+        calls["sample"] += 1
+        return sp.sample_features(sparsity, n, batch, generator)
+
+    W, b = sp.train_toy(torch.tensor([0.5]), torch.ones(1, 3), 2, forward, sample, steps=7, batch=16, seed=0)
+    assert calls == {"forward": 7, "sample": 7} and W.shape == (1, 2, 3) and not W.requires_grad
+
+
+def test_the_variants_are_the_forward_passes_they_name():
+    g = torch.Generator().manual_seed(0)
+    W, b = torch.randn(2, 2, 4, generator=g), torch.randn(2, 4, generator=g)
+    x, imp = torch.rand(2, 8, 4, generator=g), torch.ones(2, 4)
+    assert torch.equal(sp.forward_variant(linear=True)(W, b, x, imp)[0], sp.toy_forward(W, b, x, linear=True))
+    assert torch.equal(sp.forward_variant(relu_hidden=True)(W, b, x, imp)[0], sp.toy_forward(W, b, x, relu_hidden=True))
+    no_bias = sp.forward_variant(bias=False)(W, b, x, imp)[0]
+    assert torch.equal(no_bias, sp.toy_forward(W, torch.zeros_like(b), x))
+    assert sp.forward_variant() is sp.toy_forward_and_loss
+
+
+def test_correlated_features_share_only_their_mask():
+    x = sp.correlated_features(torch.tensor([0.5, 0.9]), 4, 2000, torch.Generator().manual_seed(0))
+    assert torch.equal(x[..., 0] > 0, x[..., 1] > 0)
+    assert not torch.allclose(x[..., 0], x[..., 1])
+    assert abs((x[1] > 0).float().mean().item() - 0.1) < 0.02
+
+
+def test_pair_angle_is_in_degrees_and_safe_at_0_and_180():
+    W = torch.tensor([[[1.0, -2.0, 0.0, 3.0], [0.0, 0.0, 1.0, 0.0]]])
+    assert sp.pair_angle(W, 0, 1).item() == pytest.approx(180.0)
+    assert sp.pair_angle(W, 0, 2).item() == pytest.approx(90.0)
+    assert sp.pair_angle(W, 0, 3).item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_sae_loss_weighs_the_penalty_by_the_decoder_rows_lengths():
+    eye = torch.eye(2)[None]
+    sae = sp.ToySAE(eye.clone(), torch.zeros(1, 2), 2 * eye, torch.zeros(1, 2))
+    x = torch.tensor([[1.0, 0.0]])
+    # latents (1, 0); reconstruction (2, 0): squared error 1; penalty 1 × ‖row 0‖ = 2
+    assert sp.sae_loss(sae, x, torch.tensor([0.5])).item() == pytest.approx(1.0 + 0.5 * 2.0)
+
+
+def test_describe_2d_says_when_no_feature_has_a_direction_of_its_own():
+    pentagon = torch.stack([torch.cos(torch.arange(5) * 1.2566), torch.sin(torch.arange(5) * 1.2566)])
+    assert sp.describe_2d(pentagon).startswith("no feature has a direction of its own")
+    two = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert sp.describe_2d(two).startswith("features [0, 1] have a direction of their own")

@@ -7,6 +7,12 @@ not zero, importances that differ per feature, feature directions of different l
 two short ones among them, 0.2 and 0.005 long), and a dictionary whose directions have negative as well as
 positive cosines with the truth, with one true feature that every found direction points away from.
 The SAEs that the scoring check measures are built by hand, not trained, and labelled for what they are.
+
+The samplers are checked by their statistics on a large draw (share of zeros per instance, the values of the
+active features, which masks are shared) and by drawing only from the generator they are given; the two
+training loops by replaying the course's loop on the same generator, with spies that count the calls of the
+forward pass (or loss) and the sampler they are given. Each check that passes remembers the function
+(``passed(..., fn=fn)``), so that the lesson's later cells run on it (``yours_or_reference``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from utils.checks.framework import (
     CheckFailed,
     as_number,
     call,
+    call_own_generator,
     expect_close,
     expect_number,
     expect_tensor,
@@ -49,7 +56,7 @@ def check_toy_forward_and_loss(fn: Callable) -> None:
     x = sp.sample_features(torch.tensor([0.0, 0.5, 0.8]), n, batch, g)
     importance = torch.rand(instances, n, generator=g) + 0.1
     out = call(fn, W, b, x, importance, name=name)
-    if not (isinstance(out, tuple) and len(out) == 2):
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise CheckFailed(f"`{name}` should return two things, (x_hat, loss); it returned {type(out).__name__}.")
     x_hat = expect_tensor(out[0], (instances, batch, n), ("instance", "batch", "feature"), f"{name}'s x_hat")
     loss = expect_tensor(out[1], (instances,), ("instance",), f"{name}'s loss")
@@ -103,7 +110,32 @@ def check_toy_forward_and_loss(fn: Callable) -> None:
             ),
         ],
     )
-    passed(name, "x̂ = ReLU(Wᵀ W x + b), loss = Σ_features importance × (x − x̂)², averaged over the batch")
+    _check_gradients(fn, name, W, b, x, importance)
+    passed(name, "x̂ = ReLU(Wᵀ W x + b), loss = Σ_features importance × (x − x̂)², averaged over the batch", fn=fn)
+
+
+def _check_gradients(fn: Callable, name: str, W, b, x, importance) -> None:
+    """Training steps W and b along the loss's gradient: the loss must carry one back to both."""
+    W, b = W.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    with torch.enable_grad():
+        x_hat, loss = call(fn, W, b, x, importance, name=name)
+        if not loss.requires_grad:
+            where = (
+                "it is computed from x_hat.detach() (or x_hat.data), cut off from W and b"
+                if x_hat.requires_grad
+                else "the function runs under torch.no_grad() (or uses W.detach(), W.data)"
+            )
+            raise CheckFailed(
+                f"`{name}`'s loss carries no gradient: {where}; training calls loss.backward() and needs the "
+                "graph from W and b to the loss, so compute everything from W, b and x as they are."
+            )
+        loss.sum().backward()
+    for what, tensor in (("W", W), ("b", b)):
+        if tensor.grad is None or not tensor.grad.abs().sum() > 0:
+            raise CheckFailed(
+                f"`{name}`'s loss sends no gradient to {what}: {what} enters it detached (.detach(), .data or a "
+                f"copy made without the graph); use {what} itself, so that training can move it."
+            )
 
 
 # --- feature dimensionality ---------------------------------------------------------------------
@@ -175,7 +207,7 @@ def check_feature_dimensionality(fn: Callable) -> None:
                 f"{ref[i, f].item():.3g}: Ŵ_i is W_i at unit length, and a floor on the norm (clamp_min) longer than "
                 "the column leaves it shorter than that; keep the floor tiny (1e-8), there only to avoid 0 / 0."
             )
-    passed(name, "D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)², 0 for a dropped feature")
+    passed(name, "D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)², 0 for a dropped feature", fn=fn)
 
 
 # --- scoring a dictionary against the truth -----------------------------------------------------
@@ -233,7 +265,7 @@ def check_mean_max_cosine(fn: Callable) -> None:
         if abs(number - value) < 1e-4 and abs(value - ref) > 1e-3:
             raise CheckFailed(f"`{name}` {message}.")
     expect_number(out, ref, name, "the mean max cosine", 1e-4)
-    passed(name, f"{ref:.3f} on a check dictionary of {k} directions against {n} features")
+    passed(name, f"{ref:.3f} on a check dictionary of {k} directions against {n} features", fn=fn)
 
 
 # --- the sweep: scoring every SAE against the truth ---------------------------------------------
@@ -495,7 +527,9 @@ def check_score_saes(fn: Callable) -> None:
     ]
     if not wrong:
         detail = "; ".join(f"{label}: {s['mmc']:.2f}, {s['found']} found, L0 {s['L0']:.1f}" for label, s in ref.items())
-        passed(name, f"mean max cosine, features found and L0 of three SAEs built by hand for this check: {detail}")
+        passed(
+            name, f"mean max cosine, features found and L0 of three SAEs built by hand for this check: {detail}", fn=fn
+        )
         return
     for mistake, keys, message in _SCORE_MISTAKES:  # named only where every number is that mistake's number
         if not any(key in keys for key, _ in wrong):
@@ -512,3 +546,401 @@ def check_score_saes(fn: Callable) -> None:
     raise CheckFailed(
         f"`{name}` gives {label!r} {what} ({key!r}) = {got[label][key]:.4g}; expected {ref[label][key]:.4g}."
     )
+
+
+# --- the data: sparse features ------------------------------------------------------------------
+
+
+def _draw(fn: Callable, name: str, sparsity: torch.Tensor, n: int, batch: int, seed: int) -> torch.Tensor:
+    out = call_own_generator(fn, sparsity.clone(), n, batch, torch.Generator().manual_seed(seed), name=name)
+    return expect_tensor(out, (len(sparsity), batch, n), ("instance", "batch", "feature"), name)
+
+
+def _check_sampler_basics(fn: Callable, name: str, sparsity: torch.Tensor, n: int, batch: int, seed: int):
+    """Shape, range, own generator and repeatability; returns the draw (``[instance, batch, n]``)."""
+    x = _draw(fn, name, sparsity, n, batch, seed)
+    if not torch.equal(x, _draw(fn, name, sparsity, n, batch, seed)):
+        raise CheckFailed(
+            f"`{name}` gives two different batches from two generators seeded alike; draw every random number "
+            "from the generator it is given (torch.rand(..., generator=generator))."
+        )
+    if x.min() < 0 or x.max() > 1:
+        raise CheckFailed(
+            f"`{name}` gives values from {x.min().item():.3g} to {x.max().item():.3g}; an active feature is uniform "
+            "on [0, 1] (torch.rand), an inactive one exactly 0."
+        )
+    return x
+
+
+def _check_sparsity_and_values(x: torch.Tensor, sparsity: torch.Tensor, name: str, features=None) -> None:
+    active = (x > 0).float()
+    cols = slice(None) if features is None else features
+    share_off = 1 - active[:, :, cols].mean((1, 2))  # [instance]
+    if ((share_off - (1 - sparsity)).abs() < 0.03).all() and ((share_off - sparsity).abs() > 0.1).any():
+        raise CheckFailed(
+            f"`{name}` makes a feature zero with probability 1 − S; S is the chance that it is zero (sparse: "
+            "S near 1, most features off), so keep a feature with probability 1 − S."
+        )
+    if not ((share_off - sparsity).abs() < 0.03).all():
+        raise CheckFailed(
+            f"`{name}`'s share of zeros per instance is {[round(v, 3) for v in share_off.tolist()]}; each feature "
+            f"should be zero with probability sparsity[instance] = {[round(v, 3) for v in sparsity.tolist()]}."
+        )
+    on = x[:, :, cols][x[:, :, cols] > 0]
+    if (on > 0.999).float().mean() > 0.5:
+        raise CheckFailed(
+            f"`{name}` sets an active feature to 1; its value is uniform on [0, 1]: draw it with torch.rand."
+        )
+    if abs(on.mean().item() - 0.5) > 0.03 or on.min() > 0.05 or on.max() < 0.95:
+        raise CheckFailed(
+            f"`{name}`'s active values have mean {on.mean().item():.3f}, from {on.min().item():.3f} to "
+            f"{on.max().item():.3f}; an active feature is uniform on [0, 1] (mean 0.5), drawn independently of "
+            "whether it is active (two torch.rand draws: one for the value, one for the on/off)."
+        )
+
+
+def check_sample_features(fn: Callable) -> None:
+    """``fn(sparsity [instance], n_features, batch, generator)`` -> features ``[instance, batch, n_features]``."""
+    name = _name(fn, "sample_features")
+    sparsity = torch.tensor([0.0, 0.5, 0.9, 0.9])
+    n, batch = 6, 4000
+    x = _check_sampler_basics(fn, name, sparsity, n, batch, LESSON_10_CHECKS + 20)
+    _check_sparsity_and_values(x, sparsity, name)
+    active = x > 0
+    if torch.equal(active[2], active[3]):
+        raise CheckFailed(
+            f"`{name}` gives two instances with the same sparsity the same on/off pattern; each instance is a "
+            "model of its own and draws its own: draw the mask with shape [instance, batch, n_features]."
+        )
+    if all(torch.equal(active[:, :, 0], active[:, :, f]) for f in range(1, n)):
+        raise CheckFailed(
+            f"`{name}` switches every feature of an input on and off together; each feature is on or off on its "
+            "own: draw the mask with shape [instance, batch, n_features]."
+        )
+    passed(name, "each feature zero with probability S, else uniform on [0, 1], from its own generator", fn=fn)
+
+
+# --- the training loop --------------------------------------------------------------------------
+
+
+class _Spy:
+    """Wraps a function and counts its calls (and the batch sizes asked for)."""
+
+    def __init__(self, fn: Callable, batch_arg: int | None = None):
+        self.fn, self.calls, self.batches, self.batch_arg = fn, 0, [], batch_arg
+        self.__name__ = getattr(fn, "__name__", "spy")
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.batch_arg is not None:
+            self.batches.append(args[self.batch_arg] if len(args) > self.batch_arg else kwargs.get("batch"))
+        return self.fn(*args, **kwargs)
+
+
+_NO_GRAD = (
+    "training needs gradients, and the lesson turns them off (torch.set_grad_enabled(False) in the setup); put the "
+    "loop inside `with torch.enable_grad():`"
+)
+
+
+def check_train_toy(fn: Callable) -> None:
+    """``fn(sparsity, importance, d_hidden, forward, sample, *, steps, batch, lr, seed, init=None)`` -> ``(W, b)``."""
+    name = _name(fn, "train_toy")
+    sparsity = torch.tensor([0.0, 0.8, 0.95])
+    importance = (0.9 ** torch.arange(5.0))[None].repeat(3, 1)
+    kwargs = {"steps": 40, "batch": 96, "lr": 3e-2, "seed": LESSON_10_CHECKS + 21}
+    forward, sample = _Spy(sp.toy_forward_and_loss), _Spy(sp.sample_features, batch_arg=2)
+    explain = {RuntimeError: _NO_GRAD}
+    out = call(fn, sparsity, importance, 2, forward, sample, name=name, explain=explain, **kwargs)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise CheckFailed(f"`{name}` should return two things, (W, b); it returned {type(out).__name__}.")
+    W = expect_tensor(out[0], (3, 2, 5), ("instance", "hidden", "feature"), f"{name}'s W")
+    b = expect_tensor(out[1], (3, 5), ("instance", "feature"), f"{name}'s b")
+    if forward.calls == 0 or sample.calls == 0:
+        which = "forward" if forward.calls == 0 else "sample"
+        raise CheckFailed(
+            f"`{name}` never calls the `{which}` it is given; call `{which}(...)` each step, so that the lesson "
+            "trains with the functions it passes in (yours)."
+        )
+    if forward.calls != kwargs["steps"] or sample.calls != kwargs["steps"]:
+        raise CheckFailed(
+            f"`{name}` called forward {forward.calls} and sample {sample.calls} times for steps = {kwargs['steps']}; "
+            "one batch and one forward pass per step: loop `for _ in range(steps)`."
+        )
+    if any(size != kwargs["batch"] for size in sample.batches):
+        raise CheckFailed(f"`{name}` asks sample for batches of {sample.batches[0]}; pass it `batch`.")
+    if W.requires_grad or b.requires_grad:
+        raise CheckFailed(f"`{name}` returns W and b still attached to the graph; return W.detach(), b.detach().")
+    ref_W, ref_b = sp.train_toy(sparsity, importance, 2, sp.toy_forward_and_loss, sp.sample_features, **kwargs)
+    start, _ = sp.init_toy(3, 5, 2, torch.Generator().manual_seed(kwargs["seed"]))
+    if torch.allclose(W, start):
+        raise CheckFailed(
+            f"`{name}` returns the starting weights: W never moved; step the optimiser each step (zero_grad, "
+            "loss.sum().backward(), step) on W and b made trainable (requires_grad_)."
+        )
+    if (b == 0).all():
+        raise CheckFailed(f"`{name}` never trains b; give Adam both W and b: torch.optim.Adam([W, b], lr=lr).")
+    if not (torch.allclose(W, ref_W, atol=1e-3) and torch.allclose(b, ref_b, atol=1e-3)):
+        raise CheckFailed(
+            f"`{name}`'s W differs from the course's loop by up to {(W - ref_W).abs().max().item():.3g} after "
+            f"{kwargs['steps']} steps; seed one torch.Generator with `seed`, draw the start with "
+            "sp.init_toy(instances, n, d_hidden, generator) first, then each step: x = sample(sparsity, n, batch, "
+            "generator), the loss from forward, optimiser.zero_grad(), loss.sum().backward(), optimiser.step() "
+            "(Adam with `lr`; forgetting zero_grad adds up old gradients)."
+        )
+    init = torch.tensor([[[1.0, 0.0, -1.0, 0.5, 0.0], [0.0, 1.0, 0.0, -0.5, 1.0]]]).repeat(3, 1, 1)
+    kwargs["steps"] = 2
+    W2, _ = call(fn, sparsity, importance, 2, sp.toy_forward_and_loss, sp.sample_features, init=init.clone(),
+                 name=name, explain=explain, **kwargs)  # fmt: skip
+    if (W2 - init).abs().max() > 0.2:
+        raise CheckFailed(f"`{name}` ignores `init`; when it is given, start W from a copy of it (init.clone()).")
+    passed(name, "40 steps match the course's loop; init, steps and batch honoured", fn=fn)
+
+
+# --- correlated features ------------------------------------------------------------------------
+
+
+def check_correlated_features(fn: Callable) -> None:
+    """``fn(sparsity [instance], n_features, batch, generator)``: features 0 and 1 share their on/off mask."""
+    name = _name(fn, "correlated_features")
+    sparsity = torch.tensor([0.5, 0.9, 0.9])
+    n, batch = 5, 4000
+    x = _check_sampler_basics(fn, name, sparsity, n, batch, LESSON_10_CHECKS + 22)
+    on = x > 0
+    if not torch.equal(on[:, :, 0], on[:, :, 1]):
+        share = (on[:, :, 0] == on[:, :, 1]).float().mean().item()
+        raise CheckFailed(
+            f"`{name}`'s features 0 and 1 are on or off together on {share:.0%} of inputs; feature 1 is active "
+            "exactly when feature 0 is: give it feature 0's mask, not one of its own."
+        )
+    both = on[:, :, 0]
+    if torch.allclose(x[:, :, 0][both], x[:, :, 1][both]):
+        raise CheckFailed(
+            f"`{name}` copies feature 0's value into feature 1; they share only the on/off mask: draw feature 1's "
+            "value on its own (uniform on [0, 1])."
+        )
+    _check_sparsity_and_values(x, sparsity, name, features=[0, 2, 3, 4])
+    _check_sparsity_and_values(x, sparsity, name, features=[1])
+    if torch.equal(on[:, :, 2], on[:, :, 3]) or torch.equal(on[1], on[2]):
+        raise CheckFailed(
+            f"`{name}` shares masks beyond features 0 and 1; every other feature, and every instance, draws its own."
+        )
+    passed(name, "features 0 and 1 on and off together, values of their own; the others independent", fn=fn)
+
+
+# --- neurons: the top share ---------------------------------------------------------------------
+
+
+def check_neuron_top_share(fn: Callable) -> None:
+    """``fn(W [instance, neuron, n])`` -> ``[instance, neuron]``."""
+    name = _name(fn, "neuron_top_share")
+    g = torch.Generator().manual_seed(LESSON_10_CHECKS + 23)
+    W = torch.randn(3, 4, 6, generator=g) * 0.6
+    W[:, :, 0] *= 3.0  # a long column: kept
+    W[0, :, 5] = 0.02 * torch.randn(4, generator=g)  # a dropped feature (short column) with some weight on it
+    W[0, :, 4] = torch.tensor([2.0, 0.0, 0.0, 0.0])  # kept, read by neuron 0 only
+    W[1, 2] = 0.0  # a neuron that reads no kept feature ...
+    W[1, :, 5] = torch.tensor([0.01, 0.02, 0.3, 0.01])  # ... only feature 5, whose short column is dropped
+    out = call(fn, W.clone(), name=name)
+    if isinstance(out, torch.Tensor) and torch.isnan(out).any():
+        raise CheckFailed(
+            f"`{name}` gives NaN (0 / 0) for a neuron that reads no kept feature; give it 0 (torch.where on the total)."
+        )
+    out = expect_tensor(out, (3, 4), ("instance", "neuron"), name)
+    ref = sp.neuron_top_share(W)
+    kept = sp.represented(W)
+    w2 = W.pow(2)
+    every = w2.max(-1).values / w2.sum(-1)
+    kept_w = W.abs() * kept[:, None, :]
+    expect_close(
+        out,
+        ref,
+        name,
+        hints=[
+            (every, "counts the dropped features too; zero their weights first (sp.represented(W)), then share."),
+            (
+                kept_w.max(-1).values / kept_w.sum(-1).clamp_min(1e-9),
+                "shares the absolute weights; share the squared weights.",
+            ),
+        ],
+    )
+    passed(name, "each neuron's largest share of its squared weights on the kept features", fn=fn)
+
+
+# --- the SAE: encoder, loss, training loop ------------------------------------------------------
+
+
+def _random_saes(g: torch.Generator, k: list[int] | None, d_in: int = 5, d_sae: int = 8) -> sp.ToySAE:
+    n = 2
+    return sp.ToySAE(
+        torch.randn(n, d_in, d_sae, generator=g),
+        0.3 * torch.randn(n, d_sae, generator=g),
+        torch.randn(n, d_sae, d_in, generator=g) * (0.5 + torch.rand(n, d_sae, 1, generator=g)),
+        0.5 * torch.randn(n, d_in, generator=g),
+        k,
+    )
+
+
+def _latents_mistakes(sae: sp.ToySAE, x: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
+    def enc(x_in, relu=True, b_enc=True):
+        pre = torch.einsum("ibd,ids->ibs", x_in, sae.W_enc) + (sae.b_enc[:, None, :] if b_enc else 0)
+        return torch.relu(pre) if relu else pre
+
+    def topk(pre, ks):
+        out = torch.zeros_like(pre)
+        for i, kk in enumerate(ks):
+            top = pre[i].topk(kk, dim=-1)
+            out[i] = out[i].scatter(-1, top.indices, top.values)
+        return out
+
+    centred = x[None] - sae.b_dec[:, None, :]
+    plain = x[None].expand(len(sae.W_enc), -1, -1)
+    out = [
+        (enc(plain), "the decoder bias is not subtracted from x before encoding: encode x − b_dec."),
+        (enc(x[None] + sae.b_dec[:, None, :]), "the decoder bias is added; subtract it: encode x − b_dec."),
+        (enc(centred, b_enc=False), "the encoder bias b_enc is missing: ReLU((x − b_dec) W_enc + b_enc)."),
+    ]
+    if sae.k is None:
+        out.append((enc(centred, relu=False), "the ReLU is missing: latents are ReLU((x − b_dec) W_enc + b_enc)."))
+    else:
+        out += [
+            (topk(enc(centred, relu=False), sae.k), "TopK keeps negative pre-activations; apply the ReLU first."),
+            (topk(enc(centred), [max(sae.k)] * len(sae.k)), "every SAE keeps the largest k; each has its own k."),
+            (enc(centred), "TopK keeps every latent: keep only the k largest of each input (topk, then scatter)."),
+        ]
+    return out
+
+
+def check_sae_latents(fn: Callable) -> None:
+    """``fn(sae, x [batch, d_in])`` -> latents ``[instance, batch, d_sae]``."""
+    name = _name(fn, "sae_latents")
+    g = torch.Generator().manual_seed(LESSON_10_CHECKS + 24)
+    x = torch.randn(50, 5, generator=g)
+    for k in (None, [2, 3]):
+        sae = _random_saes(g, k)
+        out = expect_tensor(call(fn, sae, x.clone(), name=name), (2, 50, 8), ("instance", "batch", "latent"), name)
+        what = "ReLU SAEs" if k is None else "TopK SAEs (k = 2 and 3)"
+        expect_close(out, sp.sae_latents(sae, x), name, f"latents of {what}", hints=_latents_mistakes(sae, x))
+    passed(name, "ReLU((x − b_dec) W_enc + b_enc), and TopK keeps each SAE's k largest", fn=fn)
+
+
+def check_sae_loss(fn: Callable) -> None:
+    """``fn(sae, x [batch, d_in], l1 [instance])`` -> loss ``[instance]``."""
+    name = _name(fn, "sae_loss")
+    g = torch.Generator().manual_seed(LESSON_10_CHECKS + 25)
+    x = torch.randn(40, 5, generator=g)
+    sae = _random_saes(g, None)
+    l1 = torch.tensor([0.3, 1.5])
+    out = expect_tensor(call(fn, sae, x.clone(), l1.clone(), name=name), (2,), ("instance",), name)
+    z = sp.sae_latents(sae, x)
+    err = (sp.sae_reconstruct(sae, z) - x).pow(2)
+    mse = err.sum(-1).mean(-1)
+    norms = sae.W_dec.norm(dim=-1)[:, None, :]
+    penalty = (z * norms).sum(-1).mean(-1)
+    expect_close(
+        out,
+        sp.sae_loss(sae, x, l1),
+        name,
+        "loss",
+        hints=[
+            (
+                mse + l1 * z.sum(-1).mean(-1),
+                "the L1 term is not weighed by the decoder rows' lengths; multiply each "
+                "latent by ‖W_dec[latent]‖ (else shrinking the decoder dodges the penalty).",
+            ),
+            (err.mean(-1).mean(-1) + l1 * penalty, "the squared error is averaged over the dimensions; sum over them."),
+            (mse + l1 * penalty.pow(2), "the penalty is squared; L1 is the plain sum of the weighted latents."),
+            (mse + penalty, "the penalty is not multiplied by l1; each SAE's penalty is l1[instance] × its L1 term."),
+            (mse, "the L1 term is missing: loss = squared error + l1 × Σ latents × ‖W_dec row‖."),
+            (l1 * mse + penalty, "l1 multiplies the squared error; it multiplies the penalty."),
+        ],
+    )
+    with torch.enable_grad():
+        params = [p.clone().requires_grad_(True) for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)]
+        live = sp.ToySAE(*params, None)
+        loss = call(fn, live, x.clone(), l1.clone(), name=name)
+        if not loss.requires_grad:
+            raise CheckFailed(
+                f"`{name}`'s loss carries no gradient; compute it from the SAE's weights as they are (no .detach(), "
+                "no torch.no_grad()), so training can move them."
+            )
+        loss.sum().backward()
+    if any(p.grad is None or not p.grad.abs().sum() > 0 for p in params):
+        raise CheckFailed(
+            f"`{name}`'s loss sends no gradient to one of W_enc, b_enc, W_dec, b_dec; use them as they are."
+        )
+    passed(name, "squared error summed over dimensions + l1 × latents weighed by decoder norms", fn=fn)
+
+
+def check_train_toy_saes(fn: Callable) -> None:
+    """``fn(sample, d_in, d_sae, loss, *, l1=None, k=None, steps, batch, lr, seed)`` -> a ToySAE."""
+    name = _name(fn, "train_toy_saes")
+    W_true = torch.nn.functional.normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(3)), dim=-1)
+
+    def sample(batch: int, generator: torch.Generator) -> torch.Tensor:
+        return sp.sample_features(torch.tensor([0.8]), 6, batch, generator)[0] @ W_true
+
+    kwargs = {"steps": 30, "batch": 64, "lr": 1e-2, "seed": LESSON_10_CHECKS + 26}
+    for setting in ({"l1": [0.05, 0.5]}, {"k": [1, 2]}):
+        spy_sample, spy_loss = _Spy(sample, batch_arg=0), _Spy(sp.sae_loss)
+        out = call(fn, spy_sample, 4, 6, spy_loss, name=name, explain={RuntimeError: _NO_GRAD}, **setting, **kwargs)
+        if not isinstance(out, sp.ToySAE):
+            raise CheckFailed(f"`{name}` should return an sp.ToySAE; it returned {type(out).__name__}.")
+        if spy_loss.calls != kwargs["steps"] or spy_sample.calls != kwargs["steps"]:
+            raise CheckFailed(
+                f"`{name}` called loss {spy_loss.calls} and sample {spy_sample.calls} times for steps = "
+                f"{kwargs['steps']}; each step: x = sample(batch, generator), then loss(sae, x, l1) of it."
+            )
+        if out.k != setting.get("k"):
+            raise CheckFailed(f"`{name}` gives its SAEs k = {out.k!r}; pass k on: ToySAE(..., k).")
+        ref = sp.train_toy_saes(sample, 4, 6, sp.sae_loss, **setting, **kwargs)
+        what = "L1" if "l1" in setting else "TopK"
+        for w in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            got = getattr(out, w)
+            expected = getattr(ref, w)
+            if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+                raise CheckFailed(f"`{name}`'s {w} should be a tensor of shape {list(expected.shape)}.")
+            if not torch.allclose(got.detach(), expected, atol=1e-3):
+                raise CheckFailed(
+                    f"`{name}`'s {what} SAEs' {w} differ from the course's loop by up to "
+                    f"{(got.detach() - expected).abs().max().item():.3g} after {kwargs['steps']} steps; seed one "
+                    "generator with `seed`, draw W_dec first (torch.randn(instances, d_sae, d_in), rows normalised), "
+                    "W_enc its transpose, zero biases; l1 as a tensor (zeros for TopK); each step "
+                    "loss(sae, sample(batch, generator), l1).sum(), zero_grad, backward, step (Adam, lr)."
+                )
+    passed(name, "L1 and TopK SAEs trained as the course's loop trains them", fn=fn)
+
+
+def check_pair_angle(fn: Callable) -> None:
+    """``fn(W [instance, m, n], i, j)`` -> angles in degrees ``[instance]``."""
+    name = _name(fn, "pair_angle")
+    g = torch.Generator().manual_seed(LESSON_10_CHECKS + 27)
+    W = torch.randn(4, 3, 5, generator=g) * (0.3 + torch.rand(4, 1, 5, generator=g))
+    W[1, :, 3] = -2.5 * W[1, :, 1]  # exactly opposite: 180°, where a cosine a hair below −1 gives arccos NaN
+    W[2, :, 3] = 0.7 * W[2, :, 1]  # the same direction: 0°
+    out = call(fn, W.clone(), 1, 3, name=name)
+    if isinstance(out, torch.Tensor) and torch.isnan(out).any():
+        raise CheckFailed(
+            f"`{name}` gives NaN for two columns at 0° or 180°: rounding puts their cosine a hair outside [−1, 1]; "
+            "clamp it to [−1, 1] before torch.arccos."
+        )
+    out = expect_tensor(out, (4,), ("instance",), name)
+    ref = sp.pair_angle(W, 1, 3)
+    cos = torch.nn.functional.cosine_similarity(W[:, :, 1], W[:, :, 3], dim=1)
+    dots = (W[:, :, 1] * W[:, :, 3]).sum(1)
+    expect_close(
+        out,
+        ref,
+        name,
+        "angles",
+        atol=0.05,
+        hints=[
+            (torch.arccos(cos.clamp(-1, 1)), "gives radians; turn them into degrees (torch.rad2deg)."),
+            (cos, "gives the cosine; the angle is its arccos, in degrees."),
+            (
+                torch.rad2deg(torch.arccos(dots.clamp(-1, 1))),
+                "takes the arccos of the dot product; normalise the columns first (the cosine).",
+            ),
+        ],
+    )
+    passed(name, "the angle in degrees between two features' columns, 0° and 180° included", fn=fn)

@@ -40,6 +40,31 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def on_one_thread(fn: Callable) -> Callable:
+    """``fn`` run inside :func:`one_thread` (a training loop, the learner's or the course's)."""
+
+    def run(*args, **kwargs):
+        with one_thread():
+            return fn(*args, **kwargs)
+
+    run.__name__ = getattr(fn, "__name__", "run")
+    return run
+
+
+def describe_2d(w: torch.Tensor) -> str:
+    """What a model's ``W`` ``[m, n]`` does with each feature, in words: the features with a direction of their own
+    (column longer than ``REPRESENTED`` and ``D_i`` above 0.9), those longer than ``REPRESENTED`` that share their
+    direction with others (``D_i`` 0.9 or less: superposition, or a projection that gives no feature a direction of
+    its own), and the rest, stored weakly or dropped."""
+    norms = w.norm(dim=0)
+    d = feature_dimensionality(w[None])[0]
+    own = ((norms > REPRESENTED) & (d > 0.9)).nonzero().flatten().tolist()
+    shared = ((norms > REPRESENTED) & (d <= 0.9)).nonzero().flatten().tolist()
+    rest = (norms <= REPRESENTED).nonzero().flatten().tolist()
+    first = f"features {own} have a direction of their own" if own else "no feature has a direction of its own"
+    return f"{first}; {shared or 'none'} share directions (longer than {REPRESENTED}); {rest or 'none'} are shorter"
+
+
 # ---------------------------------------------------------------------------------------------
 # The model
 
@@ -50,6 +75,17 @@ def sample_features(sparsity: torch.Tensor, n_features: int, batch: int, generat
     p = (1 - sparsity).reshape(len(sparsity), 1, -1)  # chance of being active, [instance, 1, n or 1]
     u = torch.rand(len(sparsity), batch, n_features, generator=generator)
     return torch.where(u < p, u / p, torch.zeros(())).clamp(max=1.0)  # given u < p, u / p is uniform on [0, 1)
+
+
+def correlated_features(
+    sparsity: torch.Tensor, n_features: int, batch: int, generator: torch.Generator
+) -> torch.Tensor:
+    """As :func:`sample_features`, but feature 1 is active exactly when feature 0 is (a value of its own, uniform on
+    [0, 1]): the two share their on/off mask."""
+    x = sample_features(sparsity, n_features, batch, generator)
+    values = torch.rand(len(sparsity), batch, generator=generator)
+    x[:, :, 1] = torch.where(x[:, :, 0] > 0, values, torch.zeros(()))
+    return x
 
 
 def init_toy(instances: int, n_features: int, d_hidden: int, generator: torch.Generator):
@@ -78,32 +114,70 @@ def toy_loss(x: torch.Tensor, x_hat: torch.Tensor, importance: torch.Tensor) -> 
     return ((x - x_hat).pow(2) * importance[:, None, :]).sum(-1).mean(-1)
 
 
+def toy_forward_and_loss(
+    W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, importance: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x̂ [instance, batch, n], loss [instance])`` of the toy model: what :func:`train_toy` calls each step."""
+    x_hat = toy_forward(W, b, x)
+    return x_hat, toy_loss(x, x_hat, importance)
+
+
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def forward_variant(
+    relu_hidden: bool = False, linear: bool = False, bias: bool = True, forward: Forward | None = None
+) -> Forward:
+    """A forward-and-loss function for a variant of the toy model: ``relu_hidden`` (neurons), ``linear`` (no ReLU
+    on the output) or without ``bias`` (``b`` read as zero, so it gets no gradient and stays at its start, zero).
+    ``forward`` is the plain model to leave the bias out of (default :func:`toy_forward_and_loss`)."""
+    if relu_hidden or linear:
+        if forward is not None:
+            raise ValueError("forward is only for the bias variant")
+
+        def variant(W, b, x, importance):
+            x_hat = toy_forward(W, b if bias else torch.zeros_like(b), x, relu_hidden, linear)
+            return x_hat, toy_loss(x, x_hat, importance)
+
+        return variant
+    base = forward or toy_forward_and_loss
+    if bias:
+        return base
+    return lambda W, b, x, importance: base(W, torch.zeros_like(b), x, importance)
+
+
 def train_toy(
     sparsity: torch.Tensor,
     importance: torch.Tensor,
     d_hidden: int,
+    forward: Forward = toy_forward_and_loss,
+    sample: Callable[[torch.Tensor, int, int, torch.Generator], torch.Tensor] = sample_features,
     *,
     steps: int = 3000,
     batch: int = 1024,
     lr: float = 1e-2,
     seed: int = 0,
+    init: torch.Tensor | None = None,
     relu_hidden: bool = False,
     linear: bool = False,
     bias: bool = True,
-    init: torch.Tensor | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one toy model per row of ``sparsity`` (``[instance]``) and ``importance`` (``[instance, n]``),
-    all at once, with Adam; returns ``W`` ``[instance, d_hidden, n]`` and ``b`` ``[instance, n]``. ``relu_hidden`` and
-    ``linear`` choose the variant of :func:`toy_forward`; without ``bias`` the bias stays at zero (a control);
-    ``init`` (``[instance, d_hidden, n]``) replaces the random starting ``W``."""
+    all at once, with Adam on the sum of the instances' losses; returns ``W`` ``[instance, d_hidden, n]`` and ``b``
+    ``[instance, n]``. ``forward(W, b, x, importance)`` gives ``(x̂, loss [instance])`` and ``sample(sparsity, n,
+    batch, generator)`` a batch of features; both draw nothing but from the one generator, seeded with ``seed``,
+    which first gives the starting weights (:func:`init_toy`). ``init`` (``[instance, d_hidden, n]``) replaces the
+    random starting ``W``. ``relu_hidden``, ``linear`` and ``bias`` choose a variant (:func:`forward_variant`)."""
+    if relu_hidden or linear or not bias:
+        forward = forward_variant(relu_hidden, linear, bias, None if relu_hidden or linear else forward)
     generator = torch.Generator().manual_seed(seed)
     W, b = init_toy(len(sparsity), importance.shape[-1], d_hidden, generator)
     if init is not None:
         W = init.clone().float()
     W.requires_grad_(True)
-    b.requires_grad_(bias)
-    opt = torch.optim.Adam([W, b] if bias else [W], lr=lr)
+    b.requires_grad_(True)
+    opt = torch.optim.Adam([W, b], lr=lr)
     loop = range(steps)
     if progress:
         from tqdm.auto import tqdm
@@ -111,10 +185,10 @@ def train_toy(
         loop = tqdm(loop, desc=f"{len(sparsity)} toy models", unit="step", mininterval=1.0)
     with torch.enable_grad(), one_thread():
         for _ in loop:
-            x = sample_features(sparsity, importance.shape[-1], batch, generator)
-            loss = toy_loss(x, toy_forward(W, b, x, relu_hidden, linear), importance).sum()
+            x = sample(sparsity, importance.shape[-1], batch, generator)
+            _, loss = forward(W, b, x, importance)
             opt.zero_grad()
-            loss.backward()
+            loss.sum().backward()
             opt.step()
     return W.detach(), b.detach()
 
@@ -129,12 +203,16 @@ def eval_loss(
     seed: int = 1,
     relu_hidden: bool = False,
     linear: bool = False,
+    forward: Forward | None = None,
 ) -> torch.Tensor:
     """Each instance's loss ``[instance]`` on a fresh batch of ``batch`` inputs drawn from ``seed``. Each instance
     gets a batch of its own (:func:`sample_features` draws one per instance), so two instances are never scored on
     the same inputs: a difference smaller than the spread of one instance's loss from batch to batch does not rank
     them."""
     x = sample_features(sparsity, W.shape[-1], batch, torch.Generator().manual_seed(seed))
+    if forward is not None:
+        with torch.no_grad():
+            return forward(W, b, x, importance)[1].detach().reshape(len(W))
     return toy_loss(x, toy_forward(W, b, x, relu_hidden, linear), importance)
 
 
@@ -178,6 +256,12 @@ def dimensions_per_feature(W: torch.Tensor) -> torch.Tensor:
 def angles_2d(W: torch.Tensor) -> torch.Tensor:
     """Each feature's angle in degrees, in [0, 360), for models with two hidden dimensions: ``[instance, n]``."""
     return torch.rad2deg(torch.atan2(W[..., 1, :], W[..., 0, :])) % 360
+
+
+def pair_angle(W: torch.Tensor, i: int, j: int) -> torch.Tensor:
+    """The angle in degrees between features ``i`` and ``j``'s columns of ``W`` ``[instance, m, n]``: ``[instance]``."""
+    cos = torch.nn.functional.cosine_similarity(W[:, :, i], W[:, :, j], dim=1)
+    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
 
 
 def polygon_gaps(W: torch.Tensor) -> list[torch.Tensor]:
@@ -274,10 +358,22 @@ def sae_reconstruct(sae: ToySAE, latents: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ibs,isd->ibd", latents, sae.W_dec) + sae.b_dec[:, None, :]
 
 
+def sae_loss(sae: ToySAE, x: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+    """Each SAE's loss ``[instance]`` on inputs ``x`` ``[batch, d_in]``: the squared error of its reconstruction,
+    summed over the dimensions and averaged over the batch, plus ``l1[instance]`` times its latents weighed by their
+    decoder rows' lengths (summed over the latents, averaged over the batch), so that shrinking the decoder cannot
+    dodge the penalty."""
+    z = sae_latents(sae, x)
+    mse = (sae_reconstruct(sae, z) - x).pow(2).sum(-1).mean(-1)  # [instance]
+    penalty = (z * sae.W_dec.norm(dim=-1)[:, None, :]).sum(-1).mean(-1)
+    return mse + l1 * penalty
+
+
 def train_toy_saes(
     sample: Callable[[int, torch.Generator], torch.Tensor],
     d_in: int,
     d_sae: int,
+    loss: Callable[[ToySAE, torch.Tensor, torch.Tensor], torch.Tensor] = sae_loss,
     *,
     l1: list[float] | None = None,
     k: list[int] | None = None,
@@ -287,10 +383,10 @@ def train_toy_saes(
     seed: int = 0,
     progress: bool = False,
 ) -> ToySAE:
-    """Train one SAE per L1 coefficient in ``l1`` (ReLU latents) or per ``k`` in ``k`` (TopK latents), all on
-    the same batches ``sample(batch, generator)`` ``[batch, d_in]``. The decoder's rows start as random unit
-    vectors and the encoder as their transpose; the L1 penalty weighs each latent by its decoder row's length,
-    so shrinking the decoder cannot dodge it."""
+    """Train one SAE per L1 coefficient in ``l1`` (ReLU latents) or per ``k`` in ``k`` (TopK latents, no penalty),
+    all on the same batches ``sample(batch, generator)`` ``[batch, d_in]``, with Adam on the sum of their
+    ``loss(sae, x, l1 [instance])``. The generator, seeded with ``seed``, first draws the decoder's rows, random
+    unit vectors (``[instance, d_sae, d_in]``); the encoder starts as their transpose, the biases at zero."""
     if (l1 is None) == (k is None):
         raise ValueError("give either l1 (one coefficient per SAE) or k (one TopK size per SAE)")
     n = len(l1 if l1 is not None else k)
@@ -310,12 +406,9 @@ def train_toy_saes(
     with torch.enable_grad(), one_thread():
         for _ in loop:
             x = sample(batch, generator)
-            z = sae_latents(sae, x)
-            mse = (sae_reconstruct(sae, z) - x).pow(2).sum(-1).mean(-1)  # [instance]
-            penalty = (z * sae.W_dec.norm(dim=-1)[:, None, :]).sum(-1).mean(-1)
-            loss = (mse + coef * penalty).sum()
+            total = loss(sae, x, coef).sum()
             opt.zero_grad()
-            loss.backward()
+            total.backward()
             opt.step()
     for p in params:
         p.requires_grad_(False)
