@@ -12,7 +12,7 @@ from utils.checks import CheckFailed
 from utils.checks import lesson11_attribution as c
 from utils.metrics import attribution as A
 from utils.model_zoo.models import load_model
-from utils.model_zoo.transcoders import decode, encode, load_transcoders
+from utils.model_zoo.transcoders import decode, load_transcoders
 
 # --- the TopK encoder --------------------------------------------------------------------------------------
 
@@ -60,75 +60,6 @@ def zoo(request):
 
 def _writes(run, tcs):
     return [decode(tc, a) + e for tc, a, e in zip(tcs, run.acts, run.errors)]
-
-
-def direct_effect(model, run, transcoders, source, target):
-    """By gradient: d(target's pre-activation)/d(source's activation) in the replacement model, times the activation."""
-    _, ls, ps, fs = source
-    _, lt, pt, ft = target
-    amount = torch.ones((), requires_grad=True)
-    writes = _writes(run, transcoders)
-    writes[ls] = writes[ls] + torch.zeros_like(writes[ls]).index_put(
-        (torch.tensor([ps]),), ((amount - 1) * run.acts[ls][ps, fs] * transcoders[ls].W_dec[fs])[None]
-    )
-    mlp_ins, _ = A.linear_forward(model, run, run.embed, writes)
-    pre = mlp_ins[lt][pt] @ transcoders[lt].W_enc[:, ft] + transcoders[lt].b_enc[ft]
-    (grad,) = torch.autograd.grad(pre, amount)
-    return grad.detach()
-
-
-def _with_and_without(model, run, tcs, source, target, post=False, at=None):
-    """The target's change when the source's write is removed, at the source's position or at position ``at``."""
-    _, ls, ps, fs = source
-    _, lt, pt, ft = target
-    writes = _writes(run, tcs)
-    without = [w.clone() for w in writes]
-    without[ls][ps if at is None else at] -= run.acts[ls][ps, fs] * tcs[ls].W_dec[fs]
-    values = []
-    for ws in (writes, without):
-        mlp_ins, _ = A.linear_forward(model, run, run.embed, ws)
-        x = mlp_ins[lt][pt]
-        values.append(encode(tcs[lt], x)[ft] if post else x @ tcs[lt].W_enc[:, ft] + tcs[lt].b_enc[ft])
-    return values[0] - values[1]
-
-
-@torch.no_grad()
-def _real_model(model, run, tcs, source, target):
-    _, ls, ps, fs = source
-    _, lt, pt, ft = target
-
-    def read(remove):
-        seen = {}
-
-        def cut(y, hook):
-            y = y.clone()
-            y[:, ps] -= run.acts[ls][ps, fs] * tcs[ls].W_dec[fs]
-            return y
-
-        def keep(x, hook):
-            seen["x"] = x[0, pt]
-
-        hooks = [(f"blocks.{ls}.hook_mlp_out", cut)] if remove else []
-        with model.hooks(fwd_hooks=[*hooks, (f"blocks.{lt}.mlp.hook_in", keep)]):
-            model(run.tokens[None])
-        return seen["x"] @ tcs[lt].W_enc[:, ft] + tcs[lt].b_enc[ft]
-
-    return read(False) - read(True)
-
-
-DIRECT_MISTAKES = {
-    "this is the total effect, measured in the real model": _real_model,
-    "this compares the target's activation": lambda m, r, t, s, g: _with_and_without(m, r, t, s, g, post=True),
-    "per unit of the source's activation": lambda m, r, t, s, g: (
-        _with_and_without(m, r, t, s, g) / r.acts[s[1]][s[2], s[3]]
-    ),
-    "the sign is reversed": lambda m, r, t, s, g: -_with_and_without(m, r, t, s, g),
-    "removed at the target's position": lambda m, r, t, s, g: _with_and_without(m, r, t, s, g, at=g[2]),
-}
-
-
-def test_direct_effect_check_accepts_a_gradient_and_names_each_mistake(prove_check, zoo):
-    prove_check(c.check_direct_effect, direct_effect, DIRECT_MISTAKES, *zoo)
 
 
 # --- influence ---------------------------------------------------------------------------------------------
@@ -248,8 +179,218 @@ def test_a_function_that_changes_the_run_it_is_given_leaves_the_next_check_as_it
         run.errors.clear()
         return torch.tensor(0.0) if len(rest) == 2 and isinstance(rest[0], tuple) else torch.zeros(5)
 
-    for check, solution in ((c.check_direct_effect, direct_effect), (c.check_measured_effects, measured_effects)):
-        with pytest.raises(CheckFailed):
-            check(spoils_the_run, *zoo)
-        check(solution, *zoo)
-        assert "✓" in capsys.readouterr().out
+    with pytest.raises(CheckFailed):
+        c.check_measured_effects(spoils_the_run, *zoo)
+    c.check_measured_effects(measured_effects, *zoo)
+    assert "✓" in capsys.readouterr().out
+
+
+# --- the graph by backward passes ---------------------------------------------------------------------------------
+
+
+def input_gradients(model, run, transcoders, targets, readout, seed="encoder", read="last", where="own"):
+    """One backward pass per target through autograd (the notebook batches a vjp), and the named mistakes."""
+    L, H = len(transcoders), model.cfg.n_heads
+    outs = ([], [], [])
+    for kind, layer, p, latent in targets:
+        embed = run.embed.clone().requires_grad_(True)
+        writes = [w.clone().requires_grad_(True) for w in _writes(run, transcoders)]
+        gates = torch.ones(L, H, requires_grad=True)
+        with torch.enable_grad():
+            mlp_ins, final = A.linear_forward(model, run, embed, writes, gates)
+            if kind == "feature":
+                column = transcoders[layer].W_enc[:, latent] if seed == "encoder" else transcoders[layer].W_dec[latent]
+                value = mlp_ins[layer][p if where == "own" else -1] @ column
+            elif read == "none":
+                value = (final * 0).sum()
+            else:
+                logits = A.logits_of(model, final) @ readout
+                value = logits[-1] if read == "last" else logits.sum()
+            g = torch.autograd.grad(value, [embed, *writes, gates], allow_unused=True)
+        g = [torch.zeros_like(x) if y is None else y for x, y in zip([embed, *writes, gates], g)]
+        outs[0].append(g[0])
+        outs[1].append(torch.stack(g[1:-1]))
+        outs[2].append(g[-1])
+    return tuple(torch.stack(o) for o in outs)
+
+
+INPUT_GRADIENT_MISTAKES = {
+    "its decoder row W_dec[latent]": lambda *a: input_gradients(*a, seed="decoder"),
+    "summed over every position": lambda *a: input_gradients(*a, read="all"),
+    "the readout's gradients are zero": lambda *a: input_gradients(*a, read="none"),
+    "seeded at the last position": lambda *a: input_gradients(*a, where="last"),
+}
+
+
+def test_input_gradients_check_accepts_one_backward_pass_per_target_and_names_each_mistake(prove_check, zoo):
+    prove_check(c.check_input_gradients, input_gradients, INPUT_GRADIENT_MISTAKES, *zoo)
+
+
+def edge_rows(run, transcoders, g_embed, g_writes, unit=False, through="decoder", vectors="errors", order="layer"):
+    """Source by source, in a loop (the notebook takes a layer's features at once), and the named mistakes."""
+    P, L = run.embed.shape[0], len(transcoders)
+    columns = [torch.einsum("tpd,pd->tp", g_embed, run.embed)[:, p] for p in range(1, P)]
+    for layer, tc in enumerate(transcoders):
+        for p, latent in (run.acts[layer] > 0).nonzero().tolist():
+            direction = tc.W_dec[latent] if through == "decoder" else tc.W_enc[:, latent]
+            edge = g_writes[:, layer, p] @ direction
+            columns.append(edge if unit else edge * run.acts[layer][p, latent])
+    vec = run.errors if vectors == "errors" else run.mlp_out
+    pairs = [(layer, p) for layer in range(L) for p in range(1, P)]
+    if order == "position":
+        pairs = [(layer, p) for p in range(1, P) for layer in range(L)]
+    columns += [g_writes[:, layer, p] @ vec[layer][p] for layer, p in pairs]
+    return torch.stack(columns, 1)
+
+
+EDGE_MISTAKES = {
+    "per unit of its activation": lambda *a: edge_rows(*a, unit=True),
+    "read through its encoder column": lambda *a: edge_rows(*a, through="encoder"),
+    "uses the MLP's whole output": lambda *a: edge_rows(*a, vectors="mlp_out"),
+    "ordered position by position": lambda *a: edge_rows(*a, order="position"),
+}
+
+
+def test_edge_rows_check_accepts_a_loop_over_sources_and_names_each_mistake(prove_check, zoo):
+    prove_check(c.check_edge_rows, edge_rows, EDGE_MISTAKES, *zoo)
+
+
+def attribution_graph(model, transcoders, run, readout):
+    """Every target at once, by autograd with batched gradients (the notebook runs a vjp in batches)."""
+    L, P, H = len(transcoders), len(run.tokens), model.cfg.n_heads
+    active = [(layer, p, f) for layer, a in enumerate(run.acts) for p, f in (a > 0).nonzero().tolist()]
+    nodes = [("embed", -1, p, -1) for p in range(1, P)] + [("feature", *f) for f in active]
+    nodes += [("error", layer, p, -1) for layer in range(L) for p in range(1, P)] + [("readout", L, P - 1, -1)]
+    embed = run.embed.clone().requires_grad_(True)
+    writes = torch.stack(_writes(run, transcoders)).requires_grad_(True)
+    gates = torch.ones(L, H, requires_grad=True)
+    with torch.enable_grad():
+        mlp_ins, final = A.linear_forward(model, run, embed, writes, gates)
+        pre = torch.stack([mlp_ins[layer][p] @ transcoders[layer].W_enc[:, f] for layer, p, f in active])
+        values = torch.cat([pre, (A.logits_of(model, final)[-1] @ readout)[None]])
+        eye = torch.eye(len(values))
+        g_embed, g_writes, g_gates = torch.autograd.grad(values, [embed, writes, gates], eye, is_grads_batched=True)
+    rows = edge_rows(run, transcoders, g_embed, g_writes)
+    n = len(nodes)
+    adjacency, heads = torch.zeros(n, n), torch.zeros(n, L, H)
+    targets = list(range(P - 1, P - 1 + len(active))) + [n - 1]
+    adjacency[targets, : n - 1] = rows
+    heads[targets] = g_gates
+    acts = torch.tensor([run.acts[layer][p, f].item() for layer, p, f in active])
+    inputs = torch.zeros(n)
+    inputs[targets] = torch.cat([pre + torch.stack([transcoders[l].b_enc[f] for l, _, f in active]), values[-1:]])
+    vals = torch.ones(n)
+    vals[P - 1 : P - 1 + len(active)] = acts
+    return A.Graph(nodes, adjacency.detach(), vals, inputs.detach(), readout, heads.detach())
+
+
+def _changed(**change):
+    def build(model, transcoders, run, readout):
+        graph = A.attribution_graph(model, transcoders, run, readout)
+        features = graph.index("feature")
+        if change.get("values"):
+            graph.values = torch.ones_like(graph.values)
+        if change.get("inputs"):
+            graph.inputs[features] -= torch.stack(
+                [transcoders[graph.nodes[i][1]].b_enc[graph.nodes[i][3]] for i in features]
+            )
+        if change.get("no_readout"):
+            graph.adjacency[-1] = 0
+        if change.get("no_heads"):
+            graph.through_heads = None
+        if change.get("first_position"):
+            graph.nodes = [("embed", -1, 0, -1)] + graph.nodes[:-1]
+        return graph
+
+    return build
+
+
+GRAPH_MISTAKES = {
+    "every value is 1": _changed(values=True),
+    "leaves out the encoder's bias": _changed(inputs=True),
+    "the readout's row is empty": _changed(no_readout=True),
+    "leaves through_heads out": _changed(no_heads=True),
+    "gives the wrong nodes: node 0": _changed(first_position=True),
+}
+
+
+def test_attribution_graph_check_accepts_batched_autograd_and_names_each_mistake(prove_check, zoo):
+    prove_check(c.check_attribution_graph, attribution_graph, GRAPH_MISTAKES, *zoo)
+
+
+def prune(
+    graph,
+    node_share=0.8,
+    edge_share=0.98,
+    errors_pass=False,
+    passes=99,
+    rank_readout=False,
+    plain=False,
+    full=False,
+    rank_embeds=False,
+):
+    """The reference rule with a power series and a sort by index (the notebook thresholds scores), and the mistakes."""
+    n = len(graph.nodes)
+    kinds = [node[0] for node in graph.nodes]
+
+    def paths(a, with_readout):
+        a = a.abs() / a.abs().sum(1, keepdim=True).clamp_min(1e-12)
+        term, total = torch.zeros(n), torch.zeros(n)
+        term[-1] = 1.0
+        total += term if with_readout else 0
+        for _ in range(n):
+            term = term @ a
+            total = total + term
+        return total, a
+
+    def first(scores, share):  # the indices holding `share` of the total, largest first
+        order = scores.argsort(descending=True, stable=True)
+        cumulative = scores[order].cumsum(0) / scores.sum()
+        return set(order[: int((cumulative < share).sum()) + 1].tolist())
+
+    inf, _ = paths(graph.adjacency, rank_readout)
+    ranked = [i for i in range(n) if kinds[i] == "feature"] if errors_pass else list(range(n))
+    kept = {ranked[i] for i in first(inf[ranked], node_share)}
+    kept |= {i for i in range(n) if kinds[i] == "readout" or (kinds[i] == "embed" and not rank_embeds)}
+    kept |= {i for i in range(n) if errors_pass and kinds[i] == "error"}
+    mask = torch.tensor([i in kept for i in range(n)])
+    a = graph.adjacency if full else graph.adjacency * (mask[:, None] & mask[None, :])
+    target_inf, norm = paths(a, True)
+    score = norm * (torch.ones(n) if plain else target_inf)[:, None]
+    edges = {(t, s) for t, s in (score > 0).nonzero().tolist()}
+    flat = torch.tensor([score[t, s].item() for t, s in sorted(edges)])
+    chosen = first(flat, edge_share)
+    edges = {ts for k, ts in enumerate(sorted(edges)) if k in chosen}
+    for _ in range(passes):
+        edges = {(t, s) for t, s in edges if t in kept and s in kept}
+        drop = {
+            i
+            for i in kept
+            if kinds[i] == "feature" and not ({s for t, s in edges} >= {i} and {t for t, s in edges} >= {i})
+        }
+        drop |= {i for i in kept if kinds[i] == "error" and i not in {s for t, s in edges}}
+        if not drop:
+            break
+        kept -= drop
+    idx = torch.tensor(sorted(kept))
+    out = A.subgraph(graph, idx)
+    keep_edge = torch.zeros(n, n, dtype=torch.bool)
+    for t, s in edges:
+        if t in kept and s in kept:
+            keep_edge[t, s] = True
+    out.adjacency = out.adjacency * keep_edge[idx][:, idx]
+    return out
+
+
+PRUNE_MISTAKES = {
+    "every error node passes the node cut": lambda g, a, b: prune(g, a, b, errors_pass=True),
+    "left dangling by an earlier removal": lambda g, a, b: prune(g, a, b, passes=1),
+    "the readout's own influence (1) is ranked": lambda g, a, b: prune(g, a, b, rank_readout=True),
+    "scored by their normalised weight alone": lambda g, a, b: prune(g, a, b, plain=True),
+    "scored on the full graph": lambda g, a, b: prune(g, a, b, full=True),
+    "embeddings are cut by the node rule": lambda g, a, b: prune(g, a, b, rank_embeds=True),
+}
+
+
+def test_prune_check_accepts_sets_and_a_power_series_and_names_each_mistake(prove_check, zoo):
+    prove_check(c.check_prune, prune, PRUNE_MISTAKES, *zoo)

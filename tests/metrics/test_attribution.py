@@ -161,7 +161,12 @@ def test_a_pruned_graph_draws_with_every_node_and_its_strongest_edges(built):
     pruned = A.prune(graph)
     tokens = [model.tokenizer.decode([t]) for t in run.tokens.tolist()]
     args = A.drawable(pruned, tokens, top_edges=25)
-    assert len(args["xs"]) == len(pruned.nodes) and len(args["edges"]) == min(25, int((pruned.adjacency != 0).sum()))
+    assert len(args["xs"]) == len(pruned.nodes) and len(args["edges"]) >= min(25, int((pruned.adjacency != 0).sum()))
+    path = args["path"]
+    assert pruned.nodes[path[0][0]][0] == "embed" and path[-1][1] == len(pruned.nodes) - 1, (
+        "a route from a token to the readout"
+    )
+    assert all(a[1] == b[0] for a, b in zip(path, path[1:]))
     assert args["ys"][-1] == model.cfg.n_layers + 1 and max(args["sizes"]) == pytest.approx(1.0)
     picture = graph_picture(**args, title="attribution graph")
     assert picture.fallback_png and picture.fig.layout.xaxis.ticktext == tuple(tokens)
@@ -322,3 +327,85 @@ def test_the_errors_carry_the_lesson_graph_on_storyworld_4l_but_not_on_storyworl
         assert node[1] == model.cfg.n_layers - 1 and node[2] == len(run.tokens) - 1 and weight > total / 2
     else:
         assert parts["error"] < total / 4 < total / 2 < parts["feature"]
+
+
+def _reference_rule(adjacency, kinds, node_share=0.8, edge_share=0.98, passes=None):
+    """circuit-tracer's ``prune_graph`` node and edge masks, written out step by step for a graph whose last node is
+    the readout: power series for influence, thresholds by cumulative share, then dangling nodes dropped until none
+    is left (or for ``passes`` passes)."""
+    n = len(kinds)
+    weights = torch.zeros(n)
+    weights[-1] = 1.0
+
+    def normalised(a):
+        a = a.abs()
+        return a / a.sum(1, keepdim=True).clamp_min(1e-10)
+
+    def paths(a):  # influence through paths of one step or more
+        current, total = weights @ a, torch.zeros(n)
+        while current.any():
+            total, current = total + current, current @ a
+        return total
+
+    def threshold(scores, share):
+        ranked = scores.flatten().sort(descending=True).values
+        cumulative = ranked.cumsum(0) / ranked.sum()
+        return ranked[min(int(torch.searchsorted(cumulative, share)), len(ranked) - 1)]
+
+    node_inf = paths(normalised(adjacency))
+    keep = node_inf >= threshold(node_inf, node_share)
+    is_ = {k: torch.tensor([x == k for x in kinds]) for k in ("embed", "feature", "error", "readout")}
+    keep |= is_["embed"] | is_["readout"]
+    a = adjacency.clone()
+    a[~keep] = 0
+    a[:, ~keep] = 0
+    scores = normalised(a) * (paths(normalised(a)) + weights)[:, None]
+    edges = scores >= threshold(scores, edge_share)
+    done = 0
+    while passes is None or done < passes:
+        before = keep.clone()
+        edges[~keep] = False
+        edges[:, ~keep] = False
+        keep &= ~(is_["feature"] | is_["error"]) | edges.any(0)
+        keep &= ~is_["feature"] | edges.any(1)
+        done += 1
+        if torch.equal(before, keep):
+            break
+    edges[~keep] = False
+    edges[:, ~keep] = False
+    return keep, edges
+
+
+def _random_graph(seed, n=40):
+    g = torch.Generator().manual_seed(seed)
+    kinds = ["embed"] * 5 + [["feature", "error"][int(i % 4 == 0)] for i in range(n - 6)] + ["readout"]
+    a = torch.randn(n, n, generator=g).exp() * (torch.rand(n, n, generator=g) < 0.25)
+    a = a.tril(-1) * torch.where(torch.rand(n, n, generator=g) < 0.5, -1.0, 1.0)
+    src = torch.tensor([k in ("embed", "error") for k in kinds])
+    a[src] = 0  # embeddings and errors have no inputs
+    a[:, -1] = 0
+    nodes = [(kind, 0, i, -1) for i, kind in enumerate(kinds)]
+    return A.Graph(nodes, a, torch.ones(n), torch.zeros(n), torch.zeros(3)), kinds
+
+
+def test_pruning_keeps_the_nodes_and_edges_the_reference_rule_keeps():
+    repeated = 0
+    for seed in range(30):
+        graph, kinds = _random_graph(seed)
+        keep, edges = _reference_rule(graph.adjacency, kinds)
+        pruned = A.prune(graph)
+        assert [node[2] for node in pruned.nodes] == keep.nonzero().flatten().tolist()
+        assert torch.equal(pruned.adjacency != 0, edges[keep][:, keep])
+        once, _ = _reference_rule(graph.adjacency, kinds, passes=1)
+        repeated += int(not torch.equal(once, keep))
+    assert repeated > 0, "on some of these graphs one pass of dropping dangling nodes leaves some behind"
+
+
+def test_the_node_cut_ranks_error_nodes_with_the_features_and_always_keeps_the_embeddings():
+    # the readout reads feature 2 strongly, error 3 weakly; embedding 0 feeds feature 2; embedding 1 feeds nothing
+    kinds = ["embed", "embed", "feature", "error", "readout"]
+    g = hand_graph({(2, 0): 1.0, (4, 2): 9.0, (4, 3): 1.0}, kinds)
+    pruned = A.prune(g, node_share=0.8)
+    assert ("error", 0, 3, -1) not in pruned.nodes, "an error node with little influence is cut like a feature"
+    assert ("embed", 0, 1, -1) in pruned.nodes, "an embedding is kept even with no edge"
+    assert ("feature", 0, 2, -1) in pruned.nodes

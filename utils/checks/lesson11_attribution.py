@@ -118,150 +118,6 @@ def _case(kind: str, build: Callable, model, transcoders: list[Transcoder]) -> d
     return kept[1]
 
 
-def _direct_effect_case(model, transcoders: list[Transcoder]) -> dict:
-    """The edges the direct-effect check asks about, with each one's reference and its named mistakes' values."""
-    run = _prompt_run(model, transcoders)
-    readout = A.readout_direction(run.logits.shape[-1], int(run.tokens[1]), int(run.tokens[3]))
-    graph = A.attribution_graph(model, transcoders, run, readout)
-    features = graph.index("feature").tolist()
-    nodes = graph.nodes
-    # the strongest edges between features, one with a layer gap of one and two with a gap of two or more
-    pairs = sorted(
-        ((t, s) for t in features for s in features if nodes[s][1] < nodes[t][1] and graph.adjacency[t, s] != 0),
-        key=lambda ts: -abs(graph.adjacency[ts].item()),
-    )
-    far = [ts for ts in pairs if nodes[ts[0]][1] - nodes[ts[1]][1] >= 2]
-    near = [ts for ts in pairs if nodes[ts[0]][1] - nodes[ts[1]][1] == 1]
-    if not far or not near:
-        raise RuntimeError("the check's prompt has no feature pairs one and two layers apart: a changed zoo model?")
-    writes = _writes(run, transcoders)
-    # and, among the strongest 200, one edge whose removal changes the target's activation otherwise than its
-    # pre-activation (the target drops out of its TopK, or to zero), so that the two cannot be confused
-    crossing = next(
-        (ts for ts in pairs[:200] if _activation_moves_otherwise(run, transcoders, model, writes, ts, nodes)), None
-    )
-    chosen = near[:1] + far[:2] + ([crossing] if crossing is not None else [])
-    # and the strongest edge whose source and target sit at different positions, which a head carries across
-    across = next((ts for ts in pairs if nodes[ts[0]][2] != nodes[ts[1]][2]), None)
-    if across is None:
-        raise RuntimeError("the check's prompt has no feature pair at different positions: a changed zoo model?")
-    if across not in chosen:
-        chosen.append(across)
-    refs, hints = [], {k: [] for k in ("total", "post", "unit", "sign", "position")}
-    for t, s in chosen:
-        source, target = nodes[s], nodes[t]
-        _, ls, ps, fs = source
-        without = _without(run, transcoders, writes, source)
-        ref = _pre(run, transcoders, model, writes, target) - _pre(run, transcoders, model, without, target)
-        refs.append(ref)
-        hints["total"].append(_real_model_effect(model, run, transcoders, source, target))
-        hints["post"].append(_activation_change(run, transcoders, model, writes, without, target))
-        hints["unit"].append(ref / run.acts[ls][ps, fs])
-        hints["sign"].append(-ref)
-        at_target = [w.clone() for w in writes]  # the source's write removed at the target's position
-        at_target[ls][nodes[t][2]] -= run.acts[ls][ps, fs] * transcoders[ls].W_dec[fs]
-        hints["position"].append(
-            _pre(run, transcoders, model, writes, target) - _pre(run, transcoders, model, at_target, target)
-        )
-    edges = [(nodes[s], nodes[t]) for t, s in chosen]
-    gaps = [nodes[t][1] - nodes[s][1] for t, s in chosen]
-    return {
-        "run": run,
-        "edges": edges,
-        "refs": torch.stack(refs).detach(),
-        "hints": {k: torch.stack(v).detach() for k, v in hints.items()},
-        "said": f"{len(chosen)} edges of a graph (layer gaps {gaps}) match, one of them from position "
-        f"{nodes[across[1]][2]} to position {nodes[across[0]][2]}",
-    }
-
-
-def check_direct_effect(fn: Callable, model, transcoders: list[Transcoder]) -> None:
-    """``fn(model, run, transcoders, source, target)`` -> the direct effect (a number) of feature node ``source``
-    on feature node ``target``'s pre-activation, both ``("feature", layer, position, latent)``."""
-    name = _name(fn, "direct_effect")
-    case = _case("direct_effect", _direct_effect_case, model, transcoders)
-    outs = []
-    for source, target in case["edges"]:
-        out = call(fn, model, copy.deepcopy(case["run"]), transcoders, source, target, name=name)
-        if isinstance(out, torch.Tensor) and out.numel() == 1:
-            out = out.reshape(())
-        outs.append(expect_tensor(torch.as_tensor(out, dtype=torch.float32), (), (), name))
-    hints = case["hints"]
-    expect_close(
-        torch.stack(outs),
-        case["refs"],
-        name,
-        what="direct effects",
-        atol=1e-3,
-        rtol=1e-3,
-        hints=[
-            (
-                hints["total"],
-                "this is the total effect, measured in the real model, where the MLPs in between are recomputed "
-                "and pass the change on. The direct effect holds every other MLP's write fixed: remove the "
-                "feature's write in the replacement model (`A.linear_forward` with the other writes as they were).",
-            ),
-            (
-                hints["post"],
-                "this compares the target's activation (after the ReLU and TopK); an edge ends at its "
-                "pre-activation, x @ W_enc + b_enc.",
-            ),
-            (
-                hints["unit"],
-                "this is the effect per unit of the source's activation: multiply by its activation on this prompt.",
-            ),
-            (hints["sign"], "the sign is reversed: with the feature minus without it."),
-            (
-                hints["position"],
-                "the source's write is removed at the target's position; remove it at the source's own position "
-                "(a head carries it across), and read the target at its own.",
-            ),
-        ],
-    )
-    passed(name, case["said"])
-
-
-def _activation_change(run, transcoders, model, writes, without, target) -> torch.Tensor:
-    """The target's activation with the source minus without it (the mistake of comparing activations)."""
-    _, layer, p, latent = target
-    after = []
-    for ws in (writes, without):
-        mlp_ins, _ = A.linear_forward(model, run, run.embed, ws)
-        after.append(encode(transcoders[layer], mlp_ins[layer][p])[latent])
-    return after[0] - after[1]
-
-
-def _activation_moves_otherwise(run, transcoders, model, writes, ts, nodes) -> bool:
-    t, s = ts
-    without = _without(run, transcoders, writes, nodes[s])
-    pre = _pre(run, transcoders, model, writes, nodes[t]) - _pre(run, transcoders, model, without, nodes[t])
-    return abs(_activation_change(run, transcoders, model, writes, without, nodes[t]) - pre).item() > 1e-2
-
-
-@torch.no_grad()
-def _real_model_effect(model, run, transcoders, source, target) -> torch.Tensor:
-    _, ls, ps, fs = source
-    _, lt, pt, ft = target
-    change = run.acts[ls][ps, fs] * transcoders[ls].W_dec[fs]
-
-    def remove(y, hook):
-        y = y.clone()
-        y[:, ps] -= change.to(y.dtype)
-        return y
-
-    def read(model_hooks):
-        seen = {}
-
-        def keep(x, hook):
-            seen["x"] = x[0, pt].float()
-
-        with model.hooks(fwd_hooks=[*model_hooks, (f"blocks.{lt}.mlp.hook_in", keep)]):
-            model(run.tokens[None])
-        return seen["x"] @ transcoders[lt].W_enc[:, ft] + transcoders[lt].b_enc[ft]
-
-    return read([]) - read([(f"blocks.{ls}.hook_mlp_out", remove)])
-
-
 # --- influence ---------------------------------------------------------------------------------------------
 
 
@@ -373,3 +229,366 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
         ],
     )
     passed(name, f"{len(nodes)} features turned off in the real model")
+
+
+# --- the graph, built by backward passes -------------------------------------------------------------------------
+
+
+def _gradients(
+    model,
+    run: A.PromptRun,
+    transcoders: list[Transcoder],
+    targets: list,
+    readout: torch.Tensor,
+    *,
+    seed_with: str = "encoder",
+    readout_at: str = "last",
+    seed_at: str = "own",
+):
+    """The reference's gradients of each target's input (``input_gradients``), and, with the keywords, the named
+    mistakes': the decoder row as a feature's seed, the readout summed over positions, every feature seeded at the
+    last position."""
+    from torch.func import vjp, vmap
+
+    L, (P, d) = len(transcoders), run.embed.shape
+    writes = torch.stack(_writes(run, transcoders))
+    unembed = model.W_U.detach().float() @ readout
+
+    def forward(embed, writes, gates):
+        mlp_ins, final = A.linear_forward(model, run, embed, writes, gates)
+        value = final[-1] @ unembed if readout_at == "last" else final.sum(0) @ unembed
+        return torch.stack(mlp_ins), value
+
+    with torch.enable_grad():
+        _, pullback = vjp(forward, run.embed, writes, torch.ones(L, model.cfg.n_heads))
+        to_mlp_ins, to_value = torch.zeros(len(targets), L, P, d), torch.zeros(len(targets))
+        for k, (kind, layer, p, latent) in enumerate(targets):
+            if kind == "feature":
+                column = (
+                    transcoders[layer].W_enc[:, latent] if seed_with == "encoder" else transcoders[layer].W_dec[latent]
+                )
+                to_mlp_ins[k, layer, p if seed_at == "own" else P - 1] = column
+            elif readout_at != "none":
+                to_value[k] = 1.0
+        return tuple(t.detach() for t in vmap(pullback)((to_mlp_ins, to_value)))
+
+
+def _graph_case(model, transcoders: list[Transcoder]) -> dict:
+    """The check prompt's run, its reference graph, and a few targets: features of every layer, at the final
+    position and before it, and the readout."""
+    run = _prompt_run(model, transcoders)
+    readout = A.readout_direction(run.logits.shape[-1], int(run.tokens[1]), int(run.tokens[3]))
+    graph = A.attribution_graph(model, transcoders, run, readout)
+    P, targets = len(run.tokens), []
+    for layer in range(len(transcoders)):
+        here = [i for i, node in enumerate(graph.nodes) if node[0] == "feature" and node[1] == layer]
+        last = [i for i in here if graph.nodes[i][2] == P - 1]
+        before = [i for i in here if graph.nodes[i][2] < P - 1]
+        targets += last[:1] + before[-1:]
+    targets.append(len(graph.nodes) - 1)
+    return {"run": run, "readout": readout, "graph": graph, "targets": targets}
+
+
+def check_input_gradients(fn: Callable, model, transcoders: list[Transcoder]) -> None:
+    """``fn(model, run, transcoders, targets, readout)`` -> ``(g_embed [target, pos, d_model], g_writes [target,
+    layer, pos, d_model], g_gates [target, layer, head])``: for each target node (a feature, or the readout), the
+    gradient of its input in the replacement model with respect to the embedding, each layer's MLP write and each
+    head's gate."""
+    name = _name(fn, "input_gradients")
+    case = _case("graph", _graph_case, model, transcoders)
+    run, graph, readout = case["run"], case["graph"], case["readout"]
+    targets = [graph.nodes[i] for i in case["targets"]]
+    T, L, (P, d), H = len(targets), len(transcoders), run.embed.shape, model.cfg.n_heads
+    out = call(fn, model, copy.deepcopy(run), transcoders, list(targets), readout.clone(), name=name)
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise CheckFailed(
+            f"`{name}` should return three tensors (g_embed, g_writes, g_gates), not {type(out).__name__}."
+        )
+    shapes = [
+        ((T, P, d), ("target", "position", "d_model")),
+        ((T, L, P, d), ("target", "layer", "position", "d_model")),
+        ((T, L, H), ("target", "layer", "head")),
+    ]
+    got = [expect_tensor(o, s, dims, name) for o, (s, dims) in zip(out, shapes)]
+
+    def flat(parts):
+        return torch.cat([p.reshape(T, -1) for p in parts], 1)
+
+    ref = flat(_gradients(model, run, transcoders, targets, readout))
+    mistake = lambda **kw: flat(_gradients(model, run, transcoders, targets, readout, **kw))  # noqa: E731
+    expect_close(
+        flat(got),
+        ref,
+        name,
+        what="gradients",
+        atol=1e-4,
+        rtol=1e-3,
+        hints=[
+            (
+                mistake(seed_with="decoder"),
+                "a feature's seed is its decoder row W_dec[latent], its output direction; "
+                "a feature's input is read through its encoder column W_enc[:, latent].",
+            ),
+            (
+                mistake(readout_at="all"),
+                "the readout is summed over every position; read it at the last position alone (final[-1]).",
+            ),
+            (mistake(readout_at="none"), "the readout's gradients are zero: seed its value with 1."),
+            (
+                mistake(seed_at="last"),
+                "every feature is seeded at the last position; seed it at its own position "
+                "in its own layer's MLP input.",
+            ),
+        ],
+    )
+    passed(name, f"{T} targets (features of every layer and the readout): embedding, writes and gates", fn=fn)
+
+
+def _rows(
+    run: A.PromptRun,
+    transcoders: list[Transcoder],
+    g_embed,
+    g_writes,
+    *,
+    per_unit=False,
+    through="decoder",
+    error="error",
+    order="layer",
+) -> torch.Tensor:
+    """The reference's edges into each target from every source (``edge_rows``), and the named mistakes'."""
+    rows = [(g_embed * run.embed).sum(-1)[:, 1:]]
+    for layer, tc in enumerate(transcoders):
+        p, latent = (run.acts[layer] > 0).nonzero().unbind(1)
+        direction = tc.W_dec[latent] if through == "decoder" else tc.W_enc[:, latent].T
+        edge = (g_writes[:, layer, p] * direction).sum(-1)
+        rows.append(edge if per_unit else edge * run.acts[layer][p, latent])
+    vectors = run.errors if error == "error" else run.mlp_out
+    errors = torch.stack([(g_writes[:, layer] * vectors[layer]).sum(-1)[:, 1:] for layer in range(len(transcoders))], 1)
+    rows.append(errors.flatten(1) if order == "layer" else errors.transpose(1, 2).flatten(1))
+    return torch.cat(rows, 1)
+
+
+def check_edge_rows(fn: Callable, model, transcoders: list[Transcoder]) -> None:
+    """``fn(run, transcoders, g_embed, g_writes)`` -> ``[target, source]``: each target's edge from every source, in
+    the graph's order (embeddings of positions 1 on, active features layer by layer, errors layer by layer)."""
+    name = _name(fn, "edge_rows")
+    case = _case("graph", _graph_case, model, transcoders)
+    run, graph = case["run"], case["graph"]
+    targets = [graph.nodes[i] for i in case["targets"]]
+    g_embed, g_writes, _ = _gradients(model, run, transcoders, targets, case["readout"])
+    out = call(fn, copy.deepcopy(run), transcoders, g_embed.clone(), g_writes.clone(), name=name)
+    n = len(graph.nodes)
+    out = expect_tensor(out, (len(targets), n - 1), ("target", "source"), name)
+    ref = graph.adjacency[case["targets"], : n - 1]
+    mistake = lambda **kw: _rows(run, transcoders, g_embed, g_writes, **kw)  # noqa: E731
+    expect_close(
+        out,
+        ref,
+        name,
+        what="edges",
+        atol=1e-3,
+        rtol=1e-3,
+        hints=[
+            (
+                mistake(per_unit=True),
+                "a feature's edge is per unit of its activation; multiply by its activation on this prompt.",
+            ),
+            (
+                mistake(through="encoder"),
+                "a feature's edge is read through its encoder column; a source acts "
+                "through what it writes, its decoder row W_dec[latent].",
+            ),
+            (
+                mistake(error="mlp_out"),
+                "an error's edge uses the MLP's whole output; use the error alone "
+                "(run.errors), the part the transcoder misses.",
+            ),
+            (
+                mistake(order="position"),
+                "the error nodes are ordered position by position; order them layer by "
+                "layer, each layer's positions 1 on.",
+            ),
+        ],
+    )
+    passed(name, f"{len(targets)} targets' edges from {n - 1} sources", fn=fn)
+
+
+def check_attribution_graph(fn: Callable, model, transcoders: list[Transcoder]) -> None:
+    """``fn(model, transcoders, run, readout)`` -> an ``A.Graph``: nodes, adjacency, values, inputs, readout and
+    the part of each target's input through each head."""
+    name = _name(fn, "attribution_graph")
+    case = _case("graph", _graph_case, model, transcoders)
+    run, ref = case["run"], case["graph"]
+    out = call(fn, model, transcoders, copy.deepcopy(run), case["readout"].clone(), name=name)
+    if not isinstance(out, A.Graph):
+        raise CheckFailed(f"`{name}` should return an A.Graph, not {type(out).__name__}.")
+    if list(out.nodes) != ref.nodes:
+        first = next((i for i, (a, b) in enumerate(zip(out.nodes, ref.nodes)) if tuple(a) != b), None)
+        where = (
+            f"node {first} is {tuple(out.nodes[first])}, expected {ref.nodes[first]}"
+            if first is not None
+            else f"{len(out.nodes)} nodes, expected {len(ref.nodes)}"
+        )
+        raise CheckFailed(
+            f"`{name}` gives the wrong nodes: {where}. Embeddings from position 1, then active "
+            "features layer by layer, errors layer by layer, the readout last."
+        )
+    n, (L, H) = len(ref.nodes), ref.through_heads.shape[1:]
+    features = ref.index("feature")
+    adjacency = expect_tensor(out.adjacency, (n, n), ("target", "source"), name)
+    if not adjacency[-1].any():
+        raise CheckFailed(
+            f"`{name}`: the readout's row is empty; the readout is a target too (its edges are the "
+            "ones the whole graph explains)."
+        )
+    expect_close(adjacency, ref.adjacency, name, what="adjacency", atol=1e-3, rtol=1e-3)
+    values = expect_tensor(out.values, (n,), ("node",), name)
+    ones = torch.ones(n)
+    expect_close(
+        values,
+        ref.values,
+        name,
+        what="values",
+        atol=1e-4,
+        hints=[(ones, "every value is 1; a feature's value is its activation on the prompt.")],
+    )
+    inputs = expect_tensor(out.inputs, (n,), ("node",), name)
+    no_bias = ref.inputs.clone()
+    no_bias[features] -= torch.stack([transcoders[node[1]].b_enc[node[3]] for node in (ref.nodes[i] for i in features)])
+    expect_close(
+        inputs,
+        ref.inputs,
+        name,
+        what="inputs",
+        atol=2e-3,
+        rtol=1e-3,
+        hints=[
+            (no_bias, "a feature's input leaves out the encoder's bias; it is its pre-activation, x @ W_enc + b_enc.")
+        ],
+    )
+    if out.through_heads is None:
+        raise CheckFailed(f"`{name}` leaves through_heads out; keep the gates' gradients (g_gates) for each target.")
+    heads = expect_tensor(out.through_heads, (n, L, H), ("node", "layer", "head"), name)
+    expect_close(heads, ref.through_heads, name, what="parts through each head", atol=1e-3, rtol=1e-3)
+    passed(name, f"{n} nodes, {int((adjacency != 0).sum())} edges, as the course's graph", fn=fn)
+
+
+# --- pruning --------------------------------------------------------------------------------------------------
+
+
+def _pruned(
+    graph: A.Graph,
+    node_share=0.8,
+    edge_share=0.98,
+    *,
+    features_only=False,
+    passes=None,
+    readout_ranked=False,
+    plain_edges=False,
+    full_edges=False,
+    embeds_ranked=False,
+):
+    """The reference rule (``A.prune``) written out, and with the keywords the named mistakes'."""
+    n = len(graph.nodes)
+    kind = [node[0] for node in graph.nodes]
+    is_ = {k: torch.tensor([x == k for x in kind]) for k in ("embed", "feature", "error", "readout")}
+    scores = A.influence(graph)
+    if not readout_ranked:
+        scores[-1] = 0.0
+    if features_only:
+        keep = A._top_share(scores * is_["feature"], node_share) & is_["feature"] | ~is_["feature"]
+    else:
+        keep = A._top_share(scores, node_share)
+    if not embeds_ranked:
+        keep |= is_["embed"]
+    keep |= is_["readout"]
+    a = graph.adjacency if full_edges else graph.adjacency * (keep[:, None] & keep[None, :])
+    norm = a.abs() / a.abs().sum(1, keepdim=True).clamp_min(1e-12)
+    sub = A.Graph(graph.nodes, a, graph.values, graph.inputs, graph.readout)
+    weight = torch.ones(n) if plain_edges else A.influence(sub)
+    edges = A._top_share(norm * weight[:, None], edge_share) & (a != 0)
+    done = 0
+    while passes is None or done < passes:
+        edges &= keep[:, None] & keep[None, :]
+        out_edge, in_edge = edges.any(0), edges.any(1)
+        now = keep & ~(is_["feature"] & ~(out_edge & in_edge)) & ~(is_["error"] & ~out_edge)
+        done += 1
+        if torch.equal(now, keep):
+            break
+        keep = now
+    edges &= keep[:, None] & keep[None, :]
+    pruned = A.subgraph(graph, keep.nonzero().flatten())
+    pruned.adjacency = pruned.adjacency * edges[keep][:, keep]
+    return pruned
+
+
+def _prune_graph() -> A.Graph:
+    """A random graph on which the reference rule and each named mistake keep different nodes or edges: embeddings,
+    features and errors at a few positions and layers, signed weights, paths of several steps."""
+    g = torch.Generator().manual_seed(LESSON_11_CHECKS + 14)
+    n = 60
+    kinds = ["embed"] * 6 + [["feature", "error"][int(i % 4 == 0)] for i in range(n - 7)] + ["readout"]
+    a = torch.randn(n, n, generator=g).exp() * (torch.rand(n, n, generator=g) < 0.25)
+    a = a.tril(-1) * torch.where(torch.rand(n, n, generator=g) < 0.5, -1.0, 1.0)
+    a[torch.tensor([k in ("embed", "error") for k in kinds])] = 0
+    nodes = [(k, -1 if k == "embed" else i * 4 // n, i % 6, i if k == "feature" else -1) for i, k in enumerate(kinds)]
+    return A.Graph(nodes, a, torch.ones(n), torch.zeros(n), torch.zeros(3))
+
+
+_PRUNE_MISTAKES = {
+    "features_only": "every error node passes the node cut; rank all nodes together by influence (features, errors "
+    "and embeddings), then put the embeddings and the readout back.",
+    "passes": "a node left dangling by an earlier removal stays; drop dangling nodes again until nothing changes.",
+    "readout_ranked": "the readout's own influence (1) is ranked with the nodes; set it to 0 before the node cut "
+    "(it is kept anyway).",
+    "plain_edges": "edges are scored by their normalised weight alone; multiply each by its target's influence.",
+    "full_edges": "the edges are scored on the full graph; score them on the nodes the node cut kept (normalise "
+    "again after it).",
+    "embeds_ranked": "embeddings are cut by the node rule; keep every embedding whatever its rank.",
+}
+
+
+def _same_pruned(a: A.Graph, b: A.Graph) -> bool:
+    return (
+        [tuple(x) for x in a.nodes] == list(b.nodes)
+        and a.adjacency.shape == b.adjacency.shape
+        and bool(torch.allclose(a.adjacency, b.adjacency, atol=1e-6))
+    )
+
+
+def check_prune(fn: Callable, model=None, transcoders: list[Transcoder] | None = None) -> None:
+    """``fn(graph, node_share, edge_share)`` -> the pruned ``A.Graph``, by the reference rule; on a random graph
+    built for the check and, with ``model`` and ``transcoders``, on the check prompt's attribution graph."""
+    name = _name(fn, "prune")
+    graphs = [_prune_graph()]
+    if model is not None:
+        graphs.append(_case("graph", _graph_case, model, transcoders)["graph"])
+    for k, graph in enumerate(graphs):
+        out = call(fn, copy.deepcopy(graph), 0.8, 0.98, name=name)
+        if not isinstance(out, A.Graph):
+            raise CheckFailed(f"`{name}` should return an A.Graph, not {type(out).__name__}.")
+        ref = _pruned(graph)
+        if _same_pruned(out, ref):
+            continue
+        for key, message in _PRUNE_MISTAKES.items():
+            if _same_pruned(out, _pruned(graph, **{key: 1 if key == "passes" else True})):
+                raise CheckFailed(f"`{name}`: {message}")
+        kept, want = {tuple(x) for x in out.nodes}, set(ref.nodes)
+        what = "the random graph" if k == 0 else "the check prompt's graph"
+        if kept != want:
+            raise CheckFailed(
+                f"`{name}` keeps {len(kept)} nodes of {what}, expected {len(want)} "
+                f"({len(kept - want)} extra, {len(want - kept)} missing)."
+            )
+        raise CheckFailed(
+            f"`{name}` keeps the right nodes of {what} but not the right edges "
+            f"({int((out.adjacency != 0).sum())} kept, expected {int((ref.adjacency != 0).sum())})."
+        )
+    ref = _pruned(graphs[-1])
+    kinds = [node[0] for node in ref.nodes]
+    passed(
+        name,
+        f"on the check prompt's graph {kinds.count('feature')} features and {kinds.count('error')} error "
+        f"nodes kept of {len(graphs[-1].nodes)} nodes",
+        fn=fn,
+    )

@@ -8,21 +8,25 @@ error. With those frozen, the model from any feature's activation to any later f
 or to the output logits, is linear, and on this prompt it gives exactly the real model's logits
 (:func:`linear_forward` rebuilds them; the tests hold it to that).
 
-**The graph.** Nodes are the prompt's token embeddings (one per position, token and position
-embedding together), every active feature (layer, position, latent), each error (layer,
+**The graph.** Nodes are the prompt's embeddings (one per position: the stream entering the first
+block, which is the token's embedding plus its learned position embedding in a GPT-2-style model
+and the token's embedding alone in a Llama-style one, whose positions act inside attention), every
+active feature (layer, position, latent), each error (layer,
 position) and one readout (a direction in logit space at the last position: one token's logit,
-or the difference of two). An edge's weight is the source's activation times the derivative of
-the target's input (a feature's pre-activation, or the readout) with respect to it, through the
+or the difference of two; the paper's output nodes are instead up to ten likely next tokens, each
+logit minus the mean logit, weighted by probability). An edge's weight is the source's activation
+times the derivative of the target's input (a feature's pre-activation, or the readout) with respect to it, through the
 frozen linear paths: residual stream and attention heads' OV circuits. Those weights add up,
 with the biases' constant part, to the target's input exactly (:func:`check_complete`).
 Embeddings and errors are sources only; the readout is a target only.
 
 **Pruning.** Absolute weights, each target's incoming edges scaled to sum to 1, give the share of
 a node's input owed to each source; summed over paths of every length, the *influence* of every
-node on the readout. Features are kept in order of influence until they hold ``node_share`` of
-the features' total (embeddings and errors all pass this cut); then edges, scored by their
-normalised weight times their target's influence, are kept until they hold ``edge_share`` of the
-total (the paper's 0.8 and 0.98), and any node no kept edge touches is dropped, errors included.
+node on the readout. :func:`prune` follows the reference implementation's rule: all nodes ranked
+together by influence, kept until they hold ``node_share`` of the total (embeddings and the readout
+always kept); then edges, scored by their normalised weight times their target's influence, kept
+until they hold ``edge_share`` (the paper's 0.8 and 0.98); then, repeatedly, a feature left with no
+edge in or none out is dropped, and an error node with none out.
 
 **How much the transcoders explain.** The paper's two scores are built on the same normalised absolute
 weights: the *replacement score* (:func:`replacement_score`, ``1 -`` :func:`error_share`), the share of
@@ -31,7 +35,8 @@ the influence reaching the sources that ends at tokens rather than errors, and t
 errors. Absolute shares hide cancellation: :func:`direct_parts` splits the readout's own input, signed, by
 the kind of node that sends it, and :func:`largest_error` names the error node that sends it most.
 
-The first position (the document-boundary token every prompt starts with) has no nodes at all. Its
+The first position (the document-boundary token every prompt starts with) has no nodes at all (a
+departure from the paper, whose graphs keep the first token's nodes). Its
 stream is the same in every prompt (it sees only itself), so what it contributes is a constant, counted
 with the biases (:func:`bias_part`); no transcoder was trained on it either. Keeping it as a source
 would also be unstable: in a model with RMSNorm its embedding can be near zero, and the frozen norm's
@@ -356,35 +361,49 @@ def largest_error(graph: Graph) -> tuple[tuple[str, int, int, int], float]:
     return graph.nodes[int(errors[i])], edges[i].item()
 
 
+def _top_share(scores: torch.Tensor, share: float) -> torch.Tensor:
+    """Which of ``scores`` (non-negative, any shape) are kept when they are taken largest first until they hold
+    ``share`` of their total: every score at least the one that crosses it (ties kept together)."""
+    flat = scores.flatten()
+    ranked = flat.sort(descending=True).values
+    cumulative = ranked.cumsum(0) / ranked.sum().clamp_min(1e-12)
+    k = min(int(torch.searchsorted(cumulative, torch.tensor(share))), len(ranked) - 1)
+    return scores >= ranked[k]
+
+
 def prune(graph: Graph, node_share: float = 0.8, edge_share: float = 0.98) -> Graph:
-    """The pruned graph: features kept by influence until they hold ``node_share`` of the features' total (every
-    embedding, error and the readout passes this node cut), then edges kept by score until they hold
-    ``edge_share``; nodes left with no edge to or from the kept graph are dropped, error nodes and embeddings
-    among them (the readout stays)."""
-    inf = influence(graph)
-    features = graph.index("feature")
-    order = features[inf[features].argsort(descending=True)]
-    cumulative = inf[order].cumsum(0) / inf[order].sum().clamp_min(1e-12)
-    kept_features = order[: int((cumulative < node_share).sum()) + 1] if len(order) else order
-    keep = torch.zeros(len(graph.nodes), dtype=torch.bool)
-    keep[graph.index("embed")] = keep[graph.index("error")] = True
-    keep[kept_features] = True
+    """The pruned graph, by the rule of Ameisen et al.'s reference implementation (``circuit-tracer``'s
+    ``prune_graph``). Nodes: every node (feature, error, embedding) ranked together by its influence on the readout
+    through paths of one step or more, kept until they hold ``node_share`` of the total; embeddings and the readout
+    are kept whatever their rank. Edges: among the kept nodes, each edge scored by its normalised absolute weight
+    times its target's influence (the readout's counted as 1), kept until they hold ``edge_share`` of the total.
+    Then, repeated until nothing changes, a feature with no kept edge in or none out is dropped, and so is an error
+    node with none out (with their edges)."""
+    n = len(graph.nodes)
+    embeds, features, errors = graph.index("embed"), graph.index("feature"), graph.index("error")
+    scores = influence(graph)
+    scores[-1] = 0.0  # the readout's own 1 is no path: it is kept anyway
+    keep = _top_share(scores, node_share)
+    keep[embeds] = True
     keep[-1] = True
+    a = graph.adjacency * (keep[:, None] & keep[None, :])
+    norm = a.abs() / a.abs().sum(1, keepdim=True).clamp_min(1e-12)
+    to_readout = torch.zeros(n)
+    to_readout[-1] = 1.0
+    target_influence = torch.linalg.solve((torch.eye(n) - norm).T, to_readout)  # the readout's own 1 included
+    edges = _top_share(norm * target_influence[:, None], edge_share) & (a != 0)
+    while True:
+        edges &= keep[:, None] & keep[None, :]
+        out_edge, in_edge = edges.any(0), edges.any(1)
+        now = keep.clone()
+        now[features] &= out_edge[features] & in_edge[features]
+        now[errors] &= out_edge[errors]
+        if torch.equal(now, keep):
+            break
+        keep = now
     sub = subgraph(graph, keep.nonzero().flatten())
-    sub_inf = influence(sub)
-    sub_inf[-1] = 1.0
-    a = sub.adjacency.abs()
-    score = a / a.sum(1, keepdim=True).clamp_min(1e-12) * sub_inf[:, None]
-    flat = score.flatten()
-    order = flat.argsort(descending=True)
-    cumulative = flat[order].cumsum(0) / flat.sum().clamp_min(1e-12)
-    kept = order[: int((cumulative < edge_share).sum()) + 1]
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[kept] = True
-    sub.adjacency = torch.where(mask.view_as(score), sub.adjacency, torch.zeros_like(sub.adjacency))
-    linked = (sub.adjacency != 0).any(0) | (sub.adjacency != 0).any(1)
-    linked[-1] = True
-    return subgraph(sub, linked.nonzero().flatten())
+    sub.adjacency = torch.where(edges[keep][:, keep], sub.adjacency, torch.zeros_like(sub.adjacency))
+    return sub
 
 
 def subgraph(graph: Graph, idx: torch.Tensor) -> Graph:
@@ -400,30 +419,97 @@ def subgraph(graph: Graph, idx: torch.Tensor) -> Graph:
     )
 
 
-def drawable(graph: Graph, tokens: list[str], top_edges: int = 60) -> dict:
+def edge_scores(graph: Graph) -> torch.Tensor:
+    """Each edge's pruning score ``[target, source]``: its normalised absolute weight times its target's influence
+    (the readout's counted as 1), the score :func:`prune` keeps edges by."""
+    a = graph.adjacency.abs()
+    inf = influence(graph)
+    inf[-1] = 1.0
+    return a / a.sum(1, keepdim=True).clamp_min(1e-12) * inf[:, None]
+
+
+def strongest_path(graph: Graph) -> list[tuple[int, int]]:
+    """The route from an embedding to the readout whose edges' shares (normalised absolute weights, as influence
+    uses them) have the largest product, as ``(source, target)`` pairs in order; empty if no embedding reaches the
+    readout."""
+    a = graph.adjacency.abs()
+    share = a / a.sum(1, keepdim=True).clamp_min(1e-12)  # [target, source]
+    n = len(graph.nodes)
+    best = torch.zeros(n)  # the best product of shares from each node to the readout
+    best[-1] = 1.0
+    for _ in range(n):
+        new = torch.maximum(best, (share * best[:, None]).max(0).values)
+        new[-1] = 1.0
+        if torch.equal(new, best):
+            break
+        best = new
+    embeds = graph.index("embed")
+    if len(embeds) == 0 or best[embeds].max() == 0:
+        return []
+    node, path = int(embeds[best[embeds].argmax()]), []
+    while node != n - 1:
+        target = int((share[:, node] * best).argmax())
+        path.append((node, target))
+        node = target
+    return path
+
+
+def drawable(graph: Graph, tokens: list[str], top_edges: int = 40, names: dict | None = None, shown: int = 8) -> dict:
     """The arguments :func:`utils.pictures.plotting.graph_picture` needs to draw ``graph``: each node at its
     position and layer (embeddings in row 0, layer ``l`` in row ``l + 1``, the readout on top), sized by its
-    influence, and the ``top_edges`` strongest edges by absolute weight."""
+    influence; the ``top_edges`` edges with the largest pruning scores (:func:`edge_scores`), the edges of
+    :func:`strongest_path` among them and drawn over the rest; and, written beside the ``shown`` most influential
+    nodes (and every node on that path), a short label: ``names[node]`` where given (e.g. what a feature fires on),
+    else the node's layer and latent."""
     inf = influence(graph)
     inf[-1] = 1.0
     layers = max(node[1] for node in graph.nodes)  # the readout's layer is the number of layers
-    xs, ys, labels, kinds = [], [], [], []
+    names = names or {}
+    xs, ys, labels, kinds, short = [], [], [], [], []
     for kind, layer, p, latent in graph.nodes:
         xs.append(p)
         ys.append(0 if kind == "embed" else layers + 1 if kind == "readout" else layer + 1)
         kinds.append(kind)
         where = f"{tokens[p]!r} (position {p})"
+        name = names.get((kind, layer, p, latent))
         labels.append(
             {"embed": f"embedding of {where}", "readout": f"readout at {where}"}.get(
-                kind, f"L{layer} latent {latent} at {where}" if kind == "feature" else f"L{layer} error at {where}"
+                kind,
+                f"L{layer} latent {latent} at {where}" + (f": {name}" if name else "")
+                if kind == "feature"
+                else f"L{layer} error at {where}",
+            )
+        )
+        short.append(
+            name
+            or {"embed": tokens[p].strip(), "readout": "readout"}.get(
+                kind, f"L{layer}#{latent}" if kind == "feature" else f"L{layer} err"
             )
         )
     sizes = (inf / inf.max().clamp_min(1e-12)).tolist()
-    nonzero = (graph.adjacency != 0).nonzero().tolist()
-    nonzero.sort(key=lambda ts: -abs(graph.adjacency[ts[0], ts[1]].item()))
-    edges = [(s, t, graph.adjacency[t, s].item()) for t, s in nonzero[:top_edges]]
-    names = ["embeddings", *[f"layer {i}" for i in range(layers)], "readout"]
-    return dict(xs=xs, ys=ys, labels=labels, kinds=kinds, sizes=sizes, edges=edges, tokens=tokens, layer_names=names)
+    path = strongest_path(graph)
+    scores = edge_scores(graph)
+    nonzero = (scores > 0).nonzero().tolist()
+    nonzero.sort(key=lambda ts: -scores[ts[0], ts[1]].item())
+    chosen = [(t, s) for t, s in nonzero[:top_edges]]
+    chosen += [(t, s) for s, t in path if (t, s) not in chosen]
+    edges = [(s, t, graph.adjacency[t, s].item()) for t, s in chosen]
+    on_path = {i for edge in path for i in edge}
+    top = set(inf.argsort(descending=True)[:shown].tolist()) | on_path
+    text = [short[i] if i in top and kinds[i] != "embed" else "" for i in range(len(kinds))]
+    names_row = ["embeddings", *[f"layer {i}" for i in range(layers)], "readout"]
+    return dict(
+        xs=xs,
+        ys=ys,
+        labels=labels,
+        kinds=kinds,
+        sizes=sizes,
+        edges=edges,
+        tokens=tokens,
+        layer_names=names_row,
+        shown=text,
+        path=path,
+    )
 
 
 def _readout_sensitivity(graph: Graph) -> torch.Tensor:

@@ -638,12 +638,16 @@ def graph_picture(
     tokens: Sequence[str],
     layer_names: Sequence[str],
     title: str,
+    shown: Sequence[str] | None = None,
+    path: Sequence[tuple[int, int]] = (),
 ) -> Figure:
     """A pruned attribution graph a learner can read: node ``i`` at column ``xs[i]`` (a token position) and row
     ``ys[i]`` (0 for embeddings, then one row per layer, the readout on top), labelled ``labels[i]``, shaped by
     ``kinds[i]`` ("embed", "feature", "error", "readout") and sized by ``sizes[i]`` in [0, 1] (e.g. influence);
     ``edges`` are ``(source, target, weight)``, drawn blue when the source pushes the target up and red when it
-    pushes it down, wider when stronger. Hover a node for its label."""
+    pushes it down, wider when stronger. Hover a node for its label; ``shown[i]`` (if given and not empty) is
+    written beside node ``i`` in both pictures, and the ``(source, target)`` pairs of ``path`` are drawn in black
+    over the rest, so that one route from a token to the readout can be followed."""
     import plotly.graph_objects as go
 
     xs, ys, sizes = _to_numpy(xs).astype(float), _to_numpy(ys).astype(float), _to_numpy(sizes).astype(float)
@@ -668,6 +672,17 @@ def graph_picture(
                 y=[ys[s], ys[t]],
                 mode="lines",
                 line={"width": 0.5 + 4 * abs(w) / top, "color": colour},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    for s, t in path:
+        fig.add_trace(
+            go.Scatter(
+                x=[px[s], px[t]],
+                y=[ys[s], ys[t]],
+                mode="lines",
+                line={"width": 3, "color": "black"},
                 hoverinfo="skip",
                 showlegend=False,
             )
@@ -712,6 +727,33 @@ def graph_picture(
         if idx:
             ax.scatter(
                 px[idx], ys[idx], s=12 + 140 * sizes[idx], marker=marker, color=colours[kind], label=kind, zorder=2
+            )
+    for s, t in path:
+        ax.plot([px[s], px[t]], [ys[s], ys[t]], color="black", linewidth=2.2, zorder=3)
+    stacked: dict[tuple[float, float], int] = {}  # labels in one cell are stacked above each other
+    for i, text in enumerate(shown or []):
+        if text:
+            rank = stacked[(xs[i], ys[i])] = stacked.get((xs[i], ys[i]), -1) + 1
+            ax.annotate(
+                text,
+                (px[i], ys[i]),
+                xytext=(6, 5 + 9 * rank),
+                textcoords="offset points",
+                fontsize=6.5,
+                zorder=4,
+                arrowprops={"arrowstyle": "-", "linewidth": 0.3, "color": "#555555"} if rank else None,
+            )
+            fig.add_annotation(
+                x=px[i],
+                y=ys[i],
+                text=text,
+                showarrow=bool(rank),
+                ax=20,
+                ay=-12 - 13 * rank,
+                font={"size": 9},
+                xshift=0 if rank else 4,
+                yshift=0 if rank else 10,
+                arrowwidth=0.5,
             )
     ax.set_xticks(range(len(tokens)), list(tokens), rotation=60, fontsize=7)
     ax.set_yticks(range(len(layer_names)), list(layer_names), fontsize=8)
