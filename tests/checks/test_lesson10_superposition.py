@@ -534,7 +534,25 @@ SAMPLER_MISTAKES = {
     "active values have mean": lambda s, n, b, g: (
         (u := torch.rand(len(s), b, n, generator=g)) * (u >= s[:, None, None])
     ),
+    "gives every active feature of an input one shared value": lambda s, n, b, g: (
+        torch.rand(len(s), b, 1, generator=g) * (torch.rand(len(s), b, n, generator=g) >= s[:, None, None])
+    ),
+    "the same value on every input of the batch": lambda s, n, b, g: (
+        torch.rand(len(s), 1, n, generator=g) * (torch.rand(len(s), b, n, generator=g) >= s[:, None, None])
+    ),
+    "have values correlated at": lambda s, n, b, g: (x := sample_features(s, n, b, g)).index_copy(
+        2, torch.tensor([1]), (0.7 * x[..., :1] + 0.3 * torch.rand(len(s), b, 1, generator=g)) * (x[..., 1:2] > 0)
+    ),
 }
+
+
+def test_sample_features_check_accepts_the_mask_drawn_before_the_values(capsys):
+    def mask_first(s, n, b, g):
+        on = torch.bernoulli((1 - s)[:, None, None].expand(len(s), b, n), generator=g)
+        return on * torch.rand(len(s), b, n, generator=g)
+
+    c.check_sample_features(mask_first)
+    assert "✓" in capsys.readouterr().out
 
 
 def test_sample_features_check_accepts_a_loop_and_names_each_mistake(prove_check):
@@ -569,7 +587,7 @@ def _variant(**change):
 
         W, b = init_toy(len(sparsity), importance.shape[1], d_hidden, g)
         if init is not None and not change.get("ignore_init"):
-            W = init.clone()
+            W = init if change.get("alias_init") else init.clone()
         W.requires_grad_()
         b.requires_grad_(not change.get("freeze_b"))
         opt = torch.optim.Adam([W, b] if not change.get("freeze_b") else [W], lr=lr)
@@ -599,6 +617,7 @@ TRAIN_MISTAKES = {
     "differs from the course's loop": _variant(no_zero_grad=True),
     "ignores `init`": _variant(ignore_init=True),
     "still attached to the graph": _variant(attached=True),
+    "trains `init` itself (W = init)": _variant(alias_init=True),
 }
 
 
@@ -625,6 +644,9 @@ CORRELATED_MISTAKES = {
     "zero with probability 1 − S": lambda s, n, b, g: correlated_features(1 - s, n, b, g),
     "shares masks beyond features 0 and 1": lambda s, n, b, g: (x := correlated_features(s, n, b, g)).index_copy(
         2, torch.tensor([3]), torch.rand(len(s), b, 1, generator=g) * (x[..., 2:3] > 0)
+    ),
+    "(1 − x_0, say)": lambda s, n, b, g: (x := sample_features(s, n, b, g)).index_copy(
+        2, torch.tensor([1]), ((1 - x[..., :1]).clamp_min(1e-6)) * (x[..., :1] > 0)
     ),
 }
 
@@ -723,13 +745,14 @@ def sae_loss(sae, x, l1):
     return ((x_hat - x) ** 2).sum(2).mean(1) + l1 * torch.einsum("ibs,is->ib", z, norms).mean(1)
 
 
-def _sae_loss(weigh=True, error="sum", square=False, coef=True, penalty=True, swap=False, detach=False):
+def _sae_loss(weigh=True, error="sum", square=False, coef=True, penalty=True, swap=False, detach=False, norm=None):
     def fn(sae, x, l1):
         z = sae_latents(sae, x)
         x_hat = torch.einsum("ibs,isd->ibd", z, sae.W_dec) + sae.b_dec[:, None]
         err = (x_hat - x) ** 2
         mse = err.sum(2).mean(1) if error == "sum" else err.mean(2).mean(1)
         w = sae.W_dec.norm(dim=2)[:, None] if weigh else 1.0
+        w = w.detach() if norm == "detached" else w
         pen = (z * w).sum(2).mean(1)
         pen = pen**2 if square else pen
         if swap:
@@ -748,6 +771,7 @@ SAE_LOSS_MISTAKES = {
     "the L1 term is missing": _sae_loss(penalty=False),
     "l1 multiplies the squared error": _sae_loss(swap=True),
     "carries no gradient": _sae_loss(detach=True),
+    "the decoder rows' lengths in the penalty are cut off from the graph": _sae_loss(norm="detached"),
 }
 
 
@@ -802,6 +826,20 @@ def test_train_toy_saes_check_accepts_another_writing_and_names_each_mistake(pro
         prove_check(c.check_train_toy_saes, train_toy_saes, SAE_TRAIN_MISTAKES)
 
 
+def test_both_training_checks_accept_the_losses_averaged_over_the_instances(capsys):
+    """The spec says sum; the mean trains the same models (Adam does not see a constant factor), and both checks,
+    the toy model's and the SAEs', accept it alike."""
+
+    def mean_saes(sample, d_in, d_sae, loss, **kw):
+        count = len(kw["l1"] if kw.get("l1") is not None else kw["k"])
+        return train_toy_saes(sample, d_in, d_sae, lambda s, x, l1: loss(s, x, l1) / count, **kw)
+
+    with torch.no_grad():
+        c.check_train_toy(train_toy)  # this one averages: per_instance.mean()
+        c.check_train_toy_saes(mean_saes)
+    assert capsys.readouterr().out.count("✓") == 2
+
+
 def pair_angle(W, i, j):
     a, b = W[:, :, i], W[:, :, j]
     cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
@@ -822,3 +860,12 @@ PAIR_ANGLE_MISTAKES = {
 
 def test_pair_angle_check_accepts_another_writing_and_names_each_mistake(prove_check):
     prove_check(c.check_pair_angle, pair_angle, PAIR_ANGLE_MISTAKES)
+
+
+def test_pair_angle_check_accepts_a_gradient_safe_clamp(capsys):
+    def safe(W, i, j):
+        cos = torch.nn.functional.cosine_similarity(W[:, :, i], W[:, :, j], dim=1)
+        return torch.rad2deg(torch.arccos(cos.clamp(-1 + 1e-6, 1 - 1e-6)))
+
+    c.check_pair_angle(safe)
+    assert "✓" in capsys.readouterr().out

@@ -328,6 +328,8 @@ def prune(
     plain=False,
     full=False,
     rank_embeds=False,
+    drop_crossing=False,
+    per_row=False,
 ):
     """The reference rule with a power series and a sort by index (the notebook thresholds scores), and the mistakes."""
     n = len(graph.nodes)
@@ -343,14 +345,14 @@ def prune(
             total = total + term
         return total, a
 
-    def first(scores, share):  # the indices holding `share` of the total, largest first
+    def first(scores, share, crossing=True):  # the indices holding `share` of the total, largest first
         order = scores.argsort(descending=True, stable=True)
         cumulative = scores[order].cumsum(0) / scores.sum()
-        return set(order[: int((cumulative < share).sum()) + 1].tolist())
+        return set(order[: int((cumulative < share).sum()) + int(crossing)].tolist())
 
     inf, _ = paths(graph.adjacency, rank_readout)
     ranked = [i for i in range(n) if kinds[i] == "feature"] if errors_pass else list(range(n))
-    kept = {ranked[i] for i in first(inf[ranked], node_share)}
+    kept = {ranked[i] for i in first(inf[ranked], node_share, crossing=not drop_crossing)}
     kept |= {i for i in range(n) if kinds[i] == "readout" or (kinds[i] == "embed" and not rank_embeds)}
     kept |= {i for i in range(n) if errors_pass and kinds[i] == "error"}
     mask = torch.tensor([i in kept for i in range(n)])
@@ -358,9 +360,18 @@ def prune(
     target_inf, norm = paths(a, True)
     score = norm * (torch.ones(n) if plain else target_inf)[:, None]
     edges = {(t, s) for t, s in (score > 0).nonzero().tolist()}
-    flat = torch.tensor([score[t, s].item() for t, s in sorted(edges)])
-    chosen = first(flat, edge_share)
-    edges = {ts for k, ts in enumerate(sorted(edges)) if k in chosen}
+    if per_row:  # each target's edges cut on their own
+        by_row = {}
+        for t, s in sorted(edges):
+            by_row.setdefault(t, []).append(s)
+        edges = set()
+        for t, sources in by_row.items():
+            chosen = first(torch.tensor([score[t, s].item() for s in sources]), edge_share)
+            edges |= {(t, sources[k]) for k in chosen}
+    else:
+        flat = torch.tensor([score[t, s].item() for t, s in sorted(edges)])
+        chosen = first(flat, edge_share)
+        edges = {ts for k, ts in enumerate(sorted(edges)) if k in chosen}
     for _ in range(passes):
         edges = {(t, s) for t, s in edges if t in kept and s in kept}
         drop = {
@@ -389,8 +400,20 @@ PRUNE_MISTAKES = {
     "scored by their normalised weight alone": lambda g, a, b: prune(g, a, b, plain=True),
     "scored on the full graph": lambda g, a, b: prune(g, a, b, full=True),
     "embeddings are cut by the node rule": lambda g, a, b: prune(g, a, b, rank_embeds=True),
+    "the node whose influence crosses the share is left out": lambda g, a, b: prune(g, a, b, drop_crossing=True),
+    "the edges are cut row by row": lambda g, a, b: prune(g, a, b, per_row=True),
 }
 
 
 def test_prune_check_accepts_sets_and_a_power_series_and_names_each_mistake(prove_check, zoo):
     prove_check(c.check_prune, prune, PRUNE_MISTAKES, *zoo)
+
+
+def test_prune_check_names_a_prune_that_changes_the_graph_it_was_given(zoo):
+    def prune_in_place(graph, node_share=0.8, edge_share=0.98):
+        out = prune(graph, node_share, edge_share)
+        graph.adjacency *= 0  # the learner's graph, spoiled for every cell after
+        return out
+
+    with pytest.raises(CheckFailed, match="changed the graph it was given in place; work on a copy"):
+        c.check_prune(prune_in_place, *zoo)

@@ -187,6 +187,24 @@ def test_intervening_with_scale_one_changes_nothing(built):
     assert torch.allclose(A.intervene(model, run, tcs, node, 1.0), run.logits, atol=1e-4)
 
 
+def test_a_measured_effect_is_the_readout_with_the_feature_off_minus_as_it_was(built):
+    model, tcs, run, graph = built
+    nodes = [graph.nodes[i] for i in graph.index("feature")[:3].tolist()]
+    out = A.measured_effects(model, run, tcs, nodes, graph.readout)
+    for node, value in zip(nodes, out):
+        _, layer, p, latent = node
+        write = run.acts[layer][p, latent] * tcs[layer].W_dec[latent]
+
+        def off(y, hook, p=p, write=write):
+            y = y.clone()
+            y[:, p] -= write
+            return y
+
+        with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", off)]):
+            logits = model(run.tokens[None])[0, -1].float()
+        assert torch.isclose(value, (logits - run.logits[-1]) @ graph.readout, atol=1e-4)
+
+
 @pytest.mark.filterwarnings("ignore:A forward hook edited hook_scale")  # freezing the scale is the point
 def test_a_push_on_a_last_layer_feature_moves_the_readout_by_its_edge_once_the_final_norm_is_frozen(built):
     model, tcs, run, graph = built

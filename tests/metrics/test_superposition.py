@@ -237,3 +237,19 @@ def test_describe_2d_says_when_no_feature_has_a_direction_of_its_own():
     assert sp.describe_2d(pentagon).startswith("no feature has a direction of its own")
     two = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     assert sp.describe_2d(two).startswith("features [0, 1] have a direction of their own")
+
+
+def test_score_saes_matches_the_checks_scores_of_hand_built_saes():
+    from utils.checks import lesson10_superposition as c
+
+    g = torch.Generator().manual_seed(5)
+    truth = torch.randn(6, 5, generator=g)
+    saes = c._check_saes(g, truth)
+    h = sp.sample_features(torch.tensor([0.6]), 6, 300, g)[0] @ truth
+    ours, checks = sp.score_saes(saes, h, truth), c._scores(saes, h, truth)
+    assert list(ours) == list(checks)
+    for label in checks:
+        assert ours[label] == pytest.approx(checks[label], abs=1e-6)
+    unit = sp.ToySAE(torch.eye(6)[None, :5], torch.zeros(1, 6), torch.eye(6)[None, :, :5], torch.zeros(1, 5), None)
+    score = sp.score_saes({"identity": unit}, torch.rand(10, 5), torch.eye(5))["identity"]
+    assert score["mmc"] == pytest.approx(1.0) and score["found"] == 5 and isinstance(score["found"], int)

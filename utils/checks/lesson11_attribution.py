@@ -78,7 +78,9 @@ def check_topk_encode(fn: Callable) -> None:
         raise CheckFailed(f"`{name}` keeps more than k latents in some row.")
     active = (out > 0).sum(-1).tolist()
     passed(
-        name, f"active latents per row {active} (k = {k}): a row with fewer positive pre-activations keeps only those"
+        name,
+        f"active latents per row {active} (k = {k}): a row with fewer positive pre-activations keeps only those",
+        fn=fn,
     )
 
 
@@ -162,7 +164,7 @@ def check_influence(fn: Callable) -> None:
             ((torch.linalg.inv(eye - norm) - eye)[-1], "the readout's own influence should be 1 (paths of length 0)."),
         ],
     )
-    passed(name, f"{int((out[: n // 2] > 0).sum())} of the {n // 2} nodes with no direct edge reach the readout")
+    passed(name, f"{int((out[: n // 2] > 0).sum())} of the {n // 2} nodes with no direct edge reach the readout", fn=fn)
 
 
 # --- turning features off in the real model ---------------------------------------------------------------
@@ -228,7 +230,7 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
             ),
         ],
     )
-    passed(name, f"{len(nodes)} features turned off in the real model")
+    passed(name, f"{len(nodes)} features turned off in the real model", fn=fn)
 
 
 # --- the graph, built by backward passes -------------------------------------------------------------------------
@@ -487,6 +489,8 @@ def _pruned(
     plain_edges=False,
     full_edges=False,
     embeds_ranked=False,
+    crossing_excluded=False,
+    row_edges=False,
 ):
     """The reference rule (``A.prune``) written out, and with the keywords the named mistakes'."""
     n = len(graph.nodes)
@@ -497,6 +501,8 @@ def _pruned(
         scores[-1] = 0.0
     if features_only:
         keep = A._top_share(scores * is_["feature"], node_share) & is_["feature"] | ~is_["feature"]
+    elif crossing_excluded:
+        keep = scores > scores.sort(descending=True).values[int(A._top_share(scores, node_share).sum()) - 1]
     else:
         keep = A._top_share(scores, node_share)
     if not embeds_ranked:
@@ -506,7 +512,11 @@ def _pruned(
     norm = a.abs() / a.abs().sum(1, keepdim=True).clamp_min(1e-12)
     sub = A.Graph(graph.nodes, a, graph.values, graph.inputs, graph.readout)
     weight = torch.ones(n) if plain_edges else A.influence(sub)
-    edges = A._top_share(norm * weight[:, None], edge_share) & (a != 0)
+    score = norm * weight[:, None]
+    if row_edges:
+        edges = torch.stack([A._top_share(row, edge_share) if row.sum() > 0 else row > 0 for row in score]) & (a != 0)
+    else:
+        edges = A._top_share(score, edge_share) & (a != 0)
     done = 0
     while passes is None or done < passes:
         edges &= keep[:, None] & keep[None, :]
@@ -545,6 +555,10 @@ _PRUNE_MISTAKES = {
     "full_edges": "the edges are scored on the full graph; score them on the nodes the node cut kept (normalise "
     "again after it).",
     "embeds_ranked": "embeddings are cut by the node rule; keep every embedding whatever its rank.",
+    "crossing_excluded": "the node whose influence crosses the share is left out; keep every node up to and "
+    "including the one that reaches it.",
+    "row_edges": "the edges are cut row by row (each target keeping its own share); rank every kept edge of the "
+    "graph together.",
 }
 
 
@@ -556,6 +570,17 @@ def _same_pruned(a: A.Graph, b: A.Graph) -> bool:
     )
 
 
+def _unchanged(given: A.Graph, graph: A.Graph) -> bool:
+    """Whether the graph handed to the learner's function still holds what it held before the call."""
+    tensors = ("adjacency", "values", "inputs")
+    return list(given.nodes) == list(graph.nodes) and all(
+        isinstance(getattr(given, t), torch.Tensor)
+        and getattr(given, t).shape == getattr(graph, t).shape
+        and torch.equal(getattr(given, t), getattr(graph, t))
+        for t in tensors
+    )
+
+
 def check_prune(fn: Callable, model=None, transcoders: list[Transcoder] | None = None) -> None:
     """``fn(graph, node_share, edge_share)`` -> the pruned ``A.Graph``, by the reference rule; on a random graph
     built for the check and, with ``model`` and ``transcoders``, on the check prompt's attribution graph."""
@@ -563,16 +588,28 @@ def check_prune(fn: Callable, model=None, transcoders: list[Transcoder] | None =
     graphs = [_prune_graph()]
     if model is not None:
         graphs.append(_case("graph", _graph_case, model, transcoders)["graph"])
-    for k, graph in enumerate(graphs):
-        out = call(fn, copy.deepcopy(graph), 0.8, 0.98, name=name)
+    outs = []
+    for graph in graphs:
+        given = copy.deepcopy(graph)
+        out = call(fn, given, 0.8, 0.98, name=name)
         if not isinstance(out, A.Graph):
             raise CheckFailed(f"`{name}` should return an A.Graph, not {type(out).__name__}.")
+        if not _unchanged(given, graph):
+            raise CheckFailed(f"`{name}` changed the graph it was given in place; work on a copy.")
+        outs.append(out)
+    for k, (graph, out) in enumerate(zip(graphs, outs)):
         ref = _pruned(graph)
         if _same_pruned(out, ref):
             continue
-        for key, message in _PRUNE_MISTAKES.items():
-            if _same_pruned(out, _pruned(graph, **{key: 1 if key == "passes" else True})):
-                raise CheckFailed(f"`{name}`: {message}")
+
+        def made_by(key: str, j: int) -> bool:
+            return _same_pruned(outs[j], _pruned(graphs[j], **{key: 1 if key == "passes" else True}))
+
+        # two mistakes can keep the same nodes on one graph; the other graph tells them apart
+        named = [key for key in _PRUNE_MISTAKES if made_by(key, k)]
+        named = [key for key in named if all(made_by(key, j) for j in range(len(graphs)) if j != k)] or named
+        if named:
+            raise CheckFailed(f"`{name}`: {_PRUNE_MISTAKES[named[0]]}")
         kept, want = {tuple(x) for x in out.nodes}, set(ref.nodes)
         what = "the random graph" if k == 0 else "the check prompt's graph"
         if kept != want:

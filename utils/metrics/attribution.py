@@ -459,8 +459,8 @@ def drawable(graph: Graph, tokens: list[str], top_edges: int = 40, names: dict |
     position and layer (embeddings in row 0, layer ``l`` in row ``l + 1``, the readout on top), sized by its
     influence; the ``top_edges`` edges with the largest pruning scores (:func:`edge_scores`), the edges of
     :func:`strongest_path` among them and drawn over the rest; and, written beside the ``shown`` most influential
-    nodes (and every node on that path), a short label: ``names[node]`` where given (e.g. what a feature fires on),
-    else the node's layer and latent."""
+    nodes other than embeddings (and every node on that path), a short label: ``names[node]`` where given (e.g. what
+    a feature fires on), else the node's layer and latent."""
     inf = influence(graph)
     inf[-1] = 1.0
     layers = max(node[1] for node in graph.nodes)  # the readout's layer is the number of layers
@@ -495,7 +495,8 @@ def drawable(graph: Graph, tokens: list[str], top_edges: int = 40, names: dict |
     chosen += [(t, s) for s, t in path if (t, s) not in chosen]
     edges = [(s, t, graph.adjacency[t, s].item()) for t, s in chosen]
     on_path = {i for edge in path for i in edge}
-    top = set(inf.argsort(descending=True)[:shown].tolist()) | on_path
+    ranked = torch.where(torch.tensor([k == "embed" for k in kinds]), -1.0, inf)  # text goes to features first
+    top = set(ranked.argsort(descending=True)[:shown].tolist()) | on_path
     text = [short[i] if i in top and kinds[i] != "embed" else "" for i in range(len(kinds))]
     names_row = ["embeddings", *[f"layer {i}" for i in range(layers)], "readout"]
     return dict(
@@ -551,6 +552,15 @@ def intervene(model, run: PromptRun, transcoders: list[Transcoder], node: tuple,
 
     with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", shift)]):
         return model(run.tokens[None])[0].float()
+
+
+def measured_effects(
+    model, run: PromptRun, transcoders: list[Transcoder], nodes: list, readout: torch.Tensor
+) -> torch.Tensor:
+    """For each feature node in ``nodes``, how much the real model's readout at the last position moves when that
+    feature is turned off (off minus as it was) ``[len(nodes)]``: what the graph's ``-total_effects`` predicts."""
+    base = run.logits[-1] @ readout
+    return torch.stack([intervene(model, run, transcoders, node, 0.0)[-1] @ readout - base for node in nodes])
 
 
 def head_effects(graph: Graph) -> torch.Tensor:

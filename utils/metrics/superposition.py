@@ -415,6 +415,21 @@ def train_toy_saes(
     return sae
 
 
+def score_saes(saes: dict[str, ToySAE], h: torch.Tensor, truth: torch.Tensor) -> dict[str, dict[str, float | int]]:
+    """For each SAE of ``{label: sae}`` (a batch of one each), scored against the true directions ``truth`` ``[n, d]``
+    on inputs ``h`` ``[batch, d]``: ``{"mmc": mean max cosine of its decoder rows, "found": the features with a row at
+    cosine 0.9 or more, "L0": the latents active per input}``."""
+    scores = {}
+    for label, sae in saes.items():
+        rows = sae.W_dec[0]
+        scores[label] = {
+            "mmc": mean_max_cosine(rows, truth),
+            "found": int((max_cosines(rows, truth) >= 0.9).sum()),
+            "L0": (sae_latents(sae, h) > 0).float().sum(-1).mean().item(),
+        }
+    return scores
+
+
 def dead_latents(latents: torch.Tensor) -> torch.Tensor:
     """How many latents never fire on these inputs, ``[instance]`` (``latents``: ``[instance, batch, d_sae]``)."""
     return ((latents > 0).sum(1) == 0).sum(-1)

@@ -293,7 +293,7 @@ def heatmap(
     )
     plt = _mpl()
     mfig, ax = plt.subplots(figsize=(6.2, 4.6))
-    lim = np.abs(z).max() if diverging else None
+    lim = np.nanmax(np.abs(z)) if diverging else None  # a blank (NaN) cell does not set the range
     im = ax.imshow(
         z,
         cmap="RdBu_r" if diverging else "Blues",
@@ -645,7 +645,7 @@ def graph_picture(
     ``ys[i]`` (0 for embeddings, then one row per layer, the readout on top), labelled ``labels[i]``, shaped by
     ``kinds[i]`` ("embed", "feature", "error", "readout") and sized by ``sizes[i]`` in [0, 1] (e.g. influence);
     ``edges`` are ``(source, target, weight)``, drawn blue when the source pushes the target up and red when it
-    pushes it down, wider when stronger. Hover a node for its label; ``shown[i]`` (if given and not empty) is
+    pushes it down, wider when stronger (a legend says so). Hover a node for its label; ``shown[i]`` (if given) is
     written beside node ``i`` in both pictures, and the ``(source, target)`` pairs of ``path`` are drawn in black
     over the rest, so that one route from a token to the readout can be followed."""
     import plotly.graph_objects as go
@@ -687,6 +687,8 @@ def graph_picture(
                 showlegend=False,
             )
         )
+    for name, colour in (("edge: pushes its target up", "rgb(31,95,168)"), ("edge: pushes it down", "rgb(200,40,40)")):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"width": 3, "color": colour}, name=name))
     for kind in shapes:
         idx = [i for i, k in enumerate(kinds) if k == kind]
         if not idx:
@@ -721,6 +723,8 @@ def graph_picture(
             linewidth=0.4 + 3 * abs(w) / top,
             zorder=1,
         )
+    ax.plot([], [], color="#1f5fa8", linewidth=2, label="edge: pushes its target up")
+    ax.plot([], [], color="#c82828", linewidth=2, label="edge: pushes it down")
     markers = {"embed": "s", "feature": "o", "error": "D", "readout": "*"}
     for kind, marker in markers.items():
         idx = [i for i, k in enumerate(kinds) if k == kind]
@@ -757,6 +761,6 @@ def graph_picture(
             )
     ax.set_xticks(range(len(tokens)), list(tokens), rotation=60, fontsize=7)
     ax.set_yticks(range(len(layer_names)), list(layer_names), fontsize=8)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", title="edge width: its size", title_fontsize=7)
     ax.set(title=title, xlabel="position")
     return Figure(fig, _png(mfig))
