@@ -77,6 +77,16 @@ def test_notebook_has_the_required_parts(path):
     assert text.count("<summary>Hint</summary>") == len(exercises)
 
 
+@pytest.mark.parametrize("path", [p for p in SOLUTIONS if p.name[0].isdigit()], ids=lambda p: p.name)
+def test_each_numbered_lesson_draws_an_explorer_in_its_committed_run(path):
+    """Every numbered lesson has an explorer to play with (the appendix is a tour of one library, without one); the
+    committed run shows it by the text an explorer leaves beside its widget, so a rewrite that drops it is caught
+    here, before the browser tests look for the widget."""
+    nb = nbformat.read(path, as_version=4)
+    shown = [o.get("data", {}).get("text/plain", "") for c in code_cells(nb) for o in c.outputs]
+    assert any("[interactive explorer:" in text for text in shown), f"{path.name} draws no explorer"
+
+
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ids)
 def test_committed_solutions_are_executed_and_small(path):
     nb = nbformat.read(path, as_version=4)
