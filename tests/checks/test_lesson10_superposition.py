@@ -686,6 +686,87 @@ def test_neuron_top_share_check_accepts_a_loop_and_names_each_mistake(prove_chec
     prove_check(c.check_neuron_top_share, neuron_top_share, TOP_SHARE_MISTAKES)
 
 
+# --- the absolute-value model -------------------------------------------------------------------
+
+
+def signed_features(s, n, b, g):
+    values = torch.rand(len(s), b, n, generator=g) * 2 - 1  # the values first, the mask after
+    return values * (torch.rand(len(s), b, n, generator=g) >= s[:, None, None]).float()
+
+
+SIGNED_MISTAKES = {
+    "gives no negative value": lambda s, n, b, g: sample_features(s, n, b, g),
+    "gives values from": lambda s, n, b, g: 2 * signed_features(s, n, b, g),
+    "with probability 1 − S": lambda s, n, b, g: signed_features(1 - s, n, b, g),
+    "sets an active feature to ±1": lambda s, n, b, g: torch.sign(signed_features(s, n, b, g)),
+    "mean size": lambda s, n, b, g: (x := signed_features(s, n, b, g)).sign() * x.abs().sqrt(),
+    "global random generator": lambda s, n, b, g: signed_features(
+        s, n, b, torch.Generator().manual_seed(int(torch.seed() % 2**31))
+    ),
+    "the same on/off pattern": lambda s, n, b, g: (
+        (torch.rand(len(s), b, n, generator=g) * 2 - 1) * (torch.rand(1, b, n, generator=g) >= s[:, None, None]).float()
+    ),
+    "one shared value": lambda s, n, b, g: (
+        (torch.rand(len(s), b, 1, generator=g) * 2 - 1) * (torch.rand(len(s), b, n, generator=g) >= s[:, None, None])
+    ),
+}
+
+
+def test_signed_features_check_accepts_another_writing_and_names_each_mistake(prove_check):
+    prove_check(c.check_signed_features, signed_features, SIGNED_MISTAKES)
+
+
+def abs_forward_and_loss(W_in, W_out, b, x, importance):
+    ys, losses = [], []
+    for i in range(len(W_in)):
+        y = torch.relu(torch.relu(x[i] @ W_in[i].T) @ W_out[i].T + b[i])
+        ys.append(y)
+        losses.append((importance[i] * (y - x[i].abs()) ** 2).sum(-1).mean())
+    return torch.stack(ys), torch.stack(losses)
+
+
+def _abs(hidden_relu=True, out_relu=True, bias="inside", target="abs", over_features="sum", over_batch="mean",
+         weigh=True, detach=False):  # fmt: skip
+    def fn(W_in, W_out, b, x, importance):
+        h = torch.einsum("imn,ibn->ibm", W_in, x)
+        h = torch.relu(h) if hidden_relu else h
+        pre = torch.einsum("inm,ibm->ibn", W_out, h)
+        if bias == "inside":
+            y = torch.relu(pre + b[:, None, :]) if out_relu else pre + b[:, None, :]
+        elif bias == "after":
+            y = torch.relu(pre) + b[:, None, :]
+        else:
+            y = torch.relu(pre)
+        goal = x.abs() if target == "abs" else x
+        err = (y.detach() if detach else y) - goal
+        per = err.pow(2) * (importance[:, None, :] if weigh else 1)
+        per = per.sum(-1) if over_features == "sum" else per.mean(-1)
+        return y, per.mean(-1) if over_batch == "mean" else per.sum(-1)
+
+    return fn
+
+
+ABS_MISTAKES = {
+    "the ReLU on the neurons is missing": _abs(hidden_relu=False),
+    "the ReLU on the output is missing": _abs(out_relu=False),
+    "the bias b is missing": _abs(bias="none"),
+    "the bias is added after the ReLU": _abs(bias="after"),
+    "the target is |x|": _abs(target="x"),
+    "the importances are missing": _abs(weigh=False),
+    "the loss averages over the features": _abs(over_features="mean"),
+    "the loss sums over the batch": _abs(over_batch="sum"),
+    "carries no gradient": _abs(detach=True),
+    "should return two things": lambda W_in, W_out, b, x, imp: _abs()(W_in, W_out, b, x, imp)[0],
+    "dimension 2 (feature)": lambda W_in, W_out, b, x, imp: tuple(
+        v[..., :-1] if v.dim() == 3 else v for v in _abs()(W_in, W_out, b, x, imp)
+    ),
+}
+
+
+def test_abs_forward_and_loss_check_accepts_a_loop_and_names_each_mistake(prove_check):
+    prove_check(c.check_abs_forward_and_loss, abs_forward_and_loss, ABS_MISTAKES)
+
+
 # --- the SAE ------------------------------------------------------------------------------------
 
 

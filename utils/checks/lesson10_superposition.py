@@ -805,6 +805,132 @@ def check_neuron_top_share(fn: Callable) -> None:
     passed(name, "each neuron's largest share of its squared weights on the kept features", fn=fn)
 
 
+# --- computing in superposition: the absolute-value model ---------------------------------------
+
+
+def check_signed_features(fn: Callable) -> None:
+    """``fn(sparsity [instance], n_features, batch, generator)`` -> ``[instance, batch, n_features]``, each zero
+    with probability ``sparsity``, else uniform on [-1, 1]."""
+    name = _name(fn, "signed_features")
+    sparsity = torch.tensor([0.0, 0.5, 0.9, 0.9])
+    n, batch, seed = 6, 4000, LESSON_10_CHECKS + 24
+    x = _draw(fn, name, sparsity, n, batch, seed)
+    if not torch.equal(x, _draw(fn, name, sparsity, n, batch, seed)):
+        raise CheckFailed(
+            f"`{name}` gives two different batches from two generators seeded alike; draw every random number "
+            "from the generator it is given (torch.rand(..., generator=generator))."
+        )
+    if x.min() >= 0:
+        raise CheckFailed(
+            f"`{name}` gives no negative value; an active feature is uniform on [-1, 1]: 2 * torch.rand(...) - 1."
+        )
+    if x.min() < -1 or x.max() > 1:
+        raise CheckFailed(
+            f"`{name}` gives values from {x.min().item():.3g} to {x.max().item():.3g}; an active feature is uniform "
+            "on [-1, 1], an inactive one exactly 0."
+        )
+    share_off = (x == 0).float().mean((1, 2))
+    if ((share_off - (1 - sparsity)).abs() < 0.03).all():
+        raise CheckFailed(
+            f"`{name}` makes a feature zero with probability 1 − S; S is the chance that it is zero, so keep a "
+            "feature with probability 1 − S."
+        )
+    if not ((share_off - sparsity).abs() < 0.03).all():
+        raise CheckFailed(
+            f"`{name}`'s share of zeros per instance is {[round(v, 3) for v in share_off.tolist()]}; each feature "
+            f"should be zero with probability sparsity[instance] = {[round(v, 3) for v in sparsity.tolist()]}."
+        )
+    on = x[x != 0]
+    if on.abs().min() > 0.999:
+        raise CheckFailed(f"`{name}` sets an active feature to ±1; its value is uniform on [-1, 1].")
+    if abs(on.mean().item()) > 0.03 or abs(on.abs().mean().item() - 0.5) > 0.03:
+        raise CheckFailed(
+            f"`{name}`'s active values have mean {on.mean().item():+.3f} and mean size {on.abs().mean().item():.3f}; "
+            "uniform on [-1, 1] has mean 0 and mean size 0.5: draw the value apart from the on/off."
+        )
+    if torch.equal(x[2] != 0, x[3] != 0):
+        raise CheckFailed(
+            f"`{name}` gives two instances with the same sparsity the same on/off pattern; draw the mask with shape "
+            "[instance, batch, n_features]."
+        )
+    both = (x[0, :, 0] != 0) & (x[0, :, 1] != 0)
+    if (x[0, both, 0] == x[0, both, 1]).float().mean() > 0.5:
+        raise CheckFailed(f"`{name}` gives every active feature of an input one shared value: draw one per feature.")
+    passed(name, "each feature zero with probability S, else uniform on [-1, 1], from its own generator", fn=fn)
+
+
+def check_abs_forward_and_loss(fn: Callable) -> None:
+    """``fn(W_in, W_out, b, x, importance)`` -> ``(y [instance, batch, n], loss [instance])``."""
+    name = _name(fn, "abs_forward_and_loss")
+    g = torch.Generator().manual_seed(LESSON_10_CHECKS + 25)
+    instances, m, n, batch = 3, 4, 6, 64
+    W_in = torch.randn(instances, m, n, generator=g)
+    W_out = torch.randn(instances, n, m, generator=g)
+    b = torch.randn(instances, n, generator=g) * 0.5
+    x = sp.signed_features(torch.tensor([0.0, 0.5, 0.8]), n, batch, g)
+    importance = torch.rand(instances, n, generator=g) + 0.1
+    out = call(fn, W_in.clone(), W_out.clone(), b.clone(), x.clone(), importance.clone(), name=name)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise CheckFailed(f"`{name}` should return two things, (y, loss); it returned {type(out).__name__}.")
+    y = expect_tensor(out[0], (instances, batch, n), ("instance", "batch", "feature"), f"{name}'s y")
+    loss = expect_tensor(out[1], (instances,), ("instance",), f"{name}'s loss")
+    h = torch.einsum("imn,ibn->ibm", W_in, x)
+    pre = torch.einsum("inm,ibm->ibn", W_out, torch.relu(h))
+    ref_y = torch.relu(pre + b[:, None, :])
+    expect_close(
+        y,
+        ref_y,
+        f"{name}'s y",
+        hints=[
+            (
+                torch.relu(torch.einsum("inm,ibm->ibn", W_out, h) + b[:, None, :]),
+                "the ReLU on the neurons is missing: h = ReLU(W_in x); without it no neuron can compute a half.",
+            ),
+            (pre + b[:, None, :], "the ReLU on the output is missing: y = ReLU(W_out h + b)."),
+            (torch.relu(pre), "the bias b is missing: y = ReLU(W_out h + b)."),
+            (torch.relu(pre) + b[:, None, :], "the bias is added after the ReLU; it goes inside: ReLU(W_out h + b)."),
+        ],
+    )
+    err = (ref_y - x.abs()).pow(2)
+    ref_loss = (err * importance[:, None, :]).sum(-1).mean(-1)
+    expect_close(
+        loss,
+        ref_loss,
+        f"{name}'s loss",
+        hints=[
+            (
+                ((ref_y - x).pow(2) * importance[:, None, :]).sum(-1).mean(-1),
+                "the loss compares y with x; the target is |x| (x.abs()).",
+            ),
+            (
+                err.sum(-1).mean(-1),
+                "the importances are missing: weigh each feature's squared error by its importance.",
+            ),
+            (
+                (err * importance[:, None, :]).mean(-1).mean(-1),
+                "the loss averages over the features; sum over them (and average over the batch).",
+            ),
+            (
+                (err * importance[:, None, :]).sum(-1).sum(-1),
+                "the loss sums over the batch; average over it.",
+            ),
+        ],
+    )
+    params = [t.clone().requires_grad_(True) for t in (W_in, W_out, b)]
+    with torch.enable_grad():
+        y2, loss2 = call(fn, *params, x, importance, name=name)
+        if not loss2.requires_grad:
+            raise CheckFailed(
+                f"`{name}`'s loss carries no gradient (a .detach(), .data or torch.no_grad() inside); training "
+                "calls loss.backward() and needs the graph from the weights to the loss."
+            )
+        loss2.sum().backward()
+    for what, tensor in zip(("W_in", "W_out", "b"), params):
+        if tensor.grad is None or not tensor.grad.abs().sum() > 0:
+            raise CheckFailed(f"`{name}`'s loss sends no gradient to {what}: use {what} itself, not a detached copy.")
+    passed(name, "y = ReLU(W_out ReLU(W_in x) + b), loss = Σ_features importance × (y − |x|)², batch-averaged", fn=fn)
+
+
 # --- the SAE: encoder, loss, training loop ------------------------------------------------------
 
 

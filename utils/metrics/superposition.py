@@ -309,6 +309,99 @@ MONOSEMANTIC = 0.9  # a neuron whose largest feature holds at least this share o
 
 
 # ---------------------------------------------------------------------------------------------
+# Computing in superposition: the absolute-value model
+
+COMPUTED = 0.5  # a half of |x_i| is computed when x_i = ±1 alone moves output i by at least this much
+
+
+def signed_features(sparsity: torch.Tensor, n_features: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Feature values ``[instance, batch, n_features]``: each zero with probability ``sparsity[instance]``,
+    otherwise uniform on [-1, 1] (the absolute-value model's inputs)."""
+    on = torch.rand(len(sparsity), batch, n_features, generator=generator) >= sparsity[:, None, None]
+    return on * (2 * torch.rand(len(sparsity), batch, n_features, generator=generator) - 1)
+
+
+def abs_forward(W_in: torch.Tensor, W_out: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The absolute-value model's output ``y = ReLU(W_out ReLU(W_in x) + b)`` ``[instance, batch, n]``, for
+    ``W_in`` ``[instance, m, n]``, ``W_out`` ``[instance, n, m]``, ``b`` ``[instance, n]``."""
+    h = torch.relu(torch.einsum("imn,ibn->ibm", W_in, x))
+    return torch.relu(torch.einsum("inm,ibm->ibn", W_out, h) + b[:, None, :])
+
+
+def abs_forward_and_loss(
+    W_in: torch.Tensor, W_out: torch.Tensor, b: torch.Tensor, x: torch.Tensor, importance: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y [instance, batch, n], loss [instance])``: the model's output and its importance-weighted squared error
+    against the target ``|x|``, summed over features and averaged over the batch."""
+    y = abs_forward(W_in, W_out, b, x)
+    return y, ((y - x.abs()).pow(2) * importance[:, None, :]).sum(-1).mean(-1)
+
+
+def train_abs(
+    sparsity: torch.Tensor,
+    importance: torch.Tensor,
+    d_mlp: int,
+    forward: Callable = abs_forward_and_loss,
+    sample: Callable[[torch.Tensor, int, int, torch.Generator], torch.Tensor] = signed_features,
+    *,
+    steps: int = 3000,
+    batch: int = 1024,
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train one absolute-value model per row of ``sparsity`` and ``importance`` ``[instance, n]`` at once, with
+    Adam on the sum of ``forward(W_in, W_out, b, x, importance)[1]``; returns ``(W_in [instance, d_mlp, n],
+    W_out [instance, n, d_mlp], b [instance, n])``. The generator, seeded with ``seed``, draws the starting
+    weights (Xavier-normal, the bias zero) and then every batch ``sample(sparsity, n, batch, generator)``."""
+    instances, n = importance.shape
+    generator = torch.Generator().manual_seed(seed)
+    std = math.sqrt(2 / (n + d_mlp))
+    W_in = torch.randn(instances, d_mlp, n, generator=generator) * std
+    W_out = torch.randn(instances, n, d_mlp, generator=generator) * std
+    b = torch.zeros(instances, n)
+    params = [W_in, W_out, b]
+    for p in params:
+        p.requires_grad_(True)
+    optimiser = torch.optim.Adam(params, lr=lr)
+    with torch.enable_grad(), one_thread():
+        for _ in range(steps):
+            loss = forward(W_in, W_out, b, sample(sparsity, n, batch, generator), importance)[1].sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    for p in params:
+        p.requires_grad_(False)
+    return W_in, W_out, b
+
+
+def abs_eval_loss(
+    W_in: torch.Tensor, W_out: torch.Tensor, b: torch.Tensor, sparsity: torch.Tensor, importance: torch.Tensor,
+    *, batch: int = 50_000, seed: int = 1,
+) -> torch.Tensor:  # fmt: skip
+    """Each instance's loss ``[instance]`` on a fresh batch of its own."""
+    x = signed_features(sparsity, W_in.shape[-1], batch, torch.Generator().manual_seed(seed))
+    return abs_forward_and_loss(W_in, W_out, b, x, importance)[1]
+
+
+def half_responses(W_in: torch.Tensor, W_out: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How far output ``i`` moves when ``x_i`` alone is +1 and when it is -1, from where it sits with every input
+    zero: ``[instance, 2 (plus, minus), n]``. A model that computes ``|x_i|`` moves it by 1 both ways; one neuron,
+    ``ReLU(x_i)`` or ``ReLU(-x_i)``, computes one half."""
+    instances, n = b.shape
+    rest = abs_forward(W_in, W_out, b, torch.zeros(instances, 1, n))  # [instance, 1, n]
+    alone = torch.eye(n)[None].expand(instances, n, n)
+    moves = [(abs_forward(W_in, W_out, b, s * alone) - rest).diagonal(dim1=1, dim2=2) for s in (1.0, -1.0)]
+    return torch.stack(moves, 1)
+
+
+def neuron_read_share(W_in: torch.Tensor) -> torch.Tensor:
+    """For each neuron of an absolute-value model, the share of its squared input weights on its largest feature,
+    ``[instance, neuron]`` (every feature counted: this model has no columns to call represented or dropped)."""
+    w2 = W_in.pow(2)
+    return w2.max(-1).values / w2.sum(-1).clamp_min(1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
 # Scoring a dictionary (an SAE's decoder) against known feature directions
 
 
@@ -339,6 +432,7 @@ class ToySAE:
     W_dec: torch.Tensor  # [instance, d_sae, d_in]
     b_dec: torch.Tensor  # [instance, d_in]
     k: list[int] | None = None  # TopK: latents kept per input, per instance
+    resampled: list[list[int]] | None = None  # per instance, the latents resampled at each resampling, if any
 
 
 def sae_latents(sae: ToySAE, x: torch.Tensor) -> torch.Tensor:
@@ -382,11 +476,14 @@ def train_toy_saes(
     lr: float = 3e-3,
     seed: int = 0,
     progress: bool = False,
+    resample_at: tuple[int, ...] = (),
 ) -> ToySAE:
     """Train one SAE per L1 coefficient in ``l1`` (ReLU latents) or per ``k`` in ``k`` (TopK latents, no penalty),
     all on the same batches ``sample(batch, generator)`` ``[batch, d_in]``, with Adam on the sum of their
     ``loss(sae, x, l1 [instance])``. The generator, seeded with ``seed``, first draws the decoder's rows, random
-    unit vectors (``[instance, d_sae, d_in]``); the encoder starts as their transpose, the biases at zero."""
+    unit vectors (``[instance, d_sae, d_in]``); the encoder starts as their transpose, the biases at zero. After
+    each step counted in ``resample_at``, the dead latents are resampled (:func:`resample_dead`); the counts are
+    kept in ``sae.resampled`` (one list per instance)."""
     if (l1 is None) == (k is None):
         raise ValueError("give either l1 (one coefficient per SAE) or k (one TopK size per SAE)")
     n = len(l1 if l1 is not None else k)
@@ -403,16 +500,54 @@ def train_toy_saes(
         from tqdm.auto import tqdm
 
         loop = tqdm(loop, desc=f"{n} SAEs", unit="step", mininterval=1.0)
+    counts = []
     with torch.enable_grad(), one_thread():
-        for _ in loop:
+        for step in loop:
             x = sample(batch, generator)
             total = loss(sae, x, coef).sum()
             opt.zero_grad()
             total.backward()
             opt.step()
+            if step + 1 in resample_at:
+                with torch.no_grad():
+                    counts.append(resample_dead(sae, sample(RESAMPLE_INPUTS, generator), opt, generator).tolist())
     for p in params:
         p.requires_grad_(False)
+    if resample_at:
+        sae.resampled = [list(c) for c in zip(*counts)]
     return sae
+
+
+RESAMPLE_INPUTS = 8192  # the fresh inputs a latent must fire on at least once to count as alive when resampling
+
+
+def resample_dead(
+    sae: ToySAE, x: torch.Tensor, optimiser: torch.optim.Adam, generator: torch.Generator
+) -> torch.Tensor:
+    """Give each latent that fires on none of the inputs ``x`` ``[batch, d_in]`` a new start, in place, as Bricken
+    et al. (2023) do in a simpler form: its decoder row becomes the unit direction of an input drawn with probability
+    proportional to the SAE's squared error on it (an input the SAE reconstructs badly, less ``b_dec``), its encoder
+    column the same direction, its encoder bias zero, and Adam's running moments for those weights zero. Returns how
+    many latents each SAE resampled, ``[instance]``."""
+    z = sae_latents(sae, x)  # [instance, batch, d_sae]
+    error = (sae_reconstruct(sae, z) - x).pow(2).sum(-1)  # [instance, batch]
+    counts = []
+    for i in range(len(sae.W_dec)):
+        dead = ((z[i] > 0).sum(0) == 0).nonzero().flatten()
+        counts.append(len(dead))
+        if len(dead) == 0:
+            continue
+        picked = torch.multinomial(error[i] + 1e-12, len(dead), replacement=len(dead) > len(x), generator=generator)
+        direction = torch.nn.functional.normalize(x[picked] - sae.b_dec[i], dim=-1)  # [dead, d_in]
+        sae.W_dec[i, dead] = direction
+        sae.W_enc[i][:, dead] = direction.T
+        sae.b_enc[i, dead] = 0.0
+        for param, rows in ((sae.W_dec, (i, dead)), (sae.b_enc, (i, dead))):
+            for moment in ("exp_avg", "exp_avg_sq"):
+                optimiser.state[param][moment][rows] = 0.0
+        for moment in ("exp_avg", "exp_avg_sq"):
+            optimiser.state[sae.W_enc][moment][i][:, dead] = 0.0
+    return torch.tensor(counts)
 
 
 def score_saes(saes: dict[str, ToySAE], h: torch.Tensor, truth: torch.Tensor) -> dict[str, dict[str, float | int]]:

@@ -51,12 +51,17 @@ class Transcoder:
         return self.W_enc.shape[1]
 
 
+def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int) -> torch.Tensor:
+    """``ReLU(x W_enc + b_enc)`` ``[..., d_tc]`` for ``x [..., d_model]``, zero but for each row's ``k`` largest."""
+    pre = torch.relu(x @ W_enc + b_enc)
+    top = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, top.indices, top.values)
+
+
 def encode(tc: Transcoder, x: torch.Tensor) -> torch.Tensor:
     """The latents' activations on MLP inputs ``x [..., d_model]``: ``[..., d_tc]``, zero but for each row's
     ``k`` largest positive pre-activations."""
-    pre = torch.relu(x @ tc.W_enc + tc.b_enc)
-    top = pre.topk(tc.k, dim=-1)
-    return torch.zeros_like(pre).scatter(-1, top.indices, top.values)
+    return topk_encode(x, tc.W_enc, tc.b_enc, tc.k)
 
 
 def decode(tc: Transcoder, acts: torch.Tensor) -> torch.Tensor:
