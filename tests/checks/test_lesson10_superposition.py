@@ -706,6 +706,19 @@ SIGNED_MISTAKES = {
     "the same on/off pattern": lambda s, n, b, g: (
         (torch.rand(len(s), b, n, generator=g) * 2 - 1) * (torch.rand(1, b, n, generator=g) >= s[:, None, None]).float()
     ),
+    "on and off together": lambda s, n, b, g: (
+        (torch.rand(len(s), b, n, generator=g) * 2 - 1) * (torch.rand(len(s), b, 1, generator=g) >= s[:, None, None])
+    ),
+    "the same sign": lambda s, n, b, g: (
+        torch.rand(len(s), b, n, generator=g)
+        * torch.where(torch.rand(len(s), b, 1, generator=g) < 0.5, -1.0, 1.0)
+        * (torch.rand(len(s), b, n, generator=g) >= s[:, None, None])
+    ),
+    "the same size": lambda s, n, b, g: (
+        torch.rand(len(s), b, 1, generator=g)
+        * torch.where(torch.rand(len(s), b, n, generator=g) < 0.5, -1.0, 1.0)
+        * (torch.rand(len(s), b, n, generator=g) >= s[:, None, None])
+    ),
     "one shared value": lambda s, n, b, g: (
         (torch.rand(len(s), b, 1, generator=g) * 2 - 1) * (torch.rand(len(s), b, n, generator=g) >= s[:, None, None])
     ),

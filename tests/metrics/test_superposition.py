@@ -253,3 +253,53 @@ def test_score_saes_matches_the_checks_scores_of_hand_built_saes():
     unit = sp.ToySAE(torch.eye(6)[None, :5], torch.zeros(1, 6), torch.eye(6)[None, :, :5], torch.zeros(1, 5), None)
     score = sp.score_saes({"identity": unit}, torch.rand(10, 5), torch.eye(5))["identity"]
     assert score["mmc"] == pytest.approx(1.0) and score["found"] == 5 and isinstance(score["found"], int)
+
+
+def test_resampling_restarts_only_the_dead_latents_and_clears_their_adam_moments():
+    g = torch.Generator().manual_seed(3)
+    W_dec = torch.nn.functional.normalize(torch.randn(1, 6, 4, generator=g), dim=-1)
+    sae = sp.ToySAE(W_dec.transpose(1, 2).clone(), torch.zeros(1, 6), W_dec.clone(), torch.zeros(1, 4), None)
+    sae.b_enc[0, [1, 4]] = -100.0  # latents 1 and 4 can never fire
+    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=1e-3)
+    sp.sae_loss(sae, torch.randn(64, 4, generator=g), torch.tensor([0.1])).sum().backward()
+    opt.step()
+    before = {name: getattr(sae, name).detach().clone() for name in ("W_enc", "b_enc", "W_dec")}
+    with torch.no_grad():
+        counts = sp.resample_dead(sae, torch.randn(256, 4, generator=g), opt, g)
+    assert counts.tolist() == [2]
+    alive = [0, 2, 3, 5]
+    assert torch.equal(sae.W_dec[0, alive], before["W_dec"][0, alive]), "a live latent is left as it was"
+    assert torch.equal(sae.W_enc[0][:, alive], before["W_enc"][0][:, alive])
+    assert torch.allclose(sae.W_dec[0, [1, 4]].norm(dim=-1), torch.ones(2)), "a new decoder row has unit length"
+    assert torch.equal(sae.W_enc[0][:, [1, 4]], sae.W_dec[0, [1, 4]].T), "its encoder column is the same direction"
+    assert sae.b_enc[0, [1, 4]].tolist() == [0.0, 0.0]
+    for moment in ("exp_avg", "exp_avg_sq"):
+        assert opt.state[sae.W_dec][moment][0, [1, 4]].abs().sum() == 0
+        assert opt.state[sae.W_dec][moment][0, alive].abs().sum() > 0
+    fired = (sp.sae_latents(sae, torch.randn(256, 4, generator=g)) > 0).sum(1)[0]
+    assert fired[[1, 4]].min() > 0, "a resampled latent fires again"
+
+
+def test_resampling_leaves_the_training_batches_as_they_were():
+    seen = {}
+
+    def sample(batch, generator, key):
+        x = torch.rand(batch, 3, generator=generator)
+        if batch == 32:
+            seen.setdefault(key, []).append(x)
+        return x
+
+    for key, at in (("plain", ()), ("resampled", (2, 4))):
+        sp.train_toy_saes(lambda b, g, key=key: sample(b, g, key), 3, 12, k=[1], steps=6, batch=32, resample_at=at)
+    assert all(torch.equal(a, b) for a, b in zip(seen["plain"], seen["resampled"], strict=True))
+
+
+def test_the_hand_built_absolute_value_model_computes_its_features_and_nothing_else():
+    W_in, W_out, b = sp.two_neurons_each(6, 4, sparsity=0.9)
+    moves = sp.half_responses(W_in, W_out, b)[0]  # [+1 or -1, feature]
+    assert moves[:, :2].tolist() == [[1.0, 1.0], [1.0, 1.0]] and moves[:, 2:].abs().sum() == 0
+    x = torch.tensor([[[0.5, -0.25, 0.0, 0.0, 0.0, 0.0]]])
+    assert sp.abs_forward(W_in, W_out, b, x)[0, 0].tolist() == pytest.approx([0.5, 0.25] + [0.05] * 4)

@@ -853,9 +853,26 @@ def check_signed_features(fn: Callable) -> None:
             f"`{name}` gives two instances with the same sparsity the same on/off pattern; draw the mask with shape "
             "[instance, batch, n_features]."
         )
+    on = x != 0
+    if all(torch.equal(on[:, :, 0], on[:, :, f]) for f in range(1, n)):
+        raise CheckFailed(
+            f"`{name}` switches every feature of an input on and off together; each feature is on or off on its "
+            "own: draw the mask with shape [instance, batch, n_features]."
+        )
     both = (x[0, :, 0] != 0) & (x[0, :, 1] != 0)
-    if (x[0, both, 0] == x[0, both, 1]).float().mean() > 0.5:
+    a, c = x[0, both, 0], x[0, both, 1]
+    if (a == c).float().mean() > 0.9:
         raise CheckFailed(f"`{name}` gives every active feature of an input one shared value: draw one per feature.")
+    if (a.sign() == c.sign()).float().mean() > 0.9:
+        raise CheckFailed(
+            f"`{name}` gives every active feature of an input the same sign; each feature draws its own value on "
+            "[-1, 1], sign included: torch.rand(instance, batch, n_features)."
+        )
+    if (a.abs() - c.abs()).abs().max() < 1e-6:
+        raise CheckFailed(
+            f"`{name}` gives every active feature of an input the same size (only the signs differ); draw each "
+            "feature's value on its own, uniform on [-1, 1]."
+        )
     passed(name, "each feature zero with probability S, else uniform on [-1, 1], from its own generator", fn=fn)
 
 

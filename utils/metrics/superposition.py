@@ -394,6 +394,22 @@ def half_responses(W_in: torch.Tensor, W_out: torch.Tensor, b: torch.Tensor) -> 
     return torch.stack(moves, 1)
 
 
+def two_neurons_each(
+    n_features: int, d_mlp: int, sparsity: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A hand-built absolute-value model with no superposition, a batch of one: neurons ``2j`` and ``2j + 1`` read
+    ``+x_j`` and ``-x_j`` and both write 1 to output ``j``, for the ``d_mlp // 2`` first features; every other output
+    is its bias, the mean of ``|x_j|`` at this ``sparsity``, ``(1 - sparsity) / 2``, the best constant. It computes
+    those features' ``|x_j|`` exactly and guesses the rest."""
+    W_in, W_out = torch.zeros(1, d_mlp, n_features), torch.zeros(1, n_features, d_mlp)
+    b = torch.full((1, n_features), (1 - sparsity) / 2)
+    for j in range(d_mlp // 2):
+        W_in[0, 2 * j, j], W_in[0, 2 * j + 1, j] = 1.0, -1.0
+        W_out[0, j, 2 * j] = W_out[0, j, 2 * j + 1] = 1.0
+        b[0, j] = 0.0
+    return W_in, W_out, b
+
+
 def neuron_read_share(W_in: torch.Tensor) -> torch.Tensor:
     """For each neuron of an absolute-value model, the share of its squared input weights on its largest feature,
     ``[instance, neuron]`` (every feature counted: this model has no columns to call represented or dropped)."""
@@ -482,8 +498,9 @@ def train_toy_saes(
     all on the same batches ``sample(batch, generator)`` ``[batch, d_in]``, with Adam on the sum of their
     ``loss(sae, x, l1 [instance])``. The generator, seeded with ``seed``, first draws the decoder's rows, random
     unit vectors (``[instance, d_sae, d_in]``); the encoder starts as their transpose, the biases at zero. After
-    each step counted in ``resample_at``, the dead latents are resampled (:func:`resample_dead`); the counts are
-    kept in ``sae.resampled`` (one list per instance)."""
+    each step counted in ``resample_at``, the dead latents are resampled (:func:`resample_dead`) from a generator of
+    their own (seeded with ``seed + 1``), so that the training batches are the same with or without resampling; the
+    counts are kept in ``sae.resampled`` (one list per instance)."""
     if (l1 is None) == (k is None):
         raise ValueError("give either l1 (one coefficient per SAE) or k (one TopK size per SAE)")
     n = len(l1 if l1 is not None else k)
@@ -501,6 +518,7 @@ def train_toy_saes(
 
         loop = tqdm(loop, desc=f"{n} SAEs", unit="step", mininterval=1.0)
     counts = []
+    resampler = torch.Generator().manual_seed(seed + 1)  # its own draws: the training batches stay the same
     with torch.enable_grad(), one_thread():
         for step in loop:
             x = sample(batch, generator)
@@ -510,7 +528,7 @@ def train_toy_saes(
             opt.step()
             if step + 1 in resample_at:
                 with torch.no_grad():
-                    counts.append(resample_dead(sae, sample(RESAMPLE_INPUTS, generator), opt, generator).tolist())
+                    counts.append(resample_dead(sae, sample(RESAMPLE_INPUTS, resampler), opt, resampler).tolist())
     for p in params:
         p.requires_grad_(False)
     if resample_at:
@@ -524,11 +542,12 @@ RESAMPLE_INPUTS = 8192  # the fresh inputs a latent must fire on at least once t
 def resample_dead(
     sae: ToySAE, x: torch.Tensor, optimiser: torch.optim.Adam, generator: torch.Generator
 ) -> torch.Tensor:
-    """Give each latent that fires on none of the inputs ``x`` ``[batch, d_in]`` a new start, in place, as Bricken
-    et al. (2023) do in a simpler form: its decoder row becomes the unit direction of an input drawn with probability
-    proportional to the SAE's squared error on it (an input the SAE reconstructs badly, less ``b_dec``), its encoder
-    column the same direction, its encoder bias zero, and Adam's running moments for those weights zero. Returns how
-    many latents each SAE resampled, ``[instance]``."""
+    """Give each latent that fires on none of the inputs ``x`` ``[batch, d_in]`` a new start, in place, after
+    Bricken et al. (2023) in a simpler form: its decoder row becomes the unit direction of an input drawn with
+    probability proportional to the SAE's squared error on it (an input the SAE reconstructs badly, less ``b_dec``),
+    its encoder column the same direction, its encoder bias zero, and Adam's running moments for those weights zero.
+    Returns how many latents each SAE resampled, ``[instance]``. (Bricken et al. call a latent dead after a window
+    of training steps and scale the new encoder column to a fifth of the live ones' mean length.)"""
     z = sae_latents(sae, x)  # [instance, batch, d_sae]
     error = (sae_reconstruct(sae, z) - x).pow(2).sum(-1)  # [instance, batch]
     counts = []
