@@ -19,11 +19,12 @@ from utils.model_zoo.transcoders import decode, load_transcoders
 
 def topk_encode(x, W_enc, b_enc, k):
     pre = (x @ W_enc + b_enc).clamp_min(0)
-    order = pre.sort(dim=-1, descending=True)
-    out = torch.zeros_like(pre)
-    for row in range(len(pre)):
+    flat = pre.reshape(-1, pre.shape[-1])  # every row of a batch [..., d_tc], one at a time
+    order = flat.sort(dim=-1, descending=True)
+    out = torch.zeros_like(flat)
+    for row in range(len(flat)):
         out[row, order.indices[row, :k]] = order.values[row, :k]
-    return out
+    return out.reshape(pre.shape)
 
 
 def _keep(scores, values, k, dim=-1):
@@ -37,6 +38,13 @@ TOPK_MISTAKES = {
     "chosen by size (absolute value)": lambda x, W, b, k: _keep((x @ W + b).abs(), torch.relu(x @ W + b), k),
     "the encoder's bias b_enc is missing": lambda x, W, b, k: _keep(torch.relu(x @ W), torch.relu(x @ W), k),
     "taken down each column": lambda x, W, b, k: _keep(torch.relu(x @ W + b), torch.relu(x @ W + b), k, dim=0),
+    # right on x [pos, d_model], wrong on the batch [batch, pos, d_model] that section 1 hands it
+    "fails on a batch x [batch, pos, d_model], as section 1 gives it": lambda x, W, b, k: _keep(
+        torch.relu(torch.mm(x, W) + b), torch.relu(torch.mm(x, W) + b), k
+    ),
+    "the top k is taken over dimension 1, the positions": lambda x, W, b, k: _keep(
+        torch.relu(x @ W + b), torch.relu(x @ W + b), k, dim=1
+    ),
 }
 
 
@@ -300,6 +308,11 @@ def _changed(**change):
             graph.through_heads = None
         if change.get("first_position"):
             graph.nodes = [("embed", -1, 0, -1)] + graph.nodes[:-1]
+        if change.get("transposed"):
+            graph.adjacency = graph.adjacency.T.clone()
+        if change.get("batch_end_skipped"):  # targets[start : start + batch - 1]: each batch's last row left out
+            targets = features.tolist() + [len(graph.nodes) - 1]
+            graph.adjacency[targets[255::256] + targets[-1:]] = 0
         return graph
 
     return build
@@ -311,6 +324,8 @@ GRAPH_MISTAKES = {
     "the readout's row is empty": _changed(no_readout=True),
     "leaves through_heads out": _changed(no_heads=True),
     "gives the wrong nodes: node 0": _changed(first_position=True),
+    "the adjacency is transposed": _changed(transposed=True),
+    "targets' rows empty": _changed(batch_end_skipped=True),
 }
 
 
@@ -393,15 +408,30 @@ def prune(
     return out
 
 
+def _wrong_prune(**mistake):
+    """A prune called as the explorer calls it, by keyword, making one of the named mistakes."""
+
+    def wrong(graph, node_share=0.8, edge_share=0.98):
+        return prune(graph, node_share, edge_share, **mistake)
+
+    return wrong
+
+
 PRUNE_MISTAKES = {
-    "every error node passes the node cut": lambda g, a, b: prune(g, a, b, errors_pass=True),
-    "left dangling by an earlier removal": lambda g, a, b: prune(g, a, b, passes=1),
-    "the readout's own influence (1) is ranked": lambda g, a, b: prune(g, a, b, rank_readout=True),
-    "scored by their normalised weight alone": lambda g, a, b: prune(g, a, b, plain=True),
-    "scored on the full graph": lambda g, a, b: prune(g, a, b, full=True),
-    "embeddings are cut by the node rule": lambda g, a, b: prune(g, a, b, rank_embeds=True),
-    "the node whose influence crosses the share is left out": lambda g, a, b: prune(g, a, b, drop_crossing=True),
-    "the edges are cut row by row": lambda g, a, b: prune(g, a, b, per_row=True),
+    "every error node passes the node cut": _wrong_prune(errors_pass=True),
+    "left dangling by an earlier removal": _wrong_prune(passes=1),
+    "the readout's own influence (1) is ranked": _wrong_prune(rank_readout=True),
+    "scored by their normalised weight alone": _wrong_prune(plain=True),
+    "scored on the full graph": _wrong_prune(full=True),
+    "embeddings are cut by the node rule": _wrong_prune(rank_embeds=True),
+    "the node whose influence crosses the share is left out": _wrong_prune(drop_crossing=True),
+    "the edges are cut row by row": _wrong_prune(per_row=True),
+    # right at the paper's shares, wrong once the explorer's sliders move them
+    "ignores both shares": lambda graph, node_share=0.8, edge_share=0.98: prune(graph),
+    "ignores edge_share": lambda graph, node_share=0.8, edge_share=0.98: prune(graph, node_share),
+    "cannot be called as prune(graph, node_share=0.8, edge_share=0.98)": lambda graph, nodes=0.8, edges=0.98: prune(
+        graph, nodes, edges
+    ),
 }
 
 

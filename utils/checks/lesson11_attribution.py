@@ -37,7 +37,8 @@ def _prompt_run(model, transcoders: list[Transcoder]) -> A.PromptRun:
 
 
 def check_topk_encode(fn: Callable) -> None:
-    """``fn(x [pos, d_model], W_enc [d_model, d_tc], b_enc [d_tc], k)`` -> ``acts [pos, d_tc]``."""
+    """``fn(x [pos, d_model], W_enc [d_model, d_tc], b_enc [d_tc], k)`` -> ``acts [pos, d_tc]``, and the same
+    along the last dimension for a batch ``x [batch, pos, d_model]``."""
     name = _name(fn, "topk_encode")
     g = torch.Generator().manual_seed(LESSON_11_CHECKS)
     pos, d, d_tc, k = 6, 8, 20, 4
@@ -76,6 +77,32 @@ def check_topk_encode(fn: Callable) -> None:
     )
     if not ((out > 0).sum(-1) <= k).all():
         raise CheckFailed(f"`{name}` keeps more than k latents in some row.")
+    # Section 1 hands it a batch of prompts, x [batch, pos, d_model]: the same rule along the last dimension.
+    batch = torch.randn(3, pos, d, generator=g)
+    try:
+        out3 = call(fn, batch, W_enc, b_enc, k, name=name)
+    except CheckFailed as e:
+        why = e.args[0].removeprefix(f"`{name}` ")
+        raise CheckFailed(
+            f"`{name}` fails on a batch x [batch, pos, d_model], as section 1 gives it: it {why.rstrip('.')}; "
+            "a batch adds leading dimensions: use x @ W_enc (not torch.mm) and take the top k along the last "
+            "dimension (dim=-1)."
+        ) from None
+    out3 = expect_tensor(out3, (3, pos, d_tc), ("batch", "position", "latent"), name)
+    pre3 = torch.relu(batch @ W_enc + b_enc)
+    expect_close(
+        out3,
+        encode(tc, batch),
+        name,
+        what="values on a batch [batch, pos, d_model]",
+        hints=[
+            (
+                keep_top(pre3, pre3, dim=1),
+                "on a batch [batch, pos, d_model] the top k is taken over dimension 1, the positions; "
+                "take it along the last dimension (dim=-1), the latents, whatever the leading dimensions.",
+            )
+        ],
+    )
     active = (out > 0).sum(-1).tolist()
     passed(
         name,
@@ -438,6 +465,18 @@ def check_attribution_graph(fn: Callable, model, transcoders: list[Transcoder]) 
     n, (L, H) = len(ref.nodes), ref.through_heads.shape[1:]
     features = ref.index("feature")
     adjacency = expect_tensor(out.adjacency, (n, n), ("target", "source"), name)
+    if torch.allclose(adjacency.T, ref.adjacency, atol=1e-3, rtol=1e-3):
+        raise CheckFailed(
+            f"`{name}`: the adjacency is transposed (sources in rows); a target's edges fill its row: "
+            "adjacency[target, source]."
+        )
+    empty = [i for i in range(n) if ref.adjacency[i].any() and not adjacency[i].any()]
+    if len(empty) > 1:
+        raise CheckFailed(
+            f"`{name}` leaves {len(empty)} targets' rows empty (nodes {', '.join(map(str, empty[:4]))}"
+            f"{', ...' if len(empty) > 4 else ''}); fill every target's row: check where each batch's slice "
+            "of the targets starts and ends (targets[start : start + batch])."
+        )
     if not adjacency[-1].any():
         raise CheckFailed(
             f"`{name}`: the readout's row is empty; the readout is a target too (its edges are the "
@@ -581,37 +620,63 @@ def _unchanged(given: A.Graph, graph: A.Graph) -> bool:
     )
 
 
+# The paper's shares, and the explorer's lowest: a prune that ignores its shares, or names them otherwise than the
+# explorer's keywords, fails here rather than leave the sliders dead.
+_SHARES = ((0.8, 0.98), (0.5, 0.9))
+
+
 def check_prune(fn: Callable, model=None, transcoders: list[Transcoder] | None = None) -> None:
-    """``fn(graph, node_share, edge_share)`` -> the pruned ``A.Graph``, by the reference rule; on a random graph
-    built for the check and, with ``model`` and ``transcoders``, on the check prompt's attribution graph."""
+    """``fn(graph, node_share=..., edge_share=...)`` -> the pruned ``A.Graph``, by the reference rule, called by
+    keyword with the paper's shares and with lower ones; on a random graph built for the check and, with ``model``
+    and ``transcoders``, on the check prompt's attribution graph."""
     name = _name(fn, "prune")
     graphs = [_prune_graph()]
     if model is not None:
         graphs.append(_case("graph", _graph_case, model, transcoders)["graph"])
+    cases = [(graph, shares) for graph in graphs for shares in _SHARES]
     outs = []
-    for graph in graphs:
+    for graph, (node_share, edge_share) in cases:
         given = copy.deepcopy(graph)
-        out = call(fn, given, 0.8, 0.98, name=name)
+        try:
+            out = call(fn, given, node_share=node_share, edge_share=edge_share, name=name)
+        except CheckFailed as e:
+            if "TypeError" not in e.args[0] or "keyword" not in e.args[0]:
+                raise
+            why = e.args[0].removeprefix(f"`{name}` ").rstrip(".")
+            raise CheckFailed(
+                f"`{name}` cannot be called as prune(graph, node_share=0.8, edge_share=0.98), as the explorer "
+                f"calls it: it {why}; name its parameters node_share and edge_share."
+            ) from None
         if not isinstance(out, A.Graph):
             raise CheckFailed(f"`{name}` should return an A.Graph, not {type(out).__name__}.")
         if not _unchanged(given, graph):
             raise CheckFailed(f"`{name}` changed the graph it was given in place; work on a copy.")
         outs.append(out)
-    for k, (graph, out) in enumerate(zip(graphs, outs)):
-        ref = _pruned(graph)
+    for k, ((graph, shares), out) in enumerate(zip(cases, outs)):
+        ref = _pruned(graph, *shares)
         if _same_pruned(out, ref):
             continue
+        node_share, edge_share = shares
+        ignored = {"both shares": _SHARES[0], "edge_share": (node_share, 0.98), "node_share": (0.8, edge_share)}
+        for which, kept_by in ignored.items():
+            if kept_by != shares and _same_pruned(out, _pruned(graph, *kept_by)):
+                raise CheckFailed(
+                    f"`{name}` ignores {which}: given node_share={node_share}, edge_share={edge_share}, it keeps "
+                    f"what node_share={kept_by[0]}, edge_share={kept_by[1]} keep; use the shares it is given."
+                )
 
         def made_by(key: str, j: int) -> bool:
-            return _same_pruned(outs[j], _pruned(graphs[j], **{key: 1 if key == "passes" else True}))
+            g, sh = cases[j]
+            return _same_pruned(outs[j], _pruned(g, *sh, **{key: 1 if key == "passes" else True}))
 
-        # two mistakes can keep the same nodes on one graph; the other graph tells them apart
+        # two mistakes can keep the same nodes on one graph; the other cases tell them apart
         named = [key for key in _PRUNE_MISTAKES if made_by(key, k)]
-        named = [key for key in named if all(made_by(key, j) for j in range(len(graphs)) if j != k)] or named
+        named = [key for key in named if all(made_by(key, j) for j in range(len(cases)) if j != k)] or named
         if named:
             raise CheckFailed(f"`{name}`: {_PRUNE_MISTAKES[named[0]]}")
         kept, want = {tuple(x) for x in out.nodes}, set(ref.nodes)
-        what = "the random graph" if k == 0 else "the check prompt's graph"
+        what = "the random graph" if graph is graphs[0] else "the check prompt's graph"
+        what += f" at node_share={node_share}, edge_share={edge_share}"
         if kept != want:
             raise CheckFailed(
                 f"`{name}` keeps {len(kept)} nodes of {what}, expected {len(want)} "
@@ -621,11 +686,10 @@ def check_prune(fn: Callable, model=None, transcoders: list[Transcoder] | None =
             f"`{name}` keeps the right nodes of {what} but not the right edges "
             f"({int((out.adjacency != 0).sum())} kept, expected {int((ref.adjacency != 0).sum())})."
         )
-    ref = _pruned(graphs[-1])
-    kinds = [node[0] for node in ref.nodes]
+    counts = [[node[0] for node in _pruned(graphs[-1], *shares).nodes].count("feature") for shares in _SHARES]
     passed(
         name,
-        f"on the check prompt's graph {kinds.count('feature')} features and {kinds.count('error')} error "
-        f"nodes kept of {len(graphs[-1].nodes)} nodes",
+        f"on the check prompt's graph {counts[0]} features kept at the paper's shares, {counts[1]} at "
+        f"node_share={_SHARES[1][0]}, edge_share={_SHARES[1][1]}",
         fn=fn,
     )
