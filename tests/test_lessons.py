@@ -19,6 +19,18 @@ def code_cells(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
+def run_past_errors(nb, folder: Path, timeout: int, env: dict[str, str] | None = None):
+    """Runs ``nb`` in place in ``folder`` as nbconvert --allow-errors, VS Code's "run all" and Colab's "continue
+    on error" run it (``env`` added to the kernel's environment); returns it."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute(env=nbs.kernel_environment(env))
+    return nb
+
+
 def test_there_are_lessons():
     assert {"00_orientation.ipynb", "01_induction_heads.ipynb"} <= {p.name for p in SOLUTIONS}
 
@@ -276,14 +288,10 @@ def test_each_lessons_claims_hold_on_a_fresh_sample(path, request, tmp_path):
 
 def test_an_unfilled_exercise_notebook_run_past_its_errors_says_one_line_per_stub_and_per_cell_that_needs_one():
     """As nbconvert --allow-errors, VS Code's "run all" and Colab's "continue on error" run it."""
-    from nbclient import NotebookClient
-
     path = nbs.NOTEBOOKS / "05_steering.ipynb"
     nb = nbformat.read(path, as_version=4)
     stubs = sum("raise NotImplementedError(" in c.source for c in code_cells(nb))
-    NotebookClient(
-        nb, timeout=300, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
+    run_past_errors(nb, path.parent, timeout=300)
     errors = [o for c in code_cells(nb) for o in c.get("outputs", []) if o.output_type == "error"]
     kinds = [o.ename for o in errors]
     assert kinds.count("CheckFailed") == stubs, kinds
@@ -294,8 +302,6 @@ def test_an_unfilled_exercise_notebook_run_past_its_errors_says_one_line_per_stu
 
 
 def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished(tmp_path):
-    from nbclient import NotebookClient
-
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("from utils.course.notebook_setup import setup\n\nDEVICE = setup(quiet=True)"),
@@ -307,9 +313,7 @@ def test_a_learners_own_bug_still_shows_its_traceback_while_a_stub_is_unfinished
         nbformat.v4.new_code_cell("def f(x):\n    return 2 * x"),
         nbformat.v4.new_code_cell("print(z)"),
     ]
-    NotebookClient(
-        nb, timeout=60, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(nbs.ROOT)}}
-    ).execute()
+    run_past_errors(nb, nbs.ROOT, timeout=60)
     errors = [next((o for o in c.outputs if o.output_type == "error"), None) for c in nb.cells]
     assert "`f` is still the stub" in errors[2].traceback[0]
     assert "finish `f` first" in errors[3].traceback[0], "`y` is what the stopped cell would have made"
@@ -379,17 +383,11 @@ def test_a_lesson_the_prerequisites_call_optional_background_is_not_a_prerequisi
 
 @pytest.mark.fresh_sample
 @pytest.mark.parametrize("name", RUN_ON_YOURS)
-def test_a_lesson_left_unfinished_fails_only_its_checks_and_holds_its_claims_on_a_fresh_sample(name, tmp_path):
-    from nbclient import NotebookClient
-
+def test_a_lesson_left_unfinished_fails_only_its_checks_and_holds_its_claims_on_a_fresh_sample(name):
     from utils import seeds
 
-    copy = tmp_path / name
-    nbformat.write(nbs.without_real_model(nbformat.read(nbs.NOTEBOOKS / name, as_version=4)), copy)
-    nb = nbformat.read(copy, as_version=4)
-    NotebookClient(
-        nb, timeout=600, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(nbs.NOTEBOOKS)}}
-    ).execute(env=nbs.kernel_environment({seeds.FRESH_SAMPLE_ENV: str(seeds.CI_FRESH_SAMPLE)}))
+    nb = nbs.without_real_model(nbformat.read(nbs.NOTEBOOKS / name, as_version=4))
+    run_past_errors(nb, nbs.NOTEBOOKS, timeout=600, env={seeds.FRESH_SAMPLE_ENV: str(seeds.CI_FRESH_SAMPLE)})
     cells = code_cells(nb)
     errors = {i: o for i, c in enumerate(cells) for o in c.get("outputs", []) if o.output_type == "error"}
     checks = {i for i, c in enumerate(cells) if re.search(r"^check_\w+\(", c.source, re.M)}

@@ -84,18 +84,7 @@ def check_toy_forward_and_loss(fn: Callable) -> None:
         ref_loss,
         f"{name}'s loss",
         hints=[
-            (
-                err.sum(-1).mean(-1),
-                "the importances are missing: weigh each feature's squared error by its importance.",
-            ),
-            (
-                (err * importance[:, None, :]).mean(-1).mean(-1),
-                "the loss averages over the features; sum over them (and average over the batch).",
-            ),
-            (
-                (err * importance[:, None, :]).sum(-1).sum(-1),
-                "the loss sums over the batch; average over it (then the learning rate does not depend on the batch).",
-            ),
+            *_weighted_loss_hints(err, importance),
             (
                 ((ref_hat - x).abs() * importance[:, None, :]).sum(-1).mean(-1),
                 "the error is not squared.",
@@ -110,32 +99,54 @@ def check_toy_forward_and_loss(fn: Callable) -> None:
             ),
         ],
     )
-    _check_gradients(fn, name, W, b, x, importance)
+    _check_gradients(fn, name, {"W": W, "b": b}, x, importance)
     passed(name, "x̂ = ReLU(Wᵀ W x + b), loss = Σ_features importance × (x − x̂)², averaged over the batch", fn=fn)
 
 
-def _check_gradients(fn: Callable, name: str, W, b, x, importance) -> None:
-    """Training steps W and b along the loss's gradient: the loss must carry one back to both."""
-    W, b = W.clone().requires_grad_(True), b.clone().requires_grad_(True)
+def _check_gradients(
+    fn: Callable, name: str, weights: dict[str, torch.Tensor], x, importance, output: str = "x_hat"
+) -> None:
+    """Training steps every weight along the loss's gradient: ``fn(*weights, x, importance)`` -> ``(output, loss)``
+    must carry one back to each of ``weights`` ({name: tensor}, in ``fn``'s order)."""
+    weights = {what: w.clone().requires_grad_(True) for what, w in weights.items()}
+    names = " and ".join(weights)
+    first = next(iter(weights))
     with torch.enable_grad():
-        x_hat, loss = call(fn, W, b, x, importance, name=name)
+        out, loss = call(fn, *weights.values(), x, importance, name=name)
         if not loss.requires_grad:
             where = (
-                "it is computed from x_hat.detach() (or x_hat.data), cut off from W and b"
-                if x_hat.requires_grad
-                else "the function runs under torch.no_grad() (or uses W.detach(), W.data)"
+                f"it is computed from {output}.detach() (or {output}.data), cut off from {names}"
+                if out.requires_grad
+                else f"the function runs under torch.no_grad() (or uses {first}.detach(), {first}.data)"
             )
             raise CheckFailed(
                 f"`{name}`'s loss carries no gradient: {where}; training calls loss.backward() and needs the "
-                "graph from W and b to the loss, so compute everything from W, b and x as they are."
+                f"graph from {names} to the loss, so compute everything from {', '.join(weights)} and x as they are."
             )
         loss.sum().backward()
-    for what, tensor in (("W", W), ("b", b)):
+    for what, tensor in weights.items():
         if tensor.grad is None or not tensor.grad.abs().sum() > 0:
             raise CheckFailed(
                 f"`{name}`'s loss sends no gradient to {what}: {what} enters it detached (.detach(), .data or a "
                 f"copy made without the graph); use {what} itself, so that training can move it."
             )
+
+
+def _weighted_loss_hints(err: torch.Tensor, importance: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
+    """The named mistakes of an importance-weighted loss over squared errors ``err`` ``[instance, batch, n]``,
+    summed over the features and averaged over the batch."""
+    weighted = err * importance[:, None, :]
+    return [
+        (err.sum(-1).mean(-1), "the importances are missing: weigh each feature's squared error by its importance."),
+        (
+            weighted.mean(-1).mean(-1),
+            "the loss averages over the features; sum over them (and average over the batch).",
+        ),
+        (
+            weighted.sum(-1).sum(-1),
+            "the loss sums over the batch; average over it (then the learning rate does not depend on the batch).",
+        ),
+    ]
 
 
 # --- feature dimensionality ---------------------------------------------------------------------
@@ -556,14 +567,20 @@ def _draw(fn: Callable, name: str, sparsity: torch.Tensor, n: int, batch: int, s
     return expect_tensor(out, (len(sparsity), batch, n), ("instance", "batch", "feature"), name)
 
 
-def _check_sampler_basics(fn: Callable, name: str, sparsity: torch.Tensor, n: int, batch: int, seed: int):
-    """Shape, range, own generator and repeatability; returns the draw (``[instance, batch, n]``)."""
+def _draw_twice(fn: Callable, name: str, sparsity: torch.Tensor, n: int, batch: int, seed: int) -> torch.Tensor:
+    """Shape, own generator and repeatability; returns the draw (``[instance, batch, n]``)."""
     x = _draw(fn, name, sparsity, n, batch, seed)
     if not torch.equal(x, _draw(fn, name, sparsity, n, batch, seed)):
         raise CheckFailed(
             f"`{name}` gives two different batches from two generators seeded alike; draw every random number "
             "from the generator it is given (torch.rand(..., generator=generator))."
         )
+    return x
+
+
+def _check_sampler_basics(fn: Callable, name: str, sparsity: torch.Tensor, n: int, batch: int, seed: int):
+    """Shape, range, own generator and repeatability; returns the draw (``[instance, batch, n]``)."""
+    x = _draw_twice(fn, name, sparsity, n, batch, seed)
     if x.min() < 0 or x.max() > 1:
         raise CheckFailed(
             f"`{name}` gives values from {x.min().item():.3g} to {x.max().item():.3g}; an active feature is uniform "
@@ -814,12 +831,7 @@ def check_signed_features(fn: Callable) -> None:
     name = _name(fn, "signed_features")
     sparsity = torch.tensor([0.0, 0.5, 0.9, 0.9])
     n, batch, seed = 6, 4000, LESSON_10_CHECKS + 24
-    x = _draw(fn, name, sparsity, n, batch, seed)
-    if not torch.equal(x, _draw(fn, name, sparsity, n, batch, seed)):
-        raise CheckFailed(
-            f"`{name}` gives two different batches from two generators seeded alike; draw every random number "
-            "from the generator it is given (torch.rand(..., generator=generator))."
-        )
+    x = _draw_twice(fn, name, sparsity, n, batch, seed)
     if x.min() >= 0:
         raise CheckFailed(
             f"`{name}` gives no negative value; an active feature is uniform on [-1, 1]: 2 * torch.rand(...) - 1."
@@ -919,32 +931,10 @@ def check_abs_forward_and_loss(fn: Callable) -> None:
                 ((ref_y - x).pow(2) * importance[:, None, :]).sum(-1).mean(-1),
                 "the loss compares y with x; the target is |x| (x.abs()).",
             ),
-            (
-                err.sum(-1).mean(-1),
-                "the importances are missing: weigh each feature's squared error by its importance.",
-            ),
-            (
-                (err * importance[:, None, :]).mean(-1).mean(-1),
-                "the loss averages over the features; sum over them (and average over the batch).",
-            ),
-            (
-                (err * importance[:, None, :]).sum(-1).sum(-1),
-                "the loss sums over the batch; average over it.",
-            ),
+            *_weighted_loss_hints(err, importance),
         ],
     )
-    params = [t.clone().requires_grad_(True) for t in (W_in, W_out, b)]
-    with torch.enable_grad():
-        y2, loss2 = call(fn, *params, x, importance, name=name)
-        if not loss2.requires_grad:
-            raise CheckFailed(
-                f"`{name}`'s loss carries no gradient (a .detach(), .data or torch.no_grad() inside); training "
-                "calls loss.backward() and needs the graph from the weights to the loss."
-            )
-        loss2.sum().backward()
-    for what, tensor in zip(("W_in", "W_out", "b"), params):
-        if tensor.grad is None or not tensor.grad.abs().sum() > 0:
-            raise CheckFailed(f"`{name}`'s loss sends no gradient to {what}: use {what} itself, not a detached copy.")
+    _check_gradients(fn, name, {"W_in": W_in, "W_out": W_out, "b": b}, x, importance, output="y")
     passed(name, "y = ReLU(W_out ReLU(W_in x) + b), loss = Σ_features importance × (y − |x|)², batch-averaged", fn=fn)
 
 

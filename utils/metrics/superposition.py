@@ -334,7 +334,7 @@ def abs_forward_and_loss(
     """``(y [instance, batch, n], loss [instance])``: the model's output and its importance-weighted squared error
     against the target ``|x|``, summed over features and averaged over the batch."""
     y = abs_forward(W_in, W_out, b, x)
-    return y, ((y - x.abs()).pow(2) * importance[:, None, :]).sum(-1).mean(-1)
+    return y, toy_loss(x.abs(), y, importance)
 
 
 def train_abs(
@@ -355,10 +355,8 @@ def train_abs(
     weights (Xavier-normal, the bias zero) and then every batch ``sample(sparsity, n, batch, generator)``."""
     instances, n = importance.shape
     generator = torch.Generator().manual_seed(seed)
-    std = math.sqrt(2 / (n + d_mlp))
-    W_in = torch.randn(instances, d_mlp, n, generator=generator) * std
-    W_out = torch.randn(instances, n, d_mlp, generator=generator) * std
-    b = torch.zeros(instances, n)
+    W_in, b = init_toy(instances, n, d_mlp, generator)  # Xavier-normal [instance, d_mlp, n], the bias zero
+    W_out = torch.randn(instances, n, d_mlp, generator=generator) * math.sqrt(2 / (n + d_mlp))
     params = [W_in, W_out, b]
     for p in params:
         p.requires_grad_(True)
