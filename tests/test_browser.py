@@ -280,9 +280,9 @@ def open_in_browser(chromium, lab, name, shot, circuitsvis=True, news=False):
 def execute(nb, cwd):
     """Runs ``nb`` and keeps its widgets' state in its metadata, as the course saves its lessons: opened
     later, a widget view then finds its model in the notebook even before (or without) a kernel."""
-    from nbclient import NotebookClient
+    from utils.course.kernel_client import CourseNotebookClient
 
-    client = NotebookClient(
+    client = CourseNotebookClient(
         nb, timeout=300, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(cwd)}}
     )
     client.execute()

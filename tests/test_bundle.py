@@ -18,12 +18,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import tomllib
-from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from utils.course import bundle as bundler
 from utils.course import notebook_setup as ns
 from utils.course import notebooks as nbs
+from utils.course.kernel_client import CourseNotebookClient
 from utils.paths import ROOT, SOLUTIONS
 
 NAME = bundler.bundle_name()
@@ -917,7 +917,7 @@ def test_lesson_00_runs_on_a_simulated_colab_runtime_from_the_bundle(
     setup_cell = bundler.stamp(ns.SETUP_CELL, str(archive), digest)
     for attempt in (1, 2):  # as the course's executor does: a kernel that stalls (a lost message) runs once more
         nb = lesson_00_with_setup_cell(setup_cell)
-        client = NotebookClient(
+        client = CourseNotebookClient(
             nb, timeout=240, kernel_name="simulated-colab", resources={"metadata": {"path": str(workdir)}}
         )
         client.reset_execution_trackers()

@@ -22,9 +22,9 @@ def code_cells(nb):
 def run_past_errors(nb, folder: Path, timeout: int, env: dict[str, str] | None = None):
     """Runs ``nb`` in place in ``folder`` as nbconvert --allow-errors, VS Code's "run all" and Colab's "continue
     on error" run it (``env`` added to the kernel's environment); returns it."""
-    from nbclient import NotebookClient
+    from utils.course.kernel_client import CourseNotebookClient
 
-    client = NotebookClient(
+    client = CourseNotebookClient(
         nb, timeout=timeout, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(folder)}}
     )
     client.execute(env=nbs.kernel_environment(env))

@@ -705,3 +705,17 @@ def test_a_stub_too_long_for_one_line_is_broken_as_the_formatter_breaks_it(tmp_p
     with pytest.raises(NotImplementedError) as raised:
         ns["double"](3)
     assert str(raised.value) == task
+
+
+def test_a_cell_that_prints_into_an_output_widget_is_never_waited_on_after_its_reply_came(tmp_path):
+    # nbclient sends the widget's state to the kernel while it waits for the cell's reply on the same
+    # socket; the plain client then slept on a reply that had come in about one cell in ten of these
+    nb = nbformat.v4.new_notebook()
+    printing = "for i in range(100):\n    with out:\n        print(i)"
+    setup = "import ipywidgets as widgets\nout = widgets.Output()\ndisplay(out)"
+    nb.cells = [nbformat.v4.new_code_cell(setup)] + [nbformat.v4.new_code_cell(printing) for _ in range(30)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "printing.ipynb")
+    result = nbs.execute(tmp_path / "printing.ipynb", timeout=120)
+    assert result["error"] is None and result["retried"] is False
+    assert result["seconds"] < 50, f"a cell waited on a reply that had come: {result['seconds']} s in all"

@@ -5,9 +5,9 @@ would have made; every other error, the learner's own, shows as it is."""
 import ast
 
 import nbformat
-from nbclient import NotebookClient
 
 from utils.course import notebook_setup as ns
+from utils.course.kernel_client import CourseNotebookClient
 from utils.paths import ROOT
 
 SETUP = "from utils.course.notebook_setup import setup\n\nDEVICE = setup(quiet=True)"
@@ -18,7 +18,7 @@ def run(*sources: str) -> list:
     output (None where it ran)."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in (SETUP, *sources)]
-    NotebookClient(
+    CourseNotebookClient(
         nb, timeout=120, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(ROOT)}}
     ).execute()
     return [next((o for o in c.outputs if o.output_type == "error"), None) for c in nb.cells[1:]]

@@ -608,10 +608,11 @@ def execute(
     variables to the kernel's environment; ``prelude`` is code the kernel runs before the first
     cell, kept out of the notebook (the robustness sweep uses both).
 
-    ``timeout`` bounds each cell (the slowest lesson cell takes well under a minute). A kernel that
+    ``timeout`` bounds each cell (the slowest lesson cell takes well under a minute). The client is
+    :class:`~utils.course.kernel_client.CourseNotebookClient`, which cannot sleep on a reply that has
+    already come (nbclient could, after a cell printed into an Output widget). A kernel that still
     stalls or dies is started afresh and the notebook run once more, and ``retried`` says so on stderr
-    and in the result: on a busy machine, about one notebook run in several hundred has lost a message
-    between the kernel and the client, leaving both idle (an ipykernel 7 fault: the course pins
+    and in the result (ipykernel 7 lost a message now and then on a busy machine: the course pins
     ipykernel 6, and the retry stays as a guard). A stall is seen without waiting out ``timeout``: a
     kernel that, with its child processes, uses almost no processor time for ``STALL_WINDOW`` seconds
     while a cell is running is idle, not busy (:func:`_stall_watch`). A cell that raises is never
@@ -645,13 +646,14 @@ def kernel_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 def _execute_once(
     path: Path, save: bool, keep: Path | None, timeout: int, env: dict[str, str] | None, prelude: str
 ) -> dict:
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    from utils.course.kernel_client import CourseNotebookClient
 
     path = Path(path)
     nb = read_notebook(path)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)  # what JupyterLab would write on opening it
-    client = NotebookClient(
+    client = CourseNotebookClient(
         nb,
         timeout=timeout,
         kernel_name="python3",
