@@ -636,6 +636,13 @@ def correlated_features(sparsity, n, batch, generator):
     return x
 
 
+def one_too_wide(sparsity, n, batch, generator):  # features 1 and 2 both given feature 0's mask
+    x = sample_features(sparsity, n, batch, generator)
+    values = torch.rand(len(sparsity), batch, 2, generator=generator)
+    x[:, :, 1:3] = torch.where(x[:, :, :1] > 0, values, 0.0)
+    return x
+
+
 CORRELATED_MISTAKES = {
     "feature 1 is active exactly when feature 0 is": sample_features,
     "copies feature 0's value into feature 1": lambda s, n, b, g: (x := sample_features(s, n, b, g)).index_copy(
@@ -648,6 +655,7 @@ CORRELATED_MISTAKES = {
     "(1 − x_0, say)": lambda s, n, b, g: (x := sample_features(s, n, b, g)).index_copy(
         2, torch.tensor([1]), ((1 - x[..., :1]).clamp_min(1e-6)) * (x[..., :1] > 0)
     ),
+    "a slice one too wide": one_too_wide,
 }
 
 

@@ -776,7 +776,15 @@ def check_correlated_features(fn: Callable) -> None:
         )
     _check_sparsity_and_values(x, sparsity, name, features=[0, 2, 3, 4])
     _check_sparsity_and_values(x, sparsity, name, features=[1])
-    if torch.equal(on[:, :, 2], on[:, :, 3]) or torch.equal(on[1], on[2]):
+    shares_zeros = [j for j in range(2, n) if torch.equal(on[:, :, j], on[:, :, 0])]
+    if shares_zeros:
+        raise CheckFailed(
+            f"`{name}` gives feature {shares_zeros[0]} feature 0's mask too (a slice one too wide, `1:3`?); only "
+            "feature 1 shares it, every other feature draws its own."
+        )
+    if any(torch.equal(on[:, :, i], on[:, :, j]) for i in range(2, n) for j in range(i + 1, n)) or torch.equal(
+        on[1], on[2]
+    ):
         raise CheckFailed(
             f"`{name}` shares masks beyond features 0 and 1; every other feature, and every instance, draws its own."
         )

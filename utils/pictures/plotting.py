@@ -528,7 +528,9 @@ def directions_2d(
 ) -> Figure:
     """Small multiples, one per ``{panel title: W}`` with ``W`` ``[2, n]``: each feature's direction drawn as a
     line from the origin to its point (an arrow's shaft), all panels on the same square scale. ``colour`` gives
-    each feature a value (its importance) that shades it, darkest first; ``labels`` names the points."""
+    each feature a value (its importance) that shades it, darkest first; where every value is the same (equal
+    importances) each feature gets a colour of its own instead. ``labels`` names the points, in the legend and
+    beside each point of the static picture (which has no legend)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -544,10 +546,11 @@ def directions_2d(
     plt = _mpl()
     mfig, axes = plt.subplots(1, cols, figsize=(2.2 * cols, 2.6), squeeze=False)
     cmap = plt.get_cmap("viridis_r")
+    distinct = plt.get_cmap("tab10")  # equal values: shading would draw every feature alike
     for c, (name, w) in enumerate(mats.items()):
         ax = axes[0][c]
         for i in range(n):
-            rgb = cmap(0.15 + 0.8 * level[i])  # viridis_r: the largest value darkest
+            rgb = cmap(0.15 + 0.8 * level[i]) if hi > lo else distinct(i % 10)  # viridis_r: the largest darkest
             css = f"rgb({int(255 * rgb[0])},{int(255 * rgb[1])},{int(255 * rgb[2])})"
             fig.add_trace(
                 go.Scatter(
@@ -566,6 +569,8 @@ def directions_2d(
             )
             ax.plot([0, w[0, i]], [0, w[1, i]], color=rgb, linewidth=2)
             ax.plot([w[0, i]], [w[1, i]], "o", color=rgb, markersize=4)
+            if np.hypot(w[0, i], w[1, i]) > 0.05 * lim:  # a dropped feature's point sits on the origin: no label
+                ax.annotate(labels[i], (w[0, i], w[1, i]), xytext=(3, 3), textcoords="offset points", fontsize=7)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
