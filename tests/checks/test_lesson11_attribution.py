@@ -144,7 +144,37 @@ def _graph_prediction(model, run, tcs, nodes, readout):
     return -A.total_effects(graph)[[graph.nodes.index(node) for node in nodes]]
 
 
+@torch.no_grad()
+def _everywhere(model, run, transcoders, nodes, readout):
+    """The write subtracted at every position (y - write), not at the feature's own."""
+    out = []
+    for _, layer, p, latent in nodes:
+        write = run.acts[layer][p, latent] * transcoders[layer].W_dec[latent]
+        with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", lambda y, hook, w=write: y - w)]):
+            out.append((model(run.tokens[None])[0, -1].float() - run.logits[-1]) @ readout)
+    return torch.stack(out)
+
+
+def _frozen(attention, norms):
+    def measure(model, run, transcoders, nodes, readout):
+        off = [A.intervene_frozen(model, run, transcoders, node, 0.0, attention, norms)[-1] for node in nodes]
+        return torch.stack([(logits - run.logits[-1]) @ readout for logits in off])
+
+    return measure
+
+
+def _half_twice(model, run, transcoders, nodes, readout):
+    """Half off, the change doubled: a linear estimate of turning it off."""
+    half = [A.intervene(model, run, transcoders, node, 0.5)[-1] for node in nodes]
+    return torch.stack([2 * (logits - run.logits[-1]) @ readout for logits in half])
+
+
 MEASURED_MISTAKES = {
+    "the feature's write is removed at every position": _everywhere,
+    "turned half off and the change doubled": _half_twice,
+    "the attention patterns are frozen at the prompt's": _frozen(True, False),
+    "the norms' scales are frozen at the prompt's": _frozen(False, True),
+    "the attention patterns and the norms' scales are both frozen": _frozen(True, True),
     "the sign is reversed": lambda m, r, t, n, ro: -measured_effects(m, r, t, n, ro),
     "subtract the readout as it was": lambda m, r, t, n, ro: measured_effects(m, r, t, n, ro) + r.logits[-1] @ ro,
     "minus the feature's direct edge into the readout": _replacement,
@@ -163,8 +193,7 @@ def test_the_two_graph_answers_are_minus_the_direct_edge_and_minus_the_total_eff
     """The hints name what each wrong answer is: holding every other MLP's write in the replacement model gives minus
     the feature's direct edge into the readout, which on the check's features is not the graph's full prediction."""
     model, tcs = zoo
-    run = c._prompt_run(model, tcs)
-    readout = A.readout_direction(run.logits.shape[-1], int(run.tokens[1]), int(run.tokens[3]))
+    run, readout, _ = c._check_prompt(model, tcs)
     graph = A.attribution_graph(model, tcs, run, readout)
     features = graph.index("feature")
     top = features[A.influence(graph)[features].argsort(descending=True)[:5]]
@@ -196,7 +225,9 @@ def test_a_function_that_changes_the_run_it_is_given_leaves_the_next_check_as_it
 # --- the graph by backward passes ---------------------------------------------------------------------------------
 
 
-def input_gradients(model, run, transcoders, targets, readout, seed="encoder", read="last", where="own"):
+def input_gradients(
+    model, run, transcoders, targets, readout, seed="encoder", read="last", where="own", through="logits", gated=True
+):
     """One backward pass per target through autograd (the notebook batches a vjp), and the named mistakes."""
     L, H = len(transcoders), model.cfg.n_heads
     outs = ([], [], [])
@@ -205,15 +236,18 @@ def input_gradients(model, run, transcoders, targets, readout, seed="encoder", r
         writes = [w.clone().requires_grad_(True) for w in _writes(run, transcoders)]
         gates = torch.ones(L, H, requires_grad=True)
         with torch.enable_grad():
-            mlp_ins, final = A.linear_forward(model, run, embed, writes, gates)
+            mlp_ins, final = A.linear_forward(model, run, embed, writes, gates if gated else None)
             if kind == "feature":
                 column = transcoders[layer].W_enc[:, latent] if seed == "encoder" else transcoders[layer].W_dec[latent]
                 value = mlp_ins[layer][p if where == "own" else -1] @ column
             elif read == "none":
                 value = (final * 0).sum()
             else:
-                logits = A.logits_of(model, final) @ readout
-                value = logits[-1] if read == "last" else logits.sum()
+                logits = A.logits_of(model, final)
+                if through == "log_softmax":  # a log-probability: the same as the logits for a zero-sum readout
+                    logits = logits.log_softmax(-1)
+                direction = readout - readout.mean() if through == "demeaned" else readout
+                value = (logits @ direction)[-1] if read == "last" else (logits @ direction).sum()
             g = torch.autograd.grad(value, [embed, *writes, gates], allow_unused=True)
         g = [torch.zeros_like(x) if y is None else y for x, y in zip([embed, *writes, gates], g)]
         outs[0].append(g[0])
@@ -222,11 +256,29 @@ def input_gradients(model, run, transcoders, targets, readout, seed="encoder", r
     return tuple(torch.stack(o) for o in outs)
 
 
+def _one_layer_off(*a):
+    """Right but for the last layer's write, whose gradient is left at zero."""
+    g_embed, g_writes, g_gates = input_gradients(*a)
+    g_writes = g_writes.clone()
+    g_writes[:, -1] = 0
+    return g_embed, g_writes, g_gates
+
+
 INPUT_GRADIENT_MISTAKES = {
     "its decoder row W_dec[latent]": lambda *a: input_gradients(*a, seed="decoder"),
     "summed over every position": lambda *a: input_gradients(*a, read="all"),
     "the readout's gradients are zero": lambda *a: input_gradients(*a, read="none"),
     "seeded at the last position": lambda *a: input_gradients(*a, where="last"),
+    # right with the lesson's readout (the difference of two logits sums to zero), wrong with one token's logit
+    "the readout is read through log_softmax": lambda *a: input_gradients(*a, through="log_softmax"),
+    "the readout is de-meaned inside the function": lambda *a: input_gradients(*a, through="demeaned"),
+    # one of the three tensors wrong: the message names it
+    "returns `g_gates` all zeros": lambda *a: input_gradients(*a, gated=False),
+    "gives the wrong `g_gates` [target, layer, head]": lambda *a: (
+        *input_gradients(*a)[:2],
+        2 * input_gradients(*a)[2],
+    ),
+    "gives the wrong `g_writes` [target, layer, pos, d_model]": _one_layer_off,
 }
 
 
@@ -263,8 +315,9 @@ def test_edge_rows_check_accepts_a_loop_over_sources_and_names_each_mistake(prov
     prove_check(c.check_edge_rows, edge_rows, EDGE_MISTAKES, *zoo)
 
 
-def attribution_graph(model, transcoders, run, readout):
-    """Every target at once, by autograd with batched gradients (the notebook runs a vjp in batches)."""
+def attribution_graph(model, transcoders, run, readout, through="logits", input_through="logits"):
+    """Every target at once, by autograd with batched gradients (the notebook runs a vjp in batches), and the
+    named mistakes: the readout read through log_softmax or de-meaned, in its edges or in its input alone."""
     L, P, H = len(transcoders), len(run.tokens), model.cfg.n_heads
     active = [(layer, p, f) for layer, a in enumerate(run.acts) for p, f in (a > 0).nonzero().tolist()]
     nodes = [("embed", -1, p, -1) for p in range(1, P)] + [("feature", *f) for f in active]
@@ -275,7 +328,9 @@ def attribution_graph(model, transcoders, run, readout):
     with torch.enable_grad():
         mlp_ins, final = A.linear_forward(model, run, embed, writes, gates)
         pre = torch.stack([mlp_ins[layer][p] @ transcoders[layer].W_enc[:, f] for layer, p, f in active])
-        values = torch.cat([pre, (A.logits_of(model, final)[-1] @ readout)[None]])
+        logits = A.logits_of(model, final)[-1]
+        logits = logits.log_softmax(-1) if through == "log_softmax" else logits
+        values = torch.cat([pre, (logits @ (readout - readout.mean() if through == "demeaned" else readout))[None]])
         eye = torch.eye(len(values))
         g_embed, g_writes, g_gates = torch.autograd.grad(values, [embed, writes, gates], eye, is_grads_batched=True)
     rows = edge_rows(run, transcoders, g_embed, g_writes)
@@ -287,6 +342,8 @@ def attribution_graph(model, transcoders, run, readout):
     acts = torch.tensor([run.acts[layer][p, f].item() for layer, p, f in active])
     inputs = torch.zeros(n)
     inputs[targets] = torch.cat([pre + torch.stack([transcoders[l].b_enc[f] for l, _, f in active]), values[-1:]])
+    if input_through == "log_softmax":  # the edges right, the readout's input a log-probability
+        inputs[-1] = run.logits[-1].log_softmax(-1) @ readout
     vals = torch.ones(n)
     vals[P - 1 : P - 1 + len(active)] = acts
     return A.Graph(nodes, adjacency.detach(), vals, inputs.detach(), readout, heads.detach())
@@ -326,6 +383,10 @@ GRAPH_MISTAKES = {
     "gives the wrong nodes: node 0": _changed(first_position=True),
     "the adjacency is transposed": _changed(transposed=True),
     "targets' rows empty": _changed(batch_end_skipped=True),
+    # right with the lesson's readout (the difference of two logits sums to zero), wrong with one token's logit
+    "the readout is read through log_softmax": lambda *a: attribution_graph(*a, through="log_softmax"),
+    "the readout is de-meaned inside the function": lambda *a: attribution_graph(*a, through="demeaned"),
+    "the readout's input is its log-probability": lambda *a: attribution_graph(*a, input_through="log_softmax"),
 }
 
 

@@ -4,7 +4,9 @@ Each check runs the learner's function on inputs whose answer :mod:`utils.model_
 :mod:`utils.metrics.attribution` computes, and names the common wrong answers when one of them matches
 instead. The inputs are built so that the mistakes give different numbers: rows with fewer positive
 pre-activations than ``k``, feature pairs two layers apart (where a direct effect and a total effect
-differ), graphs with negative edges and paths longer than one step.
+differ), graphs with negative edges and paths longer than one step, a transfer story whose two names are single
+tokens (so the readout is a logit difference of real size), and a second readout of one token's logit, which does
+not sum to zero (so that reading it through log_softmax, or de-meaning it, changes the answer).
 """
 
 from __future__ import annotations
@@ -16,21 +18,24 @@ from collections.abc import Callable
 import torch
 
 from utils.checks.framework import CheckFailed, call, expect_close, expect_tensor, passed
-from utils.corpora.tokenizer import encode_doc
+from utils.corpora.ioi_pairs import patching_pairs
 from utils.metrics import attribution as A
 from utils.model_zoo.transcoders import Transcoder, decode, encode
 from utils.seeds import LESSON_11_CHECKS
-
-_PROMPT = "Ava and Tom went to the market. Tom gave a cup to"
 
 
 def _name(fn: Callable, default: str) -> str:
     return getattr(fn, "__name__", default)
 
 
-def _prompt_run(model, transcoders: list[Transcoder]) -> A.PromptRun:
-    tokens = torch.tensor(encode_doc(_PROMPT, model.tokenizer)[:-1])
-    return A.run_prompt(model, transcoders, tokens)
+def _check_prompt(model, transcoders: list[Transcoder]) -> tuple[A.PromptRun, torch.Tensor, torch.Tensor]:
+    """The checks' prompt, a Storyworld transfer story of the lesson's kind with two single-token names (not one of
+    the lesson's prompts), its run, and two readouts: the answer's logit minus the subject's (the lesson's), and the
+    answer's logit alone (a readout that does not sum to zero, as sections 6 and the investigation use)."""
+    pairs = patching_pairs(model, n=1, seed=LESSON_11_CHECKS, corruption="swap", subject_first=True)
+    run = A.run_prompt(model, transcoders, pairs.clean[0])
+    vocab, answer = run.logits.shape[-1], int(pairs.answers[0])
+    return run, A.readout_direction(vocab, answer, int(pairs.distractors[0])), A.readout_direction(vocab, answer)
 
 
 # --- the TopK encoder -----------------------------------------------------------------------------------
@@ -197,17 +202,31 @@ def check_influence(fn: Callable) -> None:
 # --- turning features off in the real model ---------------------------------------------------------------
 
 
+@torch.no_grad()
+def _everywhere(model, run: A.PromptRun, transcoders: list[Transcoder], node: tuple) -> torch.Tensor:
+    """The real model's logits ``[pos, vocab]`` with the feature's write subtracted at every position, not its own."""
+    _, layer, p, latent = node
+    write = run.acts[layer][p, latent] * transcoders[layer].W_dec[latent]
+    with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", lambda y, hook: y - write.to(y.dtype))]):
+        return model(run.tokens[None])[0].float()
+
+
 def _measured_effects_case(model, transcoders: list[Transcoder]) -> dict:
     """The five most influential features of the check's graph, their effects and the named mistakes' values."""
-    run = _prompt_run(model, transcoders)
-    readout = A.readout_direction(run.logits.shape[-1], int(run.tokens[1]), int(run.tokens[3]))
+    run, readout, _ = _check_prompt(model, transcoders)
     graph = A.attribution_graph(model, transcoders, run, readout)
     inf = A.influence(graph)
     features = graph.index("feature")
     top = features[inf[features].argsort(descending=True)[:5]]
     nodes = [graph.nodes[i] for i in top]
     base = run.logits[-1] @ readout
-    ref = torch.stack([A.intervene(model, run, transcoders, node, 0.0)[-1] @ readout - base for node in nodes])
+
+    def at_last(logits_of_node) -> torch.Tensor:  # [node]: the change in the readout at the last position
+        return torch.stack([logits_of_node(node)[-1] @ readout - base for node in nodes])
+
+    def frozen(attention: bool, norms: bool) -> torch.Tensor:
+        return at_last(lambda node: A.intervene_frozen(model, run, transcoders, node, 0.0, attention, norms))
+
     mean_pos = torch.stack(
         [(A.intervene(model, run, transcoders, node, 0.0) - run.logits).mean(0) @ readout for node in nodes]
     )
@@ -216,9 +235,22 @@ def _measured_effects_case(model, transcoders: list[Transcoder]) -> dict:
     for node in nodes:
         _, final = A.linear_forward(model, run, run.embed, _without(run, transcoders, writes, node))
         direct.append(A.readout_value(model, final, readout) - base)
-    predicted = -A.total_effects(graph)[top]  # the graph's prediction, through every path
-    values = {"ref": ref, "base": base, "mean_pos": mean_pos, "direct": torch.stack(direct), "predicted": predicted}
+    values = {
+        "ref": at_last(lambda node: A.intervene(model, run, transcoders, node, 0.0)),
+        "base": base,
+        "mean_pos": mean_pos,
+        "direct": torch.stack(direct),
+        "predicted": -A.total_effects(graph)[top],  # the graph's prediction, through every path
+        "everywhere": at_last(lambda node: _everywhere(model, run, transcoders, node)),
+        "attention": frozen(True, False),
+        "norms": frozen(False, True),
+        "both": frozen(True, True),
+        "half_twice": 2 * at_last(lambda node: A.intervene(model, run, transcoders, node, 0.5)),
+    }
     return {"run": run, "readout": readout, "nodes": nodes, **{k: v.detach() for k, v in values.items()}}
+
+
+_IN_THE_REAL_MODEL = "`A.intervene(model, run, transcoders, node, 0.0)`, or your hook on hook_mlp_out alone."
 
 
 def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -> None:
@@ -243,17 +275,41 @@ def check_measured_effects(fn: Callable, model, transcoders: list[Transcoder]) -
             (ref + case["base"], "this is the readout with the feature off; subtract the readout as it was."),
             (case["mean_pos"], "the readout is read at the last position only, not averaged over positions."),
             (
+                case["everywhere"],
+                "the feature's write is removed at every position; remove it at its own position p only "
+                "(y[:, p] in the hook).",
+            ),
+            (
+                case["half_twice"],
+                "the feature is turned half off and the change doubled, a linear estimate; turn it fully off "
+                "(its whole write removed) and report the change as it is.",
+            ),
+            (
+                case["attention"],
+                "the attention patterns are frozen at the prompt's, as the graph freezes them; measure in the real "
+                "model, where only the feature's write changes: " + _IN_THE_REAL_MODEL,
+            ),
+            (
+                case["norms"],
+                "the norms' scales are frozen at the prompt's, as the graph freezes them; measure in the real model, "
+                "where only the feature's write changes: " + _IN_THE_REAL_MODEL,
+            ),
+            (
+                case["both"],
+                "the attention patterns and the norms' scales are both frozen (`A.intervene_frozen`), as the graph "
+                "freezes them; measure in the real model, where only the feature's write changes: "
+                + _IN_THE_REAL_MODEL,
+            ),
+            (
                 case["direct"],
                 "this runs the replacement model (attention and norms frozen) with every later MLP's write held fixed: "
                 "it is minus the feature's direct edge into the readout, not even the graph's full prediction; "
-                "measure in the real model: "
-                "`A.intervene(model, run, transcoders, node, 0.0)`.",
+                "measure in the real model: " + _IN_THE_REAL_MODEL,
             ),
             (
                 case["predicted"],
                 "this is minus the graph's `total_effects`, the graph's own prediction (attention and norms frozen, "
-                "every feature passing changes straight on); measure in the real model: "
-                "`A.intervene(model, run, transcoders, node, 0.0)`.",
+                "every feature passing changes straight on); measure in the real model: " + _IN_THE_REAL_MODEL,
             ),
         ],
     )
@@ -273,20 +329,24 @@ def _gradients(
     seed_with: str = "encoder",
     readout_at: str = "last",
     seed_at: str = "own",
+    read: str = "logits",
 ):
     """The reference's gradients of each target's input (``input_gradients``), and, with the keywords, the named
     mistakes': the decoder row as a feature's seed, the readout summed over positions, every feature seeded at the
-    last position."""
+    last position, the readout read through log_softmax or de-meaned (``read``)."""
     from torch.func import vjp, vmap
 
     L, (P, d) = len(transcoders), run.embed.shape
     writes = torch.stack(_writes(run, transcoders))
-    unembed = model.W_U.detach().float() @ readout
+    W_U = model.W_U.detach().float()
+    direction = readout - readout.mean() if read == "demeaned" else readout
 
     def forward(embed, writes, gates):
         mlp_ins, final = A.linear_forward(model, run, embed, writes, gates)
-        value = final[-1] @ unembed if readout_at == "last" else final.sum(0) @ unembed
-        return torch.stack(mlp_ins), value
+        rows = final[-1] if readout_at == "last" else final
+        logits = rows @ W_U
+        value = (logits.log_softmax(-1) if read == "log_softmax" else logits) @ direction
+        return torch.stack(mlp_ins), value if readout_at == "last" else value.sum()
 
     with torch.enable_grad():
         _, pullback = vjp(forward, run.embed, writes, torch.ones(L, model.cfg.n_heads))
@@ -304,9 +364,9 @@ def _gradients(
 
 def _graph_case(model, transcoders: list[Transcoder]) -> dict:
     """The check prompt's run, its reference graph, and a few targets: features of every layer, at the final
-    position and before it, and the readout."""
-    run = _prompt_run(model, transcoders)
-    readout = A.readout_direction(run.logits.shape[-1], int(run.tokens[1]), int(run.tokens[3]))
+    position and before it, and the readout; and a second readout, the answer's logit alone, with the readout's
+    edges, input and parts through each head under it (the reference's and the named mistakes')."""
+    run, readout, single = _check_prompt(model, transcoders)
     graph = A.attribution_graph(model, transcoders, run, readout)
     P, targets = len(run.tokens), []
     for layer in range(len(transcoders)):
@@ -315,43 +375,111 @@ def _graph_case(model, transcoders: list[Transcoder]) -> dict:
         before = [i for i in here if graph.nodes[i][2] < P - 1]
         targets += last[:1] + before[-1:]
     targets.append(len(graph.nodes) - 1)
-    return {"run": run, "readout": readout, "graph": graph, "targets": targets}
+    single_targets = [graph.nodes[targets[0]], graph.nodes[-1]]  # a feature and the readout
+    logits = run.logits[-1]
+    under_single = {}
+    for read in ("logits", "log_softmax", "demeaned"):
+        g_embed, g_writes, g_gates = _gradients(model, run, transcoders, single_targets, single, read=read)
+        value = (logits.log_softmax(-1) if read == "log_softmax" else logits) @ (
+            single - single.mean() if read == "demeaned" else single
+        )
+        under_single[read] = {
+            "gradients": (g_embed, g_writes, g_gates),
+            "row": _rows(run, transcoders, g_embed[-1:], g_writes[-1:])[0],
+            "input": value,
+            "heads": g_gates[-1],
+        }
+    return {
+        "run": run,
+        "readout": readout,
+        "graph": graph,
+        "targets": targets,
+        "single": single,
+        "single_targets": single_targets,
+        "under_single": under_single,
+    }
+
+
+_GRADIENTS = ("g_embed", "g_writes", "g_gates")
+_GRADIENT_DIMS = ("[target, pos, d_model]", "[target, layer, pos, d_model]", "[target, layer, head]")
+
+_READ_THROUGH = {
+    "log_softmax": "the readout is read through log_softmax (a log-probability); read it from the logits "
+    "themselves: final[-1] @ (model.W_U @ readout). With a difference of two logits the two give the same "
+    "gradients, with one logit they do not.",
+    "demeaned": "the readout is de-meaned inside the function (each logit minus the mean logit); use the direction "
+    "as it is given: final[-1] @ (model.W_U @ readout). A readout that should be de-meaned arrives de-meaned "
+    "(section 4 builds one).",
+}
+
+
+def _expect_gradients(got, ref, name: str, targets: list, hints, on: str = "") -> None:
+    """Compare the three gradients with the reference's: a named mistake if one matches, else which tensor differs,
+    where (in that tensor's own dimensions, with the target named) and in how many entries."""
+    T = ref[0].shape[0]
+
+    def flat(parts):
+        return torch.cat([p.reshape(T, -1) for p in parts], 1)
+
+    def differ(a, b) -> torch.Tensor:
+        a, b = a.detach().float(), b.detach().float()
+        return (a - b).abs() > 1e-4 + 1e-3 * b.abs()
+
+    if not differ(flat(got), flat(ref)).any():
+        return
+    for wrong, message in hints:
+        if not differ(flat(got), flat(wrong)).any():
+            raise CheckFailed(f"`{name}`: {message}")
+    wrong = [k for k in range(3) if differ(got[k], ref[k]).any()]
+    right = [f"`{_GRADIENTS[k]}`" for k in range(3) if k not in wrong]
+    k = wrong[0]
+    if k == 2 and not got[2].any() and ref[2].any():
+        raise CheckFailed(
+            f"`{name}` returns `g_gates` all zeros{on}: nothing depends on the gates; pass them to the model, "
+            "A.linear_forward(model, run, embed, writes, gates), and take the gradient with respect to them."
+        )
+    mask = differ(got[k], ref[k])
+    err = (got[k].detach().float() - ref[k].float()).abs() * mask
+    idx = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
+    also = f" {' and '.join(right)} {'is' if len(right) == 1 else 'are'} right." if right else ""
+    raise CheckFailed(
+        f"`{name}` gives the wrong `{_GRADIENTS[k]}` {_GRADIENT_DIMS[k]}{on}: at index {list(idx)} (target "
+        f"{idx[0]} is {tuple(targets[idx[0]])}) you have {got[k][idx].item():.4g}, expected {ref[k][idx].item():.4g} "
+        f"({int(mask.sum()):,} of {mask.numel():,} entries differ).{also}"
+    )
 
 
 def check_input_gradients(fn: Callable, model, transcoders: list[Transcoder]) -> None:
     """``fn(model, run, transcoders, targets, readout)`` -> ``(g_embed [target, pos, d_model], g_writes [target,
     layer, pos, d_model], g_gates [target, layer, head])``: for each target node (a feature, or the readout), the
     gradient of its input in the replacement model with respect to the embedding, each layer's MLP write and each
-    head's gate."""
+    head's gate. Run with the lesson's readout (the answer's logit minus the subject's) and with one token's logit."""
     name = _name(fn, "input_gradients")
     case = _case("graph", _graph_case, model, transcoders)
     run, graph, readout = case["run"], case["graph"], case["readout"]
+    L, (P, d), H = len(transcoders), run.embed.shape, model.cfg.n_heads
+
+    def returned(targets: list, readout: torch.Tensor) -> list[torch.Tensor]:
+        out = call(fn, model, copy.deepcopy(run), transcoders, list(targets), readout.clone(), name=name)
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
+            raise CheckFailed(
+                f"`{name}` should return three tensors (g_embed, g_writes, g_gates), not {type(out).__name__}."
+            )
+        T = len(targets)
+        shapes = [
+            ((T, P, d), ("target", "position", "d_model")),
+            ((T, L, P, d), ("target", "layer", "position", "d_model")),
+            ((T, L, H), ("target", "layer", "head")),
+        ]
+        return [expect_tensor(o, s, dims, name) for o, (s, dims) in zip(out, shapes)]
+
     targets = [graph.nodes[i] for i in case["targets"]]
-    T, L, (P, d), H = len(targets), len(transcoders), run.embed.shape, model.cfg.n_heads
-    out = call(fn, model, copy.deepcopy(run), transcoders, list(targets), readout.clone(), name=name)
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        raise CheckFailed(
-            f"`{name}` should return three tensors (g_embed, g_writes, g_gates), not {type(out).__name__}."
-        )
-    shapes = [
-        ((T, P, d), ("target", "position", "d_model")),
-        ((T, L, P, d), ("target", "layer", "position", "d_model")),
-        ((T, L, H), ("target", "layer", "head")),
-    ]
-    got = [expect_tensor(o, s, dims, name) for o, (s, dims) in zip(out, shapes)]
-
-    def flat(parts):
-        return torch.cat([p.reshape(T, -1) for p in parts], 1)
-
-    ref = flat(_gradients(model, run, transcoders, targets, readout))
-    mistake = lambda **kw: flat(_gradients(model, run, transcoders, targets, readout, **kw))  # noqa: E731
-    expect_close(
-        flat(got),
-        ref,
+    mistake = lambda **kw: _gradients(model, run, transcoders, targets, readout, **kw)  # noqa: E731
+    _expect_gradients(
+        returned(targets, readout),
+        _gradients(model, run, transcoders, targets, readout),
         name,
-        what="gradients",
-        atol=1e-4,
-        rtol=1e-3,
+        targets,
         hints=[
             (
                 mistake(seed_with="decoder"),
@@ -370,7 +498,26 @@ def check_input_gradients(fn: Callable, model, transcoders: list[Transcoder]) ->
             ),
         ],
     )
-    passed(name, f"{T} targets (features of every layer and the readout): embedding, writes and gates", fn=fn)
+    # A readout of one token's logit, as section 6 and the investigation use: it does not sum to zero over the
+    # vocabulary, so reading it through log_softmax, or de-meaning it, changes its gradients.
+    under = case["under_single"]
+    _expect_gradients(
+        returned(case["single_targets"], case["single"]),
+        under["logits"]["gradients"],
+        name,
+        case["single_targets"],
+        hints=[
+            (under[read]["gradients"], f"with one token's logit as the readout, {_READ_THROUGH[read]}")
+            for read in _READ_THROUGH
+        ],
+        on=" with one token's logit as the readout",
+    )
+    passed(
+        name,
+        f"{len(targets)} targets (features of every layer and the readout): embedding, writes and gates; "
+        "and one token's logit as the readout",
+        fn=fn,
+    )
 
 
 def _rows(
@@ -511,7 +658,71 @@ def check_attribution_graph(fn: Callable, model, transcoders: list[Transcoder]) 
         raise CheckFailed(f"`{name}` leaves through_heads out; keep the gates' gradients (g_gates) for each target.")
     heads = expect_tensor(out.through_heads, (n, L, H), ("node", "layer", "head"), name)
     expect_close(heads, ref.through_heads, name, what="parts through each head", atol=1e-3, rtol=1e-3)
-    passed(name, f"{n} nodes, {int((adjacency != 0).sum())} edges, as the course's graph", fn=fn)
+    # One token's logit as the readout, as section 6 and the investigation use: it does not sum to zero over the
+    # vocabulary, so a graph that reads it through log_softmax, or de-means it, differs in the readout's row.
+    under = case["under_single"]
+    single = call(fn, model, transcoders, copy.deepcopy(run), case["single"].clone(), name=name)
+    if not isinstance(single, A.Graph) or list(single.nodes) != ref.nodes:
+        raise CheckFailed(
+            f"`{name}` gives other nodes (or no A.Graph) when the readout is one token's logit; the nodes do not "
+            "depend on the readout."
+        )
+    on = " with one token's logit as the readout"
+    row = expect_tensor(single.adjacency, (n, n), ("target", "source"), name)[-1, : n - 1]
+    expect_close(
+        row,
+        under["logits"]["row"],
+        name,
+        what=f"readout's edges{on}",
+        atol=1e-3,
+        rtol=1e-3,
+        hints=[
+            (under[read]["row"], f"with one token's logit as the readout, {_READ_THROUGH[read]}")
+            for read in _READ_THROUGH
+        ],
+    )
+    value = expect_tensor(single.inputs, (n,), ("node",), name)[-1:]
+    expect_close(
+        value,
+        under["logits"]["input"][None],
+        name,
+        what=f"readout's input{on}",
+        atol=2e-3,
+        rtol=1e-3,
+        hints=[
+            (
+                under["log_softmax"]["input"][None],
+                f"{on.strip()}, the readout's input is its log-probability (log_softmax); it is the "
+                "logits themselves: run.logits[-1] @ readout.",
+            ),
+            (
+                under["demeaned"]["input"][None],
+                f"{on.strip()}, the readout's input is de-meaned (minus the mean logit); use the direction as "
+                "it is given: run.logits[-1] @ readout.",
+            ),
+        ],
+    )
+    if single.through_heads is None:
+        raise CheckFailed(f"`{name}` leaves through_heads out{on}; keep the gates' gradients for each target.")
+    single_heads = expect_tensor(single.through_heads, (n, L, H), ("node", "layer", "head"), name)[-1]
+    expect_close(
+        single_heads,
+        under["logits"]["heads"],
+        name,
+        what=f"readout's parts through each head{on}",
+        atol=1e-3,
+        rtol=1e-3,
+        hints=[
+            (under[read]["heads"], f"with one token's logit as the readout, {_READ_THROUGH[read]}")
+            for read in _READ_THROUGH
+        ],
+    )
+    passed(
+        name,
+        f"{n} nodes, {int((adjacency != 0).sum())} edges, as the course's graph; and with one token's logit as the "
+        "readout",
+        fn=fn,
+    )
 
 
 # --- pruning --------------------------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ block, which is the token's embedding plus its learned position embedding in a G
 and the token's embedding alone in a Llama-style one, whose positions act inside attention), every
 active feature (layer, position, latent), each error (layer,
 position) and one readout (a direction in logit space at the last position: one token's logit,
-or the difference of two; the paper's output nodes are instead up to ten likely next tokens, each
-logit minus the mean logit, weighted by probability). An edge's weight is the source's activation
-times the derivative of the target's input (a feature's pre-activation, or the readout) with respect to it, through the
-frozen linear paths: residual stream and attention heads' OV circuits. Those weights add up,
+or the difference of two; the paper's output nodes are instead the likeliest next tokens until they
+hold 95% of the probability, at most ten, each its logit minus the mean logit, weighted by probability).
+An edge's weight is the source's activation times the derivative of the target's input (a feature's
+pre-activation, or the readout) with respect to it, through the frozen linear paths: residual stream
+and attention heads' OV circuits. Those weights add up,
 with the biases' constant part, to the target's input exactly (:func:`check_complete`).
 Embeddings and errors are sources only; the readout is a target only.
 
