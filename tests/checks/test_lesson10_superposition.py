@@ -486,7 +486,14 @@ def _detached_bias(W, b, x, imp):
     return x_hat, _loss(x, x_hat, imp)
 
 
+def _detached_decoder(W, b, x, imp):  # the encoder keeps W's graph, the decoder does not
+    h = torch.einsum("imn,ibn->ibm", W, x)
+    x_hat = torch.relu(torch.einsum("imn,ibm->ibn", W.detach(), h) + b[:, None, :])
+    return x_hat, _loss(x, x_hat, imp)
+
+
 GRADIENT_MISTAKES = {
+    "only part of its gradient": _detached_decoder,
     "it is computed from x_hat.detach()": _detached_loss,
     "the function runs under torch.no_grad()": _no_grad_body,
     "sends no gradient to b": _detached_bias,
@@ -520,7 +527,16 @@ def sample_features(sparsity, n, batch, generator):
     return out
 
 
+def _paired_masks(values: torch.Tensor, s: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """values where a mask drawn for half the features, each repeated twice, is on."""
+    half = torch.rand(len(s), values.shape[1], values.shape[2] // 2, generator=g) >= s[:, None, None]
+    return values * half.repeat_interleave(2, dim=-1)
+
+
 SAMPLER_MISTAKES = {
+    "gives features 0 and 1 one on/off mask": lambda s, n, b, g: _paired_masks(
+        torch.rand(len(s), b, n, generator=g), s, g
+    ),
     "zero with probability 1 − S": lambda s, n, b, g: sample_features(1 - s, n, b, g),
     "sets an active feature to 1": lambda s, n, b, g: (sample_features(s, n, b, g) > 0).float(),
     "uses (or reseeds) torch's global random generator": lambda s, n, b, g: sample_features(s, n, b, None),
@@ -703,6 +719,9 @@ def signed_features(s, n, b, g):
 
 
 SIGNED_MISTAKES = {
+    "gives features 0 and 1 one on/off mask": lambda s, n, b, g: _paired_masks(
+        torch.rand(len(s), b, n, generator=g) * 2 - 1, s, g
+    ),
     "gives no negative value": lambda s, n, b, g: sample_features(s, n, b, g),
     "gives values from": lambda s, n, b, g: 2 * signed_features(s, n, b, g),
     "with probability 1 − S": lambda s, n, b, g: signed_features(1 - s, n, b, g),

@@ -99,15 +99,22 @@ def check_toy_forward_and_loss(fn: Callable) -> None:
             ),
         ],
     )
-    _check_gradients(fn, name, {"W": W, "b": b}, x, importance)
+    _check_gradients(fn, name, {"W": W, "b": b}, x, importance, sp.toy_forward_and_loss)
     passed(name, "x̂ = ReLU(Wᵀ W x + b), loss = Σ_features importance × (x − x̂)², averaged over the batch", fn=fn)
 
 
 def _check_gradients(
-    fn: Callable, name: str, weights: dict[str, torch.Tensor], x, importance, output: str = "x_hat"
+    fn: Callable,
+    name: str,
+    weights: dict[str, torch.Tensor],
+    x,
+    importance,
+    reference: Callable,
+    output: str = "x_hat",
 ) -> None:
     """Training steps every weight along the loss's gradient: ``fn(*weights, x, importance)`` -> ``(output, loss)``
-    must carry one back to each of ``weights`` ({name: tensor}, in ``fn``'s order)."""
+    must carry one back to each of ``weights`` ({name: tensor}, in ``fn``'s order), and the same one as
+    ``reference``'s (a weight used detached in one place and not in another sends only part of it)."""
     weights = {what: w.clone().requires_grad_(True) for what, w in weights.items()}
     names = " and ".join(weights)
     first = next(iter(weights))
@@ -129,6 +136,16 @@ def _check_gradients(
             raise CheckFailed(
                 f"`{name}`'s loss sends no gradient to {what}: {what} enters it detached (.detach(), .data or a "
                 f"copy made without the graph); use {what} itself, so that training can move it."
+            )
+    expected = {what: w.detach().clone().requires_grad_(True) for what, w in weights.items()}
+    with torch.enable_grad():
+        reference(*expected.values(), x, importance)[1].sum().backward()
+    for what, tensor in weights.items():
+        if not torch.allclose(tensor.grad, expected[what].grad, rtol=1e-4, atol=1e-6):
+            raise CheckFailed(
+                f"`{name}`'s loss has the right value but sends {what} only part of its gradient: {what} is used "
+                f"detached in one place (the decoder's {what}.detach(), say) and as itself in another; use it as "
+                "itself everywhere, so that training follows the whole loss."
             )
 
 
@@ -578,6 +595,20 @@ def _draw_twice(fn: Callable, name: str, sparsity: torch.Tensor, n: int, batch: 
     return x
 
 
+def _check_own_masks(on: torch.Tensor, sparsity: torch.Tensor, name: str) -> None:
+    """No two features share one on/off mask (``on`` ``[instance, batch, n]``; instances with S = 0 are always on)."""
+    sparse = on[sparsity > 0]
+    n = on.shape[-1]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if torch.equal(sparse[:, :, i], sparse[:, :, j]):
+                raise CheckFailed(
+                    f"`{name}` gives features {i} and {j} one on/off mask (a mask drawn for half the features and "
+                    "repeated, say); each feature is on or off on its own: draw the mask with shape [instance, "
+                    "batch, n_features]."
+                )
+
+
 def _check_sampler_basics(fn: Callable, name: str, sparsity: torch.Tensor, n: int, batch: int, seed: int):
     """Shape, range, own generator and repeatability; returns the draw (``[instance, batch, n]``)."""
     x = _draw_twice(fn, name, sparsity, n, batch, seed)
@@ -658,6 +689,7 @@ def check_sample_features(fn: Callable) -> None:
             f"`{name}` switches every feature of an input on and off together; each feature is on or off on its "
             "own: draw the mask with shape [instance, batch, n_features]."
         )
+    _check_own_masks(active, sparsity, name)
     _check_values_independent(x, name)
     passed(name, "each feature zero with probability S, else uniform on [0, 1], from its own generator", fn=fn)
 
@@ -879,6 +911,7 @@ def check_signed_features(fn: Callable) -> None:
             f"`{name}` switches every feature of an input on and off together; each feature is on or off on its "
             "own: draw the mask with shape [instance, batch, n_features]."
         )
+    _check_own_masks(on, sparsity, name)
     both = (x[0, :, 0] != 0) & (x[0, :, 1] != 0)
     a, c = x[0, both, 0], x[0, both, 1]
     if (a == c).float().mean() > 0.9:
@@ -942,7 +975,9 @@ def check_abs_forward_and_loss(fn: Callable) -> None:
             *_weighted_loss_hints(err, importance),
         ],
     )
-    _check_gradients(fn, name, {"W_in": W_in, "W_out": W_out, "b": b}, x, importance, output="y")
+    _check_gradients(
+        fn, name, {"W_in": W_in, "W_out": W_out, "b": b}, x, importance, sp.abs_forward_and_loss, output="y"
+    )
     passed(name, "y = ReLU(W_out ReLU(W_in x) + b), loss = Σ_features importance × (y − |x|)², batch-averaged", fn=fn)
 
 
