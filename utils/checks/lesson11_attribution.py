@@ -668,19 +668,21 @@ def check_attribution_graph(fn: Callable, model, transcoders: list[Transcoder]) 
             "depend on the readout."
         )
     on = " with one token's logit as the readout"
+
+    def against_each_reading(got: torch.Tensor, part: str, what: str) -> None:
+        """The readout's ``part`` under one token's logit, each wrong reading of it named."""
+        expect_close(
+            got,
+            under["logits"][part],
+            name,
+            what=f"{what}{on}",
+            atol=1e-3,
+            rtol=1e-3,
+            hints=[(under[read][part], f"{on.strip()}, {_READ_THROUGH[read]}") for read in _READ_THROUGH],
+        )
+
     row = expect_tensor(single.adjacency, (n, n), ("target", "source"), name)[-1, : n - 1]
-    expect_close(
-        row,
-        under["logits"]["row"],
-        name,
-        what=f"readout's edges{on}",
-        atol=1e-3,
-        rtol=1e-3,
-        hints=[
-            (under[read]["row"], f"with one token's logit as the readout, {_READ_THROUGH[read]}")
-            for read in _READ_THROUGH
-        ],
-    )
+    against_each_reading(row, "row", "readout's edges")
     value = expect_tensor(single.inputs, (n,), ("node",), name)[-1:]
     expect_close(
         value,
@@ -705,18 +707,7 @@ def check_attribution_graph(fn: Callable, model, transcoders: list[Transcoder]) 
     if single.through_heads is None:
         raise CheckFailed(f"`{name}` leaves through_heads out{on}; keep the gates' gradients for each target.")
     single_heads = expect_tensor(single.through_heads, (n, L, H), ("node", "layer", "head"), name)[-1]
-    expect_close(
-        single_heads,
-        under["logits"]["heads"],
-        name,
-        what=f"readout's parts through each head{on}",
-        atol=1e-3,
-        rtol=1e-3,
-        hints=[
-            (under[read]["heads"], f"with one token's logit as the readout, {_READ_THROUGH[read]}")
-            for read in _READ_THROUGH
-        ],
-    )
+    against_each_reading(single_heads, "heads", "readout's parts through each head")
     passed(
         name,
         f"{n} nodes, {int((adjacency != 0).sum())} edges, as the course's graph; and with one token's logit as the "
