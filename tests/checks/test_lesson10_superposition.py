@@ -866,9 +866,16 @@ def sae_loss(sae, x, l1):
     return ((x_hat - x) ** 2).sum(2).mean(1) + l1 * torch.einsum("ibs,is->ib", z, norms).mean(1)
 
 
-def _sae_loss(weigh=True, error="sum", square=False, coef=True, penalty=True, swap=False, detach=False, norm=None):
+def _relu_latents(sae, x):  # every positive pre-activation, whatever sae.k says
+    centred = x[None] - sae.b_dec[:, None]  # [instance, batch, d_in]
+    return torch.relu(torch.einsum("ibd,ids->ibs", centred, sae.W_enc) + sae.b_enc[:, None])
+
+
+def _sae_loss(
+    weigh=True, error="sum", square=False, coef=True, penalty=True, swap=False, detach=False, norm=None, topk=True
+):
     def fn(sae, x, l1):
-        z = sae_latents(sae, x)
+        z = sae_latents(sae, x) if topk else _relu_latents(sae, x)
         x_hat = torch.einsum("ibs,isd->ibd", z, sae.W_dec) + sae.b_dec[:, None]
         err = (x_hat - x) ** 2
         mse = err.sum(2).mean(1) if error == "sum" else err.mean(2).mean(1)
@@ -893,6 +900,7 @@ SAE_LOSS_MISTAKES = {
     "l1 multiplies the squared error": _sae_loss(swap=True),
     "carries no gradient": _sae_loss(detach=True),
     "the decoder rows' lengths in the penalty are cut off from the graph": _sae_loss(norm="detached"),
+    "your latents keep every positive pre-activation": _sae_loss(topk=False),
 }
 
 

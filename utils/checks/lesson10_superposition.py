@@ -1069,6 +1069,23 @@ def check_sae_loss(fn: Callable) -> None:
             (l1 * mse + penalty, "l1 multiplies the squared error; it multiplies the penalty."),
         ],
     )
+    topk = _random_saes(g, [2, 3])  # TopK SAEs, trained with no penalty: the latents must keep only the top k
+    no_penalty = torch.zeros(2)
+    out = expect_tensor(call(fn, topk, x.clone(), no_penalty, name=name), (2,), ("instance",), name)
+    relu_only = sp.ToySAE(topk.W_enc, topk.b_enc, topk.W_dec, topk.b_dec, None)
+    expect_close(
+        out,
+        sp.sae_loss(topk, x, no_penalty),
+        name,
+        "loss of a TopK SAE",
+        hints=[
+            (
+                sp.sae_loss(relu_only, x, no_penalty),
+                "on a TopK SAE (sae.k set) your latents keep every positive pre-activation; take them from "
+                "sae_latents(sae, x), which keeps only the top k of each input.",
+            ),
+        ],
+    )
     with torch.enable_grad():
         params = [p.clone().requires_grad_(True) for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)]
         live = sp.ToySAE(*params, None)
