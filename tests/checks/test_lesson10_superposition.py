@@ -867,8 +867,7 @@ def sae_loss(sae, x, l1):
 
 
 def _relu_latents(sae, x):  # every positive pre-activation, whatever sae.k says
-    centred = x[None] - sae.b_dec[:, None]  # [instance, batch, d_in]
-    return torch.relu(torch.einsum("ibd,ids->ibs", centred, sae.W_enc) + sae.b_enc[:, None])
+    return sae_latents(dataclasses.replace(sae, k=None), x)
 
 
 def _sae_loss(

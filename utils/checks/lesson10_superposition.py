@@ -18,6 +18,7 @@ forward pass (or loss) and the sampler they are given. Each check that passes re
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable
@@ -1072,7 +1073,7 @@ def check_sae_loss(fn: Callable) -> None:
     topk = _random_saes(g, [2, 3])  # TopK SAEs, trained with no penalty: the latents must keep only the top k
     no_penalty = torch.zeros(2)
     out = expect_tensor(call(fn, topk, x.clone(), no_penalty, name=name), (2,), ("instance",), name)
-    relu_only = sp.ToySAE(topk.W_enc, topk.b_enc, topk.W_dec, topk.b_dec, None)
+    relu_only = dataclasses.replace(topk, k=None)  # the same weights, every positive latent kept
     expect_close(
         out,
         sp.sae_loss(topk, x, no_penalty),
