@@ -103,3 +103,34 @@ def test_length_groups_fill_batches_up_to_the_token_budget():
     assert list(length_groups([2, 3, 3, 5, 9], batch_tokens=10)) == [(0, 3), (3, 4), (4, 5)]  # 3 × 3 fits, 4 × 5 not
     assert list(length_groups([20], batch_tokens=10)) == [(0, 1)], "an over-long sequence still runs, alone"
     assert list(length_groups([], batch_tokens=10)) == []
+
+
+def test_the_best_coordinate_finds_a_coordinate_that_marks_the_label_by_being_low():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.rand(400, generator=g) < 0.3
+    x = torch.randn(400, 12, generator=g)
+    x[labels, 5] -= 4.0  # coordinate 5 is low exactly on the label: read upside down
+    coordinate, sign, cut, f1 = m.best_coordinate(x, labels)
+    assert (coordinate, sign) == (5, -1.0) and f1 > 0.9
+    assert ((sign * x[:, coordinate] > cut) == labels).float().mean() > 0.95, "the rule it returns is the one scored"
+
+
+def test_the_token_rule_fires_on_the_tokens_that_carry_the_label_and_never_on_unseen_ones():
+    train_tokens = torch.tensor([1, 1, 2, 2, 2, 3, 3, 4])
+    train_labels = torch.tensor([True, True, True, False, False, False, False, False])
+    assert m.token_rule(train_tokens, train_labels, torch.tensor([1, 2, 3, 9])).tolist() == [True, False, False, False]
+
+
+def test_the_token_rule_cannot_tell_two_copies_of_the_same_tokens_apart():
+    train_tokens = torch.tensor([5, 6, 5, 6])
+    train_labels = torch.tensor([False, False, True, True])  # the second copy
+    fired = m.token_rule(train_tokens, train_labels, train_tokens)
+    assert fired[:2].tolist() == fired[2:].tolist()
+
+
+def test_auroc_by_column_is_one_for_a_perfect_column_a_half_for_a_constant_and_zero_reversed():
+    labels = torch.tensor([True, True, False, False])
+    scores = torch.tensor([[3.0, 1.0, 0.0], [2.0, 1.0, 1.0], [1.0, 1.0, 2.0], [0.0, 1.0, 3.0]])
+    assert m.auroc_by_column(scores, labels).tolist() == pytest.approx([1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="labelled and unlabelled"):
+        m.auroc_by_column(scores, torch.ones(4, dtype=torch.bool))

@@ -171,7 +171,8 @@ def best_thresholded_latent(
     labels = labels.bool()
     f1_at_zero = detector_scores(latents, labels)["f1"]
     difference = latents[labels].mean(0) - latents[~labels].mean(0)
-    pool = set(f1_at_zero.topk(candidates).indices.tolist()) | set(difference.topk(candidates).indices.tolist())
+    top = min(candidates, latents.shape[1])
+    pool = set(f1_at_zero.topk(top).indices.tolist()) | set(difference.topk(top).indices.tolist())
     best = (0, 0.0, -1.0)
     for j in sorted(pool):
         values = latents[:, j]
@@ -215,3 +216,47 @@ def bootstrap_f1_gap(a: torch.Tensor, b: torch.Tensor, n: int = 2000, seed: int 
     gaps = f1_of_counts(counts @ a) - f1_of_counts(counts @ b)
     low, high = torch.quantile(gaps, torch.tensor([0.025, 0.975])).tolist()
     return float(f1_of_counts(a.sum(0)) - f1_of_counts(b.sum(0))), low, high
+
+
+def auroc_by_column(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each column of ``scores [n, columns]`` as a detector of ``labels [n]`` (bool): the chance
+    that a labelled row outscores an unlabelled one, ties counted half: ``[columns]``."""
+    labels = labels.bool()
+    pos, neg = scores[labels].double(), scores[~labels].double()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("an AUROC needs labelled and unlabelled rows")
+    out = torch.zeros(scores.shape[1], dtype=torch.double)
+    for p in pos:  # one labelled row at a time: [neg, columns] compared, never [pos, neg, columns]
+        out += (p > neg).double().mean(0) + 0.5 * (p == neg).double().mean(0)
+    return (out / len(pos)).float()
+
+
+def best_coordinate(x: torch.Tensor, labels: torch.Tensor) -> tuple[int, float, float, float]:
+    """The baseline a latent must beat: the single coordinate of the stream ``x [n, d_model]``,
+    read either way up, and the threshold that detect ``labels [n]`` best (F1) on these rows, by
+    :func:`best_thresholded_latent`'s search: ``(coordinate, sign, threshold, f1)``; it fires where
+    ``sign * x[:, coordinate] > threshold``."""
+    signed = torch.cat([x, -x], 1)  # [n, 2 d_model]: each coordinate and its negative
+    floor = signed.min(0).values  # shifted to start at 0, so that every value is "active"
+    column, cut, f1 = best_thresholded_latent(signed - floor, labels)
+    d = x.shape[1]
+    sign = 1.0 if column < d else -1.0
+    return column % d, sign, cut + float(floor[column]), f1
+
+
+def token_rule(train_tokens: torch.Tensor, train_labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The baseline that reads the current token alone: each token id's share of labelled rows
+    among ``train_tokens [n]``, fired where that share reaches the cut with the best F1 on the
+    training rows; the predictions on ``tokens [m]`` (bool; an id never seen never fires)."""
+    vocab = int(max(train_tokens.max(), tokens.max())) + 1
+    seen = torch.zeros(vocab).index_add_(0, train_tokens, torch.ones(len(train_tokens)))
+    share = torch.zeros(vocab).index_add_(0, train_tokens, train_labels.float()) / seen.clamp(min=1)
+    labels = train_labels.bool()
+
+    def f1(cut: float) -> float:
+        fire = share[train_tokens] >= cut
+        return 2 * (fire & labels).sum().item() / max(1, fire.sum().item() + labels.sum().item())
+
+    cuts = share[(seen > 0) & (share > 0)].unique().tolist()
+    best = max(cuts, key=f1) if cuts else float("inf")
+    return share[tokens] >= best
