@@ -134,3 +134,14 @@ def test_auroc_by_column_is_one_for_a_perfect_column_a_half_for_a_constant_and_z
     assert m.auroc_by_column(scores, labels).tolist() == pytest.approx([1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="labelled and unlabelled"):
         m.auroc_by_column(scores, torch.ones(4, dtype=torch.bool))
+
+
+def test_the_best_coordinate_finds_a_rare_label_that_a_quantile_grid_would_miss():
+    g = torch.Generator().manual_seed(1)
+    labels = torch.zeros(3000, dtype=torch.bool)
+    labels[:15] = True  # half a percent of the rows
+    x = torch.randn(3000, 6, generator=g)
+    x[labels, 2] += 6.0
+    coordinate, sign, cut, f1 = m.best_coordinate(x, labels)
+    assert (coordinate, sign) == (2, 1.0) and f1 > 0.9
+    assert f1 == pytest.approx(2 * ((x[:, 2] > cut) & labels).sum().item() / ((x[:, 2] > cut).sum() + 15).item())

@@ -233,15 +233,20 @@ def auroc_by_column(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def best_coordinate(x: torch.Tensor, labels: torch.Tensor) -> tuple[int, float, float, float]:
     """The baseline a latent must beat: the single coordinate of the stream ``x [n, d_model]``,
-    read either way up, and the threshold that detect ``labels [n]`` best (F1) on these rows, by
-    :func:`best_thresholded_latent`'s search: ``(coordinate, sign, threshold, f1)``; it fires where
-    ``sign * x[:, coordinate] > threshold``."""
+    read either way up, and the threshold that detect ``labels [n]`` best (F1) on these rows,
+    searched exhaustively (every coordinate, both signs, a cut between every two sorted values):
+    ``(coordinate, sign, threshold, f1)``; it fires where ``sign * x[:, coordinate] > threshold``."""
+    labels = labels.bool()
     signed = torch.cat([x, -x], 1)  # [n, 2 d_model]: each coordinate and its negative
-    floor = signed.min(0).values  # shifted to start at 0, so that every value is "active"
-    column, cut, f1 = best_thresholded_latent(signed - floor, labels)
+    values, order = signed.sort(0, descending=True)  # firing on the top k rows of a column, for every k
+    hits = labels[order].float().cumsum(0)  # [k, column]: labelled rows among the top k
+    fired = torch.arange(1, len(x) + 1, dtype=torch.float)[:, None]
+    f1 = 2 * hits / (fired + labels.sum())  # [k, column]
+    f1[:-1][values[1:] == values[:-1]] = 0  # a cut must fall between two different values
+    k, column = divmod(int(f1.argmax()), signed.shape[1])
+    cut = float((values[k, column] + values[k + 1, column]) / 2) if k + 1 < len(x) else float(values[k, column]) - 1
     d = x.shape[1]
-    sign = 1.0 if column < d else -1.0
-    return column % d, sign, cut + float(floor[column]), f1
+    return column % d, 1.0 if column < d else -1.0, cut, float(f1[k, column])
 
 
 def token_rule(train_tokens: torch.Tensor, train_labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
