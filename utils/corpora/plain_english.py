@@ -5,7 +5,8 @@ model trained on the web reads ordinary English, so a question the zoo cannot be
 asked of it: does something learned on Storyworld (a latent, a direction) mean the same thing
 in text Storyworld never had? :func:`repeated_passages` builds the test: three different
 sentences, then the second again, so that the two copies of that sentence have the same
-tokens and differ only in whether the text has been seen before.
+tokens and differ in whether the text has been seen before, and in position: the second copy
+always comes later, so a detector of "later in the text" separates them too.
 """
 
 from __future__ import annotations
