@@ -7,6 +7,8 @@ in text Storyworld never had? :func:`repeated_passages` builds the test: three d
 sentences, then the second again, so that the two copies of that sentence have the same
 tokens and differ in whether the text has been seen before, and in position: the second copy
 always comes later, so a detector of "later in the text" separates them too.
+:func:`new_ending_passages` is the control for that: the same A B C with a fourth sentence D in
+the second copy's place, so that D stands where the copy stood and has never been read.
 """
 
 from __future__ import annotations
@@ -45,37 +47,59 @@ SENTENCES = (
 
 @dataclass(frozen=True)
 class RepeatedPassage:
-    """``text`` = sentences A, B, C and B again; ``first`` and ``second`` are B's two copies as
-    ``(start, end)`` character offsets (without the space before them)."""
+    """``text`` = sentences A, B, C and a fourth: B again, or a new sentence D. ``first`` is B's span
+    and ``second`` the fourth sentence's, as ``(start, end)`` character offsets (without the space
+    before them)."""
 
     text: str
     first: tuple[int, int]
     second: tuple[int, int]
 
 
+def _draws(seed: int, n: int, k: int) -> list[list[str]]:
+    """``n`` draws of ``k`` different sentences; the first three of each draw do not depend on ``k``."""
+    g = torch.Generator().manual_seed(seed)
+    return [[SENTENCES[i] for i in torch.randperm(len(SENTENCES), generator=g)[:k].tolist()] for _ in range(n)]
+
+
+def _passage(a: str, b: str, c: str, last: str) -> RepeatedPassage:
+    start = len(a) + 1
+    again = start + len(b) + 1 + len(c) + 1
+    return RepeatedPassage(f"{a} {b} {c} {last}", (start, start + len(b)), (again, again + len(last)))
+
+
 def repeated_passages(seed: int, n: int) -> list[RepeatedPassage]:
     """``n`` passages "A B C B", each of three different sentences drawn with ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        a, b, c = (SENTENCES[i] for i in torch.randperm(len(SENTENCES), generator=g)[:3].tolist())
-        start = len(a) + 1
-        again = start + len(b) + 1 + len(c) + 1
-        out.append(RepeatedPassage(f"{a} {b} {c} {b}", (start, start + len(b)), (again, again + len(b))))
-    return out
+    return [_passage(a, b, c, b) for a, b, c in _draws(seed, n, 3)]
+
+
+def new_ending_passages(seed: int, n: int) -> list[RepeatedPassage]:
+    """The same ``n`` passages as :func:`repeated_passages` with B's second copy replaced by a fourth
+    sentence D: "A B C D". ``first`` is B's span, ``second`` D's."""
+    return [_passage(a, b, c, d) for a, b, c, d in _draws(seed, n, 4)]
+
+
+def _tokens_inside(text: str, offsets: list[tuple[int, int]], span: tuple[int, int]) -> list[int]:
+    # a token's leading space belongs to the gap before the word
+    return [i for i, (a, b) in enumerate(offsets) if a + (text[a] == " ") >= span[0] and b <= span[1]]
+
+
+def span_tokens(tokenizer, passage: RepeatedPassage) -> tuple[list[int], list[int], list[int]]:
+    """The passage's token ids (no start token) and the positions of the tokens of its ``first``
+    and its ``second`` span."""
+    enc = tokenizer(passage.text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    return (
+        ids,
+        _tokens_inside(passage.text, offsets, passage.first),
+        _tokens_inside(passage.text, offsets, passage.second),
+    )
 
 
 def copy_tokens(tokenizer, passage: RepeatedPassage) -> tuple[list[int], list[int], list[int]]:
-    """The passage's token ids (no start token) and the positions of B's tokens in its first and
-    second copy, in the same order (the copies' tokens are checked to be the same)."""
-    enc = tokenizer(passage.text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-
-    def inside(span: tuple[int, int]) -> list[int]:
-        # a token's leading space belongs to the gap before the word
-        return [i for i, (a, b) in enumerate(offsets) if a + (passage.text[a] == " ") >= span[0] and b <= span[1]]
-
-    first, second = inside(passage.first), inside(passage.second)
+    """As :func:`span_tokens`, for a repeated passage: B's tokens in its first and second copy, in the
+    same order (the copies' tokens are checked to be the same)."""
+    ids, first, second = span_tokens(tokenizer, passage)
     if [ids[i] for i in first] != [ids[i] for i in second]:
         raise ValueError(f"the two copies are tokenized differently in {passage.text!r}")
     return ids, first, second
