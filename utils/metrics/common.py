@@ -85,3 +85,13 @@ def length_groups(
             stop += 1
         yield start, stop
         start = stop
+
+
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve: the chance a random positive outscores a random negative (ties half)."""
+    pos, neg = scores[labels.bool()].double(), scores[~labels.bool()].double()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("AUROC needs both classes")
+    greater = (pos[:, None] > neg[None, :]).double().mean()
+    ties = (pos[:, None] == neg[None, :]).double().mean()
+    return float(greater + 0.5 * ties)

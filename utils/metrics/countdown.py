@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from utils.corpora import countdown
-from utils.metrics.common import device_of, right_padded
+from utils.metrics.common import auroc, device_of, right_padded  # auroc: also lesson 08's reference
 from utils.metrics.loss import sequence_loss
 from utils.metrics.probes import fit_probe
 from utils.model_zoo.models import norm_weight
@@ -221,16 +221,6 @@ def numbers_probe(model, train: Sites, test: Sites) -> dict:
         probe = fit_probe(x_tr, train.valid.long(), 2)
         out[key] = (probe(x_te).argmax(-1) == test.valid.long()).float().mean().item()
     return out
-
-
-def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Area under the ROC curve: the chance a random positive outscores a random negative (ties half)."""
-    pos, neg = scores[labels.bool()].double(), scores[~labels.bool()].double()
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError("AUROC needs both classes")
-    greater = (pos[:, None] > neg[None, :]).double().mean()
-    ties = (pos[:, None] == neg[None, :]).double().mean()
-    return float(greater + 0.5 * ties)
 
 
 # ---------------------------------------------------------------------------------------
