@@ -1,4 +1,4 @@
-"""Plain English sentences written for the course, and passages that repeat one of them.
+"""Plain English written for the course: sentences, passages that repeat one of them, and whole paragraphs.
 
 Storyworld's words are the zoo's whole world: its tokenizer spells "river" in four pieces. A
 model trained on the web reads ordinary English, so a question the zoo cannot be asked can be
@@ -42,6 +42,36 @@ SENTENCES = (
     "Our team won the first game but lost the next two.",
     "A cat will often sleep for most of the day in a warm place.",
     "The farmer checked the fence before letting the sheep into the field.",
+)
+
+# Whole paragraphs of ordinary prose, each on its own subject: what a model trained on the web should read far
+# better than Storyworld's stories and than the same words shuffled (lesson 00's check of the converted model).
+PARAGRAPHS = (
+    "Bread is one of the oldest foods made by people. It is usually made from flour, water, salt and yeast. The "
+    "yeast feeds on the sugars in the flour and gives off gas, which makes the dough rise. After the dough has risen, "
+    "it is shaped and baked in a hot oven until the crust turns brown. There are many kinds of bread around the world, "
+    "from flat breads cooked on a hot stone to soft white loaves sold in shops. In many countries bread is eaten with "
+    "almost every meal.",
+    "Most rivers begin as small streams high in the hills, where rain and melting snow run down the slopes. As they "
+    "flow downhill, the streams join together and the water grows deeper and wider. Along the way a river carries "
+    "sand and small stones, which it drops where the water slows down. Near the sea the land is often flat, and the "
+    "river may split into many channels before it reaches the coast. Towns were often built beside rivers, because "
+    "the water was useful for drinking, farming and travel.",
+    "A library is a place where people can borrow books for free. Most libraries also lend films and music, and many "
+    "of them have computers that anyone can use. The books are arranged on the shelves by subject, so that books "
+    "about the same topic stand next to each other. If you cannot find what you are looking for, a librarian will "
+    "help you search the catalogue. Many libraries also hold reading groups for children and talks by local writers "
+    "in the evenings.",
+    "Growing vegetables at home takes some planning. First, choose a spot that gets at least six hours of sunlight a "
+    "day, since most plants need plenty of light. Then prepare the soil by removing weeds and mixing in compost. "
+    "Seeds should be planted at the depth written on the packet and watered gently every few days. As the plants "
+    "grow, keep an eye out for insects and pull up any new weeds before they spread. With a little care, a small "
+    "garden can provide fresh food for much of the summer.",
+    "Trains have carried people and goods for almost two hundred years. The first railways used steam engines, which "
+    "burned coal to boil water and push the wheels. Later, diesel and electric engines replaced steam on most lines "
+    "because they were cleaner and easier to run. Today some fast trains travel at more than three hundred "
+    "kilometres an hour, linking cities that once took a full day to reach. Many people prefer the train to flying "
+    "for shorter trips, since stations are often close to the city centre.",
 )
 
 
